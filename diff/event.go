@@ -1,0 +1,110 @@
+package diff
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Event types, one per upstream log type. TypeTaskLogged carries log types
+// this version does not know; their raw log is kept in Data.Log.
+const (
+	TypeTaskCreated       = "task.created"
+	TypeTaskAssigned      = "task.assigned"
+	TypeTaskStatusChanged = "task.status_changed"
+	TypeTaskCommented     = "task.commented"
+	TypeTaskLogged        = "task.logged"
+)
+
+// Types lists every event type the relay emits, in log type order.
+var Types = []string{TypeTaskCreated, TypeTaskAssigned, TypeTaskStatusChanged, TypeTaskCommented, TypeTaskLogged}
+
+// Envelope constants of every event.
+const (
+	SpecVersion     = "1.0"
+	Source          = "incsapp/tasks"
+	DataContentType = "application/json"
+)
+
+// Event is one CloudEvents 1.0 event: exactly one upstream log. Its ID is
+// "log-<log id>" forever; Offset is assigned by the store when the event is
+// committed and is kept when the event is replayed.
+type Event struct {
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Subject         string    `json:"subject"`
+	Time            time.Time `json:"time"`
+	DataContentType string    `json:"datacontenttype"`
+	Offset          uint64    `json:"offset"`
+	Data            Data      `json:"data"`
+
+	// Body is the event's JSON encoding exactly as the store holds it: what
+	// sinks send and sign. It is set on events read from the store.
+	Body json.RawMessage `json:"-"`
+	// StoredAt is when the store committed the event; set on events read
+	// from the store.
+	StoredAt time.Time `json:"-"`
+}
+
+// Data is the payload of an event.
+type Data struct {
+	TaskID int64 `json:"task_id"`
+	// Task is the task as the API returned it, without its logs.
+	Task json.RawMessage `json:"task"`
+	// Log is the log as the API returned it.
+	Log json.RawMessage `json:"log"`
+
+	Status             int    `json:"status"`
+	StatusName         string `json:"status_name"`
+	PreviousStatus     int    `json:"previous_status"`
+	PreviousStatusName string `json:"previous_status_name"`
+	AssigneeUsername   string `json:"assignee_username"`
+	// PreviousAssignee is the assignee before this log, where an earlier
+	// assignment log of the task shows it.
+	PreviousAssignee string `json:"previous_assignee_username,omitempty"`
+	Comment          string `json:"comment"`
+}
+
+// EventID returns the event id of the log with the given id.
+func EventID(logID int64) string { return "log-" + strconv.FormatInt(logID, 10) }
+
+// TypeOf returns the event type of an API log type.
+func TypeOf(logType int) string {
+	switch logType {
+	case LogCreated:
+		return TypeTaskCreated
+	case LogAssigned:
+		return TypeTaskAssigned
+	case LogStatusChanged:
+		return TypeTaskStatusChanged
+	case LogCommented:
+		return TypeTaskCommented
+	}
+	return TypeTaskLogged
+}
+
+// ShortType returns the short name of an event type used in NATS subjects:
+// "task.status_changed" becomes "status_changed".
+func ShortType(eventType string) string {
+	if len(eventType) > 5 && eventType[:5] == "task." {
+		return eventType[5:]
+	}
+	return eventType
+}
+
+// StatusName returns the contract name of a task status, or "unknown_<n>".
+func StatusName(status int) string {
+	switch status {
+	case StatusNotStarted:
+		return "not_started"
+	case StatusInProgress:
+		return "in_progress"
+	case StatusCompleted:
+		return "completed"
+	case StatusTerminated:
+		return "terminated"
+	}
+	return "unknown_" + strconv.Itoa(status)
+}
