@@ -1,0 +1,232 @@
+// Package consume is for downstream services that receive incs-relay
+// events: it verifies a Standard Webhooks delivery (signature and timestamp
+// tolerance), decodes the CloudEvents envelope into typed Go values, and
+// dedupes deliveries by event id. It imports nothing of the relay but the
+// event types in diff.
+//
+//	v, _ := consume.NewVerifier([]string{os.Getenv("WEBHOOK_SECRET")})
+//	http.HandleFunc("/incs", func(w http.ResponseWriter, r *http.Request) {
+//		ev, err := v.Verify(r)            // 401 on error
+//		if err != nil { http.Error(w, err.Error(), http.StatusUnauthorized); return }
+//		if !seen.Add(ev.ID) { w.WriteHeader(http.StatusNoContent); return } // a redelivery
+//		... handle ev.Type, ev.Data ...
+//	})
+package consume
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/incs-relay/incs-relay/diff"
+)
+
+// Event is an incs-relay event: a CloudEvents 1.0 envelope whose data holds
+// the task, the log and the change.
+type Event = diff.Event
+
+// Errors returned by Verify. Match them with errors.Is.
+var (
+	// ErrMissingHeaders: webhook-id, webhook-timestamp or webhook-signature
+	// is absent.
+	ErrMissingHeaders = errors.New("missing webhook headers")
+	// ErrTimestamp: the timestamp is outside the tolerance (a replayed or
+	// delayed request), or not a number.
+	ErrTimestamp = errors.New("webhook timestamp outside tolerance")
+	// ErrSignature: no signature matches any secret.
+	ErrSignature = errors.New("no matching webhook signature")
+	// ErrBody: the body is not an incs-relay event.
+	ErrBody = errors.New("body is not an incs-relay event")
+)
+
+// DefaultTolerance is how far a webhook-timestamp may be from now, as the
+// Standard Webhooks specification recommends.
+const DefaultTolerance = 5 * time.Minute
+
+// MaxBody is the largest body Verify reads.
+const MaxBody = 4 << 20
+
+// Verifier checks Standard Webhooks deliveries against one or more secrets
+// (several while rotating). It is safe for concurrent use.
+type Verifier struct {
+	keys      [][]byte
+	Tolerance time.Duration    // default DefaultTolerance
+	Now       func() time.Time // default time.Now
+}
+
+// NewVerifier returns a Verifier for secrets of the form "whsec_<base64>".
+// Its error never contains a secret.
+func NewVerifier(secrets []string) (*Verifier, error) {
+	v := &Verifier{}
+	for i, s := range secrets {
+		k, err := ParseSecret(s)
+		if err != nil {
+			return nil, fmt.Errorf("consume: secret %d: %w", i, err)
+		}
+		v.keys = append(v.keys, k)
+	}
+	if len(v.keys) == 0 {
+		return nil, errors.New("consume: no secret")
+	}
+	return v, nil
+}
+
+// ParseSecret returns the HMAC key of a "whsec_<base64>" secret.
+func ParseSecret(s string) ([]byte, error) {
+	b64, ok := strings.CutPrefix(strings.TrimSpace(s), "whsec_")
+	if !ok {
+		return nil, errors.New(`want "whsec_" followed by base64`)
+	}
+	k, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(k) == 0 {
+		return nil, errors.New(`the part after "whsec_" is not valid base64`)
+	}
+	return k, nil
+}
+
+// Verify reads r's body and checks its headers; on success it returns the
+// decoded event. It never acts on a request that fails a check.
+func (v *Verifier) Verify(r *http.Request) (*Event, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("consume: read body: %w", err)
+	}
+	if len(body) > MaxBody {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrBody, MaxBody)
+	}
+	return v.VerifyBody(r.Header, body)
+}
+
+// VerifyBody checks the headers against body and decodes the event.
+func (v *Verifier) VerifyBody(h http.Header, body []byte) (*Event, error) {
+	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
+	if id == "" || ts == "" || sigs == "" {
+		return nil, ErrMissingHeaders
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q is not Unix seconds", ErrTimestamp, ts)
+	}
+	tol := v.Tolerance
+	if tol <= 0 {
+		tol = DefaultTolerance
+	}
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	if d := now().Sub(time.Unix(sec, 0)); d > tol || d < -tol {
+		return nil, fmt.Errorf("%w: %s off", ErrTimestamp, d.Round(time.Second))
+	}
+	if !Signed(v.keys, id, ts, body, sigs) {
+		return nil, ErrSignature
+	}
+	ev, err := Decode(body)
+	if err != nil {
+		return nil, err
+	}
+	if ev.ID != id {
+		return nil, fmt.Errorf("%w: webhook-id %q differs from the event id %q", ErrBody, id, ev.ID)
+	}
+	return ev, nil
+}
+
+// Signed reports whether any "v1,<base64>" entry of the space-separated
+// signature header is the HMAC-SHA256 of "id.timestamp.body" under any
+// key. It compares in constant time.
+func Signed(keys [][]byte, id, timestamp string, body []byte, header string) bool {
+	for _, k := range keys {
+		mac := hmac.New(sha256.New, k)
+		mac.Write([]byte(id))
+		mac.Write([]byte{'.'})
+		mac.Write([]byte(timestamp))
+		mac.Write([]byte{'.'})
+		mac.Write(body)
+		want := mac.Sum(nil)
+		for _, entry := range strings.Fields(header) {
+			b64, ok := strings.CutPrefix(entry, "v1,")
+			if !ok {
+				continue
+			}
+			got, err := base64.StdEncoding.DecodeString(b64)
+			if err == nil && hmac.Equal(got, want) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Decode parses an event body (a webhook body or a NATS message).
+func Decode(body []byte) (*Event, error) {
+	var ev Event
+	if err := json.Unmarshal(body, &ev); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBody, err)
+	}
+	if ev.SpecVersion != diff.SpecVersion || !strings.HasPrefix(ev.ID, "log-") || ev.Type == "" {
+		return nil, fmt.Errorf("%w: not a CloudEvents 1.0 incs-relay event", ErrBody)
+	}
+	ev.Body = append(json.RawMessage(nil), body...)
+	return &ev, nil
+}
+
+// Task decodes the task carried in an event (without its logs).
+func Task(ev *Event) (diff.Task, error) {
+	var t diff.Task
+	err := json.Unmarshal(ev.Data.Task, &t)
+	return t, err
+}
+
+// Log decodes the log carried in an event.
+func Log(ev *Event) (diff.Log, error) {
+	var l diff.Log
+	err := json.Unmarshal(ev.Data.Log, &l)
+	return l, err
+}
+
+// Dedupe remembers the most recent event ids, to drop redeliveries: the
+// relay delivers at least once, so the same id can arrive again (always
+// with the same offset and body). It keeps at most Size ids (default
+// 100,000), forgetting the oldest. Safe for concurrent use. Services that
+// must dedupe across restarts keep the id in their own database instead,
+// or track the highest offset per task.
+type Dedupe struct {
+	Size int
+
+	mu   sync.Mutex
+	seen map[string]struct{}
+	ring []string
+	next int
+}
+
+// Add records id and reports whether it was new.
+func (d *Dedupe) Add(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen == nil {
+		if d.Size <= 0 {
+			d.Size = 100_000
+		}
+		d.seen = make(map[string]struct{}, d.Size)
+		d.ring = make([]string, d.Size)
+	}
+	if _, ok := d.seen[id]; ok {
+		return false
+	}
+	if old := d.ring[d.next]; old != "" {
+		delete(d.seen, old)
+	}
+	d.ring[d.next] = id
+	d.next = (d.next + 1) % d.Size
+	d.seen[id] = struct{}{}
+	return true
+}
