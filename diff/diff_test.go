@@ -196,3 +196,71 @@ func FuzzDiff(f *testing.F) {
 		}
 	})
 }
+
+func TestScanMember(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"first", `{"logs":[{"id":1},{"a":"]"}],"id":1}`, `{"id":1}`},
+		{"middle", `{"id":1, "logs": [ ], "x":"y"}`, `{"id":1, "x":"y"}`},
+		{"last", "{\"id\":1,\n \"logs\":[{\"s\":\"\\\"}\"}]\n}", "{\"id\":1\n}"},
+		{"only", `{ "logs":[] }`, `{  }`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var task Task
+			require.NoError(t, json.Unmarshal([]byte(tt.in), &task))
+			got, err := task.JSONWithoutLogs()
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, string(got))
+			assert.True(t, json.Valid(got))
+		})
+	}
+	var task Task
+	require.NoError(t, json.Unmarshal([]byte(`{"id":1,"name":"a,\"logs\"","logs":[{"id":5,"type":9,"x":{"y":[1,"]"]}},{"id":6}]}`), &task))
+	require.Len(t, task.Logs, 2)
+	assert.Equal(t, `{"id":5,"type":9,"x":{"y":[1,"]"]}}`, string(task.Logs[0].Raw))
+	assert.Equal(t, `{"id":6}`, string(task.Logs[1].Raw))
+}
+
+func FuzzScanMember(f *testing.F) {
+	f.Add([]byte(vendorTask))
+	f.Add([]byte(`{"logs":[],"a":"\\\""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var task Task
+		if json.Unmarshal(b, &task) != nil {
+			return
+		}
+		got, err := task.JSONWithoutLogs()
+		if err != nil {
+			return
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(got, &m); err != nil {
+			t.Fatalf("not valid JSON after cutting logs: %q -> %q", b, got)
+		}
+		if _, ok := m["logs"]; ok {
+			t.Fatalf("logs still there: %q", got)
+		}
+		for _, l := range task.Logs {
+			if len(l.Raw) > 0 && !json.Valid(l.Raw) {
+				t.Fatalf("bad log span %q", l.Raw)
+			}
+		}
+	})
+}
+
+func TestRawMemberAndElements(t *testing.T) {
+	page := []byte(`{"status":"success","code":200,"data":{"total":2,"data":[{"id":1,"logs":[]} , {"id":2}]},"error":{}}`)
+	data, ok := RawMember(page, "data")
+	require.True(t, ok)
+	arr, ok := RawMember(data, "data")
+	require.True(t, ok)
+	els := RawElements(arr)
+	require.Len(t, els, 2)
+	assert.Equal(t, `{"id":1,"logs":[]}`, string(els[0]))
+	assert.Equal(t, `{"id":2}`, string(els[1]))
+	_, ok = RawMember(page, "nope")
+	assert.False(t, ok)
+	last, ok := RawMember(page, "error")
+	require.True(t, ok)
+	assert.Equal(t, `{}`, string(last))
+}

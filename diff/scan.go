@@ -1,0 +1,140 @@
+package diff
+
+// scanMember finds the top-level member key of the JSON object obj, which
+// must be valid JSON (it was decoded before). It returns the span
+// [start, end) to cut so that the object stays valid without the member
+// (the member with one adjacent comma), and, when the member's value is an
+// array, the spans of its elements. ok is false when the member is absent
+// or obj is not an object; keys written with escapes are not matched.
+func scanMember(obj []byte, key string) (start, end int, elems [][2]int, ok bool) {
+	i := skipSpace(obj, 0)
+	if i >= len(obj) || obj[i] != '{' {
+		return 0, 0, nil, false
+	}
+	i++
+	prevEnd := i // end of the previous member (after its value), or after '{'
+	first := true
+	for {
+		i = skipSpace(obj, i)
+		if i >= len(obj) || obj[i] == '}' {
+			return 0, 0, nil, false
+		}
+		if obj[i] == ',' {
+			i = skipSpace(obj, i+1)
+		}
+		memberStart := i
+		keyEnd := skipString(obj, i)
+		if keyEnd < 0 {
+			return 0, 0, nil, false
+		}
+		match := keyEnd-i == len(key)+2 && string(obj[i+1:keyEnd-1]) == key
+		i = skipSpace(obj, keyEnd)
+		if i >= len(obj) || obj[i] != ':' {
+			return 0, 0, nil, false
+		}
+		i = skipSpace(obj, i+1)
+		valStart := i
+		valEnd := skipValue(obj, i)
+		if valEnd < 0 {
+			return 0, 0, nil, false
+		}
+		if match {
+			if obj[valStart] == '[' {
+				elems = arrayElems(obj[:valEnd], valStart)
+			}
+			if first {
+				// cut the member and the comma after it, if any
+				j := skipSpace(obj, valEnd)
+				if j < len(obj) && obj[j] == ',' {
+					return memberStart, skipSpace(obj, j+1), elems, true
+				}
+				return memberStart, valEnd, elems, true
+			}
+			// cut the comma before it
+			return prevEnd, valEnd, elems, true
+		}
+		first = false
+		prevEnd = valEnd
+		i = valEnd
+	}
+}
+
+// arrayElems returns the spans of the elements of the array at b[i].
+func arrayElems(b []byte, i int) [][2]int {
+	var out [][2]int
+	i = skipSpace(b, i+1)
+	for i < len(b) && b[i] != ']' {
+		if b[i] == ',' {
+			i = skipSpace(b, i+1)
+			continue
+		}
+		end := skipValue(b, i)
+		if end < 0 {
+			return nil
+		}
+		out = append(out, [2]int{i, end})
+		i = skipSpace(b, end)
+	}
+	return out
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i], or -1.
+func skipString(b []byte, i int) int {
+	if i >= len(b) || b[i] != '"' {
+		return -1
+	}
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// skipValue returns the index after the JSON value starting at b[i], or -1.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				j := skipString(b, i)
+				if j < 0 {
+					return -1
+				}
+				i = j - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return -1
+	}
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\n', '\t', '\r':
+			return i
+		}
+	}
+	return i
+}

@@ -1,0 +1,933 @@
+// Package sim is an in-process simulator of the incsapp task API
+// (GET /external/tasks): a seeded, evolving world of tasks and their history
+// logs served over HTTP exactly as the vendor page shows it, with injectable
+// faults. Tests, `incs-relay demo` and `incs-relay sim` use it; Logs returns
+// every log it ever created, the ground truth a relay's events are checked
+// against.
+//
+// Contract details the vendor page leaves open, chosen here:
+//   - page counts from 1; page < 1 is page 1. page_size defaults to 20 and
+//     values above 100 are capped at 100, as the real API most likely does;
+//     page_size < 1 means the default.
+//   - start_at and end_at filter by creation time, both inclusive, read in
+//     the simulator's Location; name matches a substring; a malformed
+//     parameter is HTTP 400 with an error envelope.
+//   - a wrong or missing bearer token is HTTP 401 with an error envelope;
+//     an empty Options.Token accepts any request.
+//   - tasks are listed newest id first unless Options.Order says otherwise;
+//     each task's logs are in id order.
+package sim
+
+import (
+	"cmp"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/incs-relay/incs-relay/diff"
+)
+
+// TasksPath is the only path the simulator serves.
+const TasksPath = "/external/tasks"
+
+// Page sizes of the API.
+const (
+	DefaultPageSize = 20
+	MaxPageSize     = 100
+)
+
+// Order is the order in which the API lists tasks.
+type Order int
+
+// Orders. The vendor page does not say; IDDesc is the default.
+const (
+	IDDesc      Order = iota // newest task first
+	IDAsc                    // oldest task first
+	UpdatedDesc              // most recently updated first, then newest id
+)
+
+// FaultKind is one way a request can fail.
+type FaultKind int
+
+// Fault kinds.
+const (
+	Status401           FaultKind = iota + 1 // HTTP 401 with an error envelope
+	Status429                                // HTTP 429 without Retry-After
+	Status429RetryAfter                      // HTTP 429 with Retry-After: 1
+	Status500                                // HTTP 500 with an error envelope
+	Status503                                // HTTP 503 with an HTML body, as from a gateway
+	ErrorEnvelope                            // HTTP 200, status "error" or code != 200
+	Truncated                                // HTTP 200, the page's JSON cut in half
+	NotJSON                                  // HTTP 200 with an HTML body
+	Slow                                     // a valid page, sent after Faults.SlowDelay
+)
+
+// AllFaults lists every fault kind.
+var AllFaults = []FaultKind{Status401, Status429, Status429RetryAfter, Status500, Status503,
+	ErrorEnvelope, Truncated, NotJSON, Slow}
+
+var faultNames = map[FaultKind]string{
+	Status401: "401", Status429: "429", Status429RetryAfter: "429-retry-after",
+	Status500: "500", Status503: "503", ErrorEnvelope: "error-envelope",
+	Truncated: "truncated", NotJSON: "not-json", Slow: "slow",
+}
+
+// String returns the kind's name as ParseFaultKind reads it, e.g. "429-retry-after".
+func (k FaultKind) String() string {
+	if n, ok := faultNames[k]; ok {
+		return n
+	}
+	return "fault-" + strconv.Itoa(int(k))
+}
+
+// ParseFaultKind reads a fault kind's name as String writes it.
+func ParseFaultKind(s string) (FaultKind, error) {
+	for k, n := range faultNames {
+		if n == s {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("sim: unknown fault kind %q", s)
+}
+
+// Faults sets how often and how requests fail.
+type Faults struct {
+	// Rate is the fraction of requests, 0..1, that fail.
+	Rate float64
+	// Kinds are the ways they fail, picked uniformly; empty means AllFaults.
+	Kinds []FaultKind
+	// SlowDelay is how long a Slow answer takes; default 12s, more than the
+	// poller's default timeout.
+	SlowDelay time.Duration
+}
+
+// Options configures a Sim. Zero fields take the defaults named on each.
+type Options struct {
+	// Token is the bearer token requests must carry; empty accepts any.
+	Token string
+	// Tasks is the number of tasks created, with their history, by New.
+	Tasks int
+	// Seed seeds every random choice: equal options give equal worlds.
+	Seed int64
+	// Tick is how often Run applies ChangesPerTick changes; default 1s.
+	Tick time.Duration
+	// Location is the API's zone; default Asia/Shanghai.
+	Location *time.Location
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+	// Order is the list order; default IDDesc.
+	Order Order
+	// Faults are injected into served requests; see SetFaults.
+	Faults Faults
+	// ChangesPerTick is how many changes Run applies per tick; default
+	// Tasks/200, at least 1.
+	ChangesPerTick int
+	// OpenFraction is the fraction of tasks left open (status 0 or 1) by
+	// New; default 0.3.
+	OpenFraction float64
+	// Extra adds members the vendor page does not list ("priority" and
+	// "tags" on tasks, "source" on logs), as a newer API version might.
+	Extra bool
+}
+
+// LogRef names one log the simulator created: the ground truth for tests.
+type LogRef struct {
+	TaskID    int64
+	LogID     int64
+	Type      int
+	CreatedAt string
+}
+
+// Sim is a simulated incsapp task API. It is an http.Handler and safe for
+// concurrent use; one mutex guards its world.
+type Sim struct {
+	requests atomic.Int64
+
+	mu       sync.Mutex
+	o        Options
+	loc      *time.Location
+	now      func() time.Time
+	rng      *rand.Rand // the world's changes
+	faultRng *rand.Rand // fault decisions, apart so requests do not change the world
+	faults   Faults
+
+	tasks      []*task // in id order
+	open       []*task // tasks with status 0 or 1, in no order
+	logs       []LogRef
+	nextTaskID int64
+	nextLogID  int64
+	creationID int64
+	// createdSorted is true while tasks in id order are also in creation
+	// time order, which a clock that goes back can break.
+	createdSorted bool
+
+	version     uint64  // bumped by every change
+	byUpdated   []*task // UpdatedDesc order, valid for byUpdatedAt
+	byUpdatedAt uint64
+}
+
+type task struct {
+	w       wireTask
+	created int64  // unix seconds of created_at
+	updated int64  // unix seconds of updated_at
+	lastLog int64  // unix seconds of the newest log
+	openPos int    // index in Sim.open, -1 when closed
+	json    []byte // cached encoding of w; nil after a change
+}
+
+type wireTask struct {
+	ID               int64     `json:"id"`
+	CreationID       int64     `json:"creation_id"`
+	AuthID           int64     `json:"auth_id"`
+	Name             string    `json:"name"`
+	Description      string    `json:"description"`
+	Type             int       `json:"type"`
+	UserName         string    `json:"user_name"`
+	UserPhone        string    `json:"user_phone"`
+	AssigneeUsername string    `json:"assignee_username"`
+	Status           int       `json:"status"`
+	CreatedAt        string    `json:"created_at"`
+	UpdatedAt        string    `json:"updated_at"`
+	Logs             []wireLog `json:"logs"`
+	Priority         *int      `json:"priority,omitempty"`
+	Tags             []string  `json:"tags,omitempty"`
+}
+
+type wireLog struct {
+	ID               int64  `json:"id"`
+	Type             int    `json:"type"`
+	Status           int    `json:"status"`
+	PreStatus        int    `json:"pre_status"`
+	AssigneeUsername string `json:"assignee_username"`
+	Comment          string `json:"comment"`
+	CreatedAt        string `json:"created_at"`
+	UpdatedAt        string `json:"updated_at"`
+	Source           string `json:"source,omitempty"`
+}
+
+// LogUnknown is the log type the simulator uses for logs the vendor page
+// does not describe.
+const LogUnknown = 9
+
+// New returns a simulator whose world holds o.Tasks tasks created over the
+// two weeks before o.Now, each with a plausible history, and whose JSON is
+// encoded up front so that serving a page costs little.
+func New(o Options) *Sim {
+	if o.Tick <= 0 {
+		o.Tick = time.Second
+	}
+	if o.Location == nil {
+		o.Location = defaultLocation()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ChangesPerTick <= 0 {
+		o.ChangesPerTick = max(1, o.Tasks/200)
+	}
+	if o.OpenFraction <= 0 || o.OpenFraction > 1 {
+		o.OpenFraction = 0.3
+	}
+	seed := uint64(o.Seed)
+	s := &Sim{
+		o:             o,
+		loc:           o.Location,
+		now:           o.Now,
+		rng:           rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
+		faultRng:      rand.New(rand.NewPCG(seed, 0xc2b2ae3d27d4eb4f)),
+		nextTaskID:    1,
+		nextLogID:     1,
+		creationID:    1,
+		createdSorted: true,
+	}
+	s.faults = normFaults(o.Faults)
+	s.populate(o.Tasks)
+	for _, t := range s.tasks {
+		s.encode(t)
+	}
+	return s
+}
+
+func defaultLocation() *time.Location {
+	if loc, err := time.LoadLocation("Asia/Shanghai"); err == nil {
+		return loc
+	}
+	return time.FixedZone("CST", 8*60*60)
+}
+
+func normFaults(f Faults) Faults {
+	f.Rate = min(max(f.Rate, 0), 1)
+	if len(f.Kinds) == 0 {
+		f.Kinds = AllFaults
+	}
+	f.Kinds = slices.Clone(f.Kinds)
+	if f.SlowDelay <= 0 {
+		f.SlowDelay = 12 * time.Second
+	}
+	return f
+}
+
+// SetFaults replaces the fault injection for requests that arrive from now on.
+func (s *Sim) SetFaults(f Faults) {
+	f = normFaults(f)
+	s.mu.Lock()
+	s.faults = f
+	s.mu.Unlock()
+}
+
+// Requests returns how many requests the simulator has received, failed
+// ones included.
+func (s *Sim) Requests() int64 { return s.requests.Load() }
+
+// Logs returns a copy of every log ever created, in log id order.
+func (s *Sim) Logs() []LogRef {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.logs)
+}
+
+// Step applies n random changes at the current time: new tasks (a created
+// log and often an assigned one), assignments, status changes 0→1→2 or →3,
+// comments in Chinese with emoji, edits of name or description that touch
+// updated_at without a log, and now and then a log of unknown type 9.
+func (s *Sim) Step(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now().Unix()
+	for range n {
+		s.change(now)
+	}
+}
+
+// Run calls Step(ChangesPerTick) every Tick until ctx ends. It blocks.
+func (s *Sim) Run(ctx context.Context) {
+	t := time.NewTicker(s.o.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Step(s.o.ChangesPerTick)
+		}
+	}
+}
+
+// format returns unix seconds as an API time in the simulator's zone.
+func (s *Sim) format(unix int64) string {
+	return time.Unix(unix, 0).In(s.loc).Format(diff.TimeLayout)
+}
+
+var (
+	userNames = []string{"Erin", "李雷", "韩梅梅", "王芳", "张伟", "Budi", "Siti Rahma", "刘洋", "陈静", "Ahmad", "赵敏", "O'Brien"}
+	assignees = []string{"incs_1", "incs_2", "incs_3", "incs_4", "incs_5", "incs_6", "incs_7", "incs_8", "incs_9", "incs_10", "incs_11", "incs_12"}
+	taskNames = []string{"客户回访", "安装调试", "售后维修", "订单跟进", "投诉处理", "上门测量", "合同续签", "Delivery check"}
+	descs     = []string{"1111", "客户要求尽快处理", "请带上工具箱 🧰", "地址：上海市浦东新区张江路 88 号", "需要二次确认，电话联系客户 📞",
+		"Customer asked for a \"quick\" visit\nbefore 5pm", "优先级高 🔥 请今天完成"}
+	comments = []string{"已经跟进", "客户未接电话，稍后再打 📞", "已上门，明天复查 ✅", "等待配件到货 🔧", "客户满意 👍",
+		"地址有误，已联系客户更正", "需要主管审批 🙏", "问题已解决 🎉", "Called twice, no answer", "客户说：“下周再来”"}
+	unknownComments = []string{"系统同步：工单已归档 🗂️", "SLA 提醒：即将超时 ⏰"}
+)
+
+func pick[T any](r *rand.Rand, xs []T) T { return xs[r.IntN(len(xs))] }
+
+// newTaskAt adds a task created at unix time at, without logs.
+func (s *Sim) newTaskAt(at int64) *task {
+	r := s.rng
+	if r.IntN(20) == 0 {
+		s.creationID++
+	}
+	id := s.nextTaskID
+	s.nextTaskID++
+	created := s.format(at)
+	var phone string
+	if r.IntN(2) == 0 {
+		phone = fmt.Sprintf("62815%08d", r.IntN(100000000))
+	} else {
+		phone = fmt.Sprintf("138%08d", r.IntN(100000000))
+	}
+	t := &task{
+		w: wireTask{
+			ID:          id,
+			CreationID:  s.creationID,
+			AuthID:      30000 + int64(r.IntN(100)),
+			Name:        fmt.Sprintf("%s #%d", pick(r, taskNames), id),
+			Description: pick(r, descs),
+			Type:        1 + r.IntN(5),
+			UserName:    pick(r, userNames),
+			UserPhone:   phone,
+			CreatedAt:   created,
+			UpdatedAt:   created,
+			Logs:        make([]wireLog, 0, 6),
+		},
+		created: at,
+		updated: at,
+		lastLog: at,
+		openPos: -1,
+	}
+	if s.o.Extra {
+		p := 1 + r.IntN(3)
+		t.w.Priority = &p
+		t.w.Tags = []string{pick(r, []string{"vip", "紧急", "回访"})}
+	}
+	if n := len(s.tasks); n > 0 && s.tasks[n-1].created > at {
+		s.createdSorted = false
+	}
+	s.tasks = append(s.tasks, t)
+	s.setOpen(t, true)
+	return t
+}
+
+func (s *Sim) setOpen(t *task, open bool) {
+	switch {
+	case open && t.openPos < 0:
+		t.openPos = len(s.open)
+		s.open = append(s.open, t)
+	case !open && t.openPos >= 0:
+		last := s.open[len(s.open)-1]
+		s.open[t.openPos] = last
+		last.openPos = t.openPos
+		s.open = s.open[:len(s.open)-1]
+		t.openPos = -1
+	}
+}
+
+// draft is a log of the initial history before its id is known.
+type draft struct {
+	t   *task
+	at  int64
+	seq int
+	l   wireLog
+}
+
+// populate builds n tasks with histories spread over two weeks before now.
+// Log ids are handed out in global time order, as a real API would.
+func (s *Sim) populate(n int) {
+	if n <= 0 {
+		return
+	}
+	r := s.rng
+	now := s.now().Unix()
+	const span = 14 * 24 * 60 * 60
+	start := now - span
+	step := max(int64(span)/int64(n), 1)
+	drafts := make([]draft, 0, n*5)
+	for i := range n {
+		at := min(start+int64(i)*step+r.Int64N(step), now)
+		t := s.newTaskAt(at)
+		drafts = s.history(t, now, drafts)
+	}
+	slices.SortFunc(drafts, func(a, b draft) int {
+		if c := cmp.Compare(a.at, b.at); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.t.w.ID, b.t.w.ID); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
+	for i := range drafts {
+		d := &drafts[i]
+		s.appendLog(d.t, d.at, d.l)
+	}
+}
+
+// Kinds of history entries.
+const (
+	hCreated = iota
+	hAssign
+	hStatus
+	hComment
+	hUnknown
+)
+
+// history plans the logs of t from its creation up to now and appends them
+// as drafts; it sets t's final status and assignee.
+func (s *Sim) history(t *task, now int64, drafts []draft) []draft {
+	r := s.rng
+	var final int
+	if r.Float64() < s.o.OpenFraction {
+		final = diff.StatusInProgress
+		if r.IntN(5) < 2 {
+			final = diff.StatusNotStarted
+		}
+	} else {
+		final = diff.StatusCompleted
+		if r.IntN(7) == 0 {
+			final = diff.StatusTerminated
+		}
+	}
+	var path []int // statuses passed through, in order
+	switch final {
+	case diff.StatusInProgress:
+		path = []int{1}
+	case diff.StatusCompleted:
+		path = []int{1, 2}
+	case diff.StatusTerminated:
+		if r.IntN(2) == 0 {
+			path = []int{3}
+		} else {
+			path = []int{1, 3}
+		}
+	}
+	plan := []int{hCreated}
+	if final != diff.StatusNotStarted || r.IntN(10) < 7 {
+		plan = append(plan, hAssign)
+	}
+	for i, st := range path {
+		if r.IntN(4) == 0 {
+			plan = append(plan, hComment)
+		}
+		plan = append(plan, hStatus|st<<4)
+		if i == 0 && r.IntN(10) == 0 {
+			plan = append(plan, hAssign)
+		}
+	}
+	if r.IntN(4) == 0 {
+		plan = append(plan, hComment)
+	}
+	if r.IntN(100) == 0 {
+		plan = append(plan, hUnknown)
+	}
+
+	at := t.created
+	status, assignee := 0, ""
+	for i, p := range plan {
+		if i > 0 {
+			left := int64(len(plan) - i)
+			at += r.Int64N((now-at)/(left+1) + 1)
+		}
+		l := wireLog{Status: status, PreStatus: status, AssigneeUsername: assignee}
+		switch p & 0xf {
+		case hCreated:
+			l = wireLog{Type: diff.LogCreated}
+		case hAssign:
+			assignee = s.otherAssignee(assignee)
+			l.Type, l.AssigneeUsername = diff.LogAssigned, assignee
+		case hStatus:
+			l.Type, l.Status = diff.LogStatusChanged, p>>4
+			status = l.Status
+		case hComment:
+			l.Type, l.Comment = diff.LogCommented, pick(r, comments)
+		case hUnknown:
+			l.Type, l.Comment = LogUnknown, pick(r, unknownComments)
+		}
+		drafts = append(drafts, draft{t: t, at: at, seq: i, l: l})
+	}
+	t.w.Status, t.w.AssigneeUsername = status, assignee
+	if status == diff.StatusCompleted || status == diff.StatusTerminated {
+		s.setOpen(t, false)
+	}
+	if r.IntN(10) == 0 { // an edit after the last log
+		t.updated = at + r.Int64N(now-at+1)
+	}
+	return drafts
+}
+
+func (s *Sim) otherAssignee(cur string) string {
+	for {
+		if a := pick(s.rng, assignees); a != cur {
+			return a
+		}
+	}
+}
+
+// appendLog gives l the next log id and the time at (never before the
+// task's newest log) and appends it to t.
+func (s *Sim) appendLog(t *task, at int64, l wireLog) {
+	at = max(at, t.lastLog)
+	l.ID = s.nextLogID
+	s.nextLogID++
+	l.CreatedAt = s.format(at)
+	l.UpdatedAt = l.CreatedAt
+	if s.o.Extra {
+		l.Source = "web"
+	}
+	t.w.Logs = append(t.w.Logs, l)
+	t.lastLog = at
+	s.touch(t, at)
+	s.logs = append(s.logs, LogRef{TaskID: t.w.ID, LogID: l.ID, Type: l.Type, CreatedAt: l.CreatedAt})
+}
+
+// touch marks t changed at unix time at.
+func (s *Sim) touch(t *task, at int64) {
+	if at > t.updated {
+		t.updated = at
+	}
+	t.w.UpdatedAt = s.format(t.updated)
+	t.json = nil
+	s.version++
+}
+
+// change applies one random change at unix time now.
+func (s *Sim) change(now int64) {
+	r := s.rng
+	pNew := 0.12
+	if float64(len(s.open)) < s.o.OpenFraction*float64(len(s.tasks))/2 {
+		pNew = 0.4
+	}
+	x := r.Float64()
+	switch {
+	case x < pNew || len(s.open) == 0:
+		t := s.newTaskAt(now)
+		s.appendLog(t, now, wireLog{Type: diff.LogCreated})
+		if r.IntN(10) < 7 {
+			s.assign(t, now)
+		}
+	case x < pNew+0.15:
+		s.assign(pick(r, s.open), now)
+	case x < pNew+0.45:
+		t := pick(r, s.open)
+		from := t.w.Status
+		to := diff.StatusInProgress
+		switch {
+		case from == diff.StatusNotStarted && r.IntN(10) == 0:
+			to = diff.StatusTerminated
+		case from == diff.StatusInProgress:
+			to = diff.StatusCompleted
+			if r.IntN(7) == 0 {
+				to = diff.StatusTerminated
+			}
+		}
+		t.w.Status = to
+		s.appendLog(t, now, wireLog{Type: diff.LogStatusChanged, Status: to, PreStatus: from, AssigneeUsername: t.w.AssigneeUsername})
+		if to == diff.StatusCompleted || to == diff.StatusTerminated {
+			s.setOpen(t, false)
+		}
+	case x < pNew+0.73:
+		t := pick(r, s.open)
+		if r.IntN(5) == 0 {
+			t = pick(r, s.tasks)
+		}
+		s.appendLog(t, now, wireLog{Type: diff.LogCommented, Status: t.w.Status, PreStatus: t.w.Status,
+			AssigneeUsername: t.w.AssigneeUsername, Comment: pick(r, comments)})
+	case x < pNew+0.85:
+		t := pick(r, s.tasks)
+		if r.IntN(2) == 0 {
+			t.w.Description = pick(r, descs) + "（已修改）"
+		} else {
+			t.w.Name = fmt.Sprintf("%s #%d", pick(r, taskNames), t.w.ID)
+		}
+		s.touch(t, max(now, t.updated))
+	default:
+		t := pick(r, s.open)
+		s.appendLog(t, now, wireLog{Type: LogUnknown, Status: t.w.Status, PreStatus: t.w.Status,
+			AssigneeUsername: t.w.AssigneeUsername, Comment: pick(r, unknownComments)})
+	}
+}
+
+func (s *Sim) assign(t *task, now int64) {
+	t.w.AssigneeUsername = s.otherAssignee(t.w.AssigneeUsername)
+	s.appendLog(t, now, wireLog{Type: diff.LogAssigned, Status: t.w.Status, PreStatus: t.w.Status,
+		AssigneeUsername: t.w.AssigneeUsername})
+}
+
+// encode returns t's cached JSON, encoding it after a change. A cached
+// slice is never modified, so it may be used after the mutex is released.
+func (s *Sim) encode(t *task) []byte {
+	if t.json == nil {
+		b, err := json.Marshal(&t.w)
+		if err != nil {
+			panic("sim: encode task: " + err.Error()) // only plain types: cannot happen
+		}
+		t.json = b
+	}
+	return t.json
+}
+
+// query is a parsed request.
+type query struct {
+	taskID, creationID *int64
+	typ, status        *int
+	name               string
+	startAt, endAt     int64 // unix seconds; 0 = unset
+	hasStart, hasEnd   bool
+	page, size         int
+}
+
+func (q *query) match(t *task) bool {
+	switch {
+	case q.taskID != nil && t.w.ID != *q.taskID,
+		q.creationID != nil && t.w.CreationID != *q.creationID,
+		q.typ != nil && t.w.Type != *q.typ,
+		q.status != nil && t.w.Status != *q.status,
+		q.hasStart && t.created < q.startAt,
+		q.hasEnd && t.created > q.endAt,
+		q.name != "" && !strings.Contains(t.w.Name, q.name):
+		return false
+	}
+	return true
+}
+
+// parseQuery reads the request's parameters; the error names the bad one.
+func (s *Sim) parseQuery(r *http.Request) (query, error) {
+	v := r.URL.Query()
+	q := query{page: 1, size: DefaultPageSize, name: v.Get("name")}
+	var taskID, creationID, typ, status, page, size int64
+	for _, p := range []struct {
+		key string
+		dst *int64
+		set func()
+	}{
+		{"task_id", &taskID, func() { q.taskID = &taskID }},
+		{"creation_id", &creationID, func() { q.creationID = &creationID }},
+		{"type", &typ, func() { t := int(typ); q.typ = &t }},
+		{"status", &status, func() { st := int(status); q.status = &st }},
+		{"page", &page, func() { q.page = max(int(page), 1) }},
+		{"page_size", &size, func() {
+			if size > 0 {
+				q.size = min(int(size), MaxPageSize)
+			}
+		}},
+	} {
+		raw := v.Get(p.key)
+		if raw == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || n > 1<<31 || n < -1<<31 {
+			return q, fmt.Errorf("%s must be an integer", p.key)
+		}
+		*p.dst = n
+		p.set()
+	}
+	for _, p := range []struct {
+		key string
+		dst *int64
+		has *bool
+	}{{"start_at", &q.startAt, &q.hasStart}, {"end_at", &q.endAt, &q.hasEnd}} {
+		raw := v.Get(p.key)
+		if raw == "" {
+			continue
+		}
+		t, err := time.ParseInLocation(diff.TimeLayout, raw, s.loc)
+		if err != nil {
+			return q, fmt.Errorf("%s must look like 2026-04-07 17:00:00", p.key)
+		}
+		*p.dst, *p.has = t.Unix(), true
+	}
+	return q, nil
+}
+
+// ordered returns the tasks in list order. Call with s.mu held.
+func (s *Sim) ordered(yield func(*task) bool) {
+	switch s.o.Order {
+	case IDAsc:
+		for _, t := range s.tasks {
+			if !yield(t) {
+				return
+			}
+		}
+	case UpdatedDesc:
+		if s.byUpdated == nil || s.byUpdatedAt != s.version {
+			s.byUpdated = append(s.byUpdated[:0], s.tasks...)
+			slices.SortFunc(s.byUpdated, func(a, b *task) int {
+				if c := cmp.Compare(b.updated, a.updated); c != 0 {
+					return c
+				}
+				return cmp.Compare(b.w.ID, a.w.ID)
+			})
+			s.byUpdatedAt = s.version
+		}
+		for _, t := range s.byUpdated {
+			if !yield(t) {
+				return
+			}
+		}
+	default:
+		for i := len(s.tasks) - 1; i >= 0; i-- {
+			if !yield(s.tasks[i]) {
+				return
+			}
+		}
+	}
+}
+
+const (
+	pagePrefix = `{"status":"success","code":200,"message":"","data":{"total":`
+	pageMiddle = `,"data":[`
+	pageSuffix = `]},"error":{}}`
+)
+
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}
+
+// page appends the body of a successful answer to q to dst.
+func (s *Sim) page(dst []byte, q query) []byte {
+	from := (q.page - 1) * q.size
+	parts := make([][]byte, 0, q.size)
+	total, size := 0, 0
+	add := func(t *task) {
+		b := s.encode(t)
+		parts = append(parts, b)
+		size += len(b) + 1
+	}
+	s.mu.Lock()
+	if lo, hi, ok := s.createdRange(q); ok {
+		// Only creation time filters: the matching tasks are one run of
+		// s.tasks, found by binary search.
+		total = hi - lo
+		for i := from; i < min(from+q.size, total); i++ {
+			if s.o.Order == IDAsc {
+				add(s.tasks[lo+i])
+			} else {
+				add(s.tasks[hi-1-i])
+			}
+		}
+	} else {
+		for t := range s.ordered {
+			if !q.match(t) {
+				continue
+			}
+			if total >= from && total < from+q.size {
+				add(t)
+			}
+			total++
+		}
+	}
+	s.mu.Unlock()
+
+	dst = slices.Grow(dst, len(pagePrefix)+20+len(pageMiddle)+size+len(pageSuffix))
+	dst = append(dst, pagePrefix...)
+	dst = strconv.AppendInt(dst, int64(total), 10)
+	dst = append(dst, pageMiddle...)
+	for i, p := range parts {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, p...)
+	}
+	return append(dst, pageSuffix...)
+}
+
+// createdRange returns the run s.tasks[lo:hi] that q matches when q filters
+// by creation time only, the list is in id order and ids follow creation
+// time. Call with s.mu held.
+func (s *Sim) createdRange(q query) (lo, hi int, ok bool) {
+	if q.taskID != nil || q.creationID != nil || q.typ != nil || q.status != nil || q.name != "" ||
+		s.o.Order == UpdatedDesc || !s.createdSorted {
+		return 0, 0, false
+	}
+	lo, hi = 0, len(s.tasks)
+	if q.hasStart {
+		lo, _ = slices.BinarySearchFunc(s.tasks, q.startAt, func(t *task, at int64) int { return cmp.Compare(t.created, at) })
+	}
+	if q.hasEnd {
+		hi, _ = slices.BinarySearchFunc(s.tasks, q.endAt+1, func(t *task, at int64) int { return cmp.Compare(t.created, at) })
+	}
+	return lo, max(hi, lo), true
+}
+
+// rollFault decides whether this request fails, and how.
+func (s *Sim) rollFault() (FaultKind, time.Duration, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.faults
+	if f.Rate <= 0 || s.faultRng.Float64() >= f.Rate {
+		return 0, 0, 0
+	}
+	return f.Kinds[s.faultRng.IntN(len(f.Kinds))], f.SlowDelay, s.faultRng.IntN(2)
+}
+
+// ServeHTTP answers GET /external/tasks like the incsapp API, with the
+// configured faults. It blocks for Faults.SlowDelay on a Slow fault, or
+// until the client goes away.
+func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.requests.Add(1)
+	if r.URL.Path != TasksPath {
+		writeError(w, http.StatusNotFound, 404, "not found")
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeError(w, http.StatusMethodNotAllowed, 405, "method not allowed")
+		return
+	}
+	if s.o.Token != "" {
+		want := "Bearer " + s.o.Token
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
+			writeError(w, http.StatusUnauthorized, 401, "unauthorized: invalid token")
+			return
+		}
+	}
+	fault, slow, variant := s.rollFault()
+	switch fault {
+	case Status401:
+		writeError(w, http.StatusUnauthorized, 401, "unauthorized: token expired")
+		return
+	case Status429:
+		writeError(w, http.StatusTooManyRequests, 429, "Too Many Attempts.")
+		return
+	case Status429RetryAfter:
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, 429, "Too Many Attempts.")
+		return
+	case Status500:
+		writeError(w, http.StatusInternalServerError, 500, "Server Error")
+		return
+	case Status503:
+		writeHTML(w, http.StatusServiceUnavailable, "503 Service Temporarily Unavailable")
+		return
+	case ErrorEnvelope:
+		if variant == 0 {
+			writeError(w, http.StatusOK, 500, "系统繁忙，请稍后再试")
+		} else {
+			writeJSON(w, http.StatusOK, []byte(`{"status":"success","code":10001,"message":"查询失败","data":{"total":0,"data":[]},"error":{"reason":"db timeout"}}`))
+		}
+		return
+	case NotJSON:
+		writeHTML(w, http.StatusOK, "502 Bad Gateway")
+		return
+	case Slow:
+		t := time.NewTimer(slow)
+		select {
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+	q, err := s.parseQuery(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, 400, err.Error())
+		return
+	}
+	buf := bodyPool.Get().(*[]byte)
+	body := s.page((*buf)[:0], q)
+	if fault == Truncated {
+		body = body[:len(body)/2]
+	}
+	writeJSON(w, http.StatusOK, body)
+	if cap(body) <= 1<<20 {
+		*buf = body[:0]
+		bodyPool.Put(buf)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func writeError(w http.ResponseWriter, status, code int, msg string) {
+	m, _ := json.Marshal(msg)
+	body := fmt.Appendf(nil, `{"status":"error","code":%d,"message":%s,"data":null,"error":{"message":%s}}`, code, m, m)
+	writeJSON(w, status, body)
+}
+
+func writeHTML(w http.ResponseWriter, status int, title string) {
+	w.Header().Set("Content-Type", "text/html")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "<html>\r\n<head><title>%s</title></head>\r\n<body>\r\n<center><h1>%s</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n", title, title)
+}
