@@ -1,0 +1,211 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/incs-relay/incs-relay/diff"
+)
+
+var shanghai = func() *time.Location {
+	loc, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		return time.FixedZone("CST", 8*3600)
+	}
+	return loc
+}()
+
+// testClock is an injectable clock.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *testClock {
+	return &testClock{t: time.Date(2026, 4, 8, 9, 30, 0, 0, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// mustOpen opens a store in t.TempDir(). Its cleanup closes the store and
+// runs bbolt's consistency check on the file.
+func mustOpen(tb testing.TB, opts ...func(*Options)) *DB {
+	tb.Helper()
+	return mustOpenPath(tb, filepath.Join(tb.TempDir(), "data", "relay.db"), opts...)
+}
+
+func mustOpenPath(tb testing.TB, path string, opts ...func(*Options)) *DB {
+	tb.Helper()
+	o := Options{Logger: zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.InfoLevel)}
+	for _, f := range opts {
+		f(&o)
+	}
+	db, err := Open(path, o)
+	require.NoError(tb, err)
+	tb.Cleanup(func() {
+		require.NoError(tb, db.Close())
+		verifyFile(tb, path)
+	})
+	return db
+}
+
+func withClock(c *testClock) func(*Options) { return func(o *Options) { o.Now = c.Now } }
+
+func noSync(o *Options) { o.NoSync = true }
+
+// verifyFile runs bbolt's consistency check on a closed store file.
+func verifyFile(tb testing.TB, path string) {
+	tb.Helper()
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	require.NoError(tb, err)
+	defer bdb.Close()
+	require.NoError(tb, bdb.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	}))
+}
+
+// task returns a task with logs of the given ids, created an hour before
+// its first log; log types cycle created, assigned, status changed, comment.
+func task(id int64, logIDs ...int64) diff.Task {
+	t := diff.Task{
+		ID:               id,
+		CreationID:       104,
+		AuthID:           30058,
+		Name:             fmt.Sprintf("任务 %d", id),
+		Description:      "1111",
+		Type:             3,
+		UserName:         "Erin",
+		UserPhone:        "6281519140316",
+		AssigneeUsername: "incs_1",
+		Status:           1,
+		CreatedAt:        "2026-04-08 17:22:01",
+		UpdatedAt:        "2026-04-08 17:28:54",
+	}
+	for i, lid := range logIDs {
+		l := diff.Log{
+			ID:        lid,
+			Type:      i%4 + 1,
+			CreatedAt: fmt.Sprintf("2026-04-08 17:%02d:%02d", 22+int(lid/60%30), lid%60),
+		}
+		switch l.Type {
+		case diff.LogAssigned:
+			l.AssigneeUsername = "incs_1"
+		case diff.LogStatusChanged:
+			l.Status, l.PreStatus = 1, 0
+		case diff.LogCommented:
+			l.Comment = "已经跟进"
+		}
+		l.UpdatedAt = l.CreatedAt
+		t.Logs = append(t.Logs, l)
+	}
+	return t
+}
+
+// ingest calls Ingest and requires success.
+func ingest(tb testing.TB, db *DB, emit bool, tasks ...diff.Task) IngestResult {
+	tb.Helper()
+	res, err := db.Ingest(context.Background(), tasks, shanghai, emit)
+	require.NoError(tb, err)
+	return res
+}
+
+// readAll returns every stored event.
+func readAll(tb testing.TB, db *DB) []diff.Event {
+	tb.Helper()
+	evs, err := db.Read(context.Background(), 0, 1<<30)
+	require.NoError(tb, err)
+	return evs
+}
+
+// apiPage is the envelope of GET /external/tasks.
+type apiPage struct {
+	Status  string `json:"status"`
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Data    struct {
+		Total int         `json:"total"`
+		Data  []diff.Task `json:"data"`
+	} `json:"data"`
+	Error json.RawMessage `json:"error"`
+}
+
+// pageJSON returns an API response with n tasks of logsPer logs each, task
+// ids from firstTask and log ids from firstLog, shaped like the vendor's
+// example (Chinese comments and names included).
+func pageJSON(firstTask int64, n, logsPer int, firstLog int64) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"status":"success","code":200,"message":"","data":{"total":%d,"data":[`, 5000)
+	lid := firstLog
+	for i := range n {
+		id := firstTask + int64(i)
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":%d,"creation_id":104,"auth_id":30058,"name":"4.8 回访任务 %d","description":"客户要求尽快联系，备注：\"优先\"","type":3,"user_name":"Erin","user_phone":"6281519140316","assignee_username":"incs_1","status":1,"created_at":"2026-04-08 17:22:01","updated_at":"2026-04-08 17:28:54","logs":[`, id, id)
+		for j := range logsPer {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			typ := j%4 + 1
+			assignee, comment, status, pre := "", "", 0, 0
+			switch typ {
+			case 2:
+				assignee = "incs_1"
+			case 3:
+				assignee, status = "incs_1", 1
+			case 4:
+				assignee, status, pre, comment = "incs_1", 1, 1, "已经跟进，客户明天回电"
+			}
+			ts := fmt.Sprintf("2026-04-08 17:%02d:%02d", 22+j, int(lid%60))
+			fmt.Fprintf(&b, `{"id":%d,"type":%d,"status":%d,"pre_status":%d,"assignee_username":%q,"comment":%q,"created_at":%q,"updated_at":%q}`,
+				lid, typ, status, pre, assignee, comment, ts, ts)
+			lid++
+		}
+		b.WriteString(`]}`)
+	}
+	b.WriteString(`]},"error":{}}`)
+	return []byte(b.String())
+}
+
+// decodePage decodes an API response into its tasks.
+func decodePage(tb testing.TB, b []byte) []diff.Task {
+	tasks, err := decodePageErr(b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tasks
+}
+
+func decodePageErr(b []byte) ([]diff.Task, error) {
+	var p apiPage
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, err
+	}
+	if p.Status != "success" || p.Code != 200 {
+		return nil, fmt.Errorf("bad envelope %q %d", p.Status, p.Code)
+	}
+	return p.Data.Data, nil
+}

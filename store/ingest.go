@@ -1,0 +1,512 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/incs-relay/incs-relay/diff"
+)
+
+// IngestResult summarizes one Ingest call.
+type IngestResult struct {
+	Events  int // events appended
+	Tasks   int // tasks in the batch, repeats included
+	Changed int // distinct tasks that had unseen logs; their seen record was written
+	Skipped int // tasks (repeats included) without unseen logs: no seen-set work
+	Failed  int // distinct tasks left out because their logs did not diff
+
+	// FirstOffset and LastOffset are the offsets of the first and last
+	// event appended; both 0 if none was.
+	FirstOffset, LastOffset uint64
+}
+
+// DiffError is returned by Ingest when some tasks' logs could not be turned
+// into events (e.g. a created_at that does not parse). The rest of the batch
+// was committed; these tasks' logs stay unseen, so a later poll retries them.
+type DiffError struct {
+	TaskIDs []int64 // tasks left out, in batch order
+	Err     error   // the joined diff errors, one per task
+}
+
+// Error names the tasks and their diff errors.
+func (e *DiffError) Error() string {
+	ids := make([]string, len(e.TaskIDs))
+	for i, id := range e.TaskIDs {
+		ids[i] = strconv.FormatInt(id, 10)
+	}
+	return fmt.Sprintf("store: ingest: tasks %s left unseen: %v", strings.Join(ids, ","), e.Err)
+}
+
+// Unwrap returns the joined diff errors.
+func (e *DiffError) Unwrap() error { return e.Err }
+
+// Ingest diffs tasks against the seen-set and, in one write transaction,
+// appends an event for every unseen log and marks those logs seen, so each
+// log becomes exactly one event. Offsets are assigned from 1, strictly
+// increasing and never reused; within one task they follow log id order.
+// Times are read in loc, which must not be nil.
+//
+// With emit false (the first, "snapshot", sweep) unseen logs are only marked
+// seen and no events are appended.
+//
+// Ingest is idempotent: a log already seen, also one repeated in the batch
+// or ingested by a concurrent call, never gets a second event. A task whose
+// logs fail to diff is left out with its logs unseen; the rest is committed
+// and the error is a *DiffError naming the tasks. Tasks whose logs are all
+// seen cost one lookup and no write.
+//
+// The diff and JSON encoding run outside the write lock; concurrent calls are
+// committed together (group commit), one fsync for all. Ingest blocks until
+// the commit is durable and then wakes every Notify channel. It returns
+// ctx.Err() without committing if ctx ends before the batch is queued for
+// commit; a queued commit is not interrupted.
+func (db *DB) Ingest(ctx context.Context, tasks []diff.Task, loc *time.Location, emit bool) (IngestResult, error) {
+	res := IngestResult{Tasks: len(tasks)}
+	if loc == nil {
+		return res, errors.New("store: ingest: nil location")
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	pending, skipped, err := db.snapshotSeen(tasks)
+	if err != nil {
+		return res, err
+	}
+	res.Skipped = skipped
+
+	forEach(len(pending), func(i int) { pending[i].prepare(loc, emit) })
+
+	var failedIDs []int64
+	var failErrs []error
+	kept := pending[:0]
+	for _, p := range pending {
+		res.Skipped += p.skipped
+		if len(p.errs) > 0 {
+			failedIDs = append(failedIDs, p.id)
+			failErrs = append(failErrs, p.errs...)
+		}
+		if len(p.newIDs) > 0 {
+			kept = append(kept, p)
+		}
+	}
+	var diffErr error
+	if len(failedIDs) > 0 {
+		// A task that failed in one repeat but diffed in another is still
+		// reported: the failed repeat's logs stay unseen.
+		res.Failed = len(failedIDs)
+		diffErr = &DiffError{TaskIDs: failedIDs, Err: errors.Join(failErrs...)}
+	}
+	if len(kept) == 0 {
+		return res, diffErr
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	req := &ingestReq{tasks: kept, wake: make(chan bool, 1)}
+	if err := db.groupCommit(req); err != nil {
+		return res, err
+	}
+	res.Events, res.Changed = req.events, req.changed
+	res.FirstOffset, res.LastOffset = req.first, req.last
+	return res, diffErr
+}
+
+// pendingTask is a task of the batch with logs the snapshot did not see.
+type pendingTask struct {
+	id   int64
+	snap []byte     // its seen record when the snapshot was taken; nil if none
+	base seenRecord // snap decoded
+	occ  []*diff.Task
+
+	// Set by prepare.
+	createdAt int64
+	updatedAt string
+	newIDs    []int64 // log ids to mark seen, strictly increasing
+	events    []preparedEvent
+	rec       []byte  // the record to write: base plus newIDs
+	skipped   int     // occurrences without unseen logs
+	errs      []error // diff errors of occurrences left out
+}
+
+// prepare diffs and encodes p's occurrences: the work done outside the
+// write lock. Logs of an occurrence that fails to diff stay unseen.
+func (p *pendingTask) prepare(loc *time.Location, emit bool) {
+	var ids []int64
+	contributed := 0
+	for _, t := range p.occ {
+		ids = unseenLogIDs(t, &p.base, p.newIDs, ids[:0])
+		if len(ids) == 0 {
+			p.skipped++
+			continue
+		}
+		var evs []preparedEvent
+		if emit {
+			var err error
+			if evs, err = prepareEvents(t, &p.base, p.newIDs, loc, len(ids)); err != nil {
+				p.errs = append(p.errs, err)
+				continue
+			}
+		}
+		contributed++
+		p.newIDs = mergeIDs(p.newIDs, ids)
+		p.events = append(p.events, evs...)
+		p.createdAt = createdUnix(t, loc)
+		p.updatedAt = t.UpdatedAt
+	}
+	p.occ = nil
+	if len(p.newIDs) == 0 {
+		return
+	}
+	if contributed > 1 {
+		slices.SortStableFunc(p.events, func(a, b preparedEvent) int { return cmpInt64(a.logID, b.logID) })
+	}
+	p.rec = appendRecord(nil, &seenRecord{CreatedAt: p.createdAt, UpdatedAt: p.updatedAt, IDs: mergeIDs(p.base.IDs, p.newIDs)})
+}
+
+// forEach calls fn(0..n-1), spread over up to GOMAXPROCS goroutines when n
+// is large enough to be worth it. It returns when every call returned.
+func forEach(n int, fn func(i int)) {
+	const minChunk = 16
+	workers := min(runtime.GOMAXPROCS(0), n/minChunk)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				start := int(next.Add(minChunk)) - minChunk
+				if start >= n {
+					return
+				}
+				for i := start; i < min(start+minChunk, n); i++ {
+					fn(i)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// preparedEvent is an outbox value but for its commit time and offset,
+// which the commit fills in.
+type preparedEvent struct {
+	logID int64
+	value []byte // see appendHeader and eventEncoder.encode
+	at    int    // where the offset goes
+}
+
+// snapshotSeen reads the seen records of the batch's tasks in one read
+// transaction. Tasks whose logs are all seen are only counted; the others
+// are returned in order of first appearance, with their repeats.
+func (db *DB) snapshotSeen(tasks []diff.Task) (pending []*pendingTask, skipped int, err error) {
+	err = db.view(func(tx *bolt.Tx) error {
+		seen := tx.Bucket(bucketSeen)
+		var (
+			key     [8]byte
+			scratch seenRecord
+			ids     []int64
+			byID    map[int64]*pendingTask
+		)
+		for i := range tasks {
+			t := &tasks[i]
+			if p := byID[t.ID]; p != nil {
+				p.occ = append(p.occ, t)
+				continue
+			}
+			ids = logIDs(t, ids[:0])
+			binary.BigEndian.PutUint64(key[:], uint64(t.ID))
+			v := seen.Get(key[:])
+			if v != nil {
+				if err := decodeRecord(v, &scratch); err != nil {
+					return corrupt(db.path, fmt.Errorf("seen record of task %d: %w", t.ID, err))
+				}
+			} else {
+				scratch.IDs = scratch.IDs[:0]
+			}
+			if allSeen(ids, scratch.IDs) {
+				skipped++
+				continue
+			}
+			p := &pendingTask{id: t.ID, occ: []*diff.Task{t}}
+			if v != nil {
+				p.snap = bytes.Clone(v)
+				p.base = seenRecord{CreatedAt: scratch.CreatedAt, UpdatedAt: scratch.UpdatedAt, IDs: slices.Clone(scratch.IDs)}
+			}
+			if byID == nil {
+				byID = make(map[int64]*pendingTask)
+			}
+			byID[t.ID] = p
+			pending = append(pending, p)
+		}
+		return nil
+	})
+	return pending, skipped, db.wrap("ingest", err)
+}
+
+// prepareEvents diffs t against base plus newIDs and encodes the events
+// with offset 0. want is the number of unseen logs the diff must produce.
+func prepareEvents(t *diff.Task, base *seenRecord, newIDs []int64, loc *time.Location, want int) ([]preparedEvent, error) {
+	seen := diff.SeenFunc(func(_, logID int64) bool {
+		if base.has(logID) {
+			return true
+		}
+		_, ok := slices.BinarySearch(newIDs, logID)
+		return ok
+	})
+	evs, err := diff.Diff(t, seen, loc)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) != want {
+		return nil, fmt.Errorf("task %d: diff made %d events for %d unseen logs", t.ID, len(evs), want)
+	}
+	out := make([]preparedEvent, len(evs))
+	var enc eventEncoder
+	for i := range evs {
+		ev := &evs[i]
+		if len(ev.Type) > 255 {
+			return nil, fmt.Errorf("task %d: event %s: type too long", t.ID, ev.ID)
+		}
+		logID, err := strconv.ParseInt(strings.TrimPrefix(ev.ID, "log-"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("task %d: event id %q: %w", t.ID, ev.ID, err)
+		}
+		// The outbox value: header (commit time filled in at commit), then
+		// the body with room for the offset.
+		v := appendHeader(nil, header{taskID: t.ID, typ: ev.Type})
+		v, at, err := enc.encode(v, ev)
+		if err != nil {
+			return nil, fmt.Errorf("task %d: encode %s: %w", t.ID, ev.ID, err)
+		}
+		out[i] = preparedEvent{logID: logID, value: v, at: at}
+	}
+	return out, nil
+}
+
+// ingestReq is one Ingest call waiting for the group commit.
+type ingestReq struct {
+	tasks []*pendingTask
+	wake  chan bool // true: lead the next commit; false: done, see err
+
+	err             error
+	events, changed int
+	first, last     uint64
+}
+
+// groupCommit commits req, together with whatever other requests queue up
+// while a commit is under way. The first caller leads: it commits the queue
+// in one transaction, then hands the lead to the oldest waiting request.
+func (db *DB) groupCommit(req *ingestReq) error {
+	db.gcMu.Lock()
+	db.gcQueue = append(db.gcQueue, req)
+	if db.gcBusy {
+		db.gcMu.Unlock()
+		if lead := <-req.wake; !lead {
+			return req.err
+		}
+		db.gcMu.Lock()
+	}
+	db.gcBusy = true
+	batch := db.gcQueue
+	db.gcQueue = nil
+	db.gcMu.Unlock()
+
+	err := db.applyIngest(batch)
+
+	db.gcMu.Lock()
+	if len(db.gcQueue) > 0 {
+		db.gcQueue[0].wake <- true
+	} else {
+		db.gcBusy = false
+	}
+	db.gcMu.Unlock()
+	appended := false
+	for _, r := range batch {
+		if err != nil {
+			r.err = err
+		}
+		appended = appended || err == nil && r.events > 0
+		if r != req {
+			r.wake <- false
+		}
+	}
+	if appended {
+		db.wake()
+	}
+	return req.err
+}
+
+// applyIngest writes the requests in one transaction, in order. A task's
+// seen record that changed since its snapshot (a concurrent Ingest, or an
+// earlier request of the batch) is re-read and its already seen logs dropped.
+func (db *DB) applyIngest(batch []*ingestReq) error {
+	err := db.update(func(tx *bolt.Tx) error {
+		events := tx.Bucket(bucketEvents)
+		events.FillPercent = 1 // keys only ever grow
+		seen := tx.Bucket(bucketSeen)
+		seq := events.Sequence()
+		storedAt := db.now().UnixNano()
+		if _, v := events.Cursor().Last(); v != nil {
+			// Keep commit times in offset order even if the clock steps back.
+			if h, err := decodeHeader(v); err == nil && h.storedAt > storedAt {
+				storedAt = h.storedAt
+			}
+		}
+		var cur seenRecord
+		total := 0
+		for _, r := range batch {
+			r.events, r.changed, r.first, r.last = 0, 0, 0, 0
+			for _, p := range r.tasks {
+				key := u64(uint64(p.id))
+				rec, ids, evs := p.rec, p.newIDs, p.events
+				if v := seen.Get(key); !bytes.Equal(v, p.snap) {
+					cur.IDs = cur.IDs[:0]
+					if v != nil {
+						if err := decodeRecord(v, &cur); err != nil {
+							return corrupt(db.path, fmt.Errorf("seen record of task %d: %w", p.id, err))
+						}
+					}
+					ids, evs = dropSeen(&cur, ids, evs)
+					if len(ids) == 0 {
+						continue
+					}
+					rec = appendRecord(nil, &seenRecord{CreatedAt: p.createdAt, UpdatedAt: p.updatedAt, IDs: mergeIDs(cur.IDs, ids)})
+				}
+				for i := range evs {
+					seq++
+					if err := events.Put(u64(seq), evs[i].finish(seq, storedAt)); err != nil {
+						return err
+					}
+					if r.first == 0 {
+						r.first = seq
+					}
+					r.last = seq
+				}
+				if err := seen.Put(key, rec); err != nil {
+					return err
+				}
+				r.events += len(evs)
+				r.changed++
+				total += len(evs)
+			}
+		}
+		if total == 0 {
+			return nil
+		}
+		if err := events.SetSequence(seq); err != nil {
+			return err
+		}
+		return addEventCount(tx, int64(total))
+	})
+	return db.wrap("ingest: commit", err)
+}
+
+// dropSeen returns ids and evs without the logs rec has seen. evs is either
+// empty (snapshot mode) or parallel to ids.
+func dropSeen(rec *seenRecord, ids []int64, evs []preparedEvent) ([]int64, []preparedEvent) {
+	var (
+		outIDs []int64
+		outEvs []preparedEvent
+	)
+	for i, id := range ids {
+		if rec.has(id) {
+			continue
+		}
+		outIDs = append(outIDs, id)
+		if len(evs) > 0 {
+			outEvs = append(outEvs, evs[i])
+		}
+	}
+	return outIDs, outEvs
+}
+
+// finish returns the outbox value of e committed at storedAt with offset
+// off. It completes e.value in place, so it is called once per event.
+func (e *preparedEvent) finish(off uint64, storedAt int64) []byte {
+	setStoredAt(e.value, storedAt)
+	return patchOffset(e.value, e.at, off)
+}
+
+// logIDs returns the distinct log ids of t in increasing order, in buf.
+func logIDs(t *diff.Task, buf []int64) []int64 {
+	for i := range t.Logs {
+		buf = append(buf, t.Logs[i].ID)
+	}
+	if !slices.IsSorted(buf) {
+		slices.Sort(buf)
+	}
+	return slices.Compact(buf)
+}
+
+// unseenLogIDs returns t's distinct log ids that are in neither base nor
+// extra, in increasing order, in buf.
+func unseenLogIDs(t *diff.Task, base *seenRecord, extra []int64, buf []int64) []int64 {
+	buf = logIDs(t, buf)
+	out := buf[:0]
+	for _, id := range buf {
+		if base.has(id) {
+			continue
+		}
+		if _, ok := slices.BinarySearch(extra, id); ok {
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// allSeen reports whether every id of the sorted ids is in the sorted seen.
+func allSeen(ids, seen []int64) bool {
+	if len(ids) > len(seen) {
+		return false
+	}
+	j := 0
+	for _, id := range ids {
+		for j < len(seen) && seen[j] < id {
+			j++
+		}
+		if j == len(seen) || seen[j] != id {
+			return false
+		}
+	}
+	return true
+}
+
+// createdUnix returns t's created_at in unix seconds, or 0 if it does not
+// parse (such a task's seen record is never pruned).
+func createdUnix(t *diff.Task, loc *time.Location) int64 {
+	ts, err := diff.ParseTime(t.CreatedAt, loc)
+	if err != nil || ts.Unix() == 0 {
+		return 0
+	}
+	return ts.Unix()
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

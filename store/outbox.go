@@ -1,0 +1,255 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/incs-relay/incs-relay/diff"
+)
+
+// An outbox value is a small header followed by the event's JSON body,
+// exactly as json.Marshal encodes the diff.Event with its offset:
+//
+//	version   byte (valueVersion)
+//	storedAt  8 bytes BE, unix nanoseconds of the commit
+//	taskID    8 bytes BE
+//	typeLen   byte, then the event type
+//	body      the JSON
+//
+// The header lets Events filter and OffsetSince search without decoding JSON.
+const (
+	valueVersion = 1
+	headerLen    = 1 + 8 + 8 + 1
+)
+
+// DefaultLimit is the number of events Read and Events return when limit
+// is zero or negative.
+const DefaultLimit = 1000
+
+type header struct {
+	storedAt int64
+	taskID   int64
+	typ      string
+}
+
+var errBadValue = errors.New("bad event value")
+
+func appendHeader(dst []byte, h header) []byte {
+	dst = append(dst, valueVersion)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(h.storedAt))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(h.taskID))
+	dst = append(dst, byte(len(h.typ)))
+	return append(dst, h.typ...)
+}
+
+// setStoredAt sets the commit time in the header of value v.
+func setStoredAt(v []byte, storedAt int64) {
+	binary.BigEndian.PutUint64(v[1:9], uint64(storedAt))
+}
+
+// rawHeader is a decoded outbox value; typ and body alias it.
+type rawHeader struct {
+	storedAt int64
+	taskID   int64
+	typ      []byte
+	body     []byte
+}
+
+// decodeHeader splits an outbox value into its header fields and body.
+func decodeHeader(v []byte) (rawHeader, error) {
+	if len(v) < headerLen || v[0] != valueVersion {
+		return rawHeader{}, errBadValue
+	}
+	n := int(v[headerLen-1])
+	if len(v) < headerLen+n {
+		return rawHeader{}, errBadValue
+	}
+	return rawHeader{
+		storedAt: int64(binary.BigEndian.Uint64(v[1:9])),
+		taskID:   int64(binary.BigEndian.Uint64(v[9:17])),
+		typ:      v[headerLen : headerLen+n],
+		body:     v[headerLen+n:],
+	}, nil
+}
+
+// decodeEvent decodes the outbox value stored under offset off. The event
+// owns its memory.
+func decodeEvent(off uint64, v []byte) (diff.Event, error) {
+	h, err := decodeHeader(v)
+	if err != nil {
+		return diff.Event{}, fmt.Errorf("event %d: %w", off, err)
+	}
+	var ev diff.Event
+	if err := json.Unmarshal(h.body, &ev); err != nil {
+		return diff.Event{}, fmt.Errorf("event %d: %w", off, err)
+	}
+	ev.Offset = off
+	ev.Body = bytes.Clone(h.body)
+	ev.StoredAt = time.Unix(0, h.storedAt)
+	return ev, nil
+}
+
+// Head returns the highest offset ever assigned, 0 if none. Offsets are
+// never reused, so Head does not go down when events are pruned.
+func (db *DB) Head() (uint64, error) {
+	var head uint64
+	err := db.view(func(tx *bolt.Tx) error {
+		head = tx.Bucket(bucketEvents).Sequence()
+		return nil
+	})
+	return head, db.wrap("head", err)
+}
+
+// First returns the lowest offset still stored, 0 if the outbox is empty.
+func (db *DB) First() (uint64, error) {
+	var first uint64
+	err := db.view(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketEvents).Cursor().First(); k != nil {
+			first = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+	return first, db.wrap("first", err)
+}
+
+// Read returns the stored events with offset >= from, in offset order, at
+// most limit of them (DefaultLimit if limit <= 0). Pruned offsets are
+// skipped. Events have Offset, Body (the exact stored JSON) and StoredAt set.
+// It holds a read transaction and does not block writers.
+func (db *DB) Read(ctx context.Context, from uint64, limit int) ([]diff.Event, error) {
+	return db.Events(ctx, EventQuery{From: from, Limit: limit})
+}
+
+// EventQuery selects events for Events. Zero fields do not filter.
+type EventQuery struct {
+	From   uint64 // lowest offset
+	Limit  int    // most events returned; DefaultLimit if <= 0
+	Type   string // event type, e.g. diff.TypeTaskAssigned
+	TaskID int64
+}
+
+// Events returns the stored events matching q, in offset order. Filtering
+// reads only the value headers, so a narrow filter over a large outbox stays
+// cheap. It returns ctx.Err() if ctx ends during the scan.
+func (db *DB) Events(ctx context.Context, q EventQuery) ([]diff.Event, error) {
+	if q.Limit <= 0 {
+		q.Limit = DefaultLimit
+	}
+	var out []diff.Event
+	err := db.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		n := 0
+		for k, v := c.Seek(u64(q.From)); k != nil && len(out) < q.Limit; k, v = c.Next() {
+			if n++; n%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			off := binary.BigEndian.Uint64(k)
+			if q.Type != "" || q.TaskID != 0 {
+				h, err := decodeHeader(v)
+				if err != nil {
+					return corrupt(db.path, fmt.Errorf("event %d: %w", off, err))
+				}
+				if q.Type != "" && string(h.typ) != q.Type || q.TaskID != 0 && h.taskID != q.TaskID {
+					continue
+				}
+			}
+			ev, err := decodeEvent(off, v)
+			if err != nil {
+				return corrupt(db.path, err)
+			}
+			out = append(out, ev)
+		}
+		return ctx.Err()
+	})
+	return out, db.wrap("events", err)
+}
+
+// Event returns the event at offset off, or an error wrapping ErrNotFound.
+func (db *DB) Event(off uint64) (diff.Event, error) {
+	var ev diff.Event
+	err := db.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketEvents).Get(u64(off))
+		if v == nil {
+			return fmt.Errorf("event %d: %w", off, ErrNotFound)
+		}
+		var err error
+		if ev, err = decodeEvent(off, v); err != nil {
+			return corrupt(db.path, err)
+		}
+		return nil
+	})
+	return ev, db.wrap("event", err)
+}
+
+// OffsetSince returns the lowest stored offset committed at or after t, or
+// Head+1 if there is none. It binary-searches the commit times, which
+// follow offset order.
+func (db *DB) OffsetSince(t time.Time) (uint64, error) {
+	var off uint64
+	want := t.UnixNano()
+	err := db.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		head := b.Sequence()
+		c := b.Cursor()
+		k, _ := c.First()
+		if k == nil {
+			off = head + 1
+			return nil
+		}
+		// Invariant: every stored offset < lo was committed before t, and
+		// the first stored offset >= hi (if any) at or after it.
+		lo, hi := binary.BigEndian.Uint64(k), head+1
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			k, v := c.Seek(u64(mid))
+			if k == nil {
+				hi = mid
+				continue
+			}
+			h, err := decodeHeader(v)
+			if err != nil {
+				return corrupt(db.path, fmt.Errorf("event %d: %w", binary.BigEndian.Uint64(k), err))
+			}
+			if h.storedAt >= want {
+				hi = mid
+			} else {
+				lo = binary.BigEndian.Uint64(k) + 1
+			}
+		}
+		off = head + 1
+		if k, _ := c.Seek(u64(lo)); k != nil {
+			off = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+	return off, db.wrap("offset since", err)
+}
+
+// addEventCount adds d to the stored number of events.
+func addEventCount(tx *bolt.Tx, d int64) error {
+	meta := tx.Bucket(bucketMeta)
+	var n int64
+	if v := meta.Get(keyEventCount); len(v) == 8 {
+		n = int64(binary.BigEndian.Uint64(v))
+	}
+	return meta.Put(keyEventCount, u64(uint64(max(n+d, 0))))
+}
+
+// wrap prefixes err with the operation. Corruption errors, which already
+// name the file and the way out, pass unchanged; sentinels stay matchable.
+func (db *DB) wrap(op string, err error) error {
+	var ce *corruptError
+	if err == nil || errors.As(err, &ce) {
+		return err
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}

@@ -1,0 +1,143 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"slices"
+)
+
+// seenRecord is the seen-set entry of one task: the log IDs already turned
+// into events (or marked seen by a snapshot), plus what Prune and the fast
+// path need to know about the task.
+//
+// Encoding (recordVersion 1):
+//
+//	version    byte
+//	createdAt  varint   unix seconds of the task's created_at; 0 if unknown
+//	updatedAt  uvarint length + bytes, the task's updated_at as sent
+//	newest     varint   highest seen log id; 0 if IDs is empty
+//	count      uvarint  number of IDs
+//	ids        varint first id, then uvarint deltas (each >= 1)
+type seenRecord struct {
+	CreatedAt int64
+	UpdatedAt string
+	IDs       []int64 // strictly increasing
+}
+
+const recordVersion = 1
+
+var errBadRecord = errors.New("bad seen record")
+
+// newest returns the highest seen log id, or 0.
+func (r *seenRecord) newest() int64 {
+	if len(r.IDs) == 0 {
+		return 0
+	}
+	return r.IDs[len(r.IDs)-1]
+}
+
+// has reports whether id is in the record.
+func (r *seenRecord) has(id int64) bool {
+	_, ok := slices.BinarySearch(r.IDs, id)
+	return ok
+}
+
+// appendRecord appends the encoding of r to dst.
+func appendRecord(dst []byte, r *seenRecord) []byte {
+	dst = append(dst, recordVersion)
+	dst = binary.AppendVarint(dst, r.CreatedAt)
+	dst = binary.AppendUvarint(dst, uint64(len(r.UpdatedAt)))
+	dst = append(dst, r.UpdatedAt...)
+	dst = binary.AppendVarint(dst, r.newest())
+	dst = binary.AppendUvarint(dst, uint64(len(r.IDs)))
+	for i, id := range r.IDs {
+		if i == 0 {
+			dst = binary.AppendVarint(dst, id)
+			continue
+		}
+		dst = binary.AppendUvarint(dst, uint64(id)-uint64(r.IDs[i-1]))
+	}
+	return dst
+}
+
+// decodeRecord decodes b into r, reusing r.IDs' storage. It rejects
+// anything appendRecord would not produce, except non-minimal varints.
+func decodeRecord(b []byte, r *seenRecord) error {
+	if len(b) == 0 || b[0] != recordVersion {
+		return errBadRecord
+	}
+	b = b[1:]
+	var n int
+	if r.CreatedAt, n = binary.Varint(b); n <= 0 {
+		return errBadRecord
+	}
+	b = b[n:]
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > uint64(len(b)-n) {
+		return errBadRecord
+	}
+	r.UpdatedAt = string(b[n : n+int(l)])
+	b = b[n+int(l):]
+	newest, n := binary.Varint(b)
+	if n <= 0 {
+		return errBadRecord
+	}
+	b = b[n:]
+	count, n := binary.Uvarint(b)
+	if n <= 0 || count > uint64(len(b)-n) {
+		return errBadRecord
+	}
+	b = b[n:]
+	ids := r.IDs[:0]
+	if count > 0 {
+		ids = slices.Grow(ids, int(count))
+	}
+	var prev int64
+	for i := uint64(0); i < count; i++ {
+		if i == 0 {
+			if prev, n = binary.Varint(b); n <= 0 {
+				return errBadRecord
+			}
+		} else {
+			d, m := binary.Uvarint(b)
+			if m <= 0 || d == 0 {
+				return errBadRecord
+			}
+			next := int64(uint64(prev) + d)
+			if next <= prev {
+				return errBadRecord
+			}
+			prev, n = next, m
+		}
+		b = b[n:]
+		ids = append(ids, prev)
+	}
+	r.IDs = ids
+	if len(b) != 0 || newest != r.newest() {
+		return errBadRecord
+	}
+	return nil
+}
+
+// mergeIDs returns the sorted union of two strictly increasing slices as a
+// new slice.
+func mergeIDs(a, b []int64) []int64 {
+	out := make([]int64, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch {
+		case a[i] < b[j]:
+			out = append(out, a[i])
+			i++
+		case a[i] > b[j]:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
