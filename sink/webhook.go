@@ -1,0 +1,298 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/diff"
+)
+
+// Webhook defaults.
+const (
+	DefaultWebhookTimeout = 10 * time.Second
+	webhookSecretPrefix   = "whsec_"
+	webhookDrainLimit     = 4 << 10 // response bytes read to reuse the connection
+)
+
+// WebhookConfig configures a Webhook.
+type WebhookConfig struct {
+	Name string
+	// URL is the http or https endpoint events are POSTed to.
+	URL string
+	// Secrets are Standard Webhooks secrets, "whsec_<base64 key>". Every
+	// request carries one signature per secret, so a receiver can rotate:
+	// list the new secret first and the old one second. At least one.
+	Secrets []string
+	// Timeout bounds one attempt, from dial to the response headers
+	// (default 10s).
+	Timeout time.Duration
+	// MaxInFlight is the dispatcher's concurrency; it sizes the pool of
+	// idle keep-alive connections (default 16).
+	MaxInFlight int
+	// Transport, when set, replaces the default transport (a keep-alive
+	// tuned *http.Transport), e.g. to guard which networks may be dialed.
+	Transport http.RoundTripper
+	Logger    zerolog.Logger
+	Now       func() time.Time // default time.Now; sets webhook-timestamp
+}
+
+// Webhook delivers events as Standard Webhooks: it POSTs ev.Body with
+// Content-Type application/json and the headers webhook-id (the event id),
+// webhook-timestamp (Unix seconds of the attempt) and webhook-signature
+// ("v1,<base64 HMAC-SHA256(key, id.timestamp.body)>", one space-separated
+// entry per secret). A 2xx status acknowledges. Network errors, timeouts,
+// 408, 425, 429 and 5xx are retryable (a *RetryAfterError when the
+// response has Retry-After); 410 Gone is a *PauseError; other statuses,
+// redirects included (they are not followed), are permanent. Errors name
+// the sink and the URL's host, never its path, query or the secrets.
+//
+// A Webhook is safe for concurrent use.
+type Webhook struct {
+	name    string
+	url     string
+	host    string
+	keys    [][]byte
+	timeout time.Duration
+	client  *http.Client
+	now     func() time.Time
+	log     zerolog.Logger
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+var _ Sink = (*Webhook)(nil)
+
+// ParseWebhookSecret decodes a Standard Webhooks secret "whsec_<base64>"
+// into its HMAC key. The base64 may be padded or not. Its errors never
+// quote the secret.
+func ParseWebhookSecret(s string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(s), webhookSecretPrefix)
+	if !ok {
+		return nil, errors.New(`webhook secret must start with "whsec_" followed by a base64 key`)
+	}
+	if rest == "" {
+		return nil, errors.New(`webhook secret has no key after "whsec_"`)
+	}
+	key, err := base64.StdEncoding.DecodeString(rest)
+	if err != nil {
+		key, err = base64.RawStdEncoding.DecodeString(rest)
+	}
+	if err != nil {
+		return nil, errors.New(`webhook secret is not valid base64 after "whsec_"`)
+	}
+	return key, nil
+}
+
+// NewWebhook checks cfg and returns a Webhook. It does no I/O.
+func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("webhook: no name")
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("webhook %s: url: want an absolute http or https URL", cfg.Name)
+	}
+	if len(cfg.Secrets) == 0 {
+		return nil, fmt.Errorf("webhook %s: no secret", cfg.Name)
+	}
+	keys := make([][]byte, len(cfg.Secrets))
+	for i, s := range cfg.Secrets {
+		if keys[i], err = ParseWebhookSecret(s); err != nil {
+			return nil, fmt.Errorf("webhook %s: secret %d: %w", cfg.Name, i+1, err)
+		}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultWebhookTimeout
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	rt := cfg.Transport
+	if rt == nil {
+		rt = newWebhookTransport(cfg.MaxInFlight)
+	}
+	return &Webhook{
+		name:    cfg.Name,
+		url:     u.String(),
+		host:    u.Host,
+		keys:    keys,
+		timeout: cfg.Timeout,
+		client: &http.Client{
+			Transport:     rt,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		now: cfg.Now,
+		log: cfg.Logger.With().Str("sink", cfg.Name).Logger(),
+	}, nil
+}
+
+// newWebhookTransport returns a transport that keeps a keep-alive
+// connection per concurrent delivery.
+func newWebhookTransport(maxInFlight int) *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          max(100, maxInFlight),
+		MaxIdleConnsPerHost:   maxInFlight,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Name returns the sink's name.
+func (w *Webhook) Name() string { return w.name }
+
+// Deliver POSTs ev once and blocks until the response headers arrive, the
+// timeout passes or ctx ends. See Webhook for how failures are classified.
+func (w *Webhook) Deliver(ctx context.Context, ev *diff.Event) error {
+	if w.closed.Load() {
+		return fmt.Errorf("webhook %s: closed", w.name)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("webhook %s: POST %s: %w", w.name, w.host, err)
+	}
+	body, err := eventBodyOrJSON(ev)
+	if err != nil {
+		return Permanent(fmt.Errorf("webhook %s: encode event %s: %w", w.name, ev.ID, err))
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
+	if err != nil {
+		return Permanent(fmt.Errorf("webhook %s: POST %s: build request", w.name, w.host))
+	}
+	ts := strconv.FormatInt(w.now().Unix(), 10)
+	h := req.Header
+	h["Content-Type"] = []string{"application/json"}
+	h["User-Agent"] = []string{"incs-relay"}
+	h["Webhook-Id"] = []string{ev.ID}
+	h["Webhook-Timestamp"] = []string{ts}
+	h["Webhook-Signature"] = []string{webhookSignature(w.keys, ev.ID, ts, body)}
+
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return w.requestError(ctx, err)
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, webhookDrainLimit)
+	_ = resp.Body.Close()
+	return w.statusError(resp)
+}
+
+// requestError turns a transport error into one that names the host only:
+// *url.Error quotes the whole URL, so only its cause is kept.
+func (w *Webhook) requestError(ctx context.Context, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		return fmt.Errorf("webhook %s: POST %s: no response within %s: %w", w.name, w.host, w.timeout, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("webhook %s: POST %s: %w", w.name, w.host, err)
+}
+
+// statusError classifies a response status.
+func (w *Webhook) statusError(resp *http.Response) error {
+	code := resp.StatusCode
+	if code >= 200 && code <= 299 {
+		return nil
+	}
+	err := fmt.Errorf("webhook %s: POST %s: HTTP %d", w.name, w.host, code)
+	switch {
+	case code == http.StatusGone:
+		return &PauseError{Err: err}
+	case code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests, code >= 500:
+		if wait, ok := webhookRetryAfter(resp.Header.Get("Retry-After"), w.now()); ok {
+			return &RetryAfterError{Err: err, Wait: wait}
+		}
+		return err
+	case code >= 300 && code <= 399:
+		return Permanent(fmt.Errorf("%w (redirects are not followed)", err))
+	}
+	return Permanent(err)
+}
+
+// Close closes idle connections; later Deliver calls fail. It is
+// idempotent and does not wait for deliveries under way.
+func (w *Webhook) Close(context.Context) error {
+	w.closeOnce.Do(func() {
+		w.closed.Store(true)
+		w.client.CloseIdleConnections()
+	})
+	return nil
+}
+
+// webhookSignature returns the webhook-signature header value: one
+// "v1,<base64 HMAC-SHA256(key, id.ts.body)>" per key, space-separated.
+func webhookSignature(keys [][]byte, id, ts string, body []byte) string {
+	var b strings.Builder
+	b.Grow(len(keys) * 48)
+	for i, k := range keys {
+		m := hmac.New(sha256.New, k)
+		m.Write([]byte(id))
+		m.Write([]byte{'.'})
+		m.Write([]byte(ts))
+		m.Write([]byte{'.'})
+		m.Write(body)
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString("v1,")
+		b.WriteString(base64.StdEncoding.EncodeToString(m.Sum(nil)))
+	}
+	return b.String()
+}
+
+// webhookRetryAfter reads a Retry-After value, delay-seconds or an HTTP-date,
+// as a wait from now; a date in the past is a wait of 0.
+func webhookRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		return time.Duration(min(secs, int64(1<<62)/int64(time.Second))) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// eventBodyOrJSON returns what a sink sends for ev: the stored Body, or the
+// event encoded when it has none (an event built in code).
+func eventBodyOrJSON(ev *diff.Event) ([]byte, error) {
+	if len(ev.Body) > 0 {
+		return ev.Body, nil
+	}
+	return json.Marshal(ev)
+}
