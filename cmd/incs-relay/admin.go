@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/sink"
+	"github.com/incs-relay/incs-relay/store"
+)
+
+//go:embed admin.html
+var adminPage []byte
+
+// Readiness bounds.
+const (
+	// sinkFailingBound is how long a sink may keep failing before /readyz
+	// reports the relay not ready.
+	sinkFailingBound = time.Minute
+)
+
+// adminServer serves /, /healthz, /readyz, /metrics and the /v1 API.
+type adminServer struct {
+	r     *Relay
+	ln    net.Listener
+	srv   *http.Server
+	token string
+}
+
+func newAdminServer(r *Relay, addr, token string) (*adminServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen on %s: %w", addr, err)
+	}
+	a := &adminServer{r: r, ln: ln, token: token}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", a.page)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /metrics", a.auth(promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{})))
+	mux.Handle("GET /v1/sinks", a.auth(http.HandlerFunc(a.sinks)))
+	mux.Handle("GET /v1/sinks/{name}", a.auth(http.HandlerFunc(a.sink)))
+	mux.Handle("GET /v1/events", a.auth(http.HandlerFunc(a.events)))
+	mux.Handle("POST /v1/sinks/{name}/replay", a.auth(http.HandlerFunc(a.replay)))
+	mux.Handle("POST /v1/sinks/{name}/resume", a.auth(http.HandlerFunc(a.resume)))
+	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return a, nil
+}
+
+// Addr is the address the admin API listens on.
+func (a *adminServer) Addr() string { return a.ln.Addr().String() }
+
+// Start serves in the background until Close.
+func (a *adminServer) Start() {
+	go func() {
+		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.r.log.Error().Err(err).Msg("admin server")
+		}
+	}()
+}
+
+// Close stops serving.
+func (a *adminServer) Close(ctx context.Context) {
+	_ = a.srv.Shutdown(ctx)
+	_ = a.ln.Close()
+}
+
+// auth requires the admin token, when one is set, as a bearer token (or a
+// token query parameter, for the admin page).
+func (a *adminServer) auth(next http.Handler) http.Handler {
+	if a.token == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if got == "" {
+			got = r.URL.Query().Get("token")
+		}
+		if subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
+			httpError(w, http.StatusUnauthorized, "admin token required")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *adminServer) page(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(adminPage)
+}
+
+// readyz is 200 once the store is open and the last poll succeeded, and 503
+// with the reason while polls keep failing or a sink is paused or failing.
+func (a *adminServer) readyz(w http.ResponseWriter, _ *http.Request) {
+	if reason := a.r.notReady(time.Now()); reason != "" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready:", reason)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// notReady returns why the relay is not ready, or "".
+func (r *Relay) notReady(now time.Time) string {
+	if r.db == nil {
+		return "store not open"
+	}
+	ps := r.poll.Status()
+	interval := r.cfg.Poll.Interval.D()
+	stale := max(3*interval, interval+2*r.cfg.Upstream.Timeout.D())
+	switch {
+	case ps.LastSuccess.IsZero() && ps.LastError != "":
+		return "no poll has succeeded yet: " + ps.LastError
+	case ps.LastSuccess.IsZero():
+		return "waiting for the first poll to complete"
+	case ps.ConsecutiveFailures > 0 && now.Sub(ps.LastSuccess) > stale:
+		return fmt.Sprintf("polls failing for %s (%d in a row): %s", now.Sub(ps.LastSuccess).Round(time.Second), ps.ConsecutiveFailures, ps.LastError)
+	}
+	for _, o := range r.outs {
+		st := o.disp.State()
+		if st.Paused {
+			return fmt.Sprintf("sink %s paused: %s (resume or replay it)", o.cfg.Name, st.PauseReason)
+		}
+		if st.Failing {
+			since := st.LastDeliveryAt
+			if since.IsZero() {
+				since = r.started
+			}
+			if now.Sub(since) > sinkFailingBound {
+				return fmt.Sprintf("sink %s failing for %s: %s", o.cfg.Name, now.Sub(since).Round(time.Second), st.LastError)
+			}
+		}
+	}
+	return ""
+}
+
+// sinkStatus is what `status` and GET /v1/sinks show per sink.
+type sinkStatus struct {
+	Name           string             `json:"name"`
+	Type           string             `json:"type"`
+	Cursor         uint64             `json:"cursor"`
+	Head           uint64             `json:"head"`
+	First          uint64             `json:"first"`
+	Lag            uint64             `json:"lag"`
+	LagSeconds     float64            `json:"lag_seconds"`
+	DeadLetters    int                `json:"dead_letters"`
+	Dead           []store.DeadLetter `json:"dead,omitempty"`
+	Paused         bool               `json:"paused"`
+	PauseReason    string             `json:"pause_reason,omitempty"`
+	Failing        bool               `json:"failing"`
+	LastError      string             `json:"last_error,omitempty"`
+	LastErrorAt    *time.Time         `json:"last_error_at,omitempty"`
+	LastDeliveryAt *time.Time         `json:"last_delivery_at,omitempty"`
+	InFlight       int                `json:"in_flight"`
+	Delivered      uint64             `json:"delivered"`
+	Retried        uint64             `json:"retried"`
+	Running        bool               `json:"running"`
+}
+
+// sinkStatuses reports every configured sink from the store and, while the
+// relay runs, its dispatcher.
+func (r *Relay) sinkStatuses() []sinkStatus {
+	out := make([]sinkStatus, 0, len(r.outs))
+	for _, o := range r.outs {
+		s, err := storeSinkStatus(r.db, o.cfg)
+		if err != nil {
+			r.log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("status")
+		}
+		st := o.disp.State()
+		s.Running = st.Running
+		if st.Cursor > s.Cursor {
+			s.Cursor = st.Cursor
+		}
+		s.Paused, s.PauseReason = st.Paused, st.PauseReason
+		s.Failing = st.Failing
+		if st.LastError != "" {
+			s.LastError = st.LastError
+			s.LastErrorAt = timePtr(st.LastErrorAt)
+		}
+		if !st.LastDeliveryAt.IsZero() {
+			s.LastDeliveryAt = timePtr(st.LastDeliveryAt)
+		}
+		s.InFlight, s.Delivered, s.Retried = st.InFlight, st.Delivered, st.Retried
+		finishLag(r.db, &s)
+		out = append(out, s)
+	}
+	return out
+}
+
+// storeSinkStatus reads a sink's status from the store alone.
+func storeSinkStatus(db *store.DB, sc SinkConfig) (sinkStatus, error) {
+	s := sinkStatus{Name: sc.Name, Type: sc.Type}
+	st, err := db.Stats()
+	if err != nil {
+		return s, err
+	}
+	s.Head, s.First = st.Head, st.First
+	if s.Cursor, err = db.Cursor(sc.Name); err != nil {
+		return s, err
+	}
+	if s.Dead, err = db.DeadLetters(sc.Name); err != nil {
+		return s, err
+	}
+	s.DeadLetters = len(s.Dead)
+	ss, err := db.SinkState(sc.Name)
+	if err != nil {
+		return s, err
+	}
+	s.Paused, s.PauseReason, s.LastError = ss.Paused, ss.PauseReason, ss.LastError
+	s.LastErrorAt, s.LastDeliveryAt = timePtr(ss.LastErrorAt), timePtr(ss.LastDeliveryAt)
+	finishLag(db, &s)
+	return s, nil
+}
+
+func finishLag(db *store.DB, s *sinkStatus) {
+	s.Lag, s.LagSeconds = 0, 0
+	if s.Head > s.Cursor {
+		s.Lag = s.Head - s.Cursor
+		if ev, err := db.Event(max(s.Cursor+1, s.First)); err == nil && !ev.StoredAt.IsZero() {
+			s.LagSeconds = time.Since(ev.StoredAt).Seconds()
+		}
+	}
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (a *adminServer) sinks(w http.ResponseWriter, _ *http.Request) {
+	st := a.r.sinkStatuses()
+	for i := range st {
+		st[i].Dead = nil // the list stays small; GET /v1/sinks/{name} has them
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sinks": st})
+}
+
+func (a *adminServer) sink(w http.ResponseWriter, req *http.Request) {
+	name := req.PathValue("name")
+	for _, s := range a.r.sinkStatuses() {
+		if s.Name == name {
+			writeJSON(w, http.StatusOK, s)
+			return
+		}
+	}
+	httpError(w, http.StatusNotFound, fmt.Sprintf("no sink %q", name))
+}
+
+// events lists stored events: ?from=N&limit=K&type=T, or ?latest=K for the
+// newest K.
+func (a *adminServer) events(w http.ResponseWriter, req *http.Request) {
+	q := req.URL.Query()
+	eq, err := parseEventQuery(q.Get("from"), q.Get("limit"), q.Get("type"))
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if l := q.Get("latest"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			httpError(w, http.StatusBadRequest, "latest: want 1 to 1000")
+			return
+		}
+		head, err := a.r.db.Head()
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		eq.From, eq.Limit = uint64(max(int64(head)-int64(n)+1, 1)), n
+	}
+	evs, err := a.r.db.Events(req.Context(), eq)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	head, _ := a.r.db.Head()
+	body := struct {
+		Events []json.RawMessage `json:"events"`
+		Next   uint64            `json:"next"`
+		Head   uint64            `json:"head"`
+	}{Events: make([]json.RawMessage, 0, len(evs)), Next: eq.From, Head: head}
+	for _, ev := range evs {
+		body.Events = append(body.Events, ev.Body)
+		body.Next = ev.Offset + 1
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// parseEventQuery validates the events filters shared by the CLI and API.
+func parseEventQuery(from, limit, typ string) (store.EventQuery, error) {
+	q := store.EventQuery{From: 1, Limit: 100}
+	if from != "" {
+		n, err := strconv.ParseUint(from, 10, 64)
+		if err != nil || n < 1 {
+			return q, fmt.Errorf("from: want an offset from 1, got %q", from)
+		}
+		q.From = n
+	}
+	if limit != "" {
+		n, err := strconv.Atoi(limit)
+		if err != nil || n < 1 || n > 100000 {
+			return q, fmt.Errorf("limit: want 1 to 100000, got %q", limit)
+		}
+		q.Limit = n
+	}
+	if typ != "" {
+		if !knownType(typ) {
+			return q, fmt.Errorf("type: unknown event type %q (want one of %s)", typ, strings.Join(diff.Types, ", "))
+		}
+		q.Type = typ
+	}
+	return q, nil
+}
+
+// replay rewinds a sink: ?from=OFFSET or ?since=RFC3339.
+func (a *adminServer) replay(w http.ResponseWriter, req *http.Request) {
+	name := req.PathValue("name")
+	o := a.r.output(name)
+	if o == nil {
+		httpError(w, http.StatusNotFound, fmt.Sprintf("no sink %q", name))
+		return
+	}
+	q := req.URL.Query()
+	from, err := resolveReplayFrom(a.r.db, q.Get("from"), q.Get("since"))
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), 30*time.Second)
+	defer cancel()
+	if err := o.disp.Reset(ctx, func() error { return a.r.db.Rewind(name, from) }); err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	a.r.log.Info().Str("sink", name).Uint64("offset", from).Msg("replay: sink rewound")
+	head, _ := a.r.db.Head()
+	writeJSON(w, http.StatusOK, map[string]any{"sink": name, "from": from, "head": head})
+}
+
+func (a *adminServer) resume(w http.ResponseWriter, req *http.Request) {
+	name := req.PathValue("name")
+	o := a.r.output(name)
+	if o == nil {
+		httpError(w, http.StatusNotFound, fmt.Sprintf("no sink %q", name))
+		return
+	}
+	o.disp.Resume()
+	a.r.log.Info().Str("sink", name).Msg("sink resumed")
+	writeJSON(w, http.StatusOK, map[string]any{"sink": name, "resumed": true})
+}
+
+// resolveReplayFrom turns --from / --since into a first offset.
+func resolveReplayFrom(db *store.DB, from, since string) (uint64, error) {
+	switch {
+	case from != "" && since != "":
+		return 0, errors.New("give from or since, not both")
+	case from != "":
+		n, err := strconv.ParseUint(from, 10, 64)
+		if err != nil || n < 1 {
+			return 0, fmt.Errorf("from: want an offset from 1, got %q", from)
+		}
+		head, err := db.Head()
+		if err != nil {
+			return 0, err
+		}
+		if n > head+1 {
+			return 0, fmt.Errorf("from: offset %d is beyond the newest event (%d)", n, head)
+		}
+		return n, nil
+	case since != "":
+		t, err := time.Parse(time.RFC3339, since)
+		if err != nil {
+			return 0, fmt.Errorf("since: want an RFC 3339 time such as 2026-04-08T17:00:00+08:00, got %q", since)
+		}
+		return db.OffsetSince(t)
+	}
+	return 0, errors.New("give from=OFFSET or since=RFC3339")
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+var _ sink.Observer = (*metrics)(nil)

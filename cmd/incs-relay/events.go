@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// EventsCommand prints stored events as JSON lines.
+type EventsCommand struct{ m *Main }
+
+// Run prints events from --from, at most --limit, of --type if given.
+func (c *EventsCommand) Run(ctx context.Context, args []string) error {
+	fs := c.m.newFlagSet("events")
+	path := fs.String("config", "", "config file")
+	from := fs.String("from", "1", "first offset")
+	limit := fs.String("limit", "100", "most events to print")
+	typ := fs.String("type", "", "only events of this type, e.g. task.status_changed")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := c.m.loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	q, err := parseEventQuery(*from, *limit, *typ)
+	if err != nil {
+		return &usageError{msg: "events: --" + err.Error()}
+	}
+	db, ac, err := storeOrAdmin(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(c.m.Stdout)
+	defer w.Flush()
+	if db != nil {
+		defer db.Close()
+		evs, err := db.Events(ctx, q)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			w.Write(ev.Body)
+			w.WriteByte('\n')
+		}
+		return nil
+	}
+	var body struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	v := url.Values{"from": {strconv.FormatUint(q.From, 10)}, "limit": {strconv.Itoa(q.Limit)}}
+	if q.Type != "" {
+		v.Set("type", q.Type)
+	}
+	if err := ac.do(ctx, http.MethodGet, "/v1/events", v, &body); err != nil {
+		return err
+	}
+	for _, ev := range body.Events {
+		w.Write(ev)
+		w.WriteByte('\n')
+	}
+	return nil
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/store"
+)
+
+// metrics holds the relay's Prometheus collectors. Counters are fed by the
+// pipeline; gauges (lag, outbox size, ...) are read at scrape time.
+type metrics struct {
+	r   *Relay
+	reg *prometheus.Registry
+
+	apiRequests *prometheus.CounterVec
+	apiLatency  prometheus.Histogram
+	events      *prometheus.CounterVec
+	ingestTasks *prometheus.CounterVec
+	deliveries  *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	deliveryLat *prometheus.HistogramVec
+	sinkFailing *prometheus.CounterVec
+}
+
+const ns = "incs_relay"
+
+func newMetrics(r *Relay) *metrics {
+	m := &metrics{r: r, reg: prometheus.NewRegistry()}
+	m.apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "api_requests_total",
+		Help: "Requests to the incsapp API by outcome (ok, unauthorized, rate_limited, server_error, client_error, error).",
+	}, []string{"outcome"})
+	m.apiLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: ns, Name: "api_request_duration_seconds",
+		Help:    "Latency of requests to the incsapp API.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+	})
+	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "events_total",
+		Help: "Events appended to the outbox, by type.",
+	}, []string{"type"})
+	m.ingestTasks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "ingested_tasks_total",
+		Help: "Tasks read from the API by what they needed: changed (had new logs), unchanged, failed (logs did not parse).",
+	}, []string{"result"})
+	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "deliveries_total",
+		Help: "Delivery outcomes by sink: delivered, retried, dead_lettered.",
+	}, []string{"sink", "outcome"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "delivery_retries_total",
+		Help: "Failed delivery attempts that will be retried, by sink.",
+	}, []string{"sink"})
+	m.deliveryLat = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: ns, Name: "delivery_latency_seconds",
+		Help:    "Time from the upstream log's creation to the sink's acknowledgement.",
+		Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 900, 3600},
+	}, []string{"sink"})
+	m.sinkFailing = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "sink_failures_total",
+		Help: "Times a sink turned from healthy to failing, or paused itself (reason=paused).",
+	}, []string{"sink", "reason"})
+	m.reg.MustRegister(m.apiRequests, m.apiLatency, m.events, m.ingestTasks, m.deliveries, m.retries, m.deliveryLat, m.sinkFailing,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{r: r})
+	for _, t := range diff.Types {
+		m.events.WithLabelValues(t)
+	}
+	return m
+}
+
+func (m *metrics) ingested(res store.IngestResult) {
+	if m == nil {
+		return
+	}
+	m.ingestTasks.WithLabelValues("changed").Add(float64(res.Changed))
+	m.ingestTasks.WithLabelValues("unchanged").Add(float64(res.Skipped))
+	m.ingestTasks.WithLabelValues("failed").Add(float64(res.Failed))
+}
+
+// Delivered implements sink.Observer.
+func (m *metrics) Delivered(s string, ev *diff.Event, _ time.Duration) {
+	m.deliveries.WithLabelValues(s, "delivered").Inc()
+	if !ev.Time.IsZero() {
+		m.deliveryLat.WithLabelValues(s).Observe(time.Since(ev.Time).Seconds())
+	}
+}
+
+// Retried implements sink.Observer.
+func (m *metrics) Retried(s string, _ *diff.Event, _ int, _ error) {
+	m.deliveries.WithLabelValues(s, "retried").Inc()
+	m.retries.WithLabelValues(s).Inc()
+}
+
+// DeadLettered implements sink.Observer.
+func (m *metrics) DeadLettered(s string, _ *diff.Event, _ error) {
+	m.deliveries.WithLabelValues(s, "dead_lettered").Inc()
+}
+
+// Paused implements sink.Observer.
+func (m *metrics) Paused(s string, _ error) { m.sinkFailing.WithLabelValues(s, "paused").Inc() }
+
+// Failing implements sink.Observer.
+func (m *metrics) Failing(s string, _ error) { m.sinkFailing.WithLabelValues(s, "failing").Inc() }
+
+// instrumentAPI counts and times every request to the API.
+func (m *metrics) instrumentAPI(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		start := time.Now()
+		resp, err := next.RoundTrip(req)
+		m.apiLatency.Observe(time.Since(start).Seconds())
+		outcome := "error"
+		if err == nil {
+			switch c := resp.StatusCode; {
+			case c >= 200 && c < 300:
+				outcome = "ok"
+			case c == 401 || c == 403:
+				outcome = "unauthorized"
+			case c == 429:
+				outcome = "rate_limited"
+			case c >= 500:
+				outcome = "server_error"
+			default:
+				outcome = "client_error"
+			}
+		}
+		m.apiRequests.WithLabelValues(outcome).Inc()
+		return resp, err
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// stateCollector reads gauges from the store, the dispatchers and the
+// poller at scrape time.
+type stateCollector struct{ r *Relay }
+
+var (
+	descLag       = prometheus.NewDesc(ns+"_sink_lag_events", "Events stored and not yet delivered or dead-lettered, by sink.", []string{"sink"}, nil)
+	descLagSec    = prometheus.NewDesc(ns+"_sink_lag_seconds", "Age of the oldest event the sink has not yet delivered (0 when caught up).", []string{"sink"}, nil)
+	descCursor    = prometheus.NewDesc(ns+"_sink_cursor", "Offset through which the sink is done.", []string{"sink"}, nil)
+	descDead      = prometheus.NewDesc(ns+"_dead_letters", "Events in the sink's dead letters.", []string{"sink"}, nil)
+	descPaused    = prometheus.NewDesc(ns+"_sink_paused", "1 while the sink is paused (e.g. a webhook answered 410 Gone).", []string{"sink"}, nil)
+	descSinkUp    = prometheus.NewDesc(ns+"_sink_healthy", "1 unless the sink's last attempt failed.", []string{"sink"}, nil)
+	descHead      = prometheus.NewDesc(ns+"_outbox_head_offset", "Highest offset ever assigned.", nil, nil)
+	descOutbox    = prometheus.NewDesc(ns+"_outbox_events", "Events held in the outbox.", nil, nil)
+	descTasks     = prometheus.NewDesc(ns+"_seen_tasks", "Tasks in the seen-set.", nil, nil)
+	descFile      = prometheus.NewDesc(ns+"_store_file_bytes", "Size of the bbolt file.", nil, nil)
+	descPolls     = prometheus.NewDesc(ns+"_polls_total", "Poll cycles by outcome.", []string{"outcome"}, nil)
+	descPollReqs  = prometheus.NewDesc(ns+"_poll_cycle_requests", "API requests the last poll cycle took.", nil, nil)
+	descLastPoll  = prometheus.NewDesc(ns+"_last_poll_success_timestamp_seconds", "Unix time of the last successful poll cycle.", nil, nil)
+	descPollFails = prometheus.NewDesc(ns+"_poll_consecutive_failures", "Poll cycles failed in a row.", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descLag, descLagSec, descCursor, descDead, descPaused, descSinkUp, descHead, descOutbox, descTasks, descFile, descPolls, descPollReqs, descLastPoll, descPollFails} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	r := c.r
+	st, err := r.db.Stats()
+	if err == nil {
+		ch <- prometheus.MustNewConstMetric(descHead, prometheus.GaugeValue, float64(st.Head))
+		ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(st.Events))
+		ch <- prometheus.MustNewConstMetric(descTasks, prometheus.GaugeValue, float64(st.Tasks))
+		ch <- prometheus.MustNewConstMetric(descFile, prometheus.GaugeValue, float64(st.FileSize))
+	}
+	for _, s := range r.sinkStatuses() {
+		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(s.Lag), s.Name)
+		ch <- prometheus.MustNewConstMetric(descLagSec, prometheus.GaugeValue, s.LagSeconds, s.Name)
+		ch <- prometheus.MustNewConstMetric(descCursor, prometheus.GaugeValue, float64(s.Cursor), s.Name)
+		ch <- prometheus.MustNewConstMetric(descDead, prometheus.GaugeValue, float64(s.DeadLetters), s.Name)
+		ch <- prometheus.MustNewConstMetric(descPaused, prometheus.GaugeValue, b2f(s.Paused), s.Name)
+		ch <- prometheus.MustNewConstMetric(descSinkUp, prometheus.GaugeValue, b2f(!s.Failing), s.Name)
+	}
+	ps := r.poll.Status()
+	ok := int(r.ingest.sweeps.Load())
+	ch <- prometheus.MustNewConstMetric(descPolls, prometheus.CounterValue, float64(ok), "ok")
+	ch <- prometheus.MustNewConstMetric(descPolls, prometheus.CounterValue, float64(max(ps.Cycles-ok, 0)), "error")
+	ch <- prometheus.MustNewConstMetric(descPollReqs, prometheus.GaugeValue, float64(ps.Requests))
+	if !ps.LastSuccess.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descLastPoll, prometheus.GaugeValue, float64(ps.LastSuccess.Unix()))
+	}
+	ch <- prometheus.MustNewConstMetric(descPollFails, prometheus.GaugeValue, float64(ps.ConsecutiveFailures))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/sink"
+)
+
+// PreviewCommand prints exactly what a sink would send for a sample event
+// (one per type) or a given event, so a template can be checked before it
+// reaches a channel. Nothing is sent.
+type PreviewCommand struct{ m *Main }
+
+// renderer is a sink that can show its request body.
+type renderer interface {
+	Render(ev *diff.Event) ([]byte, error)
+}
+
+// Run renders and prints.
+func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
+	fs := c.m.newFlagSet("preview")
+	path := fs.String("config", "", "config file")
+	name := fs.String("sink", "", "sink to preview")
+	evFile := fs.String("event", "", "an event JSON file (as printed by `incs-relay events`); default: one sample per event type")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := c.m.loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	var sc *SinkConfig
+	for i := range cfg.Sinks {
+		if cfg.Sinks[i].Name == *name {
+			sc = &cfg.Sinks[i]
+		}
+	}
+	if sc == nil {
+		return &usageError{msg: fmt.Sprintf("preview: --sink: no sink %q in %s", *name, *path)}
+	}
+	var evs []diff.Event
+	if *evFile != "" {
+		b, err := os.ReadFile(*evFile)
+		if err != nil {
+			return &usageError{msg: "preview: --event: " + err.Error()}
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		for dec.More() {
+			var ev diff.Event
+			if err := dec.Decode(&ev); err != nil {
+				return &usageError{msg: fmt.Sprintf("preview: --event %s: not an event JSON: %v", *evFile, err)}
+			}
+			ev.Body, _ = json.Marshal(ev)
+			evs = append(evs, ev)
+		}
+	} else {
+		evs = sink.SampleEvents()
+	}
+	var s sink.Sink
+	if sc.Type == SinkNATS {
+		s = nil // no connection needed to show a NATS message
+	} else if s, err = buildSink(ctx, cfg, *sc, zerolog.Nop()); err != nil {
+		return err
+	}
+	if s != nil {
+		defer s.Close(ctx)
+	}
+	filter, _ := buildFilter(*sc)
+	for i := range evs {
+		ev := &evs[i]
+		fmt.Fprintf(c.m.Stdout, "# %s %s (task %d)", ev.Type, ev.ID, ev.Data.TaskID)
+		if filter != nil && !filter(ev) {
+			fmt.Fprintln(c.m.Stdout, ": filtered out, not sent to this sink")
+			continue
+		}
+		fmt.Fprintln(c.m.Stdout)
+		var body []byte
+		switch r := s.(type) {
+		case renderer:
+			body, err = r.Render(ev)
+			if err != nil {
+				return fmt.Errorf("preview: %s: %w", sc.Name, err)
+			}
+		default:
+			if sc.Redact != nil {
+				ev = sink.Redact(ev, *sc.Redact)
+			}
+			body = ev.Body
+			if sc.Type == SinkNATS {
+				subj, err := sink.NATSSubject(sc.Subject, ev)
+				if err != nil {
+					return fmt.Errorf("preview: %s: %w", sc.Name, err)
+				}
+				fmt.Fprintf(c.m.Stdout, "subject: %s\n", subj)
+			}
+		}
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, body, "", "  ") == nil {
+			body = pretty.Bytes()
+		}
+		fmt.Fprintf(c.m.Stdout, "%s\n\n", body)
+	}
+	return nil
+}

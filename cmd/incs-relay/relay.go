@@ -1,0 +1,355 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/poller"
+	"github.com/incs-relay/incs-relay/sink"
+	"github.com/incs-relay/incs-relay/store"
+)
+
+// Relay is the whole pipeline of one config: poller → diff → store → sinks,
+// plus the admin API. OpenRelay builds it; Run runs it until ctx ends.
+type Relay struct {
+	cfg     *Config
+	log     zerolog.Logger
+	db      *store.DB
+	client  *poller.Client
+	poll    *poller.Poller
+	ingest  *ingester
+	outs    []*output
+	admin   *adminServer
+	metrics *metrics
+	started time.Time
+}
+
+// output is one configured sink with its dispatcher.
+type output struct {
+	cfg  SinkConfig
+	sink sink.Sink
+	disp *sink.Dispatcher
+}
+
+// relayOptions are knobs for tests and the demo.
+type relayOptions struct {
+	// HTTPClient for the upstream API; nil builds one.
+	HTTPClient *http.Client
+	// Observer also receives every delivery outcome (the demo's printer).
+	Observer sink.Observer
+}
+
+// OpenRelay opens the store, connects the sinks and binds the admin
+// address. On error everything opened so far is closed again.
+func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayOptions) (_ *Relay, err error) {
+	r := &Relay{cfg: cfg, log: log, started: time.Now()}
+	defer func() {
+		if err != nil {
+			r.close(context.Background())
+		}
+	}()
+	r.db, err = store.Open(cfg.Store.Path, store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()})
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, fmt.Errorf("store %s is taken: another incs-relay is running on it (stop it, or use its admin API at %s)", cfg.Store.Path, cfg.Admin.Addr)
+		}
+		return nil, err
+	}
+	r.metrics = newMetrics(r)
+
+	httpClient := opts.HTTPClient
+	if httpClient == nil {
+		httpClient = &http.Client{Transport: r.metrics.instrumentAPI(http.DefaultTransport.(*http.Transport).Clone())}
+	}
+	pcfg := poller.Config{
+		BaseURL:    cfg.Upstream.BaseURL,
+		Token:      cfg.Upstream.Token,
+		Location:   cfg.Location(),
+		PageSize:   cfg.Upstream.PageSize,
+		RateLimit:  cfg.Upstream.RateLimit,
+		Timeout:    cfg.Upstream.Timeout.D(),
+		Lookback:   cfg.Poll.Lookback.D(),
+		Interval:   cfg.Poll.Interval.D(),
+		HTTPClient: httpClient,
+	}
+	r.client = poller.NewClient(pcfg, log.With().Str("component", "poller").Logger())
+	initialized, err := r.db.Initialized()
+	if err != nil {
+		return nil, err
+	}
+	r.ingest = &ingester{db: r.db, loc: cfg.Location(), log: log.With().Str("component", "ingest").Logger(), metrics: r.metrics}
+	r.ingest.emit.Store(initialized || cfg.Poll.Initial == "replay")
+	r.poll = poller.New(r.client, pcfg, r.ingest, log.With().Str("component", "poller").Logger())
+
+	var obs sink.Observer = r.metrics
+	if opts.Observer != nil {
+		obs = multiObserver{r.metrics, opts.Observer}
+	}
+	for i := range cfg.Sinks {
+		sc := cfg.Sinks[i]
+		s, err := buildSink(ctx, cfg, sc, log)
+		if err != nil {
+			return nil, err
+		}
+		filter, err := buildFilter(sc)
+		if err != nil {
+			return nil, err
+		}
+		o := &output{cfg: sc, sink: s}
+		o.disp = sink.NewDispatcher(sink.DispatcherConfig{
+			Sink:        s,
+			Filter:      filter,
+			MaxInFlight: maxInFlight(sc),
+			Retry:       retryPolicy(sc),
+			Outbox:      r.db,
+			Logger:      log, // the dispatcher adds "sink"
+			Observer:    obs,
+		})
+		r.outs = append(r.outs, o)
+	}
+	if cfg.Admin.Addr != "" {
+		r.admin, err = newAdminServer(r, cfg.Admin.Addr, cfg.Admin.Token)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Run polls and delivers until ctx ends, then stops polling, lets deliveries
+// under way finish, closes the sinks and the store, and returns nil.
+func (r *Relay) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	defer stopPoll()
+	deliverCtx, stopDeliver := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDeliver()
+
+	if r.admin != nil {
+		r.admin.Start()
+	}
+	for _, o := range r.outs {
+		wg.Add(1)
+		go func(o *output) {
+			defer wg.Done()
+			if err := o.disp.Run(deliverCtx); err != nil {
+				r.log.Error().Err(err).Str("sink", o.cfg.Name).Msg("dispatcher stopped")
+			}
+		}(o)
+	}
+	pollDone := make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		if err := r.poll.Run(pollCtx); err != nil && !errors.Is(err, context.Canceled) {
+			r.log.Error().Err(err).Msg("poller stopped")
+		}
+	}()
+	pruneDone := make(chan struct{})
+	go func() {
+		defer close(pruneDone)
+		r.pruneLoop(pollCtx)
+	}()
+	r.log.Info().Str("store", r.cfg.Store.Path).Str("upstream", hostOf(r.cfg.Upstream.BaseURL)).
+		Int("sinks", len(r.outs)).Str("admin", r.adminAddr()).Msg("relay running")
+
+	<-ctx.Done()
+	r.log.Info().Msg("stopping: polling stops, deliveries under way finish")
+	stopPoll()
+	<-pollDone
+	<-pruneDone
+	stopDeliver() // dispatchers drain within their DrainTimeout
+	wg.Wait()
+	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r.close(closeCtx)
+	r.log.Info().Msg("stopped")
+	return nil
+}
+
+// close releases everything; safe on a partly opened relay.
+func (r *Relay) close(ctx context.Context) {
+	if r.admin != nil {
+		r.admin.Close(ctx)
+	}
+	for _, o := range r.outs {
+		if err := o.sink.Close(ctx); err != nil {
+			r.log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("close sink")
+		}
+	}
+	if r.client != nil {
+		r.client.CloseIdleConnections()
+	}
+	if r.db != nil {
+		if err := r.db.Close(); err != nil {
+			r.log.Warn().Err(err).Msg("close store")
+		}
+	}
+}
+
+func (r *Relay) adminAddr() string {
+	if r.admin == nil {
+		return ""
+	}
+	return r.admin.Addr()
+}
+
+// output returns the sink named name, or nil.
+func (r *Relay) output(name string) *output {
+	for _, o := range r.outs {
+		if o.cfg.Name == name {
+			return o
+		}
+	}
+	return nil
+}
+
+func (r *Relay) sinkNames() []string {
+	names := make([]string, len(r.outs))
+	for i, o := range r.outs {
+		names[i] = o.cfg.Name
+	}
+	return names
+}
+
+// pruneLoop removes delivered events past retention and seen records of
+// tasks beyond the lookback window, at start and then every interval.
+func (r *Relay) pruneLoop(ctx context.Context) {
+	every := min(max(r.cfg.Store.Retention.D()/20, time.Minute), time.Hour)
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := r.db.Prune(ctx, store.PruneOptions{
+			Retention: r.cfg.Store.Retention.D(),
+			Lookback:  r.cfg.Poll.Lookback.D(),
+			Sinks:     r.sinkNames(),
+			Now:       time.Now(),
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			r.log.Warn().Err(err).Msg("prune")
+		} else if res.Events > 0 || res.Tasks > 0 {
+			r.log.Info().Int("events", res.Events).Int("tasks", res.Tasks).Msg("pruned")
+		}
+		t.Reset(every)
+	}
+}
+
+// ingester is the poller's Handler: it diffs and stores each page, and
+// ends the first-start snapshot once a sweep completed.
+type ingester struct {
+	db      *store.DB
+	loc     *time.Location
+	log     zerolog.Logger
+	metrics *metrics
+	emit    atomic.Bool
+	sweeps  atomic.Int64 // cycles that completed
+}
+
+// HandlePage stores one page. A task whose logs do not diff is logged and
+// left unseen for the next cycle; it does not fail the sweep.
+func (h *ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
+	res, err := h.db.Ingest(ctx, tasks, h.loc, h.emit.Load())
+	h.metrics.ingested(res)
+	var de *store.DiffError
+	if errors.As(err, &de) {
+		h.log.Warn().Ints64("task_ids", de.TaskIDs).Err(de.Err).Msg("tasks left unseen: their logs do not parse")
+		return nil
+	}
+	return err
+}
+
+// SweepDone ends the snapshot of the first start.
+func (h *ingester) SweepDone(ctx context.Context, s poller.SweepStats) error {
+	h.sweeps.Add(1)
+	if h.emit.Load() {
+		ok, err := h.db.Initialized()
+		if err != nil || ok {
+			return err
+		}
+		return h.db.SetInitialized()
+	}
+	if err := h.db.SetInitialized(); err != nil {
+		return err
+	}
+	h.emit.Store(true)
+	h.log.Info().Int("tasks", s.Tasks).Msg("first sweep done: existing logs marked seen without events (poll.initial: snapshot); new logs become events from now on")
+	return nil
+}
+
+func maxInFlight(sc SinkConfig) int {
+	if sc.MaxInFlight > 0 {
+		return sc.MaxInFlight
+	}
+	switch sc.Type {
+	case SinkNATS:
+		return sink.DefaultNATSMaxInFlight
+	case SinkSlack, SinkFeishu:
+		return 16
+	}
+	return 16
+}
+
+func retryPolicy(sc SinkConfig) sink.RetryPolicy {
+	if sc.Retry == nil {
+		return sink.RetryPolicy{}.WithDefaults()
+	}
+	return sink.RetryPolicy{Initial: sc.Retry.Initial.D(), Max: sc.Retry.Max.D(), MaxElapsed: sc.Retry.MaxElapsed.D()}.WithDefaults()
+}
+
+// hostOf returns the host of a URL, never its path, query or user info.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "?"
+	}
+	return u.Host
+}
+
+// embeddedDir is where an embedded NATS server keeps JetStream data: next
+// to the store.
+func embeddedDir(cfg *Config) string {
+	return filepath.Join(filepath.Dir(cfg.Store.Path), "nats")
+}
+
+// multiObserver fans delivery outcomes out to several observers.
+type multiObserver []sink.Observer
+
+func (m multiObserver) Delivered(s string, ev *diff.Event, d time.Duration) {
+	for _, o := range m {
+		o.Delivered(s, ev, d)
+	}
+}
+func (m multiObserver) Retried(s string, ev *diff.Event, a int, err error) {
+	for _, o := range m {
+		o.Retried(s, ev, a, err)
+	}
+}
+func (m multiObserver) DeadLettered(s string, ev *diff.Event, err error) {
+	for _, o := range m {
+		o.DeadLettered(s, ev, err)
+	}
+}
+func (m multiObserver) Paused(s string, err error) {
+	for _, o := range m {
+		o.Paused(s, err)
+	}
+}
+func (m multiObserver) Failing(s string, err error) {
+	for _, o := range m {
+		o.Failing(s, err)
+	}
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"fmt"
+)
+
+// RunCommand runs the relay until SIGINT or SIGTERM.
+type RunCommand struct{ m *Main }
+
+// Run reads the config, opens the relay and runs it. It returns nil after
+// a clean shutdown, so the process exits 0.
+func (c *RunCommand) Run(ctx context.Context, args []string) error {
+	fs := c.m.newFlagSet("run")
+	path := fs.String("config", "", "config file")
+	level := fs.String("log-level", "", "debug, info, warn or error (overrides log.level)")
+	format := fs.String("log-format", "", "auto, json or console (overrides log.format)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := c.m.loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c.m.Stderr, firstNonEmpty(*level, cfg.Log.Level), firstNonEmpty(*format, cfg.Log.Format))
+	if err != nil {
+		return err
+	}
+	r, err := OpenRelay(ctx, cfg, log, relayOptions{})
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return r.Run(ctx)
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

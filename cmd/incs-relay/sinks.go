@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/sink"
+)
+
+// buildSink constructs the sink of sc; NATS sinks connect (or start the
+// embedded server) here.
+func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logger) (sink.Sink, error) {
+	slog := log // sinks add their own "sink" field
+	var (
+		s   sink.Sink
+		err error
+	)
+	switch sc.Type {
+	case SinkNATS:
+		nc := sink.NATSConfig{
+			Name:      sc.Name,
+			URL:       sc.URL,
+			Subject:   sc.Subject,
+			JetStream: sc.JetStream,
+			Timeout:   sc.Timeout.D(),
+			Embedded:  sink.EmbeddedOptions{StoreDir: embeddedDir(cfg), FallbackRandomPort: false},
+			Logger:    slog,
+		}
+		if st := sc.Stream; st != nil {
+			nc.Stream = &sink.StreamConfig{Name: st.Name, Subjects: st.Subjects, MaxAge: st.MaxAge.D(), Replicas: st.Replicas}
+		}
+		s, err = sink.NewNATS(ctx, nc)
+	case SinkWebhook:
+		s, err = sink.NewWebhook(sink.WebhookConfig{
+			Name:        sc.Name,
+			URL:         sc.URL,
+			Secrets:     sc.AllSecrets(),
+			Timeout:     sc.Timeout.D(),
+			MaxInFlight: maxInFlight(sc),
+			Logger:      slog,
+		})
+	case SinkSlack:
+		s, err = sink.NewSlack(chatConfig(sc, slog))
+	case SinkFeishu:
+		s, err = sink.NewFeishu(chatConfig(sc, slog))
+	default:
+		return nil, &ConfigError{File: cfg.path, Key: "sinks." + sc.Name + ".type", Msg: "unknown sink type " + sc.Type}
+	}
+	if err != nil {
+		return nil, sinkError(cfg, sc, err)
+	}
+	if sc.Redact != nil && len(*sc.Redact) > 0 && (sc.Type == SinkNATS || sc.Type == SinkWebhook) {
+		s = &redacting{Sink: s, fields: *sc.Redact}
+	}
+	return s, nil
+}
+
+// sinkError names the sink's config key in construction errors caused by
+// its settings (templates, secrets), so they exit 2 like other bad input.
+func sinkError(cfg *Config, sc SinkConfig, err error) error {
+	if sc.Type == SinkNATS {
+		return fmt.Errorf("sink %s: %w", sc.Name, err)
+	}
+	i := slices.IndexFunc(cfg.Sinks, func(s SinkConfig) bool { return s.Name == sc.Name })
+	return &ConfigError{File: cfg.path, Key: fmt.Sprintf("sinks[%d]", i), Msg: err.Error()}
+}
+
+func chatConfig(sc SinkConfig, log zerolog.Logger) sink.ChatConfig {
+	cc := sink.ChatConfig{
+		Name:      sc.Name,
+		URL:       sc.URL,
+		Secret:    sc.Secret,
+		Locale:    sc.Locale,
+		Link:      sc.Link,
+		Template:  sc.Template,
+		Statuses:  sc.Statuses,
+		Assignees: sc.Assignees,
+		TaskTypes: sc.TaskTypes,
+		Timeout:   sc.Timeout.D(),
+		Logger:    log,
+	}
+	if sc.Redact != nil {
+		cc.Redact = *sc.Redact
+		if cc.Redact == nil {
+			cc.Redact = []string{}
+		}
+	}
+	if sc.RateLimit > 0 {
+		cc.RateLimit = rate.Limit(sc.RateLimit)
+	}
+	cc.Burst = sc.Burst
+	return cc
+}
+
+// buildFilter combines the sink's event type list with the chat filters.
+func buildFilter(sc SinkConfig) (sink.Filter, error) {
+	var chat sink.Filter
+	if len(sc.Statuses) > 0 || len(sc.Assignees) > 0 || len(sc.TaskTypes) > 0 {
+		chat = sink.ChatConfig{Statuses: sc.Statuses, Assignees: sc.Assignees, TaskTypes: sc.TaskTypes}.Filter()
+	}
+	if len(sc.Events) == 0 && chat == nil {
+		return nil, nil
+	}
+	types := map[string]bool{}
+	for _, t := range sc.Events {
+		types[t] = true
+	}
+	return func(ev *diff.Event) bool {
+		if len(types) > 0 && !types[ev.Type] {
+			return false
+		}
+		return chat == nil || chat(ev)
+	}, nil
+}
+
+// buildSinksDryRun constructs every sink that can be built without a
+// network (webhook and chat sinks: secrets and templates are checked).
+func buildSinksDryRun(cfg *Config) error {
+	for _, sc := range cfg.Sinks {
+		if sc.Type == SinkNATS {
+			continue
+		}
+		s, err := buildSink(context.Background(), cfg, sc, zerolog.Nop())
+		if err != nil {
+			return err
+		}
+		_ = s.Close(context.Background())
+	}
+	return nil
+}
+
+// redacting masks configured fields before a NATS or webhook sink sends.
+type redacting struct {
+	sink.Sink
+	fields []string
+}
+
+func (r *redacting) Deliver(ctx context.Context, ev *diff.Event) error {
+	return r.Sink.Deliver(ctx, sink.Redact(ev, r.fields))
+}
+
+func checkWebhookSecret(s string) error {
+	_, err := sink.ParseWebhookSecret(s)
+	return err
+}
