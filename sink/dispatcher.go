@@ -98,6 +98,10 @@ type DispatcherConfig struct {
 	// attempts under way; then their contexts are cancelled (default 5s).
 	DrainTimeout time.Duration
 	Observer     Observer         // default NopObserver
+	// Paused, when not empty, starts the dispatcher paused with this
+	// reason: a pause persisted by an earlier run (e.g. a 410 Gone) holds
+	// until Resume or Reset.
+	Paused string
 	Now          func() time.Time // default time.Now; drives the backoff clock
 }
 
@@ -188,7 +192,7 @@ func NewDispatcher(cfg DispatcherConfig) *Dispatcher {
 		log:      cfg.Logger.With().Str("sink", name).Logger(),
 		resumeCh: make(chan struct{}, 1),
 		resetCh:  make(chan *dispatchReq),
-		st:       DispatcherState{Sink: name},
+		st:       DispatcherState{Sink: name, Paused: cfg.Paused != "", PauseReason: cfg.Paused},
 	}
 }
 

@@ -169,6 +169,9 @@ func NewNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
 		nats.ReconnectWait(time.Second),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if n.closed.Load() {
+				return // our own Close drains and disconnects
+			}
 			n.log.Warn().Err(err).Msg("nats disconnected")
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {

@@ -36,9 +36,10 @@ type Relay struct {
 
 // output is one configured sink with its dispatcher.
 type output struct {
-	cfg  SinkConfig
-	sink sink.Sink
-	disp *sink.Dispatcher
+	cfg   SinkConfig
+	sink  sink.Sink
+	disp  *sink.Dispatcher
+	saved store.SinkState // last state written to the store
 }
 
 // relayOptions are knobs for tests and the demo.
@@ -106,7 +107,21 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 			return nil, err
 		}
 		o := &output{cfg: sc, sink: s}
+		prev, err := r.db.SinkState(sc.Name)
+		if err != nil {
+			return nil, err
+		}
+		o.saved = prev
+		pausedReason := ""
+		if prev.Paused {
+			pausedReason = prev.PauseReason
+			if pausedReason == "" {
+				pausedReason = "paused by an earlier run"
+			}
+			log.Warn().Str("sink", sc.Name).Str("reason", pausedReason).Msg("sink is paused since an earlier run; replay or resume it to deliver")
+		}
 		o.disp = sink.NewDispatcher(sink.DispatcherConfig{
+			Paused:      pausedReason,
 			Sink:        s,
 			Filter:      filter,
 			MaxInFlight: maxInFlight(sc),
@@ -159,6 +174,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		defer close(pruneDone)
 		r.pruneLoop(pollCtx)
 	}()
+	stateDone := make(chan struct{})
+	go func() {
+		defer close(stateDone)
+		r.stateLoop(pollCtx)
+	}()
 	r.log.Info().Str("store", r.cfg.Store.Path).Str("upstream", hostOf(r.cfg.Upstream.BaseURL)).
 		Int("sinks", len(r.outs)).Str("admin", r.adminAddr()).Msg("relay running")
 
@@ -167,8 +187,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	stopPoll()
 	<-pollDone
 	<-pruneDone
+	<-stateDone
 	stopDeliver() // dispatchers drain within their DrainTimeout
 	wg.Wait()
+	r.saveSinkStates()
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r.close(closeCtx)
@@ -245,6 +267,45 @@ func (r *Relay) pruneLoop(ctx context.Context) {
 			r.log.Info().Int("events", res.Events).Int("tasks", res.Tasks).Msg("pruned")
 		}
 		t.Reset(every)
+	}
+}
+
+// stateLoop persists each sink's pause and last error, so that `status`
+// shows them while the relay is down and a pause survives a restart.
+func (r *Relay) stateLoop(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.saveSinkStates()
+		}
+	}
+}
+
+func (r *Relay) saveSinkStates() {
+	for _, o := range r.outs {
+		st := o.disp.State()
+		ss := store.SinkState{
+			Paused: st.Paused, PauseReason: st.PauseReason,
+			LastError: o.saved.LastError, LastErrorAt: o.saved.LastErrorAt, LastDeliveryAt: o.saved.LastDeliveryAt,
+		}
+		if st.LastError != "" {
+			ss.LastError, ss.LastErrorAt = st.LastError, st.LastErrorAt
+		}
+		if !st.LastDeliveryAt.IsZero() {
+			ss.LastDeliveryAt = st.LastDeliveryAt
+		}
+		if ss == o.saved {
+			continue
+		}
+		if err := r.db.SetSinkState(o.cfg.Name, ss); err != nil {
+			r.log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("save sink state")
+			continue
+		}
+		o.saved = ss
 	}
 }
 
