@@ -97,12 +97,12 @@ type DispatcherConfig struct {
 	// DrainTimeout bounds how long Run waits, after its ctx ended, for
 	// attempts under way; then their contexts are cancelled (default 5s).
 	DrainTimeout time.Duration
-	Observer     Observer         // default NopObserver
+	Observer     Observer // default NopObserver
 	// Paused, when not empty, starts the dispatcher paused with this
 	// reason: a pause persisted by an earlier run (e.g. a 410 Gone) holds
 	// until Resume or Reset.
 	Paused string
-	Now          func() time.Time // default time.Now; drives the backoff clock
+	Now    func() time.Time // default time.Now; drives the backoff clock
 }
 
 // DispatcherState is a snapshot of a Dispatcher.
