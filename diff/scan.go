@@ -1,5 +1,7 @@
 package diff
 
+import "bytes"
+
 // scanMember finds the top-level member key of the JSON object obj, which
 // must be valid JSON (it was decoded before). It returns the span
 // [start, end) to cut so that the object stays valid without the member
@@ -90,13 +92,22 @@ func skipString(b []byte, i int) int {
 	if i >= len(b) || b[i] != '"' {
 		return -1
 	}
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
+	for i++; i < len(b); {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			return -1
 		}
+		end := i + j
+		// the quote ends the string unless an odd number of backslashes
+		// stand right before it
+		bs := 0
+		for k := end - 1; k >= i && b[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			return end + 1
+		}
+		i = end + 1
 	}
 	return -1
 }

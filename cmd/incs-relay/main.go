@@ -39,6 +39,14 @@ type Main struct {
 	Getenv         func(string) (string, bool)
 }
 
+func (m *Main) getenv(k string) string {
+	if m.Getenv == nil {
+		return os.Getenv(k)
+	}
+	v, _ := m.Getenv(k)
+	return v
+}
+
 // usageError is bad input on the command line; it exits 2.
 type usageError struct{ msg string }
 
@@ -68,6 +76,8 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		err = (&CheckConfigCommand{m: m}).Run(ctx, args[1:])
 	case "preview":
 		err = (&PreviewCommand{m: m}).Run(ctx, args[1:])
+	case "bench":
+		err = (&BenchCommand{m: m}).Run(ctx, args[1:])
 	case "health":
 		err = (&HealthCommand{m: m}).Run(ctx, args[1:])
 	case "version":
@@ -117,6 +127,8 @@ Usage:
   incs-relay check-config --config FILE             validate a config and exit
   incs-relay preview --config FILE --sink NAME [--event FILE]
                                                     print what a chat sink would send
+  incs-relay bench [--tasks 20000] [--sinks jetstream,webhook] [--webhook-delay D]
+                                                    measure the relay end to end against the simulator
   incs-relay health [--addr 127.0.0.1:8086] [--ready]
                                                     ask a running relay if it is healthy
 

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 )
 
 // RunCommand runs the relay until SIGINT or SIGTERM.
@@ -26,11 +28,32 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if path := c.m.getenv("INCS_RELAY_CPUPROFILE"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	r, err := OpenRelay(ctx, cfg, log, relayOptions{})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
 	return r.Run(ctx)
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called: a
+// developer's aid (INCS_RELAY_CPUPROFILE), used with `incs-relay bench`.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func firstNonEmpty(s ...string) string {
