@@ -230,4 +230,3 @@ func procStatus(pid int, field string) int64 {
 	}
 	return 0
 }
-
