@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -199,13 +200,36 @@ func decodePage(tb testing.TB, b []byte) []diff.Task {
 	return tasks
 }
 
+// decodePageErr decodes a page the way the poller does: one encoding/json
+// pass into a method-less task type, then diff's raw-span attach.
 func decodePageErr(b []byte) ([]diff.Task, error) {
-	var p apiPage
+	var p wirePage
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, err
 	}
 	if p.Status != "success" || p.Code != 200 {
 		return nil, fmt.Errorf("bad envelope %q %d", p.Status, p.Code)
 	}
-	return p.Data.Data, nil
+	tasks := make([]diff.Task, len(p.Data.Data))
+	for i := range tasks {
+		tasks[i] = diff.Task(p.Data.Data[i])
+	}
+	data, _ := diff.RawMember(b, "data")
+	arr, _ := diff.RawMember(data, "data")
+	if els := diff.RawElements(bytes.Clone(arr)); len(els) == len(tasks) {
+		for i := range tasks {
+			tasks[i].AttachRaw(els[i])
+		}
+	}
+	return tasks, nil
+}
+
+type wireTask diff.Task
+
+type wirePage struct {
+	Status string `json:"status"`
+	Code   int    `json:"code"`
+	Data   struct {
+		Data []wireTask `json:"data"`
+	} `json:"data"`
 }
