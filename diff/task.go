@@ -145,16 +145,7 @@ func (l *Log) JSON() json.RawMessage {
 	if len(l.Raw) > 0 {
 		return l.Raw
 	}
-	b, _ := json.Marshal(struct {
-		ID               int64  `json:"id"`
-		Type             int    `json:"type"`
-		Status           int    `json:"status"`
-		PreStatus        int    `json:"pre_status"`
-		AssigneeUsername string `json:"assignee_username"`
-		Comment          string `json:"comment"`
-		CreatedAt        string `json:"created_at"`
-		UpdatedAt        string `json:"updated_at"`
-	}{l.ID, l.Type, l.Status, l.PreStatus, l.AssigneeUsername, l.Comment, l.CreatedAt, l.UpdatedAt})
+	b, _ := json.Marshal(l) // Raw is not encoded
 	return b
 }
 
