@@ -65,6 +65,17 @@ type Config struct {
 	Lookback time.Duration
 	// Interval is the time between the starts of two poll cycles. Default 10s.
 	Interval time.Duration
+	// FullSweep is, for the Tiered strategy, the longest time between two
+	// reads of a finished task (status 2 or 3): every task in the lookback
+	// window is read at least this often. Default 10m; at least Interval.
+	FullSweep time.Duration
+	// OpenSweep is, for the Tiered strategy, the longest time between two
+	// reads of an open task (status 0 or 1), counted in cycles:
+	// OpenSweep/Interval of them, at least 1. Default 2×Interval: each
+	// cycle reads half of the open tasks. Interval reads all of them every
+	// cycle, at twice the requests. When the rate limit makes cycles
+	// longer than Interval, so many cycles take longer too.
+	OpenSweep time.Duration
 	// Retries is how often a sweep repeats a request that failed in a
 	// transient way before it gives up. Default 3; negative means none.
 	Retries int
@@ -103,6 +114,14 @@ func (c Config) withDefaults() Config {
 	if c.Interval <= 0 {
 		c.Interval = 10 * time.Second
 	}
+	if c.FullSweep <= 0 {
+		c.FullSweep = 10 * time.Minute
+	}
+	c.FullSweep = max(c.FullSweep, c.Interval)
+	if c.OpenSweep <= 0 {
+		c.OpenSweep = 2 * c.Interval
+	}
+	c.OpenSweep = min(max(c.OpenSweep, c.Interval), c.FullSweep)
 	if c.Retries == 0 {
 		c.Retries = 3
 	}
@@ -129,18 +148,24 @@ func DefaultLocation() *time.Location {
 
 // Query selects tasks. Nil pointers, an empty Name and zero times are
 // omitted from the request. StartAt and EndAt filter by creation time and
-// are sent in the client's Location. Page defaults to 1 and PageSize to the
-// client's page size, capped at MaxPageSize.
+// are sent in the client's Location. CreatedFrom and CreatedTo, when not
+// zero, are sent as start_at and end_at instead: they name wall-clock
+// times of the API's zone exactly, also where a daylight-saving change
+// makes a time.Time skip or repeat them. All four bounds are inclusive, to
+// the second. Page defaults to 1 and PageSize to the client's page size,
+// capped at MaxPageSize.
 type Query struct {
-	TaskID     *int64
-	CreationID *int64
-	Type       *int
-	Status     *int
-	Name       string
-	StartAt    time.Time
-	EndAt      time.Time
-	Page       int
-	PageSize   int
+	TaskID      *int64
+	CreationID  *int64
+	Type        *int
+	Status      *int
+	Name        string
+	StartAt     time.Time
+	EndAt       time.Time
+	CreatedFrom WallTime
+	CreatedTo   WallTime
+	Page        int
+	PageSize    int
 }
 
 // encode returns q as a query string, times formatted in loc. Spaces are
@@ -162,10 +187,16 @@ func (q *Query) encode(loc *time.Location) string {
 	if q.Name != "" {
 		v.Set("name", q.Name)
 	}
-	if !q.StartAt.IsZero() {
+	switch {
+	case q.CreatedFrom != 0:
+		v.Set("start_at", q.CreatedFrom.String())
+	case !q.StartAt.IsZero():
 		v.Set("start_at", q.StartAt.In(loc).Format(diff.TimeLayout))
 	}
-	if !q.EndAt.IsZero() {
+	switch {
+	case q.CreatedTo != 0:
+		v.Set("end_at", q.CreatedTo.String())
+	case !q.EndAt.IsZero():
 		v.Set("end_at", q.EndAt.In(loc).Format(diff.TimeLayout))
 	}
 	if q.Page > 0 {
@@ -182,8 +213,12 @@ type Page struct {
 	// Total is the number of tasks matching the query, as the API counted
 	// them when it answered.
 	Total int
-	// Tasks are the page's tasks in the API's order, each with its raw JSON.
+	// Tasks are the page's tasks in the API's order, each with its raw JSON;
+	// with a Skipper, only those it did not skip.
 	Tasks []diff.Task
+	// Heads are every task of the page in brief, in the API's order,
+	// skipped or not.
+	Heads []TaskHead
 	// Number is the page number, from 1.
 	Number int
 	// Size is the page size requested.
@@ -239,11 +274,18 @@ func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 // decoded; every failure is an *APIError (see ErrorKind), except a cancelled
 // ctx, which returns an error wrapping ctx.Err(). List never retries.
 func (c *Client) List(ctx context.Context, q Query) (*Page, error) {
+	return c.ListSkip(ctx, q, nil)
+}
+
+// ListSkip is List, but tasks that skip finds unchanged are not decoded:
+// they are in Page.Heads, marked Skipped, and not in Page.Tasks. A nil
+// skip decodes every task.
+func (c *Client) ListSkip(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 	q = c.normalize(q)
 	if err := c.wait(ctx, q.Page); err != nil {
 		return nil, err
 	}
-	return c.do(ctx, q)
+	return c.do(ctx, q, skip)
 }
 
 // normalize fills in Page and PageSize.
@@ -289,7 +331,7 @@ func ctxError(ctx context.Context, page int) error {
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-func (c *Client) do(ctx context.Context, q Query) (*Page, error) {
+func (c *Client) do(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -330,7 +372,7 @@ func (c *Client) do(ctx context.Context, q Query) (*Page, error) {
 		return nil, &APIError{Kind: KindDecode, Page: q.Page, StatusCode: resp.StatusCode,
 			Message: fmt.Sprintf("body larger than %d bytes", maxBody)}
 	}
-	p, err := decodePage(buf.Bytes(), q.Page, q.PageSize)
+	p, err := decodePageSkip(buf.Bytes(), q.Page, q.PageSize, skip)
 	if err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) {
@@ -339,7 +381,7 @@ func (c *Client) do(ctx context.Context, q Query) (*Page, error) {
 		}
 		return nil, err
 	}
-	c.log.Debug().Int("page", p.Number).Int("tasks", len(p.Tasks)).Int("total", p.Total).
+	c.log.Debug().Int("page", p.Number).Int("tasks", len(p.Heads)).Int("decoded", len(p.Tasks)).Int("total", p.Total).
 		Dur("took", time.Since(start)).Msg("listed tasks")
 	return p, nil
 }
@@ -551,6 +593,10 @@ func decodePage(body []byte, number, size int) (*Page, error) {
 		// The API says this page holds tasks but sent none.
 		return nil, &APIError{Kind: KindDecode, Page: number, Message: fmt.Sprintf("missing data.data with data.total %d", total)}
 	}
+	var heads []TaskHead
+	if len(tasks) > 0 {
+		heads = make([]TaskHead, len(tasks))
+	}
 	for i := range tasks {
 		t := &tasks[i]
 		if t.ID <= 0 {
@@ -561,8 +607,9 @@ func decodePage(body []byte, number, size int) (*Page, error) {
 				return nil, &APIError{Kind: KindDecode, Page: number, Message: fmt.Sprintf("task %d: log %d has no id", t.ID, j+1)}
 			}
 		}
+		heads[i] = headOf(t)
 	}
-	return &Page{Total: total, Tasks: tasks, Number: number, Size: size}, nil
+	return &Page{Total: total, Tasks: tasks, Heads: heads, Number: number, Size: size}, nil
 }
 
 // parseCode reads an envelope code sent as a number or a numeric string.

@@ -2,6 +2,7 @@ package poller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -22,21 +23,53 @@ type Handler interface {
 	SweepDone(ctx context.Context, s SweepStats) error
 }
 
-// Strategy yields the queries of one poll cycle. A Poller sweeps them in
-// order and calls Handler.SweepDone once all succeeded. It lets smarter
-// schemes (e.g. open tasks often, closed ones rarely) replace the default.
+// Strategy plans the queries of each poll cycle and learns from what they
+// return. A Poller calls it from the goroutine running Run, one cycle at a
+// time: Cycle; then, for each query in the order queued, Observe with each
+// page the handler accepted and Swept once the query's sweep succeeded;
+// finally End. A cycle stops at the first failed query. A Strategy that is
+// also a Skipper is used as the sweeps' Skipper.
 type Strategy interface {
+	// Cycle returns the first queries of a cycle that starts at now.
 	Cycle(now time.Time) []Query
+	// Observe is called with each page of q once the handler accepted its
+	// tasks, also a page all of whose tasks were skipped. p is not used by
+	// the Poller afterwards. Returning false ends q's sweep after this page,
+	// as a success.
+	Observe(q Query, p *Page) (more bool)
+	// Swept is called when q's sweep succeeded. The queries it returns are
+	// queued behind the cycle's other queries.
+	Swept(q Query, st SweepStats) []Query
+	// End ends the cycle. err is nil when every query and
+	// Handler.SweepDone succeeded.
+	End(err error)
 }
 
-// Lookback is the default Strategy: every cycle sweeps all tasks created
-// within the duration before now, with no end_at.
+// Lookback is the naive Strategy, New's default: every cycle sweeps all
+// tasks created within the duration before now, with no end_at. It costs
+// ceil(tasks/page size) requests a cycle and decodes every task.
 type Lookback time.Duration
 
 // Cycle returns one query with StartAt now minus l.
 func (l Lookback) Cycle(now time.Time) []Query {
 	return []Query{{StartAt: now.Add(-time.Duration(l))}}
 }
+
+// Observe asks for every page.
+func (Lookback) Observe(Query, *Page) bool { return true }
+
+// Swept returns no follow-up.
+func (Lookback) Swept(Query, SweepStats) []Query { return nil }
+
+// End does nothing.
+func (Lookback) End(error) {}
+
+// maxQueries bounds the queries of one cycle, follow-ups included: a
+// Strategy that keeps returning follow-ups cannot make a cycle endless.
+const maxQueries = 10000
+
+// errStop ends a sweep whose Strategy wants no more pages.
+var errStop = errors.New("strategy wants no more pages")
 
 // Status is a snapshot of a Poller's health. It carries no secrets.
 type Status struct {
@@ -46,12 +79,26 @@ type Status struct {
 	ConsecutiveFailures int        // failed cycles since the last success
 	Cycles              int        // cycles ended, failed ones included
 	Requests            int        // requests sent in the last cycle
+	Queries             int        // queries swept in the last cycle, follow-ups included
 	LastSweep           SweepStats // stats of the last cycle, summed over its queries
+	// SeenThrough bounds what the relay may not have seen yet: every task
+	// in the lookback window was read after this time, so a change made
+	// before it was seen (a page shift can add one cycle). Zero until the
+	// first cycle succeeded.
+	SeenThrough time.Time
+	// MaxUnseenAge is how old the oldest change not seen yet can be: the
+	// time from SeenThrough to when Status was called; zero while
+	// SeenThrough is.
+	MaxUnseenAge time.Duration
+	// Tiers describes the Tiered strategy's state; zero for other
+	// strategies.
+	Tiers TierStats
 }
 
 // Poller runs a sweep every interval and hands its pages to a Handler.
 type Poller struct {
-	// Strategy yields each cycle's queries; New sets Lookback(cfg.Lookback).
+	// Strategy plans each cycle's queries; New sets Lookback(cfg.Lookback),
+	// the naive full sweep. Set a *Tiered (NewTiered) to poll in tiers.
 	// Change it only before Run.
 	Strategy Strategy
 
@@ -97,7 +144,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		case <-p.trigger:
 		}
 		start := time.Now()
-		p.cycle(ctx)
+		_ = p.cycle(ctx) // recorded in Status and logged
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -118,24 +165,64 @@ func (p *Poller) Trigger() {
 // concurrent use.
 func (p *Poller) Status() Status {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.status
+	st := p.status
+	p.mu.Unlock()
+	if tr, ok := p.Strategy.(*Tiered); ok {
+		st.Tiers = tr.Stats()
+		st.SeenThrough = st.Tiers.SeenThrough()
+	}
+	if !st.SeenThrough.IsZero() {
+		st.MaxUnseenAge = max(p.now().Sub(st.SeenThrough), 0)
+	}
+	return st
 }
 
-// cycle sweeps every query of one cycle and records the outcome.
-func (p *Poller) cycle(ctx context.Context) {
+// RunOnce runs one cycle at once, as Run does, and returns its error. It
+// blocks until the cycle ended. It must not be called while Run runs or
+// concurrently with itself; tests and tools use it to drive a Poller
+// without its timer.
+func (p *Poller) RunOnce(ctx context.Context) error {
+	return p.cycle(ctx)
+}
+
+// cycle sweeps every query of one cycle, records the outcome and returns
+// the cycle's error.
+func (p *Poller) cycle(ctx context.Context) error {
 	var (
 		total SweepStats
 		err   error
+		n     int
 	)
-	handle := func(ctx context.Context, pg *Page) error { return p.h.HandlePage(ctx, pg.Tasks) }
-	for _, q := range p.Strategy.Cycle(p.now()) {
+	start := p.now()
+	skip, _ := p.Strategy.(Skipper)
+	queue := p.Strategy.Cycle(start)
+	for ; n < len(queue); n++ {
+		if n == maxQueries {
+			err = fmt.Errorf("poller: cycle: more than %d queries", maxQueries)
+			break
+		}
+		q := queue[n]
+		handle := func(ctx context.Context, pg *Page) error {
+			if len(pg.Tasks) > 0 {
+				if err := p.h.HandlePage(ctx, pg.Tasks); err != nil {
+					return err
+				}
+			}
+			if !p.Strategy.Observe(q, pg) {
+				return errStop
+			}
+			return nil
+		}
 		var st SweepStats
-		st, err = p.c.Sweep(ctx, q, handle)
+		st, err = p.c.SweepSkip(ctx, q, skip, handle)
+		if errors.Is(err, errStop) {
+			err = nil
+		}
 		total = total.add(st)
 		if err != nil {
 			break
 		}
+		queue = append(queue, p.Strategy.Swept(q, st)...)
 	}
 	if err == nil {
 		if err = p.h.SweepDone(ctx, total); err != nil {
@@ -143,13 +230,24 @@ func (p *Poller) cycle(ctx context.Context) {
 		}
 	}
 	if ctx.Err() != nil {
-		return // shutting down: not a failure of the API
+		if err == nil {
+			err = ctx.Err()
+		}
+		p.Strategy.End(err)
+		return err // shutting down: not a failure of the API
 	}
+	p.Strategy.End(err)
 
 	p.mu.Lock()
 	p.status.Cycles++
 	p.status.Requests = total.Requests
+	p.status.Queries = n
 	p.status.LastSweep = total
+	if err == nil {
+		if _, tiered := p.Strategy.(*Tiered); !tiered {
+			p.status.SeenThrough = start
+		}
+	}
 	if err != nil {
 		p.status.LastFailure = p.now()
 		p.status.LastError = err.Error()
@@ -164,13 +262,11 @@ func (p *Poller) cycle(ctx context.Context) {
 	if err != nil {
 		p.log.Warn().Err(err).Int("consecutive_failures", failures).Int("requests", total.Requests).
 			Int("pages", total.Pages).Msg("poll cycle failed")
-		return
+		return err
 	}
-	ev := p.log.Debug()
-	if total.PageShift() {
-		ev = p.log.Info()
-	}
-	ev.Int("requests", total.Requests).Int("pages", total.Pages).Int("tasks", total.Tasks).
-		Int("total", total.Total).Bool("total_changed", total.TotalChanged).Int("duplicates", total.Duplicates).
+	p.log.Debug().Int("queries", n).Int("requests", total.Requests).Int("pages", total.Pages).
+		Int("tasks", total.Tasks).Int("skipped", total.Skipped).Int("total", total.Total).
+		Bool("total_changed", total.TotalChanged).Int("duplicates", total.Duplicates).
 		Dur("took", total.Duration).Msg("poll cycle done")
+	return nil
 }

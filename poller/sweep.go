@@ -14,7 +14,10 @@ type SweepStats struct {
 	Requests int // requests sent, retries included
 	Retries  int // requests that repeated a failed one
 	Pages    int // pages received
-	Tasks    int // tasks handed to fn, duplicates included
+	Tasks    int // tasks listed on those pages, duplicates included
+	// Skipped counts the listed tasks a Skipper found unchanged: they were
+	// not decoded and are not in Page.Tasks.
+	Skipped int
 	// Total is the task count the last page reported.
 	Total int
 	// TotalChanged is set when the API's total changed between pages: tasks
@@ -38,6 +41,7 @@ func (s SweepStats) add(o SweepStats) SweepStats {
 	s.Retries += o.Retries
 	s.Pages += o.Pages
 	s.Tasks += o.Tasks
+	s.Skipped += o.Skipped
 	s.Total += o.Total
 	s.TotalChanged = s.TotalChanged || o.TotalChanged
 	s.Duplicates += o.Duplicates
@@ -49,7 +53,8 @@ func (s SweepStats) add(o SweepStats) SweepStats {
 // Sweep pages through every task matching q, from page q.Page (default 1)
 // until a page holds fewer tasks than the page size or the page number
 // reaches ceil(total/page size), and calls fn with each page that holds
-// tasks, in page order, from the calling goroutine.
+// tasks, in page order, from the calling goroutine. It is SweepSkip with a
+// nil Skipper.
 //
 // While fn handles a page, Sweep fetches the next one, never more than one
 // page ahead. A request that fails in a transient way (see
@@ -60,6 +65,14 @@ func (s SweepStats) add(o SweepStats) SweepStats {
 // the pages fn accepted before stay accepted. Sweep returns once no
 // goroutine of its own is left; its stats are filled in on error as well.
 func (c *Client) Sweep(ctx context.Context, q Query, fn func(ctx context.Context, p *Page) error) (SweepStats, error) {
+	return c.SweepSkip(ctx, q, nil, fn)
+}
+
+// SweepSkip is Sweep, decoding pages as ListSkip does: fn is called with
+// every page that lists tasks, also when skip found all of them unchanged
+// and Page.Tasks is empty. skip is called from the goroutine that fetches
+// ahead, while fn handles the page before.
+func (c *Client) SweepSkip(ctx context.Context, q Query, skip Skipper, fn func(ctx context.Context, p *Page) error) (SweepStats, error) {
 	start := time.Now()
 	q = c.normalize(q)
 
@@ -76,7 +89,7 @@ func (c *Client) Sweep(ctx context.Context, q Query, fn func(ctx context.Context
 	go func() {
 		defer close(done)
 		defer close(results)
-		c.fetch(fctx, q, &fs, func(p *Page, err error) bool {
+		c.fetch(fctx, q, skip, &fs, func(p *Page, err error) bool {
 			select {
 			case results <- result{p, err}:
 				return err == nil
@@ -104,17 +117,20 @@ func (c *Client) Sweep(ctx context.Context, q Query, fn func(ctx context.Context
 			st.TotalChanged = true
 		}
 		received, total = true, p.Total
-		for i := range p.Tasks {
-			id := p.Tasks[i].ID
-			if _, dup := ids[id]; dup {
+		for i := range p.Heads {
+			h := &p.Heads[i]
+			if _, dup := ids[h.ID]; dup {
 				st.Duplicates++
 			}
-			ids[id] = struct{}{}
+			ids[h.ID] = struct{}{}
+			if h.Skipped {
+				st.Skipped++
+			}
 		}
-		if len(p.Tasks) == 0 {
+		if len(p.Heads) == 0 {
 			continue
 		}
-		st.Tasks += len(p.Tasks)
+		st.Tasks += len(p.Heads)
 		if ferr := fn(ctx, p); ferr != nil {
 			err = fmt.Errorf("incsapp: sweep page %d: %w", p.Number, ferr)
 			break
@@ -138,17 +154,17 @@ func (c *Client) Sweep(ctx context.Context, q Query, fn func(ctx context.Context
 // fetch requests the pages of q in order and hands each result to send,
 // deciding itself when the last page is reached. It stops when send returns
 // false.
-func (c *Client) fetch(ctx context.Context, q Query, fs *SweepStats, send func(*Page, error) bool) {
+func (c *Client) fetch(ctx context.Context, q Query, skip Skipper, fs *SweepStats, send func(*Page, error) bool) {
 	size := q.PageSize
 	fs.PageSize = size
 	first := q.Page
 	for page := first; ; page++ {
 		q.Page = page
-		p, err := c.listRetry(ctx, q, fs)
+		p, err := c.listRetry(ctx, q, skip, fs)
 		if !send(p, err) {
 			return
 		}
-		n := len(p.Tasks)
+		n := len(p.Heads)
 		if page == first && n > 0 && n < size && p.Total > (first-1)*size+n {
 			// More tasks exist than this full first page holds: the API
 			// serves smaller pages than requested. Page on in its size.
@@ -163,7 +179,7 @@ func (c *Client) fetch(ctx context.Context, q Query, fs *SweepStats, send func(*
 }
 
 // listRetry calls List and repeats it after transient failures.
-func (c *Client) listRetry(ctx context.Context, q Query, fs *SweepStats) (*Page, error) {
+func (c *Client) listRetry(ctx context.Context, q Query, skip Skipper, fs *SweepStats) (*Page, error) {
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     c.cfg.RetryWait,
 		RandomizationFactor: 0.5,
@@ -175,7 +191,7 @@ func (c *Client) listRetry(ctx context.Context, q Query, fs *SweepStats) (*Page,
 	b.Reset()
 	for attempt := 0; ; attempt++ {
 		fs.Requests++
-		p, err := c.List(ctx, q)
+		p, err := c.ListSkip(ctx, q, skip)
 		if err == nil {
 			return p, nil
 		}

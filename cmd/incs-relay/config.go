@@ -50,6 +50,12 @@ type PollConfig struct {
 	// FullSweep is the longest period over which every finished task in the
 	// lookback window is read again (tiered polling).
 	FullSweep Duration `yaml:"full_sweep"`
+	// OpenSweep is how often every open task (not started, in progress)
+	// is read; 0 means twice the interval.
+	OpenSweep Duration `yaml:"open_sweep"`
+	// Strategy is "tiered" (open tasks often, finished ones in slices) or
+	// "full" (every task in the window every cycle).
+	Strategy string `yaml:"strategy"`
 }
 
 // StoreConfig is the bbolt store.
@@ -202,6 +208,7 @@ func DefaultConfig() Config {
 			Lookback:  Duration(720 * time.Hour),
 			Initial:   "snapshot",
 			FullSweep: Duration(10 * time.Minute),
+			Strategy:  "tiered",
 		},
 		Store: StoreConfig{
 			Path:      "./data/incs-relay.db",
@@ -466,6 +473,12 @@ func (c *Config) Validate() error {
 	}
 	if p.Initial != "snapshot" && p.Initial != "replay" {
 		return bad("poll.initial", "must be snapshot or replay, got %q", p.Initial)
+	}
+	if p.Strategy != "tiered" && p.Strategy != "full" {
+		return bad("poll.strategy", "must be tiered or full, got %q", p.Strategy)
+	}
+	if p.OpenSweep != 0 && p.OpenSweep.D() < p.Interval.D() {
+		return bad("poll.open_sweep", "must be at least poll.interval (%s), got %s", p.Interval.D(), p.OpenSweep.D())
 	}
 	if p.FullSweep.D() < p.Interval.D() {
 		return bad("poll.full_sweep", "must be at least poll.interval (%s), got %s", p.Interval.D(), p.FullSweep.D())

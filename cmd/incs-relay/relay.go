@@ -28,6 +28,7 @@ type Relay struct {
 	client  *poller.Client
 	poll    *poller.Poller
 	ingest  *ingester
+	tiers   *poller.Tiered // nil with poll.strategy: full
 	outs    []*output
 	admin   *adminServer
 	metrics *metrics
@@ -81,6 +82,8 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 		Timeout:    cfg.Upstream.Timeout.D(),
 		Lookback:   cfg.Poll.Lookback.D(),
 		Interval:   cfg.Poll.Interval.D(),
+		FullSweep:  cfg.Poll.FullSweep.D(),
+		OpenSweep:  cfg.Poll.OpenSweep.D(),
 		HTTPClient: httpClient,
 	}
 	r.client = poller.NewClient(pcfg, log.With().Str("component", "poller").Logger())
@@ -90,7 +93,13 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 	}
 	r.ingest = &ingester{db: r.db, loc: cfg.Location(), log: log.With().Str("component", "ingest").Logger(), metrics: r.metrics}
 	r.ingest.emit.Store(initialized || cfg.Poll.Initial == "replay")
-	r.poll = poller.New(r.client, pcfg, r.ingest, log.With().Str("component", "poller").Logger())
+	plog := log.With().Str("component", "poller").Logger()
+	r.poll = poller.New(r.client, pcfg, r.ingest, plog)
+	if cfg.Poll.Strategy == "tiered" {
+		r.tiers = poller.NewTiered(pcfg, r.db, plog)
+		r.poll.Strategy = r.tiers
+		r.ingest.tiers = r.tiers
+	}
 
 	var obs sink.Observer = r.metrics
 	if opts.Observer != nil {
@@ -317,7 +326,8 @@ type ingester struct {
 	log     zerolog.Logger
 	metrics *metrics
 	emit    atomic.Bool
-	sweeps  atomic.Int64 // cycles that completed
+	sweeps  atomic.Int64   // cycles that completed
+	tiers   *poller.Tiered // told to re-read tasks left unseen
 }
 
 // HandlePage stores one page. A task whose logs do not diff is logged and
@@ -327,6 +337,9 @@ func (h *ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
 	h.metrics.ingested(res)
 	var de *store.DiffError
 	if errors.As(err, &de) {
+		if h.tiers != nil {
+			h.tiers.Forget(de.TaskIDs...)
+		}
 		h.log.Warn().Ints64("task_ids", de.TaskIDs).Err(de.Err).Msg("tasks left unseen: their logs do not parse")
 		return nil
 	}

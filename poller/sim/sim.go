@@ -9,9 +9,12 @@
 //   - page counts from 1; page < 1 is page 1. page_size defaults to 20 and
 //     values above 100 are capped at 100, as the real API most likely does;
 //     page_size < 1 means the default.
-//   - start_at and end_at filter by creation time, both inclusive, read in
-//     the simulator's Location; name matches a substring; a malformed
-//     parameter is HTTP 400 with an error envelope.
+//   - start_at and end_at filter by creation time, both inclusive, as
+//     wall-clock times of the simulator's Location compared like a database
+//     column without a zone: across a daylight-saving fall-back, a task of
+//     the repeated hour's second pass counts as created before one of its
+//     first pass. name matches a substring; a malformed parameter is HTTP
+//     400 with an error envelope.
 //   - a wrong or missing bearer token is HTTP 401 with an error envelope;
 //     an empty Options.Token accepts any request.
 //   - tasks are listed newest id first unless Options.Order says otherwise;
@@ -145,6 +148,9 @@ type LogRef struct {
 	LogID     int64
 	Type      int
 	CreatedAt string
+	// PreStatus is the task's status just before the log was added: 0 or 1
+	// for a change to an open task, 2 or 3 for one to a finished task.
+	PreStatus int
 }
 
 // Sim is a simulated incsapp task API. It is an http.Handler and safe for
@@ -160,15 +166,20 @@ type Sim struct {
 	faultRng *rand.Rand // fault decisions, apart so requests do not change the world
 	faults   Faults
 
-	tasks      []*task // in id order
-	open       []*task // tasks with status 0 or 1, in no order
+	tasks      []*task    // in id order; task i has id i+1
+	open       []*task    // tasks with status 0 or 1, in no order
+	byStatus   [4][]*task // tasks of each status, in id order
 	logs       []LogRef
 	nextTaskID int64
 	nextLogID  int64
 	creationID int64
-	// createdSorted is true while tasks in id order are also in creation
-	// time order, which a clock that goes back can break.
+	// createdSorted is true while tasks in id order are also in wall-clock
+	// creation time order, which a clock that goes back, or a
+	// daylight-saving fall-back, can break.
 	createdSorted bool
+	// indexed is set once New has built byStatus; from then on every
+	// status change keeps it up to date.
+	indexed bool
 
 	version     uint64  // bumped by every change
 	byUpdated   []*task // UpdatedDesc order, valid for byUpdatedAt
@@ -178,6 +189,7 @@ type Sim struct {
 type task struct {
 	w       wireTask
 	created int64  // unix seconds of created_at
+	wall    int64  // created_at as wall-clock seconds: the time filters compare these
 	updated int64  // unix seconds of updated_at
 	lastLog int64  // unix seconds of the newest log
 	openPos int    // index in Sim.open, -1 when closed
@@ -253,7 +265,10 @@ func New(o Options) *Sim {
 	s.populate(o.Tasks)
 	for _, t := range s.tasks {
 		s.encode(t)
+		st := t.w.Status
+		s.byStatus[st] = append(s.byStatus[st], t)
 	}
+	s.indexed = true
 	return s
 }
 
@@ -295,6 +310,113 @@ func (s *Sim) Logs() []LogRef {
 	return slices.Clone(s.logs)
 }
 
+// LogCount returns how many logs the simulator has created.
+func (s *Sim) LogCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.logs)
+}
+
+// LogsFrom returns a copy of the logs created after the first i, in log id
+// order: LogsFrom(LogCount()) taken before a change returns its logs.
+func (s *Sim) LogsFrom(i int) []LogRef {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i >= len(s.logs) {
+		return nil
+	}
+	return slices.Clone(s.logs[max(i, 0):])
+}
+
+// TaskStatus returns the status of the task with the given id.
+func (s *Sim) TaskStatus(id int64) (status int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.task(id)
+	if t == nil {
+		return 0, false
+	}
+	return t.w.Status, true
+}
+
+// task returns the task with the given id, or nil. Call with s.mu held.
+func (s *Sim) task(id int64) *task {
+	if id < 1 || id > int64(len(s.tasks)) {
+		return nil
+	}
+	return s.tasks[id-1]
+}
+
+// NewTask creates a task now, with its created log, and returns its id.
+func (s *Sim) NewTask() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now().Unix()
+	t := s.newTaskAt(now)
+	s.appendLog(t, now, wireLog{Type: diff.LogCreated})
+	return t.w.ID
+}
+
+// Comment adds a comment log to the task with the given id now. It
+// reports whether the task exists.
+func (s *Sim) Comment(id int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.task(id)
+	if t == nil {
+		return false
+	}
+	s.comment(t, s.now().Unix())
+	return true
+}
+
+func (s *Sim) comment(t *task, now int64) {
+	s.appendLog(t, now, wireLog{Type: diff.LogCommented, Status: t.w.Status, PreStatus: t.w.Status,
+		AssigneeUsername: t.w.AssigneeUsername, Comment: pick(s.rng, comments)})
+}
+
+// SetStatus changes the status of the task with the given id now, with a
+// status log, as the API would for any move (0..3 to 0..3). It reports
+// whether the task exists and the status is valid.
+func (s *Sim) SetStatus(id int64, status int) bool {
+	if status < diff.StatusNotStarted || status > diff.StatusTerminated {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.task(id)
+	if t == nil {
+		return false
+	}
+	from := t.w.Status
+	s.setStatus(t, status)
+	s.appendLog(t, s.now().Unix(), wireLog{Type: diff.LogStatusChanged, Status: status, PreStatus: from,
+		AssigneeUsername: t.w.AssigneeUsername})
+	return true
+}
+
+// StepFinished adds a comment now to each of n finished tasks (status 2 or
+// 3) picked at random, as happens when someone follows up on a closed task.
+// It does nothing when no task is finished.
+func (s *Sim) StepFinished(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	finished := len(s.tasks) - len(s.open)
+	if finished == 0 {
+		return
+	}
+	now := s.now().Unix()
+	for range n {
+		for {
+			t := pick(s.rng, s.tasks)
+			if t.openPos < 0 {
+				s.comment(t, now)
+				break
+			}
+		}
+	}
+}
+
 // Step applies n random changes at the current time: new tasks (a created
 // log and often an assigned one), assignments, status changes 0→1→2 or →3,
 // comments in Chinese with emoji, edits of name or description that touch
@@ -320,6 +442,16 @@ func (s *Sim) Run(ctx context.Context) {
 			s.Step(s.o.ChangesPerTick)
 		}
 	}
+}
+
+// wallSeconds returns an API time as seconds of its wall clock, counted as
+// if the zone were UTC, so that comparing them compares the strings.
+func wallSeconds(apiTime string) int64 {
+	t, err := time.Parse(diff.TimeLayout, apiTime)
+	if err != nil {
+		panic("sim: own time does not parse: " + apiTime) // s.format wrote it: cannot happen
+	}
+	return t.Unix()
 }
 
 // format returns unix seconds as an API time in the simulator's zone.
@@ -370,6 +502,7 @@ func (s *Sim) newTaskAt(at int64) *task {
 			Logs:        make([]wireLog, 0, 6),
 		},
 		created: at,
+		wall:    wallSeconds(created),
 		updated: at,
 		lastLog: at,
 		openPos: -1,
@@ -379,12 +512,31 @@ func (s *Sim) newTaskAt(at int64) *task {
 		t.w.Priority = &p
 		t.w.Tags = []string{pick(r, []string{"vip", "紧急", "回访"})}
 	}
-	if n := len(s.tasks); n > 0 && s.tasks[n-1].created > at {
+	if n := len(s.tasks); n > 0 && s.tasks[n-1].wall > t.wall {
 		s.createdSorted = false
 	}
 	s.tasks = append(s.tasks, t)
 	s.setOpen(t, true)
+	if s.indexed {
+		s.byStatus[0] = append(s.byStatus[0], t) // the newest id: order kept
+	}
 	return t
+}
+
+// setStatus sets t's status and keeps s.open and s.byStatus in step.
+func (s *Sim) setStatus(t *task, to int) {
+	from := t.w.Status
+	t.w.Status = to
+	s.setOpen(t, to == diff.StatusNotStarted || to == diff.StatusInProgress)
+	if !s.indexed || from == to {
+		return
+	}
+	byID := func(x *task, id int64) int { return cmp.Compare(x.w.ID, id) }
+	if i, ok := slices.BinarySearchFunc(s.byStatus[from], t.w.ID, byID); ok {
+		s.byStatus[from] = slices.Delete(s.byStatus[from], i, i+1)
+	}
+	i, _ := slices.BinarySearchFunc(s.byStatus[to], t.w.ID, byID)
+	s.byStatus[to] = slices.Insert(s.byStatus[to], i, t)
 }
 
 func (s *Sim) setOpen(t *task, open bool) {
@@ -555,7 +707,7 @@ func (s *Sim) appendLog(t *task, at int64, l wireLog) {
 	t.w.Logs = append(t.w.Logs, l)
 	t.lastLog = at
 	s.touch(t, at)
-	s.logs = append(s.logs, LogRef{TaskID: t.w.ID, LogID: l.ID, Type: l.Type, CreatedAt: l.CreatedAt})
+	s.logs = append(s.logs, LogRef{TaskID: t.w.ID, LogID: l.ID, Type: l.Type, CreatedAt: l.CreatedAt, PreStatus: l.PreStatus})
 }
 
 // touch marks t changed at unix time at.
@@ -598,11 +750,8 @@ func (s *Sim) change(now int64) {
 				to = diff.StatusTerminated
 			}
 		}
-		t.w.Status = to
+		s.setStatus(t, to)
 		s.appendLog(t, now, wireLog{Type: diff.LogStatusChanged, Status: to, PreStatus: from, AssigneeUsername: t.w.AssigneeUsername})
-		if to == diff.StatusCompleted || to == diff.StatusTerminated {
-			s.setOpen(t, false)
-		}
 	case x < pNew+0.73:
 		t := pick(r, s.open)
 		if r.IntN(5) == 0 {
@@ -649,7 +798,7 @@ type query struct {
 	taskID, creationID *int64
 	typ, status        *int
 	name               string
-	startAt, endAt     int64 // unix seconds; 0 = unset
+	startAt, endAt     int64 // wall-clock seconds, see wallSeconds; valid if has*
 	hasStart, hasEnd   bool
 	page, size         int
 }
@@ -660,8 +809,8 @@ func (q *query) match(t *task) bool {
 		q.creationID != nil && t.w.CreationID != *q.creationID,
 		q.typ != nil && t.w.Type != *q.typ,
 		q.status != nil && t.w.Status != *q.status,
-		q.hasStart && t.created < q.startAt,
-		q.hasEnd && t.created > q.endAt,
+		q.hasStart && t.wall < q.startAt,
+		q.hasEnd && t.wall > q.endAt,
 		q.name != "" && !strings.Contains(t.w.Name, q.name):
 		return false
 	}
@@ -709,7 +858,7 @@ func (s *Sim) parseQuery(r *http.Request) (query, error) {
 		if raw == "" {
 			continue
 		}
-		t, err := time.ParseInLocation(diff.TimeLayout, raw, s.loc)
+		t, err := time.Parse(diff.TimeLayout, raw) // wall-clock seconds: see wallSeconds
 		if err != nil {
 			return q, fmt.Errorf("%s must look like 2026-04-07 17:00:00", p.key)
 		}
@@ -771,15 +920,22 @@ func (s *Sim) page(dst []byte, q query) []byte {
 		size += len(b) + 1
 	}
 	s.mu.Lock()
-	if lo, hi, ok := s.createdRange(q); ok {
-		// Only creation time filters: the matching tasks are one run of
-		// s.tasks, found by binary search.
+	if list, lo, hi, ok := s.indexedRange(q); ok {
+		// Only status and creation time filter: the matching tasks are one
+		// run of an id-ordered list, found by binary search.
 		total = hi - lo
 		for i := from; i < min(from+q.size, total); i++ {
 			if s.o.Order == IDAsc {
-				add(s.tasks[lo+i])
+				add(list[lo+i])
 			} else {
-				add(s.tasks[hi-1-i])
+				add(list[hi-1-i])
+			}
+		}
+	} else if t, ok := s.byTaskID(q); ok {
+		if t != nil {
+			total = 1
+			if from == 0 {
+				add(t)
 			}
 		}
 	} else {
@@ -808,22 +964,43 @@ func (s *Sim) page(dst []byte, q query) []byte {
 	return append(dst, pageSuffix...)
 }
 
-// createdRange returns the run s.tasks[lo:hi] that q matches when q filters
-// by creation time only, the list is in id order and ids follow creation
-// time. Call with s.mu held.
-func (s *Sim) createdRange(q query) (lo, hi int, ok bool) {
-	if q.taskID != nil || q.creationID != nil || q.typ != nil || q.status != nil || q.name != "" ||
+// indexedRange returns the run list[lo:hi] that q matches when q filters by
+// creation time and status only, the list is in id order and ids follow
+// creation time: list is s.tasks, or the tasks of q's status. Call with
+// s.mu held.
+func (s *Sim) indexedRange(q query) (list []*task, lo, hi int, ok bool) {
+	if q.taskID != nil || q.creationID != nil || q.typ != nil || q.name != "" ||
 		s.o.Order == UpdatedDesc || !s.createdSorted {
-		return 0, 0, false
+		return nil, 0, 0, false
 	}
-	lo, hi = 0, len(s.tasks)
+	list = s.tasks
+	if q.status != nil {
+		if *q.status < 0 || *q.status >= len(s.byStatus) || !s.indexed {
+			return nil, 0, 0, false
+		}
+		list = s.byStatus[*q.status]
+	}
+	lo, hi = 0, len(list)
 	if q.hasStart {
-		lo, _ = slices.BinarySearchFunc(s.tasks, q.startAt, func(t *task, at int64) int { return cmp.Compare(t.created, at) })
+		lo, _ = slices.BinarySearchFunc(list, q.startAt, func(t *task, at int64) int { return cmp.Compare(t.wall, at) })
 	}
 	if q.hasEnd {
-		hi, _ = slices.BinarySearchFunc(s.tasks, q.endAt+1, func(t *task, at int64) int { return cmp.Compare(t.created, at) })
+		hi, _ = slices.BinarySearchFunc(list, q.endAt+1, func(t *task, at int64) int { return cmp.Compare(t.wall, at) })
 	}
-	return lo, max(hi, lo), true
+	return list, lo, max(hi, lo), true
+}
+
+// byTaskID answers a query by task_id without a scan: t is the task if it
+// matches q, nil if none does. ok is false for other queries. Call with
+// s.mu held.
+func (s *Sim) byTaskID(q query) (t *task, ok bool) {
+	if q.taskID == nil {
+		return nil, false
+	}
+	if t = s.task(*q.taskID); t != nil && q.match(t) {
+		return t, true
+	}
+	return nil, true
 }
 
 // rollFault decides whether this request fails, and how.

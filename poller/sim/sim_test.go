@@ -502,6 +502,7 @@ func TestSim_Step(t *testing.T) {
 		assert.Equal(t, ref.TaskID, taskOf[ref.LogID])
 		assert.Equal(t, ref.Type, l.Type)
 		assert.Equal(t, ref.CreatedAt, l.CreatedAt)
+		assert.Equal(t, ref.PreStatus, l.PreStatus, "log %d", ref.LogID)
 	}
 	for _, typ := range []int{1, 2, 3, 4, sim.LogUnknown} {
 		assert.Positive(t, types[typ], "log type %d occurs", typ)
@@ -620,3 +621,106 @@ type discard struct {
 func (d *discard) Header() http.Header         { return d.h }
 func (d *discard) WriteHeader(code int)        { d.code = code }
 func (d *discard) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
+
+// TestSim_Mutations checks the targeted changes tests make: each adds the
+// log the API would, with the task's status before it.
+func TestSim_Mutations(t *testing.T) {
+	now := fixedNow
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := newSim(t, sim.Options{Tasks: 200, Seed: 5, Now: clock})
+	n := s.LogCount()
+	require.Len(t, s.Logs(), n)
+	assert.Nil(t, s.LogsFrom(n))
+
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	id := s.NewTask()
+	assert.Equal(t, int64(201), id)
+	st, ok := s.TaskStatus(id)
+	require.True(t, ok)
+	assert.Equal(t, diff.StatusNotStarted, st)
+	require.True(t, s.SetStatus(id, diff.StatusInProgress))
+	require.True(t, s.SetStatus(id, diff.StatusCompleted))
+	require.True(t, s.Comment(id))
+	require.True(t, s.SetStatus(id, diff.StatusInProgress), "reopened, as an API might")
+	assert.False(t, s.SetStatus(id, 7))
+	assert.False(t, s.SetStatus(999, 1))
+	assert.False(t, s.Comment(999))
+	_, ok = s.TaskStatus(999)
+	assert.False(t, ok)
+
+	logs := s.LogsFrom(n)
+	require.Len(t, logs, 5)
+	wantTypes := []int{diff.LogCreated, diff.LogStatusChanged, diff.LogStatusChanged, diff.LogCommented, diff.LogStatusChanged}
+	wantPre := []int{0, 0, 1, 2, 2}
+	for i, l := range logs {
+		assert.Equal(t, id, l.TaskID)
+		assert.Equal(t, wantTypes[i], l.Type, "log %d", i)
+		assert.Equal(t, wantPre[i], l.PreStatus, "log %d", i)
+		assert.Equal(t, "2026-04-08 17:31:00", l.CreatedAt)
+	}
+	task := all(t, s, "task_id=201")
+	require.Len(t, task, 1)
+	assert.Equal(t, diff.StatusInProgress, task[0].Status)
+	assert.Len(t, task[0].Logs, 5)
+
+	n = s.LogCount()
+	s.StepFinished(10)
+	for _, l := range s.LogsFrom(n) {
+		assert.Equal(t, diff.LogCommented, l.Type)
+		assert.GreaterOrEqual(t, l.PreStatus, diff.StatusCompleted, "a comment on a finished task")
+		st, _ := s.TaskStatus(l.TaskID)
+		assert.GreaterOrEqual(t, st, diff.StatusCompleted)
+	}
+	assert.Len(t, s.LogsFrom(n), 10)
+}
+
+// TestSim_StatusIndex checks that status filters, served from an index,
+// keep matching the tasks' statuses through random and arbitrary status
+// changes, in every order.
+func TestSim_StatusIndex(t *testing.T) {
+	for _, order := range []sim.Order{sim.IDDesc, sim.IDAsc, sim.UpdatedDesc} {
+		s := newSim(t, sim.Options{Tasks: 300, Seed: 9, Order: order})
+		s.Step(300)
+		for id := int64(1); id <= 300; id += 7 {
+			require.True(t, s.SetStatus(id, int(id%4)))
+		}
+		every := all(t, s, "")
+		for status := range 4 {
+			var want []int64
+			for _, task := range every {
+				if task.Status == status {
+					want = append(want, task.ID)
+				}
+			}
+			got := ids(all(t, s, fmt.Sprintf("status=%d", status)))
+			assert.Equal(t, want, got, "order %d status %d", order, status)
+		}
+	}
+}
+
+// TestSim_WallClockFilter checks that start_at and end_at compare
+// wall-clock times, also in a zone that repeats an hour.
+func TestSim_WallClockFilter(t *testing.T) {
+	ny := mustLoad("America/New_York")
+	now := time.Date(2026, 11, 1, 1, 20, 0, 0, ny) // first pass of the repeated hour
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := newSim(t, sim.Options{Tasks: 50, Seed: 3, Now: clock, Location: ny})
+	first := s.NewTask()
+	mu.Lock()
+	now = now.Add(time.Hour) // 01:20 again, an hour later
+	mu.Unlock()
+	second := s.NewTask()
+	for _, id := range []int64{first, second} {
+		task := all(t, s, fmt.Sprintf("task_id=%d", id))
+		require.Len(t, task, 1)
+		assert.Equal(t, "2026-11-01 01:20:00", task[0].CreatedAt)
+	}
+	got := ids(all(t, s, url.Values{"start_at": {"2026-11-01 01:20:00"}}.Encode()))
+	assert.Equal(t, []int64{second, first}, got)
+	got = ids(all(t, s, url.Values{"start_at": {"2026-11-01 01:00:00"}, "end_at": {"2026-11-01 01:19:59"}}.Encode()))
+	assert.Empty(t, got)
+}

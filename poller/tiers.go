@@ -1,0 +1,939 @@
+package poller
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Tiered is the Strategy that scales with the API. The API cannot filter by
+// update time, so a relay must read a task to see whether it changed;
+// Tiered reads each task only as often as it can change, and, being a
+// Skipper, has the sweeps skip the decoding of tasks it handled before.
+//
+// Its first cycle sweeps the whole lookback window. Then it splits the
+// window by creation time into slices of about 500 tasks (fixed ranges of
+// WallTime, which tile the API's wall clock without gaps across
+// daylight-saving changes) and each cycle reads:
+//
+//   - the newest window: every task created since the newest creation time
+//     seen (or, after a fall-back, since what the wall clock showed at the
+//     last cycle), with no status filter. A new task shows up here at the
+//     next cycle, also one created and finished between two cycles. Once
+//     the window holds 50 tasks older than a minute they become a slice.
+//   - the open tier: the tasks with status 0 and 1, through the status
+//     filter, of the next slices of a ring, as many as it takes for each
+//     slice to be read at least every Config.OpenSweep (default 2
+//     intervals: half of the open tasks per cycle; with OpenSweep equal to
+//     the interval, all of them every cycle).
+//   - the finished tier: every task of the slices read least recently,
+//     with no status filter, as many as it takes for each to be read at
+//     least every Config.FullSweep; a slice that would be late at the next
+//     cycle is read at once. A slice is a fixed range of creation times, so
+//     unlike a status list its members never change and in an id order its
+//     pages cannot shift; at 10 % open tasks it costs as much as the status
+//     filters 2 and 3, in one query instead of two, and reads its open
+//     tasks as well.
+//   - follow-ups: every task known to be in a range read this cycle (for
+//     the open tier: known to be open) that was not listed is fetched by
+//     task_id in the same cycle, or, when one slice misses more tasks than
+//     it has pages, that slice is read in full. This finds the tasks that
+//     left the open tier (completed or terminated) and those a page shift
+//     hid; a task the API no longer returns is forgotten. At most 100
+//     fetches a cycle; the rest wait for the next.
+//
+// Page shifts (a changed total, a task listed twice) hide a task for at
+// most one extra cycle: a hidden task the range was known to hold is
+// fetched in the same cycle; one new to it can only hide in a slice not yet
+// read in full without a shift, and such a slice is read again the next
+// cycle. If the first full sweep shifted in a list sorted by updated_at,
+// its head is read again, page by page, until a page lists no task updated
+// since the sweep began: the tasks passed over moved there.
+//
+// Tiered keeps about 100 bytes per task in memory. With a StateStore it
+// saves its slices, schedule and open tasks at most once a minute (about 20
+// bytes per open task) and resumes from them after a restart without a
+// full sweep; finished tasks are learnt again as their slices are read. A
+// Tiered is driven by one Poller; Unchanged, Forget and Stats are safe for
+// concurrent use.
+type Tiered struct {
+	cfg       Config
+	state     StateStore
+	log       zerolog.Logger
+	openEvery uint64 // cycles between two reads of an open task
+
+	mu      sync.RWMutex
+	recs    map[int64]*rec
+	slices  []*slice // closed, contiguous, oldest first
+	newest  slice    // open-ended: from newest.from on
+	ready   bool     // the initial full sweep succeeded, or state was loaded
+	pending map[int64]struct{}
+
+	// The cycle under way.
+	cycle      uint64
+	start      time.Time
+	lbFrom     WallTime // lookback start of this cycle
+	plan       []planned
+	pos        int // queries of plan swept
+	round      int // 0: main queries, 1: follow-ups, 2: last follow-ups
+	roundStart int // plan[roundStart:roundEnd] is the current round
+	roundEnd   int
+	prevStart  time.Time
+	lastDur    time.Duration
+	fullCredit float64
+	openCredit float64
+	openCursor WallTime // the open tier's ring goes on at the slice starting here
+	undo       schedule // the schedule before this cycle, restored if it fails
+	stats      TierStats
+	cur        TierStats // counts of the cycle under way
+
+	lastSave time.Time
+	unplaced int // tasks without a usable created_at, logged once
+
+	// The initial sweep's order: pairs of tasks listed one after the other,
+	// and how many of them were not in updated_at descending order.
+	pairs, inversions int
+	prevUpdated       WallTime
+	headFrom          WallTime // a head page listing a task updated since is not the last
+}
+
+// Tiered's sizes.
+const (
+	sliceTarget  = 5 * MaxPageSize // tasks per slice
+	newestMax    = MaxPageSize / 2 // tasks in the newest window before it is closed
+	maxFetches   = 100             // task_id fetches per cycle; more wait for the next
+	saveInterval = time.Minute     // least time between two saves of the state
+	// closeLag keeps the tasks created in the last minute, by this
+	// process's clock, in the newest window.
+	closeLag = time.Minute
+)
+
+var _ Strategy = (*Tiered)(nil)
+var _ Skipper = (*Tiered)(nil)
+
+// schedule is what planning a cycle changes before the cycle succeeded.
+type schedule struct {
+	fullCredit, openCredit float64
+	openCursor             WallTime
+}
+
+// rec is what Tiered knows of one task: where it is, and which version of
+// it the handler accepted last (when handled), told apart as
+// TaskHead.Unchanged does.
+type rec struct {
+	id      int64
+	created WallTime
+	updated WallTime
+	lastLog int64
+	seen    uint64 // cycle in which it was last listed
+	sl      *slice // nil when not placed
+	logs    int32
+	status  int8
+	handled bool
+}
+
+// unchanged reports whether h is the version handled last.
+func (r *rec) unchanged(h *TaskHead) bool {
+	return r.handled && h.Updated != 0 && h.Updated == r.updated && h.LastLog == r.lastLog &&
+		h.Logs == int(r.logs) && h.Status == int(r.status)
+}
+
+func isOpen(status int8) bool { return status == 0 || status == 1 }
+
+// status8 keeps a status in a byte; statuses the API does not define
+// become -1, which is neither open nor finished.
+func status8(s int) int8 {
+	if s < 0 || s > 3 {
+		return -1
+	}
+	return int8(s)
+}
+
+// slice is a fixed range of creation times and the tasks known in it.
+type slice struct {
+	from, to   WallTime // inclusive; the newest window has no end
+	recs       []*rec
+	open       [2]int    // known tasks with status 0 and 1
+	size       int       // tasks listed by its last full read
+	lastFull   time.Time // start of the cycle that last read it in full
+	lastOpen   uint64    // cycle that last read its open tasks
+	lastOpenAt time.Time
+	known      bool // a clean full read listed every task in it
+	again      bool // read it in full next cycle: a page shift may have hidden a task new to it
+}
+
+func (s *slice) weight() int { return max(s.size, len(s.recs)) }
+func (s *slice) opens() int  { return s.open[0] + s.open[1] }
+
+// remove drops r from s's records.
+func (s *slice) remove(r *rec) {
+	if i := slices.Index(s.recs, r); i >= 0 {
+		s.recs = slices.Delete(s.recs, i, i+1)
+	}
+	if isOpen(r.status) {
+		s.open[r.status]--
+	}
+	r.sl = nil
+}
+
+func (s *slice) add(r *rec) {
+	s.recs = append(s.recs, r)
+	if isOpen(r.status) {
+		s.open[r.status]++
+	}
+	r.sl = s
+}
+
+// Kinds of query.
+type qkind uint8
+
+const (
+	kindInitial qkind = iota // full sweep of the lookback window
+	kindHead                 // the head of the initial sweep's list, read again
+	kindNewest
+	kindOpen
+	kindFull
+	kindFetch
+)
+
+// planned is one query of the cycle and what came of it.
+type planned struct {
+	kind   qkind
+	lo, hi int   // slices[lo:hi] for kindOpen and kindFull
+	status int   // for kindOpen
+	id     int64 // for kindFetch
+	q      Query
+	shift  bool // its sweep saw a page shift
+	done   bool
+}
+
+// TierStats describes a Tiered strategy after its last cycle.
+type TierStats struct {
+	// Ready is set once the first full sweep is done; before, every cycle
+	// sweeps the whole lookback window.
+	Ready  bool
+	Slices int // slices of the lookback window
+	Tasks  int // tasks known
+	Open   int // known tasks with status 0 or 1
+	// Requests of the last successful cycle by tier: the newest window,
+	// the open tier, full reads of slices (the finished tier, the first
+	// full sweep and slices swept as a follow-up) and task_id fetches.
+	NewestRequests, OpenRequests, SweepRequests, FetchRequests int
+	Fetches                                                    int // task_id fetches in the last cycle
+	Pending                                                    int // tasks that left a range, left to fetch in a later cycle
+	PageShifts                                                 int // sweeps of the last cycle that saw tasks move between pages
+	// OpenSeenThrough and FinishedSeenThrough: every open task was read
+	// after the first, every task after the second (zero before the
+	// first full sweep).
+	OpenSeenThrough, FinishedSeenThrough time.Time
+}
+
+// SeenThrough returns the earlier of the two seen-through times.
+func (s TierStats) SeenThrough() time.Time {
+	if s.OpenSeenThrough.IsZero() || s.FinishedSeenThrough.IsZero() {
+		return time.Time{}
+	}
+	if s.OpenSeenThrough.Before(s.FinishedSeenThrough) {
+		return s.OpenSeenThrough
+	}
+	return s.FinishedSeenThrough
+}
+
+// StateStore keeps small values across restarts; *store.DB satisfies it.
+// Meta returns an error when key has no value.
+type StateStore interface {
+	Meta(key string) ([]byte, error)
+	SetMeta(key string, value []byte) error
+}
+
+// NewTiered returns a Tiered strategy for cfg's Interval, Lookback,
+// FullSweep, OpenSweep, Location and PageSize, defaults filled in. With a
+// non-nil state it loads the state saved by an earlier run, if any and if
+// it was made for the same zone; a state it cannot read is logged and
+// ignored, and the first cycle sweeps in full. It does I/O on state only.
+func NewTiered(cfg Config, state StateStore, log zerolog.Logger) *Tiered {
+	cfg = cfg.withDefaults()
+	t := &Tiered{
+		cfg:       cfg,
+		state:     state,
+		log:       log,
+		openEvery: uint64(max(cfg.OpenSweep/cfg.Interval, 1)),
+		recs:      make(map[int64]*rec),
+		pending:   make(map[int64]struct{}),
+	}
+	if state != nil {
+		t.load()
+	}
+	return t
+}
+
+// Unchanged reports whether the task h describes is the version last
+// handed to the handler. It is safe for concurrent use.
+func (t *Tiered) Unchanged(h *TaskHead) bool {
+	t.mu.RLock()
+	r := t.recs[h.ID]
+	ok := r != nil && r.unchanged(h)
+	t.mu.RUnlock()
+	return ok
+}
+
+// Forget makes the next read of each task hand it to the handler again,
+// even if unchanged: for a handler that could not process a task it
+// accepted, e.g. because its logs did not parse. It is safe for concurrent
+// use, also from Handler.HandlePage.
+func (t *Tiered) Forget(ids ...int64) {
+	t.mu.Lock()
+	for _, id := range ids {
+		if r := t.recs[id]; r != nil {
+			r.handled = false
+		}
+	}
+	t.mu.Unlock()
+}
+
+// Stats returns the state after the last cycle. It is safe for concurrent
+// use.
+func (t *Tiered) Stats() TierStats {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.stats
+}
+
+// Cycle plans the main queries of a cycle starting at now.
+func (t *Tiered) Cycle(now time.Time) []Query {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cycle++
+	t.start = now
+	t.plan, t.pos, t.round, t.roundStart = t.plan[:0], 0, 0, 0
+	t.pairs, t.inversions = 0, 0
+	t.undo = schedule{t.fullCredit, t.openCredit, t.openCursor}
+	t.cur = TierStats{}
+	t.lbFrom = WallTimeOf(now.Add(-t.cfg.Lookback), t.cfg.Location)
+	if !t.ready {
+		t.plan = append(t.plan, planned{kind: kindInitial, q: Query{CreatedFrom: t.lbFrom}})
+	} else {
+		t.trim()
+		t.planMain(now)
+	}
+	t.prevStart = now
+	t.roundEnd = len(t.plan)
+	return t.queries(0)
+}
+
+// queries returns the queries of plan[from:].
+func (t *Tiered) queries(from int) []Query {
+	out := make([]Query, 0, len(t.plan)-from)
+	for i := from; i < len(t.plan); i++ {
+		out = append(out, t.plan[i].q)
+	}
+	return out
+}
+
+// trim drops what fell out of the lookback window and covers any part of
+// the window no slice covers (after the lookback was raised) with a new
+// slice, due at once.
+func (t *Tiered) trim() {
+	lb := t.lbFrom
+	drop := 0
+	for drop < len(t.slices) && t.slices[drop].to < lb {
+		for _, r := range t.slices[drop].recs {
+			t.forget(r)
+		}
+		drop++
+	}
+	t.slices = slices.Delete(t.slices, 0, drop)
+	first := &t.newest
+	if len(t.slices) > 0 {
+		first = t.slices[0]
+	}
+	if first.from < lb {
+		first.from = lb
+		kept := first.recs[:0]
+		for _, r := range first.recs {
+			if r.created >= lb {
+				kept = append(kept, r)
+				continue
+			}
+			if isOpen(r.status) {
+				first.open[r.status]--
+			}
+			t.forget(r)
+		}
+		clear(first.recs[len(kept):])
+		first.recs = kept
+	}
+	if first.from > lb {
+		gap := &slice{from: lb, to: first.from - 1}
+		t.slices = slices.Insert(t.slices, 0, gap)
+		t.log.Info().Stringer("from", lb).Stringer("to", gap.to).Msg("lookback window grew: sweeping the new part in full")
+	}
+}
+
+// forget drops r from the records (not from its slice).
+func (t *Tiered) forget(r *rec) {
+	delete(t.recs, r.id)
+	delete(t.pending, r.id)
+	r.sl = nil
+}
+
+// planMain plans the newest window, the open tier and the finished tier.
+func (t *Tiered) planMain(now time.Time) {
+	// The newest window starts where the newest creation time seen was, or,
+	// if earlier, at what the wall clock showed a minute before the last
+	// cycle: after a daylight-saving fall-back, new tasks get creation times
+	// earlier than older ones for an hour. Otherwise closeNewest keeps
+	// newest.from the earlier one, so this costs nothing.
+	from := t.newest.from
+	if !t.prevStart.IsZero() {
+		// At most one offset change lies between a and now. If the clock
+		// went back, no wall time since a is earlier than wall(now) minus
+		// the time passed; if it went forward, none is earlier than
+		// wall(a). The -1 covers the truncated fraction of a second.
+		a := t.prevStart.Add(-closeLag)
+		from = min(from, WallTimeOf(a, t.cfg.Location),
+			WallTimeOf(now, t.cfg.Location)-WallTime(now.Sub(a)/time.Second)-1)
+	}
+	t.plan = append(t.plan, planned{kind: kindNewest, q: Query{CreatedFrom: max(from, t.lbFrom)}})
+
+	n := len(t.slices)
+	gap := t.cfg.Interval
+	if !t.prevStart.IsZero() {
+		gap = min(max(now.Sub(t.prevStart), 0), t.cfg.FullSweep)
+	}
+	nextGap := max(t.cfg.Interval, t.lastDur)
+
+	// Finished tier: whole slices, due first, then oldest read first.
+	full := make([]bool, n)
+	total := 0
+	for _, s := range t.slices {
+		total += s.weight()
+	}
+	t.fullCredit = min(t.fullCredit+float64(total)*float64(gap)/float64(t.cfg.FullSweep), float64(total))
+	for i, s := range t.slices {
+		if s.again || s.lastFull.IsZero() || now.Sub(s.lastFull)+nextGap > t.cfg.FullSweep {
+			full[i] = true
+			t.fullCredit -= float64(s.weight())
+		}
+	}
+	for _, i := range t.oldestFirst(full, func(s *slice) int64 { return s.lastFull.UnixNano() }) {
+		if t.fullCredit <= 0 {
+			break
+		}
+		full[i] = true
+		t.fullCredit -= float64(t.slices[i].weight())
+	}
+	t.fullCredit = max(t.fullCredit, -float64(total))
+
+	// Open tier: a ring over the slices, from where the last cycle
+	// stopped, taking slices until this cycle's share of the open tasks is
+	// read: contiguous slices make few ranges, and few partial pages. Slices
+	// read in full this cycle are passed over; one the ring would reach too
+	// late is read anyway.
+	open := make([]bool, n)
+	opens := 0
+	for _, s := range t.slices {
+		opens += s.opens()
+	}
+	t.openCredit = min(t.openCredit+float64(opens)/float64(t.openEvery), float64(opens))
+	start := 0
+	if i, ok := slices.BinarySearchFunc(t.slices, t.openCursor, func(s *slice, w WallTime) int { return cmp.Compare(s.from, w) }); ok || i < n {
+		start = i
+	}
+	for k := 0; k < n && t.openCredit > 0; k++ {
+		i := (start + k) % n
+		t.openCursor = t.slices[(i+1)%n].from
+		if full[i] || t.slices[i].opens() == 0 {
+			continue
+		}
+		open[i] = true
+		t.openCredit -= float64(t.slices[i].opens())
+	}
+	for i, s := range t.slices {
+		if !full[i] && !open[i] && s.opens() > 0 && t.cycle-s.lastOpen >= t.openEvery {
+			open[i] = true
+			t.openCredit -= float64(s.opens())
+		}
+	}
+	t.openCredit = max(t.openCredit, -float64(opens))
+	// Slices without open tasks between two selected ones join them: one
+	// range instead of two, at no cost.
+	last := -1
+	for i := range n {
+		if full[i] {
+			last = -1
+			continue
+		}
+		if open[i] {
+			if last >= 0 {
+				for j := last + 1; j < i; j++ {
+					open[j] = true
+				}
+			}
+			last = i
+		} else if t.slices[i].opens() > 0 {
+			last = -1
+		}
+	}
+
+	for lo := 0; lo < n; {
+		hi := lo + 1
+		switch {
+		case open[lo]:
+			for hi < n && open[hi] {
+				hi++
+			}
+			for st := range 2 {
+				if t.countOpen(lo, hi, st) == 0 {
+					continue // a task that moved here from the other status is fetched
+				}
+				status := st
+				t.plan = append(t.plan, planned{kind: kindOpen, lo: lo, hi: hi, status: st, q: Query{
+					Status: &status, CreatedFrom: max(t.slices[lo].from, t.lbFrom), CreatedTo: t.slices[hi-1].to}})
+			}
+		case full[lo]:
+			for hi < n && full[hi] {
+				hi++
+			}
+			t.plan = append(t.plan, t.fullRead(lo, hi))
+		}
+		lo = hi
+	}
+}
+
+func (t *Tiered) fullRead(lo, hi int) planned {
+	return planned{kind: kindFull, lo: lo, hi: hi,
+		q: Query{CreatedFrom: max(t.slices[lo].from, t.lbFrom), CreatedTo: t.slices[hi-1].to}}
+}
+
+func (t *Tiered) countOpen(lo, hi, status int) int {
+	n := 0
+	for _, s := range t.slices[lo:hi] {
+		n += s.open[status]
+	}
+	return n
+}
+
+// oldestFirst returns the indexes of the slices not excluded, least
+// recently read first, ties in slice order.
+func (t *Tiered) oldestFirst(exclude []bool, readAt func(*slice) int64) []int {
+	idx := make([]int, 0, len(t.slices))
+	for i := range t.slices {
+		if !exclude[i] {
+			idx = append(idx, i)
+		}
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(readAt(t.slices[a]), readAt(t.slices[b])) })
+	return idx
+}
+
+// Observe records what a page says about each task. It ends a read of the
+// head of the list at the first page without news.
+func (t *Tiered) Observe(_ Query, p *Page) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	kind := kindNewest
+	if t.pos < len(t.plan) {
+		kind = t.plan[t.pos].kind
+	}
+	more := kind != kindHead
+	for i := range p.Heads {
+		h := &p.Heads[i]
+		if kind == kindInitial {
+			if t.pairs++; t.pairs > 1 && h.Updated > t.prevUpdated {
+				t.inversions++
+			}
+			t.prevUpdated = h.Updated
+		}
+		r := t.recs[h.ID]
+		if kind == kindHead && (r == nil || r.seen != t.cycle || h.Updated >= t.headFrom) {
+			more = true
+		}
+		if r == nil {
+			if h.Created != 0 && h.Created < t.lbFrom {
+				continue // outside the window, e.g. fetched by id
+			}
+			r = &rec{id: h.ID, created: h.Created, status: status8(h.Status)}
+			t.recs[h.ID] = r
+			t.place(r)
+		} else if st := status8(h.Status); r.status != st && r.sl != nil {
+			if isOpen(r.status) {
+				r.sl.open[r.status]--
+			}
+			if isOpen(st) {
+				r.sl.open[st]++
+			}
+		}
+		r.status = status8(h.Status)
+		r.seen = t.cycle
+		if !h.Skipped {
+			r.updated, r.lastLog, r.logs, r.handled = h.Updated, h.LastLog, int32(min(h.Logs, 1<<31-1)), true
+		}
+	}
+	return more
+}
+
+// place puts a new record into the slice its creation time falls in. Before
+// the first full sweep ends, records wait to be placed by build.
+func (t *Tiered) place(r *rec) {
+	if !t.ready {
+		return
+	}
+	if r.created == 0 {
+		if t.unplaced++; t.unplaced == 1 {
+			t.log.Warn().Int64("task_id", r.id).Msg("task has no readable created_at: it is read by no tier until it changes")
+		}
+		return
+	}
+	if r.created >= t.newest.from {
+		t.newest.add(r)
+		return
+	}
+	i, found := slices.BinarySearchFunc(t.slices, r.created, func(s *slice, w WallTime) int {
+		switch {
+		case s.to < w:
+			return -1
+		case s.from > w:
+			return 1
+		}
+		return 0
+	})
+	if found {
+		t.slices[i].add(r)
+	}
+}
+
+// Swept records a finished query and, once a round of queries is
+// complete, returns the follow-ups it calls for: after the main queries,
+// fetches and slice reads; after those, fetches for what the slice reads
+// did not list. There is no third round.
+func (t *Tiered) Swept(_ Query, st SweepStats) []Query {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pos >= len(t.plan) {
+		return nil
+	}
+	p := &t.plan[t.pos]
+	t.pos++
+	p.done, p.shift = true, st.PageShift()
+	if p.shift {
+		t.cur.PageShifts++
+	}
+	switch p.kind {
+	case kindNewest:
+		t.cur.NewestRequests += st.Requests
+	case kindOpen:
+		t.cur.OpenRequests += st.Requests
+	case kindInitial, kindHead, kindFull:
+		t.cur.SweepRequests += st.Requests
+	case kindFetch:
+		t.cur.FetchRequests += st.Requests
+		t.cur.Fetches++
+		delete(t.pending, p.id)
+		if r := t.recs[p.id]; r != nil && r.seen != t.cycle {
+			// The API no longer lists the task: forget it.
+			if r.sl != nil {
+				r.sl.remove(r)
+			}
+			t.forget(r)
+		}
+	}
+	if p.kind == kindInitial && p.shift && t.inversions*20 < t.pairs {
+		// Tasks moved while the sweep paged through a list sorted by
+		// updated_at: those updated during the sweep moved to its head, and
+		// some were passed over. Read the head again until a page lists
+		// no task updated since the sweep began.
+		t.headFrom = WallTimeOf(t.start.Add(-closeLag), t.cfg.Location)
+		t.plan = append(t.plan, planned{kind: kindHead, q: p.q})
+		return []Query{p.q}
+	}
+	if t.pos < t.roundEnd || t.round >= 2 || !t.ready {
+		return nil
+	}
+	from := len(t.plan)
+	t.followUps(t.roundStart, t.roundEnd)
+	t.round++
+	t.roundStart, t.roundEnd = t.roundEnd, len(t.plan)
+	return t.queries(from)
+}
+
+// followUps plans, after the round plan[from:to], a fetch for every task
+// known to be in a range that round read (for the open tier: known to be
+// open) that was not listed this cycle; in the first round, also for the
+// tasks pending from earlier cycles, and a full read instead of fetches
+// for a slice that misses more tasks than it has pages.
+func (t *Tiered) followUps(from, to int) {
+	missing := make(map[*slice][]int64)
+	var order []*slice // slices in the order found, for a stable plan
+	note := func(s *slice, id int64) {
+		if _, ok := missing[s]; !ok {
+			order = append(order, s)
+		}
+		missing[s] = append(missing[s], id)
+	}
+	check := func(s *slice, openOnly bool) {
+		for _, r := range s.recs {
+			if r.seen != t.cycle && (!openOnly || isOpen(r.status)) {
+				note(s, r.id)
+			}
+		}
+	}
+	readInFull := make(map[*slice]bool)
+	for i := range t.plan {
+		if p := &t.plan[i]; p.kind == kindFull && p.done {
+			for _, s := range t.slices[p.lo:p.hi] {
+				readInFull[s] = true
+			}
+		}
+	}
+	for i := from; i < to; i++ {
+		p := &t.plan[i]
+		switch {
+		case !p.done:
+		case p.kind == kindNewest:
+			check(&t.newest, false)
+		case p.kind == kindFull:
+			for _, s := range t.slices[p.lo:p.hi] {
+				check(s, false)
+			}
+		case p.kind == kindOpen && (i+1 >= to || t.plan[i+1].kind != kindOpen || t.plan[i+1].lo != p.lo):
+			// The last status list of the range: both were read.
+			for _, s := range t.slices[p.lo:p.hi] {
+				check(s, true)
+			}
+		}
+	}
+	if t.round == 0 {
+		for id := range t.pending {
+			r := t.recs[id]
+			if r == nil || r.seen == t.cycle {
+				delete(t.pending, id)
+				continue
+			}
+			if !slices.Contains(missing[r.sl], id) {
+				note(r.sl, id)
+			}
+		}
+	}
+	fetches := 0
+	for _, s := range order {
+		ids := missing[s]
+		if t.round == 0 && s != nil && s != &t.newest && !readInFull[s] &&
+			len(ids) > max((s.weight()+t.cfg.PageSize-1)/t.cfg.PageSize, 2) {
+			i := slices.Index(t.slices, s)
+			t.plan = append(t.plan, t.fullRead(i, i+1))
+			readInFull[s] = true
+			continue
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			if fetches >= maxFetches {
+				t.pending[id] = struct{}{}
+				continue
+			}
+			fetches++
+			tid := id
+			t.plan = append(t.plan, planned{kind: kindFetch, id: id, q: Query{TaskID: &tid}})
+		}
+	}
+}
+
+// End commits the cycle's reads to the schedule, or, after a failure,
+// leaves the schedule as it was: what was not read in full is read again.
+func (t *Tiered) End(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	end := t.cfg.Now()
+	t.lastDur = max(end.Sub(t.start), 0)
+	if err != nil {
+		t.fullCredit, t.openCredit, t.openCursor = t.undo.fullCredit, t.undo.openCredit, t.undo.openCursor
+		return
+	}
+	if !t.ready {
+		t.build()
+	} else {
+		t.commit()
+	}
+	t.updateStats()
+	if t.state != nil && (t.lastSave.IsZero() || end.Sub(t.lastSave) >= saveInterval) {
+		t.save()
+		t.lastSave = end
+	}
+}
+
+// commit marks what this cycle read.
+func (t *Tiered) commit() {
+	newestShift := false
+	for i := range t.plan {
+		p := &t.plan[i]
+		if !p.done {
+			continue
+		}
+		switch p.kind {
+		case kindNewest:
+			t.newest.lastFull, t.newest.lastOpen, t.newest.lastOpenAt = t.start, t.cycle, t.start
+			newestShift = p.shift
+		case kindOpen:
+			for _, s := range t.slices[p.lo:p.hi] {
+				s.lastOpen, s.lastOpenAt = t.cycle, t.start
+			}
+		case kindFull:
+			for _, s := range t.slices[p.lo:p.hi] {
+				s.lastOpen, s.lastOpenAt = t.cycle, t.start
+				listed := 0
+				for _, r := range s.recs {
+					if r.seen == t.cycle {
+						listed++
+					}
+				}
+				s.size, s.again = listed, false
+				switch {
+				case !p.shift:
+					s.lastFull, s.known = t.start, true
+				case s.known:
+					// What the shift hid was known, hence fetched.
+					s.lastFull = t.start
+				default:
+					// A task new to the slice may be hidden: read it again
+					// next cycle.
+					s.again = true
+					t.log.Debug().Stringer("from", s.from).Stringer("to", s.to).Msg("page shift in a slice not known in full: reading it again")
+				}
+			}
+		}
+	}
+	t.closeNewest(newestShift)
+}
+
+// closeNewest turns the older part of the newest window into a slice once
+// it holds newestMax tasks, keeping in the window the tasks of its newest
+// second and those created within closeLag of the cycle's start. After a
+// page shift it waits, unless the window grew large; the slice made then
+// is read again next cycle.
+func (t *Tiered) closeNewest(shift bool) {
+	nw := &t.newest
+	if len(nw.recs) < newestMax || (shift && len(nw.recs) < 4*newestMax) {
+		return
+	}
+	var b WallTime
+	for _, r := range nw.recs {
+		b = max(b, r.created)
+	}
+	b = min(b, WallTimeOf(t.start.Add(-closeLag), t.cfg.Location))
+	older := 0
+	for _, r := range nw.recs {
+		if r.created < b {
+			older++
+		}
+	}
+	if b <= nw.from || older < newestMax {
+		return
+	}
+	s := &slice{from: nw.from, to: b - 1, lastFull: nw.lastFull, lastOpen: nw.lastOpen, lastOpenAt: nw.lastOpenAt,
+		known: !shift, again: shift}
+	var kept []*rec
+	for _, r := range nw.recs {
+		if r.created < b {
+			s.add(r)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	s.size = len(s.recs)
+	nw.recs, nw.open, nw.from = kept, [2]int{}, b
+	for _, r := range kept {
+		if isOpen(r.status) {
+			nw.open[r.status]++
+		}
+	}
+	if n := len(t.slices); n > 0 && t.slices[n-1].weight()+s.weight() <= sliceTarget && t.slices[n-1].to+1 == s.from {
+		prev := t.slices[n-1]
+		prev.to = s.to
+		for _, r := range s.recs {
+			prev.add(r)
+		}
+		prev.size += s.size
+		prev.known = prev.known && s.known
+		prev.again = prev.again || s.again
+		prev.lastFull = earliest(prev.lastFull, s.lastFull)
+		prev.lastOpen = min(prev.lastOpen, s.lastOpen)
+		prev.lastOpenAt = earliest(prev.lastOpenAt, s.lastOpenAt)
+		return
+	}
+	t.slices = append(t.slices, s)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.IsZero() {
+		return time.Time{}
+	}
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// build makes the slices from the first full sweep.
+func (t *Tiered) build() {
+	shift := len(t.plan) > 0 && t.plan[0].shift
+	all := make([]*rec, 0, len(t.recs))
+	var newestAt WallTime
+	for _, r := range t.recs {
+		if r.created == 0 {
+			continue
+		}
+		all = append(all, r)
+		newestAt = max(newestAt, r.created)
+	}
+	slices.SortFunc(all, func(a, b *rec) int {
+		return cmp.Or(cmp.Compare(a.created, b.created), cmp.Compare(a.id, b.id))
+	})
+	t.ready = true
+	from := min(newestAt, WallTimeOf(t.start.Add(-closeLag), t.cfg.Location))
+	t.newest = slice{from: max(from, t.lbFrom), lastFull: t.start, lastOpen: t.cycle, lastOpenAt: t.start}
+	t.slices = t.slices[:0]
+	cur := &slice{from: t.lbFrom}
+	for i, r := range all {
+		if r.created >= t.newest.from {
+			t.newest.add(r)
+			continue
+		}
+		if len(cur.recs) >= sliceTarget && r.created > all[i-1].created {
+			cur.to = r.created - 1
+			t.slices = append(t.slices, cur)
+			cur = &slice{from: r.created}
+		}
+		cur.add(r)
+	}
+	if t.newest.from > cur.from {
+		cur.to = t.newest.from - 1
+		t.slices = append(t.slices, cur)
+	}
+	for _, s := range t.slices {
+		s.size, s.known = len(s.recs), !shift
+		s.lastFull, s.lastOpen, s.lastOpenAt = t.start, t.cycle, t.start
+	}
+	t.log.Info().Int("tasks", len(all)).Int("slices", len(t.slices)).Bool("page_shift", shift).Msg("full sweep done: polling in tiers from now on")
+}
+
+// updateStats fills t.stats after a successful cycle.
+func (t *Tiered) updateStats() {
+	st := t.cur
+	st.Ready = t.ready
+	st.Slices = len(t.slices)
+	st.Tasks = len(t.recs)
+	st.Pending = len(t.pending)
+	st.OpenSeenThrough, st.FinishedSeenThrough = t.newest.lastOpenAt, t.newest.lastFull
+	for _, s := range t.slices {
+		st.Open += s.opens()
+		if s.opens() > 0 {
+			st.OpenSeenThrough = earliest(st.OpenSeenThrough, s.lastOpenAt)
+		}
+		st.FinishedSeenThrough = earliest(st.FinishedSeenThrough, s.lastFull)
+	}
+	st.Open += t.newest.opens()
+	t.stats = st
+}
