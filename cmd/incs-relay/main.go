@@ -39,14 +39,6 @@ type Main struct {
 	Getenv         func(string) (string, bool)
 }
 
-func (m *Main) getenv(k string) string {
-	if m.Getenv == nil {
-		return os.Getenv(k)
-	}
-	v, _ := m.Getenv(k)
-	return v
-}
-
 // usageError is bad input on the command line; it exits 2.
 type usageError struct{ msg string }
 

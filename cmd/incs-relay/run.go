@@ -28,7 +28,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if path := c.m.getenv("INCS_RELAY_CPUPROFILE"); path != "" {
+	if path := os.Getenv("INCS_RELAY_CPUPROFILE"); path != "" {
 		stop, err := startCPUProfile(path)
 		if err != nil {
 			return err
