@@ -873,8 +873,8 @@ func (s *dispatchSession) handle(r dispatchResult) {
 		if r.outcome == outcomeDelivered {
 			d.cfg.Observer.Delivered(d.name, ev, latency)
 		} else {
-			d.log.Error().Err(r.err).Uint64("offset", ev.Offset).Str("event", ev.ID).Int64("task", ev.Data.TaskID).
-				Int("attempts", it.attempts).Msg("event dead-lettered")
+			d.log.Error().Err(r.err).Uint64("offset", ev.Offset).Str("event_id", ev.ID).Int64("task_id", ev.Data.TaskID).
+				Int("attempt", it.attempts).Msg("event dead-lettered")
 			d.cfg.Observer.DeadLettered(d.name, ev, r.err)
 			s.failed(r.err, r.at)
 		}
@@ -883,7 +883,7 @@ func (s *dispatchSession) handle(r dispatchResult) {
 		d.st.InFlight = s.inFlight
 		d.st.Retried++
 		d.mu.Unlock()
-		d.log.Warn().Err(r.err).Uint64("offset", ev.Offset).Str("event", ev.ID).Int64("task", ev.Data.TaskID).
+		d.log.Warn().Err(r.err).Uint64("offset", ev.Offset).Str("event_id", ev.ID).Int64("task_id", ev.Data.TaskID).
 			Int("attempt", it.attempts).Dur("wait", r.wait).Msg("delivery failed; will retry")
 		d.cfg.Observer.Retried(d.name, ev, it.attempts, r.err)
 		s.failed(r.err, r.at)
@@ -900,7 +900,7 @@ func (s *dispatchSession) handle(r dispatchResult) {
 		d.mu.Unlock()
 		s.failed(r.err, r.at)
 		if !s.paused && !already {
-			d.log.Error().Err(r.err).Uint64("offset", ev.Offset).Str("event", ev.ID).Msg("sink paused; delivery stopped until resumed or replayed")
+			d.log.Error().Err(r.err).Uint64("offset", ev.Offset).Str("event_id", ev.ID).Int64("task_id", ev.Data.TaskID).Msg("sink paused; delivery stopped until resumed or replayed")
 			d.cfg.Observer.Paused(d.name, r.err)
 		}
 		s.paused = true

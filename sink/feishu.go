@@ -100,7 +100,7 @@ func (f *Feishu) send(ctx context.Context, evs []*diff.Event) error {
 	if len(evs) == 1 {
 		var err error
 		if c, err = f.core.render.card(evs[0]); err != nil {
-			f.core.log.Warn().Err(err).Str("event", evs[0].ID).Msg("template failed; sending the default message")
+			f.core.log.Warn().Err(err).Str("event_id", evs[0].ID).Msg("template failed; sending the default message")
 		}
 	} else {
 		c = f.core.render.digest(evs)

@@ -265,7 +265,7 @@ func (n *NATS) Deliver(ctx context.Context, ev *diff.Event) error {
 		return n.publishError(subj, err)
 	}
 	if ack.Duplicate {
-		n.log.Debug().Str("event", ev.ID).Str("stream", ack.Stream).Msg("duplicate publish; the stream already has it")
+		n.log.Debug().Str("event_id", ev.ID).Str("stream", ack.Stream).Msg("duplicate publish; the stream already has it")
 	}
 	return nil
 }

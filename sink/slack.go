@@ -87,7 +87,7 @@ func (s *Slack) send(ctx context.Context, evs []*diff.Event) error {
 	if len(evs) == 1 {
 		var err error
 		if c, err = s.core.render.card(evs[0]); err != nil {
-			s.core.log.Warn().Err(err).Str("event", evs[0].ID).Msg("template failed; sending the default message")
+			s.core.log.Warn().Err(err).Str("event_id", evs[0].ID).Msg("template failed; sending the default message")
 		}
 	} else {
 		c = s.core.render.digest(evs)

@@ -510,3 +510,26 @@ func cmpInt64(a, b int64) int {
 	}
 	return 0
 }
+
+// EventTypes counts the stored events with offsets from through to by
+// event type, e.g. those of one IngestResult (FirstOffset, LastOffset) for
+// metrics. It reads only the value headers, in one read transaction, and
+// does not block writers. Pruned offsets are not counted.
+func (db *DB) EventTypes(from, to uint64) (map[string]int, error) {
+	out := map[string]int{}
+	if from == 0 || to < from {
+		return out, nil
+	}
+	err := db.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.Seek(u64(from)); k != nil && be64(k) <= to; k, v = c.Next() {
+			h, err := decodeHeader(v)
+			if err != nil {
+				return corrupt(db.path, fmt.Errorf("event %d: %w", be64(k), err))
+			}
+			out[string(h.typ)]++
+		}
+		return nil
+	})
+	return out, db.wrap("event types", err)
+}

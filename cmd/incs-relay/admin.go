@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/store"
 )
@@ -23,12 +24,10 @@ import (
 //go:embed admin.html
 var adminPage []byte
 
-// Readiness bounds.
-const (
-	// sinkFailingBound is how long a sink may keep failing before /readyz
-	// reports the relay not ready.
-	sinkFailingBound = time.Minute
-)
+// defaultSinkFailingBound is how long a sink may keep failing (its last
+// attempts failed, none succeeded) before /readyz reports the relay not
+// ready.
+const defaultSinkFailingBound = time.Minute
 
 // adminServer serves /, /healthz, /readyz, /metrics and the /v1 API.
 type adminServer struct {
@@ -36,6 +35,9 @@ type adminServer struct {
 	ln    net.Listener
 	srv   *http.Server
 	token string
+	// sinkFailing bounds how long a sink may fail before /readyz is 503;
+	// set before Start (tests shorten it).
+	sinkFailing time.Duration
 }
 
 func newAdminServer(r *Relay, addr, token string) (*adminServer, error) {
@@ -43,7 +45,7 @@ func newAdminServer(r *Relay, addr, token string) (*adminServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen on %s: %w", addr, err)
 	}
-	a := &adminServer{r: r, ln: ln, token: token}
+	a := &adminServer{r: r, ln: ln, token: token, sinkFailing: defaultSinkFailingBound}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", a.page)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -104,8 +106,9 @@ func (a *adminServer) page(w http.ResponseWriter, _ *http.Request) {
 // readyz is 200 once the store is open and the last poll succeeded, and 503
 // with the reason while polls keep failing or a sink is paused or failing.
 func (a *adminServer) readyz(w http.ResponseWriter, _ *http.Request) {
-	if reason := a.r.notReady(time.Now()); reason != "" {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if reason := a.r.notReady(time.Now(), a.sinkFailing); reason != "" {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "not ready:", reason)
 		return
@@ -113,21 +116,43 @@ func (a *adminServer) readyz(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "ready")
 }
 
-// notReady returns why the relay is not ready, or "".
-func (r *Relay) notReady(now time.Time) string {
+// sinkFailingBound is the admin server's bound, or the default without one.
+func (r *Relay) sinkFailingBound() time.Duration {
+	if r.admin != nil {
+		return r.admin.sinkFailing
+	}
+	return defaultSinkFailingBound
+}
+
+// pollStaleBound is how long after the last successful poll cycle the
+// relay stays ready: three intervals, or one interval plus two request
+// timeouts when that is longer (a slow API is not yet a failing one), plus
+// the last cycle's own duration (a long sweep is progress, not silence).
+func (r *Relay) pollStaleBound(ps poller.Status) time.Duration {
+	interval := r.cfg.Poll.Interval.D()
+	return max(3*interval, interval+2*r.cfg.Upstream.Timeout.D()) + ps.LastSweep.Duration
+}
+
+// notReady returns why the relay is not ready, or "": the store is not
+// open; no poll cycle succeeded yet; the last success is older than
+// pollStaleBound; a sink is paused; or a sink has been failing for longer
+// than sinkFailing.
+func (r *Relay) notReady(now time.Time, sinkFailing time.Duration) string {
 	if r.db == nil {
 		return "store not open"
 	}
 	ps := r.poll.Status()
-	interval := r.cfg.Poll.Interval.D()
-	stale := max(3*interval, interval+2*r.cfg.Upstream.Timeout.D())
 	switch {
 	case ps.LastSuccess.IsZero() && ps.LastError != "":
 		return "no poll has succeeded yet: " + ps.LastError
 	case ps.LastSuccess.IsZero():
 		return "waiting for the first poll to complete"
-	case ps.ConsecutiveFailures > 0 && now.Sub(ps.LastSuccess) > stale:
-		return fmt.Sprintf("polls failing for %s (%d in a row): %s", now.Sub(ps.LastSuccess).Round(time.Second), ps.ConsecutiveFailures, ps.LastError)
+	}
+	if since := now.Sub(ps.LastSuccess); since > r.pollStaleBound(ps) {
+		if ps.ConsecutiveFailures > 0 {
+			return fmt.Sprintf("polls failing for %s (%d in a row): %s", roundDur(since), ps.ConsecutiveFailures, ps.LastError)
+		}
+		return fmt.Sprintf("no poll has succeeded for %s", roundDur(since))
 	}
 	for _, o := range r.outs {
 		st := o.disp.State()
@@ -135,16 +160,27 @@ func (r *Relay) notReady(now time.Time) string {
 			return fmt.Sprintf("sink %s paused: %s (resume or replay it)", o.cfg.Name, st.PauseReason)
 		}
 		if st.Failing {
-			since := st.LastDeliveryAt
-			if since.IsZero() {
+			since, ok := r.metrics.failingFor(o.cfg.Name)
+			if !ok { // not seen turning failing: the most it can be
 				since = r.started
+				if st.LastDeliveryAt.After(since) {
+					since = st.LastDeliveryAt
+				}
 			}
-			if now.Sub(since) > sinkFailingBound {
-				return fmt.Sprintf("sink %s failing for %s: %s", o.cfg.Name, now.Sub(since).Round(time.Second), st.LastError)
+			if now.Sub(since) > sinkFailing {
+				return fmt.Sprintf("sink %s failing for %s: %s", o.cfg.Name, roundDur(now.Sub(since)), st.LastError)
 			}
 		}
 	}
 	return ""
+}
+
+// roundDur rounds d for a message: to seconds, or to milliseconds below one.
+func roundDur(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 // sinkStatus is what `status` and GET /v1/sinks show per sink.

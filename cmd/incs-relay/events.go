@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -58,9 +60,16 @@ func (c *EventsCommand) Run(ctx context.Context, args []string) error {
 	if err := ac.do(ctx, http.MethodGet, "/v1/events", v, &body); err != nil {
 		return err
 	}
+	// The admin API indents its answer, events included; compacting gives
+	// back the stored bytes (compact, HTML-escaped JSON), one line each.
+	var line bytes.Buffer
 	for _, ev := range body.Events {
-		w.Write(ev)
-		w.WriteByte('\n')
+		line.Reset()
+		if err := json.Compact(&line, ev); err != nil {
+			return fmt.Errorf("events: admin API: bad event: %w", err)
+		}
+		line.WriteByte('\n')
+		w.Write(line.Bytes())
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 
 	"github.com/rs/zerolog"
@@ -36,18 +37,34 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 		}
 		s, err = sink.NewNATS(ctx, nc)
 	case SinkWebhook:
+		var g *sink.Guard
+		if g, err = sink.NewGuard(sc.DenyNetworks, sc.AllowNetworks); err != nil {
+			break
+		}
 		s, err = sink.NewWebhook(sink.WebhookConfig{
 			Name:        sc.Name,
 			URL:         sc.URL,
 			Secrets:     sc.AllSecrets(),
 			Timeout:     sc.Timeout.D(),
 			MaxInFlight: maxInFlight(sc),
+			Transport:   g.WebhookTransport(maxInFlight(sc)),
 			Logger:      slog,
 		})
-	case SinkSlack:
-		s, err = sink.NewSlack(chatConfig(sc, slog))
-	case SinkFeishu:
-		s, err = sink.NewFeishu(chatConfig(sc, slog))
+	case SinkSlack, SinkFeishu:
+		var g *sink.Guard
+		if g, err = sink.NewGuard(sc.DenyNetworks, sc.AllowNetworks); err != nil {
+			break
+		}
+		cc := chatConfig(sc, slog)
+		cc.HTTPClient = g.HTTPClient()
+		if sc.Type == SinkSlack {
+			s, err = sink.NewSlack(cc)
+		} else {
+			s, err = sink.NewFeishu(cc)
+		}
+		if err == nil {
+			s = &closingIdle{Sink: s, client: cc.HTTPClient}
+		}
 	default:
 		return nil, &ConfigError{File: cfg.path, Key: "sinks." + sc.Name + ".type", Msg: "unknown sink type " + sc.Type}
 	}
@@ -132,6 +149,28 @@ func buildSinksDryRun(cfg *Config) error {
 		_ = s.Close(context.Background())
 	}
 	return nil
+}
+
+// closingIdle closes a chat sink's guarded HTTP client's idle connections
+// when the sink closes (a chat sink leaves a client it was given open).
+type closingIdle struct {
+	sink.Sink
+	client *http.Client
+}
+
+func (c *closingIdle) Close(ctx context.Context) error {
+	err := c.Sink.Close(ctx)
+	c.client.CloseIdleConnections()
+	return err
+}
+
+// Render passes through to the chat sink, for `preview`.
+func (c *closingIdle) Render(ev *diff.Event) ([]byte, error) {
+	r, ok := c.Sink.(renderer)
+	if !ok {
+		return nil, fmt.Errorf("sink %s cannot render", c.Sink.Name())
+	}
+	return r.Render(ev)
 }
 
 // redacting masks configured fields before a NATS or webhook sink sends.
