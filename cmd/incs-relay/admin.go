@@ -53,6 +53,7 @@ func newAdminServer(r *Relay, addr, token string) (*adminServer, error) {
 	mux.Handle("GET /metrics", a.auth(promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{})))
 	mux.Handle("GET /v1/sinks", a.auth(http.HandlerFunc(a.sinks)))
 	mux.Handle("GET /v1/sinks/{name}", a.auth(http.HandlerFunc(a.sink)))
+	mux.Handle("GET /v1/poll", a.auth(http.HandlerFunc(a.pollStatus)))
 	mux.Handle("GET /v1/events", a.auth(http.HandlerFunc(a.events)))
 	mux.Handle("POST /v1/sinks/{name}/replay", a.auth(http.HandlerFunc(a.replay)))
 	mux.Handle("POST /v1/sinks/{name}/resume", a.auth(http.HandlerFunc(a.resume)))
@@ -276,6 +277,46 @@ func timePtr(t time.Time) *time.Time {
 		return nil
 	}
 	return &t
+}
+
+// pollView is what `status` and GET /v1/poll show of the poller.
+type pollView struct {
+	Strategy            string     `json:"strategy"`
+	LastSuccess         *time.Time `json:"last_success,omitempty"`
+	LastError           string     `json:"last_error,omitempty"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+	Cycles              int        `json:"cycles"`
+	Requests            int        `json:"requests_last_cycle"`
+	Tiers               *tierView  `json:"tiers,omitempty"`
+	MaxUnseenAgeSeconds *float64   `json:"max_unseen_age_seconds,omitempty"`
+}
+
+type tierView struct {
+	Newest int `json:"newest"`
+	Open   int `json:"open"`
+	Sweep  int `json:"sweep"`
+	Fetch  int `json:"fetch"`
+	Tasks  int `json:"tasks"`
+	OpenN  int `json:"open_tasks"`
+}
+
+func (r *Relay) pollView() pollView {
+	ps := r.poll.Status()
+	v := pollView{Strategy: r.cfg.Poll.Strategy, LastSuccess: timePtr(ps.LastSuccess), LastError: ps.LastError,
+		ConsecutiveFailures: ps.ConsecutiveFailures, Cycles: ps.Cycles, Requests: ps.Requests}
+	if r.tiers != nil {
+		t := ps.Tiers
+		v.Tiers = &tierView{Newest: t.NewestRequests, Open: t.OpenRequests, Sweep: t.SweepRequests, Fetch: t.FetchRequests, Tasks: t.Tasks, OpenN: t.Open}
+	}
+	if !ps.SeenThrough.IsZero() {
+		age := ps.MaxUnseenAge.Seconds()
+		v.MaxUnseenAgeSeconds = &age
+	}
+	return v
+}
+
+func (a *adminServer) pollStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.r.pollView())
 }
 
 func (a *adminServer) sinks(w http.ResponseWriter, _ *http.Request) {

@@ -230,13 +230,16 @@ var (
 	descFile      = prometheus.NewDesc(ns+"_store_file_bytes", "Size of the bbolt file.", nil, nil)
 	descPolls     = prometheus.NewDesc(ns+"_polls_total", "Poll cycles by outcome (ok, error).", []string{"outcome"}, nil)
 	descPollReqs  = prometheus.NewDesc(ns+"_poll_cycle_requests", "API requests the last poll cycle took.", nil, nil)
+	descTierReqs  = prometheus.NewDesc(ns+"_poll_cycle_tier_requests", "API requests of the last successful tiered cycle by tier: newest, open, sweep (finished slices), fetch (by task_id).", []string{"tier"}, nil)
+	descUnseenAge = prometheus.NewDesc(ns+"_poll_max_unseen_age_seconds", "How old the oldest upstream change not yet seen can be: every task was read after now minus this.", nil, nil)
+	descOpenTasks = prometheus.NewDesc(ns+"_poll_open_tasks", "Known tasks that are not started or in progress (tiered polling).", nil, nil)
 	descLastPoll  = prometheus.NewDesc(ns+"_last_poll_success_timestamp_seconds", "Unix time of the last successful poll cycle.", nil, nil)
 	descPollFails = prometheus.NewDesc(ns+"_poll_consecutive_failures", "Poll cycles failed in a row.", nil, nil)
 	descReady     = prometheus.NewDesc(ns+"_ready", "1 when /readyz answers 200.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descLagSec, descCursor, descDead, descPaused, descSinkUp, descLastDeliv, descHead, descOutbox, descTasks, descFile, descPolls, descPollReqs, descLastPoll, descPollFails, descReady} {
+	for _, d := range []*prometheus.Desc{descLag, descLagSec, descCursor, descDead, descPaused, descSinkUp, descLastDeliv, descHead, descOutbox, descTasks, descFile, descPolls, descPollReqs, descTierReqs, descUnseenAge, descOpenTasks, descLastPoll, descPollFails, descReady} {
 		ch <- d
 	}
 }
@@ -272,6 +275,16 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPolls, prometheus.CounterValue, float64(ok), "ok")
 	ch <- prometheus.MustNewConstMetric(descPolls, prometheus.CounterValue, float64(failed), "error")
 	ch <- prometheus.MustNewConstMetric(descPollReqs, prometheus.GaugeValue, float64(ps.Requests))
+	if r.tiers != nil {
+		ts := ps.Tiers
+		for tier, n := range map[string]int{"newest": ts.NewestRequests, "open": ts.OpenRequests, "sweep": ts.SweepRequests, "fetch": ts.FetchRequests} {
+			ch <- prometheus.MustNewConstMetric(descTierReqs, prometheus.GaugeValue, float64(n), tier)
+		}
+		ch <- prometheus.MustNewConstMetric(descOpenTasks, prometheus.GaugeValue, float64(ts.Open))
+	}
+	if !ps.SeenThrough.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descUnseenAge, prometheus.GaugeValue, ps.MaxUnseenAge.Seconds())
+	}
 	if !ps.LastSuccess.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descLastPoll, prometheus.GaugeValue, float64(ps.LastSuccess.UnixNano())/1e9)
 	}

@@ -30,6 +30,7 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	var sinks []sinkStatus
+	var poll *pollView
 	source := "store " + cfg.Store.Path + " (relay not running)"
 	if db != nil {
 		defer db.Close()
@@ -42,6 +43,10 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 		}
 	} else {
 		source = "running relay at " + cfg.Admin.Addr
+		poll = &pollView{}
+		if err := ac.do(ctx, http.MethodGet, "/v1/poll", nil, poll); err != nil {
+			return err
+		}
 		for _, sc := range cfg.Sinks {
 			var s sinkStatus
 			if err := ac.do(ctx, http.MethodGet, "/v1/sinks/"+sc.Name, nil, &s); err != nil {
@@ -53,9 +58,27 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 	if *asJSON {
 		enc := json.NewEncoder(c.m.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"sinks": sinks})
+		return enc.Encode(map[string]any{"sinks": sinks, "poll": poll})
 	}
-	fmt.Fprintf(c.m.Stdout, "%s\n\n", source)
+	fmt.Fprintf(c.m.Stdout, "%s\n", source)
+	if poll != nil {
+		last := "never"
+		if poll.LastSuccess != nil {
+			last = time.Since(*poll.LastSuccess).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(c.m.Stdout, "poll: %s, last success %s, %d requests last cycle", poll.Strategy, last, poll.Requests)
+		if t := poll.Tiers; t != nil {
+			fmt.Fprintf(c.m.Stdout, " (newest %d, open %d, sweep %d, fetch %d; %d tasks, %d open)", t.Newest, t.Open, t.Sweep, t.Fetch, t.Tasks, t.OpenN)
+		}
+		if poll.MaxUnseenAgeSeconds != nil {
+			fmt.Fprintf(c.m.Stdout, "; oldest unseen change at most %s old", (time.Duration(*poll.MaxUnseenAgeSeconds * float64(time.Second))).Round(time.Second))
+		}
+		fmt.Fprintln(c.m.Stdout)
+		if poll.ConsecutiveFailures > 0 {
+			fmt.Fprintf(c.m.Stdout, "poll failing (%d in a row): %s\n", poll.ConsecutiveFailures, poll.LastError)
+		}
+	}
+	fmt.Fprintln(c.m.Stdout)
 	tw := tabwriter.NewWriter(c.m.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SINK\tTYPE\tCURSOR\tHEAD\tLAG\tDEAD LETTERS\tSTATE\tLAST ERROR")
 	for _, s := range sinks {

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/poller/sim"
+)
+
+// TestPollStatus_MetricsAndStatus checks that the relay reports how many
+// requests each cycle took, by tier, and how old the oldest unseen change
+// could be, in /metrics, GET /v1/poll and `incs-relay status`.
+func TestPollStatus_MetricsAndStatus(t *testing.T) {
+	world := sim.New(sim.Options{Token: "tok", Tasks: 400, Seed: 3})
+	api := httptest.NewServer(world)
+	defer api.Close()
+	dir := t.TempDir()
+	y := "upstream: {base_url: \"" + api.URL + "\", token: tok, rate_limit: 200}\n" +
+		"poll: {interval: 150ms, full_sweep: 2s, initial: replay}\n" +
+		"store: {path: \"" + filepath.Join(dir, "relay.db") + "\"}\n" +
+		"admin: {addr: \"127.0.0.1:0\"}\n"
+	path := filepath.Join(dir, "relay.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(y), 0o600))
+	cfg, err := ReadConfigFile(path)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := OpenRelay(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), relayOptions{})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	require.Eventually(t, func() bool { return r.poll.Status().Cycles >= 4 && r.poll.Status().Tiers.Ready }, 30*time.Second, 20*time.Millisecond)
+
+	get := func(p string) string {
+		resp, err := http.Get("http://" + r.adminAddr() + p)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
+		return string(b)
+	}
+	metrics := get("/metrics")
+	age := metricValue(t, metrics, "incs_relay_poll_max_unseen_age_seconds")
+	assert.GreaterOrEqual(t, age, 0.0)
+	assert.Less(t, age, 5.0, "every task was read within the last full sweep period")
+	reqs := metricValue(t, metrics, "incs_relay_poll_cycle_requests")
+	assert.Greater(t, reqs, 0.0)
+	assert.Less(t, reqs, 5.0, "a tiered cycle over 400 tasks needs a handful of requests, not a full sweep")
+	assert.Contains(t, metrics, `incs_relay_poll_cycle_tier_requests{tier="open"}`)
+
+	assert.Contains(t, get("/v1/poll"), `"strategy": "tiered"`)
+
+	// status while running goes through the admin API; the admin address
+	// of the config says port 0, so point a copy at the real one.
+	y2 := strings.Replace(y, "127.0.0.1:0", r.adminAddr(), 1)
+	require.NoError(t, os.WriteFile(path, []byte(y2), 0o600))
+	var out, errb bytes.Buffer
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: os.LookupEnv}
+	require.Equal(t, 0, m.Run(ctx, []string{"status", "--config", path}), errb.String())
+	assert.Contains(t, out.String(), "running relay at")
+	assert.Regexp(t, `poll: tiered, last success .* ago, \d+ requests last cycle \(newest \d+, open \d+, sweep \d+, fetch \d+; 400 tasks`, out.String())
+	assert.Contains(t, out.String(), "oldest unseen change at most")
+
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// metricValue returns the value of the first sample of name in a
+// Prometheus text exposition.
+func metricValue(t *testing.T, exposition, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(exposition, "\n") {
+		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			require.NoError(t, err, line)
+			return v
+		}
+	}
+	t.Fatalf("metric %s not exposed", name)
+	return 0
+}
