@@ -13,6 +13,10 @@ import (
 	"github.com/incs-relay/incs-relay/sink"
 )
 
+// defaultStream is the JetStream stream created for a jetstream sink
+// without a stream setting, when no stream covers its subjects yet.
+const defaultStream = "INCS"
+
 // buildSink constructs the sink of sc; NATS sinks connect (or start the
 // embedded server) here.
 func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logger) (sink.Sink, error) {
@@ -34,6 +38,10 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 		}
 		if st := sc.Stream; st != nil {
 			nc.Stream = &sink.StreamConfig{Name: st.Name, Subjects: st.Subjects, MaxAge: st.MaxAge.D(), Replicas: st.Replicas}
+		} else if sc.JetStream {
+			// Without a stream JetStream acknowledges nothing: use a stream
+			// that covers the subjects, or create one named INCS.
+			nc.Stream = &sink.StreamConfig{Name: defaultStream}
 		}
 		s, err = sink.NewNATS(ctx, nc)
 	case SinkWebhook:
