@@ -38,6 +38,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	delay := fs.Duration("webhook-delay", 0, "the webhook receiver answers after this long, like a remote one")
 	inFlight := fs.Int("in-flight", 0, "max_in_flight of every sink (0: the defaults)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	strategy := fs.String("strategy", "tiered", "poll.strategy: tiered or full")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -90,7 +91,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "upstream: {base_url: %q, token: bench, rate_limit: 1000, page_size: 100}\n", "http://"+api.Addr)
-	fmt.Fprintf(&b, "poll: {interval: 1s, initial: replay}\nstore: {path: %q}\nadmin: {addr: %q}\nlog: {level: warn, format: json}\nsinks:\n", filepath.Join(dir, "relay.db"), adminAddr)
+	fmt.Fprintf(&b, "poll: {interval: 1s, initial: replay, strategy: %s}\nstore: {path: %q}\nadmin: {addr: %q}\nlog: {level: warn, format: json}\nsinks:\n", *strategy, filepath.Join(dir, "relay.db"), adminAddr)
 	var names []string
 	for _, s := range strings.Split(*sinks, ",") {
 		s = strings.TrimSpace(s)
