@@ -375,7 +375,7 @@ func (a *adminServer) events(w http.ResponseWriter, req *http.Request) {
 		body.Events = append(body.Events, ev.Body)
 		body.Next = ev.Offset + 1
 	}
-	writeJSON(w, http.StatusOK, body)
+	writeEventsJSON(w, body)
 }
 
 // parseEventQuery validates the events filters shared by the CLI and API.
@@ -437,6 +437,7 @@ func (a *adminServer) resume(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	o.disp.Resume()
+	a.r.saveResumed(o) // so that a crash right after does not bring the pause back
 	a.r.log.Info().Str("sink", name).Msg("sink resumed")
 	writeJSON(w, http.StatusOK, map[string]any{"sink": name, "resumed": true})
 }
@@ -475,6 +476,14 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// writeEventsJSON writes without indenting, so each event in the answer
+// is byte for byte the stored body (compact, as json.Marshal writes it).
+func writeEventsJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 func httpError(w http.ResponseWriter, code int, msg string) {

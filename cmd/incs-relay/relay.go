@@ -33,6 +33,7 @@ type Relay struct {
 	admin   *adminServer
 	metrics *metrics
 	started time.Time
+	savedMu sync.Mutex // guards output.saved
 }
 
 // output is one configured sink with its dispatcher.
@@ -295,6 +296,8 @@ func (r *Relay) stateLoop(ctx context.Context) {
 }
 
 func (r *Relay) saveSinkStates() {
+	r.savedMu.Lock()
+	defer r.savedMu.Unlock()
 	for _, o := range r.outs {
 		st := o.disp.State()
 		ss := store.SinkState{
@@ -316,6 +319,19 @@ func (r *Relay) saveSinkStates() {
 		}
 		o.saved = ss
 	}
+}
+
+// saveResumed records at once that an operator resumed o.
+func (r *Relay) saveResumed(o *output) {
+	r.savedMu.Lock()
+	defer r.savedMu.Unlock()
+	ss := o.saved
+	ss.Paused, ss.PauseReason = false, ""
+	if err := r.db.SetSinkState(o.cfg.Name, ss); err != nil {
+		r.log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("save sink state")
+		return
+	}
+	o.saved = ss
 }
 
 // ingester is the poller's Handler: it diffs and stores each page, and
