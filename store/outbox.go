@@ -86,14 +86,44 @@ func decodeEvent(off uint64, v []byte) (diff.Event, error) {
 	if err != nil {
 		return diff.Event{}, fmt.Errorf("event %d: %w", off, err)
 	}
-	var ev diff.Event
-	if err := json.Unmarshal(h.body, &ev); err != nil {
-		return diff.Event{}, fmt.Errorf("event %d: %w", off, err)
+	body := bytes.Clone(h.body)
+	ev, ok := decodeEventFast(body)
+	if !ok {
+		ev = diff.Event{}
+		if err := json.Unmarshal(body, &ev); err != nil {
+			return diff.Event{}, fmt.Errorf("event %d: %w", off, err)
+		}
 	}
 	ev.Offset = off
-	ev.Body = bytes.Clone(h.body)
+	ev.Body = body
 	ev.StoredAt = time.Unix(0, h.storedAt)
 	return ev, nil
+}
+
+// decodeEventFast decodes a stored body (valid JSON, as the store wrote it)
+// without parsing the task and log it carries: they are cut out with a
+// light scan and kept as slices of body, and only the small rest is
+// decoded. Reading events back for delivery is on every sink's hot path.
+// ok is false when body does not have that shape; the caller then decodes
+// it whole.
+func decodeEventFast(body []byte) (ev diff.Event, ok bool) {
+	env, data, ok := diff.CutMember(body, "data")
+	if !ok {
+		return ev, false
+	}
+	data, task, ok := diff.CutMember(data, "task")
+	if !ok {
+		return ev, false
+	}
+	data, log, ok := diff.CutMember(data, "log")
+	if !ok {
+		return ev, false
+	}
+	if json.Unmarshal(env, &ev) != nil || json.Unmarshal(data, &ev.Data) != nil {
+		return diff.Event{}, false
+	}
+	ev.Data.Task, ev.Data.Log = task, log
+	return ev, true
 }
 
 // Head returns the highest offset ever assigned, 0 if none. Offsets are
