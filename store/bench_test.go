@@ -190,6 +190,10 @@ func BenchmarkRetention1M(b *testing.B) {
 		b.ReportMetric(1e6/time.Since(start).Seconds(), "events/s")
 		b.ReportMetric(float64(sizes[len(sizes)/2])/(1<<20), "MiB-half")
 		b.ReportMetric(float64(sizes[len(sizes)-1])/(1<<20), "MiB-end")
+		var ru syscall.Rusage
+		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+			b.ReportMetric(float64(ru.Maxrss)/1024, "MiB-peak-rss")
+		}
 	}
 }
 
