@@ -29,7 +29,7 @@ func TestRead_FastDecodeMatchesJSON(t *testing.T) {
 		assert.JSONEq(t, string(want.Data.Log), string(got.Data.Log))
 		got.Data.Task, got.Data.Log, want.Data.Task, want.Data.Log = nil, nil, nil, nil
 		assert.True(t, want.Time.Equal(got.Time))
-		got.Time, want.Time = want.Time, want.Time
+		got.Time = want.Time
 		assert.Equal(t, want, got)
 	}
 	_, ok := decodeEventFast([]byte(`{"id":"log-1","data":{"task_id":1}}`))
