@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/sink/consume"
 )
 
 // Webhook defaults.
@@ -83,23 +84,7 @@ var _ Sink = (*Webhook)(nil)
 // ParseWebhookSecret decodes a Standard Webhooks secret "whsec_<base64>"
 // into its HMAC key. The base64 may be padded or not. Its errors never
 // quote the secret.
-func ParseWebhookSecret(s string) ([]byte, error) {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(s), webhookSecretPrefix)
-	if !ok {
-		return nil, errors.New(`webhook secret must start with "whsec_" followed by a base64 key`)
-	}
-	if rest == "" {
-		return nil, errors.New(`webhook secret has no key after "whsec_"`)
-	}
-	key, err := base64.StdEncoding.DecodeString(rest)
-	if err != nil {
-		key, err = base64.RawStdEncoding.DecodeString(rest)
-	}
-	if err != nil {
-		return nil, errors.New(`webhook secret is not valid base64 after "whsec_"`)
-	}
-	return key, nil
-}
+func ParseWebhookSecret(s string) ([]byte, error) { return consume.ParseSecret(s) }
 
 // NewWebhook checks cfg and returns a Webhook. It does no I/O.
 func NewWebhook(cfg WebhookConfig) (*Webhook, error) {

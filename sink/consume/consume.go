@@ -80,17 +80,26 @@ func NewVerifier(secrets []string) (*Verifier, error) {
 	return v, nil
 }
 
-// ParseSecret returns the HMAC key of a "whsec_<base64>" secret.
+// ParseSecret returns the HMAC key of a "whsec_<base64>" secret (padded or
+// unpadded base64). The relay's webhook sink parses its secrets with it
+// too, so both sides accept the same secrets. Its errors never contain the
+// secret.
 func ParseSecret(s string) ([]byte, error) {
-	b64, ok := strings.CutPrefix(strings.TrimSpace(s), "whsec_")
+	rest, ok := strings.CutPrefix(strings.TrimSpace(s), "whsec_")
 	if !ok {
-		return nil, errors.New(`want "whsec_" followed by base64`)
+		return nil, errors.New(`webhook secret must start with "whsec_" followed by a base64 key`)
 	}
-	k, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil || len(k) == 0 {
-		return nil, errors.New(`the part after "whsec_" is not valid base64`)
+	if rest == "" {
+		return nil, errors.New(`webhook secret has no key after "whsec_"`)
 	}
-	return k, nil
+	key, err := base64.StdEncoding.DecodeString(rest)
+	if err != nil {
+		key, err = base64.RawStdEncoding.DecodeString(rest)
+	}
+	if err != nil || len(key) == 0 {
+		return nil, errors.New(`webhook secret is not valid base64 after "whsec_"`)
+	}
+	return key, nil
 }
 
 // Verify reads r's body and checks its headers; on success it returns the
