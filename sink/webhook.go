@@ -28,7 +28,6 @@ import (
 // Webhook defaults.
 const (
 	DefaultWebhookTimeout = 10 * time.Second
-	webhookSecretPrefix   = "whsec_"
 	webhookDrainLimit     = 4 << 10 // response bytes read to reuse the connection
 )
 
