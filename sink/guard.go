@@ -31,6 +31,7 @@ type RefusedError struct {
 	Reason string // e.g. "link-local (cloud metadata)", "in deny_networks 10.0.0.0/8"
 }
 
+// Error names the refused address and why.
 func (e *RefusedError) Error() string {
 	return fmt.Sprintf("outbound guard: refused to connect to %s: %s", e.Addr, e.Reason)
 }

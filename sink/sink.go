@@ -45,8 +45,13 @@ var ErrPermanent = errors.New("permanent delivery failure")
 // PermanentError is a failure that retrying cannot fix, e.g. HTTP 400.
 type PermanentError struct{ Err error }
 
-func (e *PermanentError) Error() string        { return e.Err.Error() }
-func (e *PermanentError) Unwrap() error        { return e.Err }
+// Error returns the wrapped error's message.
+func (e *PermanentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Is matches ErrPermanent.
 func (e *PermanentError) Is(target error) bool { return target == ErrPermanent }
 
 // Permanent wraps err as a *PermanentError.
@@ -59,7 +64,10 @@ type RetryAfterError struct {
 	Wait time.Duration
 }
 
+// Error returns the wrapped error's message and the wait.
 func (e *RetryAfterError) Error() string { return fmt.Sprintf("%v (retry after %s)", e.Err, e.Wait) }
+
+// Unwrap returns the wrapped error.
 func (e *RetryAfterError) Unwrap() error { return e.Err }
 
 // ErrPaused is matched by errors.Is on every *PauseError.
@@ -69,6 +77,11 @@ var ErrPaused = errors.New("sink paused")
 // operator resumes or replays it, e.g. a webhook answering 410 Gone.
 type PauseError struct{ Err error }
 
-func (e *PauseError) Error() string        { return e.Err.Error() }
-func (e *PauseError) Unwrap() error        { return e.Err }
+// Error returns the wrapped error's message.
+func (e *PauseError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e *PauseError) Unwrap() error { return e.Err }
+
+// Is matches ErrPaused.
 func (e *PauseError) Is(target error) bool { return target == ErrPaused }

@@ -178,6 +178,7 @@ type ConfigError struct {
 	Msg  string
 }
 
+// Error returns "file:line: key: problem".
 func (e *ConfigError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
