@@ -127,3 +127,24 @@ func TestConfigFiles_Valid(t *testing.T) {
 		})
 	}
 }
+
+// TestReadmeRecipes_Valid keeps the README's config recipes working.
+func TestReadmeRecipes_Valid(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	readme := string(b)
+	i := strings.Index(readme, "### Recipes")
+	require.GreaterOrEqual(t, i, 0)
+	section := readme[i:]
+	section = section[:strings.Index(section, "### Commands")]
+	blocks := strings.Split(section, "```yaml\n")[1:]
+	require.Len(t, blocks, 4)
+	lookup := env("INCS_TOKEN", "t", "WEBHOOK_SECRET", testSecret, "SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X",
+		"FEISHU_WEBHOOK_URL", "https://open.feishu.cn/open-apis/bot/v2/hook/x", "FEISHU_SECRET", "s")
+	for n, blk := range blocks {
+		y := blk[:strings.Index(blk, "```")]
+		cfg, err := ParseConfig("README recipe", []byte(y), lookup)
+		require.NoError(t, err, "recipe %d", n)
+		require.NoError(t, buildSinksDryRun(cfg), "recipe %d", n)
+	}
+}
