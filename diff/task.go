@@ -232,3 +232,8 @@ func stripMember(obj []byte, key string) (json.RawMessage, error) {
 func ParseTime(s string, loc *time.Location) (time.Time, error) {
 	return time.ParseInLocation(TimeLayout, s, loc)
 }
+
+// ValueEnd returns the index just after the JSON value that starts at b[i],
+// or -1 if there is none. b must be valid JSON, as stored events are: the
+// scan matches brackets and quotes without validating.
+func ValueEnd(b []byte, i int) int { return skipValue(b, i) }

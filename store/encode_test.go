@@ -60,6 +60,7 @@ func TestEncodeEvent(t *testing.T) {
 			require.NoError(t, err)
 			got = patchOffset(got, at, ev.Offset)
 			assert.Equal(t, "prefix"+string(want), string(got))
+			assert.True(t, assertDecodes(t, want), "the fast decode takes what the store writes")
 		})
 	}
 }
@@ -90,5 +91,25 @@ func FuzzEncodeEvent(f *testing.F) {
 		}
 		require.NoError(t, gerr)
 		assert.Equal(t, string(want), string(patchOffset(got, at, offset)))
+		assertDecodes(t, want)
 	})
+}
+
+// assertDecodes checks that decodeEventFast, if it takes body, decodes it
+// exactly as encoding/json does, and reports whether it took it.
+func assertDecodes(t *testing.T, body []byte) bool {
+	t.Helper()
+	var want diff.Event
+	require.NoError(t, json.Unmarshal(body, &want))
+	got, ok := decodeEventFast(body)
+	if !ok {
+		return false
+	}
+	assert.True(t, want.Time.Equal(got.Time), "time")
+	_, wantOff := want.Time.Zone()
+	_, gotOff := got.Time.Zone()
+	assert.Equal(t, wantOff, gotOff, "time zone offset")
+	got.Time, want.Time = time.Time{}, time.Time{}
+	assert.Equal(t, want, got)
+	return true
 }

@@ -359,6 +359,8 @@ func (db *DB) groupCommit(req *ingestReq) error {
 // seen record that changed since its snapshot (a concurrent Ingest, or an
 // earlier request of the batch) is re-read and its already seen logs dropped.
 func (db *DB) applyIngest(batch []*ingestReq) error {
+	written := 0
+	defer func() { db.touch(written) }()
 	err := db.update(func(tx *bolt.Tx) error {
 		events := tx.Bucket(bucketEvents)
 		events.FillPercent = 1 // keys only ever grow
@@ -391,9 +393,12 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 					}
 					rec = appendRecord(nil, &seenRecord{CreatedAt: p.createdAt, UpdatedAt: p.updatedAt, IDs: mergeIDs(cur.IDs, ids)})
 				}
+				written += len(rec)
 				for i := range evs {
 					seq++
-					if err := events.Put(u64(seq), evs[i].finish(seq, storedAt)); err != nil {
+					v := evs[i].finish(seq, storedAt)
+					written += len(v)
+					if err := events.Put(u64(seq), v); err != nil {
 						return err
 					}
 					if r.first == 0 {

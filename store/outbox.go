@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -100,30 +102,116 @@ func decodeEvent(off uint64, v []byte) (diff.Event, error) {
 	return ev, nil
 }
 
-// decodeEventFast decodes a stored body (valid JSON, as the store wrote it)
-// without parsing the task and log it carries: they are cut out with a
-// light scan and kept as slices of body, and only the small rest is
-// decoded. Reading events back for delivery is on every sink's hot path.
-// ok is false when body does not have that shape; the caller then decodes
-// it whole.
+// decodeEventFast decodes a stored body without encoding/json: the store
+// wrote it (encodeEvent), so it has a known member order, and reading
+// events back for delivery is on every sink's hot path. The task and log
+// are kept as slices of body. Strings with escapes are unquoted by
+// encoding/json. ok is false when body does not have exactly that shape;
+// the caller then decodes it whole, so any body still decodes.
 func decodeEventFast(body []byte) (ev diff.Event, ok bool) {
-	env, data, ok := diff.CutMember(body, "data")
+	r := bodyReader{b: body}
+	d := &ev.Data
+	ok = r.lit(`{"specversion":`) && r.str(&ev.SpecVersion) &&
+		r.lit(`,"id":`) && r.str(&ev.ID) &&
+		r.lit(`,"source":`) && r.str(&ev.Source) &&
+		r.lit(`,"type":`) && r.str(&ev.Type) &&
+		r.lit(`,"subject":`) && r.str(&ev.Subject) &&
+		r.lit(`,"time":`) && r.time(&ev.Time) &&
+		r.lit(`,"datacontenttype":`) && r.str(&ev.DataContentType) &&
+		r.lit(`,"offset":`) && r.uint(&ev.Offset) &&
+		r.lit(`,"data":{"task_id":`) && r.int(&d.TaskID) &&
+		r.lit(`,"task":`) && r.raw(&d.Task) &&
+		r.lit(`,"log":`) && r.raw(&d.Log) &&
+		r.lit(`,"status":`) && r.intInt(&d.Status) &&
+		r.lit(`,"status_name":`) && r.str(&d.StatusName) &&
+		r.lit(`,"previous_status":`) && r.intInt(&d.PreviousStatus) &&
+		r.lit(`,"previous_status_name":`) && r.str(&d.PreviousStatusName) &&
+		r.lit(`,"assignee_username":`) && r.str(&d.AssigneeUsername) &&
+		(!r.lit(`,"previous_assignee_username":`) || r.str(&d.PreviousAssignee)) &&
+		r.lit(`,"comment":`) && r.str(&d.Comment) &&
+		r.lit(`}}`) && r.i == len(body)
 	if !ok {
-		return ev, false
-	}
-	data, task, ok := diff.CutMember(data, "task")
-	if !ok {
-		return ev, false
-	}
-	data, log, ok := diff.CutMember(data, "log")
-	if !ok {
-		return ev, false
-	}
-	if json.Unmarshal(env, &ev) != nil || json.Unmarshal(data, &ev.Data) != nil {
 		return diff.Event{}, false
 	}
-	ev.Data.Task, ev.Data.Log = task, log
 	return ev, true
+}
+
+// bodyReader reads a stored event body member by member; every method
+// reports whether the next bytes were what it reads.
+type bodyReader struct {
+	b []byte
+	i int
+}
+
+func (r *bodyReader) lit(s string) bool {
+	if len(r.b)-r.i < len(s) || string(r.b[r.i:r.i+len(s)]) != s {
+		return false
+	}
+	r.i += len(s)
+	return true
+}
+
+// token returns the next scalar: a string with its quotes, or a number.
+func (r *bodyReader) token() []byte {
+	end := diff.ValueEnd(r.b, r.i)
+	if r.i < len(r.b) && r.b[r.i] != '"' {
+		end = r.i
+		for end < len(r.b) && (r.b[end] >= '0' && r.b[end] <= '9' || r.b[end] == '-') {
+			end++
+		}
+	}
+	if end <= r.i {
+		return nil
+	}
+	t := r.b[r.i:end]
+	r.i = end
+	return t
+}
+
+func (r *bodyReader) str(dst *string) bool {
+	t := r.token()
+	if len(t) < 2 || t[0] != '"' {
+		return false
+	}
+	in := t[1 : len(t)-1]
+	if bytes.IndexByte(in, '\\') < 0 && utf8.Valid(in) {
+		*dst = string(in)
+		return true
+	}
+	return json.Unmarshal(t, dst) == nil
+}
+
+func (r *bodyReader) time(dst *time.Time) bool {
+	t := r.token()
+	return len(t) > 0 && t[0] == '"' && dst.UnmarshalJSON(t) == nil
+}
+
+func (r *bodyReader) int(dst *int64) bool {
+	n, err := strconv.ParseInt(string(r.token()), 10, 64)
+	*dst = n
+	return err == nil
+}
+
+func (r *bodyReader) intInt(dst *int) bool {
+	n, err := strconv.ParseInt(string(r.token()), 10, strconv.IntSize)
+	*dst = int(n)
+	return err == nil
+}
+
+func (r *bodyReader) uint(dst *uint64) bool {
+	n, err := strconv.ParseUint(string(r.token()), 10, 64)
+	*dst = n
+	return err == nil
+}
+
+func (r *bodyReader) raw(dst *json.RawMessage) bool {
+	end := diff.ValueEnd(r.b, r.i)
+	if end <= r.i {
+		return false
+	}
+	*dst = r.b[r.i:end:end]
+	r.i = end
+	return true
 }
 
 // Head returns the highest offset ever assigned, 0 if none. Offsets are
@@ -173,6 +261,8 @@ func (db *DB) Events(ctx context.Context, q EventQuery) ([]diff.Event, error) {
 		q.Limit = DefaultLimit
 	}
 	var out []diff.Event
+	read := 0
+	defer func() { db.touch(read) }()
 	err := db.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		n := 0
@@ -183,6 +273,7 @@ func (db *DB) Events(ctx context.Context, q EventQuery) ([]diff.Event, error) {
 				}
 			}
 			off := binary.BigEndian.Uint64(k)
+			read += len(v)
 			if q.Type != "" || q.TaskID != 0 {
 				h, err := decodeHeader(v)
 				if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/incs-relay/incs-relay/store"
 )
@@ -147,9 +148,16 @@ func TestCLI_CorruptStore(t *testing.T) {
 		damage func(t *testing.T, path string)
 	}{
 		{name: "truncated", damage: func(t *testing.T, path string) {
-			fi, err := os.Stat(path)
+			// Half of the pages in use: the file itself grows ahead of them.
+			bdb, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
 			require.NoError(t, err)
-			require.NoError(t, os.Truncate(path, fi.Size()/2))
+			var used int64
+			require.NoError(t, bdb.View(func(tx *bolt.Tx) error {
+				used = tx.Size()
+				return nil
+			}))
+			require.NoError(t, bdb.Close())
+			require.NoError(t, os.Truncate(path, used/2))
 		}},
 		{name: "meta pages overwritten", damage: func(t *testing.T, path string) {
 			f, err := os.OpenFile(path, os.O_WRONLY, 0)

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package store
+
+const canRelease = false
+
+func releasePages(addr uintptr, n int64) {}
