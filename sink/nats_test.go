@@ -260,7 +260,56 @@ func TestNATS_NoStreamIsRetryable(t *testing.T) {
 	require.Error(t, err)
 	kind, _ := classifyFailure(err)
 	assert.Equal(t, failRetryable, kind)
+	assert.ErrorIs(t, err, jetstream.ErrNoStreamResponse)
 	assert.Contains(t, err.Error(), "nats bus: publish incs.tasks.1.status_changed")
+}
+
+// TestNATS_JetStreamErrorAck: a stream that refuses the message answers
+// with an error ack, which is a failed (retryable) delivery naming the
+// server's reason, never an acknowledgement.
+func TestNATS_JetStreamErrorAck(t *testing.T) {
+	s := natsTestServer(t, t.TempDir(), -1, nil)
+	js, err := jetstream.New(natsTestConn(t, s))
+	require.NoError(t, err)
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: "FULL", Subjects: []string{"incs.>"}, MaxMsgs: 1, Discard: jetstream.DiscardNew,
+	})
+	require.NoError(t, err)
+	n := newTestNATS(t, NATSConfig{URL: s.ClientURL(), JetStream: true})
+	require.NoError(t, n.Deliver(context.Background(), newConformanceEvent(t, 1, 1)))
+	err = n.Deliver(context.Background(), newConformanceEvent(t, 1, 2))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "maximum messages exceeded")
+	kind, _ := classifyFailure(err)
+	assert.Equal(t, failRetryable, kind)
+}
+
+func TestParsePubAck(t *testing.T) {
+	tests := []struct {
+		data string
+		dup  bool
+		err  string
+	}{
+		{data: `{"stream":"INCS","seq":12}`},
+		{data: `{"stream":"INCS","seq":12,"duplicate":true}`, dup: true},
+		{data: `{"stream":"INCS","domain":"hub","seq":3,"duplicate":false}`},
+		{data: `{ "stream": "INCS", "seq": 4, "duplicate": true }`, dup: true},
+		{data: `{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"INCS","seq":0}`, err: "maximum messages exceeded"},
+		{data: `{"stream":"INCS","error":{"code":400,"description":"bad"}}`, err: "bad"},
+		{data: `{"stream":"","seq":1}`, err: jetstream.ErrInvalidJSAck.Error()},
+		{data: `{"stream":"INCS","seq":`, err: jetstream.ErrInvalidJSAck.Error()},
+		{data: ``, err: jetstream.ErrInvalidJSAck.Error()},
+		{data: `+OK`, err: jetstream.ErrInvalidJSAck.Error()},
+	}
+	for _, tt := range tests {
+		dup, err := parsePubAck([]byte(tt.data))
+		if tt.err != "" {
+			assert.ErrorContains(t, err, tt.err, tt.data)
+			continue
+		}
+		assert.NoError(t, err, tt.data)
+		assert.Equal(t, tt.dup, dup, tt.data)
+	}
 }
 
 func TestNATS_MaxPayloadIsPermanent(t *testing.T) {
