@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	jsonv1 "github.com/go-json-experiment/json/v1"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
@@ -554,8 +555,8 @@ func attachRaw(body []byte, tasks []diff.Task) {
 // kind KindEnvelope or KindDecode.
 func decodePage(body []byte, number, size int) (*Page, error) {
 	var env envelope
-	err := json.Unmarshal(body, &env)
-	var typeErr *json.UnmarshalTypeError
+	err := jsonv1.Unmarshal(body, &env)
+	var typeErr *jsonv1.UnmarshalTypeError
 	if err != nil && !errors.As(err, &typeErr) {
 		return nil, &APIError{Kind: KindDecode, Page: number, Err: err}
 	}

@@ -2,8 +2,9 @@ package poller
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
+
+	jsonv1 "github.com/go-json-experiment/json/v1"
 
 	"github.com/incs-relay/incs-relay/diff"
 )
@@ -93,7 +94,7 @@ func decodePageSkip(body []byte, number, size int, skip Skipper) (*Page, error) 
 		raw = append(raw, body[spans[i][0]:spans[i][1]]...)
 		b := raw[start:len(raw):len(raw)]
 		var t diff.Task
-		if err := json.Unmarshal(b, (*wireTask)(&t)); err != nil {
+		if err := jsonv1.Unmarshal(b, (*wireTask)(&t)); err != nil {
 			return nil, &APIError{Kind: KindDecode, Page: number, Err: err}
 		}
 		if t.ID != heads[i].ID {
