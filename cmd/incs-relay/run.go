@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"runtime/pprof"
 )
 
@@ -28,12 +27,6 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	log, err := newLogger(c.m.Stderr, firstNonEmpty(*level, cfg.Log.Level), firstNonEmpty(*format, cfg.Log.Format))
 	if err != nil {
 		return err
-	}
-	if os.Getenv("GOGC") == "" {
-		// The relay's heap is small (15-30 MB) and short-lived garbage
-		// dominates; collecting half as often raised JetStream throughput
-		// in `incs-relay bench` from ~34k to ~38k events/s. GOGC overrides.
-		debug.SetGCPercent(200)
 	}
 	if path := os.Getenv("INCS_RELAY_CPUPROFILE"); path != "" {
 		stop, err := startCPUProfile(path)
