@@ -16,7 +16,10 @@ import (
 // goroutine running Poller.Run, one at a time.
 type Handler interface {
 	// HandlePage diffs and stores one complete page of tasks. An error ends
-	// the sweep; pages handled before stay handled.
+	// the sweep; pages handled before stay handled. A handler may store a
+	// page after returning, reporting a failure by its next HandlePage or
+	// SweepDone; it must then make a Skipper hand the page's tasks over
+	// again (Tiered.Forget), since they were observed meanwhile.
 	HandlePage(ctx context.Context, tasks []diff.Task) error
 	// SweepDone is called after every query of a cycle was swept and every
 	// page handled without error. An error counts as a failed cycle.

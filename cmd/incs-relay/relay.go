@@ -196,6 +196,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.log.Info().Msg("stopping: polling stops, deliveries under way finish")
 	stopPoll()
 	<-pollDone
+	if err := r.ingest.flush(); err != nil && !errors.Is(err, context.Canceled) {
+		r.log.Warn().Err(err).Msg("last page not stored; it is read again on the next start")
+	}
 	<-pruneDone
 	<-stateDone
 	stopDeliver() // dispatchers drain within their DrainTimeout
@@ -342,28 +345,85 @@ type ingester struct {
 	log     zerolog.Logger
 	metrics *metrics
 	emit    atomic.Bool
-	sweeps  atomic.Int64   // cycles that completed
-	tiers   *poller.Tiered // told to re-read tasks left unseen
+	sweeps  atomic.Int64 // cycles that completed
+	tiers   forgetter    // told to re-read tasks left unseen; nil without tiers
+
+	// pending receives the outcome of the page whose commit is under way;
+	// nil when none is. Only the poller's goroutine (or Run, once the
+	// poller stopped) touches it.
+	pending chan ingestOutcome
 }
 
-// HandlePage stores one page. A task whose logs do not diff is logged and
-// left unseen for the next cycle; it does not fail the sweep.
+// forgetter is the part of poller.Tiered the ingester uses.
+type forgetter interface{ Forget(ids ...int64) }
+
+// ingestOutcome is what one page's Ingest did.
+type ingestOutcome struct {
+	tasks []diff.Task
+	res   store.IngestResult
+	err   error
+}
+
+// HandlePage hands one page to the store and returns the outcome of the
+// previous page's commit, without waiting for this one: the poller fetches
+// and decodes the next page while the store syncs the file, and a commit
+// whose fsync takes long (100-300 ms happen on a busy disk) no longer
+// stalls polling; pages handed over meanwhile commit together. A failed
+// commit is reported by the next HandlePage, SweepDone or flush, which all
+// come after the poller observed the page: its tasks are then forgotten by
+// the tiers, so the next read hands them over again. A task whose logs do
+// not diff is logged and left unseen the same way; it does not fail the
+// sweep.
 func (h *ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
-	res, err := h.db.Ingest(ctx, tasks, h.loc, h.emit.Load())
-	h.metrics.ingested(res)
+	ch := make(chan ingestOutcome, 1)
+	emit := h.emit.Load()
+	go func() {
+		res, err := h.db.Ingest(ctx, tasks, h.loc, emit)
+		ch <- ingestOutcome{tasks: tasks, res: res, err: err}
+	}()
+	prev := h.pending
+	h.pending = ch
+	if prev == nil {
+		return nil
+	}
+	return h.finish(<-prev)
+}
+
+// flush waits for the commit under way, if any, and returns its outcome.
+func (h *ingester) flush() error {
+	if h.pending == nil {
+		return nil
+	}
+	ch := h.pending
+	h.pending = nil
+	return h.finish(<-ch)
+}
+
+func (h *ingester) finish(o ingestOutcome) error {
+	h.metrics.ingested(o.res)
 	var de *store.DiffError
-	if errors.As(err, &de) {
+	if errors.As(o.err, &de) {
 		if h.tiers != nil {
 			h.tiers.Forget(de.TaskIDs...)
 		}
 		h.log.Warn().Ints64("task_ids", de.TaskIDs).Err(de.Err).Msg("tasks left unseen: their logs do not parse")
 		return nil
 	}
-	return err
+	if o.err != nil && h.tiers != nil {
+		ids := make([]int64, len(o.tasks))
+		for i := range o.tasks {
+			ids[i] = o.tasks[i].ID
+		}
+		h.tiers.Forget(ids...)
+	}
+	return o.err
 }
 
 // SweepDone ends the snapshot of the first start.
 func (h *ingester) SweepDone(ctx context.Context, s poller.SweepStats) error {
+	if err := h.flush(); err != nil {
+		return err
+	}
 	h.sweeps.Add(1)
 	if h.emit.Load() {
 		ok, err := h.db.Initialized()
