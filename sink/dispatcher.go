@@ -396,6 +396,12 @@ const (
 	outcomeAborted // the session cancelled the attempt
 )
 
+// asyncResult is what an AsyncSink reported for one attempt.
+type asyncResult struct {
+	it  *dispatchItem
+	err error
+}
+
 type dispatchResult struct {
 	it      *dispatchItem
 	outcome dispatchOutcome
@@ -497,11 +503,14 @@ type dispatchSession struct {
 
 	work    chan *dispatchItem  // to workers; cap MaxInFlight
 	results chan dispatchResult // from workers; cap MaxInFlight
-	retries chan *dispatchItem  // from retry timers
-	batches chan []diff.Event   // from the reader
-	credits dispatchCredits     // shared with the reader
-	wg      sync.WaitGroup      // reader and flusher
-	workers sync.WaitGroup      // workers
+
+	async     AsyncSink          // the sink, if it delivers asynchronously
+	asyncDone chan asyncResult   // from AsyncSink callbacks; cap MaxInFlight
+	retries   chan *dispatchItem // from retry timers
+	batches   chan []diff.Event  // from the reader
+	credits   dispatchCredits    // shared with the reader
+	wg        sync.WaitGroup     // reader and flusher
+	workers   sync.WaitGroup     // workers
 
 	tasks    map[int64]*dispatchTask
 	ready    []*dispatchTask // FIFO of tasks whose head may be attempted
@@ -531,6 +540,7 @@ func (d *Dispatcher) runSession(ctx context.Context, cursor uint64, notify <-cha
 		stop:           make(chan struct{}),
 		work:           make(chan *dispatchItem, n),
 		results:        make(chan dispatchResult, n),
+		asyncDone:      make(chan asyncResult, n),
 		retries:        make(chan *dispatchItem),
 		batches:        make(chan []diff.Event),
 		tasks:          make(map[int64]*dispatchTask),
@@ -551,8 +561,14 @@ func (d *Dispatcher) runSession(ctx context.Context, cursor uint64, notify <-cha
 	s.wg.Add(2)
 	go s.readLoop(cursor+1, notify)
 	go s.flushLoop()
-	s.workers.Add(n)
-	for range n {
+	workers := n
+	if as, ok := d.cfg.Sink.(AsyncSink); ok {
+		// Attempts need no goroutine; workers only write dead letters.
+		s.async = as
+		workers = min(n, 4)
+	}
+	s.workers.Add(workers)
+	for range workers {
 		go s.workLoop()
 	}
 
@@ -567,6 +583,8 @@ func (d *Dispatcher) runSession(ctx context.Context, cursor uint64, notify <-cha
 			s.add(evs)
 		case r := <-s.results:
 			s.handle(r)
+		case a := <-s.asyncDone:
+			s.finishAsync(a)
 		case it := <-s.retries:
 			s.retryDue(it)
 		case <-d.resumeCh:
@@ -600,6 +618,8 @@ wait:
 		select {
 		case r := <-s.results:
 			s.handle(r)
+		case a := <-s.asyncDone:
+			s.finishAsync(a)
 		case <-grace.C:
 			if cancelled {
 				d.log.Error().Int("in_flight", s.inFlight).Msg("sink ignores cancellation; leaving attempts behind")
@@ -752,21 +772,52 @@ func (s *dispatchSession) attempt(it *dispatchItem) dispatchResult {
 	}
 	it.attempts++
 	err := d.cfg.Sink.Deliver(s.attemptCtx, &it.ev)
+	r, dead := s.outcome(it, err)
+	if dead {
+		return s.deadLetter(it)
+	}
+	return r
+}
+
+// startAsync starts an attempt of it on an AsyncSink; its outcome arrives
+// on s.asyncDone.
+func (s *dispatchSession) startAsync(it *dispatchItem) {
+	it.attempts++
+	s.async.DeliverAsync(s.attemptCtx, &it.ev, func(err error) {
+		s.asyncDone <- asyncResult{it: it, err: err} // never blocks: cap MaxInFlight
+	})
+}
+
+// finishAsync applies the outcome of an asynchronous attempt; a dead letter
+// is written by a worker, off the loop.
+func (s *dispatchSession) finishAsync(a asyncResult) {
+	r, dead := s.outcome(a.it, a.err)
+	if dead {
+		s.work <- a.it // never blocks: cap MaxInFlight; still in flight
+		return
+	}
+	s.handle(r)
+}
+
+// outcome classifies the result err of one attempt of it. dead reports
+// that it must go to the dead letters (it.deadLetter is then set).
+func (s *dispatchSession) outcome(it *dispatchItem, err error) (r dispatchResult, dead bool) {
+	d := s.d
 	now := d.cfg.Now()
 	if err == nil {
-		return dispatchResult{it: it, outcome: outcomeDelivered, at: now}
+		return dispatchResult{it: it, outcome: outcomeDelivered, at: now}, false
 	}
 	if s.attemptCtx.Err() != nil {
-		return dispatchResult{it: it, outcome: outcomeAborted, err: err, at: now}
+		return dispatchResult{it: it, outcome: outcomeAborted, err: err, at: now}, false
 	}
 	it.lastErr = err
 	kind, wait := classifyFailure(err)
 	switch kind {
 	case failPause:
-		return dispatchResult{it: it, outcome: outcomePaused, err: err, at: now}
+		return dispatchResult{it: it, outcome: outcomePaused, err: err, at: now}, false
 	case failPermanent:
 		it.deadLetter = true
-		return s.deadLetter(it)
+		return dispatchResult{}, true
 	}
 	if it.bo == nil {
 		it.bo = NewBackOff(d.cfg.Retry, d.cfg.Now)
@@ -775,12 +826,12 @@ func (s *dispatchSession) attempt(it *dispatchItem) dispatchResult {
 	if next == backoff.Stop {
 		it.lastErr = fmt.Errorf("gave up after %d attempts in %s: %w", it.attempts, it.bo.GetElapsedTime().Round(time.Second), err)
 		it.deadLetter = true
-		return s.deadLetter(it)
+		return dispatchResult{}, true
 	}
 	// A Retry-After longer than the whole policy would only delay the
 	// dead letter.
 	wait = min(max(next, wait), d.cfg.Retry.MaxElapsed)
-	return dispatchResult{it: it, outcome: outcomeRetry, wait: wait, err: err, at: now}
+	return dispatchResult{it: it, outcome: outcomeRetry, wait: wait, err: err, at: now}, false
 }
 
 // deadLetter writes it to the dead letters. If the store fails, the write
@@ -837,7 +888,11 @@ func (s *dispatchSession) dispatch() {
 		s.ready[0] = nil
 		s.ready = s.ready[1:]
 		s.inFlight++
-		s.work <- t.queue[0] // never blocks: cap MaxInFlight
+		if it := t.queue[0]; s.async != nil && !it.deadLetter {
+			s.startAsync(it)
+		} else {
+			s.work <- it // never blocks: cap MaxInFlight
+		}
 		started = true
 	}
 	if started {

@@ -235,10 +235,59 @@ func (s *dispatchTestSink) Attempts(offset uint64) int {
 	return s.attempts[offset]
 }
 
+// asyncTests holds the tests whose sinks startDispatcher makes AsyncSinks.
+var asyncTests sync.Map // *testing.T -> bool
+
+// asyncTestSink makes a Sink an AsyncSink: each attempt runs Deliver on a
+// goroutine of its own and reports to done from there.
+type asyncTestSink struct {
+	Sink
+	calls atomic.Int64
+}
+
+func (a *asyncTestSink) DeliverAsync(ctx context.Context, ev *diff.Event, done func(error)) {
+	a.calls.Add(1)
+	go func() { done(a.Deliver(ctx, ev)) }()
+}
+
+// TestDispatcher_AsyncSink runs the dispatcher's tests again with sinks
+// that deliver asynchronously, as the JetStream sink does.
+func TestDispatcher_AsyncSink(t *testing.T) {
+	tests := map[string]func(*testing.T){
+		"TaskOrderUnderConcurrency":        TestDispatcher_TaskOrderUnderConcurrency,
+		"RetryBackoff":                     TestDispatcher_RetryBackoff,
+		"RetryAfter":                       TestDispatcher_RetryAfter,
+		"PermanentDeadLetters":             TestDispatcher_PermanentDeadLetters,
+		"MaxElapsedDeadLetters":            TestDispatcher_MaxElapsedDeadLetters,
+		"PauseResume":                      TestDispatcher_PauseResume,
+		"CursorIsContiguousWatermark":      TestDispatcher_CursorIsContiguousWatermark,
+		"PersistsCursorOnShutdown":         TestDispatcher_PersistsCursorOnShutdown,
+		"ShutdownLetsAttemptsFinish":       TestDispatcher_ShutdownLetsAttemptsFinish,
+		"ShutdownCancelsAfterDrainTimeout": TestDispatcher_ShutdownCancelsAfterDrainTimeout,
+		"Rewind":                           TestDispatcher_Rewind,
+		"ResetWhilePausedAndStopped":       TestDispatcher_ResetWhilePausedAndStopped,
+		"SlowSinkDoesNotBlockAnother":      TestDispatcher_SlowSinkDoesNotBlockAnother,
+		"ReadAheadBounded":                 TestDispatcher_ReadAheadBounded,
+		"ReadErrorRetried":                 TestDispatcher_ReadErrorRetried,
+	}
+	for name, fn := range tests {
+		t.Run(name, func(t *testing.T) {
+			asyncTests.Store(t, true)
+			t.Cleanup(func() { asyncTests.Delete(t) })
+			fn(t)
+		})
+	}
+}
+
 // startDispatcher runs a Dispatcher for cfg until the test ends or stop is
 // called; stop returns Run's error.
 func startDispatcher(t *testing.T, cfg DispatcherConfig) (d *Dispatcher, stop func() error) {
 	t.Helper()
+	if _, ok := asyncTests.Load(t); ok {
+		a := &asyncTestSink{Sink: cfg.Sink}
+		cfg.Sink = a
+		t.Cleanup(func() { assert.Positive(t, a.calls.Load(), "the asynchronous path was taken") })
+	}
 	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	d = NewDispatcher(cfg)
 	ctx, cancel := context.WithCancel(context.Background())

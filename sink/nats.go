@@ -29,9 +29,9 @@ const (
 	NATSEmbedded = "embedded"
 	// DefaultNATSMaxInFlight is the dispatcher concurrency suggested for
 	// NATS sinks when none is configured: publishes pipeline on one
-	// connection, so more in flight is cheap and raises throughput. With
-	// the whole relay on 2 cores, `incs-relay bench` measured ~25k events/s
-	// to JetStream at 128 and ~31k at 512.
+	// connection and JetStream acks are awaited without a goroutine each
+	// (DeliverAsync), so more in flight is cheap and hides the ack round
+	// trip; per-task order holds at any value.
 	DefaultNATSMaxInFlight = 512
 )
 
@@ -93,6 +93,7 @@ type NATS struct {
 	srv      *server.Server      // the embedded server, owned
 	ncClosed chan struct{}       // closed by the ClosedHandler
 	flusher  natsFlusher
+	acks     jsAcks // JetStream acknowledgements
 
 	stream   *StreamConfig
 	streamOK atomic.Bool
@@ -103,7 +104,7 @@ type NATS struct {
 	closeErr  error
 }
 
-var _ Sink = (*NATS)(nil)
+var _ AsyncSink = (*NATS)(nil)
 
 // NewNATS validates cfg, starts the embedded server if the URL asks for it,
 // and connects. If the server cannot be reached, NewNATS still returns the
@@ -193,6 +194,7 @@ func NewNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
 		return nil, fmt.Errorf("nats %s: connect: %w", cfg.Name, err)
 	}
 	n.flusher = natsFlusher{nc: n.nc, timeout: cfg.Timeout}
+	n.acks = jsAcks{sink: cfg.Name, timeout: cfg.Timeout, log: n.log}
 	if cfg.JetStream {
 		if n.js, err = jetstream.New(n.nc); err != nil {
 			_ = n.Close(ctx)
@@ -225,31 +227,13 @@ func (n *NATS) ClientURL() string {
 // Deliver publishes ev once and blocks until the server confirmed it (see
 // NATS), the timeout passed or ctx ended.
 func (n *NATS) Deliver(ctx context.Context, ev *diff.Event) error {
-	if n.closed.Load() {
-		return fmt.Errorf("nats %s: closed", n.name)
-	}
-	subj := n.subject.render(ev)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("nats %s: publish %s: %w", n.name, subj, err)
-	}
-	if !n.nc.IsConnected() {
-		return fmt.Errorf("nats %s: publish %s: not connected (%s)", n.name, subj, natsStatus(n.nc.Status()))
-	}
-	body, err := eventBodyOrJSON(ev)
+	msg, subj, err := n.message(ctx, ev)
 	if err != nil {
-		return Permanent(fmt.Errorf("nats %s: encode event %s: %w", n.name, ev.ID, err))
-	}
-	msg := &nats.Msg{
-		Subject: subj,
-		Data:    body,
-		Header: nats.Header{
-			jetstream.MsgIDHeader: []string{ev.ID},
-			"Content-Type":        []string{"application/cloudevents+json"},
-		},
+		return err
 	}
 	if n.js == nil {
 		if err := n.nc.PublishMsg(msg); err != nil {
-			return n.publishError(subj, err)
+			return publishError(n.name, subj, err)
 		}
 		if err := n.flusher.wait(ctx); err != nil {
 			return fmt.Errorf("nats %s: publish %s: flush: %w", n.name, subj, err)
@@ -261,26 +245,223 @@ func (n *NATS) Deliver(ctx context.Context, ev *diff.Event) error {
 			return err
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, n.timeout)
-	defer cancel()
-	// What jetstream.PublishMsg does without retries, but reading the ack
-	// without encoding/json: decoding acks was a tenth of the relay's CPU
-	// when relaying to JetStream as fast as it can.
-	resp, err := n.nc.RequestMsgWithContext(ctx, msg)
-	if errors.Is(err, nats.ErrNoResponders) {
-		err = jetstream.ErrNoStreamResponse
+	done := make(chan error, 1)
+	n.acks.publish(ctx, n.nc, msg, ev.ID, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("nats %s: publish %s: %w", n.name, subj, ctx.Err())
 	}
-	if err != nil {
-		return n.publishError(subj, err)
+}
+
+// message builds ev's message after the checks every attempt starts with.
+func (n *NATS) message(ctx context.Context, ev *diff.Event) (*nats.Msg, string, error) {
+	if n.closed.Load() {
+		return nil, "", fmt.Errorf("nats %s: closed", n.name)
 	}
-	dup, err := parsePubAck(resp.Data)
+	subj := n.subject.render(ev)
+	if err := ctx.Err(); err != nil {
+		return nil, subj, fmt.Errorf("nats %s: publish %s: %w", n.name, subj, err)
+	}
+	if !n.nc.IsConnected() {
+		return nil, subj, fmt.Errorf("nats %s: publish %s: not connected (%s)", n.name, subj, natsStatus(n.nc.Status()))
+	}
+	body, err := eventBodyOrJSON(ev)
 	if err != nil {
-		return n.publishError(subj, err)
+		return nil, subj, Permanent(fmt.Errorf("nats %s: encode event %s: %w", n.name, ev.ID, err))
+	}
+	return &nats.Msg{
+		Subject: subj,
+		Data:    body,
+		Header: nats.Header{
+			jetstream.MsgIDHeader: []string{ev.ID},
+			"Content-Type":        []string{"application/cloudevents+json"},
+		},
+	}, subj, nil
+}
+
+// DeliverAsync makes the attempt Deliver makes and calls done with its
+// outcome. With JetStream it returns once the message is written to the
+// connection, and done runs when the ack arrives (on the connection's
+// goroutine for the reply inbox), the timeout passes or ctx ends; the
+// dispatcher then keeps hundreds of publishes under way without a goroutine
+// each. Core NATS deliveries run Deliver on a goroutine.
+func (n *NATS) DeliverAsync(ctx context.Context, ev *diff.Event, done func(error)) {
+	if n.js == nil || n.stream != nil && !n.streamOK.Load() {
+		go func() { done(n.Deliver(ctx, ev)) }() // rare: the stream check blocks
+		return
+	}
+	msg, _, err := n.message(ctx, ev)
+	if err != nil {
+		done(err)
+		return
+	}
+	n.acks.publish(ctx, n.nc, msg, ev.ID, done)
+}
+
+// jsAcks routes JetStream acknowledgements to the deliveries waiting for
+// them: one subscription on a private inbox, one entry per publish, keyed
+// by the number that ends its reply subject. What jetstream.PublishMsgAsync
+// does, without a JSON decode per ack and with a done callback instead of
+// channels to wait on. A sweeper fails entries whose timeout passed or
+// whose ctx ended.
+type jsAcks struct {
+	sink    string
+	timeout time.Duration
+	log     zerolog.Logger
+
+	once   sync.Once
+	prefix string // reply subject prefix, "_INBOX.<nuid>."
+	sub    *nats.Subscription
+	subErr error
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	next uint64
+	wait map[uint64]*jsAck
+}
+
+type jsAck struct {
+	ctx      context.Context
+	deadline time.Time
+	subject  string
+	eventID  string
+	done     func(error)
+}
+
+// start subscribes to the reply inbox once.
+func (a *jsAcks) start(nc *nats.Conn) error {
+	a.once.Do(func() {
+		a.prefix = nc.NewInbox() + "."
+		a.wait = make(map[uint64]*jsAck)
+		a.stop = make(chan struct{})
+		if a.sub, a.subErr = nc.Subscribe(a.prefix+"*", a.handle); a.subErr != nil {
+			return
+		}
+		// Acks may arrive in bursts of hundreds: never drop one for a
+		// slow consumer.
+		_ = a.sub.SetPendingLimits(-1, -1)
+		a.wg.Add(1)
+		go a.sweep()
+	})
+	return a.subErr
+}
+
+// publish sends msg with a reply subject of the inbox and calls done once
+// with the outcome.
+func (a *jsAcks) publish(ctx context.Context, nc *nats.Conn, msg *nats.Msg, eventID string, done func(error)) {
+	if err := a.start(nc); err != nil {
+		done(fmt.Errorf("nats %s: ack inbox: %w", a.sink, err))
+		return
+	}
+	e := &jsAck{ctx: ctx, deadline: time.Now().Add(a.timeout), subject: msg.Subject, eventID: eventID, done: done}
+	a.mu.Lock()
+	if a.wait == nil {
+		a.mu.Unlock()
+		done(fmt.Errorf("nats %s: closed", a.sink))
+		return
+	}
+	a.next++
+	id := a.next
+	a.wait[id] = e
+	a.mu.Unlock()
+	msg.Reply = a.prefix + strconv.FormatUint(id, 10)
+	if err := nc.PublishMsg(msg); err != nil {
+		if a.take(id) != nil {
+			done(publishError(a.sink, msg.Subject, err))
+		}
+	}
+}
+
+// take removes and returns the entry id, nil if it is gone already.
+func (a *jsAcks) take(id uint64) *jsAck {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e := a.wait[id]
+	delete(a.wait, id)
+	return e
+}
+
+// handle receives one acknowledgement (or a no-responders status).
+func (a *jsAcks) handle(m *nats.Msg) {
+	id, err := strconv.ParseUint(strings.TrimPrefix(m.Subject, a.prefix), 10, 64)
+	if err != nil {
+		return
+	}
+	e := a.take(id)
+	if e == nil {
+		return // timed out, cancelled or closed meanwhile
+	}
+	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		e.done(publishError(a.sink, e.subject, jetstream.ErrNoStreamResponse))
+		return
+	}
+	dup, err := parsePubAck(m.Data)
+	if err != nil {
+		e.done(publishError(a.sink, e.subject, err))
+		return
 	}
 	if dup {
-		n.log.Debug().Str("event_id", ev.ID).Msg("duplicate publish; the stream already has it")
+		a.log.Debug().Str("event_id", e.eventID).Msg("duplicate publish; the stream already has it")
 	}
-	return nil
+	e.done(nil)
+}
+
+// sweep fails the entries whose timeout passed or whose ctx ended.
+func (a *jsAcks) sweep() {
+	defer a.wg.Done()
+	t := time.NewTicker(min(a.timeout/4, 100*time.Millisecond))
+	defer t.Stop()
+	var expired []*jsAck
+	for {
+		select {
+		case <-a.stop:
+			return
+		case now := <-t.C:
+			a.mu.Lock()
+			for id, e := range a.wait {
+				if e.ctx.Err() != nil || now.After(e.deadline) {
+					delete(a.wait, id)
+					expired = append(expired, e)
+				}
+			}
+			a.mu.Unlock()
+			for i, e := range expired {
+				if err := e.ctx.Err(); err != nil {
+					e.done(fmt.Errorf("nats %s: publish %s: %w", a.sink, e.subject, err))
+				} else {
+					e.done(fmt.Errorf("nats %s: publish %s: no ack within %s: %w", a.sink, e.subject, a.timeout, nats.ErrTimeout))
+				}
+				expired[i] = nil
+			}
+			expired = expired[:0]
+		}
+	}
+}
+
+// close stops the sweeper and fails what still waits.
+func (a *jsAcks) close() {
+	a.mu.Lock()
+	pending := a.wait
+	a.wait = nil
+	a.mu.Unlock()
+	if a.stop != nil {
+		close(a.stop)
+		a.wg.Wait()
+	}
+	for _, e := range pending {
+		e.done(fmt.Errorf("nats %s: publish %s: closed before the ack", a.sink, e.subject))
+	}
+}
+
+func publishError(sink, subj string, err error) error {
+	err = fmt.Errorf("nats %s: publish %s: %w", sink, subj, err)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return Permanent(err)
+	}
+	return err
 }
 
 // parsePubAck reads a JetStream publish acknowledgement as
@@ -333,6 +514,7 @@ func (n *NATS) Close(ctx context.Context) error {
 			n.closeErr = fmt.Errorf("nats %s: drain: %w", n.name, ctx.Err())
 		}
 		n.flusher.wg.Wait()
+		n.acks.close()
 		n.shutdownServer()
 	})
 	return n.closeErr

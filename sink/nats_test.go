@@ -284,6 +284,68 @@ func TestNATS_JetStreamErrorAck(t *testing.T) {
 	assert.Equal(t, failRetryable, kind)
 }
 
+// TestNATS_AsyncAcks drives DeliverAsync against a responder standing in
+// for a stream on a real server: each way an ack can go wrong calls done
+// exactly once with a retryable error, and an ack that arrives calls it
+// with nil.
+func TestNATS_AsyncAcks(t *testing.T) {
+	s := natsTestServer(t, t.TempDir(), -1, nil)
+	nc := natsTestConn(t, s)
+	answers := map[string]string{ // task id in the subject -> the answer
+		"1": `{"stream":"FAKE","seq":1}`,
+		"2": `{"stream":"FAKE","seq":2,"duplicate":true}`,
+		"3": `{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`,
+		"4": `not json`,
+		// 5: no answer at all
+	}
+	_, err := nc.Subscribe("incs.tasks.*.*", func(m *nats.Msg) {
+		if a, ok := answers[strings.Split(m.Subject, ".")[2]]; ok {
+			_ = m.Respond([]byte(a))
+		}
+	})
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	n := newTestNATS(t, NATSConfig{URL: s.ClientURL(), JetStream: true, Timeout: 300 * time.Millisecond})
+
+	deliver := func(ctx context.Context, taskID int64) error {
+		done := make(chan error, 2)
+		n.DeliverAsync(ctx, newConformanceEvent(t, taskID, taskID), func(err error) { done <- err })
+		err := <-done
+		assert.Never(t, func() bool { return len(done) > 0 }, 50*time.Millisecond, 10*time.Millisecond, "done called twice")
+		return err
+	}
+	ctx := context.Background()
+	require.NoError(t, deliver(ctx, 1))
+	require.NoError(t, deliver(ctx, 2), "a duplicate counts as delivered")
+	err = deliver(ctx, 3)
+	assert.ErrorContains(t, err, "maximum messages exceeded")
+	err = deliver(ctx, 4)
+	assert.ErrorIs(t, err, jetstream.ErrInvalidJSAck)
+	start := time.Now()
+	err = deliver(ctx, 5)
+	assert.ErrorIs(t, err, nats.ErrTimeout)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	kind, _ := classifyFailure(err)
+	assert.Equal(t, failRetryable, kind, "a missing ack is retried")
+
+	// An attempt whose ctx ends while it waits ends soon after.
+	ctx2, cancel := context.WithCancel(ctx)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	assert.ErrorIs(t, deliver(ctx2, 5), context.Canceled)
+
+	// Close fails what still waits for its ack.
+	done := make(chan error, 1)
+	long := newTestNATS(t, NATSConfig{URL: s.ClientURL(), JetStream: true, Timeout: time.Minute})
+	long.DeliverAsync(ctx, newConformanceEvent(t, 5, 5), func(err error) { done <- err })
+	require.NoError(t, long.Close(ctx))
+	select {
+	case err := <-done:
+		assert.ErrorContains(t, err, "closed before the ack")
+	case <-time.After(5 * time.Second):
+		t.Fatal("done not called at Close")
+	}
+}
+
 func TestParsePubAck(t *testing.T) {
 	tests := []struct {
 		data string

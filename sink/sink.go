@@ -35,6 +35,16 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
+// AsyncSink is a Sink that can start a delivery without blocking, so that
+// many can be under way without a goroutine each. DeliverAsync makes the
+// same single attempt as Deliver and calls done exactly once, from any
+// goroutine, with what Deliver would have returned; done must not block.
+// The Dispatcher uses it instead of Deliver when a sink has it.
+type AsyncSink interface {
+	Sink
+	DeliverAsync(ctx context.Context, ev *diff.Event, done func(error))
+}
+
 // Filter decides whether a sink wants an event. Events a sink does not want
 // count as delivered to it. A nil Filter accepts everything.
 type Filter func(ev *diff.Event) bool
