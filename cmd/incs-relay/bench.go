@@ -170,7 +170,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	for _, n := range names {
 		fmt.Fprintf(tw, "acknowledged by %s\t%s\t%.0f events/s\n", n, done[n].Round(time.Millisecond), float64(want)/done[n].Seconds())
 	}
-	fmt.Fprintf(tw, "relay peak RSS\t%.1f MB\tof which anonymous (heap, stacks) peaked at %.1f MB; the mapped store file was %.1f MB at the end\n", float64(peak)/(1<<20), float64(peakAnon)/(1<<20), float64(file)/(1<<20))
+	fmt.Fprintf(tw, "relay peak RSS\t%.1f MB\tof which anonymous (heap, stacks) peaked at %.1f MB; file-backed (the binary's code and the store's mapped pages) was %.1f MB at the end\n", float64(peak)/(1<<20), float64(peakAnon)/(1<<20), float64(file)/(1<<20))
 	if *delay > 0 {
 		fmt.Fprintf(tw, "webhook receiver delay\t%s\n", *delay)
 	}
