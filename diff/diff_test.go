@@ -264,16 +264,3 @@ func TestRawMemberAndElements(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, `{}`, string(last))
 }
-
-func TestCutMember(t *testing.T) {
-	rest, v, ok := CutMember([]byte(`{"a":1,"data":{"task":{"x":"}"},"n":2},"z":[3]}`), "data")
-	require.True(t, ok)
-	assert.Equal(t, `{"a":1,"z":[3]}`, string(rest))
-	assert.Equal(t, `{"task":{"x":"}"},"n":2}`, string(v))
-	rest, v, ok = CutMember(v, "task")
-	require.True(t, ok)
-	assert.Equal(t, `{"n":2}`, string(rest))
-	assert.Equal(t, `{"x":"}"}`, string(v))
-	_, _, ok = CutMember(rest, "log")
-	assert.False(t, ok)
-}

@@ -116,24 +116,6 @@ func RawMember(obj []byte, key string) (json.RawMessage, bool) {
 	return member[i:j:j], true
 }
 
-// CutMember splits the JSON object obj, which must be valid JSON, into a
-// new object without its top-level member key and that member's raw value,
-// which aliases obj. ok is false when the member is absent.
-func CutMember(obj []byte, key string) (rest []byte, value json.RawMessage, ok bool) {
-	start, end, _, ok := scanMember(obj, key)
-	if !ok {
-		return nil, nil, false
-	}
-	value, ok = RawMember(obj, key)
-	if !ok {
-		return nil, nil, false
-	}
-	rest = make([]byte, 0, len(obj)-(end-start))
-	rest = append(rest, obj[:start]...)
-	rest = append(rest, obj[end:]...)
-	return rest, value, true
-}
-
 // RawElements returns the elements of the JSON array arr, which must be
 // valid JSON; nil if arr is not an array.
 func RawElements(arr []byte) []json.RawMessage {
