@@ -377,6 +377,7 @@ type dispatchItem struct {
 	// itself is then what the next attempt retries.
 	deadLetter bool
 	timer      *time.Timer // pending retry
+	resumes    int         // the session's resumes when its attempt began
 }
 
 // dispatchTask is the queue of one task's events; queue[0] is either in
@@ -519,6 +520,7 @@ type dispatchSession struct {
 	lastRead uint64 // highest offset received from the reader
 	mark     uint64 // contiguous watermark
 	inFlight int
+	resumes  int // Resume calls received
 	paused   bool
 	draining bool
 
@@ -588,6 +590,7 @@ func (d *Dispatcher) runSession(ctx context.Context, cursor uint64, notify <-cha
 		case it := <-s.retries:
 			s.retryDue(it)
 		case <-d.resumeCh:
+			s.resumes++
 			if s.paused {
 				s.paused = false
 				d.clearPause()
@@ -888,7 +891,9 @@ func (s *dispatchSession) dispatch() {
 		s.ready[0] = nil
 		s.ready = s.ready[1:]
 		s.inFlight++
-		if it := t.queue[0]; s.async != nil && !it.deadLetter {
+		it := t.queue[0]
+		it.resumes = s.resumes
+		if s.async != nil && !it.deadLetter {
 			s.startAsync(it)
 		} else {
 			s.work <- it // never blocks: cap MaxInFlight
@@ -948,6 +953,15 @@ func (s *dispatchSession) handle(r dispatchResult) {
 	case outcomePaused:
 		t := s.tasks[ev.Data.TaskID]
 		s.ready = append(s.ready, t) // attempted again after Resume
+		if it.resumes < s.resumes {
+			// The attempt began before an operator resumed the sink: its
+			// answer is older than the resume, which wins. Attempt again.
+			d.mu.Lock()
+			d.st.InFlight = s.inFlight
+			d.mu.Unlock()
+			d.log.Warn().Err(r.err).Uint64("offset", ev.Offset).Str("event_id", ev.ID).Msg("an attempt begun before the resume asked to pause; attempting again")
+			break
+		}
 		d.mu.Lock()
 		d.st.InFlight = s.inFlight
 		already := d.st.Paused

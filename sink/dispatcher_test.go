@@ -260,6 +260,7 @@ func TestDispatcher_AsyncSink(t *testing.T) {
 		"PermanentDeadLetters":             TestDispatcher_PermanentDeadLetters,
 		"MaxElapsedDeadLetters":            TestDispatcher_MaxElapsedDeadLetters,
 		"PauseResume":                      TestDispatcher_PauseResume,
+		"ResumeWinsOverOlderPause":         TestDispatcher_ResumeWinsOverOlderPause,
 		"CursorIsContiguousWatermark":      TestDispatcher_CursorIsContiguousWatermark,
 		"PersistsCursorOnShutdown":         TestDispatcher_PersistsCursorOnShutdown,
 		"ShutdownLetsAttemptsFinish":       TestDispatcher_ShutdownLetsAttemptsFinish,
@@ -555,6 +556,41 @@ func TestDispatcher_PauseResume(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, uint64(4), c)
 	assert.Equal(t, 1, obs.paused)
+}
+
+// TestDispatcher_ResumeWinsOverOlderPause: an attempt that began before an
+// operator resumed the sink and then answers "pause" does not pause it
+// again; its event is attempted again.
+func TestDispatcher_ResumeWinsOverOlderPause(t *testing.T) {
+	ob := newDispatchTestOutbox(t)
+	evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(2, 2), dispatchTestEvent(1, 3))
+	var gone atomic.Bool
+	gone.Store(true)
+	release := make(chan struct{})
+	var slow atomic.Int32
+	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+		if ev.Offset == 2 && slow.Add(1) == 1 {
+			<-release // answers after the resume, with what it saw before
+			return &PauseError{Err: errors.New("HTTP 410")}
+		}
+		if gone.Load() {
+			return &PauseError{Err: errors.New("HTTP 410")}
+		}
+		return nil
+	})
+	obs := &recordingObserver{}
+	d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry, Observer: obs, MaxInFlight: 2})
+	require.Eventually(t, func() bool { return d.State().Paused }, 5*time.Second, time.Millisecond)
+	gone.Store(false)
+	d.Resume()
+	require.Eventually(t, func() bool { return !d.State().Paused }, 5*time.Second, time.Millisecond)
+	close(release)
+	require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 5*time.Second, time.Millisecond)
+	assert.False(t, d.State().Paused, "the resume stands")
+	require.NoError(t, stop())
+	assertTaskOrder(t, evs, sink.Acked())
+	assert.Equal(t, 1, obs.paused)
+	assert.Equal(t, 2, sink.Attempts(2), "the event answered with the old pause is attempted again")
 }
 
 func TestDispatcher_CursorIsContiguousWatermark(t *testing.T) {
