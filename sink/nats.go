@@ -441,8 +441,10 @@ func (a *jsAcks) sweep() {
 	}
 }
 
-// close stops the sweeper and fails what still waits.
+// close stops the sweeper and fails what still waits. A publish after it
+// fails: the inbox is never subscribed afterwards.
 func (a *jsAcks) close() {
+	a.once.Do(func() {})
 	a.mu.Lock()
 	pending := a.wait
 	a.wait = nil

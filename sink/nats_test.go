@@ -346,6 +346,19 @@ func TestNATS_AsyncAcks(t *testing.T) {
 	}
 }
 
+// TestJSAcks_PublishAfterClose: acks closed before their first use never
+// subscribe nor start the sweeper; a publish then fails at once.
+func TestJSAcks_PublishAfterClose(t *testing.T) {
+	s := natsTestServer(t, t.TempDir(), -1, nil)
+	nc := natsTestConn(t, s)
+	a := jsAcks{sink: "bus", timeout: time.Second}
+	a.close()
+	var got error
+	a.publish(context.Background(), nc, &nats.Msg{Subject: "incs.tasks.1.created"}, "log-1", func(err error) { got = err })
+	assert.ErrorContains(t, got, "nats bus: closed")
+	assert.Nil(t, a.sub, "no inbox subscription")
+}
+
 func TestParsePubAck(t *testing.T) {
 	tests := []struct {
 		data string
