@@ -153,9 +153,10 @@ func (r *bodyReader) lit(s string) bool {
 
 // token returns the next scalar: a string with its quotes, or a number.
 func (r *bodyReader) token() []byte {
-	end := diff.ValueEnd(r.b, r.i)
-	if r.i < len(r.b) && r.b[r.i] != '"' {
-		end = r.i
+	end := r.i
+	if end < len(r.b) && r.b[end] == '"' {
+		end = diff.ValueEnd(r.b, r.i)
+	} else {
 		for end < len(r.b) && (r.b[end] >= '0' && r.b[end] <= '9' || r.b[end] == '-') {
 			end++
 		}
