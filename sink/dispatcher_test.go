@@ -425,6 +425,13 @@ func TestDispatcher_RetryBackoff(t *testing.T) {
 	policy := RetryPolicy{Initial: 20 * time.Millisecond, Max: time.Second, MaxElapsed: time.Minute}
 	d, _ := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: policy, Observer: obs})
 	require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 10*time.Second, time.Millisecond)
+	// The sink counts an ack before the dispatcher hears of it; the
+	// observer hears last.
+	require.Eventually(t, func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return obs.delivered == 3
+	}, 5*time.Second, time.Millisecond)
 
 	mu.Lock()
 	defer mu.Unlock()
