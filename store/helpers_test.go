@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/difftest"
 )
 
 var shanghai = func() *time.Location {
@@ -157,38 +157,8 @@ type apiPage struct {
 // ids from firstTask and log ids from firstLog, shaped like the vendor's
 // example (Chinese comments and names included).
 func pageJSON(firstTask int64, n, logsPer int, firstLog int64) []byte {
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"status":"success","code":200,"message":"","data":{"total":%d,"data":[`, 5000)
-	lid := firstLog
-	for i := range n {
-		id := firstTask + int64(i)
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"id":%d,"creation_id":104,"auth_id":30058,"name":"4.8 回访任务 %d","description":"客户要求尽快联系，备注：\"优先\"","type":3,"user_name":"Erin","user_phone":"6281519140316","assignee_username":"incs_1","status":1,"created_at":"2026-04-08 17:22:01","updated_at":"2026-04-08 17:28:54","logs":[`, id, id)
-		for j := range logsPer {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			typ := j%4 + 1
-			assignee, comment, status, pre := "", "", 0, 0
-			switch typ {
-			case 2:
-				assignee = "incs_1"
-			case 3:
-				assignee, status = "incs_1", 1
-			case 4:
-				assignee, status, pre, comment = "incs_1", 1, 1, "已经跟进，客户明天回电"
-			}
-			ts := fmt.Sprintf("2026-04-08 17:%02d:%02d", 22+j, int(lid%60))
-			fmt.Fprintf(&b, `{"id":%d,"type":%d,"status":%d,"pre_status":%d,"assignee_username":%q,"comment":%q,"created_at":%q,"updated_at":%q}`,
-				lid, typ, status, pre, assignee, comment, ts, ts)
-			lid++
-		}
-		b.WriteString(`]}`)
-	}
-	b.WriteString(`]},"error":{}}`)
-	return []byte(b.String())
+	return fmt.Appendf(nil, `{"status":"success","code":200,"message":"","data":{"total":%d,"data":%s},"error":{}}`,
+		5000, difftest.TasksJSON(firstTask, n, logsPer, firstLog))
 }
 
 // decodePage decodes an API response into its tasks.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/difftest"
 	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/sink/consume"
 	"github.com/incs-relay/incs-relay/store"
@@ -44,37 +44,8 @@ var benchLocation = func() *time.Location {
 // are about 1 KiB like real ones.
 func syntheticTasks(tb testing.TB, first int64, n, logsPer int) []diff.Task {
 	tb.Helper()
-	var b strings.Builder
-	b.WriteByte('[')
-	for i := range n {
-		id := first + int64(i)
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"id":%d,"creation_id":104,"auth_id":30058,"name":"回访任务 %d","description":"客户要求尽快联系，备注：\"优先\"","type":3,"user_name":"Erin","user_phone":"6281519140316","assignee_username":"incs_1","status":1,"created_at":"2026-04-08 17:22:01","updated_at":"2026-04-08 17:28:54","logs":[`, id, id)
-		for j := range logsPer {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			typ := j%4 + 1
-			assignee, comment, status, pre := "", "", 0, 0
-			switch typ {
-			case 2:
-				assignee = "incs_1"
-			case 3:
-				assignee, status = "incs_1", 1
-			case 4:
-				assignee, status, pre, comment = "incs_1", 1, 1, "已经跟进，客户明天回电"
-			}
-			ts := fmt.Sprintf("2026-04-08 17:%02d:%02d", 22+j%30, j%60)
-			fmt.Fprintf(&b, `{"id":%d,"type":%d,"status":%d,"pre_status":%d,"assignee_username":%q,"comment":%q,"created_at":%q,"updated_at":%q}`,
-				id*int64(logsPer)+int64(j), typ, status, pre, assignee, comment, ts, ts)
-		}
-		b.WriteString(`]}`)
-	}
-	b.WriteByte(']')
 	var tasks []diff.Task
-	require.NoError(tb, json.Unmarshal([]byte(b.String()), &tasks))
+	require.NoError(tb, json.Unmarshal(difftest.TasksJSON(first, n, logsPer, first*int64(logsPer)), &tasks))
 	return tasks
 }
 
