@@ -458,6 +458,8 @@ func (a *jsAcks) close() {
 	}
 }
 
+// publishError wraps a failed publish of sink to subj; a message over the
+// server's max payload is permanent.
 func publishError(sink, subj string, err error) error {
 	err = fmt.Errorf("nats %s: publish %s: %w", sink, subj, err)
 	if errors.Is(err, nats.ErrMaxPayload) {
@@ -491,14 +493,6 @@ func parsePubAck(data []byte) (duplicate bool, err error) {
 		return false, jetstream.ErrInvalidJSAck
 	}
 	return ack.Duplicate, nil
-}
-
-func (n *NATS) publishError(subj string, err error) error {
-	err = fmt.Errorf("nats %s: publish %s: %w", n.name, subj, err)
-	if errors.Is(err, nats.ErrMaxPayload) {
-		return Permanent(err)
-	}
-	return err
 }
 
 // Close drains and closes the connection (bounded by ctx), then shuts

@@ -91,7 +91,6 @@ func decodeEvent(off uint64, v []byte) (diff.Event, error) {
 	body := bytes.Clone(h.body)
 	ev, ok := decodeEventFast(body)
 	if !ok {
-		ev = diff.Event{}
 		if err := json.Unmarshal(body, &ev); err != nil {
 			return diff.Event{}, fmt.Errorf("event %d: %w", off, err)
 		}
