@@ -148,3 +148,12 @@ func TestReadmeRecipes_Valid(t *testing.T) {
 		require.NoError(t, buildSinksDryRun(cfg), "recipe %d", n)
 	}
 }
+
+// TestMaxInFlight_Defaults: a sink without max_in_flight gets 16, a NATS
+// sink 512 (publishes pipeline on one connection); a set value wins.
+func TestMaxInFlight_Defaults(t *testing.T) {
+	assert.Equal(t, 16, maxInFlight(SinkConfig{Type: SinkWebhook}))
+	assert.Equal(t, 16, maxInFlight(SinkConfig{Type: SinkSlack}))
+	assert.Equal(t, 512, maxInFlight(SinkConfig{Type: SinkNATS}))
+	assert.Equal(t, 8, maxInFlight(SinkConfig{Type: SinkNATS, MaxInFlight: 8}))
+}

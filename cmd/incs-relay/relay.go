@@ -440,17 +440,15 @@ func (h *ingester) SweepDone(ctx context.Context, s poller.SweepStats) error {
 	return nil
 }
 
+// maxInFlight is sc's max_in_flight, or the default for its type.
 func maxInFlight(sc SinkConfig) int {
 	if sc.MaxInFlight > 0 {
 		return sc.MaxInFlight
 	}
-	switch sc.Type {
-	case SinkNATS:
+	if sc.Type == SinkNATS {
 		return sink.DefaultNATSMaxInFlight
-	case SinkSlack, SinkFeishu:
-		return 16
 	}
-	return 16
+	return sink.DefaultMaxInFlight
 }
 
 func retryPolicy(sc SinkConfig) sink.RetryPolicy {
