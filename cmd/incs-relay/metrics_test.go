@@ -250,7 +250,10 @@ func TestMetrics_AfterRun(t *testing.T) {
 		}
 		return s.value("incs_relay_polls_total") == float64(cycles) &&
 			s.value("incs_relay_sink_cursor", "sink", "hooks") == float64(head) &&
-			s.value("incs_relay_sink_cursor", "sink", "changes") == float64(head)
+			s.value("incs_relay_sink_cursor", "sink", "changes") == float64(head) &&
+			// the observer counts a delivery just after the cursor moves
+			s.value("incs_relay_deliveries_total", "sink", "hooks", "outcome", "delivered") == float64(len(all)-1) &&
+			s.value("incs_relay_deliveries_total", "sink", "changes", "outcome", "delivered") == float64(statusChanges)
 	}, 20*time.Second, 50*time.Millisecond, "API requests and poll cycles as the API saw them")
 
 	t.Run("api", func(t *testing.T) {
@@ -384,8 +387,11 @@ func TestMetrics_OutboundRefused(t *testing.T) {
 	var s scrape
 	require.Eventually(t, func() bool {
 		s = h.scrapeMetrics(t)
+		// The receiver counts a delivery before the relay hears its answer,
+		// so the delivered count is waited for too.
 		return s.value("incs_relay_outbound_refused_total", "sink", "denied") >= 3 &&
-			s.value("incs_relay_outbound_refused_total", "sink", "metadata") >= 3
+			s.value("incs_relay_outbound_refused_total", "sink", "metadata") >= 3 &&
+			s.value("incs_relay_deliveries_total", "sink", "allowed", "outcome", "delivered") == float64(h.head(t))
 	}, 20*time.Second, 50*time.Millisecond)
 	assert.Equal(t, float64(h.head(t)), s.value("incs_relay_deliveries_total", "sink", "allowed", "outcome", "delivered"))
 	assert.Zero(t, s.value("incs_relay_outbound_refused_total", "sink", "allowed"))
