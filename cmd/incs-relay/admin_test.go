@@ -395,7 +395,8 @@ func TestAdmin_SinksAndEvents(t *testing.T) {
 	require.Eventually(t, func() bool {
 		_, body := h.get(t, "/v1/sinks", true)
 		var got struct{ Sinks []sinkStatus }
-		return json.Unmarshal([]byte(body), &got) == nil && len(got.Sinks) == 1 && got.Sinks[0].Cursor == head
+		return json.Unmarshal([]byte(body), &got) == nil && len(got.Sinks) == 1 &&
+			got.Sinks[0].Cursor == head && got.Sinks[0].Delivered == head // counted just after the cursor moves
 	}, 10*time.Second, 20*time.Millisecond)
 	_, body := h.get(t, "/v1/sinks", true)
 	var sinks struct{ Sinks []sinkStatus }
