@@ -43,6 +43,13 @@ const (
 	retryMaxWait  = 30 * time.Second // longest wait between retries in a sweep
 )
 
+// DefaultBudget is the request budget per interval when Config.Budget is
+// not set: 80 % of what the rate limit allows in one interval, at least 1.
+// The rest is left for retries, follow-ups and cycles that run long.
+func DefaultBudget(rateLimit float64, interval time.Duration) int {
+	return max(int(math.Floor(0.8*rateLimit*interval.Seconds()+1e-9)), 1)
+}
+
 // Config configures a Client and a Poller. Zero fields take the defaults
 // named on each; cmd fills it from the YAML config.
 type Config struct {
@@ -77,6 +84,16 @@ type Config struct {
 	// cycle, at twice the requests. When the rate limit makes cycles
 	// longer than Interval, so many cycles take longer too.
 	OpenSweep time.Duration
+	// Budget is, for the Tiered strategy, the number of API requests per
+	// Interval it aims to spend on average: after the newest window, the
+	// open tier and the follow-ups, it reads as many finished slices as the
+	// rest of the budget pays for, least recently read first, so a world
+	// whose full sweep fits is read whole every cycle. OpenSweep and
+	// FullSweep stay ceilings that are kept even beyond the budget; the
+	// rate limit is never exceeded. Default DefaultBudget(RateLimit,
+	// Interval); without a rate limit, or when negative, there is no budget
+	// and only the ceilings are read.
+	Budget int
 	// Retries is how often a sweep repeats a request that failed in a
 	// transient way before it gives up. Default 3; negative means none.
 	Retries int
@@ -123,6 +140,10 @@ func (c Config) withDefaults() Config {
 		c.OpenSweep = 2 * c.Interval
 	}
 	c.OpenSweep = min(max(c.OpenSweep, c.Interval), c.FullSweep)
+	if c.Budget == 0 && c.RateLimit > 0 && !math.IsInf(c.RateLimit, 1) {
+		c.Budget = DefaultBudget(c.RateLimit, c.Interval)
+	}
+	c.Budget = max(c.Budget, 0)
 	if c.Retries == 0 {
 		c.Retries = 3
 	}
@@ -167,6 +188,9 @@ type Query struct {
 	CreatedTo   WallTime
 	Page        int
 	PageSize    int
+	// Pages, when above 0, is the most pages a sweep reads, from Page on:
+	// 1 reads Page alone, with nothing fetched ahead.
+	Pages int
 }
 
 // encode returns q as a query string, times formatted in loc. Spaces are

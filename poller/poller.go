@@ -93,6 +93,15 @@ type Status struct {
 	// time from SeenThrough to when Status was called; zero while
 	// SeenThrough is.
 	MaxUnseenAge time.Duration
+	// OpenAge and FinishedAge are the freshness of the Tiered strategy's
+	// tiers: how long ago the open task (any task, for FinishedAge) read
+	// least recently was read, the worst-case age of a change not seen
+	// yet. Zero for other strategies and before the first full sweep.
+	OpenAge, FinishedAge time.Duration
+	// FullSweepMissed is set when FinishedAge passed Config.FullSweep by
+	// more than an interval: the rate limit does not let the relay read
+	// every task that often.
+	FullSweepMissed bool
 	// Tiers describes the Tiered strategy's state; zero for other
 	// strategies.
 	Tiers TierStats
@@ -170,12 +179,20 @@ func (p *Poller) Status() Status {
 	p.mu.Lock()
 	st := p.status
 	p.mu.Unlock()
+	now := p.now()
 	if tr, ok := p.Strategy.(*Tiered); ok {
 		st.Tiers = tr.Stats()
 		st.SeenThrough = st.Tiers.SeenThrough()
+		if !st.Tiers.OpenSeenThrough.IsZero() {
+			st.OpenAge = max(now.Sub(st.Tiers.OpenSeenThrough), 0)
+		}
+		if !st.Tiers.FinishedSeenThrough.IsZero() {
+			st.FinishedAge = max(now.Sub(st.Tiers.FinishedSeenThrough), 0)
+			st.FullSweepMissed = st.FinishedAge > tr.cfg.FullSweep+tr.cfg.Interval
+		}
 	}
 	if !st.SeenThrough.IsZero() {
-		st.MaxUnseenAge = max(p.now().Sub(st.SeenThrough), 0)
+		st.MaxUnseenAge = max(now.Sub(st.SeenThrough), 0)
 	}
 	return st
 }

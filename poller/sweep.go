@@ -172,7 +172,7 @@ func (c *Client) fetch(ctx context.Context, q Query, skip Skipper, fs *SweepStat
 			fs.PageSize = n
 			c.log.Info().Int("requested", q.PageSize).Int("served", n).Msg("api caps the page size")
 		}
-		if n < size || page >= (p.Total+size-1)/size {
+		if n < size || page >= (p.Total+size-1)/size || (q.Pages > 0 && page-first+1 >= q.Pages) {
 			return
 		}
 	}

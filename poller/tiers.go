@@ -2,6 +2,7 @@ package poller
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -98,6 +99,28 @@ type Tiered struct {
 	pairs, inversions int
 	prevUpdated       WallTime
 	headFrom          WallTime // a head page listing a task updated since is not the last
+
+	scan     headScan // the head scan of the cycle under way
+	scanTop  WallTime // newest updated_at the last complete head scan listed
+	need     float64  // requests the ceilings need per cycle, averaged
+	short    bool     // the budget was below what the ceilings need, last logged
+	ordered  bool     // the last cycle's head scan showed updated_at order
+	orderLog bool     // whether the order was last logged as holding
+}
+
+// headScan is what the head scan of one cycle saw: the unfiltered list,
+// read from its first page while each page shows news, to learn whether
+// the API lists tasks by updated_at, newest first, and, when it does, to
+// find every change since the last cycle in a page or two.
+type headScan struct {
+	pages       int
+	prevUpdated WallTime // updated_at of the task listed last
+	minChanged  int64    // lowest id of a task listed with a new log; 0 if none
+	top         WallTime // newest updated_at listed
+	positive    bool     // a task with a new log was listed ahead of a task with a higher id
+	negative    bool     // updated_at rose from one task to the next
+	complete    bool     // the scan ended at a page without news
+	more        bool     // the page just read asks for the next one
 }
 
 // Tiered's sizes.
@@ -197,6 +220,7 @@ const (
 	kindOpen
 	kindFull
 	kindFetch
+	kindScan // the head of the unfiltered list, see headScan
 )
 
 // planned is one query of the cycle and what came of it.
@@ -206,6 +230,7 @@ type planned struct {
 	status int   // for kindOpen
 	id     int64 // for kindFetch
 	q      Query
+	budget bool // a kindFull read paid for by the budget, beyond the ceilings
 	shift  bool // its sweep saw a page shift
 	done   bool
 }
@@ -225,6 +250,26 @@ type TierStats struct {
 	Fetches                                                    int // task_id fetches in the last cycle
 	Pending                                                    int // tasks that left a range, left to fetch in a later cycle
 	PageShifts                                                 int // sweeps of the last cycle that saw tasks move between pages
+	// ScanRequests read the head of the unfiltered list; BudgetRequests
+	// read finished slices beyond the ceilings, paid for by the budget.
+	ScanRequests, BudgetRequests int
+	// Requests is every request of the last cycle, retries included.
+	Requests int
+	// Budget is the requests per cycle the strategy aims to spend (0: no
+	// budget, only the ceilings are read).
+	Budget int
+	// CeilingNeed is what the ceilings (the newest window, the head scan,
+	// the open tier at Config.OpenSweep, the finished tier at
+	// Config.FullSweep and the follow-ups) cost per cycle, averaged over
+	// the last cycles. Above Budget, BudgetShort is set: the ceilings are
+	// kept, and nothing is left to read finished tasks more often.
+	CeilingNeed float64
+	BudgetShort bool
+	// Ordered is set when the last cycle's head scan showed that the API
+	// lists tasks by updated_at, newest first, and read down to where
+	// nothing changed: every change was then found by it, and the budget
+	// was not spent on finished slices.
+	Ordered bool
 	// OpenSeenThrough and FinishedSeenThrough: every open task was read
 	// after the first, every task after the second (zero before the
 	// first full sweep).
@@ -310,6 +355,7 @@ func (t *Tiered) Cycle(now time.Time) []Query {
 	t.start = now
 	t.plan, t.pos, t.round, t.roundStart = t.plan[:0], 0, 0, 0
 	t.pairs, t.inversions = 0, 0
+	t.scan = headScan{}
 	t.undo = schedule{t.fullCredit, t.openCredit, t.openCursor}
 	t.cur = TierStats{}
 	t.lbFrom = WallTimeOf(now.Add(-t.cfg.Lookback), t.cfg.Location)
@@ -397,6 +443,7 @@ func (t *Tiered) planMain(now time.Time) {
 		from = min(from, WallTimeOf(a, t.cfg.Location),
 			WallTimeOf(now, t.cfg.Location)-WallTime(now.Sub(a)/time.Second)-1)
 	}
+	t.plan = append(t.plan, planned{kind: kindScan, q: Query{CreatedFrom: t.lbFrom, Page: 1, Pages: 1}})
 	t.plan = append(t.plan, planned{kind: kindNewest, q: Query{CreatedFrom: max(from, t.lbFrom)}})
 
 	n := len(t.slices)
@@ -427,6 +474,19 @@ func (t *Tiered) planMain(now time.Time) {
 		t.fullCredit -= float64(t.slices[i].weight())
 	}
 	t.fullCredit = max(t.fullCredit, -float64(total))
+
+	// The budget: what the ceilings left over the last cycles buys full
+	// reads of the slices read least recently. Chosen before the open tier,
+	// which then passes over them: a full read reads their open tasks too.
+	// planBudget spends what is still left once the cycle's other reads
+	// are done.
+	var paid []bool
+	if t.cfg.Budget > 0 && !t.ordered {
+		paid = t.chooseBudget(full, t.cfg.Budget-int(math.Ceil(t.need)))
+		for i := range paid {
+			full[i] = full[i] || paid[i]
+		}
+	}
 
 	// Open tier: a ring over the slices, from where the last cycle
 	// stopped, taking slices until this cycle's share of the open tasks is
@@ -495,10 +555,13 @@ func (t *Tiered) planMain(now time.Time) {
 					Status: &status, CreatedFrom: max(t.slices[lo].from, t.lbFrom), CreatedTo: t.slices[hi-1].to}})
 			}
 		case full[lo]:
-			for hi < n && full[hi] {
+			budget := paid != nil && paid[lo]
+			for hi < n && full[hi] && (paid != nil && paid[hi]) == budget {
 				hi++
 			}
-			t.plan = append(t.plan, t.fullRead(lo, hi))
+			p := t.fullRead(lo, hi)
+			p.budget = budget
+			t.plan = append(t.plan, p)
 		}
 		lo = hi
 	}
@@ -540,6 +603,9 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 		kind = t.plan[t.pos].kind
 	}
 	more := kind != kindHead
+	if kind == kindScan {
+		t.scan.more = t.observeScan(p)
+	}
 	for i := range p.Heads {
 		h := &p.Heads[i]
 		if kind == kindInitial {
@@ -574,6 +640,66 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 		}
 	}
 	return more
+}
+
+// maxScanPages bounds the head scan of one cycle when there is no budget
+// to bound it by.
+const maxScanPages = 10
+
+// observeScan reads one page of the head scan before Observe records it,
+// and reports whether the scan should read the next page: while the list
+// is sorted by updated_at, newest first, and the page shows news (a task
+// not handled in this version, or one updated at or after the newest
+// updated_at the last complete scan listed). The order is shown only by
+// positive evidence: a task with a new log listed ahead of a task with a
+// higher id, which neither an id nor a creation order does. updated_at
+// alone proves nothing: the API moves it without a log.
+func (t *Tiered) observeScan(p *Page) bool {
+	sc := &t.scan
+	sc.pages++
+	news := false
+	oldest := WallTime(0)
+	for i := range p.Heads {
+		h := &p.Heads[i]
+		r := t.recs[h.ID]
+		if h.Updated != 0 {
+			if sc.prevUpdated != 0 && h.Updated > sc.prevUpdated {
+				sc.negative = true
+			}
+			sc.prevUpdated = h.Updated
+			sc.top = max(sc.top, h.Updated)
+			if oldest == 0 || h.Updated < oldest {
+				oldest = h.Updated
+			}
+		}
+		if sc.minChanged != 0 && h.ID > sc.minChanged {
+			sc.positive = true
+		}
+		if r == nil || !r.unchanged(h) {
+			news = true
+		}
+		if r != nil && r.handled && (h.LastLog != r.lastLog || h.Logs != int(r.logs)) {
+			if sc.minChanged == 0 || h.ID < sc.minChanged {
+				sc.minChanged = h.ID
+			}
+		}
+	}
+	if t.scanTop != 0 && oldest >= t.scanTop {
+		news = true // tasks updated since the last scan may follow
+	}
+	limit := maxScanPages
+	if t.cfg.Budget > 0 {
+		limit = max(t.cfg.Budget/4, 2)
+	}
+	full := len(p.Heads) >= t.cfg.PageSize
+	switch {
+	case !news || !full:
+		sc.complete = true
+		return false
+	case sc.negative || sc.pages >= limit:
+		return false
+	}
+	return true
 }
 
 // place puts a new record into the slice its creation time falls in. Before
@@ -619,6 +745,7 @@ func (t *Tiered) Swept(_ Query, st SweepStats) []Query {
 	p := &t.plan[t.pos]
 	t.pos++
 	p.done, p.shift = true, st.PageShift()
+	t.cur.Requests += st.Requests
 	if p.shift {
 		t.cur.PageShifts++
 	}
@@ -629,6 +756,21 @@ func (t *Tiered) Swept(_ Query, st SweepStats) []Query {
 		t.cur.OpenRequests += st.Requests
 	case kindInitial, kindHead, kindFull:
 		t.cur.SweepRequests += st.Requests
+		if p.budget {
+			t.cur.BudgetRequests += st.Requests
+		}
+	case kindScan:
+		t.cur.ScanRequests += st.Requests
+		if t.scan.more {
+			// One page at a time: a page fetched ahead would be wasted
+			// on the last one. The next page is part of this round.
+			t.scan.more = false
+			q := p.q
+			q.Page++
+			t.plan = append(t.plan, planned{kind: kindScan, q: q})
+			t.roundEnd = len(t.plan)
+			return []Query{q}
+		}
 	case kindFetch:
 		t.cur.FetchRequests += st.Requests
 		t.cur.Fetches++
@@ -650,14 +792,94 @@ func (t *Tiered) Swept(_ Query, st SweepStats) []Query {
 		t.plan = append(t.plan, planned{kind: kindHead, q: p.q})
 		return []Query{p.q}
 	}
-	if t.pos < t.roundEnd || t.round >= 2 || !t.ready {
+	if t.pos < t.roundEnd || !t.ready {
 		return nil
 	}
-	from := len(t.plan)
-	t.followUps(t.roundStart, t.roundEnd)
-	t.round++
-	t.roundStart, t.roundEnd = t.roundEnd, len(t.plan)
-	return t.queries(from)
+	return t.nextRound()
+}
+
+// nextRound plans the round after the one just swept: two rounds of
+// follow-ups, then the finished slices the budget pays for. An empty round
+// is passed over.
+func (t *Tiered) nextRound() []Query {
+	for t.round < 3 {
+		from := len(t.plan)
+		if t.round < 2 {
+			t.followUps(t.roundStart, t.roundEnd)
+		} else {
+			t.planBudget()
+		}
+		t.round++
+		t.roundStart, t.roundEnd = t.roundEnd, len(t.plan)
+		if len(t.plan) > from {
+			return t.queries(from)
+		}
+	}
+	return nil
+}
+
+// planBudget spends what is left of the budget after the ceilings on full
+// reads of the slices read least recently, as many as it pays for at one
+// request per page. A cycle whose head scan found the list in updated_at
+// order found every change through it and spends nothing here.
+func (t *Tiered) planBudget() {
+	left := t.cfg.Budget - t.cur.Requests
+	if t.cfg.Budget <= 0 || left <= 0 || t.scanOrdered() {
+		return
+	}
+	read := make([]bool, len(t.slices))
+	for i := range t.plan {
+		if p := &t.plan[i]; p.kind == kindFull {
+			for j := p.lo; j < p.hi; j++ {
+				read[j] = true
+			}
+		}
+	}
+	chosen := t.chooseBudget(read, left)
+	for lo := 0; lo < len(chosen); {
+		hi := lo + 1
+		if chosen[lo] {
+			for hi < len(chosen) && chosen[hi] {
+				hi++
+			}
+			p := t.fullRead(lo, hi)
+			p.budget = true
+			t.plan = append(t.plan, p)
+		}
+		lo = hi
+	}
+}
+
+// chooseBudget picks the slices not excluded that were read least
+// recently, as many as left pages pay for at one request per page, and
+// counts their reads toward the FullSweep ceiling.
+func (t *Tiered) chooseBudget(exclude []bool, left int) []bool {
+	chosen := make([]bool, len(t.slices))
+	if left <= 0 {
+		return chosen
+	}
+	total := 0
+	for _, s := range t.slices {
+		total += s.weight()
+	}
+	for _, i := range t.oldestFirst(exclude, func(s *slice) int64 { return s.lastFull.UnixNano() }) {
+		cost := max((t.slices[i].weight()+t.cfg.PageSize-1)/t.cfg.PageSize, 1)
+		if cost > left {
+			break
+		}
+		chosen[i] = true
+		left -= cost
+		t.fullCredit -= float64(t.slices[i].weight())
+	}
+	t.fullCredit = max(t.fullCredit, -float64(total))
+	return chosen
+}
+
+// scanOrdered reports whether this cycle's head scan showed the list in
+// updated_at order and read it down to where nothing changed.
+func (t *Tiered) scanOrdered() bool {
+	sc := &t.scan
+	return sc.complete && sc.positive && !sc.negative
 }
 
 // followUps plans, after the round plan[from:to], a fetch for every task
@@ -756,6 +978,7 @@ func (t *Tiered) End(err error) {
 		t.build()
 	} else {
 		t.commit()
+		t.account()
 	}
 	t.updateStats()
 	if t.state != nil && (t.lastSave.IsZero() || end.Sub(t.lastSave) >= saveInterval) {
@@ -787,6 +1010,10 @@ func (t *Tiered) commit() {
 				for _, r := range s.recs {
 					if r.seen == t.cycle {
 						listed++
+					} else if p.budget {
+						// The budget round has no follow-ups of its own:
+						// the next cycle fetches what it did not list.
+						t.pending[r.id] = struct{}{}
 					}
 				}
 				s.size, s.again = listed, false
@@ -806,6 +1033,44 @@ func (t *Tiered) commit() {
 		}
 	}
 	t.closeNewest(newestShift)
+}
+
+// needWeight is the weight of the newest cycle in CeilingNeed's moving
+// average.
+const needWeight = 0.2
+
+// account learns from a successful cycle what the ceilings cost and
+// whether the head scan showed updated_at order, and logs when either
+// changes the plan.
+func (t *Tiered) account() {
+	ceiling := float64(t.cur.Requests - t.cur.BudgetRequests)
+	if t.need == 0 {
+		t.need = ceiling
+	} else {
+		t.need += needWeight * (ceiling - t.need)
+	}
+	if t.scan.complete {
+		t.scanTop = max(t.scan.top, t.scanTop)
+	}
+	t.ordered = t.scanOrdered()
+	if t.ordered != t.orderLog && (t.ordered || t.scan.negative) {
+		t.orderLog = t.ordered
+		if t.ordered {
+			t.log.Info().Msg("the API lists tasks by updated_at, newest first: reading the head of the list finds every change; finished slices are read at poll.full_sweep")
+		} else {
+			t.log.Info().Msg("the API's list is not in updated_at order (any more): the budget reads finished slices again")
+		}
+	}
+	short := t.cfg.Budget > 0 && t.need > float64(t.cfg.Budget)*1.05
+	if short != t.short {
+		t.short = short
+		if short {
+			t.log.Warn().Int("budget", t.cfg.Budget).Int("need", int(math.Ceil(t.need))).
+				Msgf("poll.budget below what the ceilings need (%d requests per cycle): poll.open_sweep and poll.full_sweep are kept, nothing is left to read finished tasks more often", int(math.Ceil(t.need)))
+		} else {
+			t.log.Info().Int("budget", t.cfg.Budget).Msg("poll.budget covers the ceilings again")
+		}
+	}
 }
 
 // closeNewest turns the older part of the newest window into a slice once
@@ -926,6 +1191,10 @@ func (t *Tiered) updateStats() {
 	st.Slices = len(t.slices)
 	st.Tasks = len(t.recs)
 	st.Pending = len(t.pending)
+	st.Budget = t.cfg.Budget
+	st.CeilingNeed = math.Round(t.need*10) / 10
+	st.BudgetShort = t.short
+	st.Ordered = t.ordered
 	st.OpenSeenThrough, st.FinishedSeenThrough = t.newest.lastOpenAt, t.newest.lastFull
 	for _, s := range t.slices {
 		st.Open += s.opens()

@@ -232,10 +232,12 @@ func TestTiered_Budget(t *testing.T) {
 	runCycles(t, r, fixedNow, 0, int(fullSweep/interval)+1, nil)
 	assert.Equal(t, 50, r.perCycle[0])
 	steady := r.perCycle[1:]
-	// newest 1 + half the ~500 open tasks (2.5 pages, 2 status lists) + 4500
-	// finished tasks over 60 cycles (0.75 pages).
-	assert.LessOrEqual(t, mean(steady), 6.5)
-	assert.LessOrEqual(t, slicesMax(steady), 12)
+	// head scan 1 + newest 1 + half the ~500 open tasks (2.5 pages, 2
+	// status lists) + 4500 finished tasks over 60 cycles (0.75 pages). No
+	// budget is set (no rate limit): nothing beyond the ceilings is read.
+	t.Logf("requests per cycle: mean %.1f, max %d; by kind: %s", mean(steady), slicesMax(steady), kindsString(r.kinds))
+	assert.LessOrEqual(t, mean(steady), 7.5)
+	assert.LessOrEqual(t, slicesMax(steady), 13)
 	st := r.p.Status()
 	assert.Zero(t, st.Tiers.Fetches)
 	assert.LessOrEqual(t, st.MaxUnseenAge, fullSweep)
@@ -361,11 +363,15 @@ func TestTiered_Lookback(t *testing.T) {
 	lb := poller.WallTimeOf(w.clock.Now().Add(-720*time.Hour), shanghai).String()
 	r2.cycle(t)
 	var gap bool
+	scanned := 0
 	for _, q := range l2.qs {
-		assert.False(t, q.Get("start_at") == lb && !q.Has("end_at"), "no full sweep: %v", q)
+		if q.Get("start_at") == lb && !q.Has("end_at") {
+			scanned++ // the head scan; not a full sweep
+		}
 		gap = gap || (q.Get("start_at") == lb && q.Get("end_at") >= "2026-04-02 17:29:59")
 	}
 	assert.True(t, gap, "the new part is swept: %v", l2.qs)
+	assert.Less(t, scanned, 10, "no full sweep of the 30-day window: %v", l2.qs)
 	assert.GreaterOrEqual(t, r2.p.Status().Tiers.Tasks, 800, "the tasks of the added week are known")
 }
 

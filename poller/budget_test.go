@@ -1,0 +1,166 @@
+package poller_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/poller"
+	"github.com/incs-relay/incs-relay/poller/sim"
+)
+
+// budgetRun drives r over its world for cycles cycles of interval, with
+// perInterval changes and finishedPer comments on finished tasks between
+// two cycles, one more change every 25th request while it sweeps, then
+// drain cycles without changes. It returns the stats of the steady cycles
+// (from the third on, while the world changes) and the detection
+// latencies.
+func budgetRun(t *testing.T, r *relay, interval time.Duration, cycles, drain, perInterval, finishedPer int) (steady []poller.TierStats, open, fin []time.Duration) {
+	t.Helper()
+	w := r.w
+	start := w.clock.Now()
+	r.during = func(n int) {
+		if n%25 == 24 {
+			w.sim.Step(1)
+			w.record()
+		}
+	}
+	for k := range cycles + drain {
+		if k > 0 {
+			next := start.Add(time.Duration(k) * interval)
+			require.True(t, w.clock.Now().Before(next), "cycle %d overran the interval", k)
+			if k < cycles {
+				w.change(w.clock.Now(), next, perInterval, finishedPer)
+			} else {
+				r.during = nil
+			}
+			w.clock.Set(next)
+		}
+		r.cycle(t)
+		if k >= 2 && k < cycles {
+			steady = append(steady, r.p.Status().Tiers)
+		}
+	}
+	changesEnd := start.Add(time.Duration(cycles) * interval)
+	open, fin, missed := r.latencies(changesEnd)
+	assert.Empty(t, missed, "%s missed changes", r.name)
+	require.NotEmpty(t, open)
+	require.NotEmpty(t, fin)
+	return steady, open, fin
+}
+
+// tierMean is the mean of f over the cycles' stats.
+func tierMean(sts []poller.TierStats, f func(poller.TierStats) float64) float64 {
+	sum := 0.0
+	for _, st := range sts {
+		sum += f(st)
+	}
+	return sum / float64(max(len(sts), 1))
+}
+
+func requestsOf(sts []poller.TierStats) []int {
+	out := make([]int, len(sts))
+	for i, st := range sts {
+		out[i] = st.Requests
+	}
+	return out
+}
+
+// TestSimulation_SmallWorldDefaults is the new user's setup: 3,000 tasks
+// listed newest id first, changing all the time, `interval: 1s` and
+// `rate_limit: 50`, nothing else set. The default budget (80 % of 50
+// requests a second) pays for reading the whole world every cycle or two,
+// so a comment on a finished task is found as fast as a change to an open
+// one. The simulated clock does not run the rate limiter's real one: the
+// limit is checked on the requests each one-second cycle sent.
+func TestSimulation_SmallWorldDefaults(t *testing.T) {
+	const (
+		interval  = time.Second
+		rateLimit = 50
+	)
+	budget := poller.DefaultBudget(rateLimit, interval)
+	require.Equal(t, 40, budget)
+	w := newWorld(t, sim.Options{Tasks: 3000, Seed: 11}, fixedNow)
+	r := newRelay(t, "defaults", w, true, nil, func(c *poller.Config) {
+		c.Interval, c.FullSweep, c.OpenSweep, c.Budget = interval, 0, 0, budget
+	})
+	cycles := 60
+	if raceEnabled || testing.Short() {
+		cycles = 30
+	}
+	sts, open, fin := budgetRun(t, r, interval, cycles, 6, 10, 5)
+	steady := requestsOf(sts)
+	st := r.p.Status()
+	t.Logf("3,000 tasks, interval 1s, budget %d: requests/cycle mean %.1f max %d; open p50 %s p99 %s; finished p50 %s p99 %s (%d + %d logs); by kind: %s",
+		budget, mean(steady), slicesMax(steady), iv(quantile(open, .5)), iv(quantile(open, .99)),
+		iv(quantile(fin, .5)), iv(quantile(fin, .99)), len(open), len(fin), kindsString(r.kinds))
+	t.Logf("status: open age %s, finished age %s, %+v", st.OpenAge, st.FinishedAge, st.Tiers)
+	assert.LessOrEqual(t, slicesMax(steady), rateLimit, "requests per second within the rate limit")
+	assert.LessOrEqual(t, quantile(open, .99), 4*time.Second, "open p99")
+	assert.LessOrEqual(t, quantile(fin, .99), 4*time.Second, "finished p99")
+	assert.Greater(t, mean(steady), float64(budget)*0.7, "the budget is spent")
+	assert.False(t, st.Tiers.BudgetShort)
+	assert.LessOrEqual(t, st.FinishedAge, 4*time.Second)
+}
+
+// TestSimulation_Budget is the large world with a budget of a tenth of a
+// full sweep (100 requests per 10 s cycle at 100,000 tasks), listed by id
+// and, in a second world, by updated_at. By id, the cycle spends the
+// budget within 10 %: the ceilings first, the rest on finished slices, so
+// finished tasks are read as often as the spare requests pay for. By
+// updated_at the head scan finds every change within a cycle or two, and
+// the spare budget is not spent.
+//
+// The budget rows need the 100,000-task world: under the race detector
+// they are skipped; .ci/run runs them without it.
+//
+//	go test ./poller -run TestSimulation_Budget -v
+func TestSimulation_Budget(t *testing.T) {
+	if raceEnabled || testing.Short() {
+		t.Skip("100,000 tasks: run without -race and -short (.ci/run does)")
+	}
+	const (
+		tasks     = 100_000
+		interval  = 10 * time.Second
+		fullSweep = 10 * time.Minute
+		budget    = tasks / 100 / 10 // a tenth of a full sweep
+		cycles    = 60
+	)
+	for _, tc := range []struct {
+		name  string
+		order sim.Order
+	}{{"id_desc", sim.IDDesc}, {"updated_desc", sim.UpdatedDesc}} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, sim.Options{Tasks: tasks, Seed: 42, OpenFraction: 0.1, Order: tc.order}, fixedNow)
+			r := newRelay(t, tc.name, w, true, nil, func(c *poller.Config) { c.Budget = budget })
+			sts, open, fin := budgetRun(t, r, interval, cycles, int(fullSweep/interval)+2, tasks/2000, tasks/10000)
+			steady := requestsOf(sts)
+			st := r.p.Status()
+			ordered := tierMean(sts, func(s poller.TierStats) float64 { return map[bool]float64{true: 1}[s.Ordered] })
+			ceilings := tierMean(sts, func(s poller.TierStats) float64 { return float64(s.Requests - s.BudgetRequests) })
+			// A full read of a slice reads its open tasks too: the
+			// finished tier costs a page per 100 tasks of the window.
+			pages := float64(st.Tiers.Tasks) / 100
+			spare := float64(budget) - ceilings
+			t.Logf("%s: budget %d, requests/cycle mean %.1f (max %d), ceilings %.1f; open p50 %s p99 %s; finished p50 %s p99 %s; head scan ordered in %.0f%% of cycles; by kind %s",
+				tc.name, budget, mean(steady), slicesMax(steady), ceilings, iv(quantile(open, .5)), iv(quantile(open, .99)),
+				iv(quantile(fin, .5)), iv(quantile(fin, .99)), 100*ordered, kindsString(r.kinds))
+			t.Logf("status: open age %s, finished age %s", st.OpenAge, st.FinishedAge)
+			assert.LessOrEqual(t, quantile(open, .99), 2*interval, "open p99")
+			assert.LessOrEqual(t, st.FinishedAge, fullSweep+interval, "the full-sweep ceiling holds")
+			if tc.order == sim.UpdatedDesc {
+				assert.Greater(t, ordered, 0.8, "the head scan saw the order")
+				assert.LessOrEqual(t, quantile(fin, .99), 2*interval, "finished p99 through the head scan")
+				assert.Less(t, mean(steady), float64(budget), "the order saves the budget")
+				return
+			}
+			assert.Zero(t, ordered, "an id order is never taken for updated_at")
+			assert.InDelta(t, float64(budget), mean(steady), 0.1*budget, "requests per cycle within 10 %% of the budget")
+			require.Greater(t, spare, 0.0)
+			paid := time.Duration((pages/spare + 1) * float64(interval))
+			assert.LessOrEqual(t, quantile(fin, .99), paid, "finished p99 within what the budget pays for (%.0f pages / %.1f spare a cycle)", pages, spare)
+		})
+	}
+}
