@@ -73,6 +73,20 @@ func (e *DiffError) Unwrap() error { return e.Err }
 // ctx.Err() without committing if ctx ends before the batch is queued for
 // commit; a queued commit is not interrupted.
 func (db *DB) Ingest(ctx context.Context, tasks []diff.Task, loc *time.Location, emit bool) (IngestResult, error) {
+	return db.ingest(ctx, tasks, loc, emit, time.Time{})
+}
+
+// IngestAfter is Ingest with emit set, but a log created before boundary
+// (its created_at read in loc) is marked seen without an event: the
+// snapshot boundary of a relay's first start (poll.initial: snapshot),
+// which holds for a log found in any later sweep too. A log whose
+// created_at does not parse gets its event. A zero boundary is Ingest with
+// emit set.
+func (db *DB) IngestAfter(ctx context.Context, tasks []diff.Task, loc *time.Location, boundary time.Time) (IngestResult, error) {
+	return db.ingest(ctx, tasks, loc, true, boundary)
+}
+
+func (db *DB) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location, emit bool, boundary time.Time) (IngestResult, error) {
 	res := IngestResult{Tasks: len(tasks)}
 	if loc == nil {
 		return res, errors.New("store: ingest: nil location")
@@ -86,7 +100,7 @@ func (db *DB) Ingest(ctx context.Context, tasks []diff.Task, loc *time.Location,
 	}
 	res.Skipped = skipped
 
-	forEach(len(pending), func(i int) { pending[i].prepare(loc, emit) })
+	forEach(len(pending), func(i int) { pending[i].prepare(loc, emit, boundary) })
 
 	var failedIDs []int64
 	var failErrs []error
@@ -142,8 +156,8 @@ type pendingTask struct {
 
 // prepare diffs and encodes p's occurrences: the work done outside the
 // write lock. Logs of an occurrence that fails to diff stay unseen.
-func (p *pendingTask) prepare(loc *time.Location, emit bool) {
-	var ids []int64
+func (p *pendingTask) prepare(loc *time.Location, emit bool, boundary time.Time) {
+	var ids, quiet []int64
 	contributed := 0
 	for _, t := range p.occ {
 		ids = unseenLogIDs(t, &p.base, p.newIDs, ids[:0])
@@ -153,8 +167,9 @@ func (p *pendingTask) prepare(loc *time.Location, emit bool) {
 		}
 		var evs []preparedEvent
 		if emit {
+			quiet = quietLogIDs(t, ids, loc, boundary, quiet[:0])
 			var err error
-			if evs, err = prepareEvents(t, &p.base, p.newIDs, loc, len(ids)); err != nil {
+			if evs, err = prepareEvents(t, &p.base, p.newIDs, quiet, loc, len(ids)-len(quiet)); err != nil {
 				p.errs = append(p.errs, err)
 				continue
 			}
@@ -264,9 +279,12 @@ func (db *DB) snapshotSeen(tasks []diff.Task) (pending []*pendingTask, skipped i
 
 // prepareEvents diffs t against base plus newIDs and encodes the events
 // with offset 0. want is the number of unseen logs the diff must produce.
-func prepareEvents(t *diff.Task, base *seenRecord, newIDs []int64, loc *time.Location, want int) ([]preparedEvent, error) {
+func prepareEvents(t *diff.Task, base *seenRecord, newIDs, quiet []int64, loc *time.Location, want int) ([]preparedEvent, error) {
 	seen := diff.SeenFunc(func(_, logID int64) bool {
 		if base.has(logID) {
+			return true
+		}
+		if _, ok := slices.BinarySearch(quiet, logID); ok {
 			return true
 		}
 		_, ok := slices.BinarySearch(newIDs, logID)
@@ -459,6 +477,26 @@ func logIDs(t *diff.Task, buf []int64) []int64 {
 	if !slices.IsSorted(buf) {
 		slices.Sort(buf)
 	}
+	return slices.Compact(buf)
+}
+
+// quietLogIDs returns, in buf, the ids among the sorted unseen ids of the
+// logs of t created before boundary: they are marked seen without an
+// event. Nil for a zero boundary.
+func quietLogIDs(t *diff.Task, unseen []int64, loc *time.Location, boundary time.Time, buf []int64) []int64 {
+	if boundary.IsZero() {
+		return buf
+	}
+	for i := range t.Logs {
+		l := &t.Logs[i]
+		if _, ok := slices.BinarySearch(unseen, l.ID); !ok {
+			continue
+		}
+		if at, err := diff.ParseTime(l.CreatedAt, loc); err == nil && at.Before(boundary) {
+			buf = append(buf, l.ID)
+		}
+	}
+	slices.Sort(buf)
 	return slices.Compact(buf)
 }
 

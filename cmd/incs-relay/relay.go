@@ -93,7 +93,12 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 		return nil, err
 	}
 	r.ingest = &ingester{db: r.db, loc: cfg.Location(), log: log.With().Str("component", "ingest").Logger(), metrics: r.metrics}
-	r.ingest.emit.Store(initialized || cfg.Poll.Initial == "replay")
+	if cfg.Poll.Initial == "snapshot" {
+		r.ingest.boundary, err = snapshotBoundary(r.db, initialized, time.Now())
+		if err != nil {
+			return nil, err
+		}
+	}
 	plog := log.With().Str("component", "poller").Logger()
 	r.poll = poller.New(r.client, pcfg, r.ingest, plog)
 	if cfg.Poll.Strategy == "tiered" {
@@ -344,8 +349,12 @@ type ingester struct {
 	loc     *time.Location
 	log     zerolog.Logger
 	metrics *metrics
-	emit    atomic.Bool
-	sweeps  atomic.Int64 // cycles that completed
+	// boundary is the snapshot boundary (poll.initial: snapshot): a log
+	// created before it never becomes an event. Zero with initial: replay
+	// and on stores initialized before the boundary was kept.
+	boundary time.Time
+	future   atomic.Bool  // a created_at in the future was logged
+	sweeps   atomic.Int64 // cycles that completed
 	tiers   forgetter    // told to re-read tasks left unseen; nil without tiers
 
 	// pending receives the outcome of the page whose commit is under way;
@@ -376,9 +385,9 @@ type ingestOutcome struct {
 // sweep.
 func (h *ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
 	ch := make(chan ingestOutcome, 1)
-	emit := h.emit.Load()
+	h.checkClock(tasks)
 	go func() {
-		res, err := h.db.Ingest(ctx, tasks, h.loc, emit)
+		res, err := h.db.IngestAfter(ctx, tasks, h.loc, h.boundary)
 		ch <- ingestOutcome{tasks: tasks, res: res, err: err}
 	}()
 	prev := h.pending
@@ -419,25 +428,74 @@ func (h *ingester) finish(o ingestOutcome) error {
 	return o.err
 }
 
-// SweepDone ends the snapshot of the first start.
+// SweepDone records that a first sweep completed.
 func (h *ingester) SweepDone(ctx context.Context, s poller.SweepStats) error {
 	if err := h.flush(); err != nil {
 		return err
 	}
-	h.sweeps.Add(1)
-	if h.emit.Load() {
-		ok, err := h.db.Initialized()
-		if err != nil || ok {
-			return err
-		}
-		return h.db.SetInitialized()
+	if h.sweeps.Add(1) > 1 {
+		return nil
+	}
+	ok, err := h.db.Initialized()
+	if err != nil || ok {
+		return err
 	}
 	if err := h.db.SetInitialized(); err != nil {
 		return err
 	}
-	h.emit.Store(true)
-	h.log.Info().Int("tasks", s.Tasks).Msg("first sweep done: existing logs marked seen without events (poll.initial: snapshot); new logs become events from now on")
+	if !h.boundary.IsZero() {
+		h.log.Info().Int("tasks", s.Tasks).Time("boundary", h.boundary).
+			Msg("first sweep done: logs created before the boundary are marked seen without events (poll.initial: snapshot); every later log becomes an event")
+	}
 	return nil
+}
+
+// snapshotKey is the store meta key of the snapshot boundary.
+const snapshotKey = "snapshot/boundary"
+
+// snapshotBoundary returns the snapshot boundary of the store, deciding
+// it as now, to the second, on a store that has none and whose first sweep
+// has not completed. It is kept before the first request, so a restart
+// during the first sweep keeps it. A store initialized before boundaries
+// were kept has none (zero): every new log becomes an event, as before.
+func snapshotBoundary(db *store.DB, initialized bool, now time.Time) (time.Time, error) {
+	if b, err := db.Meta(snapshotKey); err == nil {
+		t, perr := time.Parse(time.RFC3339, string(b))
+		if perr != nil {
+			return time.Time{}, fmt.Errorf("store: snapshot boundary %q: %w", b, perr)
+		}
+		return t, nil
+	}
+	if initialized {
+		return time.Time{}, nil
+	}
+	b := now.Truncate(time.Second)
+	if err := db.SetMeta(snapshotKey, []byte(b.UTC().Format(time.RFC3339))); err != nil {
+		return time.Time{}, err
+	}
+	return b, nil
+}
+
+// futureSlack is how far a task's updated_at may lie ahead of this host's
+// clock before the relay warns that upstream.timezone is likely wrong.
+const futureSlack = 2 * time.Minute
+
+// checkClock warns once when a task was updated in the future, read in
+// upstream.timezone: the zone is wrong or the clocks differ, and the
+// snapshot boundary and every event time with it are off.
+func (h *ingester) checkClock(tasks []diff.Task) {
+	if h.future.Load() {
+		return
+	}
+	limit := time.Now().Add(futureSlack)
+	for i := range tasks {
+		at, err := diff.ParseTime(tasks[i].UpdatedAt, h.loc)
+		if err == nil && at.After(limit) && h.future.CompareAndSwap(false, true) {
+			h.log.Warn().Int64("task_id", tasks[i].ID).Str("updated_at", tasks[i].UpdatedAt).Str("timezone", h.loc.String()).
+				Msg("a task was updated in the future by this host's clock: check upstream.timezone and the clocks; the snapshot boundary and event times depend on them")
+			return
+		}
+	}
 }
 
 // maxInFlight is sc's max_in_flight, or the default for its type.
