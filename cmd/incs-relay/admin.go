@@ -291,13 +291,27 @@ type pollView struct {
 	MaxUnseenAgeSeconds *float64   `json:"max_unseen_age_seconds,omitempty"`
 }
 
+// tierView is the tiered strategy's part of pollView: requests of the last
+// cycle by tier, the budget against what the ceilings need, and each
+// tier's freshness.
 type tierView struct {
-	Newest int `json:"newest"`
-	Open   int `json:"open"`
-	Sweep  int `json:"sweep"`
-	Fetch  int `json:"fetch"`
-	Tasks  int `json:"tasks"`
-	OpenN  int `json:"open_tasks"`
+	Scan        int     `json:"scan"`
+	Newest      int     `json:"newest"`
+	Open        int     `json:"open"`
+	Sweep       int     `json:"sweep"`
+	Budgeted    int     `json:"budgeted"`
+	Fetch       int     `json:"fetch"`
+	Tasks       int     `json:"tasks"`
+	OpenN       int     `json:"open_tasks"`
+	Budget      int     `json:"budget"`
+	CeilingNeed float64 `json:"ceiling_need"`
+	BudgetShort bool    `json:"budget_short,omitempty"`
+	SweepMissed bool    `json:"full_sweep_missed,omitempty"`
+	Ordered     bool    `json:"updated_order,omitempty"`
+	// OpenAge and FinishedAge are the tiers' freshness in seconds; absent
+	// before the first full sweep.
+	OpenAge     *float64 `json:"open_freshness_seconds,omitempty"`
+	FinishedAge *float64 `json:"finished_freshness_seconds,omitempty"`
 }
 
 func (r *Relay) pollView() pollView {
@@ -306,7 +320,13 @@ func (r *Relay) pollView() pollView {
 		ConsecutiveFailures: ps.ConsecutiveFailures, Cycles: ps.Cycles, Requests: ps.Requests}
 	if r.tiers != nil {
 		t := ps.Tiers
-		v.Tiers = &tierView{Newest: t.NewestRequests, Open: t.OpenRequests, Sweep: t.SweepRequests, Fetch: t.FetchRequests, Tasks: t.Tasks, OpenN: t.Open}
+		v.Tiers = &tierView{Scan: t.ScanRequests, Newest: t.NewestRequests, Open: t.OpenRequests, Sweep: t.SweepRequests,
+			Budgeted: t.BudgetRequests, Fetch: t.FetchRequests, Tasks: t.Tasks, OpenN: t.Open,
+			Budget: t.Budget, CeilingNeed: t.CeilingNeed, BudgetShort: t.BudgetShort, SweepMissed: ps.FullSweepMissed, Ordered: t.Ordered}
+		if t.Ready {
+			open, fin := ps.OpenAge.Seconds(), ps.FinishedAge.Seconds()
+			v.Tiers.OpenAge, v.Tiers.FinishedAge = &open, &fin
+		}
 	}
 	if !ps.SeenThrough.IsZero() {
 		age := ps.MaxUnseenAge.Seconds()

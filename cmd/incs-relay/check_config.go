@@ -22,7 +22,7 @@ func (c *CheckConfigCommand) Run(ctx context.Context, args []string) error {
 	if err := buildSinksDryRun(cfg); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.m.Stdout, "%s: ok (%d sinks, store %s, polling %s every %s)\n",
-		*path, len(cfg.Sinks), cfg.Store.Path, hostOf(cfg.Upstream.BaseURL), cfg.Poll.Interval.D())
+	fmt.Fprintf(c.m.Stdout, "%s: ok (%d sinks, store %s, polling %s every %s, budget %d requests per interval)\n",
+		*path, len(cfg.Sinks), cfg.Store.Path, hostOf(cfg.Upstream.BaseURL), cfg.Poll.Interval.D(), cfg.EffectiveBudget())
 	return nil
 }

@@ -72,6 +72,7 @@ func TestCLI_ExitCodes(t *testing.T) {
 		{name: "help", args: []string{"help"}, code: exitOK},
 		{name: "version", args: []string{"version"}, code: exitOK, stdout: "incs-relay"},
 		{name: "check-config ok", args: []string{"check-config", "--config", good}, env: env, code: exitOK, stdout: good + ": ok (1 sinks"},
+		{name: "check-config prints the budget", args: []string{"check-config", "--config", good}, env: env, code: exitOK, stdout: "every 1s, budget 4 requests per interval)"},
 		{name: "check-config without --config", args: []string{"check-config"}, code: exitBadInput, stderr: []string{"--config FILE is required"}},
 		{name: "unknown flag", args: []string{"check-config", "--konfig", good}, code: exitBadInput, stderr: []string{"-konfig"}},
 		{name: "unreadable file", args: []string{"check-config", "--config", filepath.Join(dir, "missing.yaml")}, code: exitBadInput,

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/poller"
 )
 
 // Config is the whole relay configuration as read from YAML.
@@ -56,6 +57,18 @@ type PollConfig struct {
 	// Strategy is "tiered" (open tasks often, finished ones in slices) or
 	// "full" (every task in the window every cycle).
 	Strategy string `yaml:"strategy"`
+	// Budget is the API requests per interval the tiered strategy aims to
+	// spend on average; 0 means 80 % of upstream.rate_limit × interval
+	// (see Config.EffectiveBudget).
+	Budget int `yaml:"budget"`
+}
+
+// EffectiveBudget is poll.budget, or its default when it is not set.
+func (c *Config) EffectiveBudget() int {
+	if c.Poll.Budget > 0 {
+		return c.Poll.Budget
+	}
+	return poller.DefaultBudget(c.Upstream.RateLimit, c.Poll.Interval.D())
 }
 
 // StoreConfig is the bbolt store.
@@ -483,6 +496,13 @@ func (c *Config) Validate() error {
 	}
 	if p.FullSweep.D() < p.Interval.D() {
 		return bad("poll.full_sweep", "must be at least poll.interval (%s), got %s", p.Interval.D(), p.FullSweep.D())
+	}
+	if p.Budget < 0 {
+		return bad("poll.budget", "must be above 0 requests per interval, got %d", p.Budget)
+	}
+	if most := u.RateLimit * p.Interval.D().Seconds(); float64(p.Budget) > most+1e-9 {
+		return bad("poll.budget", "%d requests per interval is more than upstream.rate_limit × poll.interval allows (%v/s × %s = %.0f)",
+			p.Budget, u.RateLimit, p.Interval.D(), most)
 	}
 	if strings.TrimSpace(c.Store.Path) == "" {
 		return bad("store.path", "required: the bbolt file")

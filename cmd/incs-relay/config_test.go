@@ -90,6 +90,8 @@ func TestParseConfig_Errors(t *testing.T) {
 		{"bad locale", "upstream: {token: t}\nsinks:\n  - {name: c, type: slack, url: \"https://hooks.slack.com/services/x\", locale: fr}\n", base, []string{"sinks[0].locale", "zh or en"}},
 		{"admin off loopback without token", "upstream: {token: t}\nadmin: {addr: \"0.0.0.0:8086\"}\n", base, []string{"admin.token", "loopback"}},
 		{"not yaml", "upstream: [\n", base, []string{"relay.yaml"}},
+		{"budget above the rate limit", "upstream: {token: t, rate_limit: 5}\npoll: {interval: 10s, budget: 60}\n", base, []string{"poll.budget", "upstream.rate_limit", "poll.interval", "50"}},
+		{"negative budget", "upstream: {token: t}\npoll: {budget: -1}\n", base, []string{"poll.budget", "above 0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

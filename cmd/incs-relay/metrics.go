@@ -230,7 +230,13 @@ var (
 	descFile      = prometheus.NewDesc(ns+"_store_file_bytes", "Size of the bbolt file.", nil, nil)
 	descPolls     = prometheus.NewDesc(ns+"_polls_total", "Poll cycles by outcome (ok, error).", []string{"outcome"}, nil)
 	descPollReqs  = prometheus.NewDesc(ns+"_poll_cycle_requests", "API requests the last poll cycle took.", nil, nil)
-	descTierReqs  = prometheus.NewDesc(ns+"_poll_cycle_tier_requests", "API requests of the last successful tiered cycle by tier: newest, open, sweep (finished slices), fetch (by task_id).", []string{"tier"}, nil)
+	descTierReqs  = prometheus.NewDesc(ns+"_poll_cycle_tier_requests", "API requests of the last successful tiered cycle by tier: scan (head of the list), newest, open, sweep (full slice reads, budget ones included), budget (slices read beyond the ceilings), fetch (by task_id).", []string{"tier"}, nil)
+	descBudget    = prometheus.NewDesc(ns+"_poll_budget_requests", "poll.budget: API requests per interval the tiered strategy aims to spend.", nil, nil)
+	descNeed      = prometheus.NewDesc(ns+"_poll_ceiling_requests", "API requests per cycle that poll.open_sweep and poll.full_sweep need, averaged.", nil, nil)
+	descShort     = prometheus.NewDesc(ns+"_poll_budget_short", "1 when poll.budget is below what the ceilings need: nothing is left to read finished tasks more often.", nil, nil)
+	descMissed    = prometheus.NewDesc(ns+"_poll_full_sweep_missed", "1 when some task was not read within poll.full_sweep (plus an interval): the rate limit cannot keep the ceiling.", nil, nil)
+	descFresh     = prometheus.NewDesc(ns+"_poll_tier_freshness_seconds", "Per tier, how long ago the task read least recently was read: the worst-case age of a change not seen yet.", []string{"tier"}, nil)
+	descOrdered   = prometheus.NewDesc(ns+"_poll_updated_order", "1 when the last cycle found the API's list in updated_at order and read its head down to where nothing changed.", nil, nil)
 	descUnseenAge = prometheus.NewDesc(ns+"_poll_max_unseen_age_seconds", "How old the oldest upstream change not yet seen can be: every task was read after now minus this.", nil, nil)
 	descOpenTasks = prometheus.NewDesc(ns+"_poll_open_tasks", "Known tasks that are not started or in progress (tiered polling).", nil, nil)
 	descLastPoll  = prometheus.NewDesc(ns+"_last_poll_success_timestamp_seconds", "Unix time of the last successful poll cycle.", nil, nil)
@@ -239,7 +245,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descLagSec, descCursor, descDead, descPaused, descSinkUp, descLastDeliv, descHead, descOutbox, descTasks, descFile, descPolls, descPollReqs, descTierReqs, descUnseenAge, descOpenTasks, descLastPoll, descPollFails, descReady} {
+	for _, d := range []*prometheus.Desc{descLag, descLagSec, descCursor, descDead, descPaused, descSinkUp, descLastDeliv, descHead, descOutbox, descTasks, descFile, descPolls, descPollReqs, descTierReqs, descUnseenAge, descBudget, descNeed, descShort, descMissed, descFresh, descOrdered, descOpenTasks, descLastPoll, descPollFails, descReady} {
 		ch <- d
 	}
 }
@@ -277,8 +283,18 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPollReqs, prometheus.GaugeValue, float64(ps.Requests))
 	if r.tiers != nil {
 		ts := ps.Tiers
-		for tier, n := range map[string]int{"newest": ts.NewestRequests, "open": ts.OpenRequests, "sweep": ts.SweepRequests, "fetch": ts.FetchRequests} {
+		for tier, n := range map[string]int{"scan": ts.ScanRequests, "newest": ts.NewestRequests, "open": ts.OpenRequests,
+			"sweep": ts.SweepRequests, "budget": ts.BudgetRequests, "fetch": ts.FetchRequests} {
 			ch <- prometheus.MustNewConstMetric(descTierReqs, prometheus.GaugeValue, float64(n), tier)
+		}
+		ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(ts.Budget))
+		ch <- prometheus.MustNewConstMetric(descNeed, prometheus.GaugeValue, ts.CeilingNeed)
+		ch <- prometheus.MustNewConstMetric(descShort, prometheus.GaugeValue, b2f(ts.BudgetShort))
+		ch <- prometheus.MustNewConstMetric(descMissed, prometheus.GaugeValue, b2f(ps.FullSweepMissed))
+		ch <- prometheus.MustNewConstMetric(descOrdered, prometheus.GaugeValue, b2f(ts.Ordered))
+		if ts.Ready {
+			ch <- prometheus.MustNewConstMetric(descFresh, prometheus.GaugeValue, ps.OpenAge.Seconds(), "open")
+			ch <- prometheus.MustNewConstMetric(descFresh, prometheus.GaugeValue, ps.FinishedAge.Seconds(), "finished")
 		}
 		ch <- prometheus.MustNewConstMetric(descOpenTasks, prometheus.GaugeValue, float64(ts.Open))
 	}

@@ -59,10 +59,22 @@ func TestPollStatus_MetricsAndStatus(t *testing.T) {
 	assert.Less(t, age, 5.0, "every task was read within the last full sweep period")
 	reqs := metricValue(t, metrics, "incs_relay_poll_cycle_requests")
 	assert.Greater(t, reqs, 0.0)
-	assert.Less(t, reqs, 5.0, "a tiered cycle over 400 tasks needs a handful of requests, not a full sweep")
+	// 80 % of 200 requests/s over 150 ms: the 4 pages of 400 tasks fit,
+	// so the whole world is read every cycle, within the budget.
+	assert.Equal(t, 24.0, metricValue(t, metrics, "incs_relay_poll_budget_requests"))
+	assert.LessOrEqual(t, reqs, 24.0, "within the budget")
+	assert.Equal(t, 0.0, metricValue(t, metrics, "incs_relay_poll_budget_short"))
+	assert.Equal(t, 0.0, metricValue(t, metrics, "incs_relay_poll_full_sweep_missed"))
+	assert.Greater(t, metricValue(t, metrics, "incs_relay_poll_ceiling_requests"), 0.0)
 	assert.Contains(t, metrics, `incs_relay_poll_cycle_tier_requests{tier="open"}`)
+	assert.Contains(t, metrics, `incs_relay_poll_cycle_tier_requests{tier="budget"}`)
+	fresh := metricValue(t, metrics, `incs_relay_poll_tier_freshness_seconds{tier="finished"}`)
+	assert.Less(t, fresh, 1.0, "finished tasks are read every cycle or two when the budget pays for it")
 
-	assert.Contains(t, get("/v1/poll"), `"strategy": "tiered"`)
+	pv := get("/v1/poll")
+	assert.Contains(t, pv, `"strategy": "tiered"`)
+	assert.Contains(t, pv, `"budget": 24`)
+	assert.Contains(t, pv, `"finished_freshness_seconds"`)
 
 	// status while running goes through the admin API; the admin address
 	// of the config says port 0, so point a copy at the real one.
@@ -72,7 +84,8 @@ func TestPollStatus_MetricsAndStatus(t *testing.T) {
 	m := &Main{Stdout: &out, Stderr: &errb, Getenv: os.LookupEnv}
 	require.Equal(t, 0, m.Run(ctx, []string{"status", "--config", path}), errb.String())
 	assert.Contains(t, out.String(), "running relay at")
-	assert.Regexp(t, `poll: tiered, last success .* ago, \d+ requests last cycle \(newest \d+, open \d+, sweep \d+, fetch \d+; 400 tasks`, out.String())
+	assert.Regexp(t, `poll: tiered, last success .* ago, \d+ requests last cycle \(scan \d+, newest \d+, open \d+, sweep \d+ of which budget \d+, fetch \d+; 400 tasks`, out.String())
+	assert.Regexp(t, `budget: 24 requests per interval, the ceilings need [\d.]+; freshness: open tasks \d+s, finished tasks \d+s`, out.String())
 	assert.Contains(t, out.String(), "oldest unseen change at most")
 
 	cancel()

@@ -85,6 +85,7 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 		Interval:   cfg.Poll.Interval.D(),
 		FullSweep:  cfg.Poll.FullSweep.D(),
 		OpenSweep:  cfg.Poll.OpenSweep.D(),
+		Budget:     cfg.EffectiveBudget(),
 		HTTPClient: httpClient,
 	}
 	r.client = poller.NewClient(pcfg, log.With().Str("component", "poller").Logger())

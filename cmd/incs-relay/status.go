@@ -68,12 +68,29 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(c.m.Stdout, "poll: %s, last success %s, %d requests last cycle", poll.Strategy, last, poll.Requests)
 		if t := poll.Tiers; t != nil {
-			fmt.Fprintf(c.m.Stdout, " (newest %d, open %d, sweep %d, fetch %d; %d tasks, %d open)", t.Newest, t.Open, t.Sweep, t.Fetch, t.Tasks, t.OpenN)
+			fmt.Fprintf(c.m.Stdout, " (scan %d, newest %d, open %d, sweep %d of which budget %d, fetch %d; %d tasks, %d open)",
+				t.Scan, t.Newest, t.Open, t.Sweep, t.Budgeted, t.Fetch, t.Tasks, t.OpenN)
 		}
 		if poll.MaxUnseenAgeSeconds != nil {
 			fmt.Fprintf(c.m.Stdout, "; oldest unseen change at most %s old", (time.Duration(*poll.MaxUnseenAgeSeconds * float64(time.Second))).Round(time.Second))
 		}
 		fmt.Fprintln(c.m.Stdout)
+		if t := poll.Tiers; t != nil {
+			fmt.Fprintf(c.m.Stdout, "budget: %d requests per interval, the ceilings need %.1f", t.Budget, t.CeilingNeed)
+			if t.OpenAge != nil && t.FinishedAge != nil {
+				fmt.Fprintf(c.m.Stdout, "; freshness: open tasks %s, finished tasks %s", secs(*t.OpenAge), secs(*t.FinishedAge))
+			}
+			if t.Ordered {
+				fmt.Fprint(c.m.Stdout, "; the API lists by updated_at: the head scan finds every change")
+			}
+			fmt.Fprintln(c.m.Stdout)
+			if t.BudgetShort {
+				fmt.Fprintf(c.m.Stdout, "warning: poll.budget below what the ceilings need (%.0f): raise upstream.rate_limit or poll.budget, or lengthen poll.open_sweep or poll.full_sweep\n", t.CeilingNeed)
+			}
+			if t.SweepMissed {
+				fmt.Fprintln(c.m.Stdout, "warning: some tasks were not read within poll.full_sweep: the rate limit cannot keep it")
+			}
+		}
 		if poll.ConsecutiveFailures > 0 {
 			fmt.Fprintf(c.m.Stdout, "poll failing (%d in a row): %s\n", poll.ConsecutiveFailures, poll.LastError)
 		}
@@ -117,4 +134,9 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 		fmt.Fprintf(c.m.Stdout, "  redeliver: incs-relay replay --config %s --sink %s --from %d\n", *path, s.Name, s.Dead[0].Offset)
 	}
 	return nil
+}
+
+// secs formats seconds as a duration rounded to the second.
+func secs(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
 }
