@@ -356,7 +356,7 @@ type ingester struct {
 	boundary time.Time
 	future   atomic.Bool  // a created_at in the future was logged
 	sweeps   atomic.Int64 // cycles that completed
-	tiers   forgetter    // told to re-read tasks left unseen; nil without tiers
+	tiers    forgetter    // told to re-read tasks left unseen; nil without tiers
 
 	// pending receives the outcome of the page whose commit is under way;
 	// nil when none is. Only the poller's goroutine (or Run, once the
