@@ -69,40 +69,50 @@ func requestsOf(sts []poller.TierStats) []int {
 }
 
 // TestSimulation_SmallWorldDefaults is the new user's setup: 3,000 tasks
-// listed newest id first, changing all the time, `interval: 1s` and
-// `rate_limit: 50`, nothing else set. The default budget (80 % of 50
-// requests a second) pays for reading the whole world every cycle or two,
-// so a comment on a finished task is found as fast as a change to an open
-// one. The simulated clock does not run the rate limiter's real one: the
-// limit is checked on the requests each one-second cycle sent.
+// listed newest id first, changing all the time, and nothing about polling
+// set but the interval and the rate limit. The default budget (80 % of what
+// the rate limit allows in an interval) pays for reading the whole world
+// every cycle or two, so a comment on a finished task is found as fast as a
+// change to an open one. The simulated clock does not run the rate
+// limiter's real one: the limit is checked on the requests of each cycle,
+// which spans one interval.
 func TestSimulation_SmallWorldDefaults(t *testing.T) {
-	const (
-		interval  = time.Second
-		rateLimit = 50
-	)
-	budget := poller.DefaultBudget(rateLimit, interval)
-	require.Equal(t, 40, budget)
-	w := newWorld(t, sim.Options{Tasks: 3000, Seed: 11}, fixedNow)
-	r := newRelay(t, "defaults", w, true, nil, func(c *poller.Config) {
-		c.Interval, c.FullSweep, c.OpenSweep, c.Budget = interval, 0, 0, budget
-	})
-	cycles := 60
-	if raceEnabled || testing.Short() {
-		cycles = 30
+	for _, tc := range []struct {
+		name      string
+		interval  time.Duration
+		rateLimit float64
+		budget    int // the default the rate limit gives
+		p99       time.Duration
+	}{
+		{"50/s every 1s", time.Second, 50, 40, 4 * time.Second},
+		{"5/s every 10s", 10 * time.Second, 5, 40, 20 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			budget := poller.DefaultBudget(tc.rateLimit, tc.interval)
+			require.Equal(t, tc.budget, budget)
+			w := newWorld(t, sim.Options{Tasks: 3000, Seed: 11}, fixedNow)
+			r := newRelay(t, "defaults", w, true, nil, func(c *poller.Config) {
+				c.Interval, c.FullSweep, c.OpenSweep, c.Budget = tc.interval, 0, 0, budget
+			})
+			cycles := 60
+			if raceEnabled || testing.Short() {
+				cycles = 30
+			}
+			sts, open, fin := budgetRun(t, r, tc.interval, cycles, 6, 10, 5)
+			steady := requestsOf(sts)
+			st := r.p.Status()
+			t.Logf("3,000 tasks, %s, budget %d: requests/cycle mean %.1f max %d; open p50 %s p99 %s; finished p50 %s p99 %s (%d + %d logs); by kind: %s",
+				tc.name, budget, mean(steady), slicesMax(steady), iv(quantile(open, .5)), iv(quantile(open, .99)),
+				iv(quantile(fin, .5)), iv(quantile(fin, .99)), len(open), len(fin), kindsString(r.kinds))
+			limit := int(tc.rateLimit * tc.interval.Seconds())
+			assert.LessOrEqual(t, slicesMax(steady), limit, "requests per interval within the rate limit")
+			assert.LessOrEqual(t, slicesMax(steady), budget+budget/10, "within the budget")
+			assert.LessOrEqual(t, quantile(open, .99), tc.p99, "open p99")
+			assert.LessOrEqual(t, quantile(fin, .99), tc.p99, "finished p99")
+			assert.False(t, st.Tiers.BudgetShort)
+			assert.LessOrEqual(t, st.FinishedAge, tc.p99)
+		})
 	}
-	sts, open, fin := budgetRun(t, r, interval, cycles, 6, 10, 5)
-	steady := requestsOf(sts)
-	st := r.p.Status()
-	t.Logf("3,000 tasks, interval 1s, budget %d: requests/cycle mean %.1f max %d; open p50 %s p99 %s; finished p50 %s p99 %s (%d + %d logs); by kind: %s",
-		budget, mean(steady), slicesMax(steady), iv(quantile(open, .5)), iv(quantile(open, .99)),
-		iv(quantile(fin, .5)), iv(quantile(fin, .99)), len(open), len(fin), kindsString(r.kinds))
-	t.Logf("status: open age %s, finished age %s, %+v", st.OpenAge, st.FinishedAge, st.Tiers)
-	assert.LessOrEqual(t, slicesMax(steady), rateLimit, "requests per second within the rate limit")
-	assert.LessOrEqual(t, quantile(open, .99), 4*time.Second, "open p99")
-	assert.LessOrEqual(t, quantile(fin, .99), 4*time.Second, "finished p99")
-	assert.Greater(t, mean(steady), float64(budget)*0.7, "the budget is spent")
-	assert.False(t, st.Tiers.BudgetShort)
-	assert.LessOrEqual(t, st.FinishedAge, 4*time.Second)
 }
 
 // TestSimulation_Budget is the large world with a budget of a tenth of a
@@ -129,10 +139,12 @@ func TestSimulation_Budget(t *testing.T) {
 		cycles    = 60
 	)
 	for _, tc := range []struct {
-		name  string
-		order sim.Order
-	}{{"id_desc", sim.IDDesc}, {"updated_desc", sim.UpdatedDesc}} {
+		name   string
+		order  sim.Order
+		budget int
+	}{{"id_desc", sim.IDDesc, budget}, {"updated_desc", sim.UpdatedDesc, budget}, {"id_desc short", sim.IDDesc, 40}} {
 		t.Run(tc.name, func(t *testing.T) {
+			budget := tc.budget
 			w := newWorld(t, sim.Options{Tasks: tasks, Seed: 42, OpenFraction: 0.1, Order: tc.order}, fixedNow)
 			r := newRelay(t, tc.name, w, true, nil, func(c *poller.Config) { c.Budget = budget })
 			sts, open, fin := budgetRun(t, r, interval, cycles, int(fullSweep/interval)+2, tasks/2000, tasks/10000)
@@ -157,7 +169,15 @@ func TestSimulation_Budget(t *testing.T) {
 				return
 			}
 			assert.Zero(t, ordered, "an id order is never taken for updated_at")
-			assert.InDelta(t, float64(budget), mean(steady), 0.1*budget, "requests per cycle within 10 %% of the budget")
+			if budget < 60 {
+				// The default budget at rate_limit 5: the ceilings need more.
+				// They are kept, and the shortfall is reported.
+				assert.True(t, st.Tiers.BudgetShort, "budget below what the ceilings need is reported")
+				assert.False(t, st.FullSweepMissed)
+				assert.LessOrEqual(t, quantile(fin, .99), fullSweep, "finished p99 within the full_sweep ceiling")
+				return
+			}
+			assert.InDelta(t, float64(budget), mean(steady), 0.1*float64(budget), "requests per cycle within 10 %% of the budget")
 			require.Greater(t, spare, 0.0)
 			paid := time.Duration((pages/spare + 1) * float64(interval))
 			assert.LessOrEqual(t, quantile(fin, .99), paid, "finished p99 within what the budget pays for (%.0f pages / %.1f spare a cycle)", pages, spare)
