@@ -95,19 +95,25 @@ var cycleWorlds = map[string]*relay{}
 
 // BenchmarkCycle measures one whole poll cycle in a world of 100,000 tasks,
 // 10 % open, after 50 random changes and 10 comments on finished tasks
-// (one interval's worth); the changes are made with the timer stopped. It
+// (one interval's worth); the changes are made with the timer stopped.
+// tiered reads what the ceilings need (no budget), tiered-budget spends a
+// budget of 100 requests (a tenth of a full sweep) on finished slices. It
 // reports the process's CPU time per cycle, and the same without the time
 // spent in the simulator serving pages (relay-cpu-ms). Setting up the world
 // and the first full sweep takes several seconds.
 //
 //	go test ./poller -run '^$' -bench BenchmarkCycle -benchtime 20x
 func BenchmarkCycle(b *testing.B) {
-	for _, strategy := range []string{"tiered", "naive"} {
+	for _, strategy := range []string{"tiered", "tiered-budget", "naive"} {
 		b.Run(strategy, func(b *testing.B) {
 			r := cycleWorlds[strategy]
 			if r == nil {
 				w := newWorld(b, sim.Options{Tasks: 100_000, Seed: 42, OpenFraction: 0.1}, fixedNow)
-				r = newRelay(b, strategy, w, strategy == "tiered", nil, nil)
+				var budget func(*poller.Config)
+				if strategy == "tiered-budget" {
+					budget = func(c *poller.Config) { c.Budget = 100 } // a tenth of a full sweep
+				}
+				r = newRelay(b, strategy, w, strategy != "naive", nil, budget)
 				r.cycle(b) // the first, full sweep
 				cycleWorlds[strategy] = r
 			}
