@@ -1043,7 +1043,23 @@ const needWeight = 0.2
 // whether the head scan showed updated_at order, and logs when either
 // changes the plan.
 func (t *Tiered) account() {
+	// What the ceilings cost: measured, or, when budget reads stood in for
+	// open-tier reads, what the open tier and the finished tier's share
+	// would have cost at one request per page.
 	ceiling := float64(t.cur.Requests - t.cur.BudgetRequests)
+	opens, total := t.newest.opens(), 0
+	for _, s := range t.slices {
+		opens += s.opens()
+		total += s.weight()
+	}
+	pages := func(n float64) float64 { return n / float64(t.cfg.PageSize) }
+	est := float64(t.cur.ScanRequests+t.cur.NewestRequests+t.cur.FetchRequests) +
+		math.Ceil(pages(float64(opens)/float64(t.openEvery))) +
+		pages(float64(total))*float64(t.cfg.Interval)/float64(t.cfg.FullSweep)
+	if opens > 0 {
+		est++ // two status lists: two partial pages
+	}
+	ceiling = max(ceiling, est)
 	if t.need == 0 {
 		t.need = ceiling
 	} else {
