@@ -1,6 +1,7 @@
 package poller_test
 
 import (
+	"net/http"
 	"testing"
 	"time"
 
@@ -183,4 +184,26 @@ func TestSimulation_Budget(t *testing.T) {
 			assert.LessOrEqual(t, quantile(fin, .99), paid, "finished p99 within what the budget pays for (%.0f pages / %.1f spare a cycle)", pages, spare)
 		})
 	}
+}
+
+// TestTiered_HeadScanCappedPages: an API that serves 50 tasks a page when
+// asked for 100 must not make the head scan take its first page for the
+// end of the list, find the order "complete" and skip the budget while
+// changes wait on the second page.
+func TestTiered_HeadScanCappedPages(t *testing.T) {
+	const interval = 10 * time.Second
+	w := newWorld(t, sim.Options{Tasks: 3000, Seed: 8, OpenFraction: 0.2, Order: sim.UpdatedDesc}, fixedNow)
+	r := newRelay(t, "capped", w, true, nil, func(c *poller.Config) { c.Budget = 20 })
+	r.srv = http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		q := req.URL.Query()
+		q.Set("page_size", "50")
+		req.URL.RawQuery = q.Encode()
+		w.sim.ServeHTTP(rw, req)
+	})
+	sts, open, fin := budgetRun(t, r, interval, 30, 4, 150, 30)
+	ordered := tierMean(sts, func(s poller.TierStats) float64 { return map[bool]float64{true: 1}[s.Ordered] })
+	t.Logf("capped pages: ordered in %.0f%% of cycles; open p99 %s, finished p99 %s; by kind %s",
+		100*ordered, iv(quantile(open, .99)), iv(quantile(fin, .99)), kindsString(r.kinds))
+	assert.Greater(t, ordered, 0.5, "the order is still seen")
+	assert.LessOrEqual(t, quantile(fin, .99), 2*interval, "finished p99")
 }

@@ -121,6 +121,7 @@ type headScan struct {
 	negative    bool     // updated_at rose from one task to the next
 	complete    bool     // the scan ended at a page without news
 	more        bool     // the page just read asks for the next one
+	served      int      // tasks on the first page: the page size the API serves
 }
 
 // Tiered's sizes.
@@ -691,9 +692,12 @@ func (t *Tiered) observeScan(p *Page) bool {
 	if t.cfg.Budget > 0 {
 		limit = max(t.cfg.Budget/4, 2)
 	}
-	full := len(p.Heads) >= t.cfg.PageSize
+	if p.Number <= 1 {
+		sc.served = len(p.Heads) // the API may serve smaller pages than asked
+	}
+	end := len(p.Heads) == 0 || (p.Number-1)*sc.served+len(p.Heads) >= p.Total
 	switch {
-	case !news || !full:
+	case !news || end:
 		sc.complete = true
 		return false
 	case sc.negative || sc.pages >= limit:
