@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink"
 )
@@ -338,4 +340,56 @@ func TestParseConfig_AdminKeys(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEvents_Redacted runs `incs-relay events` with admin.redact set, on
+// the store (relay stopped) and through the admin API (relay running):
+// both print every event as sink.Redact masks it, identically, with no
+// phone number or comment in the clear. The webhook sink, which has no
+// redact, still got the stored bodies.
+func TestEvents_Redacted(t *testing.T) {
+	fields := []string{"user_phone", "comment"}
+	f := newRelayFixture(t, 20, "{initial: 10ms, max: 100ms}", "")
+	b, err := os.ReadFile(f.cfgPath)
+	require.NoError(t, err)
+	withRedact := strings.Replace(string(b), `token: ""}`, `token: "", redact: [user_phone, comment]}`, 1)
+	require.NotEqual(t, string(b), withRedact)
+	writeFileT(t, f.cfgPath, withRedact)
+
+	evs := deliverAll(t, f)
+	byOffset := map[uint64]diff.Event{}
+	var secrets []string // phone numbers and comments of the stored events
+	for id, ev := range evs {
+		byOffset[ev.Offset] = ev
+		f.hooks.got.mu.Lock()
+		assert.Equal(t, string(ev.Body), string(f.hooks.got.bodies[id]), "the sink is not redacted by admin.redact")
+		f.hooks.got.mu.Unlock()
+		if p := taskPhone(t, ev.Data.Task); p != "" {
+			secrets = append(secrets, p)
+		}
+		if ev.Data.Comment != "" {
+			secrets = append(secrets, ev.Data.Comment)
+		}
+	}
+	require.NotEmpty(t, secrets, "the world has phone numbers and comments to mask")
+
+	limit := fmt.Sprint(len(evs))
+	code, offline, errOut := cli(t, "events", "--config", f.cfgPath, "--limit", limit)
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(strings.TrimSuffix(offline, "\n"), "\n")
+	require.Len(t, lines, len(evs))
+	for _, line := range lines {
+		var env struct{ Offset uint64 }
+		require.NoError(t, json.Unmarshal([]byte(line), &env))
+		ev := byOffset[env.Offset]
+		assert.Equal(t, string(sink.Redact(&ev, fields).Body), line, "offset %d", env.Offset)
+	}
+	for _, s := range secrets {
+		assert.NotContains(t, offline, s)
+	}
+
+	startInProc(t, f.cfgPath)
+	code, online, errOut := cli(t, "events", "--config", f.cfgPath, "--limit", limit)
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, offline, online, "through the running relay's admin API: the same lines")
 }
