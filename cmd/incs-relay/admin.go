@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -35,17 +36,27 @@ type adminServer struct {
 	ln    net.Listener
 	srv   *http.Server
 	token string
+	// hosts are the lowercased host names accepted in Host besides IP
+	// addresses and localhost: admin.hosts and the host of admin.addr.
+	hosts map[string]bool
+	// redact lists the event fields masked in /v1/events (admin.redact).
+	redact []string
 	// sinkFailing bounds how long a sink may fail before /readyz is 503;
 	// set before Start (tests shorten it).
 	sinkFailing time.Duration
 }
 
-func newAdminServer(r *Relay, addr, token string) (*adminServer, error) {
-	ln, err := net.Listen("tcp", addr)
+func newAdminServer(r *Relay, cfg AdminConfig) (*adminServer, error) {
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("admin: listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("admin: listen on %s: %w", cfg.Addr, err)
 	}
-	a := &adminServer{r: r, ln: ln, token: token, sinkFailing: defaultSinkFailingBound}
+	a := &adminServer{r: r, ln: ln, token: cfg.Token, hosts: map[string]bool{}, redact: cfg.Redact, sinkFailing: defaultSinkFailingBound}
+	for _, h := range append([]string{hostOnly(cfg.Addr)}, cfg.Hosts...) {
+		if h != "" {
+			a.hosts[strings.ToLower(h)] = true
+		}
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", a.page)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -57,8 +68,59 @@ func newAdminServer(r *Relay, addr, token string) (*adminServer, error) {
 	mux.Handle("GET /v1/events", a.auth(http.HandlerFunc(a.events)))
 	mux.Handle("POST /v1/sinks/{name}/replay", a.auth(http.HandlerFunc(a.replay)))
 	mux.Handle("POST /v1/sinks/{name}/resume", a.auth(http.HandlerFunc(a.resume)))
-	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Every POST changes state: refuse those a browser says come from
+	// another origin (a form or fetch on some web page the operator has
+	// open). The page's own calls are same-origin; curl sends neither
+	// Sec-Fetch-Site nor Origin and passes.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		a.r.log.Debug().Str("method", req.Method).Str("path", req.URL.Path).Msg("admin: cross-origin request refused")
+		httpError(w, http.StatusForbidden, "cross-origin request refused: the admin API takes POSTs from its own page and from clients such as curl, not from other sites")
+	}))
+	a.srv = &http.Server{Handler: a.guard(cop.Handler(mux)), ReadHeaderTimeout: 10 * time.Second}
 	return a, nil
+}
+
+// guard sets the security headers on every answer and refuses, with 421
+// and before any handler runs, a request whose Host names a host the
+// relay does not know: after DNS rebinding, a web page's own name points
+// at the admin address and its scripts could read the API.
+func (a *adminServer) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		if host := hostOnly(req.Host); !a.hostAccepted(host) {
+			a.r.log.Debug().Str("path", req.URL.Path).Msg("admin: request for an unknown host refused")
+			httpError(w, http.StatusMisdirectedRequest, fmt.Sprintf("host %q is not accepted: the admin API answers requests for IP addresses, localhost, the host of admin.addr and the names listed in admin.hosts", host))
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
+}
+
+// hostAccepted reports whether a request may name host: an IP address (a
+// rebinding attack needs a name), localhost, or a name in a.hosts, in any
+// case. An empty Host (HTTP/1.0) names nothing to rebind and is accepted.
+func (a *adminServer) hostAccepted(host string) bool {
+	if host == "" {
+		return true
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	host = strings.ToLower(host)
+	return host == "localhost" || a.hosts[host]
+}
+
+// hostOnly returns the host of a Host header or host:port address, without
+// port or IPv6 brackets.
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
 }
 
 // Addr is the address the admin API listens on.
@@ -391,11 +453,21 @@ func (a *adminServer) events(w http.ResponseWriter, req *http.Request) {
 		Next   uint64            `json:"next"`
 		Head   uint64            `json:"head"`
 	}{Events: make([]json.RawMessage, 0, len(evs)), Next: eq.From, Head: head}
-	for _, ev := range evs {
-		body.Events = append(body.Events, ev.Body)
-		body.Next = ev.Offset + 1
+	for i := range evs {
+		body.Events = append(body.Events, redactedBody(&evs[i], a.redact))
+		body.Next = evs[i].Offset + 1
 	}
 	writeEventsJSON(w, body)
+}
+
+// redactedBody returns ev's stored body with the fields masked as a chat
+// sink's redact masks them (envelope fields never are), or the body as
+// stored when fields is empty.
+func redactedBody(ev *diff.Event, fields []string) json.RawMessage {
+	if len(fields) == 0 {
+		return ev.Body
+	}
+	return sink.Redact(ev, fields).Body
 }
 
 // parseEventQuery validates the events filters shared by the CLI and API.

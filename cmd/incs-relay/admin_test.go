@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -66,6 +65,8 @@ type obsOptions struct {
 	apiDown bool
 	// sinkFailing shortens the readiness bound of failing sinks.
 	sinkFailing time.Duration
+	// hosts and redact set admin.hosts and admin.redact.
+	hosts, redact []string
 }
 
 // obsRetry is a fast retry policy for test sinks.
@@ -149,6 +150,7 @@ func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 	cfg.Store.Path = filepath.Join(t.TempDir(), "relay.db")
 	cfg.Admin.Addr = "127.0.0.1:0"
 	cfg.Admin.Token = o.token
+	cfg.Admin.Hosts, cfg.Admin.Redact = o.hosts, o.redact
 	if o.sinks != nil {
 		cfg.Sinks = o.sinks(h.hookURL)
 	} else {
@@ -232,19 +234,8 @@ func (h *obsRelay) get(t *testing.T, path string, withToken bool) (int, string) 
 
 func (h *obsRelay) do(t *testing.T, method, path string, withToken bool) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, h.base+strings.TrimPrefix(path, "/"), nil)
-	require.NoError(t, err)
-	if withToken && h.token != "" {
-		req.Header.Set("Authorization", "Bearer "+h.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(b)
+	code, _, body := h.send(t, adminReq{method: method, path: path, withToken: withToken})
+	return code, body
 }
 
 // obsStatusRecorder remembers the status code a handler answered.

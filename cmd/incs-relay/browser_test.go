@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -75,6 +79,8 @@ func TestAdminPage_Browser(t *testing.T) {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.Flag("no-proxy-server", true),
+		// evil.example resolves to the relay, as after DNS rebinding.
+		chromedp.Flag("host-resolver-rules", "MAP evil.example 127.0.0.1"),
 		chromedp.CombinedOutput(&chromeOut),
 	)
 	defer cancelAlloc()
@@ -173,4 +179,42 @@ func TestAdminPage_Browser(t *testing.T) {
 	msg, err = chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#msg`)))
 	fail(err, "read the error message")
 	assert.Contains(t, msg, "beyond the newest event")
+
+	// Another site's hidden form posts a replay, token and all: the
+	// browser says cross-site, the relay answers 403 and replays nothing.
+	h.hooks.mu.Lock()
+	dupsBefore = h.hooks.dups
+	h.hooks.mu.Unlock()
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><form method="POST" action="%sv1/sinks/hooks/replay?from=1&amp;token=%s"></form><script>document.forms[0].submit()</script>`, h.base, adminToken)
+	}))
+	defer evil.Close()
+	evilURL := strings.Replace(evil.URL, "127.0.0.1", "evil.example", 1)
+	fail(chromedp.Do(bctx, chromedp.Navigate(evilURL+"/")), "load the other site's page")
+	_, err = chromedp.Run(bctx, chromedp.Poll[bool](`document.body && document.body.innerText.includes("cross-origin request refused")`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
+	fail(err, "the form's POST is refused")
+	time.Sleep(300 * time.Millisecond) // a rewind would deliver by now
+	h.hooks.mu.Lock()
+	assert.Equal(t, dupsBefore, h.hooks.dups, "the cross-site form replayed nothing")
+	h.hooks.mu.Unlock()
+	cur, err := h.r.db.Cursor("hooks")
+	require.NoError(t, err)
+	assert.Equal(t, head, cur, "the cursor stayed at the head")
+
+	// DNS rebinding: evil.example now points at the relay. The page under
+	// that name is refused, and so is the API it would read.
+	_, port, err := net.SplitHostPort(h.r.admin.Addr())
+	require.NoError(t, err)
+	rebound := "http://evil.example:" + port + "/"
+	fail(chromedp.Do(bctx, chromedp.Navigate(rebound+"?token="+adminToken)), "load the page under a rebound name")
+	text, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`body`)))
+	fail(err, "read the refusal")
+	assert.Contains(t, text, "admin.hosts")
+	fail(chromedp.Do(bctx, chromedp.Navigate(rebound+"v1/events?latest=5&token="+adminToken)), "load the events under a rebound name")
+	text, err = chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`body`)))
+	fail(err, "read the refusal")
+	assert.Contains(t, text, "admin.hosts")
+	assert.NotContains(t, text, newest.ID, "no event reaches the rebound page")
 }

@@ -81,6 +81,12 @@ type StoreConfig struct {
 type AdminConfig struct {
 	Addr  string `yaml:"addr"`
 	Token string `yaml:"token" secret:"true"`
+	// Hosts are the host names a request's Host may carry besides IP
+	// addresses, localhost and the host of Addr: exact names, any case.
+	Hosts []string `yaml:"hosts"`
+	// Redact lists the event fields masked, as a chat sink's redact does,
+	// in the events the admin API, its page and `events` show.
+	Redact []string `yaml:"redact"`
 }
 
 // LogConfig sets the log output; the --log-level and --log-format flags
@@ -519,6 +525,9 @@ func (c *Config) Validate() error {
 			return bad("admin.token", "required when admin.addr is not a loopback address (%s)", c.Admin.Addr)
 		}
 	}
+	if err := c.Admin.validate(bad); err != nil {
+		return err
+	}
 	switch c.Log.Level {
 	case "", "trace", "debug", "info", "warn", "error":
 	default:
@@ -540,6 +549,34 @@ func (c *Config) Validate() error {
 			return bad(key+".name", "duplicate sink name %q: sink names are unique", s.Name)
 		}
 		names[s.Name] = true
+	}
+	return nil
+}
+
+// adminHostName is a host name admin.hosts may list: DNS labels (with
+// '_', as container names have), no port, no wildcard.
+var adminHostName = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$`)
+
+func (a *AdminConfig) validate(bad func(key, format string, args ...any) error) error {
+	for i, h := range a.Hosts {
+		key := fmt.Sprintf("admin.hosts[%d]", i)
+		switch {
+		case strings.Contains(h, "*"):
+			return bad(key, "%q: no wildcards; list each host name", h)
+		case strings.Contains(h, "/"):
+			return bad(key, "%q: a host name, not a URL", h)
+		case strings.Contains(h, ":") && net.ParseIP(h) == nil:
+			return bad(key, "%q: list the name without a port (any port is accepted)", h)
+		case net.ParseIP(h) != nil:
+			return bad(key, "%q: IP addresses are always accepted; list host names only", h)
+		case !adminHostName.MatchString(h):
+			return bad(key, "%q is not a host name such as relay.internal", h)
+		}
+	}
+	for i, f := range a.Redact {
+		if strings.TrimSpace(f) == "" {
+			return bad(fmt.Sprintf("admin.redact[%d]", i), "empty field name")
+		}
 	}
 	return nil
 }

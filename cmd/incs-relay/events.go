@@ -44,8 +44,8 @@ func (c *EventsCommand) Run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		for _, ev := range evs {
-			w.Write(ev.Body)
+		for i := range evs {
+			w.Write(redactedBody(&evs[i], cfg.Admin.Redact))
 			w.WriteByte('\n')
 		}
 		return nil

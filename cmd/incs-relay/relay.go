@@ -149,7 +149,7 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 		r.outs = append(r.outs, o)
 	}
 	if cfg.Admin.Addr != "" {
-		r.admin, err = newAdminServer(r, cfg.Admin.Addr, cfg.Admin.Token)
+		r.admin, err = newAdminServer(r, cfg.Admin)
 		if err != nil {
 			return nil, err
 		}
