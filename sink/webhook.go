@@ -77,12 +77,13 @@ type WebhookConfig struct {
 // WebhookMessage returns for its format (ev.Body, or in binary mode the
 // event's data with ce-* headers) and the headers webhook-id (the event
 // id), webhook-timestamp (Unix seconds of the attempt) and
-// webhook-signature ("v1,<base64 HMAC-SHA256(key, id.timestamp.body)>" over
-// the body sent, one space-separated entry per secret). A 2xx status acknowledges. Network errors, timeouts,
-// 408, 425, 429 and 5xx are retryable (a *RetryAfterError when the
-// response has Retry-After); 410 Gone is a *PauseError; other statuses,
-// redirects included (they are not followed), are permanent. Errors name
-// the sink and the URL's host, never its path, query or the secrets.
+// webhook-signature ("v1,<base64 HMAC-SHA256(key, id.timestamp.body)>"
+// over the body sent, one space-separated entry per secret). A 2xx status
+// acknowledges. Network errors, timeouts, 408, 425, 429 and 5xx are
+// retryable (a *RetryAfterError when the response has Retry-After); 410
+// Gone is a *PauseError; other statuses, redirects included (they are not
+// followed), are permanent. Errors name the sink and the URL's host, never
+// its path, query or the secrets.
 //
 // A Webhook is safe for concurrent use.
 type Webhook struct {

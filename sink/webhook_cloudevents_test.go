@@ -310,7 +310,16 @@ func TestWebhookMessage(t *testing.T) {
 		}
 	}
 
-	_, _, err := WebhookMessage("xml", ev)
+	// The data goes out as the stored bytes, not re-encoded: members the
+	// relay's Data type does not know and the spacing survive.
+	raw := *ev
+	rawData := `{"task_id": 237,  "future_field": [1, 2], "comment": "<b>\u00e9</b>"}`
+	raw.Body = []byte(`{"specversion":"1.0","id":"log-532","data": ` + rawData + ` }`)
+	_, body, err := WebhookMessage(WebhookBinary, &raw)
+	require.NoError(t, err)
+	assert.Equal(t, rawData, string(body))
+
+	_, _, err = WebhookMessage("xml", ev)
 	assert.ErrorContains(t, err, `unknown webhook format "xml"`)
 	noData := *ev
 	noData.Body = []byte(`{"specversion":"1.0","id":"log-1"}`)
