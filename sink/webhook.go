@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,23 @@ const (
 	webhookDrainLimit     = 4 << 10 // response bytes read to reuse the connection
 )
 
+// Webhook body formats (WebhookConfig.Format).
+const (
+	// WebhookJSON posts the event as the body with Content-Type
+	// application/json, for plain JSON receivers. The default.
+	WebhookJSON = "json"
+	// WebhookCloudEvents posts the same body with Content-Type
+	// application/cloudevents+json: CloudEvents HTTP structured mode.
+	WebhookCloudEvents = "cloudevents"
+	// WebhookBinary posts the event's data alone, as stored, with
+	// Content-Type application/json and the event's attributes in ce-*
+	// headers: CloudEvents HTTP binary mode.
+	WebhookBinary = "binary"
+)
+
+// WebhookFormats lists the webhook body formats, the default first.
+var WebhookFormats = []string{WebhookJSON, WebhookCloudEvents, WebhookBinary}
+
 // WebhookConfig configures a Webhook.
 type WebhookConfig struct {
 	Name string
@@ -40,6 +58,8 @@ type WebhookConfig struct {
 	// request carries one signature per secret, so a receiver can rotate:
 	// list the new secret first and the old one second. At least one.
 	Secrets []string
+	// Format is one of WebhookFormats; empty means WebhookJSON.
+	Format string
 	// Timeout bounds one attempt, from dial to the response headers
 	// (default 10s).
 	Timeout time.Duration
@@ -53,15 +73,17 @@ type WebhookConfig struct {
 	Now       func() time.Time // default time.Now; sets webhook-timestamp
 }
 
-// Webhook delivers events as Standard Webhooks: it POSTs ev.Body with
-// Content-Type application/json and the headers webhook-id (the event id),
-// webhook-timestamp (Unix seconds of the attempt) and webhook-signature
-// ("v1,<base64 HMAC-SHA256(key, id.timestamp.body)>", one space-separated
-// entry per secret). A 2xx status acknowledges. Network errors, timeouts,
-// 408, 425, 429 and 5xx are retryable (a *RetryAfterError when the
-// response has Retry-After); 410 Gone is a *PauseError; other statuses,
-// redirects included (they are not followed), are permanent. Errors name
-// the sink and the URL's host, never its path, query or the secrets.
+// Webhook delivers events as Standard Webhooks: it POSTs what
+// WebhookMessage returns for its format (ev.Body, or in binary mode the
+// event's data with ce-* headers) and the headers webhook-id (the event
+// id), webhook-timestamp (Unix seconds of the attempt) and
+// webhook-signature ("v1,<base64 HMAC-SHA256(key, id.timestamp.body)>"
+// over the body sent, one space-separated entry per secret). A 2xx status
+// acknowledges. Network errors, timeouts, 408, 425, 429 and 5xx are
+// retryable (a *RetryAfterError when the response has Retry-After); 410
+// Gone is a *PauseError; other statuses, redirects included (they are not
+// followed), are permanent. Errors name the sink and the URL's host, never
+// its path, query or the secrets.
 //
 // A Webhook is safe for concurrent use.
 type Webhook struct {
@@ -69,6 +91,7 @@ type Webhook struct {
 	url     string
 	host    string
 	keys    [][]byte
+	format  string
 	timeout time.Duration
 	client  *http.Client
 	now     func() time.Time
@@ -103,6 +126,12 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 			return nil, fmt.Errorf("webhook %s: secret %d: %w", cfg.Name, i+1, err)
 		}
 	}
+	if cfg.Format == "" {
+		cfg.Format = WebhookJSON
+	}
+	if !slices.Contains(WebhookFormats, cfg.Format) {
+		return nil, fmt.Errorf("webhook %s: unknown format %q (want %s)", cfg.Name, cfg.Format, strings.Join(WebhookFormats, ", "))
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultWebhookTimeout
 	}
@@ -121,6 +150,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 		url:     u.String(),
 		host:    u.Host,
 		keys:    keys,
+		format:  cfg.Format,
 		timeout: cfg.Timeout,
 		client: &http.Client{
 			Transport:     rt,
@@ -161,7 +191,7 @@ func (w *Webhook) Deliver(ctx context.Context, ev *diff.Event) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("webhook %s: POST %s: %w", w.name, w.host, err)
 	}
-	body, err := eventBodyOrJSON(ev)
+	h, body, err := WebhookMessage(w.format, ev)
 	if err != nil {
 		return Permanent(fmt.Errorf("webhook %s: encode event %s: %w", w.name, ev.ID, err))
 	}
@@ -172,8 +202,7 @@ func (w *Webhook) Deliver(ctx context.Context, ev *diff.Event) error {
 		return Permanent(fmt.Errorf("webhook %s: POST %s: build request", w.name, w.host))
 	}
 	ts := strconv.FormatInt(w.now().Unix(), 10)
-	h := req.Header
-	h["Content-Type"] = []string{"application/json"}
+	req.Header = h
 	h["User-Agent"] = []string{"incs-relay"}
 	h["Webhook-Id"] = []string{ev.ID}
 	h["Webhook-Timestamp"] = []string{ts}
@@ -230,6 +259,85 @@ func (w *Webhook) Close(context.Context) error {
 		w.client.CloseIdleConnections()
 	})
 	return nil
+}
+
+// WebhookMessage returns the headers that say how ev is encoded and the body
+// a webhook sink of the given format sends for it (the body is what is
+// signed; the Standard Webhooks headers are not included):
+//
+//   - json: Content-Type application/json, the event as body;
+//   - cloudevents: Content-Type application/cloudevents+json, the same body;
+//   - binary: Content-Type application/json (the event's datacontenttype),
+//     ce-specversion, ce-id, ce-source, ce-type, ce-subject, ce-time and
+//     ce-offset, and the event's "data" member as body, byte for byte as the
+//     stored event holds it.
+//
+// The body is ev.Body, or ev encoded when it has none (an event built in
+// code). An empty format is json.
+func WebhookMessage(format string, ev *diff.Event) (http.Header, []byte, error) {
+	body, err := eventBodyOrJSON(ev)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch format {
+	case "", WebhookJSON:
+		return http.Header{"Content-Type": {"application/json"}}, body, nil
+	case WebhookCloudEvents:
+		return http.Header{"Content-Type": {"application/cloudevents+json"}}, body, nil
+	case WebhookBinary:
+	default:
+		return nil, nil, fmt.Errorf("unknown webhook format %q", format)
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(body, &members); err != nil {
+		return nil, nil, fmt.Errorf("event body: %w", err)
+	}
+	data, ok := members["data"]
+	if !ok {
+		return nil, nil, errors.New(`event body has no "data"`)
+	}
+	ct := ev.DataContentType
+	if ct == "" {
+		ct = diff.DataContentType
+	}
+	h := http.Header{"Content-Type": {ct}}
+	for _, a := range [...]struct{ key, value string }{
+		{"Ce-Specversion", ev.SpecVersion},
+		{"Ce-Id", ev.ID},
+		{"Ce-Source", ev.Source},
+		{"Ce-Type", ev.Type},
+		{"Ce-Subject", ev.Subject},
+		{"Ce-Time", ev.Time.Format(time.RFC3339Nano)},
+		{"Ce-Offset", strconv.FormatUint(ev.Offset, 10)},
+	} {
+		h[a.key] = []string{ceHeaderValue(a.value)}
+	}
+	return h, data, nil
+}
+
+// ceHeaderValue percent-encodes what the CloudEvents HTTP binding says a
+// ce-* header value must not hold: space, '"', '%' and bytes outside
+// printable ASCII. The relay's attribute values never hold them; this
+// keeps a header valid if one did.
+func ceHeaderValue(s string) string {
+	clean := func(c byte) bool { return c > ' ' && c < 0x7f && c != '"' && c != '%' }
+	i := 0
+	for i < len(s) && clean(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
+		if c := s[i]; clean(c) {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
 }
 
 // webhookSignature returns the webhook-signature header value: one

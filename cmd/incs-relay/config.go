@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller"
+	"github.com/incs-relay/incs-relay/sink"
 )
 
 // Config is the whole relay configuration as read from YAML.
@@ -123,6 +125,9 @@ type SinkConfig struct {
 	Subject   string        `yaml:"subject"`
 	JetStream bool          `yaml:"jetstream"`
 	Stream    *StreamConfig `yaml:"stream"`
+
+	// webhook: json (default), cloudevents or binary; see sink.WebhookFormats
+	Format string `yaml:"format"`
 
 	// webhook, slack, feishu
 	Secret      string       `yaml:"secret" secret:"true"`
@@ -617,6 +622,7 @@ func (s *SinkConfig) validate(key string, bad func(key, format string, args ...a
 		{"jetstream", s.JetStream, []string{SinkNATS}},
 		{"stream", s.Stream != nil, []string{SinkNATS}},
 		{"secrets", len(s.Secrets) > 0, []string{SinkWebhook}},
+		{"format", s.Format != "", []string{SinkWebhook}},
 		{"secret", s.Secret != "", []string{SinkWebhook, SinkFeishu}},
 		{"locale", s.Locale != "", chat},
 		{"link", s.Link != "", chat},
@@ -700,6 +706,12 @@ func (s *SinkConfig) validate(key string, bad func(key, format string, args ...a
 			if err := checkWebhookSecret(sec); err != nil {
 				return bad(k, "%v", err)
 			}
+		}
+		if s.Format == "" {
+			s.Format = sink.WebhookJSON
+		}
+		if !slices.Contains(sink.WebhookFormats, s.Format) {
+			return bad(key+".format", "unknown format %q (want %s)", s.Format, strings.Join(sink.WebhookFormats, ", "))
 		}
 	case SinkSlack, SinkFeishu:
 		if err := checkURL(s.URL, "http", "https"); err != nil {

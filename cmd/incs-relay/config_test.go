@@ -56,6 +56,13 @@ func TestParseConfig_Valid(t *testing.T) {
 	assert.Equal(t, "incs.tasks.{task_id}.{event}", cfg.Sinks[0].Subject)
 	assert.Equal(t, []string{testSecret}, cfg.Sinks[1].AllSecrets())
 	assert.Equal(t, 72*time.Hour, cfg.Sinks[1].Retry.MaxElapsed.D())
+	assert.Equal(t, "json", cfg.Sinks[1].Format, "the default webhook format")
+	for _, f := range []string{"json", "cloudevents", "binary"} {
+		y := strings.Replace(validConfig, "    events: [\"task.assigned\"]\n", "    format: "+f+"\n", 1)
+		cfg, err := ParseConfig("relay.yaml", []byte(y), env("INCS_TOKEN", "t", "HOOK_SECRET", testSecret))
+		require.NoError(t, err, f)
+		assert.Equal(t, f, cfg.Sinks[1].Format)
+	}
 }
 
 func TestParseConfig_Errors(t *testing.T) {
@@ -85,6 +92,8 @@ func TestParseConfig_Errors(t *testing.T) {
 		{"webhook bad secret", "upstream: {token: t}\nsinks:\n  - {name: h, type: webhook, url: \"https://x.example/h\", secret: \"hunter2hunter2\"}\n", base, []string{"sinks[0].secret", "whsec_"}},
 		{"webhook url missing", "upstream: {token: t}\nsinks:\n  - {name: h, type: webhook, secret: \"" + testSecret + "\"}\n", base, []string{"sinks[0].url", "required"}},
 		{"subject on webhook", "upstream: {token: t}\nsinks:\n  - {name: h, type: webhook, url: \"https://x.example\", secret: \"" + testSecret + "\", subject: a.b}\n", base, []string{"sinks[0].subject", "not a setting of a webhook sink"}},
+		{"unknown webhook format", "upstream: {token: t}\nsinks:\n  - name: h\n    type: webhook\n    url: \"https://x.example/h\"\n    secret: \"" + testSecret + "\"\n    format: xml\n", base, []string{"relay.yaml:7", "sinks[0].format", `unknown format "xml" (want json, cloudevents, binary)`}},
+		{"format on nats", "upstream: {token: t}\nsinks:\n  - name: a\n    type: nats\n    url: embedded\n    format: binary\n", base, []string{"relay.yaml:6", "sinks[0].format", "not a setting of a nats sink (only webhook)"}},
 		{"unknown event type", "upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded, events: [task.deleted]}\n", base, []string{"sinks[0].events[0]", "task.deleted"}},
 		{"bad subject placeholder", "upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded, subject: \"x.{task}\"}\n", base, []string{"sinks[0].subject", "{task}"}},
 		{"bad locale", "upstream: {token: t}\nsinks:\n  - {name: c, type: slack, url: \"https://hooks.slack.com/services/x\", locale: fr}\n", base, []string{"sinks[0].locale", "zh or en"}},

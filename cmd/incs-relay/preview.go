@@ -5,7 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -93,6 +97,11 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 				ev = sink.Redact(ev, *sc.Redact)
 			}
 			body = ev.Body
+			if sc.Type == SinkWebhook {
+				if body, err = printWebhookHeaders(c.m.Stdout, sc.Format, ev); err != nil {
+					return fmt.Errorf("preview: %s: %w", sc.Name, err)
+				}
+			}
 			if sc.Type == SinkNATS {
 				subj, err := sink.NATSSubject(sc.Subject, ev)
 				if err != nil {
@@ -108,4 +117,18 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 		fmt.Fprintf(c.m.Stdout, "%s\n\n", body)
 	}
 	return nil
+}
+
+// printWebhookHeaders prints the headers that carry a webhook sink's format
+// (Content-Type, and the ce-* attributes in binary mode), one "name: value"
+// line each, and returns the body the sink sends.
+func printWebhookHeaders(w io.Writer, format string, ev *diff.Event) ([]byte, error) {
+	h, body, err := sink.WebhookMessage(format, ev)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		fmt.Fprintf(w, "%s: %s\n", strings.ToLower(k), h.Get(k))
+	}
+	return body, nil
 }

@@ -8,12 +8,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/sink"
 )
+
+// runMain runs the command line args through Main.Run with the process
+// environment and returns the exit code, stdout and stderr.
+func runMain(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: os.LookupEnv}
+	return m.Run(context.Background(), args), out.String(), errb.String()
+}
 
 func TestPreview(t *testing.T) {
 	dir := t.TempDir()
@@ -38,11 +47,7 @@ sinks:
 `
 	path := filepath.Join(dir, "relay.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
-	run := func(args ...string) (int, string, string) {
-		var out, errb bytes.Buffer
-		m := &Main{Stdout: &out, Stderr: &errb, Getenv: os.LookupEnv}
-		return m.Run(context.Background(), args), out.String(), errb.String()
-	}
+	run := runMain
 
 	// A broken template is a config error naming the sink, not a runtime surprise.
 	code, _, stderr := run("check-config", "--config", path)
@@ -80,4 +85,62 @@ sinks:
 	code, _, stderr = run("preview", "--config", path, "--sink", "nope")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, `no sink "nope"`)
+}
+
+// TestPreview_WebhookFormats: check-config accepts each webhook format and
+// rejects an unknown one with its line; preview shows each format's
+// Content-Type, the ce-* headers of binary mode and its data-only body.
+func TestPreview_WebhookFormats(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `upstream: {token: t}
+store: {path: "` + filepath.Join(dir, "x.db") + `"}
+sinks:
+  - name: plain
+    type: webhook
+    url: "https://example.com/incs"
+    secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+  - name: structured
+    type: webhook
+    url: "https://example.com/incs"
+    secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    format: cloudevents
+  - name: binary
+    type: webhook
+    url: "https://example.com/incs"
+    secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    format: binary
+    redact: [user_phone]
+`
+	path := filepath.Join(dir, "relay.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	run := runMain
+	code, out, stderr := run("check-config", "--config", path)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "ok (3 sinks")
+
+	samples := sink.SampleEvents()
+	code, out, stderr = run("preview", "--config", path, "--sink", "plain")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, len(samples), strings.Count(out, "content-type: application/json\n"), out)
+	assert.NotContains(t, out, "ce-")
+	assert.Contains(t, out, `"specversion": "1.0"`)
+
+	code, out, stderr = run("preview", "--config", path, "--sink", "structured")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, len(samples), strings.Count(out, "content-type: application/cloudevents+json\n"), out)
+	assert.NotContains(t, out, "ce-")
+	assert.Contains(t, out, `"specversion": "1.0"`)
+
+	code, out, stderr = run("preview", "--config", path, "--sink", "binary")
+	require.Equal(t, 0, code, stderr)
+	ev := samples[1]
+	assert.Contains(t, out, "# "+ev.Type+" "+ev.ID+" (task 237)\nce-id: "+ev.ID+"\nce-offset: 2\nce-source: incsapp/tasks\nce-specversion: 1.0\nce-subject: 237\nce-time: "+ev.Time.Format(time.RFC3339)+"\nce-type: "+ev.Type+"\ncontent-type: application/json\n{\n  \"task_id\": 237,", out)
+	assert.NotContains(t, out, `"specversion"`, "binary mode: the body is the data alone")
+	assert.NotContains(t, out, "6281519140316", "redact applies to the data sent")
+	assert.NotContains(t, out, "whsec_")
+
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(cfg, "format: binary", "format: protobuf", 1)), 0o600))
+	code, _, stderr = run("check-config", "--config", path)
+	assert.Equal(t, 2, code)
+	assert.Equal(t, "incs-relay: "+path+`:17: sinks[2].format: unknown format "protobuf" (want json, cloudevents, binary)`+"\n", stderr)
 }

@@ -53,6 +53,7 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 			Name:        sc.Name,
 			URL:         sc.URL,
 			Secrets:     sc.AllSecrets(),
+			Format:      sc.Format,
 			Timeout:     sc.Timeout.D(),
 			MaxInFlight: maxInFlight(sc),
 			Transport:   g.WebhookTransport(maxInFlight(sc)),

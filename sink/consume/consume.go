@@ -1,8 +1,9 @@
 // Package consume is for downstream services that receive incs-relay
 // events: it verifies a Standard Webhooks delivery (signature and timestamp
 // tolerance), decodes the CloudEvents envelope into typed Go values, and
-// dedupes deliveries by event id. It imports nothing of the relay but the
-// event types in diff.
+// dedupes deliveries by event id. It reads every webhook format the relay
+// sends (json, cloudevents, binary) and NATS messages. It imports nothing
+// of the relay but the event types in diff.
 //
 //	v, _ := consume.NewVerifier([]string{os.Getenv("WEBHOOK_SECRET")})
 //	http.HandleFunc("/incs", func(w http.ResponseWriter, r *http.Request) {
@@ -21,7 +22,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,7 +118,8 @@ func (v *Verifier) Verify(r *http.Request) (*Event, error) {
 	return v.VerifyBody(r.Header, body)
 }
 
-// VerifyBody checks the headers against body and decodes the event.
+// VerifyBody checks the headers against body, the request body as received,
+// and decodes the event with DecodeHTTP.
 func (v *Verifier) VerifyBody(h http.Header, body []byte) (*Event, error) {
 	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
 	if id == "" || ts == "" || sigs == "" {
@@ -139,7 +143,7 @@ func (v *Verifier) VerifyBody(h http.Header, body []byte) (*Event, error) {
 	if !Signed(v.keys, id, ts, body, sigs) {
 		return nil, ErrSignature
 	}
-	ev, err := Decode(body)
+	ev, err := DecodeHTTP(h, body)
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +189,73 @@ func Decode(body []byte) (*Event, error) {
 		return nil, fmt.Errorf("%w: not a CloudEvents 1.0 incs-relay event", ErrBody)
 	}
 	ev.Body = append(json.RawMessage(nil), body...)
+	return &ev, nil
+}
+
+// DecodeHTTP decodes a webhook delivery in any of the relay's formats,
+// without verifying it: a body that is the event (Content-Type
+// application/json, or application/cloudevents+json: CloudEvents structured
+// mode), or, when the headers carry ce-specversion and the Content-Type is
+// not application/cloudevents+json, CloudEvents binary mode: the
+// attributes in ce-* headers and the event's data as the body. In binary
+// mode the returned event's Body is rebuilt from the headers and the data:
+// byte for byte the relay's stored event.
+func DecodeHTTP(h http.Header, body []byte) (*Event, error) {
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	if mt == "application/cloudevents+json" || h.Get("Ce-Specversion") == "" {
+		return Decode(body)
+	}
+	return decodeBinary(h, body)
+}
+
+// binaryBody encodes an event with its data as received: the outer Data
+// shadows the event's own, and comes last, where the event has it.
+type binaryBody struct {
+	diff.Event
+	Data json.RawMessage `json:"data"`
+}
+
+// decodeBinary decodes a CloudEvents binary-mode delivery.
+func decodeBinary(h http.Header, data []byte) (*Event, error) {
+	var bad error
+	attr := func(name string) string {
+		v := h.Get("Ce-" + name)
+		if strings.Contains(v, "%") {
+			u, err := url.PathUnescape(v)
+			if err != nil && bad == nil {
+				bad = fmt.Errorf("%w: ce-%s is not percent-encoded correctly", ErrBody, strings.ToLower(name))
+			}
+			v = u
+		}
+		return v
+	}
+	ev := Event{
+		SpecVersion: attr("Specversion"), ID: attr("Id"), Source: attr("Source"),
+		Type: attr("Type"), Subject: attr("Subject"),
+	}
+	ts, off := attr("Time"), attr("Offset")
+	if bad != nil {
+		return nil, bad
+	}
+	if ev.SpecVersion != diff.SpecVersion || !strings.HasPrefix(ev.ID, "log-") || ev.Type == "" {
+		return nil, fmt.Errorf("%w: not a CloudEvents 1.0 incs-relay event", ErrBody)
+	}
+	var err error
+	if ev.Time, err = time.Parse(time.RFC3339Nano, ts); err != nil {
+		return nil, fmt.Errorf("%w: ce-time %q is not an RFC 3339 time", ErrBody, ts)
+	}
+	if ev.Offset, err = strconv.ParseUint(off, 10, 64); err != nil {
+		return nil, fmt.Errorf("%w: ce-offset %q is not an offset", ErrBody, off)
+	}
+	if ev.DataContentType, _, err = mime.ParseMediaType(h.Get("Content-Type")); err != nil {
+		return nil, fmt.Errorf("%w: Content-Type: %v", ErrBody, err)
+	}
+	if ev.Body, err = json.Marshal(binaryBody{Event: ev, Data: data}); err != nil {
+		return nil, fmt.Errorf("%w: data: %v", ErrBody, err)
+	}
+	if err := json.Unmarshal(data, &ev.Data); err != nil {
+		return nil, fmt.Errorf("%w: data: %v", ErrBody, err)
+	}
 	return &ev, nil
 }
 

@@ -105,3 +105,100 @@ func TestDedupe(t *testing.T) {
 	assert.True(t, d.Add("log-1"))
 	assert.False(t, d.Add("log-3"))
 }
+
+// binaryData is the data member of body: what a binary-mode delivery of
+// that event carries as its body.
+const binaryData = `{"task_id":237,"task":{"id":237,"name":"4.8"},"log":{"id":532,"type":2},"status":0,"status_name":"not_started","previous_status":0,"previous_status_name":"not_started","assignee_username":"incs_1","comment":""}`
+
+// binaryHeader returns the headers of a binary-mode delivery of body's
+// event, with mod applied.
+func binaryHeader(mod func(h http.Header)) http.Header {
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Ce-Specversion", "1.0")
+	h.Set("Ce-Id", "log-532")
+	h.Set("Ce-Source", "incsapp/tasks")
+	h.Set("Ce-Type", "task.assigned")
+	h.Set("Ce-Subject", "237")
+	h.Set("Ce-Time", "2026-04-08T17:22:06+08:00")
+	h.Set("Ce-Offset", "2")
+	if mod != nil {
+		mod(h)
+	}
+	return h
+}
+
+func TestDecodeHTTP_Binary(t *testing.T) {
+	require.Contains(t, body, `"data":`+binaryData+`}`)
+	want, err := Decode([]byte(body))
+	require.NoError(t, err)
+
+	ev, err := DecodeHTTP(binaryHeader(nil), []byte(binaryData))
+	require.NoError(t, err)
+	assert.Equal(t, want, ev, "the same event as the json delivery")
+	assert.Equal(t, body, string(ev.Body), "Body rebuilt byte for byte")
+
+	ev, err = DecodeHTTP(binaryHeader(func(h http.Header) { h.Set("Ce-Offset", "18446744073709551615") }), []byte(binaryData))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1<<64-1), ev.Offset, "offsets beyond 32 bits")
+
+	ev, err = DecodeHTTP(binaryHeader(func(h http.Header) { h.Set("Ce-Subject", "t%C3%A2che%207") }), []byte(binaryData))
+	require.NoError(t, err)
+	assert.Equal(t, "tâche 7", ev.Subject, "percent-decoded")
+
+	// structured mode wins over stray ce-* headers; no ce-* is the json format
+	ev, err = DecodeHTTP(binaryHeader(func(h http.Header) { h.Set("Content-Type", "application/cloudevents+json; charset=utf-8") }), []byte(body))
+	require.NoError(t, err)
+	assert.Equal(t, want, ev)
+	ev, err = DecodeHTTP(http.Header{"Content-Type": {"application/json"}}, []byte(body))
+	require.NoError(t, err)
+	assert.Equal(t, want, ev)
+
+	for _, tc := range []struct {
+		name string
+		mod  func(h http.Header)
+		data string
+		msg  string
+	}{
+		{"bad time", func(h http.Header) { h.Set("Ce-Time", "yesterday") }, binaryData, `ce-time "yesterday"`},
+		{"bad offset", func(h http.Header) { h.Set("Ce-Offset", "-1") }, binaryData, `ce-offset "-1"`},
+		{"no offset", func(h http.Header) { h.Del("Ce-Offset") }, binaryData, `ce-offset ""`},
+		{"no type", func(h http.Header) { h.Del("Ce-Type") }, binaryData, "not a CloudEvents 1.0 incs-relay event"},
+		{"other spec version", func(h http.Header) { h.Set("Ce-Specversion", "0.3") }, binaryData, "not a CloudEvents 1.0 incs-relay event"},
+		{"bad percent-encoding", func(h http.Header) { h.Set("Ce-Subject", "%zz") }, binaryData, "ce-subject is not percent-encoded correctly"},
+		{"bad content type", func(h http.Header) { h.Set("Content-Type", "") }, binaryData, "Content-Type"},
+		{"data not JSON", nil, `{"task_id":`, "data"},
+		{"the whole event as data", nil, "[1]", "data"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := DecodeHTTP(binaryHeader(tc.mod), []byte(tc.data))
+			require.ErrorIs(t, err, ErrBody)
+			assert.Contains(t, err.Error(), tc.msg)
+		})
+	}
+}
+
+// TestVerifier_Binary: a signed binary-mode delivery verifies over the
+// data it carries; the ce-id must be the signed webhook-id.
+func TestVerifier_Binary(t *testing.T) {
+	k, _ := ParseSecret(specSecret)
+	v, err := NewVerifier([]string{specSecret})
+	require.NoError(t, err)
+	v.Now = func() time.Time { return time.Unix(1_800_000_000, 0) }
+	signed := func(id string, mod func(http.Header)) http.Header {
+		h := binaryHeader(mod)
+		h.Set("webhook-id", id)
+		h.Set("webhook-timestamp", "1800000000")
+		h.Set("webhook-signature", sign(k, id, "1800000000", binaryData))
+		return h
+	}
+	ev, err := v.VerifyBody(signed("log-532", nil), []byte(binaryData))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(2), ev.Offset)
+	assert.Equal(t, body, string(ev.Body))
+
+	_, err = v.VerifyBody(signed("log-532", nil), []byte(binaryData[:len(binaryData)-2]+` }`))
+	assert.ErrorIs(t, err, ErrSignature, "the data is signed")
+	_, err = v.VerifyBody(signed("log-532", func(h http.Header) { h.Set("Ce-Id", "log-999") }), []byte(binaryData))
+	assert.ErrorIs(t, err, ErrBody, "ce-id differs from the signed webhook-id")
+}

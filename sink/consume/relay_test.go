@@ -19,11 +19,12 @@ import (
 )
 
 // TestVerifier_RelayWebhook checks the package against the relay's real
-// deliveries: events ingested by the store and POSTed by the relay's
-// webhook sink, signed with two secrets while they rotate, pass Verify
-// with either secret, decode to the stored event (id, offset, type,
-// body), and their task and log decode too. A redelivery is the same
-// event and Dedupe drops it.
+// deliveries in each webhook format (json, cloudevents, binary): events
+// ingested by the store and POSTed by the relay's webhook sink, signed with
+// two secrets while they rotate, pass Verify with either secret, decode to
+// the stored event (id, offset, type, time, subject, data; Body byte for
+// byte, rebuilt in binary mode), and their task and log decode too. A
+// redelivery is the same event and Dedupe drops it.
 func TestVerifier_RelayWebhook(t *testing.T) {
 	const (
 		newSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -41,13 +42,18 @@ func TestVerifier_RelayWebhook(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, stored, 5)
 
-	tests := []struct {
+	type testCase struct {
 		name    string
+		format  string
 		secrets []string // the verifier's
-	}{
-		{name: "new secret", secrets: []string{newSecret}},
-		{name: "old secret", secrets: []string{oldSecret}},
-		{name: "both", secrets: []string{oldSecret, newSecret}},
+	}
+	var tests []testCase
+	for _, format := range sink.WebhookFormats {
+		tests = append(tests,
+			testCase{name: format + "/new secret", format: format, secrets: []string{newSecret}},
+			testCase{name: format + "/old secret", format: format, secrets: []string{oldSecret}},
+			testCase{name: format + "/both", format: format, secrets: []string{oldSecret, newSecret}},
+		)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,7 +80,7 @@ func TestVerifier_RelayWebhook(t *testing.T) {
 				w.WriteHeader(http.StatusNoContent)
 			}))
 			defer srv.Close()
-			w, err := sink.NewWebhook(sink.WebhookConfig{Name: "hooks", URL: srv.URL + "/incs", Secrets: []string{newSecret, oldSecret}})
+			w, err := sink.NewWebhook(sink.WebhookConfig{Name: "hooks", URL: srv.URL + "/incs", Secrets: []string{newSecret, oldSecret}, Format: tt.format})
 			require.NoError(t, err)
 			defer w.Close(ctx)
 			for i := range stored {
@@ -91,8 +97,12 @@ func TestVerifier_RelayWebhook(t *testing.T) {
 				assert.Equal(t, want.ID, ev.ID)
 				assert.Equal(t, want.Offset, ev.Offset)
 				assert.Equal(t, want.Type, ev.Type)
+				assert.Equal(t, want.Subject, ev.Subject)
+				assert.Equal(t, want.Source, ev.Source)
+				assert.Equal(t, want.DataContentType, ev.DataContentType)
 				assert.True(t, want.Time.Equal(ev.Time))
-				assert.JSONEq(t, string(want.Body), string(ev.Body))
+				assert.Equal(t, want.Data, ev.Data)
+				assert.Equal(t, string(want.Body), string(ev.Body))
 				tk, err := consume.Task(ev)
 				require.NoError(t, err)
 				assert.Equal(t, int64(237), tk.ID)
