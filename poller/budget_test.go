@@ -147,7 +147,9 @@ func TestSimulation_Budget(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			budget := tc.budget
 			w := newWorld(t, sim.Options{Tasks: tasks, Seed: 42, OpenFraction: 0.1, Order: tc.order}, fixedNow)
-			r := newRelay(t, tc.name, w, true, nil, func(c *poller.Config) { c.Budget = budget })
+			state := memState{}
+			var pcfg poller.Config
+			r := newRelay(t, tc.name, w, true, state, func(c *poller.Config) { c.Budget = budget; pcfg = *c })
 			sts, open, fin := budgetRun(t, r, interval, cycles, int(fullSweep/interval)+2, tasks/2000, tasks/10000)
 			steady := requestsOf(sts)
 			st := r.p.Status()
@@ -174,6 +176,10 @@ func TestSimulation_Budget(t *testing.T) {
 				// The default budget at rate_limit 5: the ceilings need more.
 				// They are kept, and the shortfall is reported.
 				assert.True(t, st.Tiers.BudgetShort, "budget below what the ceilings need is reported")
+				est, ok := poller.EstimateCeilings(pcfg, state) // what check-config says
+				require.True(t, ok)
+				t.Logf("check-config's estimate from the saved state: %.1f requests per cycle; measured %.1f", est, ceilings)
+				assert.InEpsilon(t, ceilings, est, 0.25, "the estimate is near what the ceilings cost")
 				assert.False(t, st.FullSweepMissed)
 				assert.LessOrEqual(t, quantile(fin, .99), fullSweep, "finished p99 within the full_sweep ceiling")
 				return

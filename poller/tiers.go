@@ -1050,20 +1050,8 @@ func (t *Tiered) account() {
 	// What the ceilings cost: measured, or, when budget reads stood in for
 	// open-tier reads, what the open tier and the finished tier's share
 	// would have cost at one request per page.
-	ceiling := float64(t.cur.Requests - t.cur.BudgetRequests)
-	opens, total := t.newest.opens(), 0
-	for _, s := range t.slices {
-		opens += s.opens()
-		total += s.weight()
-	}
-	pages := func(n float64) float64 { return n / float64(t.cfg.PageSize) }
-	est := float64(t.cur.ScanRequests+t.cur.NewestRequests+t.cur.FetchRequests) +
-		math.Ceil(pages(float64(opens)/float64(t.openEvery))) +
-		pages(float64(total))*float64(t.cfg.Interval)/float64(t.cfg.FullSweep)
-	if opens > 0 {
-		est++ // two status lists: two partial pages
-	}
-	ceiling = max(ceiling, est)
+	ceiling := max(float64(t.cur.Requests-t.cur.BudgetRequests),
+		t.tierCost(float64(t.cur.ScanRequests+t.cur.NewestRequests+t.cur.FetchRequests)))
 	if t.need == 0 {
 		t.need = ceiling
 	} else {
@@ -1091,6 +1079,35 @@ func (t *Tiered) account() {
 			t.log.Info().Int("budget", t.cfg.Budget).Msg("poll.budget covers the ceilings again")
 		}
 	}
+}
+
+// tierCost estimates what the open tier at OpenSweep and the finished tier
+// at FullSweep cost per cycle at one request per page, plus fixed requests
+// (the head scan, the newest window, fetches).
+func (t *Tiered) tierCost(fixed float64) float64 {
+	opens, total := t.newest.opens(), 0
+	for _, s := range t.slices {
+		opens += s.opens()
+		total += s.weight()
+	}
+	pages := func(n float64) float64 { return n / float64(t.cfg.PageSize) }
+	est := fixed + math.Ceil(pages(float64(opens)/float64(t.openEvery))) +
+		pages(float64(total))*float64(t.cfg.Interval)/float64(t.cfg.FullSweep)
+	if opens > 0 {
+		est++ // two status lists: two partial pages
+	}
+	return est
+}
+
+// EstimateCeilings estimates from the tier state a relay saved in state
+// what poll.open_sweep and poll.full_sweep need per cycle under cfg, for
+// check-config. ok is false when state holds no usable tier state.
+func EstimateCeilings(cfg Config, state StateStore) (need float64, ok bool) {
+	t := NewTiered(cfg, state, zerolog.Nop())
+	if !t.ready {
+		return 0, false
+	}
+	return math.Round(t.tierCost(2)*10) / 10, true // the head scan and the newest window
 }
 
 // closeNewest turns the older part of the newest window into a slice once

@@ -74,20 +74,8 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 	if httpClient == nil {
 		httpClient = &http.Client{Transport: r.metrics.instrumentAPI(http.DefaultTransport.(*http.Transport).Clone())}
 	}
-	pcfg := poller.Config{
-		BaseURL:    cfg.Upstream.BaseURL,
-		Token:      cfg.Upstream.Token,
-		Location:   cfg.Location(),
-		PageSize:   cfg.Upstream.PageSize,
-		RateLimit:  cfg.Upstream.RateLimit,
-		Timeout:    cfg.Upstream.Timeout.D(),
-		Lookback:   cfg.Poll.Lookback.D(),
-		Interval:   cfg.Poll.Interval.D(),
-		FullSweep:  cfg.Poll.FullSweep.D(),
-		OpenSweep:  cfg.Poll.OpenSweep.D(),
-		Budget:     cfg.EffectiveBudget(),
-		HTTPClient: httpClient,
-	}
+	pcfg := cfg.pollerConfig()
+	pcfg.HTTPClient = httpClient
 	r.client = poller.NewClient(pcfg, log.With().Str("component", "poller").Logger())
 	initialized, err := r.db.Initialized()
 	if err != nil {
@@ -496,6 +484,23 @@ func (h *ingester) checkClock(tasks []diff.Task) {
 				Msg("a task was updated in the future by this host's clock: check upstream.timezone and the clocks; the snapshot boundary and event times depend on them")
 			return
 		}
+	}
+}
+
+// pollerConfig is the poller's view of the config.
+func (c *Config) pollerConfig() poller.Config {
+	return poller.Config{
+		BaseURL:   c.Upstream.BaseURL,
+		Token:     c.Upstream.Token,
+		Location:  c.Location(),
+		PageSize:  c.Upstream.PageSize,
+		RateLimit: c.Upstream.RateLimit,
+		Timeout:   c.Upstream.Timeout.D(),
+		Lookback:  c.Poll.Lookback.D(),
+		Interval:  c.Poll.Interval.D(),
+		FullSweep: c.Poll.FullSweep.D(),
+		OpenSweep: c.Poll.OpenSweep.D(),
+		Budget:    c.EffectiveBudget(),
 	}
 }
 
