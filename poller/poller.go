@@ -48,6 +48,13 @@ type Strategy interface {
 	End(err error)
 }
 
+// TieredStrategy is a *Tiered, or a Strategy wrapping one that passes its
+// Stats on: the Poller's Status then reports the tiers.
+type TieredStrategy interface {
+	Strategy
+	Stats() TierStats
+}
+
 // Lookback is the naive Strategy, New's default: every cycle sweeps all
 // tasks created within the duration before now, with no end_at. It costs
 // ceil(tasks/page size) requests a cycle and decodes every task.
@@ -170,7 +177,7 @@ func (p *Poller) Status() Status {
 	p.mu.Lock()
 	st := p.status
 	p.mu.Unlock()
-	if tr, ok := p.Strategy.(*Tiered); ok {
+	if tr, ok := p.Strategy.(TieredStrategy); ok {
 		st.Tiers = tr.Stats()
 		st.SeenThrough = st.Tiers.SeenThrough()
 	}
@@ -247,7 +254,7 @@ func (p *Poller) cycle(ctx context.Context) error {
 	p.status.Queries = n
 	p.status.LastSweep = total
 	if err == nil {
-		if _, tiered := p.Strategy.(*Tiered); !tiered {
+		if _, tiered := p.Strategy.(TieredStrategy); !tiered {
 			p.status.SeenThrough = start
 		}
 	}

@@ -294,6 +294,20 @@ func (t *Tiered) Forget(ids ...int64) {
 	t.mu.Unlock()
 }
 
+// Fetch asks for a task_id read of each known task in the next cycle's
+// follow-ups, unless a main query of that cycle lists it; like the tasks
+// that left a range, they share the follow-up cap and wait in Pending
+// beyond it. Unknown tasks are ignored. It is safe for concurrent use.
+func (t *Tiered) Fetch(ids ...int64) {
+	t.mu.Lock()
+	for _, id := range ids {
+		if t.recs[id] != nil {
+			t.pending[id] = struct{}{}
+		}
+	}
+	t.mu.Unlock()
+}
+
 // Stats returns the state after the last cycle. It is safe for concurrent
 // use.
 func (t *Tiered) Stats() TierStats {

@@ -396,8 +396,8 @@ func parseEventQuery(from, limit, typ string) (store.EventQuery, error) {
 		q.Limit = n
 	}
 	if typ != "" {
-		if !knownType(typ) {
-			return q, fmt.Errorf("type: unknown event type %q (want one of %s)", typ, strings.Join(diff.Types, ", "))
+		if !knownType(typ) && !derivedType.MatchString(typ) {
+			return q, fmt.Errorf("type: unknown event type %q (want one of %s, or a rule's task.<name>)", typ, strings.Join(diff.Types, ", "))
 		}
 		q.Type = typ
 	}
