@@ -289,6 +289,7 @@ type pollView struct {
 	Requests            int        `json:"requests_last_cycle"`
 	Tiers               *tierView  `json:"tiers,omitempty"`
 	MaxUnseenAgeSeconds *float64   `json:"max_unseen_age_seconds,omitempty"`
+	Rules               *rulesView `json:"rules,omitempty"`
 }
 
 type tierView struct {
@@ -312,6 +313,7 @@ func (r *Relay) pollView() pollView {
 		age := ps.MaxUnseenAge.Seconds()
 		v.MaxUnseenAgeSeconds = &age
 	}
+	v.Rules = r.rulesView(ps)
 	return v
 }
 

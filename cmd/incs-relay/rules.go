@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -140,4 +141,35 @@ func (h *ingester) applyRules(tasks []diff.Task, unchanged []int64, at time.Time
 		h.metrics.ingested(store.IngestResult{Events: res.Events, FirstOffset: res.FirstOffset, LastOffset: res.LastOffset})
 	}
 	return nil
+}
+
+// rulesView is what `status` and GET /v1/poll show of the rules.
+type rulesView struct {
+	Rules   int        `json:"rules"`
+	Tracked int        `json:"tracked_tasks"` // tasks a rule matches or fired for
+	Overdue int        `json:"due_unread"`    // tasks with a step due, not read since
+	Waiting int        `json:"fetches_waiting"`
+	NextDue *time.Time `json:"next_due,omitempty"`
+}
+
+// rulesView returns the rules' state; nil without rules.
+func (r *Relay) rulesView(ps poller.Status) *rulesView {
+	if r.rules == nil {
+		return nil
+	}
+	v := &rulesView{Rules: len(r.rules.Rules()), Tracked: r.rules.Len(), Overdue: r.rules.Overdue(),
+		Waiting: ps.Tiers.Pending, NextDue: timePtr(r.rules.NextDue())}
+	return v
+}
+
+// line is the rules line of `status`.
+func (v *rulesView) line() string {
+	s := fmt.Sprintf("rules: %d, %d tasks tracked, %d due and waiting for their confirming read", v.Rules, v.Tracked, v.Overdue)
+	if v.Waiting > 0 {
+		s += fmt.Sprintf(" (%d task_id reads wait for the follow-up cap of 100 a cycle: firings may come a cycle late)", v.Waiting)
+	}
+	if v.NextDue != nil {
+		s += "; next due " + v.NextDue.Format(time.RFC3339)
+	}
+	return s
 }

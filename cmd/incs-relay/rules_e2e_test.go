@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
@@ -39,6 +41,7 @@ func TestE2E_RulesStalled(t *testing.T) {
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "relay.db")
 	cfgPath := filepath.Join(dir, "relay.yaml")
+	adminAddr := freeLoopbackAddrT(t)
 	writeFileT(t, cfgPath, fmt.Sprintf(`upstream:
   base_url: %q
   token: tok
@@ -69,7 +72,7 @@ sinks:
     secret: %q
     events: [task.stalled, task.stalled_resolved]
     timeout: 2s
-`, api.URL, dbPath, freeLoopbackAddrT(t), after, hooks.url(), e2eSecret))
+`, api.URL, dbPath, adminAddr, after, hooks.url(), e2eSecret))
 
 	var busy, idle []int64
 	for i := range 10 {
@@ -146,6 +149,14 @@ sinks:
 	c = startRelayChild(t, "run", "--config", cfgPath)
 	c.waitRunning(t, 20*time.Second)
 	sleepRandom(after + time.Second)
+	resp, err := http.Get("http://" + adminAddr + "/v1/poll")
+	require.NoError(t, err)
+	var pv pollView
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&pv))
+	resp.Body.Close()
+	require.NotNil(t, pv.Rules, "GET /v1/poll shows the rules")
+	assert.Equal(t, 1, pv.Rules.Rules)
+	assert.Positive(t, pv.Rules.Tracked)
 	c.terminate(t, 20*time.Second)
 	assert.Equal(t, 0, c.exitCode(), c.output())
 	close(stopBusy)

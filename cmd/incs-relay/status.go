@@ -74,6 +74,9 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 			fmt.Fprintf(c.m.Stdout, "; oldest unseen change at most %s old", (time.Duration(*poll.MaxUnseenAgeSeconds * float64(time.Second))).Round(time.Second))
 		}
 		fmt.Fprintln(c.m.Stdout)
+		if ru := poll.Rules; ru != nil {
+			fmt.Fprintln(c.m.Stdout, ru.line())
+		}
 		if poll.ConsecutiveFailures > 0 {
 			fmt.Fprintf(c.m.Stdout, "poll failing (%d in a row): %s\n", poll.ConsecutiveFailures, poll.LastError)
 		}
