@@ -10,6 +10,7 @@ import (
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/poller"
+	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/store"
 )
 
@@ -172,4 +173,25 @@ func (v *rulesView) line() string {
 		s += "; next due " + v.NextDue.Format(time.RFC3339)
 	}
 	return s
+}
+
+// sampleRuleEvents are what preview shows of derived events: a firing of
+// each configured rule (and its resolving event with resolve: true), or of
+// a stalled rule when none is configured.
+func sampleRuleEvents(cfg *Config) []diff.Event {
+	rs := cfg.ValidRules()
+	if len(rs) == 0 {
+		return []diff.Event{
+			sink.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, false),
+			sink.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, true),
+		}
+	}
+	var out []diff.Event
+	for _, r := range rs {
+		out = append(out, sink.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, false))
+		if r.Resolve {
+			out = append(out, sink.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, true))
+		}
+	}
+	return out
 }
