@@ -55,6 +55,8 @@ func newAdminServer(r *Relay, addr, token string) (*adminServer, error) {
 	mux.Handle("GET /v1/sinks/{name}", a.auth(http.HandlerFunc(a.sink)))
 	mux.Handle("GET /v1/poll", a.auth(http.HandlerFunc(a.pollStatus)))
 	mux.Handle("GET /v1/events", a.auth(http.HandlerFunc(a.events)))
+	mux.Handle("GET /v1/schemas/{file}", a.auth(http.HandlerFunc(a.schema)))
+	mux.Handle("GET /v1/asyncapi.yaml", a.auth(http.HandlerFunc(a.asyncAPI)))
 	mux.Handle("POST /v1/sinks/{name}/replay", a.auth(http.HandlerFunc(a.replay)))
 	mux.Handle("POST /v1/sinks/{name}/resume", a.auth(http.HandlerFunc(a.resume)))
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

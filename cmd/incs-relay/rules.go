@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/diff/rules"
+	"github.com/incs-relay/incs-relay/docs"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/store"
@@ -194,4 +197,33 @@ func sampleRuleEvents(cfg *Config) []diff.Event {
 		}
 	}
 	return out
+}
+
+// schema serves the JSON Schema of an event type the relay emits: a log
+// type's, or for a configured rule's type the derived-event schema with
+// that type.
+func (a *adminServer) schema(w http.ResponseWriter, req *http.Request) {
+	typ, ok := strings.CutSuffix(req.PathValue("file"), ".json")
+	var body []byte
+	switch {
+	case !ok:
+	case knownType(typ):
+		body, ok = docs.Schema(typ, false)
+	case a.r.cfg.isRuleType(typ):
+		body, ok = docs.Schema(typ, true)
+	default:
+		ok = false
+	}
+	if !ok {
+		httpError(w, http.StatusNotFound, fmt.Sprintf("no schema %q: want /v1/schemas/<type>.json for one of %s", req.PathValue("file"), strings.Join(a.r.cfg.eventTypes(), ", ")))
+		return
+	}
+	w.Header().Set("Content-Type", "application/schema+json")
+	_, _ = w.Write(body)
+}
+
+// asyncAPI serves docs/asyncapi.yaml.
+func (a *adminServer) asyncAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(docs.AsyncAPI())
 }

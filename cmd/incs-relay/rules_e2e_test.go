@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/docs"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store"
 )
@@ -157,12 +159,26 @@ sinks:
 	require.NotNil(t, pv.Rules, "GET /v1/poll shows the rules")
 	assert.Equal(t, 1, pv.Rules.Rules)
 	assert.Positive(t, pv.Rules.Tracked)
+	for path, want := range map[string]string{
+		"/v1/schemas/task.stalled.json":          `"const": "task.stalled"`,
+		"/v1/schemas/task.stalled_resolved.json": `"const": "task.stalled_resolved"`,
+		"/v1/schemas/task.assigned.json":         `"const": "task.assigned"`,
+		"/v1/asyncapi.yaml":                      "asyncapi: 3.0.0",
+		"/v1/schemas/task.late.json":             "no schema",
+	} {
+		resp, err := http.Get("http://" + adminAddr + path)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Contains(t, string(b), want, path)
+	}
 	c.terminate(t, 20*time.Second)
 	assert.Equal(t, 0, c.exitCode(), c.output())
 	close(stopBusy)
 	wg.Wait()
 	assert.NotContains(t, c.output(), "WARNING: DATA RACE")
 	final := storedStalled()
+	validateStored(t, dbPath)
 	for id := range second {
 		assert.Contains(t, final, id)
 	}
@@ -213,4 +229,38 @@ sinks:
 		assert.Contains(t, hooks.got.bodies, id, "webhook got %s", id)
 	}
 	hooks.got.mu.Unlock()
+}
+
+// validateStored checks every event in the store at path against its
+// published JSON Schema (docs/schemas).
+func validateStored(t *testing.T, path string) {
+	t.Helper()
+	db, err := store.Open(path, store.Options{Timeout: 5 * time.Second})
+	require.NoError(t, err)
+	defer db.Close()
+	evs, err := db.Events(context.Background(), store.EventQuery{From: 1, Limit: 100000})
+	require.NoError(t, err)
+	require.NotEmpty(t, evs)
+	validateBodies(t, func(yield func([]byte) bool) {
+		for _, ev := range evs {
+			if !yield(ev.Body) {
+				return
+			}
+		}
+	})
+}
+
+// validateBodies checks event bodies against the published schemas.
+func validateBodies(t *testing.T, bodies func(yield func([]byte) bool)) {
+	t.Helper()
+	v, err := docs.NewValidator()
+	require.NoError(t, err)
+	n := 0
+	for b := range bodies {
+		n++
+		if err := v.Validate(b); err != nil {
+			assert.NoError(t, err, "%s", b)
+		}
+	}
+	t.Logf("%d events validated against docs/schemas", n)
 }
