@@ -346,7 +346,7 @@ func (a *adminServer) sink(w http.ResponseWriter, req *http.Request) {
 // newest K.
 func (a *adminServer) events(w http.ResponseWriter, req *http.Request) {
 	q := req.URL.Query()
-	eq, err := parseEventQuery(q.Get("from"), q.Get("limit"), q.Get("type"))
+	eq, err := parseEventQuery(q.Get("from"), q.Get("limit"), q.Get("type"), a.r.cfg.knownEventType)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
@@ -383,7 +383,7 @@ func (a *adminServer) events(w http.ResponseWriter, req *http.Request) {
 }
 
 // parseEventQuery validates the events filters shared by the CLI and API.
-func parseEventQuery(from, limit, typ string) (store.EventQuery, error) {
+func parseEventQuery(from, limit, typ string, known func(eventType string) bool) (store.EventQuery, error) {
 	q := store.EventQuery{From: 1, Limit: 100}
 	if from != "" {
 		n, err := strconv.ParseUint(from, 10, 64)
@@ -400,8 +400,8 @@ func parseEventQuery(from, limit, typ string) (store.EventQuery, error) {
 		q.Limit = n
 	}
 	if typ != "" {
-		if !knownType(typ) && !derivedType.MatchString(typ) {
-			return q, fmt.Errorf("type: unknown event type %q (want one of %s, or a rule's task.<name>)", typ, strings.Join(diff.Types, ", "))
+		if !known(typ) {
+			return q, fmt.Errorf("type: unknown event type %q (want one of %s, or a configured rule's type)", typ, strings.Join(diff.Types, ", "))
 		}
 		q.Type = typ
 	}

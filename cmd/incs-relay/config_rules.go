@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -62,9 +61,6 @@ type RepeatConfig struct {
 	Every Duration `yaml:"every"`
 	Max   int      `yaml:"max"`
 }
-
-// derivedType matches the event types rules may emit.
-var derivedType = regexp.MustCompile(`^task\.[a-z0-9_]+$`)
 
 // ValidRules returns the rules built by Validate.
 func (c *Config) ValidRules() []*rules.Rule { return c.rules }

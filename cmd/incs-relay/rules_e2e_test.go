@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -179,6 +180,9 @@ sinks:
 	assert.NotContains(t, c.output(), "WARNING: DATA RACE")
 	final := storedStalled()
 	validateStored(t, dbPath)
+	code, out, errOut := cli(t, "events", "--config", cfgPath, "--type", "task.stalled", "--limit", "100000")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, len(final), strings.Count(out, "\n"), "events --type takes a rule's type")
 	for id := range second {
 		assert.Contains(t, final, id)
 	}
