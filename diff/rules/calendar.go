@@ -179,7 +179,7 @@ func parseDateRange(s string) (DateRange, error) {
 
 func dateNum(y int, m time.Month, d int) int { return y*10000 + int(m)*100 + d }
 
-// Holiday reports whether the civil date is a holiday.
+// holiday reports whether the civil date is a holiday.
 func (c *Calendar) holiday(y int, m time.Month, d int) bool {
 	n := dateNum(y, m, d)
 	for _, r := range c.Holidays {

@@ -223,6 +223,7 @@ func (e *Engine) Commit(b *Batch) {
 	}
 }
 
+// install tracks st; call with e.mu held.
 func (e *Engine) install(st *taskState) {
 	e.tasks[st.id] = st
 	if st.next != 0 {
@@ -230,6 +231,7 @@ func (e *Engine) install(st *taskState) {
 	}
 }
 
+// remove stops tracking st; call with e.mu held.
 func (e *Engine) remove(st *taskState) {
 	delete(e.tasks, st.id)
 	delete(e.overdue, st.id)
@@ -241,6 +243,8 @@ func (e *Engine) remove(st *taskState) {
 // anchors holds a task's anchor log per since kind.
 type anchors [4]*diff.Log
 
+// findAnchors returns t's anchor log per since kind, in one pass over its
+// logs; nil entries when t has no logs.
 func findAnchors(t *diff.Task) (a anchors) {
 	var first, last, status, assign *diff.Log
 	for i := range t.Logs {
@@ -412,6 +416,7 @@ func (o *occurrence) due(r *Rule) time.Time {
 	return time.Unix(0, o.NextDue)
 }
 
+// resolved builds the resolving event of the occurrence o.
 func (e *Engine) resolved(r *Rule, taskID int64, o *occurrence, st *taskState, at time.Time) diff.Event {
 	ev := e.event(r, r.ResolvedType(), taskID, o, o.Fired-1, time.Unix(0, o.LastDue), st, at)
 	ev.ID = diff.RuleEventID(r.Name, taskID, o.AnchorID, -1)
@@ -449,6 +454,7 @@ func (e *Engine) event(r *Rule, typ string, taskID int64, o *occurrence, step in
 	}
 }
 
+// encode returns st's stored record (see Engine.Load).
 func (st *taskState) encode(rules []*Rule) []byte {
 	r := record{Status: st.status, Assignee: st.assignee, Updated: st.updated, Rules: make(map[string]occurrence, len(rules))}
 	for i, rule := range rules {
