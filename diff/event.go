@@ -2,6 +2,7 @@ package diff
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -65,6 +66,72 @@ type Data struct {
 	// assignment log of the task shows it.
 	PreviousAssignee string `json:"previous_assignee_username,omitempty"`
 	Comment          string `json:"comment"`
+
+	// Derived is set on events a rule derived (types outside Types); their
+	// data has no log: task_id, task, status, status_name and
+	// assignee_username describe the task as last read, and Derived's
+	// fields follow. See Data.MarshalJSON.
+	*Derived
+}
+
+// Derived is what a rule adds to the data of a derived event.
+type Derived struct {
+	Rule        string    `json:"rule"`          // the rule's name
+	Since       string    `json:"since"`         // created, last_log, last_status_change or last_assignment
+	AnchorLogID int64     `json:"anchor_log_id"` // the log whose created_at is the since moment
+	AnchorAt    time.Time `json:"anchor_at"`     // that log's created_at
+	DueAt       time.Time `json:"due_at"`        // when the step was due
+	FiredAt     time.Time `json:"fired_at"`      // when the read that confirmed it was made
+	Step        int       `json:"step"`          // 0 for the first firing, n for the n-th repeat
+	// Resolved is set on the <event>_resolved event: the condition cleared
+	// after Step was the last step fired.
+	Resolved bool `json:"resolved,omitempty"`
+}
+
+type plainData Data
+
+// derivedData is the JSON shape of a derived event's data.
+type derivedData struct {
+	TaskID           int64           `json:"task_id"`
+	Task             json.RawMessage `json:"task"`
+	Status           int             `json:"status"`
+	StatusName       string          `json:"status_name"`
+	AssigneeUsername string          `json:"assignee_username"`
+	*Derived
+}
+
+// MarshalJSON encodes d as the struct's fields for a log event, and
+// without the log, previous_* and comment members for a derived event.
+func (d Data) MarshalJSON() ([]byte, error) {
+	if d.Derived == nil {
+		return json.Marshal((*plainData)(&d))
+	}
+	return json.Marshal(derivedData{TaskID: d.TaskID, Task: d.Task, Status: d.Status, StatusName: d.StatusName,
+		AssigneeUsername: d.AssigneeUsername, Derived: d.Derived})
+}
+
+// IsDerived reports whether typ is not the type of a log event: a rule's.
+func IsDerived(typ string) bool { return !slices.Contains(Types, typ) }
+
+// ResolvedType returns the type of the event that resolves a rule's event
+// type: "task.stalled" becomes "task.stalled_resolved".
+func ResolvedType(eventType string) string { return eventType + "_resolved" }
+
+// RuleEventID returns the id of step of a rule's occurrence; step < 0
+// returns the id of its resolving event.
+func RuleEventID(rule string, taskID, anchorLogID int64, step int) string {
+	b := make([]byte, 0, 48)
+	b = append(b, "rule-"...)
+	b = append(b, rule...)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, taskID, 10)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, anchorLogID, 10)
+	b = append(b, '-')
+	if step < 0 {
+		return string(append(b, "resolved"...))
+	}
+	return string(strconv.AppendInt(b, int64(step), 10))
 }
 
 // EventID returns the event id of the log with the given id.

@@ -48,6 +48,13 @@ type Strategy interface {
 	End(err error)
 }
 
+// TieredStrategy is a *Tiered, or a Strategy wrapping one that passes its
+// Stats on: the Poller's Status then reports the tiers.
+type TieredStrategy interface {
+	Strategy
+	Stats() TierStats
+}
+
 // Lookback is the naive Strategy, New's default: every cycle sweeps all
 // tasks created within the duration before now, with no end_at. It costs
 // ceil(tasks/page size) requests a cycle and decodes every task.
@@ -180,7 +187,7 @@ func (p *Poller) Status() Status {
 	st := p.status
 	p.mu.Unlock()
 	now := p.now()
-	if tr, ok := p.Strategy.(*Tiered); ok {
+	if tr, ok := p.Strategy.(TieredStrategy); ok {
 		st.Tiers = tr.Stats()
 		st.SeenThrough = st.Tiers.SeenThrough()
 		if !st.Tiers.OpenSeenThrough.IsZero() {
@@ -188,7 +195,7 @@ func (p *Poller) Status() Status {
 		}
 		if !st.Tiers.FinishedSeenThrough.IsZero() {
 			st.FinishedAge = max(now.Sub(st.Tiers.FinishedSeenThrough), 0)
-			st.FullSweepMissed = st.FinishedAge > tr.cfg.FullSweep+tr.cfg.Interval
+			st.FullSweepMissed = st.FinishedAge > st.Tiers.FullSweepLimit
 		}
 	}
 	if !st.SeenThrough.IsZero() {
@@ -264,7 +271,7 @@ func (p *Poller) cycle(ctx context.Context) error {
 	p.status.Queries = n
 	p.status.LastSweep = total
 	if err == nil {
-		if _, tiered := p.Strategy.(*Tiered); !tiered {
+		if _, tiered := p.Strategy.(TieredStrategy); !tiered {
 			p.status.SeenThrough = start
 		}
 	}

@@ -266,6 +266,9 @@ type TierStats struct {
 	// kept, and nothing is left to read finished tasks more often.
 	CeilingNeed float64
 	BudgetShort bool
+	// FullSweepLimit is Config.FullSweep plus an interval: a task read
+	// longer ago than this missed the full-sweep ceiling.
+	FullSweepLimit time.Duration
 	// Ordered is set when the last cycle's head scan showed that the API
 	// lists tasks by updated_at, newest first, and read down to where
 	// nothing changed: every change was then found by it, and the budget
@@ -335,6 +338,20 @@ func (t *Tiered) Forget(ids ...int64) {
 	for _, id := range ids {
 		if r := t.recs[id]; r != nil {
 			r.handled = false
+		}
+	}
+	t.mu.Unlock()
+}
+
+// Fetch asks for a task_id read of each known task in the next cycle's
+// follow-ups, unless a main query of that cycle lists it; like the tasks
+// that left a range, they share the follow-up cap and wait in Pending
+// beyond it. Unknown tasks are ignored. It is safe for concurrent use.
+func (t *Tiered) Fetch(ids ...int64) {
+	t.mu.Lock()
+	for _, id := range ids {
+		if t.recs[id] != nil {
+			t.pending[id] = struct{}{}
 		}
 	}
 	t.mu.Unlock()
@@ -1231,6 +1248,7 @@ func (t *Tiered) updateStats() {
 	st.Budget = t.cfg.Budget
 	st.CeilingNeed = math.Round(t.need*10) / 10
 	st.BudgetShort = t.short
+	st.FullSweepLimit = t.cfg.FullSweep + t.cfg.Interval
 	st.Ordered = t.ordered
 	st.OpenSeenThrough, st.FinishedSeenThrough = t.newest.lastOpenAt, t.newest.lastFull
 	for _, s := range t.slices {

@@ -516,3 +516,20 @@ func TestTiered_InitialSweepShift(t *testing.T) {
 		})
 	}
 }
+
+// TestTiered_Fetch checks that a task asked for with Fetch (a rule came
+// due on it) is read by task_id in the next cycle, also a finished task no
+// main query of that cycle reads, and that unknown ids are ignored.
+func TestTiered_Fetch(t *testing.T) {
+	w := newWorld(t, sim.Options{Tasks: 3000, Seed: 5, OpenFraction: 0.2}, fixedNow)
+	r, l := newLoggedRelay(t, w, nil, nil)
+	runCycles(t, r, fixedNow, 0, 2, nil)
+	id := openTask(t, w, diff.StatusCompleted)
+	l.qs = nil
+	r.tiered.Fetch(id, 999_999)
+	runCycles(t, r, fixedNow, 2, 1, nil)
+	assert.Equal(t, []int64{id}, l.taskIDs(), "fetched by task_id in the next cycle")
+	l.qs = nil
+	runCycles(t, r, fixedNow, 3, 1, nil)
+	assert.NotContains(t, l.taskIDs(), id, "once")
+}

@@ -795,6 +795,12 @@ type chatLocale struct {
 	assignedWas, unassigned, unknownLog, openTask, digestNote string
 	digestTitle, digestSpan                                   string
 	lineCreated, lineAssigned, lineComment, lineLogged        string
+	// Derived events: "stalled for 4 h", "no longer stalled", the rule's
+	// words for known rule event names, and units.
+	lineDerived, lineResolved, titleDerived   string
+	labelSince, labelRule, labelStep          string
+	unitDay, unitHour, unitMinute, unitSecond string
+	derivedWords                              map[string]string
 }
 
 var chatLocales = map[string]*chatLocale{
@@ -823,6 +829,14 @@ var chatLocales = map[string]*chatLocale{
 		lineAssigned:  "assigned to %s",
 		lineComment:   "comment: %s",
 		lineLogged:    "log type %s",
+		lineDerived:   "%s for %s",
+		lineResolved:  "no longer %s (was %s)",
+		titleDerived:  "Task %s: %s",
+		labelSince:    "Since",
+		labelRule:     "Rule",
+		labelStep:     "Reminder",
+		unitDay:       "%d d", unitHour: "%d h", unitMinute: "%d min", unitSecond: "%d s",
+		derivedWords: map[string]string{"stalled": "stalled", "overdue": "overdue", "late": "late", "unassigned": "unassigned"},
 	},
 	"zh": {
 		status:        [4]string{"未开始", "进行中", "已完成", "被终止"},
@@ -849,7 +863,57 @@ var chatLocales = map[string]*chatLocale{
 		lineAssigned:  "分配给 %s",
 		lineComment:   "备注：%s",
 		lineLogged:    "日志类型 %s",
+		lineDerived:   "%s %s",
+		lineResolved:  "已解除%s（持续 %s）",
+		titleDerived:  "任务%s：%s",
+		labelSince:    "起始",
+		labelRule:     "规则",
+		labelStep:     "提醒",
+		unitDay:       "%d 天", unitHour: "%d 小时", unitMinute: "%d 分钟", unitSecond: "%d 秒",
+		derivedWords: map[string]string{"stalled": "已停滞", "overdue": "已逾期", "late": "已超时", "unassigned": "无人负责"},
 	},
+}
+
+// derivedWord is the locale's word for a rule's event type, or the type's
+// name with underscores as spaces.
+func (l *chatLocale) derivedWord(eventType string) string {
+	name := strings.TrimSuffix(diff.ShortType(eventType), "_resolved")
+	if w, ok := l.derivedWords[name]; ok {
+		return w
+	}
+	return strings.ReplaceAll(name, "_", " ")
+}
+
+// duration writes d as "4 h", "1 d 2 h", "30 min" in the locale's units,
+// to its two largest units.
+func (l *chatLocale) duration(d time.Duration) string {
+	d = d.Round(time.Second)
+	units := []struct {
+		size   time.Duration
+		format string
+	}{{24 * time.Hour, l.unitDay}, {time.Hour, l.unitHour}, {time.Minute, l.unitMinute}, {time.Second, l.unitSecond}}
+	var parts []string
+	for _, u := range units {
+		if n := d / u.size; n > 0 || u.size == time.Second && len(parts) == 0 {
+			parts = append(parts, fmt.Sprintf(u.format, n))
+			d -= n * u.size
+		}
+		if len(parts) == 2 || len(parts) == 1 && d == 0 {
+			break
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// derivedChange is the one-line change of a derived event: "stalled for
+// 4 h" or "no longer stalled (was 6 h)".
+func (l *chatLocale) derivedChange(ev *diff.Event) string {
+	d := ev.Data.Derived
+	word := l.derivedWord(ev.Type)
+	if d.Resolved {
+		return fmt.Sprintf(l.lineResolved, word, l.duration(d.FiredAt.Sub(d.AnchorAt)))
+	}
+	return fmt.Sprintf(l.lineDerived, word, l.duration(d.DueAt.Sub(d.AnchorAt)))
 }
 
 func (l *chatLocale) statusName(s int) string {
@@ -1053,11 +1117,22 @@ func (r *chatRenderer) card(ev *diff.Event) (chatCard, error) {
 		user = strings.TrimSpace(t.UserName + chatParen(chatString(t.UserPhone), r.locale))
 	}
 	var change string
-	switch red.Type {
-	case diff.TypeTaskCreated:
+	switch {
+	case red.Data.Derived != nil:
+		d := red.Data.Derived
+		change = l.derivedChange(red)
+		c.Title = fmt.Sprintf(l.titleDerived, change, name)
+		if !d.Resolved {
+			c.Status = red.Data.Status
+		}
+		c.Fields = append(c.Fields, chatField{l.labelSince, d.AnchorAt.Format("2006-01-02 15:04:05")}, chatField{l.labelRule, chatTruncate(d.Rule, 100)})
+		if d.Step > 0 && !d.Resolved {
+			c.Fields = append(c.Fields, chatField{l.labelStep, strconv.Itoa(d.Step + 1)})
+		}
+	case red.Type == diff.TypeTaskCreated:
 		c.Title = fmt.Sprintf(l.titleCreated, name)
 		change = l.lineCreated
-	case diff.TypeTaskAssigned:
+	case red.Type == diff.TypeTaskAssigned:
 		c.Title = fmt.Sprintf(l.titleAssigned, name)
 		a := assignee
 		if a == "" {
@@ -1068,12 +1143,12 @@ func (r *chatRenderer) card(ev *diff.Event) (chatCard, error) {
 		}
 		assignee = a
 		change = fmt.Sprintf(l.lineAssigned, a)
-	case diff.TypeTaskStatusChanged:
+	case red.Type == diff.TypeTaskStatusChanged:
 		c.Status = red.Data.Status
 		c.Title = fmt.Sprintf(l.titleStatus, status, name)
 		statusField.Value = l.statusName(red.Data.PreviousStatus) + " → " + status
 		change = statusField.Value
-	case diff.TypeTaskCommented:
+	case red.Type == diff.TypeTaskCommented:
 		c.Title = fmt.Sprintf(l.titleComment, name)
 		c.Quote, c.QuoteTag = chatTruncate(red.Data.Comment, 2000), l.labelComment
 		change = fmt.Sprintf(l.lineComment, chatTruncate(chatOneLine(red.Data.Comment), 80))
@@ -1187,14 +1262,16 @@ func (r *chatRenderer) digest(evs []*diff.Event) chatCard {
 	for _, ev := range sorted {
 		red, t, _, lm := r.view(ev)
 		var change string
-		switch red.Type {
-		case diff.TypeTaskCreated:
+		switch {
+		case red.Data.Derived != nil:
+			change = l.derivedChange(red)
+		case red.Type == diff.TypeTaskCreated:
 			change = l.lineCreated
-		case diff.TypeTaskAssigned:
+		case red.Type == diff.TypeTaskAssigned:
 			change = fmt.Sprintf(l.lineAssigned, red.Data.AssigneeUsername)
-		case diff.TypeTaskStatusChanged:
+		case red.Type == diff.TypeTaskStatusChanged:
 			change = l.statusName(red.Data.PreviousStatus) + " → " + l.statusName(red.Data.Status)
-		case diff.TypeTaskCommented:
+		case red.Type == diff.TypeTaskCommented:
 			change = fmt.Sprintf(l.lineComment, chatTruncate(chatOneLine(red.Data.Comment), 60))
 		default:
 			change = fmt.Sprintf(l.lineLogged, chatString(lm["type"]))
@@ -1275,6 +1352,36 @@ func SampleEvents() []diff.Event {
 		out[i].Body = b
 	}
 	return out
+}
+
+// SampleDerivedEvent returns a realistic event of a rule that fired on the
+// sample task (step 0, after after since its last log), or its resolving
+// event: for previews and tests.
+func SampleDerivedEvent(rule, eventType, since string, after time.Duration, resolved bool) diff.Event {
+	samples := SampleEvents()
+	last := samples[len(samples)-1]
+	var l diff.Log
+	_ = json.Unmarshal(last.Data.Log, &l)
+	anchor := last.Time
+	due := anchor.Add(after)
+	ev := diff.Event{
+		SpecVersion: diff.SpecVersion, ID: diff.RuleEventID(rule, last.Data.TaskID, l.ID, 0), Source: diff.Source,
+		Type: eventType, Subject: last.Subject, Time: due, DataContentType: diff.DataContentType, Offset: uint64(len(samples) + 1),
+		Data: diff.Data{TaskID: last.Data.TaskID, Task: last.Data.Task, Status: diff.StatusInProgress, StatusName: diff.StatusName(diff.StatusInProgress),
+			AssigneeUsername: last.Data.AssigneeUsername,
+			Derived:          &diff.Derived{Rule: rule, Since: since, AnchorLogID: l.ID, AnchorAt: anchor, DueAt: due, FiredAt: due.Add(7 * time.Second)}},
+	}
+	if resolved {
+		ev.ID = diff.RuleEventID(rule, last.Data.TaskID, l.ID, -1)
+		ev.Type = diff.ResolvedType(eventType)
+		ev.Offset++
+		ev.Data.Resolved = true
+		ev.Data.FiredAt = due.Add(2 * time.Hour)
+		ev.Time = ev.Data.FiredAt
+		ev.Data.Status, ev.Data.StatusName = diff.StatusCompleted, diff.StatusName(diff.StatusCompleted)
+	}
+	ev.Body, _ = json.Marshal(&ev)
+	return ev
 }
 
 // chatTemplateSamples are the events a template is validated on: the

@@ -301,10 +301,16 @@ func TestChat_Golden(t *testing.T) {
 		}
 		cases = append(cases, namedEvent{diff.ShortType(ev.Type), ev})
 	}
+	stalled := SampleDerivedEvent("stalled", "task.stalled", "last_log", 4*time.Hour, false)
+	resolved := SampleDerivedEvent("stalled", "task.stalled", "last_log", 4*time.Hour, true)
+	custom := SampleDerivedEvent("sla", "task.sla_breach", "created", 26*time.Hour+30*time.Minute, false)
+	custom.Data.Step = 2
+	cases = append(cases, namedEvent{"stalled", stalled}, namedEvent{"stalled_resolved", resolved}, namedEvent{"sla_breach", custom})
 	digest := make([]*diff.Event, len(samples))
 	for i := range samples {
 		digest[i] = &samples[i]
 	}
+	digest = append(digest, &stalled, &resolved)
 	const tmpl = "*{{.TaskName}}* · {{.PreviousStatusName}} → {{.StatusName}} · {{.Assignee}}{{if .Comment}}\n> {{.Comment}}{{end}}{{if .Link}}\n{{.Link}}{{end}}"
 
 	type renderer interface {

@@ -19,11 +19,13 @@ import (
 // that produces the same bytes: encodeEvent. It is used only while
 // diff.Event and diff.Data have exactly the fields it knows (fastEncoding);
 // otherwise, and for any value it is not sure about, the store falls back
-// to json.Marshal. TestEncodeEvent pins the equivalence.
+// to json.Marshal. TestEncodeEvent pins the equivalence. diff.Data encodes
+// itself (MarshalJSON) only to drop the log members of a derived event; a
+// log event's data is the plain struct encoding, which encodeEvent writes.
 
 // fastEncoding reports whether diff.Event and diff.Data have the layout
 // encodeEvent was written for.
-var fastEncoding = !customMarshaler[diff.Event]() && !customMarshaler[diff.Data]() && eventLayoutIs(reflect.TypeFor[diff.Event](), []string{
+var fastEncoding = !customMarshaler[diff.Event]() && eventLayoutIs(reflect.TypeFor[diff.Event](), []string{
 	"SpecVersion string json:\"specversion\"",
 	"ID string json:\"id\"",
 	"Source string json:\"source\"",
@@ -46,6 +48,7 @@ var fastEncoding = !customMarshaler[diff.Event]() && !customMarshaler[diff.Data]
 	"AssigneeUsername string json:\"assignee_username\"",
 	"PreviousAssignee string json:\"previous_assignee_username,omitempty\"",
 	"Comment string json:\"comment\"",
+	"Derived *diff.Derived ",
 })
 
 // customMarshaler reports whether T or *T encodes itself.
@@ -67,7 +70,7 @@ func eventLayoutIs(t reflect.Type, want []string) bool {
 		if f.Name+" "+f.Type.String()+" "+string(f.Tag) != want[i] {
 			return false
 		}
-		if _, ok := reflect.New(f.Type).Interface().(json.Marshaler); ok && f.Type.String() != "time.Time" && f.Type.String() != "json.RawMessage" {
+		if _, ok := reflect.New(f.Type).Interface().(json.Marshaler); ok && f.Type.String() != "time.Time" && f.Type.String() != "json.RawMessage" && f.Type.String() != "diff.Data" {
 			return false
 		}
 	}
@@ -94,7 +97,7 @@ type eventEncoder struct {
 // it, except that the offset's value is offsetSlack bytes of room starting
 // at the returned index; patchOffset fills it in.
 func (e *eventEncoder) encode(dst []byte, ev *diff.Event) ([]byte, int, error) {
-	if !fastEncoding || len(ev.Data.Task) == 0 || len(ev.Data.Log) == 0 {
+	if !fastEncoding || len(ev.Data.Task) == 0 || len(ev.Data.Log) == 0 || ev.Data.Derived != nil {
 		return encodeSlow(dst, ev)
 	}
 	if !sameSlice(ev.Data.Task, e.task) {

@@ -196,8 +196,15 @@ func (db *DB) pruneSeen(cutoff int64, from []byte) (n int, next []byte, err erro
 				drop = append(drop, bytes.Clone(k))
 			}
 		}
+		rules, ruleTasks := tx.Bucket(bucketRules), tx.Bucket(bucketRuleTsk)
 		for _, k := range drop {
 			if err := seen.Delete(k); err != nil {
+				return err
+			}
+			if err := rules.Delete(k); err != nil {
+				return err
+			}
+			if err := ruleTasks.Delete(k); err != nil {
 				return err
 			}
 		}

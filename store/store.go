@@ -48,15 +48,17 @@ const schemaVersion = 1
 
 // Bucket names and meta keys.
 var (
-	bucketMeta    = []byte("meta")    // schema, initialized, event count
-	bucketEvents  = []byte("events")  // offset (8 bytes BE) -> event value
-	bucketSeen    = []byte("seen")    // task id (8 bytes BE) -> seen record
-	bucketCursors = []byte("cursors") // sink name -> offset (8 bytes BE)
-	bucketDead    = []byte("dead")    // sink name -> bucket: offset -> dead letter JSON
-	bucketSinks   = []byte("sinks")   // sink name -> SinkState JSON
-	bucketKV      = []byte("kv")      // Meta/SetMeta keys
+	bucketMeta    = []byte("meta")     // schema, initialized, event count
+	bucketEvents  = []byte("events")   // offset (8 bytes BE) -> event value
+	bucketSeen    = []byte("seen")     // task id (8 bytes BE) -> seen record
+	bucketCursors = []byte("cursors")  // sink name -> offset (8 bytes BE)
+	bucketDead    = []byte("dead")     // sink name -> bucket: offset -> dead letter JSON
+	bucketSinks   = []byte("sinks")    // sink name -> SinkState JSON
+	bucketKV      = []byte("kv")       // Meta/SetMeta keys
+	bucketRules   = []byte("rules")    // task id (8 bytes BE) -> rule state record (rules.Engine's)
+	bucketRuleTsk = []byte("ruletask") // task id (8 bytes BE) -> the task as last read, without logs
 
-	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketSeen, bucketCursors, bucketDead, bucketSinks, bucketKV}
+	allBuckets = [][]byte{bucketMeta, bucketEvents, bucketSeen, bucketCursors, bucketDead, bucketSinks, bucketKV, bucketRules, bucketRuleTsk}
 
 	keySchema      = []byte("schema")
 	keyInitialized = []byte("initialized")

@@ -66,6 +66,8 @@ func newAdminServer(r *Relay, cfg AdminConfig) (*adminServer, error) {
 	mux.Handle("GET /v1/sinks/{name}", a.auth(http.HandlerFunc(a.sink)))
 	mux.Handle("GET /v1/poll", a.auth(http.HandlerFunc(a.pollStatus)))
 	mux.Handle("GET /v1/events", a.auth(http.HandlerFunc(a.events)))
+	mux.Handle("GET /v1/schemas/{file}", a.auth(http.HandlerFunc(a.schema)))
+	mux.Handle("GET /v1/asyncapi.yaml", a.auth(http.HandlerFunc(a.asyncAPI)))
 	mux.Handle("POST /v1/sinks/{name}/replay", a.auth(http.HandlerFunc(a.replay)))
 	mux.Handle("POST /v1/sinks/{name}/resume", a.auth(http.HandlerFunc(a.resume)))
 	// Every POST changes state: refuse those a browser says come from
@@ -351,6 +353,7 @@ type pollView struct {
 	Requests            int        `json:"requests_last_cycle"`
 	Tiers               *tierView  `json:"tiers,omitempty"`
 	MaxUnseenAgeSeconds *float64   `json:"max_unseen_age_seconds,omitempty"`
+	Rules               *rulesView `json:"rules,omitempty"`
 }
 
 // tierView is the tiered strategy's part of pollView: requests of the last
@@ -394,6 +397,7 @@ func (r *Relay) pollView() pollView {
 		age := ps.MaxUnseenAge.Seconds()
 		v.MaxUnseenAgeSeconds = &age
 	}
+	v.Rules = r.rulesView(ps)
 	return v
 }
 
@@ -424,7 +428,7 @@ func (a *adminServer) sink(w http.ResponseWriter, req *http.Request) {
 // newest K.
 func (a *adminServer) events(w http.ResponseWriter, req *http.Request) {
 	q := req.URL.Query()
-	eq, err := parseEventQuery(q.Get("from"), q.Get("limit"), q.Get("type"))
+	eq, err := parseEventQuery(q.Get("from"), q.Get("limit"), q.Get("type"), a.r.cfg.knownEventType)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
@@ -471,7 +475,7 @@ func redactedBody(ev *diff.Event, fields []string) json.RawMessage {
 }
 
 // parseEventQuery validates the events filters shared by the CLI and API.
-func parseEventQuery(from, limit, typ string) (store.EventQuery, error) {
+func parseEventQuery(from, limit, typ string, known func(eventType string) bool) (store.EventQuery, error) {
 	q := store.EventQuery{From: 1, Limit: 100}
 	if from != "" {
 		n, err := strconv.ParseUint(from, 10, 64)
@@ -488,8 +492,8 @@ func parseEventQuery(from, limit, typ string) (store.EventQuery, error) {
 		q.Limit = n
 	}
 	if typ != "" {
-		if !knownType(typ) {
-			return q, fmt.Errorf("type: unknown event type %q (want one of %s)", typ, strings.Join(diff.Types, ", "))
+		if !known(typ) {
+			return q, fmt.Errorf("type: unknown event type %q (want one of %s, or a configured rule's type)", typ, strings.Join(diff.Types, ", "))
 		}
 		q.Type = typ
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/sink"
+	"github.com/incs-relay/incs-relay/diff/rules"
 )
 
 // Config is the whole relay configuration as read from YAML.
@@ -31,8 +32,12 @@ type Config struct {
 	Log      LogConfig      `yaml:"log"`
 	Sinks    []SinkConfig   `yaml:"sinks"`
 
-	path string // file the config was read from, for error messages
-	loc  *time.Location
+	Calendars map[string]CalendarConfig `yaml:"calendars"`
+	Rules     []RuleConfig              `yaml:"rules"`
+
+	path  string // file the config was read from, for error messages
+	loc   *time.Location
+	rules []*rules.Rule // built from Rules by Validate
 }
 
 // UpstreamConfig is the incsapp API.
@@ -543,11 +548,14 @@ func (c *Config) Validate() error {
 	default:
 		return bad("log.format", "must be auto, json or console, got %q", c.Log.Format)
 	}
+	if err := c.validateRules(bad); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
 		key := fmt.Sprintf("sinks[%d]", i)
-		if err := s.validate(key, bad); err != nil {
+		if err := s.validate(key, c.knownEventType, bad); err != nil {
 			return err
 		}
 		if names[s.Name] {
@@ -588,7 +596,7 @@ func (a *AdminConfig) validate(bad func(key, format string, args ...any) error) 
 
 var sinkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
-func (s *SinkConfig) validate(key string, bad func(key, format string, args ...any) error) error {
+func (s *SinkConfig) validate(key string, known func(eventType string) bool, bad func(key, format string, args ...any) error) error {
 	if s.Name == "" {
 		return bad(key+".name", "required")
 	}
@@ -596,8 +604,8 @@ func (s *SinkConfig) validate(key string, bad func(key, format string, args ...a
 		return bad(key+".name", "%q: use letters, digits, '.', '_' and '-'", s.Name)
 	}
 	for j, e := range s.Events {
-		if !knownType(e) {
-			return bad(fmt.Sprintf("%s.events[%d]", key, j), "unknown event type %q (want one of %s)", e, strings.Join(diff.Types, ", "))
+		if !known(e) {
+			return bad(fmt.Sprintf("%s.events[%d]", key, j), "unknown event type %q (want one of %s, or a type a rule emits)", e, strings.Join(diff.Types, ", "))
 		}
 	}
 	// keys that only apply to some types

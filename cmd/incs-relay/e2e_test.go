@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -84,6 +85,7 @@ func (r *received) checkAgainst(t *testing.T, name string, logs []sim.LogRef) {
 	defer r.mu.Unlock()
 	assert.Len(t, r.bodies, len(logs), "%s: one event per log", name)
 	assert.Empty(t, r.differ, "%s: a redelivery must carry the identical body", name)
+	validateBodies(t, maps.Values(r.bodies)) // every event matches its published schema
 	for _, l := range logs {
 		ev, ok := r.events[diff.EventID(l.LogID)]
 		if !assert.True(t, ok, "%s: log %d of task %d never arrived", name, l.LogID, l.TaskID) {

@@ -63,6 +63,8 @@ sinks:
 	assert.Contains(t, out, `"msg_type": "interactive"`)
 	assert.Contains(t, out, "https://app.example/tasks/")
 	assert.Contains(t, out, "未开始 → 进行中", "status names in the sink's locale")
+	assert.Contains(t, out, "# task.stalled rule-stalled-237-", "derived events are previewed")
+	assert.Contains(t, out, "任务已停滞 4 小时")
 	assert.NotContains(t, out, "s3cr3t")
 	assert.NotContains(t, out, "6281519140316", "phone numbers are redacted by default in chat sinks")
 
@@ -71,6 +73,16 @@ sinks:
 	assert.Contains(t, out, "filtered out", "events the sink does not take are shown as such")
 	assert.Contains(t, out, `"blocks"`)
 	assert.Contains(t, out, "not started → in progress")
+
+	// With rules configured, preview shows each rule's events.
+	withRules := strings.Replace(strings.SplitN(cfg, "  - name: broken", 2)[0], "    events: [task.status_changed]\n", "    events: [task.status_changed, task.stalled, task.stalled_resolved]\n", 1) +
+		"rules:\n  - {name: stalled, event: task.stalled, when: {status: [1]}, since: last_log, after: 4h, resolve: true}\n"
+	require.NoError(t, os.WriteFile(path, []byte(withRules), 0o600))
+	code, out, stderr = run("preview", "--config", path, "--sink", "slack")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "Task stalled for 4 h")
+	assert.Contains(t, out, "no longer stalled")
+	require.NoError(t, os.WriteFile(path, []byte(strings.SplitN(cfg, "  - name: broken", 2)[0]), 0o600))
 
 	// a given event file, as printed by `incs-relay events`
 	ev := sink.SampleEvents()[2]

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/store"
@@ -29,6 +30,7 @@ type Relay struct {
 	poll    *poller.Poller
 	ingest  *ingester
 	tiers   *poller.Tiered // nil with poll.strategy: full
+	rules   *rules.Engine  // nil without rules
 	outs    []*output
 	admin   *adminServer
 	metrics *metrics
@@ -94,6 +96,14 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 		r.tiers = poller.NewTiered(pcfg, r.db, plog)
 		r.poll.Strategy = r.tiers
 		r.ingest.tiers = r.tiers
+	}
+	if rs := cfg.ValidRules(); len(rs) > 0 {
+		r.rules = rules.NewEngine(rs, cfg.Location())
+		if err := r.db.RuleStates(r.rules.Load); err != nil {
+			return nil, err
+		}
+		r.ingest.rules = r.rules
+		r.poll.Strategy = newRuleStrategy(r.poll.Strategy, r.tiers, r.rules, r.ingest)
 	}
 
 	var obs sink.Observer = r.metrics
@@ -342,9 +352,10 @@ type ingester struct {
 	// created before it never becomes an event. Zero with initial: replay
 	// and on stores initialized before the boundary was kept.
 	boundary time.Time
-	future   atomic.Bool  // a created_at in the future was logged
-	sweeps   atomic.Int64 // cycles that completed
-	tiers    forgetter    // told to re-read tasks left unseen; nil without tiers
+	future   atomic.Bool   // a created_at in the future was logged
+	sweeps   atomic.Int64  // cycles that completed
+	tiers    forgetter     // told to re-read tasks left unseen; nil without tiers
+	rules    *rules.Engine // evaluates every read; nil without rules
 
 	// pending receives the outcome of the page whose commit is under way;
 	// nil when none is. Only the poller's goroutine (or Run, once the

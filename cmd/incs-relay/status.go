@@ -91,6 +91,9 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 				fmt.Fprintln(c.m.Stdout, "warning: some tasks were not read within poll.full_sweep: the rate limit cannot keep it")
 			}
 		}
+		if ru := poll.Rules; ru != nil {
+			fmt.Fprintln(c.m.Stdout, ru.line())
+		}
 		if poll.ConsecutiveFailures > 0 {
 			fmt.Fprintf(c.m.Stdout, "poll failing (%d in a row): %s\n", poll.ConsecutiveFailures, poll.LastError)
 		}

@@ -12,6 +12,11 @@
 //		if !seen.Add(ev.ID) { w.WriteHeader(http.StatusNoContent); return } // a redelivery
 //		... handle ev.Type, ev.Data ...
 //	})
+//
+// Besides one event per upstream log (id "log-<log id>"), a relay with
+// rules emits derived events (id "rule-<rule>-<task>-<anchor log>-<step>"
+// or "...-resolved", type "task.<name>" or "task.<name>_resolved"): their
+// data has no log, and [Derived] returns what the rule adds.
 package consume
 
 import (
@@ -34,8 +39,22 @@ import (
 )
 
 // Event is an incs-relay event: a CloudEvents 1.0 envelope whose data holds
-// the task, the log and the change.
+// the task, the log and the change; or, for a derived event, the task and
+// what the rule adds (Data.Derived).
 type Event = diff.Event
+
+// DerivedData is what a rule adds to a derived event's data: rule, since,
+// anchor_log_id, anchor_at, due_at, fired_at, step and resolved.
+type DerivedData = diff.Derived
+
+// Derived returns the rule data of a derived event, or nil for an event of
+// an upstream log.
+func Derived(ev *Event) *DerivedData { return ev.Data.Derived }
+
+// IsDerived reports whether an event type is a rule's rather than a log's
+// (a derived type is "task." plus the rule's event name, or that plus
+// "_resolved").
+func IsDerived(eventType string) bool { return diff.IsDerived(eventType) }
 
 // Errors returned by Verify. Match them with errors.Is.
 var (
@@ -185,7 +204,9 @@ func Decode(body []byte) (*Event, error) {
 	if err := json.Unmarshal(body, &ev); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBody, err)
 	}
-	if ev.SpecVersion != diff.SpecVersion || !strings.HasPrefix(ev.ID, "log-") || ev.Type == "" {
+	logEvent := strings.HasPrefix(ev.ID, "log-") && !diff.IsDerived(ev.Type)
+	ruleEvent := strings.HasPrefix(ev.ID, "rule-") && diff.IsDerived(ev.Type) && ev.Data.Derived != nil
+	if ev.SpecVersion != diff.SpecVersion || ev.Type == "" || !logEvent && !ruleEvent {
 		return nil, fmt.Errorf("%w: not a CloudEvents 1.0 incs-relay event", ErrBody)
 	}
 	ev.Body = append(json.RawMessage(nil), body...)
@@ -266,9 +287,12 @@ func Task(ev *Event) (diff.Task, error) {
 	return t, err
 }
 
-// Log decodes the log carried in an event.
+// Log decodes the log carried in an event; a derived event carries none.
 func Log(ev *Event) (diff.Log, error) {
 	var l diff.Log
+	if ev.Data.Derived != nil {
+		return l, fmt.Errorf("%w: event %s is derived by a rule: it carries no log", ErrBody, ev.ID)
+	}
 	err := json.Unmarshal(ev.Data.Log, &l)
 	return l, err
 }

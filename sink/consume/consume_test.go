@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -201,4 +202,27 @@ func TestVerifier_Binary(t *testing.T) {
 	assert.ErrorIs(t, err, ErrSignature, "the data is signed")
 	_, err = v.VerifyBody(signed("log-532", func(h http.Header) { h.Set("Ce-Id", "log-999") }), []byte(binaryData))
 	assert.ErrorIs(t, err, ErrBody, "ce-id differs from the signed webhook-id")
+}
+func TestDecode_Derived(t *testing.T) {
+	body := []byte(`{"specversion":"1.0","id":"rule-stalled-237-532-0","source":"incsapp/tasks","type":"task.stalled","subject":"237","time":"2026-04-08T21:22:06+08:00","datacontenttype":"application/json","offset":9,"data":{"task_id":237,"task":{"id":237},"status":1,"status_name":"in_progress","assignee_username":"incs_1","rule":"stalled","since":"last_log","anchor_log_id":532,"anchor_at":"2026-04-08T17:22:06+08:00","due_at":"2026-04-08T21:22:06+08:00","fired_at":"2026-04-08T21:22:10+08:00","step":0}}`)
+	ev, err := Decode(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Derived(ev)
+	if d == nil || d.Rule != "stalled" || d.AnchorLogID != 532 || !IsDerived(ev.Type) {
+		t.Fatalf("derived data: %+v", d)
+	}
+	if _, err := Log(ev); !errors.Is(err, ErrBody) {
+		t.Fatalf("Log of a derived event: %v", err)
+	}
+	// A rule id on a log type, or a derived type without rule data, is not an event.
+	for _, bad := range []string{
+		strings.Replace(string(body), `"type":"task.stalled"`, `"type":"task.assigned"`, 1),
+		`{"specversion":"1.0","id":"rule-x-1-2-0","type":"task.x","data":{"task_id":1}}`,
+	} {
+		if _, err := Decode([]byte(bad)); !errors.Is(err, ErrBody) {
+			t.Errorf("Decode(%s): %v", bad, err)
+		}
+	}
 }
