@@ -204,13 +204,19 @@ func Decode(body []byte) (*Event, error) {
 	if err := json.Unmarshal(body, &ev); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBody, err)
 	}
-	logEvent := strings.HasPrefix(ev.ID, "log-") && !diff.IsDerived(ev.Type)
-	ruleEvent := strings.HasPrefix(ev.ID, "rule-") && diff.IsDerived(ev.Type) && ev.Data.Derived != nil
-	if ev.SpecVersion != diff.SpecVersion || ev.Type == "" || !logEvent && !ruleEvent {
+	if !relayEvent(&ev) {
 		return nil, fmt.Errorf("%w: not a CloudEvents 1.0 incs-relay event", ErrBody)
 	}
 	ev.Body = append(json.RawMessage(nil), body...)
 	return &ev, nil
+}
+
+// relayEvent reports whether ev is an event the relay emits: a log's
+// (id log-…) or a rule's derived event (id rule-…, with the rule's data).
+func relayEvent(ev *Event) bool {
+	logEvent := strings.HasPrefix(ev.ID, "log-") && !diff.IsDerived(ev.Type)
+	ruleEvent := strings.HasPrefix(ev.ID, "rule-") && diff.IsDerived(ev.Type) && ev.Data.Derived != nil
+	return ev.SpecVersion == diff.SpecVersion && ev.Type != "" && (logEvent || ruleEvent)
 }
 
 // DecodeHTTP decodes a webhook delivery in any of the relay's formats,
@@ -258,7 +264,7 @@ func decodeBinary(h http.Header, data []byte) (*Event, error) {
 	if bad != nil {
 		return nil, bad
 	}
-	if ev.SpecVersion != diff.SpecVersion || !strings.HasPrefix(ev.ID, "log-") || ev.Type == "" {
+	if ev.SpecVersion != diff.SpecVersion || ev.Type == "" || !strings.HasPrefix(ev.ID, "log-") && !strings.HasPrefix(ev.ID, "rule-") {
 		return nil, fmt.Errorf("%w: not a CloudEvents 1.0 incs-relay event", ErrBody)
 	}
 	var err error
@@ -276,6 +282,9 @@ func decodeBinary(h http.Header, data []byte) (*Event, error) {
 	}
 	if err := json.Unmarshal(data, &ev.Data); err != nil {
 		return nil, fmt.Errorf("%w: data: %v", ErrBody, err)
+	}
+	if !relayEvent(&ev) {
+		return nil, fmt.Errorf("%w: not a CloudEvents 1.0 incs-relay event", ErrBody)
 	}
 	return &ev, nil
 }
