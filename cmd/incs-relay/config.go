@@ -18,9 +18,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/sink"
-	"github.com/incs-relay/incs-relay/diff/rules"
 )
 
 // Config is the whole relay configuration as read from YAML.
