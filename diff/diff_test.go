@@ -247,20 +247,3 @@ func FuzzScanMember(f *testing.F) {
 		}
 	})
 }
-
-func TestRawMemberAndElements(t *testing.T) {
-	page := []byte(`{"status":"success","code":200,"data":{"total":2,"data":[{"id":1,"logs":[]} , {"id":2}]},"error":{}}`)
-	data, ok := RawMember(page, "data")
-	require.True(t, ok)
-	arr, ok := RawMember(data, "data")
-	require.True(t, ok)
-	els := RawElements(arr)
-	require.Len(t, els, 2)
-	assert.Equal(t, `{"id":1,"logs":[]}`, string(els[0]))
-	assert.Equal(t, `{"id":2}`, string(els[1]))
-	_, ok = RawMember(page, "nope")
-	assert.False(t, ok)
-	last, ok := RawMember(page, "error")
-	require.True(t, ok)
-	assert.Equal(t, `{}`, string(last))
-}

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/jsonscan"
 )
 
 const (
@@ -557,15 +558,15 @@ type wireTask diff.Task
 // task's (and log's) Raw into the copy. It leaves Raw unset if the array
 // cannot be matched to tasks, which only costs a re-encode later.
 func attachRaw(body []byte, tasks []diff.Task) {
-	data, ok := diff.RawMember(body, "data")
+	data, ok := jsonscan.RawMember(body, "data")
 	if !ok {
 		return
 	}
-	arr, ok := diff.RawMember(data, "data")
+	arr, ok := jsonscan.RawMember(data, "data")
 	if !ok {
 		return
 	}
-	els := diff.RawElements(bytes.Clone(arr))
+	els := jsonscan.RawElements(bytes.Clone(arr))
 	if len(els) != len(tasks) {
 		return
 	}
