@@ -213,7 +213,7 @@ func TestNATS_SubjectTemplate(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, p.render(ev))
 			assert.Equal(t, tc.wildcard, p.wildcard())
-			assert.True(t, natsSubjectCovers(p.wildcard(), tc.want))
+			assert.True(t, server.SubjectMatchesFilter(tc.want, p.wildcard()))
 		})
 	}
 	bad := []struct{ name, template, want string }{
@@ -620,4 +620,28 @@ func TestNATS_Dispatcher(t *testing.T) {
 		got = append(got, ev)
 	}
 	assertTaskOrder(t, evs, got)
+}
+
+// TestNATSSubjectsCover pins what the stream check accepts: every wanted
+// subject must fall under some subject the stream has, wildcards on both
+// sides.
+func TestNATSSubjectsCover(t *testing.T) {
+	tests := []struct {
+		have, want []string
+		ok         bool
+	}{
+		{[]string{"incs.>"}, []string{"incs.tasks.*.*"}, true},
+		{[]string{"incs.tasks.*.*"}, []string{"incs.tasks.*.*"}, true},
+		{[]string{"incs.*.*.*"}, []string{"incs.tasks.*.*"}, true},
+		{[]string{"incs.tasks.*"}, []string{"incs.tasks.*.*"}, false},
+		{[]string{"incs.tasks.*.*"}, []string{"incs.>"}, false},
+		{[]string{"incs.tasks.1.*"}, []string{"incs.tasks.*.*"}, false},
+		{[]string{">"}, []string{"a", "b.c"}, true},
+		{[]string{"a.>"}, []string{"a"}, false},
+		{[]string{"a", "b.*"}, []string{"a", "b.c"}, true},
+		{[]string{"a"}, []string{"a", "b.c"}, false},
+	}
+	for _, tc := range tests {
+		assert.Equal(t, tc.ok, natsSubjectsCover(tc.have, tc.want), "%v covers %v", tc.have, tc.want)
+	}
 }

@@ -117,10 +117,7 @@ func (s *Sim) ordered(yield func(*task) bool) {
 		if s.byUpdated == nil || s.byUpdatedAt != s.version {
 			s.byUpdated = append(s.byUpdated[:0], s.tasks...)
 			slices.SortFunc(s.byUpdated, func(a, b *task) int {
-				if c := cmp.Compare(b.updated, a.updated); c != 0 {
-					return c
-				}
-				return cmp.Compare(b.w.ID, a.w.ID)
+				return cmp.Or(cmp.Compare(b.updated, a.updated), cmp.Compare(b.w.ID, a.w.ID))
 			})
 			s.byUpdatedAt = s.version
 		}

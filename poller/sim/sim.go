@@ -475,13 +475,7 @@ func (s *Sim) populate(n int) {
 		drafts = s.history(t, now, drafts)
 	}
 	slices.SortFunc(drafts, func(a, b draft) int {
-		if c := cmp.Compare(a.at, b.at); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.t.w.ID, b.t.w.ID); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.seq, b.seq)
+		return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.t.w.ID, b.t.w.ID), cmp.Compare(a.seq, b.seq))
 	})
 	for i := range drafts {
 		d := &drafts[i]
