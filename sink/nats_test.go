@@ -600,26 +600,27 @@ func TestNATS_Embedded(t *testing.T) {
 // TestNATS_Dispatcher delivers through a dispatcher into a stream and
 // checks every task's events are stored in offset order.
 func TestNATS_Dispatcher(t *testing.T) {
-	s := natsTestServer(t, t.TempDir(), -1, nil)
-	n := newTestNATS(t, NATSConfig{URL: s.ClientURL(), JetStream: true, Stream: &StreamConfig{Name: "INCS"}})
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvents(500, 40, 1, rand.New(rand.NewPCG(6, 6)))...)
-	_, stop := startDispatcher(t, DispatcherConfig{Sink: n, Outbox: ob})
-	rc := &natsStreamReceiver{js: must(jetstream.New(natsTestConn(t, s))), stream: "INCS"}
-	msgs := rc.Msgs(t, len(evs))
-	require.NoError(t, stop())
-	byID := map[string]diff.Event{}
-	for _, ev := range evs {
-		byID[ev.ID] = ev
-	}
-	var got []diff.Event
-	for _, m := range msgs {
-		ev, ok := byID[m.Header.Get("Nats-Msg-Id")]
-		require.True(t, ok)
-		assert.Equal(t, string(ev.Body), string(m.Data))
-		got = append(got, ev)
-	}
-	assertTaskOrder(t, evs, got)
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		s := natsTestServer(t, t.TempDir(), -1, nil)
+		n := newTestNATS(t, NATSConfig{URL: s.ClientURL(), JetStream: true, Stream: &StreamConfig{Name: "INCS"}})
+		evs := ob.Append(t, dispatchTestEvents(500, 40, 1, rand.New(rand.NewPCG(6, 6)))...)
+		_, stop := startDispatcher(t, DispatcherConfig{Sink: n, Outbox: ob})
+		rc := &natsStreamReceiver{js: must(jetstream.New(natsTestConn(t, s))), stream: "INCS"}
+		msgs := rc.Msgs(t, len(evs))
+		require.NoError(t, stop())
+		byID := map[string]diff.Event{}
+		for _, ev := range evs {
+			byID[ev.ID] = ev
+		}
+		var got []diff.Event
+		for _, m := range msgs {
+			ev, ok := byID[m.Header.Get("Nats-Msg-Id")]
+			require.True(t, ok)
+			assert.Equal(t, string(ev.Body), string(m.Data))
+			got = append(got, ev)
+		}
+		assertTaskOrder(t, evs, got)
+	})
 }
 
 // TestNATSSubjectsCover pins what the stream check accepts: every wanted
