@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -23,8 +22,8 @@ const (
 	Slow                                     // a valid page, sent after Faults.SlowDelay
 )
 
-// AllFaults lists every fault kind.
-var AllFaults = []FaultKind{Status401, Status429, Status429RetryAfter, Status500, Status503,
+// allFaults lists every fault kind.
+var allFaults = []FaultKind{Status401, Status429, Status429RetryAfter, Status500, Status503,
 	ErrorEnvelope, Truncated, NotJSON, Slow}
 
 var faultNames = map[FaultKind]string{
@@ -33,7 +32,7 @@ var faultNames = map[FaultKind]string{
 	Truncated: "truncated", NotJSON: "not-json", Slow: "slow",
 }
 
-// String returns the kind's name as ParseFaultKind reads it, e.g. "429-retry-after".
+// String returns the kind's name, e.g. "429-retry-after".
 func (k FaultKind) String() string {
 	if n, ok := faultNames[k]; ok {
 		return n
@@ -41,21 +40,11 @@ func (k FaultKind) String() string {
 	return "fault-" + strconv.Itoa(int(k))
 }
 
-// ParseFaultKind reads a fault kind's name as String writes it.
-func ParseFaultKind(s string) (FaultKind, error) {
-	for k, n := range faultNames {
-		if n == s {
-			return k, nil
-		}
-	}
-	return 0, fmt.Errorf("sim: unknown fault kind %q", s)
-}
-
 // Faults sets how often and how requests fail.
 type Faults struct {
 	// Rate is the fraction of requests, 0..1, that fail.
 	Rate float64
-	// Kinds are the ways they fail, picked uniformly; empty means AllFaults.
+	// Kinds are the ways they fail, picked uniformly; empty means every kind.
 	Kinds []FaultKind
 	// SlowDelay is how long a Slow answer takes; default 12s, more than the
 	// poller's default timeout.
@@ -65,7 +54,7 @@ type Faults struct {
 func normFaults(f Faults) Faults {
 	f.Rate = min(max(f.Rate, 0), 1)
 	if len(f.Kinds) == 0 {
-		f.Kinds = AllFaults
+		f.Kinds = allFaults
 	}
 	f.Kinds = slices.Clone(f.Kinds)
 	if f.SlowDelay <= 0 {

@@ -16,9 +16,9 @@ import (
 	"github.com/incs-relay/incs-relay/poller"
 )
 
-// DefaultPageSize is the page size the API serves when a request names
+// defaultPageSize is the page size the API serves when a request names
 // none; the largest it serves is poller.MaxPageSize.
-const DefaultPageSize = 20
+const defaultPageSize = 20
 
 // Order is the order in which the API lists tasks.
 type Order int
@@ -57,7 +57,7 @@ func (q *query) match(t *task) bool {
 // parseQuery reads the request's parameters; the error names the bad one.
 func (s *Sim) parseQuery(r *http.Request) (query, error) {
 	v := r.URL.Query()
-	q := query{page: 1, size: DefaultPageSize, name: v.Get("name")}
+	q := query{page: 1, size: defaultPageSize, name: v.Get("name")}
 	var taskID, creationID, typ, status, page, size int64
 	for _, p := range []struct {
 		key string
