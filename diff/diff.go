@@ -1,6 +1,7 @@
 package diff
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -84,12 +85,4 @@ func Diff(t *Task, seen Seen, loc *time.Location) ([]Event, error) {
 	return out, nil
 }
 
-func cmpLog(a, b Log) int {
-	switch {
-	case a.ID < b.ID:
-		return -1
-	case a.ID > b.ID:
-		return 1
-	}
-	return 0
-}
+func cmpLog(a, b Log) int { return cmp.Compare(a.ID, b.ID) }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/incs-relay/incs-relay/diff/jsonscan"
 )
 
 // TimeLayout is the layout of every time the incsapp API sends or accepts,
@@ -85,58 +87,11 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 // afterwards.
 func (t *Task) AttachRaw(b []byte) {
 	t.Raw = b
-	if _, _, elems, ok := scanMember(b, "logs"); ok && len(elems) == len(t.Logs) {
+	if _, _, elems, ok := jsonscan.Member(b, "logs"); ok && len(elems) == len(t.Logs) {
 		for i, e := range elems {
 			t.Logs[i].Raw = b[e[0]:e[1]:e[1]]
 		}
 	}
-}
-
-// RawMember returns the raw value of the top-level member key of the JSON
-// object obj, which must be valid JSON.
-func RawMember(obj []byte, key string) (json.RawMessage, bool) {
-	start, end, _, ok := scanMember(obj, key)
-	if !ok {
-		return nil, false
-	}
-	member := obj[start:end]
-	i := skipString(member, skipSpace(member, skipComma(member)))
-	if i < 0 {
-		return nil, false
-	}
-	i = skipSpace(member, i)
-	if i >= len(member) || member[i] != ':' {
-		return nil, false
-	}
-	i = skipSpace(member, i+1)
-	j := skipValue(member, i)
-	if j < 0 {
-		return nil, false
-	}
-	return member[i:j:j], true
-}
-
-// RawElements returns the elements of the JSON array arr, which must be
-// valid JSON; nil if arr is not an array.
-func RawElements(arr []byte) []json.RawMessage {
-	i := skipSpace(arr, 0)
-	if i >= len(arr) || arr[i] != '[' {
-		return nil
-	}
-	spans := arrayElems(arr, i)
-	out := make([]json.RawMessage, len(spans))
-	for k, e := range spans {
-		out[k] = arr[e[0]:e[1]:e[1]]
-	}
-	return out
-}
-
-func skipComma(b []byte) int {
-	i := skipSpace(b, 0)
-	if i < len(b) && b[i] == ',' {
-		return i + 1
-	}
-	return i
 }
 
 // JSON returns the log as the API sent it (set when it was decoded as part
@@ -162,7 +117,7 @@ func (t *Task) JSONWithoutLogs() (json.RawMessage, error) {
 		}{plainTask: (*plainTask)(&c)})
 		return b, err
 	}
-	if start, end, _, ok := scanMember(t.Raw, "logs"); ok {
+	if start, end, _, ok := jsonscan.Member(t.Raw, "logs"); ok {
 		out := make([]byte, 0, len(t.Raw)-(end-start))
 		out = append(out, t.Raw[:start]...)
 		out = append(out, t.Raw[end:]...)
@@ -214,8 +169,3 @@ func stripMember(obj []byte, key string) (json.RawMessage, error) {
 func ParseTime(s string, loc *time.Location) (time.Time, error) {
 	return time.ParseInLocation(TimeLayout, s, loc)
 }
-
-// ValueEnd returns the index just after the JSON value that starts at b[i],
-// or -1 if there is none. b must be valid JSON, as stored events are: the
-// scan matches brackets and quotes without validating.
-func ValueEnd(b []byte, i int) int { return skipValue(b, i) }

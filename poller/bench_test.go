@@ -27,7 +27,7 @@ import (
 func BenchmarkIdlePath(b *testing.B) {
 	s := sim.New(sim.Options{Tasks: 100, Seed: 1, Location: shanghai, Now: func() time.Time { return fixedNow }})
 	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, sim.TasksPath+"?page_size=100", nil))
+	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, poller.TasksPath+"?page_size=100", nil))
 	body := rec.Body.Bytes()
 	fixed := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -22,10 +22,12 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/jsonscan"
 )
 
 const (
-	tasksPath = "/external/tasks"
+	// TasksPath is the API's only endpoint, appended to Config.BaseURL.
+	TasksPath = "/external/tasks"
 
 	// DefaultBaseURL is the API's base URL when Config.BaseURL is empty.
 	DefaultBaseURL = "https://api.incsapp.com"
@@ -254,7 +256,7 @@ type Page struct {
 // its rate limiter and its Retry-After gate are shared by all calls.
 type Client struct {
 	cfg      Config
-	endpoint string // base URL + tasksPath, no query
+	endpoint string // base URL + TasksPath, no query
 	http     *http.Client
 	limiter  *rate.Limiter
 	gate     gate
@@ -281,7 +283,7 @@ func NewClient(cfg Config, log zerolog.Logger) *Client {
 	}
 	return &Client{
 		cfg:      cfg,
-		endpoint: strings.TrimRight(cfg.BaseURL, "/") + tasksPath,
+		endpoint: strings.TrimRight(cfg.BaseURL, "/") + TasksPath,
 		http:     hc,
 		limiter:  rate.NewLimiter(limit, 1),
 		log:      log.With().Str("upstream", host).Logger(),
@@ -351,7 +353,7 @@ func ctxError(ctx context.Context, page int) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return &APIError{Kind: KindTimeout, Page: page, Err: err}
 	}
-	return fmt.Errorf("incsapp: GET %s page %d: %w", tasksPath, page, err)
+	return fmt.Errorf("incsapp: GET %s page %d: %w", TasksPath, page, err)
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -556,15 +558,15 @@ type wireTask diff.Task
 // task's (and log's) Raw into the copy. It leaves Raw unset if the array
 // cannot be matched to tasks, which only costs a re-encode later.
 func attachRaw(body []byte, tasks []diff.Task) {
-	data, ok := diff.RawMember(body, "data")
+	data, ok := jsonscan.RawMember(body, "data")
 	if !ok {
 		return
 	}
-	arr, ok := diff.RawMember(data, "data")
+	arr, ok := jsonscan.RawMember(data, "data")
 	if !ok {
 		return
 	}
-	els := diff.RawElements(bytes.Clone(arr))
+	els := jsonscan.RawElements(bytes.Clone(arr))
 	if len(els) != len(tasks) {
 		return
 	}

@@ -423,7 +423,16 @@ func TestErrorKind_String(t *testing.T) {
 	assert.True(t, poller.KindDecode.Transient())
 }
 
+// TestDefaultLocation checks that the default zone is the real
+// Asia/Shanghai from the time zone database, not the fixed UTC+8 fallback
+// for systems without one: only the real zone knows China's daylight
+// saving time of 1986-1991. Where this fails, the host lacks tzdata and the
+// relay would run on the fallback.
 func TestDefaultLocation(t *testing.T) {
-	_, off := time.Date(2026, 1, 1, 0, 0, 0, 0, poller.DefaultLocation()).Zone()
+	loc := poller.DefaultLocation()
+	assert.Equal(t, poller.DefaultTimezone, loc.String())
+	_, off := time.Date(2026, 1, 1, 0, 0, 0, 0, loc).Zone()
 	assert.Equal(t, 8*3600, off)
+	name, off := time.Date(1988, 7, 1, 12, 0, 0, 0, loc).Zone()
+	assert.Equal(t, 9*3600, off, "summer 1988 was UTC+9 in Asia/Shanghai; %s is the fallback zone", name)
 }

@@ -1,4 +1,4 @@
-package poller
+package poller_test
 
 import (
 	"encoding/json"
@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/poller/sim"
 )
 
@@ -20,7 +21,7 @@ func simPage(t testing.TB, n int) []byte {
 	s := sim.New(sim.Options{Tasks: n, Seed: 1, Extra: true,
 		Now: func() time.Time { return time.Date(2026, 4, 8, 17, 30, 0, 0, time.UTC) }})
 	rec := httptest.NewRecorder()
-	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/external/tasks?page_size=100", nil))
+	s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, poller.TasksPath+"?page_size=100", nil))
 	require.Equal(t, http.StatusOK, rec.Code)
 	return rec.Body.Bytes()
 }
@@ -35,12 +36,12 @@ func FuzzDecodePage(f *testing.F) {
 	f.Add([]byte(`<html><body>502 Bad Gateway</body></html>`))
 	f.Add([]byte(`{"status":"success","code":200,"data":{"total":1,"data":[{"id":1,"logs":[{"id":0}]}]}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		p, err := decodePage(body, 1, 100)
+		p, err := poller.DecodePage(body, 1, 100)
 		if err != nil {
 			assert.Nil(t, p)
-			var ae *APIError
+			var ae *poller.APIError
 			require.True(t, errors.As(err, &ae), "%T %v", err, err)
-			assert.Contains(t, []ErrorKind{KindDecode, KindEnvelope}, ae.Kind)
+			assert.Contains(t, []poller.ErrorKind{poller.KindDecode, poller.KindEnvelope}, ae.Kind)
 			assert.NotEmpty(t, ae.Error())
 			return
 		}
@@ -58,17 +59,17 @@ func FuzzDecodePage(f *testing.F) {
 }
 
 func TestDecodePage(t *testing.T) {
-	p, err := decodePage(simPage(t, 3), 1, 100)
+	p, err := poller.DecodePage(simPage(t, 3), 1, 100)
 	require.NoError(t, err)
 	assert.Equal(t, 3, p.Total)
 	require.Len(t, p.Tasks, 3)
 	assert.Contains(t, string(p.Tasks[0].Raw), `"priority":`)
 
 	// A null list is an empty page where the API counts no tasks for it.
-	p, err = decodePage([]byte(`{"status":"success","code":200,"data":{"total":100,"data":null}}`), 2, 100)
+	p, err = poller.DecodePage([]byte(`{"status":"success","code":200,"data":{"total":100,"data":null}}`), 2, 100)
 	require.NoError(t, err)
 	assert.Empty(t, p.Tasks)
-	_, err = decodePage([]byte(`{"status":"success","code":200,"data":{"total":101,"data":null}}`), 2, 100)
+	_, err = poller.DecodePage([]byte(`{"status":"success","code":200,"data":{"total":101,"data":null}}`), 2, 100)
 	assert.ErrorContains(t, err, "missing data.data")
 }
 
@@ -92,7 +93,7 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, parseRetryAfter(tt.value, now))
+			assert.Equal(t, tt.want, poller.ParseRetryAfter(tt.value, now))
 		})
 	}
 }
@@ -102,7 +103,7 @@ func BenchmarkDecodePage(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for range b.N {
-		p, err := decodePage(body, 1, 100)
+		p, err := poller.DecodePage(body, 1, 100)
 		if err != nil || len(p.Tasks) != 100 {
 			b.Fatal(err)
 		}

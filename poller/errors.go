@@ -87,7 +87,7 @@ type APIError struct {
 // Error returns the error as a path: "incsapp: GET /external/tasks page 3: HTTP 503".
 func (e *APIError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "incsapp: GET %s page %d: ", tasksPath, e.Page)
+	fmt.Fprintf(&b, "incsapp: GET %s page %d: ", TasksPath, e.Page)
 	switch e.Kind {
 	case KindEnvelope:
 		fmt.Fprintf(&b, "envelope status %q code %d", e.Status, e.Code)

@@ -1,4 +1,4 @@
-package poller
+package poller_test
 
 import (
 	"bytes"
@@ -8,18 +8,20 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/poller"
 )
 
 // skipSet is a Skipper that skips the tasks it holds a head of, when
 // unchanged.
-type skipSet map[int64]TaskHead
+type skipSet map[int64]poller.TaskHead
 
-func (s skipSet) Unchanged(h *TaskHead) bool {
+func (s skipSet) Unchanged(h *poller.TaskHead) bool {
 	old, ok := s[h.ID]
 	return ok && h.Unchanged(&old)
 }
 
-func (s skipSet) learn(heads []TaskHead) skipSet {
+func (s skipSet) learn(heads []poller.TaskHead) skipSet {
 	for _, h := range heads {
 		s[h.ID] = h
 	}
@@ -29,15 +31,15 @@ func (s skipSet) learn(heads []TaskHead) skipSet {
 // never skips nothing but takes the fast path.
 type never struct{}
 
-func (never) Unchanged(*TaskHead) bool { return false }
+func (never) Unchanged(*poller.TaskHead) bool { return false }
 
 // TestDecodePageSkip_SameAsDecodePage checks that the fast path decodes
 // every task it does not skip exactly as the strict decoder does.
 func TestDecodePageSkip_SameAsDecodePage(t *testing.T) {
 	body := simPage(t, 100)
-	want, err := decodePage(body, 1, 100)
+	want, err := poller.DecodePage(body, 1, 100)
 	require.NoError(t, err)
-	got, err := decodePageSkip(body, 1, 100, never{})
+	got, err := poller.DecodePageSkip(body, 1, 100, never{})
 	require.NoError(t, err)
 	assert.Equal(t, want.Total, got.Total)
 	require.Len(t, got.Tasks, 100)
@@ -56,11 +58,11 @@ func TestDecodePageSkip_SameAsDecodePage(t *testing.T) {
 
 func TestDecodePageSkip_Skips(t *testing.T) {
 	body := simPage(t, 100)
-	first, err := decodePageSkip(body, 1, 100, never{})
+	first, err := poller.DecodePageSkip(body, 1, 100, never{})
 	require.NoError(t, err)
 	known := skipSet{}.learn(first.Heads)
 
-	p, err := decodePageSkip(body, 1, 100, known)
+	p, err := poller.DecodePageSkip(body, 1, 100, known)
 	require.NoError(t, err)
 	assert.Empty(t, p.Tasks)
 	require.Len(t, p.Heads, 100)
@@ -77,7 +79,7 @@ func TestDecodePageSkip_Skips(t *testing.T) {
 	j := bytes.Index(edited[i:], old)
 	require.GreaterOrEqual(t, j, 0)
 	copy(edited[i+j:], `"updated_at":"2099-01-01 00:00:00"`)
-	p, err = decodePageSkip(edited, 1, 100, known)
+	p, err = poller.DecodePageSkip(edited, 1, 100, known)
 	require.NoError(t, err)
 	require.Len(t, p.Tasks, 1)
 	assert.Equal(t, changed.ID, p.Tasks[0].ID)
@@ -123,10 +125,10 @@ func TestDecodePageSkip_Fallback(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			want, wantErr := decodePage(tt.body, 1, 100)
-			got, err := decodePageSkip(tt.body, 1, 100, never{})
+			want, wantErr := poller.DecodePage(tt.body, 1, 100)
+			got, err := poller.DecodePageSkip(tt.body, 1, 100, never{})
 			if wantErr != nil {
-				var we, ge *APIError
+				var we, ge *poller.APIError
 				require.True(t, errors.As(wantErr, &we))
 				require.True(t, errors.As(err, &ge), "fast path: %v", err)
 				assert.Equal(t, we.Kind, ge.Kind)
@@ -157,11 +159,11 @@ func FuzzDecodePageSkip(f *testing.F) {
 	f.Add([]byte(`{"status":"success","code":"200","data":{"total":1,"data":[{"id":2,"logs":[{"id":3}],"updated_at":"2026-04-08 17:22:01"}]}}`))
 	f.Add([]byte(`{"status":"success","code":200,"data":{"total":0,"data":[]}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		want, wantErr := decodePage(body, 1, 100)
-		got, err := decodePageSkip(body, 1, 100, never{})
+		want, wantErr := poller.DecodePage(body, 1, 100)
+		got, err := poller.DecodePageSkip(body, 1, 100, never{})
 		if wantErr != nil {
 			if err != nil {
-				var ae *APIError
+				var ae *poller.APIError
 				require.True(t, errors.As(err, &ae))
 			}
 			return // the fast path may read what the strict one refuses only in tasks it decodes itself
@@ -176,7 +178,7 @@ func FuzzDecodePageSkip(f *testing.F) {
 			assert.Equal(t, len(want.Tasks[i].Logs), len(got.Tasks[i].Logs))
 		}
 		known := skipSet{}.learn(got.Heads)
-		again, err := decodePageSkip(body, 1, 100, known)
+		again, err := poller.DecodePageSkip(body, 1, 100, known)
 		require.NoError(t, err)
 		for i, h := range again.Heads {
 			old := known[h.ID]
@@ -196,7 +198,7 @@ func FuzzDecodePageSkip(f *testing.F) {
 //     decoded.
 func BenchmarkIdlePage(b *testing.B) {
 	body := simPage(b, 100)
-	first, err := decodePage(body, 1, 100)
+	first, err := poller.DecodePage(body, 1, 100)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -207,7 +209,7 @@ func BenchmarkIdlePage(b *testing.B) {
 	}
 	for _, bm := range []struct {
 		name    string
-		skip    Skipper
+		skip    poller.Skipper
 		decoded int
 	}{
 		{name: "decode", skip: nil, decoded: 100},
@@ -218,7 +220,7 @@ func BenchmarkIdlePage(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for range b.N {
-				p, err := decodePageSkip(body, 1, 100, bm.skip)
+				p, err := poller.DecodePageSkip(body, 1, 100, bm.skip)
 				if err != nil || len(p.Tasks) != bm.decoded || len(p.Heads) != 100 {
 					b.Fatal(err)
 				}

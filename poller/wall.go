@@ -1,7 +1,6 @@
 package poller
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/incs-relay/incs-relay/diff"
@@ -18,15 +17,6 @@ import (
 // instants can leave a gap. WallTime+1 is always the next wall-clock second.
 // The zero value means unknown.
 type WallTime int64
-
-// ParseWallTime reads an API time such as "2026-04-08 17:22:01".
-func ParseWallTime(s string) (WallTime, error) {
-	w, ok := parseWall([]byte(s))
-	if !ok {
-		return 0, fmt.Errorf("poller: wall time %q: want the layout %q", s, diff.TimeLayout)
-	}
-	return w, nil
-}
 
 // WallTimeOf returns the wall-clock time that instant t shows in loc.
 func WallTimeOf(t time.Time, loc *time.Location) WallTime {

@@ -823,7 +823,7 @@ func (s *dispatchSession) outcome(it *dispatchItem, err error) (r dispatchResult
 		return dispatchResult{}, true
 	}
 	if it.bo == nil {
-		it.bo = NewBackOff(d.cfg.Retry, d.cfg.Now)
+		it.bo = newBackOff(d.cfg.Retry, d.cfg.Now)
 	}
 	next := it.bo.NextBackOff()
 	if next == backoff.Stop {

@@ -22,12 +22,10 @@ import (
 	"github.com/incs-relay/incs-relay/diff"
 )
 
-// The dispatcher tests run against a dispatchTestOutbox. memOutbox below is
-// an in-memory one, used because the real store is written in parallel. To
-// run the same tests against the real store, add a test file that sets
-// newDispatchTestOutbox (e.g. from an init func) to a function returning an
-// adapter around *store.DB opened in t.TempDir(); the adapter's Append
-// commits the events (the store assigns offsets) and reads them back.
+// The dispatcher tests run against each dispatchTestOutbox of
+// dispatchTestOutboxes, as subtests named after it (forEachOutbox): memOutbox
+// below, in memory, and storeOutbox (dispatcher_store_test.go), the real
+// bbolt store in t.TempDir().
 type dispatchTestOutbox interface {
 	Outbox
 	// Append stores evs in order and returns them as stored: Offset, Body
@@ -44,7 +42,31 @@ type dispatchDeadLetter struct {
 	LastErr  string
 }
 
-var newDispatchTestOutbox = func(t testing.TB) dispatchTestOutbox { return newMemOutbox() }
+// dispatchTestOutboxes makes the outboxes the dispatcher tests run on, by
+// name.
+var dispatchTestOutboxes = []struct {
+	name string
+	new  func(t testing.TB) dispatchTestOutbox
+}{
+	{"mem", func(testing.TB) dispatchTestOutbox { return newMemOutbox() }},
+	{"bbolt", func(t testing.TB) dispatchTestOutbox { return newStoreOutbox(t) }},
+}
+
+// forEachOutbox runs test once on each of dispatchTestOutboxes, as a
+// subtest with a new, empty outbox. A test of asyncTests passes that on to
+// its subtests.
+func forEachOutbox(t *testing.T, test func(t *testing.T, ob dispatchTestOutbox)) {
+	_, async := asyncTests.Load(t)
+	for _, o := range dispatchTestOutboxes {
+		t.Run(o.name, func(st *testing.T) {
+			if async {
+				asyncTests.Store(st, true)
+				st.Cleanup(func() { asyncTests.Delete(st) })
+			}
+			test(st, o.new(st))
+		})
+	}
+}
 
 // memOutbox is an in-memory Outbox with the store's semantics.
 type memOutbox struct {
@@ -338,38 +360,39 @@ func TestDispatcher_TaskOrderUnderConcurrency(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvents(1500, 60, 1, rng)...)
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		evs := ob.Append(t, dispatchTestEvents(1500, 60, 1, rng)...)
 
-	var failures atomic.Int64
-	var fmu sync.Mutex
-	frng := rand.New(rand.NewPCG(seed, 2))
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		fmu.Lock()
-		fail, d := frng.IntN(5) == 0, time.Duration(frng.IntN(300))*time.Microsecond
-		fmu.Unlock()
-		time.Sleep(d) // the sink's work, not a poll
-		if fail {
-			failures.Add(1)
-			return errors.New("flaky")
-		}
-		return nil
+		var failures atomic.Int64
+		var fmu sync.Mutex
+		frng := rand.New(rand.NewPCG(seed, 2))
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			fmu.Lock()
+			fail, d := frng.IntN(5) == 0, time.Duration(frng.IntN(300))*time.Microsecond
+			fmu.Unlock()
+			time.Sleep(d) // the sink's work, not a poll
+			if fail {
+				failures.Add(1)
+				return errors.New("flaky")
+			}
+			return nil
+		})
+		d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, MaxInFlight: 8, Retry: fastRetry})
+		require.Eventually(t, func() bool { return sink.AckedCount() >= len(evs) }, 20*time.Second, 5*time.Millisecond)
+		require.NoError(t, stop())
+
+		assertTaskOrder(t, evs, sink.Acked())
+		assert.Zero(t, sink.overlap, "two events of one task in flight together")
+		assert.LessOrEqual(t, sink.maxInFlight, 8)
+		assert.Greater(t, sink.maxInFlight, 1, "tasks go in parallel")
+		assert.Positive(t, failures.Load())
+		st := d.State()
+		assert.Equal(t, uint64(len(evs)), st.Delivered)
+		assert.Equal(t, uint64(failures.Load()), st.Retried)
+		c, err := ob.Cursor("s")
+		require.NoError(t, err)
+		assert.Equal(t, evs[len(evs)-1].Offset, c, "cursor persisted at the head on shutdown")
 	})
-	d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, MaxInFlight: 8, Retry: fastRetry})
-	require.Eventually(t, func() bool { return sink.AckedCount() >= len(evs) }, 20*time.Second, 5*time.Millisecond)
-	require.NoError(t, stop())
-
-	assertTaskOrder(t, evs, sink.Acked())
-	assert.Zero(t, sink.overlap, "two events of one task in flight together")
-	assert.LessOrEqual(t, sink.maxInFlight, 8)
-	assert.Greater(t, sink.maxInFlight, 1, "tasks go in parallel")
-	assert.Positive(t, failures.Load())
-	st := d.State()
-	assert.Equal(t, uint64(len(evs)), st.Delivered)
-	assert.Equal(t, uint64(failures.Load()), st.Retried)
-	c, err := ob.Cursor("s")
-	require.NoError(t, err)
-	assert.Equal(t, evs[len(evs)-1].Offset, c, "cursor persisted at the head on shutdown")
 }
 
 // recordingObserver records the Observer calls.
@@ -403,242 +426,249 @@ func (o *recordingObserver) Failing(string, error) {
 }
 
 func TestDispatcher_RetryBackoff(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(1, 2), dispatchTestEvent(2, 3))
-	var (
-		mu    sync.Mutex
-		times []time.Time
-	)
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		if ev.Offset != evs[0].Offset {
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(1, 2), dispatchTestEvent(2, 3))
+		var (
+			mu    sync.Mutex
+			times []time.Time
+		)
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			if ev.Offset != evs[0].Offset {
+				return nil
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			times = append(times, time.Now())
+			if len(times) <= 3 {
+				return errors.New("HTTP 503")
+			}
 			return nil
-		}
+		})
+		obs := &recordingObserver{}
+		policy := RetryPolicy{Initial: 20 * time.Millisecond, Max: time.Second, MaxElapsed: time.Minute}
+		d, _ := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: policy, Observer: obs})
+		require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 10*time.Second, time.Millisecond)
+		// The sink counts an ack before the dispatcher hears of it; the
+		// observer hears last.
+		require.Eventually(t, func() bool {
+			obs.mu.Lock()
+			defer obs.mu.Unlock()
+			return obs.delivered == 3
+		}, 5*time.Second, time.Millisecond)
+
 		mu.Lock()
 		defer mu.Unlock()
-		times = append(times, time.Now())
-		if len(times) <= 3 {
-			return errors.New("HTTP 503")
+		require.Len(t, times, 4)
+		// Waits are 20ms·2^n ±50%: at least 10, 20 and 40ms.
+		for i, minWait := range []time.Duration{10, 20, 40} {
+			assert.GreaterOrEqual(t, times[i+1].Sub(times[i]), minWait*time.Millisecond, "wait %d", i)
 		}
-		return nil
-	})
-	obs := &recordingObserver{}
-	policy := RetryPolicy{Initial: 20 * time.Millisecond, Max: time.Second, MaxElapsed: time.Minute}
-	d, _ := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: policy, Observer: obs})
-	require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 10*time.Second, time.Millisecond)
-	// The sink counts an ack before the dispatcher hears of it; the
-	// observer hears last.
-	require.Eventually(t, func() bool {
+		acked := sink.Acked()
+		assert.Equal(t, evs[2].Offset, acked[0].Offset, "another task is not held back")
+		assert.Equal(t, []uint64{evs[0].Offset, evs[1].Offset}, []uint64{acked[1].Offset, acked[2].Offset}, "the task's later event waits")
+		st := d.State()
+		assert.Equal(t, uint64(3), st.Retried)
+		assert.False(t, st.Failing, "a success clears failing")
+		assert.Equal(t, "HTTP 503", st.LastError)
 		obs.mu.Lock()
 		defer obs.mu.Unlock()
-		return obs.delivered == 3
-	}, 5*time.Second, time.Millisecond)
-
-	mu.Lock()
-	defer mu.Unlock()
-	require.Len(t, times, 4)
-	// Waits are 20ms·2^n ±50%: at least 10, 20 and 40ms.
-	for i, minWait := range []time.Duration{10, 20, 40} {
-		assert.GreaterOrEqual(t, times[i+1].Sub(times[i]), minWait*time.Millisecond, "wait %d", i)
-	}
-	acked := sink.Acked()
-	assert.Equal(t, evs[2].Offset, acked[0].Offset, "another task is not held back")
-	assert.Equal(t, []uint64{evs[0].Offset, evs[1].Offset}, []uint64{acked[1].Offset, acked[2].Offset}, "the task's later event waits")
-	st := d.State()
-	assert.Equal(t, uint64(3), st.Retried)
-	assert.False(t, st.Failing, "a success clears failing")
-	assert.Equal(t, "HTTP 503", st.LastError)
-	obs.mu.Lock()
-	defer obs.mu.Unlock()
-	assert.Equal(t, []int{1, 2, 3}, obs.retryAttempts)
-	assert.GreaterOrEqual(t, obs.failing, 1)
-	assert.Equal(t, 3, obs.delivered)
+		assert.Equal(t, []int{1, 2, 3}, obs.retryAttempts)
+		assert.GreaterOrEqual(t, obs.failing, 1)
+		assert.Equal(t, 3, obs.delivered)
+	})
 }
 
 func TestDispatcher_RetryAfter(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	ob.Append(t, dispatchTestEvent(1, 1))
-	var (
-		mu    sync.Mutex
-		times []time.Time
-	)
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		ob.Append(t, dispatchTestEvent(1, 1))
+		var (
+			mu    sync.Mutex
+			times []time.Time
+		)
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			times = append(times, time.Now())
+			if len(times) == 1 {
+				return &RetryAfterError{Err: errors.New("HTTP 429"), Wait: 300 * time.Millisecond}
+			}
+			return nil
+		})
+		startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry})
+		require.Eventually(t, func() bool { return sink.AckedCount() == 1 }, 5*time.Second, time.Millisecond)
 		mu.Lock()
 		defer mu.Unlock()
-		times = append(times, time.Now())
-		if len(times) == 1 {
-			return &RetryAfterError{Err: errors.New("HTTP 429"), Wait: 300 * time.Millisecond}
-		}
-		return nil
+		require.Len(t, times, 2)
+		assert.GreaterOrEqual(t, times[1].Sub(times[0]), 300*time.Millisecond)
 	})
-	startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry})
-	require.Eventually(t, func() bool { return sink.AckedCount() == 1 }, 5*time.Second, time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	require.Len(t, times, 2)
-	assert.GreaterOrEqual(t, times[1].Sub(times[0]), 300*time.Millisecond)
 }
 
 func TestDispatcher_PermanentDeadLetters(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(1, 2), dispatchTestEvent(2, 3), dispatchTestEvent(1, 4))
-	bad := evs[0].Offset
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		if ev.Offset == bad {
-			return Permanent(errors.New("webhook s: POST example.com: HTTP 400"))
-		}
-		return nil
-	})
-	obs := &recordingObserver{}
-	d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry, Observer: obs})
-	require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 5*time.Second, time.Millisecond)
-	require.NoError(t, stop())
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(1, 2), dispatchTestEvent(2, 3), dispatchTestEvent(1, 4))
+		bad := evs[0].Offset
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			if ev.Offset == bad {
+				return Permanent(errors.New("webhook s: POST example.com: HTTP 400"))
+			}
+			return nil
+		})
+		obs := &recordingObserver{}
+		d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry, Observer: obs})
+		require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 5*time.Second, time.Millisecond)
+		require.NoError(t, stop())
 
-	assert.Equal(t, []dispatchDeadLetter{{Offset: bad, Attempts: 1, LastErr: "webhook s: POST example.com: HTTP 400"}}, ob.DeadLetters(t, "s"))
-	assert.Equal(t, 1, sink.Attempts(bad), "a permanent error is not retried")
-	assertTaskOrder(t, evs[1:], sink.Acked())
-	st := d.State()
-	assert.Equal(t, uint64(1), st.DeadLettered)
-	assert.Equal(t, evs[3].Offset, st.Cursor, "a dead letter counts as done")
-	c, err := ob.Cursor("s")
-	require.NoError(t, err)
-	assert.Equal(t, evs[3].Offset, c)
-	assert.Equal(t, 1, obs.dead)
+		assert.Equal(t, []dispatchDeadLetter{{Offset: bad, Attempts: 1, LastErr: "webhook s: POST example.com: HTTP 400"}}, ob.DeadLetters(t, "s"))
+		assert.Equal(t, 1, sink.Attempts(bad), "a permanent error is not retried")
+		assertTaskOrder(t, evs[1:], sink.Acked())
+		st := d.State()
+		assert.Equal(t, uint64(1), st.DeadLettered)
+		assert.Equal(t, evs[3].Offset, st.Cursor, "a dead letter counts as done")
+		c, err := ob.Cursor("s")
+		require.NoError(t, err)
+		assert.Equal(t, evs[3].Offset, c)
+		assert.Equal(t, 1, obs.dead)
+	})
 }
 
 func TestDispatcher_MaxElapsedDeadLetters(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(1, 2))
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		if ev.Offset == 1 {
-			return errors.New("connection refused")
-		}
-		return nil
-	})
-	policy := RetryPolicy{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, MaxElapsed: 150 * time.Millisecond}
-	d, _ := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: policy})
-	require.Eventually(t, func() bool { return sink.AckedCount() == 1 }, 5*time.Second, time.Millisecond)
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(1, 2))
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			if ev.Offset == 1 {
+				return errors.New("connection refused")
+			}
+			return nil
+		})
+		policy := RetryPolicy{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, MaxElapsed: 150 * time.Millisecond}
+		d, _ := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: policy})
+		require.Eventually(t, func() bool { return sink.AckedCount() == 1 }, 5*time.Second, time.Millisecond)
 
-	dl := ob.DeadLetters(t, "s")
-	require.Len(t, dl, 1)
-	assert.Equal(t, evs[0].Offset, dl[0].Offset)
-	assert.Greater(t, dl[0].Attempts, 2)
-	assert.Equal(t, sink.Attempts(1), dl[0].Attempts)
-	assert.Contains(t, dl[0].LastErr, "gave up after")
-	assert.Contains(t, dl[0].LastErr, "connection refused")
-	assert.Equal(t, evs[1].Offset, sink.Acked()[0].Offset)
-	// The sink counts an ack before the dispatcher hears of it.
-	require.Eventually(t, func() bool { return d.State().Cursor == 2 }, 5*time.Second, time.Millisecond)
+		dl := ob.DeadLetters(t, "s")
+		require.Len(t, dl, 1)
+		assert.Equal(t, evs[0].Offset, dl[0].Offset)
+		assert.Greater(t, dl[0].Attempts, 2)
+		assert.Equal(t, sink.Attempts(1), dl[0].Attempts)
+		assert.Contains(t, dl[0].LastErr, "gave up after")
+		assert.Contains(t, dl[0].LastErr, "connection refused")
+		assert.Equal(t, evs[1].Offset, sink.Acked()[0].Offset)
+		// The sink counts an ack before the dispatcher hears of it.
+		require.Eventually(t, func() bool { return d.State().Cursor == 2 }, 5*time.Second, time.Millisecond)
+	})
 }
 
 func TestDispatcher_PauseResume(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(2, 2), dispatchTestEvent(1, 3))
-	var gone atomic.Bool
-	gone.Store(true)
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		if ev.Offset == 2 && gone.Load() {
-			return &PauseError{Err: errors.New("webhook s: POST example.com: HTTP 410")}
-		}
-		return nil
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(2, 2), dispatchTestEvent(1, 3))
+		var gone atomic.Bool
+		gone.Store(true)
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			if ev.Offset == 2 && gone.Load() {
+				return &PauseError{Err: errors.New("webhook s: POST example.com: HTTP 410")}
+			}
+			return nil
+		})
+		obs := &recordingObserver{}
+		d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry, Observer: obs, MaxInFlight: 1})
+		require.Eventually(t, func() bool { return d.State().Paused }, 5*time.Second, time.Millisecond)
+		st := d.State()
+		assert.Equal(t, "webhook s: POST example.com: HTTP 410", st.PauseReason)
+		assert.Less(t, st.Cursor, uint64(2), "the cursor stays below the paused event")
+
+		// More events while paused: none is attempted.
+		more := ob.Append(t, dispatchTestEvent(3, 4))
+		attempts := sink.Attempts(2)
+		assert.Never(t, func() bool { return sink.Attempts(more[0].Offset) > 0 || sink.Attempts(2) > attempts }, 100*time.Millisecond, 5*time.Millisecond)
+
+		gone.Store(false)
+		d.Resume()
+		require.Eventually(t, func() bool { return sink.AckedCount() == 4 }, 5*time.Second, time.Millisecond)
+		require.NoError(t, stop())
+		assertTaskOrder(t, append(evs, more...), sink.Acked())
+		assert.False(t, d.State().Paused)
+		assert.Empty(t, ob.DeadLetters(t, "s"))
+		c, err := ob.Cursor("s")
+		require.NoError(t, err)
+		assert.Equal(t, uint64(4), c)
+		assert.Equal(t, 1, obs.paused)
 	})
-	obs := &recordingObserver{}
-	d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry, Observer: obs, MaxInFlight: 1})
-	require.Eventually(t, func() bool { return d.State().Paused }, 5*time.Second, time.Millisecond)
-	st := d.State()
-	assert.Equal(t, "webhook s: POST example.com: HTTP 410", st.PauseReason)
-	assert.Less(t, st.Cursor, uint64(2), "the cursor stays below the paused event")
-
-	// More events while paused: none is attempted.
-	more := ob.Append(t, dispatchTestEvent(3, 4))
-	attempts := sink.Attempts(2)
-	assert.Never(t, func() bool { return sink.Attempts(more[0].Offset) > 0 || sink.Attempts(2) > attempts }, 100*time.Millisecond, 5*time.Millisecond)
-
-	gone.Store(false)
-	d.Resume()
-	require.Eventually(t, func() bool { return sink.AckedCount() == 4 }, 5*time.Second, time.Millisecond)
-	require.NoError(t, stop())
-	assertTaskOrder(t, append(evs, more...), sink.Acked())
-	assert.False(t, d.State().Paused)
-	assert.Empty(t, ob.DeadLetters(t, "s"))
-	c, err := ob.Cursor("s")
-	require.NoError(t, err)
-	assert.Equal(t, uint64(4), c)
-	assert.Equal(t, 1, obs.paused)
 }
 
 // TestDispatcher_ResumeWinsOverOlderPause: an attempt that began before an
 // operator resumed the sink and then answers "pause" does not pause it
 // again; its event is attempted again.
 func TestDispatcher_ResumeWinsOverOlderPause(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(2, 2), dispatchTestEvent(1, 3))
-	var gone atomic.Bool
-	gone.Store(true)
-	release := make(chan struct{})
-	var slow atomic.Int32
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		if ev.Offset == 2 && slow.Add(1) == 1 {
-			<-release // answers after the resume, with what it saw before
-			return &PauseError{Err: errors.New("HTTP 410")}
-		}
-		if gone.Load() {
-			return &PauseError{Err: errors.New("HTTP 410")}
-		}
-		return nil
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		evs := ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(2, 2), dispatchTestEvent(1, 3))
+		var gone atomic.Bool
+		gone.Store(true)
+		release := make(chan struct{})
+		var slow atomic.Int32
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			if ev.Offset == 2 && slow.Add(1) == 1 {
+				<-release // answers after the resume, with what it saw before
+				return &PauseError{Err: errors.New("HTTP 410")}
+			}
+			if gone.Load() {
+				return &PauseError{Err: errors.New("HTTP 410")}
+			}
+			return nil
+		})
+		obs := &recordingObserver{}
+		d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry, Observer: obs, MaxInFlight: 2})
+		require.Eventually(t, func() bool { return d.State().Paused }, 5*time.Second, time.Millisecond)
+		gone.Store(false)
+		d.Resume()
+		require.Eventually(t, func() bool { return !d.State().Paused }, 5*time.Second, time.Millisecond)
+		close(release)
+		require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 5*time.Second, time.Millisecond)
+		assert.False(t, d.State().Paused, "the resume stands")
+		require.NoError(t, stop())
+		assertTaskOrder(t, evs, sink.Acked())
+		assert.Equal(t, 1, obs.paused)
+		assert.Equal(t, 2, sink.Attempts(2), "the event answered with the old pause is attempted again")
 	})
-	obs := &recordingObserver{}
-	d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry, Observer: obs, MaxInFlight: 2})
-	require.Eventually(t, func() bool { return d.State().Paused }, 5*time.Second, time.Millisecond)
-	gone.Store(false)
-	d.Resume()
-	require.Eventually(t, func() bool { return !d.State().Paused }, 5*time.Second, time.Millisecond)
-	close(release)
-	require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 5*time.Second, time.Millisecond)
-	assert.False(t, d.State().Paused, "the resume stands")
-	require.NoError(t, stop())
-	assertTaskOrder(t, evs, sink.Acked())
-	assert.Equal(t, 1, obs.paused)
-	assert.Equal(t, 2, sink.Attempts(2), "the event answered with the old pause is attempted again")
 }
 
 func TestDispatcher_CursorIsContiguousWatermark(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	// Task 1: offsets 1 3 5; task 2: 2 4 6; task 3 (filtered out): 7.
-	var in []diff.Event
-	for i := int64(1); i <= 6; i++ {
-		in = append(in, dispatchTestEvent(2-i%2, i))
-	}
-	created := dispatchTestEvent(3, 7)
-	created.Type = diff.TypeTaskCreated
-	in = append(in, created)
-	evs := ob.Append(t, in...)
-
-	release := make(chan struct{})
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		if ev.Offset == 2 {
-			select {
-			case <-release:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		// Task 1: offsets 1 3 5; task 2: 2 4 6; task 3 (filtered out): 7.
+		var in []diff.Event
+		for i := int64(1); i <= 6; i++ {
+			in = append(in, dispatchTestEvent(2-i%2, i))
 		}
-		return nil
-	})
-	filter := func(ev *diff.Event) bool { return ev.Type != diff.TypeTaskCreated }
-	d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Filter: filter, CursorFlush: 10 * time.Millisecond})
-	require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 5*time.Second, time.Millisecond)
-	// Offset 2 is in flight, so the watermark stops at 1 (the sink counts an
-	// ack before the dispatcher hears of it, hence Eventually).
-	require.Eventually(t, func() bool { return d.State().Cursor == 1 }, 5*time.Second, time.Millisecond)
-	require.Eventually(t, func() bool { c, _ := ob.Cursor("s"); return c == 1 }, 5*time.Second, time.Millisecond)
+		created := dispatchTestEvent(3, 7)
+		created.Type = diff.TypeTaskCreated
+		in = append(in, created)
+		evs := ob.Append(t, in...)
 
-	close(release)
-	require.Eventually(t, func() bool { return d.State().Cursor == 7 }, 5*time.Second, time.Millisecond, "filtered events count as done")
-	require.NoError(t, stop())
-	c, err := ob.Cursor("s")
-	require.NoError(t, err)
-	assert.Equal(t, evs[6].Offset, c)
-	assert.Len(t, sink.Acked(), 6)
+		release := make(chan struct{})
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			if ev.Offset == 2 {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+		filter := func(ev *diff.Event) bool { return ev.Type != diff.TypeTaskCreated }
+		d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Filter: filter, CursorFlush: 10 * time.Millisecond})
+		require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 5*time.Second, time.Millisecond)
+		// Offset 2 is in flight, so the watermark stops at 1 (the sink counts an
+		// ack before the dispatcher hears of it, hence Eventually).
+		require.Eventually(t, func() bool { return d.State().Cursor == 1 }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { c, _ := ob.Cursor("s"); return c == 1 }, 5*time.Second, time.Millisecond)
+
+		close(release)
+		require.Eventually(t, func() bool { return d.State().Cursor == 7 }, 5*time.Second, time.Millisecond, "filtered events count as done")
+		require.NoError(t, stop())
+		c, err := ob.Cursor("s")
+		require.NoError(t, err)
+		assert.Equal(t, evs[6].Offset, c)
+		assert.Len(t, sink.Acked(), 6)
+	})
 }
 
 func TestDispatcher_PersistsCursorOnShutdown(t *testing.T) {
@@ -664,138 +694,144 @@ func TestDispatcher_PersistsCursorOnShutdown(t *testing.T) {
 }
 
 func TestDispatcher_ShutdownLetsAttemptsFinish(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	ob.Append(t, dispatchTestEvent(1, 1))
-	started := make(chan struct{})
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		close(started)
-		time.Sleep(50 * time.Millisecond) // a slow receiver
-		return ctx.Err()
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		ob.Append(t, dispatchTestEvent(1, 1))
+		started := make(chan struct{})
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			close(started)
+			time.Sleep(50 * time.Millisecond) // a slow receiver
+			return ctx.Err()
+		})
+		d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, DrainTimeout: 5 * time.Second})
+		<-started
+		require.NoError(t, stop())
+		assert.Equal(t, 1, sink.AckedCount(), "Run's ctx does not cancel the attempt")
+		c, err := ob.Cursor("s")
+		require.NoError(t, err)
+		assert.Equal(t, uint64(1), c)
+		assert.False(t, d.State().Running)
 	})
-	d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, DrainTimeout: 5 * time.Second})
-	<-started
-	require.NoError(t, stop())
-	assert.Equal(t, 1, sink.AckedCount(), "Run's ctx does not cancel the attempt")
-	c, err := ob.Cursor("s")
-	require.NoError(t, err)
-	assert.Equal(t, uint64(1), c)
-	assert.False(t, d.State().Running)
 }
 
 func TestDispatcher_ShutdownCancelsAfterDrainTimeout(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	ob.Append(t, dispatchTestEvent(1, 1))
-	started := make(chan struct{})
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		close(started)
-		<-ctx.Done()
-		return ctx.Err()
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		ob.Append(t, dispatchTestEvent(1, 1))
+		started := make(chan struct{})
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			close(started)
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		_, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, DrainTimeout: 50 * time.Millisecond})
+		<-started
+		begin := time.Now()
+		require.NoError(t, stop())
+		assert.Less(t, time.Since(begin), 2*time.Second)
+		c, err := ob.Cursor("s")
+		require.NoError(t, err)
+		assert.Zero(t, c, "an unacknowledged event is not past the cursor")
 	})
-	_, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, DrainTimeout: 50 * time.Millisecond})
-	<-started
-	begin := time.Now()
-	require.NoError(t, stop())
-	assert.Less(t, time.Since(begin), 2*time.Second)
-	c, err := ob.Cursor("s")
-	require.NoError(t, err)
-	assert.Zero(t, c, "an unacknowledged event is not past the cursor")
 }
 
 func TestDispatcher_Rewind(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvents(20, 4, 100, rand.New(rand.NewPCG(2, 2)))...)
-	sink := newDispatchTestSink("s", nil)
-	d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob})
-	require.Eventually(t, func() bool { return sink.AckedCount() == 20 }, 5*time.Second, time.Millisecond)
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		evs := ob.Append(t, dispatchTestEvents(20, 4, 100, rand.New(rand.NewPCG(2, 2)))...)
+		sink := newDispatchTestSink("s", nil)
+		d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob})
+		require.Eventually(t, func() bool { return sink.AckedCount() == 20 }, 5*time.Second, time.Millisecond)
 
-	require.NoError(t, d.Rewind(context.Background(), evs[5].Offset))
-	require.Eventually(t, func() bool { return sink.AckedCount() == 20+15 }, 5*time.Second, time.Millisecond)
-	require.NoError(t, stop())
-	acked := sink.Acked()
-	first := map[uint64]diff.Event{}
-	for _, ev := range acked[:20] {
-		first[ev.Offset] = ev
-	}
-	again := acked[20:]
-	assertTaskOrder(t, evs[5:], again)
-	for _, ev := range again {
-		assert.Equal(t, first[ev.Offset].ID, ev.ID)
-		assert.JSONEq(t, string(first[ev.Offset].Body), string(ev.Body))
-	}
-	c, err := ob.Cursor("s")
-	require.NoError(t, err)
-	assert.Equal(t, evs[19].Offset, c)
+		require.NoError(t, d.Rewind(context.Background(), evs[5].Offset))
+		require.Eventually(t, func() bool { return sink.AckedCount() == 20+15 }, 5*time.Second, time.Millisecond)
+		require.NoError(t, stop())
+		acked := sink.Acked()
+		first := map[uint64]diff.Event{}
+		for _, ev := range acked[:20] {
+			first[ev.Offset] = ev
+		}
+		again := acked[20:]
+		assertTaskOrder(t, evs[5:], again)
+		for _, ev := range again {
+			assert.Equal(t, first[ev.Offset].ID, ev.ID)
+			assert.JSONEq(t, string(first[ev.Offset].Body), string(ev.Body))
+		}
+		c, err := ob.Cursor("s")
+		require.NoError(t, err)
+		assert.Equal(t, evs[19].Offset, c)
+	})
 }
 
 func TestDispatcher_ResetWhilePausedAndStopped(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(1, 2))
-	var gone atomic.Bool
-	gone.Store(true)
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		if gone.Load() {
-			return &PauseError{Err: errors.New("HTTP 410")}
-		}
-		return nil
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		ob.Append(t, dispatchTestEvent(1, 1), dispatchTestEvent(1, 2))
+		var gone atomic.Bool
+		gone.Store(true)
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			if gone.Load() {
+				return &PauseError{Err: errors.New("HTTP 410")}
+			}
+			return nil
+		})
+		d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob})
+		require.Eventually(t, func() bool { return d.State().Paused }, 5*time.Second, time.Millisecond)
+
+		// Reset runs the caller's function in between and clears the pause.
+		var ran atomic.Bool
+		gone.Store(false)
+		require.NoError(t, d.Reset(context.Background(), func() error {
+			ran.Store(true)
+			assert.Zero(t, d.State().InFlight, "nothing is delivered while the function runs")
+			return nil
+		}))
+		assert.True(t, ran.Load())
+		require.Eventually(t, func() bool { return sink.AckedCount() == 2 }, 5*time.Second, time.Millisecond)
+		require.NoError(t, stop())
+
+		// Without Run, Reset just runs the function.
+		wantErr := errors.New("store rewind failed")
+		assert.ErrorIs(t, d.Reset(context.Background(), func() error { return wantErr }), wantErr)
+		require.NoError(t, d.Rewind(context.Background(), 2))
+		assert.Equal(t, uint64(1), d.State().Cursor)
 	})
-	d, stop := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob})
-	require.Eventually(t, func() bool { return d.State().Paused }, 5*time.Second, time.Millisecond)
-
-	// Reset runs the caller's function in between and clears the pause.
-	var ran atomic.Bool
-	gone.Store(false)
-	require.NoError(t, d.Reset(context.Background(), func() error {
-		ran.Store(true)
-		assert.Zero(t, d.State().InFlight, "nothing is delivered while the function runs")
-		return nil
-	}))
-	assert.True(t, ran.Load())
-	require.Eventually(t, func() bool { return sink.AckedCount() == 2 }, 5*time.Second, time.Millisecond)
-	require.NoError(t, stop())
-
-	// Without Run, Reset just runs the function.
-	wantErr := errors.New("store rewind failed")
-	assert.ErrorIs(t, d.Reset(context.Background(), func() error { return wantErr }), wantErr)
-	require.NoError(t, d.Rewind(context.Background(), 2))
-	assert.Equal(t, uint64(1), d.State().Cursor)
 }
 
 func TestDispatcher_SlowSinkDoesNotBlockAnother(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvents(300, 30, 1, rand.New(rand.NewPCG(3, 3)))...)
-	stuck := newDispatchTestSink("stuck", func(ctx context.Context, ev *diff.Event) error {
-		<-ctx.Done()
-		return ctx.Err()
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		evs := ob.Append(t, dispatchTestEvents(300, 30, 1, rand.New(rand.NewPCG(3, 3)))...)
+		stuck := newDispatchTestSink("stuck", func(ctx context.Context, ev *diff.Event) error {
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		fast := newDispatchTestSink("fast", nil)
+		_, stopStuck := startDispatcher(t, DispatcherConfig{Sink: stuck, Outbox: ob, DrainTimeout: 10 * time.Millisecond})
+		startDispatcher(t, DispatcherConfig{Sink: fast, Outbox: ob})
+		require.Eventually(t, func() bool { return fast.AckedCount() == len(evs) }, 5*time.Second, time.Millisecond)
+		more := ob.Append(t, dispatchTestEvent(1, 1000))
+		require.Eventually(t, func() bool { return fast.AckedCount() == len(evs)+1 }, 5*time.Second, time.Millisecond)
+		assert.Equal(t, more[0].Offset, fast.Acked()[len(evs)].Offset)
+		require.NoError(t, stopStuck())
+		assert.Zero(t, stuck.AckedCount())
 	})
-	fast := newDispatchTestSink("fast", nil)
-	_, stopStuck := startDispatcher(t, DispatcherConfig{Sink: stuck, Outbox: ob, DrainTimeout: 10 * time.Millisecond})
-	startDispatcher(t, DispatcherConfig{Sink: fast, Outbox: ob})
-	require.Eventually(t, func() bool { return fast.AckedCount() == len(evs) }, 5*time.Second, time.Millisecond)
-	more := ob.Append(t, dispatchTestEvent(1, 1000))
-	require.Eventually(t, func() bool { return fast.AckedCount() == len(evs)+1 }, 5*time.Second, time.Millisecond)
-	assert.Equal(t, more[0].Offset, fast.Acked()[len(evs)].Offset)
-	require.NoError(t, stopStuck())
-	assert.Zero(t, stuck.AckedCount())
 }
 
 func TestDispatcher_ReadAheadBounded(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	ob.Append(t, dispatchTestEvents(3000, 500, 1, rand.New(rand.NewPCG(4, 4)))...)
-	release := make(chan struct{})
-	sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		ob.Append(t, dispatchTestEvents(3000, 500, 1, rand.New(rand.NewPCG(4, 4)))...)
+		release := make(chan struct{})
+		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		d, _ := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, ReadAhead: 100, MaxInFlight: 4})
+		require.Eventually(t, func() bool { return d.State().Pending == 100 }, 5*time.Second, time.Millisecond)
+		assert.Never(t, func() bool { return d.State().Pending > 100 }, 50*time.Millisecond, 5*time.Millisecond)
+		assert.Equal(t, 4, d.State().InFlight)
+		close(release)
+		require.Eventually(t, func() bool { return sink.AckedCount() == 3000 }, 10*time.Second, time.Millisecond)
 	})
-	d, _ := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, ReadAhead: 100, MaxInFlight: 4})
-	require.Eventually(t, func() bool { return d.State().Pending == 100 }, 5*time.Second, time.Millisecond)
-	assert.Never(t, func() bool { return d.State().Pending > 100 }, 50*time.Millisecond, 5*time.Millisecond)
-	assert.Equal(t, 4, d.State().InFlight)
-	close(release)
-	require.Eventually(t, func() bool { return sink.AckedCount() == 3000 }, 10*time.Second, time.Millisecond)
 }
 
 func TestDispatcher_ReadErrorRetried(t *testing.T) {
@@ -812,9 +848,10 @@ func TestDispatcher_ReadErrorRetried(t *testing.T) {
 }
 
 func TestDispatcher_RunTwice(t *testing.T) {
-	ob := newDispatchTestOutbox(t)
-	d, _ := startDispatcher(t, DispatcherConfig{Sink: newDispatchTestSink("s", nil), Outbox: ob})
-	assert.ErrorContains(t, d.Run(context.Background()), "already running")
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		d, _ := startDispatcher(t, DispatcherConfig{Sink: newDispatchTestSink("s", nil), Outbox: ob})
+		assert.ErrorContains(t, d.Run(context.Background()), "already running")
+	})
 }
 
 // benchObserver closes done once n events were delivered.

@@ -108,7 +108,7 @@ func (f *Feishu) send(ctx context.Context, evs []*diff.Event) error {
 	var ts, sign string
 	if f.secret != "" {
 		now := f.now().Unix()
-		ts, sign = strconv.FormatInt(now, 10), FeishuSign(f.secret, now)
+		ts, sign = strconv.FormatInt(now, 10), feishuSign(f.secret, now)
 	}
 	body, err := feishuPayload(&c, ts, sign)
 	if err != nil {
@@ -131,10 +131,10 @@ func (f *Feishu) send(ctx context.Context, evs []*diff.Event) error {
 	return nil
 }
 
-// FeishuSign returns the custom bot signature for a Unix timestamp in
+// feishuSign returns the custom bot signature for a Unix timestamp in
 // seconds: base64 of HMAC-SHA256 keyed with timestamp+"\n"+secret over an
 // empty message. Feishu accepts it within an hour of timestamp.
-func FeishuSign(secret string, timestamp int64) string {
+func feishuSign(secret string, timestamp int64) string {
 	mac := hmac.New(sha256.New, []byte(strconv.FormatInt(timestamp, 10)+"\n"+secret))
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }

@@ -290,7 +290,7 @@ func newTestFeishu(t *testing.T, cfg ChatConfig) *Feishu {
 
 func TestFeishuSign(t *testing.T) {
 	// Computed with Python's hmac module, independently of this package.
-	assert.Equal(t, "3/MaVZ8JLIy4TUG+7KSFJqvUkTKd+HWY8g+56DZWq8s=", FeishuSign("demo-secret", 1599360473))
+	assert.Equal(t, "3/MaVZ8JLIy4TUG+7KSFJqvUkTKd+HWY8g+56DZWq8s=", feishuSign("demo-secret", 1599360473))
 }
 
 func TestFeishu_Deliver(t *testing.T) {

@@ -582,36 +582,14 @@ func (n *NATS) ensureStream(ctx context.Context) error {
 }
 
 // natsSubjectsCover reports whether every subject of want is matched by
-// some subject of have, wildcards included.
+// some subject of have, wildcards on both sides included.
 func natsSubjectsCover(have, want []string) bool {
 	for _, w := range want {
-		if !slices.ContainsFunc(have, func(h string) bool { return natsSubjectCovers(h, w) }) {
+		if !slices.ContainsFunc(have, func(h string) bool { return server.SubjectMatchesFilter(w, h) }) {
 			return false
 		}
 	}
 	return true
-}
-
-// natsSubjectCovers reports whether pattern matches every subject that
-// sub matches.
-func natsSubjectCovers(pattern, sub string) bool {
-	pt, st := strings.Split(pattern, "."), strings.Split(sub, ".")
-	for i, p := range pt {
-		if p == ">" {
-			return i < len(st)
-		}
-		if i >= len(st) {
-			return false
-		}
-		switch s := st[i]; {
-		case s == ">":
-			return false
-		case p == "*":
-		case p != s:
-			return false
-		}
-	}
-	return len(pt) == len(st)
 }
 
 func natsSubjectsOverlap(a, b []string) bool {

@@ -213,7 +213,7 @@ func TestNATS_SubjectTemplate(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, p.render(ev))
 			assert.Equal(t, tc.wildcard, p.wildcard())
-			assert.True(t, natsSubjectCovers(p.wildcard(), tc.want))
+			assert.True(t, server.SubjectMatchesFilter(tc.want, p.wildcard()))
 		})
 	}
 	bad := []struct{ name, template, want string }{
@@ -600,24 +600,49 @@ func TestNATS_Embedded(t *testing.T) {
 // TestNATS_Dispatcher delivers through a dispatcher into a stream and
 // checks every task's events are stored in offset order.
 func TestNATS_Dispatcher(t *testing.T) {
-	s := natsTestServer(t, t.TempDir(), -1, nil)
-	n := newTestNATS(t, NATSConfig{URL: s.ClientURL(), JetStream: true, Stream: &StreamConfig{Name: "INCS"}})
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvents(500, 40, 1, rand.New(rand.NewPCG(6, 6)))...)
-	_, stop := startDispatcher(t, DispatcherConfig{Sink: n, Outbox: ob})
-	rc := &natsStreamReceiver{js: must(jetstream.New(natsTestConn(t, s))), stream: "INCS"}
-	msgs := rc.Msgs(t, len(evs))
-	require.NoError(t, stop())
-	byID := map[string]diff.Event{}
-	for _, ev := range evs {
-		byID[ev.ID] = ev
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		s := natsTestServer(t, t.TempDir(), -1, nil)
+		n := newTestNATS(t, NATSConfig{URL: s.ClientURL(), JetStream: true, Stream: &StreamConfig{Name: "INCS"}})
+		evs := ob.Append(t, dispatchTestEvents(500, 40, 1, rand.New(rand.NewPCG(6, 6)))...)
+		_, stop := startDispatcher(t, DispatcherConfig{Sink: n, Outbox: ob})
+		rc := &natsStreamReceiver{js: must(jetstream.New(natsTestConn(t, s))), stream: "INCS"}
+		msgs := rc.Msgs(t, len(evs))
+		require.NoError(t, stop())
+		byID := map[string]diff.Event{}
+		for _, ev := range evs {
+			byID[ev.ID] = ev
+		}
+		var got []diff.Event
+		for _, m := range msgs {
+			ev, ok := byID[m.Header.Get("Nats-Msg-Id")]
+			require.True(t, ok)
+			assert.Equal(t, string(ev.Body), string(m.Data))
+			got = append(got, ev)
+		}
+		assertTaskOrder(t, evs, got)
+	})
+}
+
+// TestNATSSubjectsCover pins what the stream check accepts: every wanted
+// subject must fall under some subject the stream has, wildcards on both
+// sides.
+func TestNATSSubjectsCover(t *testing.T) {
+	tests := []struct {
+		have, want []string
+		ok         bool
+	}{
+		{[]string{"incs.>"}, []string{"incs.tasks.*.*"}, true},
+		{[]string{"incs.tasks.*.*"}, []string{"incs.tasks.*.*"}, true},
+		{[]string{"incs.*.*.*"}, []string{"incs.tasks.*.*"}, true},
+		{[]string{"incs.tasks.*"}, []string{"incs.tasks.*.*"}, false},
+		{[]string{"incs.tasks.*.*"}, []string{"incs.>"}, false},
+		{[]string{"incs.tasks.1.*"}, []string{"incs.tasks.*.*"}, false},
+		{[]string{">"}, []string{"a", "b.c"}, true},
+		{[]string{"a.>"}, []string{"a"}, false},
+		{[]string{"a", "b.*"}, []string{"a", "b.c"}, true},
+		{[]string{"a"}, []string{"a", "b.c"}, false},
 	}
-	var got []diff.Event
-	for _, m := range msgs {
-		ev, ok := byID[m.Header.Get("Nats-Msg-Id")]
-		require.True(t, ok)
-		assert.Equal(t, string(ev.Body), string(m.Data))
-		got = append(got, ev)
+	for _, tc := range tests {
+		assert.Equal(t, tc.ok, natsSubjectsCover(tc.have, tc.want), "%v covers %v", tc.have, tc.want)
 	}
-	assertTaskOrder(t, evs, got)
 }

@@ -42,10 +42,10 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 	return p
 }
 
-// NewBackOff builds the backoff for one event from p (defaults applied),
+// newBackOff builds the backoff for one event from p (defaults applied),
 // reading time from now (time.Now when nil). Its elapsed time starts at the
 // call. The result is not safe for concurrent use.
-func NewBackOff(p RetryPolicy, now func() time.Time) *backoff.ExponentialBackOff {
+func newBackOff(p RetryPolicy, now func() time.Time) *backoff.ExponentialBackOff {
 	p = p.WithDefaults()
 	var clock backoff.Clock = backoff.SystemClock
 	if now != nil {

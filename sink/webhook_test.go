@@ -364,29 +364,30 @@ func TestNewWebhook_Invalid(t *testing.T) {
 // TestWebhook_Dispatcher runs the webhook behind a dispatcher against a
 // receiver that fails now and then and once asks to slow down.
 func TestWebhook_Dispatcher(t *testing.T) {
-	var calls atomic.Int64
-	rc := newConformanceHTTPReceiver(t)
-	rc.Check = func(r *http.Request, body []byte) error { return webhookVerify(webhookTestSecret, r, body) }
-	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch n := calls.Add(1); {
-		case n == 3:
-			w.Header().Set("Retry-After", "0")
-			w.WriteHeader(http.StatusTooManyRequests)
-		case n%7 == 0:
-			w.WriteHeader(http.StatusInternalServerError)
-		default:
-			rc.Config.Handler.ServeHTTP(w, r)
-		}
-	}))
-	defer flaky.Close()
-	ob := newDispatchTestOutbox(t)
-	evs := ob.Append(t, dispatchTestEvents(200, 20, 1, rand.New(rand.NewPCG(5, 5)))...)
-	w := newTestWebhook(t, flaky.URL, nil)
-	_, stop := startDispatcher(t, DispatcherConfig{Sink: w, Outbox: ob, Retry: fastRetry})
-	got := rc.Received(t, len(evs))
-	require.NoError(t, stop())
-	assert.Len(t, got, len(evs))
-	c, err := ob.Cursor("hooks")
-	require.NoError(t, err)
-	assert.Equal(t, evs[len(evs)-1].Offset, c)
+	forEachOutbox(t, func(t *testing.T, ob dispatchTestOutbox) {
+		var calls atomic.Int64
+		rc := newConformanceHTTPReceiver(t)
+		rc.Check = func(r *http.Request, body []byte) error { return webhookVerify(webhookTestSecret, r, body) }
+		flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch n := calls.Add(1); {
+			case n == 3:
+				w.Header().Set("Retry-After", "0")
+				w.WriteHeader(http.StatusTooManyRequests)
+			case n%7 == 0:
+				w.WriteHeader(http.StatusInternalServerError)
+			default:
+				rc.Config.Handler.ServeHTTP(w, r)
+			}
+		}))
+		defer flaky.Close()
+		evs := ob.Append(t, dispatchTestEvents(200, 20, 1, rand.New(rand.NewPCG(5, 5)))...)
+		w := newTestWebhook(t, flaky.URL, nil)
+		_, stop := startDispatcher(t, DispatcherConfig{Sink: w, Outbox: ob, Retry: fastRetry})
+		got := rc.Received(t, len(evs))
+		require.NoError(t, stop())
+		assert.Len(t, got, len(evs))
+		c, err := ob.Cursor("hooks")
+		require.NoError(t, err)
+		assert.Equal(t, evs[len(evs)-1].Offset, c)
+	})
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/diff/difftest"
+	"github.com/incs-relay/incs-relay/diff/jsonscan"
 )
 
 var shanghai = func() *time.Location {
@@ -184,9 +185,9 @@ func decodePageErr(b []byte) ([]diff.Task, error) {
 	for i := range tasks {
 		tasks[i] = diff.Task(p.Data.Data[i])
 	}
-	data, _ := diff.RawMember(b, "data")
-	arr, _ := diff.RawMember(data, "data")
-	if els := diff.RawElements(bytes.Clone(arr)); len(els) == len(tasks) {
+	data, _ := jsonscan.RawMember(b, "data")
+	arr, _ := jsonscan.RawMember(data, "data")
+	if els := jsonscan.RawElements(bytes.Clone(arr)); len(els) == len(tasks) {
 		for i := range tasks {
 			tasks[i].AttachRaw(els[i])
 		}

@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/jsonscan"
 )
 
 // An outbox value is a small header followed by the event's JSON body,
@@ -154,7 +155,7 @@ func (r *bodyReader) lit(s string) bool {
 func (r *bodyReader) token() []byte {
 	end := r.i
 	if end < len(r.b) && r.b[end] == '"' {
-		end = diff.ValueEnd(r.b, r.i)
+		end = jsonscan.ValueEnd(r.b, r.i)
 	} else {
 		for end < len(r.b) && (r.b[end] >= '0' && r.b[end] <= '9' || r.b[end] == '-') {
 			end++
@@ -205,7 +206,7 @@ func (r *bodyReader) uint(dst *uint64) bool {
 }
 
 func (r *bodyReader) raw(dst *json.RawMessage) bool {
-	end := diff.ValueEnd(r.b, r.i)
+	end := jsonscan.ValueEnd(r.b, r.i)
 	if end <= r.i {
 		return false
 	}

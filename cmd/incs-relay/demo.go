@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/sink/consume"
@@ -140,7 +141,7 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	out.Line("incs-relay demo: %d simulated tasks change every %s; every change becomes one event.", *tasks, *tick)
-	out.Line("  API simulator  %s/external/tasks (%.0f%% of requests fail on purpose)", cfg.Upstream.BaseURL, *faultRate*100)
+	out.Line("  API simulator  %s%s (%.0f%% of requests fail on purpose)", cfg.Upstream.BaseURL, poller.TasksPath, *faultRate*100)
 	out.Line("  NATS           %s  subject incs.tasks.{task_id}.{event}, JetStream stream INCS", ns.ClientURL())
 	out.Line("  webhook        %s  (Standard Webhooks signatures verified)", cfg.Sinks[1].URL)
 	out.Line("  admin          http://%s/   metrics at /metrics", r.adminAddr())

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/poller/sim"
 )
 
@@ -55,8 +56,8 @@ func (c *SimCommand) Run(ctx context.Context, args []string) error {
 		return fmt.Errorf("sim: listen: %w", err)
 	}
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(c.m.Stderr, "incs-relay sim: serving %d tasks on http://%s/external/tasks (token %q, seed %d, tick %s)\n",
-		*tasks, ln.Addr(), *token, *seed, *tick)
+	fmt.Fprintf(c.m.Stderr, "incs-relay sim: serving %d tasks on http://%s%s (token %q, seed %d, tick %s)\n",
+		*tasks, ln.Addr(), poller.TasksPath, *token, *seed, *tick)
 	go s.Run(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

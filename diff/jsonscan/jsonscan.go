@@ -1,14 +1,23 @@
-package diff
+// Package jsonscan finds members, array elements and value ends in JSON that
+// is already known to be valid, without decoding it: the byte scanners
+// behind the hot paths of diff (a task's raw logs), poller (a page's tasks)
+// and store (reading stored events). It is an internal helper of this
+// module, not an API for downstream code: it matches brackets and quotes
+// and does not validate.
+package jsonscan
 
-import "bytes"
+import (
+	"bytes"
+	"encoding/json"
+)
 
-// scanMember finds the top-level member key of the JSON object obj, which
+// Member finds the top-level member key of the JSON object obj, which
 // must be valid JSON (it was decoded before). It returns the span
 // [start, end) to cut so that the object stays valid without the member
 // (the member with one adjacent comma), and, when the member's value is an
 // array, the spans of its elements. ok is false when the member is absent
 // or obj is not an object; keys written with escapes are not matched.
-func scanMember(obj []byte, key string) (start, end int, elems [][2]int, ok bool) {
+func Member(obj []byte, key string) (start, end int, elems [][2]int, ok bool) {
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
 		return 0, 0, nil, false
@@ -60,6 +69,58 @@ func scanMember(obj []byte, key string) (start, end int, elems [][2]int, ok bool
 		i = valEnd
 	}
 }
+
+// RawMember returns the raw value of the top-level member key of the JSON
+// object obj, which must be valid JSON.
+func RawMember(obj []byte, key string) (json.RawMessage, bool) {
+	start, end, _, ok := Member(obj, key)
+	if !ok {
+		return nil, false
+	}
+	member := obj[start:end]
+	i := skipString(member, skipSpace(member, skipComma(member)))
+	if i < 0 {
+		return nil, false
+	}
+	i = skipSpace(member, i)
+	if i >= len(member) || member[i] != ':' {
+		return nil, false
+	}
+	i = skipSpace(member, i+1)
+	j := skipValue(member, i)
+	if j < 0 {
+		return nil, false
+	}
+	return member[i:j:j], true
+}
+
+// RawElements returns the elements of the JSON array arr, which must be
+// valid JSON; nil if arr is not an array.
+func RawElements(arr []byte) []json.RawMessage {
+	i := skipSpace(arr, 0)
+	if i >= len(arr) || arr[i] != '[' {
+		return nil
+	}
+	spans := arrayElems(arr, i)
+	out := make([]json.RawMessage, len(spans))
+	for k, e := range spans {
+		out[k] = arr[e[0]:e[1]:e[1]]
+	}
+	return out
+}
+
+func skipComma(b []byte) int {
+	i := skipSpace(b, 0)
+	if i < len(b) && b[i] == ',' {
+		return i + 1
+	}
+	return i
+}
+
+// ValueEnd returns the index just after the JSON value that starts at b[i],
+// or -1 if there is none. b must be valid JSON, as stored events are: the
+// scan matches brackets and quotes without validating.
+func ValueEnd(b []byte, i int) int { return skipValue(b, i) }
 
 // arrayElems returns the spans of the elements of the array at b[i].
 func arrayElems(b []byte, i int) [][2]int {

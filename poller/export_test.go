@@ -1,0 +1,26 @@
+package poller
+
+import (
+	"fmt"
+
+	"github.com/incs-relay/incs-relay/diff"
+)
+
+// The page decoders and the Retry-After parser, for the external tests:
+// those import poller/sim, which imports poller, so they cannot be
+// internal tests.
+var (
+	DecodePage      = decodePage
+	DecodePageSkip  = decodePageSkip
+	ParseRetryAfter = parseRetryAfter
+)
+
+// ParseWallTime reads an API time such as "2026-04-08 17:22:01", the
+// inverse of WallTime.String, for the tests.
+func ParseWallTime(s string) (WallTime, error) {
+	w, ok := parseWall([]byte(s))
+	if !ok {
+		return 0, fmt.Errorf("poller: wall time %q: want the layout %q", s, diff.TimeLayout)
+	}
+	return w, nil
+}
