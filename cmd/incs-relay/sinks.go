@@ -81,7 +81,7 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 		return nil, sinkError(cfg, sc, err)
 	}
 	if sc.Redact != nil && len(*sc.Redact) > 0 && (sc.Type == SinkNATS || sc.Type == SinkWebhook) {
-		s = &redacting{Sink: s, fields: *sc.Redact}
+		s = sink.Redacting(s, *sc.Redact)
 	}
 	return s, nil
 }
@@ -180,16 +180,6 @@ func (c *closingIdle) Render(ev *diff.Event) ([]byte, error) {
 		return nil, fmt.Errorf("sink %s cannot render", c.Sink.Name())
 	}
 	return r.Render(ev)
-}
-
-// redacting masks configured fields before a NATS or webhook sink sends.
-type redacting struct {
-	sink.Sink
-	fields []string
-}
-
-func (r *redacting) Deliver(ctx context.Context, ev *diff.Event) error {
-	return r.Sink.Deliver(ctx, sink.Redact(ev, r.fields))
 }
 
 func checkWebhookSecret(s string) error {
