@@ -135,6 +135,12 @@ func TestAdminPage_Browser(t *testing.T) {
 	fail(err, "read the readiness line")
 	assert.Equal(t, "ready", strings.TrimSpace(ready))
 
+	// The polling line: requests, budget and each tier's freshness.
+	fail(chromedp.Do(bctx, chromedp.WaitVisible(chromedp.CSS(`#poll[data-loaded]`))), "load the polling line")
+	poll, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#poll`)))
+	fail(err, "read the polling line")
+	assert.Regexp(t, `^tiered: \d+ requests last cycle · budget \d+, ceilings need [\d.]+ · freshness: open \d+ s, finished \d+ s`, poll)
+
 	// Replay from offset head-4: five events go out again.
 	from := head - 4
 	h.hooks.mu.Lock()
