@@ -291,7 +291,8 @@ func (s TierStats) SeenThrough() time.Time {
 	return s.FinishedSeenThrough
 }
 
-// StateStore keeps small values across restarts; *store.DB satisfies it.
+// StateStore keeps small values across restarts; every store.Store
+// satisfies it.
 // Meta returns an error when key has no value.
 type StateStore interface {
 	Meta(key string) ([]byte, error)

@@ -14,7 +14,7 @@ import (
 	"github.com/incs-relay/incs-relay/diff"
 )
 
-// Outbox is the part of the store a Dispatcher uses; *store.DB implements
+// Outbox is the part of the store a Dispatcher uses; every store.Store implements
 // it. All methods are called from several goroutines of one Dispatcher and
 // from several Dispatchers at once.
 type Outbox interface {

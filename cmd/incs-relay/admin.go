@@ -302,7 +302,7 @@ func (r *Relay) sinkStatuses() []sinkStatus {
 }
 
 // storeSinkStatus reads a sink's status from the store alone.
-func storeSinkStatus(db *store.DB, sc SinkConfig) (sinkStatus, error) {
+func storeSinkStatus(db store.Store, sc SinkConfig) (sinkStatus, error) {
 	s := sinkStatus{Name: sc.Name, Type: sc.Type}
 	st, err := db.Stats()
 	if err != nil {
@@ -326,7 +326,7 @@ func storeSinkStatus(db *store.DB, sc SinkConfig) (sinkStatus, error) {
 	return s, nil
 }
 
-func finishLag(db *store.DB, s *sinkStatus) {
+func finishLag(db store.Store, s *sinkStatus) {
 	s.Lag, s.LagSeconds = 0, 0
 	if s.Head > s.Cursor {
 		s.Lag = s.Head - s.Cursor
@@ -539,7 +539,7 @@ func (a *adminServer) resume(w http.ResponseWriter, req *http.Request) {
 }
 
 // resolveReplayFrom turns --from / --since into a first offset.
-func resolveReplayFrom(db *store.DB, from, since string) (uint64, error) {
+func resolveReplayFrom(db store.Store, from, since string) (uint64, error) {
 	switch {
 	case from != "" && since != "":
 		return 0, errors.New("give from or since, not both")

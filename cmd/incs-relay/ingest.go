@@ -18,7 +18,7 @@ import (
 // ingester is the poller's Handler: it diffs and stores each page, and
 // ends the first-start snapshot once a sweep completed.
 type ingester struct {
-	db      *store.DB
+	db      store.Store
 	loc     *time.Location
 	log     zerolog.Logger
 	metrics *metrics
@@ -132,7 +132,7 @@ const snapshotKey = "snapshot/boundary"
 // has not completed. It is kept before the first request, so a restart
 // during the first sweep keeps it. A store initialized before boundaries
 // were kept has none (zero): every new log becomes an event, as before.
-func snapshotBoundary(db *store.DB, initialized bool, now time.Time) (time.Time, error) {
+func snapshotBoundary(db store.Store, initialized bool, now time.Time) (time.Time, error) {
 	if b, err := db.Meta(snapshotKey); err == nil {
 		t, perr := time.Parse(time.RFC3339, string(b))
 		if perr != nil {

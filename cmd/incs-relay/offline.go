@@ -17,8 +17,8 @@ import (
 // storeOrAdmin opens the config's store for a one-off command. When a
 // running relay holds it, it returns an admin client instead: events,
 // status and replay then go through that relay's admin API.
-func storeOrAdmin(ctx context.Context, cfg *Config) (*store.DB, *adminClient, error) {
-	db, err := store.Open(cfg.Store.Path, store.Options{Timeout: 500 * time.Millisecond})
+func storeOrAdmin(ctx context.Context, cfg *Config) (store.Store, *adminClient, error) {
+	db, err := openStore(cfg, store.Options{Timeout: 500 * time.Millisecond})
 	if err == nil {
 		return db, nil, nil
 	}
@@ -33,6 +33,17 @@ func storeOrAdmin(ctx context.Context, cfg *Config) (*store.DB, *adminClient, er
 		return nil, nil, fmt.Errorf("store %s is in use by a running relay, and its admin API at %s does not answer: %w", cfg.Store.Path, cfg.Admin.Addr, err)
 	}
 	return nil, ac, nil
+}
+
+// openStore opens the store the config names. Every command opens its
+// store here; a new store backend is added here and in config.go's store
+// section.
+func openStore(cfg *Config, opts store.Options) (store.Store, error) {
+	db, err := store.Open(cfg.Store.Path, opts)
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
 }
 
 // adminClient calls a running relay's admin API.

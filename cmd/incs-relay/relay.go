@@ -19,12 +19,18 @@ import (
 	"github.com/incs-relay/incs-relay/store"
 )
 
+// Every store backend serves the dispatcher and the poller's tier state.
+var (
+	_ sink.Outbox       = store.Store(nil)
+	_ poller.StateStore = store.Store(nil)
+)
+
 // Relay is the whole pipeline of one config: poller → diff → store → sinks,
 // plus the admin API. OpenRelay builds it; Run runs it until ctx ends.
 type Relay struct {
 	cfg     *Config
 	log     zerolog.Logger
-	db      *store.DB
+	db      store.Store
 	client  *poller.Client
 	poll    *poller.Poller
 	ingest  *ingester
@@ -62,7 +68,7 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 			r.close(context.Background())
 		}
 	}()
-	r.db, err = store.Open(cfg.Store.Path, store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()})
+	r.db, err = openStore(cfg, store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return nil, fmt.Errorf("store %s is taken: another incs-relay is running on it (stop it, or use its admin API at %s)", cfg.Store.Path, cfg.Admin.Addr)
