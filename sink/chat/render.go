@@ -172,8 +172,9 @@ func (l *locale) statusName(s int) string {
 // the comment. The title, its colour, the link and the footer stay, and
 // digests list events with the default one-line form. The template is run
 // with missingkey=error; a template that fails at delivery time falls back
-// to the default body and logs a warning. Functions: mask (RendererConfig.Mask; sink.MaskValue in the sinks) and
-// trunc N (shorten to N characters).
+// to the default body and logs a warning. Functions: mask
+// (RendererConfig.Mask; the sinks use sink.MaskValue) and trunc N (shorten
+// to N characters).
 //
 //	.Event              the event (*diff.Event, redacted): .Event.ID, .Event.Offset, .Event.Time …
 //	.Type               event type, e.g. "task.status_changed"
@@ -300,6 +301,7 @@ type Field struct{ Label, Value string }
 // the rest of the line, plain text.
 type Line struct{ Task, Link, Text string }
 
+// String is the line as plain text: "#237 Callback 4.8 — …".
 func (l Line) String() string { return l.Task + " " + l.Text }
 
 // Card is one message before it takes a platform's shape. Text is
@@ -396,7 +398,7 @@ func checkLink(link string) error {
 	return nil
 }
 
-// card renders one event. A template that fails falls back to the default
+// Card renders one event. A template that fails falls back to the default
 // body; the error is returned with the card.
 func (r *Renderer) Card(ev *diff.Event) (Card, error) {
 	red, t, _, lm := r.view(ev)
@@ -550,7 +552,7 @@ func escapeAny(v any, esc func(string) string) any {
 	return v
 }
 
-// digest renders several events as one card listing each on a line, in
+// Digest renders several events as one card listing each on a line, in
 // time order.
 func (r *Renderer) Digest(evs []*diff.Event) Card {
 	l := r.loc
