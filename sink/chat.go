@@ -22,7 +22,9 @@ import (
 )
 
 // ChatConfig configures a chat sink (Slack or Feishu). Zero values take the
-// platform's defaults; NewSlack and NewFeishu validate it.
+// platform's defaults; NewSlack and NewFeishu validate it. It has no
+// filter: a sink's dispatcher applies the sink's FilterConfig before
+// Deliver, once.
 type ChatConfig struct {
 	// Name is the sink's name from the config.
 	Name string
@@ -46,9 +48,6 @@ type ChatConfig struct {
 	// Template is an optional text/template for the message body; see
 	// chat.TemplateData. A template that does not parse or fails on the
 	// sample events (diff.SampleEvents) is an error of NewSlack/NewFeishu.
-	//
-	// Chat sinks do not filter: the dispatcher applies the sink's filter
-	// (FilterConfig) before Deliver.
 	Template string
 
 	// RateLimit is the most messages per second the sink sends and Burst
