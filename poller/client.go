@@ -23,6 +23,7 @@ import (
 
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/diff/jsonscan"
+	"github.com/incs-relay/incs-relay/retryafter"
 )
 
 const (
@@ -36,13 +37,12 @@ const (
 	// MaxPageSize is the largest page the API serves.
 	MaxPageSize = 100
 
-	maxBody       = 64 << 20         // largest page body accepted
-	maxErrBody    = 64 << 10         // largest error body read
-	maxRetryAfter = time.Hour        // Retry-After values are capped at this
-	maxMessage    = 200              // bytes of a server message kept in errors
-	maxPooledBuf  = 8 << 20          // body buffers larger than this are not reused
-	shanghaiUTC   = 8 * 60 * 60      // Asia/Shanghai's offset, for systems without tzdata
-	retryMaxWait  = 30 * time.Second // longest wait between retries in a sweep
+	maxBody      = 64 << 20         // largest page body accepted
+	maxErrBody   = 64 << 10         // largest error body read
+	maxMessage   = 200              // bytes of a server message kept in errors
+	maxPooledBuf = 8 << 20          // body buffers larger than this are not reused
+	shanghaiUTC  = 8 * 60 * 60      // Asia/Shanghai's offset, for systems without tzdata
+	retryMaxWait = 30 * time.Second // longest wait between retries in a sweep
 )
 
 // DefaultBudget is the request budget per interval when Config.Budget is
@@ -447,7 +447,7 @@ func (c *Client) statusError(ctx context.Context, page int, resp *http.Response)
 		e.Kind = KindRequest
 	}
 	if e.Kind == KindRateLimited || e.Kind == KindServer {
-		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.cfg.Now())
+		e.RetryAfter = retryafter.Parse(resp.Header.Get("Retry-After"), c.cfg.Now())
 		if e.RetryAfter > 0 {
 			c.gate.hold(e.RetryAfter)
 		}
@@ -460,32 +460,6 @@ func (c *Client) statusError(ctx context.Context, page int, resp *http.Response)
 		return ctxError(ctx, page)
 	}
 	return e
-}
-
-// parseRetryAfter reads a Retry-After value, delay-seconds or HTTP-date,
-// relative to now. It returns 0 for an absent or unreadable value and caps
-// the result at maxRetryAfter.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	var d time.Duration
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		if secs > int64(maxRetryAfter/time.Second) {
-			return maxRetryAfter
-		}
-		d = time.Duration(secs) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
-	}
-	if d <= 0 {
-		return 0
-	}
-	return min(d, maxRetryAfter)
 }
 
 // errorBodyMessage returns the code and message of a JSON error body, or

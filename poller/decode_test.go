@@ -73,31 +73,6 @@ func TestDecodePage(t *testing.T) {
 	assert.ErrorContains(t, err, "missing data.data")
 }
 
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 4, 8, 9, 0, 0, 0, time.UTC)
-	tests := []struct {
-		name  string
-		value string
-		want  time.Duration
-	}{
-		{name: "absent", value: "", want: 0},
-		{name: "seconds", value: "7", want: 7 * time.Second},
-		{name: "spaces", value: " 2 ", want: 2 * time.Second},
-		{name: "zero", value: "0", want: 0},
-		{name: "negative", value: "-5", want: 0},
-		{name: "huge", value: "999999999999", want: time.Hour},
-		{name: "http-date", value: "Wed, 08 Apr 2026 09:00:30 GMT", want: 30 * time.Second},
-		{name: "http-date past", value: "Wed, 08 Apr 2026 08:00:00 GMT", want: 0},
-		{name: "http-date far", value: "Wed, 08 Apr 2026 19:00:00 GMT", want: time.Hour},
-		{name: "garbage", value: "soon", want: 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, poller.ParseRetryAfter(tt.value, now))
-		})
-	}
-}
-
 func BenchmarkDecodePage(b *testing.B) {
 	body := simPage(b, 100)
 	b.SetBytes(int64(len(body)))

@@ -6,13 +6,12 @@ import (
 	"github.com/incs-relay/incs-relay/diff"
 )
 
-// The page decoders and the Retry-After parser, for the external tests:
+// The page decoders, for the external tests:
 // those import poller/sim, which imports poller, so they cannot be
 // internal tests.
 var (
-	DecodePage      = decodePage
-	DecodePageSkip  = decodePageSkip
-	ParseRetryAfter = parseRetryAfter
+	DecodePage     = decodePage
+	DecodePageSkip = decodePageSkip
 )
 
 // ParseWallTime reads an API time such as "2026-04-08 17:22:01", the

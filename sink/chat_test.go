@@ -96,8 +96,8 @@ func TestRedactJSON(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
-	ev := SampleEvents()[3] // commented
-	orig := SampleEvents()[3]
+	ev := diff.SampleEvents()[3] // commented
+	orig := diff.SampleEvents()[3]
 	red := Redact(&ev, []string{"user_phone", "comment", "id"})
 
 	assert.Equal(t, orig, ev, "the input is not modified")
@@ -118,66 +118,6 @@ func TestRedact(t *testing.T) {
 	assert.NotSame(t, &ev, plain)
 }
 
-func TestChatConfig_Filter(t *testing.T) {
-	evs := SampleEvents() // created(0), assigned(0, incs_1), status 0→1, commented(1), logged(1); task type 3
-	created, assigned, changed := &evs[0], &evs[1], &evs[2]
-	tests := []struct {
-		name string
-		cfg  ChatConfig
-		ev   *diff.Event
-		want bool
-	}{
-		{name: "none", cfg: ChatConfig{}, ev: created, want: true},
-		{name: "status match", cfg: ChatConfig{Statuses: []int{1, 2}}, ev: changed, want: true},
-		{name: "status miss", cfg: ChatConfig{Statuses: []int{2}}, ev: changed},
-		{name: "assignee from log", cfg: ChatConfig{Assignees: []string{"incs_1"}}, ev: assigned, want: true},
-		{name: "assignee miss", cfg: ChatConfig{Assignees: []string{"incs_2"}}, ev: assigned},
-		{name: "assignee from task when log has none", cfg: ChatConfig{Assignees: []string{"incs_1"}}, ev: created, want: true},
-		{name: "type match", cfg: ChatConfig{TaskTypes: []int{3}}, ev: created, want: true},
-		{name: "type miss", cfg: ChatConfig{TaskTypes: []int{1}}, ev: created},
-		{name: "all match", cfg: ChatConfig{Statuses: []int{1}, Assignees: []string{"incs_1"}, TaskTypes: []int{3}}, ev: changed, want: true},
-		{name: "one misses", cfg: ChatConfig{Statuses: []int{1}, Assignees: []string{"nobody"}, TaskTypes: []int{3}}, ev: changed},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := tt.cfg.Filter()
-			if tt.name == "none" {
-				assert.Nil(t, f)
-				return
-			}
-			require.NotNil(t, f)
-			assert.Equal(t, tt.want, f(tt.ev))
-		})
-	}
-	t.Run("untyped task", func(t *testing.T) {
-		ev := evs[0]
-		ev.Data.Task = json.RawMessage(`{"id":1}`)
-		assert.False(t, ChatConfig{TaskTypes: []int{3}}.Filter()(&ev))
-	})
-}
-
-func TestSampleEvents(t *testing.T) {
-	evs := SampleEvents()
-	require.Len(t, evs, len(diff.Types))
-	for i, ev := range evs {
-		assert.Equal(t, diff.Types[i], ev.Type)
-		assert.Equal(t, uint64(i+1), ev.Offset)
-		assert.Equal(t, "237", ev.Subject)
-		_, off := ev.Time.Zone()
-		assert.Equal(t, 8*3600, off)
-		var back diff.Event
-		require.NoError(t, json.Unmarshal(ev.Body, &back))
-		assert.Equal(t, ev.ID, back.ID)
-		assert.NotContains(t, string(ev.Data.Task), `"logs"`)
-	}
-	assert.Equal(t, "incs_2", evs[1].Data.PreviousAssignee)
-	assert.Equal(t, 0, evs[2].Data.PreviousStatus)
-	assert.Equal(t, 1, evs[2].Data.Status)
-	assert.NotEmpty(t, evs[3].Data.Comment)
-	evs[0].ID = "changed"
-	assert.Equal(t, "log-531", SampleEvents()[0].ID, "fresh copies")
-}
-
 func TestChatConfig_Validate(t *testing.T) {
 	const hook = "https://hooks.example/services/T0/B0/SECRETtokenXYZ"
 	tests := []struct {
@@ -196,7 +136,6 @@ func TestChatConfig_Validate(t *testing.T) {
 		{name: "rate", cfg: ChatConfig{Name: "n", URL: hook, RateLimit: -1}, want: "rate limit -1 is negative"},
 		{name: "burst", cfg: ChatConfig{Name: "n", URL: hook, Burst: -1}, want: "burst -1 is negative"},
 		{name: "timeout", cfg: ChatConfig{Name: "n", URL: hook, Timeout: -time.Second}, want: "timeout -1s is negative"},
-		{name: "status", cfg: ChatConfig{Name: "n", URL: hook, Statuses: []int{7}}, want: "statuses: 7 is not a task status"},
 		{name: "slack secret", slack: true, cfg: ChatConfig{Name: "n", URL: hook, Secret: "s3cr3t"}, want: "not signed"},
 	}
 	for _, tt := range tests {
@@ -261,7 +200,7 @@ func TestChat_TemplateValidation(t *testing.T) {
 // TestChat_TemplateEscaping checks that values in template data cannot
 // inject mentions: Slack's <!channel>, Feishu's <at id=all>.
 func TestChat_TemplateEscaping(t *testing.T) {
-	ev := SampleEvents()[3]
+	ev := diff.SampleEvents()[3]
 	ev.Data.Comment = "<!channel> <at id=all></at> & co"
 	s, err := NewSlack(ChatConfig{Name: "s", URL: "https://hooks.example/x", Template: "{{.TaskName}}: {{.Comment}}"})
 	require.NoError(t, err)
@@ -286,7 +225,7 @@ func TestChat_TemplateEscaping(t *testing.T) {
 // testdata/chat. Every golden message also passes the fake platform's
 // checks.
 func TestChat_Golden(t *testing.T) {
-	samples := SampleEvents()
+	samples := diff.SampleEvents()
 	type namedEvent struct {
 		name string
 		ev   diff.Event
@@ -294,16 +233,16 @@ func TestChat_Golden(t *testing.T) {
 	var cases []namedEvent
 	for _, ev := range samples {
 		if ev.Type == diff.TypeTaskStatusChanged {
-			for _, v := range chatStatusVariants(samples) {
+			for _, v := range diff.SampleStatusChanges() {
 				cases = append(cases, namedEvent{"status_changed_" + v.Data.StatusName, v})
 			}
 			continue
 		}
 		cases = append(cases, namedEvent{diff.ShortType(ev.Type), ev})
 	}
-	stalled := SampleDerivedEvent("stalled", "task.stalled", "last_log", 4*time.Hour, false)
-	resolved := SampleDerivedEvent("stalled", "task.stalled", "last_log", 4*time.Hour, true)
-	custom := SampleDerivedEvent("sla", "task.sla_breach", "created", 26*time.Hour+30*time.Minute, false)
+	stalled := diff.SampleDerivedEvent("stalled", "task.stalled", "last_log", 4*time.Hour, false)
+	resolved := diff.SampleDerivedEvent("stalled", "task.stalled", "last_log", 4*time.Hour, true)
+	custom := diff.SampleDerivedEvent("sla", "task.sla_breach", "created", 26*time.Hour+30*time.Minute, false)
 	custom.Data.Step = 2
 	cases = append(cases, namedEvent{"stalled", stalled}, namedEvent{"stalled_resolved", resolved}, namedEvent{"sla_breach", custom})
 	digest := make([]*diff.Event, len(samples))

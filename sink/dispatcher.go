@@ -102,7 +102,10 @@ type DispatcherConfig struct {
 	// reason: a pause persisted by an earlier run (e.g. a 410 Gone) holds
 	// until Resume or Reset.
 	Paused string
-	Now    func() time.Time // default time.Now; drives the backoff clock
+	// Clock reads the time of the backoff, the latencies and the state,
+	// and runs every wait before a retry: of a delivery, a dead-letter
+	// write, a failed outbox or cursor read (default SystemClock).
+	Clock Clock
 }
 
 // DispatcherState is a snapshot of a Dispatcher.
@@ -182,8 +185,8 @@ func NewDispatcher(cfg DispatcherConfig) *Dispatcher {
 	if cfg.Observer == nil {
 		cfg.Observer = NopObserver{}
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock
 	}
 	name := cfg.Sink.Name()
 	return &Dispatcher{
@@ -255,7 +258,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // reloadCursor reads the cursor after a Reset function ran, retrying while
 // the store fails and ctx lasts; fnErr is passed through.
 func (d *Dispatcher) reloadCursor(ctx context.Context, fnErr error) (uint64, error) {
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+	var bo *backoff.ExponentialBackOff
+	for {
 		c, err := d.cfg.Outbox.Cursor(d.name)
 		if err == nil {
 			d.mu.Lock()
@@ -267,12 +271,11 @@ func (d *Dispatcher) reloadCursor(ctx context.Context, fnErr error) (uint64, err
 		if fnErr == nil {
 			fnErr = fmt.Errorf("dispatcher %s: read cursor: %w", d.name, err)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if bo == nil {
+			bo = newStoreBackOff(d.cfg.Clock.Now)
+		}
+		if !sleep(d.cfg.Clock, bo.NextBackOff(), ctx.Done()) {
 			return 0, fnErr
-		case <-t.C:
 		}
 	}
 }
@@ -376,8 +379,9 @@ type dispatchItem struct {
 	// deadLetter is set once delivery was given up; the dead-letter write
 	// itself is then what the next attempt retries.
 	deadLetter bool
-	timer      *time.Timer // pending retry
-	resumes    int         // the session's resumes when its attempt began
+	storeBo    *backoff.ExponentialBackOff // while the dead-letter write fails
+	stopTimer  func() bool                 // stops the pending retry
+	resumes    int                         // the session's resumes when its attempt began
 }
 
 // dispatchTask is the queue of one task's events; queue[0] is either in
@@ -640,7 +644,7 @@ wait:
 	}
 	s.cancelAttempts()
 	for it := range s.timers {
-		it.timer.Stop()
+		it.stopTimer()
 	}
 	s.wg.Wait()
 	err := s.flush()
@@ -701,7 +705,7 @@ func (s *dispatchSession) readLoop(from uint64, notify <-chan struct{}) {
 	low := min(dispatchReadBatch, d.cfg.ReadAhead/4)
 	poll := time.NewTicker(2 * time.Second) // in case a notification is lost
 	defer poll.Stop()
-	errWait := 100 * time.Millisecond
+	var errBackOff *backoff.ExponentialBackOff // while reads fail
 	pos := from
 	for {
 		n := s.credits.acquire(dispatchReadBatch, low, s.stop)
@@ -715,17 +719,15 @@ func (s *dispatchSession) readLoop(from uint64, notify <-chan struct{}) {
 				return
 			}
 			d.log.Error().Err(err).Uint64("from", pos).Msg("read outbox")
-			t := time.NewTimer(errWait)
-			select {
-			case <-s.stop:
-				t.Stop()
-				return
-			case <-t.C:
+			if errBackOff == nil {
+				errBackOff = newStoreBackOff(d.cfg.Clock.Now)
 			}
-			errWait = min(2*errWait, 30*time.Second)
+			if !sleep(d.cfg.Clock, errBackOff.NextBackOff(), s.stop) {
+				return
+			}
 			continue
 		}
-		errWait = 100 * time.Millisecond
+		errBackOff = nil
 		// Keep only events past pos, in order (a store bug must not
 		// move the watermark backwards).
 		k := 0
@@ -806,7 +808,7 @@ func (s *dispatchSession) finishAsync(a asyncResult) {
 // that it must go to the dead letters (it.deadLetter is then set).
 func (s *dispatchSession) outcome(it *dispatchItem, err error) (r dispatchResult, dead bool) {
 	d := s.d
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	if err == nil {
 		return dispatchResult{it: it, outcome: outcomeDelivered, at: now}, false
 	}
@@ -823,7 +825,7 @@ func (s *dispatchSession) outcome(it *dispatchItem, err error) (r dispatchResult
 		return dispatchResult{}, true
 	}
 	if it.bo == nil {
-		it.bo = newBackOff(d.cfg.Retry, d.cfg.Now)
+		it.bo = newBackOff(d.cfg.Retry, d.cfg.Clock.Now)
 	}
 	next := it.bo.NextBackOff()
 	if next == backoff.Stop {
@@ -842,10 +844,13 @@ func (s *dispatchSession) outcome(it *dispatchItem, err error) (r dispatchResult
 func (s *dispatchSession) deadLetter(it *dispatchItem) dispatchResult {
 	d := s.d
 	if err := d.cfg.Outbox.DeadLetter(d.name, it.ev.Offset, it.attempts, it.lastErr.Error()); err != nil {
-		return dispatchResult{it: it, outcome: outcomeRetry, wait: time.Second,
-			err: fmt.Errorf("dispatcher %s: dead letter offset %d: %w", d.name, it.ev.Offset, err), at: d.cfg.Now()}
+		if it.storeBo == nil {
+			it.storeBo = newStoreBackOff(d.cfg.Clock.Now)
+		}
+		return dispatchResult{it: it, outcome: outcomeRetry, wait: it.storeBo.NextBackOff(),
+			err: fmt.Errorf("dispatcher %s: dead letter offset %d: %w", d.name, it.ev.Offset, err), at: d.cfg.Clock.Now()}
 	}
-	return dispatchResult{it: it, outcome: outcomeDeadLettered, err: it.lastErr, at: d.cfg.Now()}
+	return dispatchResult{it: it, outcome: outcomeDeadLettered, err: it.lastErr, at: d.cfg.Clock.Now()}
 }
 
 // add queues events read from the outbox.
@@ -1028,7 +1033,7 @@ func (s *dispatchSession) advance() {
 // schedule makes it's task ready again after wait.
 func (s *dispatchSession) schedule(it *dispatchItem, wait time.Duration) {
 	s.timers[it] = struct{}{}
-	it.timer = time.AfterFunc(wait, func() {
+	it.stopTimer = s.d.cfg.Clock.AfterFunc(wait, func() {
 		select {
 		case s.retries <- it:
 		case <-s.stop:
@@ -1038,6 +1043,6 @@ func (s *dispatchSession) schedule(it *dispatchItem, wait time.Duration) {
 
 func (s *dispatchSession) retryDue(it *dispatchItem) {
 	delete(s.timers, it)
-	it.timer = nil
+	it.stopTimer = nil
 	s.ready = append(s.ready, s.tasks[it.ev.Data.TaskID])
 }

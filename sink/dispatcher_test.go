@@ -432,13 +432,14 @@ func TestDispatcher_RetryBackoff(t *testing.T) {
 			mu    sync.Mutex
 			times []time.Time
 		)
+		clock := newFakeClock()
 		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
 			if ev.Offset != evs[0].Offset {
 				return nil
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			times = append(times, time.Now())
+			times = append(times, clock.Now())
 			if len(times) <= 3 {
 				return errors.New("HTTP 503")
 			}
@@ -446,7 +447,7 @@ func TestDispatcher_RetryBackoff(t *testing.T) {
 		})
 		obs := &recordingObserver{}
 		policy := RetryPolicy{Initial: 20 * time.Millisecond, Max: time.Second, MaxElapsed: time.Minute}
-		d, _ := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: policy, Observer: obs})
+		d, _ := startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: policy, Observer: obs, Clock: clock})
 		require.Eventually(t, func() bool { return sink.AckedCount() == 3 }, 10*time.Second, time.Millisecond)
 		// The sink counts an ack before the dispatcher hears of it; the
 		// observer hears last.
@@ -459,9 +460,15 @@ func TestDispatcher_RetryBackoff(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		require.Len(t, times, 4)
-		// Waits are 20ms·2^n ±50%: at least 10, 20 and 40ms.
-		for i, minWait := range []time.Duration{10, 20, 40} {
-			assert.GreaterOrEqual(t, times[i+1].Sub(times[i]), minWait*time.Millisecond, "wait %d", i)
+		// Waits are 20ms·2^n ±50%, on the injected clock: the attempts
+		// are those waits apart, and no other wait was asked for.
+		waits := clock.Waits(0)
+		require.Len(t, waits, 3)
+		for i, base := range []time.Duration{20, 40, 80} {
+			base *= time.Millisecond
+			assert.GreaterOrEqual(t, waits[i], base/2, "wait %d", i)
+			assert.LessOrEqual(t, waits[i], base*3/2, "wait %d", i)
+			assert.Equal(t, waits[i], times[i+1].Sub(times[i]), "attempt %d came after its wait", i+2)
 		}
 		acked := sink.Acked()
 		assert.Equal(t, evs[2].Offset, acked[0].Offset, "another task is not held back")
@@ -485,21 +492,24 @@ func TestDispatcher_RetryAfter(t *testing.T) {
 			mu    sync.Mutex
 			times []time.Time
 		)
+		clock := newFakeClock()
 		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
 			mu.Lock()
 			defer mu.Unlock()
-			times = append(times, time.Now())
+			times = append(times, clock.Now())
 			if len(times) == 1 {
 				return &RetryAfterError{Err: errors.New("HTTP 429"), Wait: 300 * time.Millisecond}
 			}
 			return nil
 		})
-		startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry})
+		startDispatcher(t, DispatcherConfig{Sink: sink, Outbox: ob, Retry: fastRetry, Clock: clock})
 		require.Eventually(t, func() bool { return sink.AckedCount() == 1 }, 5*time.Second, time.Millisecond)
 		mu.Lock()
 		defer mu.Unlock()
 		require.Len(t, times, 2)
-		assert.GreaterOrEqual(t, times[1].Sub(times[0]), 300*time.Millisecond)
+		// fastRetry would wait 1ms ±50%: the Retry-After wins, once.
+		assert.Equal(t, []time.Duration{300 * time.Millisecond}, clock.Waits(0))
+		assert.Equal(t, 300*time.Millisecond, times[1].Sub(times[0]))
 	})
 }
 

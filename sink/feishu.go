@@ -10,9 +10,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/sink/chat"
 )
 
 // Feishu posts events to a Feishu (Lark) custom bot webhook as message
@@ -22,7 +22,6 @@ import (
 type Feishu struct {
 	core   *chatCore
 	secret string
-	now    func() time.Time
 }
 
 var _ Sink = (*Feishu)(nil)
@@ -37,16 +36,12 @@ func NewFeishu(cfg ChatConfig) (*Feishu, error) {
 		defaultLocale: "zh",
 		defaultRate:   FeishuRateLimit,
 		defaultBurst:  FeishuBurst,
-		esc:           feishuEscape,
+		esc:           chat.FeishuEscape,
 	})
 	if err != nil {
 		return nil, err
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
-	return &Feishu{core: core, secret: cfg.Secret, now: now}, nil
+	return &Feishu{core: core, secret: cfg.Secret}, nil
 }
 
 // Name returns the sink's name.
@@ -54,8 +49,8 @@ func (f *Feishu) Name() string { return f.core.name }
 
 // Deliver posts ev, alone or in a digest with other events that arrived
 // faster than the rate limit, and blocks until Feishu accepted or refused
-// that message or ctx ended. Events the sink's filter rejects return nil
-// at once. Feishu answers most errors with HTTP 200 and a non-zero code,
+// that message or ctx ended. It does not filter: its dispatcher applies
+// the sink's filter first (see FilterConfig). Feishu answers most errors with HTTP 200 and a non-zero code,
 // so the body decides: code 0 is success; a frequency limit (HTTP 429,
 // code 11232, 99991400, or 9499 "too many request") is retryable, as a
 // *RetryAfterError when the answer says how long to wait; 5xx, 408 and 425
@@ -70,16 +65,15 @@ func (f *Feishu) Deliver(ctx context.Context, ev *diff.Event) error {
 // and waits for them up to ctx. It is idempotent.
 func (f *Feishu) Close(ctx context.Context) error { return f.core.close(ctx) }
 
-// Render returns the JSON body Deliver would post for ev alone, ignoring
-// the sink's filter and without the "timestamp" and "sign" members that
+// Render returns the JSON body Deliver would post for ev alone, without the "timestamp" and "sign" members that
 // Deliver adds when a secret is set. A template that fails on ev is an
 // error here, where Deliver would fall back to the default body.
 func (f *Feishu) Render(ev *diff.Event) ([]byte, error) {
-	c, err := f.core.render.card(ev)
+	c, err := f.core.render.Card(ev)
 	if err != nil {
 		return nil, fmt.Errorf("feishu %s: template: %w", f.core.name, err)
 	}
-	return feishuPayload(&c, "", "")
+	return chat.FeishuPayload(&c, "", "")
 }
 
 // RenderDigest returns the JSON body of the digest message that would carry
@@ -88,29 +82,29 @@ func (f *Feishu) RenderDigest(evs []*diff.Event) ([]byte, error) {
 	if len(evs) == 1 {
 		return f.Render(evs[0])
 	}
-	c := f.core.render.digest(evs)
-	return feishuPayload(&c, "", "")
+	c := f.core.render.Digest(evs)
+	return chat.FeishuPayload(&c, "", "")
 }
 
 // feishuMaxBody is the custom bot's documented request body limit.
 const feishuMaxBody = 20 << 10
 
 func (f *Feishu) send(ctx context.Context, evs []*diff.Event) error {
-	var c chatCard
+	var c chat.Card
 	if len(evs) == 1 {
 		var err error
-		if c, err = f.core.render.card(evs[0]); err != nil {
+		if c, err = f.core.render.Card(evs[0]); err != nil {
 			f.core.log.Warn().Err(err).Str("event_id", evs[0].ID).Msg("template failed; sending the default message")
 		}
 	} else {
-		c = f.core.render.digest(evs)
+		c = f.core.render.Digest(evs)
 	}
 	var ts, sign string
 	if f.secret != "" {
-		now := f.now().Unix()
+		now := f.core.clock.Now().Unix()
 		ts, sign = strconv.FormatInt(now, 10), feishuSign(f.secret, now)
 	}
-	body, err := feishuPayload(&c, ts, sign)
+	body, err := chat.FeishuPayload(&c, ts, sign)
 	if err != nil {
 		return Permanent(fmt.Errorf("feishu %s: encode: %w", f.core.name, err))
 	}
@@ -172,19 +166,19 @@ func (f *Feishu) classify(a *chatAnswer) error {
 		} else {
 			ce.Code, ce.Message = *ans.StatusCode, ans.StatusMessage
 		}
-		ce.Message = chatPlatformText([]byte(ce.Message))
+		ce.Message = chat.PlatformText([]byte(ce.Message))
 	} else {
-		ce.Message = chatPlatformText(a.body)
+		ce.Message = chat.PlatformText(a.body)
 	}
 	ok2xx := a.status >= 200 && a.status < 300
 	switch {
 	case a.status == http.StatusTooManyRequests || (decoded && feishuRateLimited(ce.Code, ce.Message)):
-		if w := chatRetryAfter(a.header, time.Now()); w > 0 {
+		if w := f.core.retryAfter(a, "Retry-After", "X-Ogw-Ratelimit-Reset"); w > 0 {
 			return &RetryAfterError{Err: ce, Wait: w}
 		}
 		return ce
 	case a.status == http.StatusRequestTimeout || a.status == http.StatusTooEarly || a.status >= 500:
-		if w := chatRetryAfter(a.header, time.Now()); w > 0 {
+		if w := f.core.retryAfter(a, "Retry-After", "X-Ogw-Ratelimit-Reset"); w > 0 {
 			return &RetryAfterError{Err: ce, Wait: w}
 		}
 		return ce
@@ -197,138 +191,4 @@ func (f *Feishu) classify(a *chatAnswer) error {
 		return nil
 	}
 	return Permanent(ce)
-}
-
-// feishuEscape escapes text for lark_md: &, < and > as HTML entities, so
-// user text cannot open an <at id=all> mention or other tag.
-func feishuEscape(s string) string { return feishuEscaper.Replace(s) }
-
-var feishuEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
-
-// feishuLinkEscape makes a URL safe inside a lark_md [text](url) link.
-func feishuLinkEscape(u string) string {
-	return strings.NewReplacer("(", "%28", ")", "%29", " ", "%20").Replace(u)
-}
-
-type feishuText struct {
-	Tag     string `json:"tag"`
-	Content string `json:"content"`
-}
-
-type feishuField struct {
-	IsShort bool       `json:"is_short"`
-	Text    feishuText `json:"text"`
-}
-
-type feishuButton struct {
-	Tag  string     `json:"tag"`
-	Text feishuText `json:"text"`
-	Type string     `json:"type"`
-	URL  string     `json:"url"`
-}
-
-type feishuElement struct {
-	Tag      string         `json:"tag"`
-	Text     *feishuText    `json:"text,omitempty"`
-	Fields   []feishuField  `json:"fields,omitempty"`
-	Actions  []feishuButton `json:"actions,omitempty"`
-	Elements []feishuText   `json:"elements,omitempty"`
-}
-
-type feishuHeader struct {
-	Template string     `json:"template"`
-	Title    feishuText `json:"title"`
-}
-
-type feishuCardConfig struct {
-	WideScreenMode bool `json:"wide_screen_mode"`
-}
-
-type feishuCard struct {
-	Config   feishuCardConfig `json:"config"`
-	Header   feishuHeader     `json:"header"`
-	Elements []feishuElement  `json:"elements"`
-}
-
-type feishuMessage struct {
-	Timestamp string     `json:"timestamp,omitempty"`
-	Sign      string     `json:"sign,omitempty"`
-	MsgType   string     `json:"msg_type"`
-	Card      feishuCard `json:"card"`
-}
-
-// feishuColor picks the card header colour: status changes by their new
-// status, other events by their type.
-func feishuColor(c *chatCard) string {
-	switch c.Type {
-	case diff.TypeTaskStatusChanged:
-		switch c.Status {
-		case diff.StatusNotStarted:
-			return "grey"
-		case diff.StatusInProgress:
-			return "blue"
-		case diff.StatusCompleted:
-			return "green"
-		case diff.StatusTerminated:
-			return "red"
-		}
-	case diff.TypeTaskCreated:
-		return "turquoise"
-	case diff.TypeTaskAssigned:
-		return "indigo"
-	case diff.TypeTaskCommented:
-		return "wathet"
-	case "digest":
-		return "orange"
-	}
-	return "grey"
-}
-
-func feishuMD(s string) *feishuText { return &feishuText{Tag: "lark_md", Content: s} }
-
-// feishuPayload shapes a card as a custom bot "interactive" message.
-func feishuPayload(c *chatCard, timestamp, sign string) ([]byte, error) {
-	card := feishuCard{
-		Config: feishuCardConfig{WideScreenMode: true},
-		Header: feishuHeader{Template: feishuColor(c), Title: feishuText{Tag: "plain_text", Content: c.Title}},
-	}
-	switch {
-	case c.Type == "digest":
-		var b strings.Builder
-		for i, l := range c.Lines {
-			if i > 0 {
-				b.WriteByte('\n')
-			}
-			task := feishuEscape(l.Task)
-			if l.Link != "" {
-				task = "[" + task + "](" + feishuLinkEscape(l.Link) + ")"
-			}
-			b.WriteString("• " + task + " " + feishuEscape(l.Text))
-		}
-		card.Elements = append(card.Elements, feishuElement{Tag: "div", Text: feishuMD(b.String())})
-	case c.Custom != "":
-		card.Elements = append(card.Elements, feishuElement{Tag: "div", Text: feishuMD(c.Custom)})
-	default:
-		div := feishuElement{Tag: "div"}
-		for _, fl := range c.Fields {
-			div.Fields = append(div.Fields, feishuField{IsShort: true,
-				Text: feishuText{Tag: "lark_md", Content: "**" + feishuEscape(fl.Label) + "**\n" + feishuEscape(fl.Value)}})
-		}
-		card.Elements = append(card.Elements, div)
-		if c.Quote != "" {
-			card.Elements = append(card.Elements, feishuElement{Tag: "div", Text: feishuMD("**" + feishuEscape(c.QuoteTag) + "**\n" + feishuEscape(c.Quote))})
-		}
-	}
-	if c.Link != "" {
-		card.Elements = append(card.Elements, feishuElement{Tag: "action", Actions: []feishuButton{{
-			Tag: "button", Text: feishuText{Tag: "plain_text", Content: c.LinkText}, Type: "primary", URL: c.Link}}})
-	}
-	var note string
-	if c.Type == "digest" {
-		note = c.Summary
-	} else {
-		note = c.Time.Format(chatTimeLayout) + " · " + c.Ref
-	}
-	card.Elements = append(card.Elements, feishuElement{Tag: "note", Elements: []feishuText{{Tag: "plain_text", Content: note}}})
-	return chatMarshal(&feishuMessage{Timestamp: timestamp, Sign: sign, MsgType: "interactive", Card: card})
 }

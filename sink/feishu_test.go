@@ -297,12 +297,12 @@ func TestFeishu_Deliver(t *testing.T) {
 	const secret = "fs-secret-Jq3"
 	fake := newFeishuFake(t, secret)
 	f := newTestFeishu(t, ChatConfig{URL: fake.URL(), Secret: secret, Link: "https://app.example/tasks/{task_id}", RateLimit: 1000, Burst: 10})
-	for _, ev := range SampleEvents() {
+	for _, ev := range diff.SampleEvents() {
 		require.NoError(t, f.Deliver(context.Background(), &ev), ev.Type)
 	}
 	reqs := fake.requests()
 	require.Len(t, reqs, len(diff.Types))
-	for i, ev := range SampleEvents() {
+	for i, ev := range diff.SampleEvents() {
 		require.True(t, reqs[i].Accepted, reqs[i].Answer)
 		var sent map[string]any
 		require.NoError(t, json.Unmarshal(reqs[i].Body, &sent))
@@ -323,7 +323,7 @@ func TestFeishu_Deliver(t *testing.T) {
 func TestFeishu_Unsigned(t *testing.T) {
 	fake := newFeishuFake(t, "")
 	f := newTestFeishu(t, ChatConfig{URL: fake.URL()})
-	ev := SampleEvents()[0]
+	ev := diff.SampleEvents()[0]
 	require.NoError(t, f.Deliver(context.Background(), &ev))
 	reqs := fake.requests()
 	require.Len(t, reqs, 1)
@@ -349,8 +349,8 @@ func TestFeishu_Signature(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fake := newFeishuFake(t, "right")
-			f := newTestFeishu(t, ChatConfig{URL: fake.URL(), Secret: tt.secret, Now: tt.now})
-			ev := SampleEvents()[2]
+			f := newTestFeishu(t, ChatConfig{URL: fake.URL(), Secret: tt.secret, Clock: testClock(tt.now)})
+			ev := diff.SampleEvents()[2]
 			err := f.Deliver(context.Background(), &ev)
 			if !tt.wantErr {
 				require.NoError(t, err)
@@ -374,7 +374,7 @@ func TestFeishu_Signature(t *testing.T) {
 func TestFeishu_Keywords(t *testing.T) {
 	fake := newFeishuFake(t, "")
 	fake.keywords = []string{"任务"}
-	ev := SampleEvents()[1]
+	ev := diff.SampleEvents()[1]
 	zh := newTestFeishu(t, ChatConfig{Name: "zh", URL: fake.URL(), Locale: "zh"})
 	require.NoError(t, zh.Deliver(context.Background(), &ev), "zh titles carry 任务")
 	en := newTestFeishu(t, ChatConfig{Name: "en", URL: fake.URL(), Locale: "en"})
@@ -387,7 +387,7 @@ func TestFeishu_Keywords(t *testing.T) {
 }
 
 func TestFeishu_Errors(t *testing.T) {
-	ev := SampleEvents()[2]
+	ev := diff.SampleEvents()[2]
 	tests := []struct {
 		name      string
 		answer    fakeAnswer

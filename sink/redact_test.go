@@ -8,6 +8,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/diff"
 )
 
 // TestRedacting_KeepsAsync: a NATS sink with redact set still publishes
@@ -21,7 +23,7 @@ func TestRedacting_KeepsAsync(t *testing.T) {
 	as, ok := r.(AsyncSink)
 	require.True(t, ok, "the redacting NATS sink keeps the async path")
 
-	ev := SampleEvents()[0]
+	ev := diff.SampleEvents()[0]
 	require.Contains(t, string(ev.Body), "6281519140316")
 	done := make(chan error, 1)
 	as.DeliverAsync(context.Background(), &ev, func(err error) { done <- err })

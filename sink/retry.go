@@ -61,6 +61,32 @@ func newBackOff(p RetryPolicy, now func() time.Time) *backoff.ExponentialBackOff
 	)
 }
 
+// storeRetry is the policy for the store's own failures under a
+// dispatcher (reading the outbox or the cursor, writing a dead letter):
+// waits from 100ms doubling up to 10s, jittered, and no end, since giving
+// up on the store is not an option.
+var storeRetry = RetryPolicy{Initial: 100 * time.Millisecond, Max: 10 * time.Second}
+
+// newStoreBackOff builds the backoff of storeRetry (see newBackOff).
+func newStoreBackOff(now func() time.Time) *backoff.ExponentialBackOff {
+	b := newBackOff(storeRetry, now)
+	b.MaxElapsedTime = 0 // never Stop
+	return b
+}
+
+// sleep waits d on clock; it returns false if stop closed first.
+func sleep(clock Clock, d time.Duration, stop <-chan struct{}) bool {
+	due := make(chan struct{})
+	cancel := clock.AfterFunc(d, func() { close(due) })
+	select {
+	case <-due:
+		return true
+	case <-stop:
+		cancel()
+		return false
+	}
+}
+
 type retryClock func() time.Time
 
 func (f retryClock) Now() time.Time { return f() }

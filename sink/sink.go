@@ -45,10 +45,6 @@ type AsyncSink interface {
 	DeliverAsync(ctx context.Context, ev *diff.Event, done func(error))
 }
 
-// Filter decides whether a sink wants an event. Events a sink does not want
-// count as delivered to it. A nil Filter accepts everything.
-type Filter func(ev *diff.Event) bool
-
 // ErrPermanent is matched by errors.Is on every *PermanentError.
 var ErrPermanent = errors.New("permanent delivery failure")
 

@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
-	"time"
-	"unicode/utf8"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/sink/chat"
 )
 
 // Slack posts events to a Slack incoming webhook as Block Kit messages with
@@ -33,7 +31,7 @@ func NewSlack(cfg ChatConfig) (*Slack, error) {
 		defaultLocale: "en",
 		defaultRate:   SlackRateLimit,
 		defaultBurst:  SlackBurst,
-		esc:           slackEscape,
+		esc:           chat.SlackEscape,
 	})
 	if err != nil {
 		return nil, err
@@ -46,8 +44,8 @@ func (s *Slack) Name() string { return s.core.name }
 
 // Deliver posts ev, alone or in a digest with other events that arrived
 // faster than the rate limit, and blocks until Slack accepted or refused
-// that message or ctx ended. Events the sink's filter rejects return nil
-// at once. Slack's answers map to error kinds: 2xx is success; 429 is a
+// that message or ctx ended. It does not filter: its dispatcher applies
+// the sink's filter first (see FilterConfig). Slack's answers map to error kinds: 2xx is success; 429 is a
 // *RetryAfterError with its Retry-After; 408, 425 and 5xx are retryable;
 // 403 (action_prohibited, invalid_token), 404 (channel_not_found,
 // no_service) and 410 (channel_is_archived) are a *PauseError, since no
@@ -61,15 +59,14 @@ func (s *Slack) Deliver(ctx context.Context, ev *diff.Event) error {
 // and waits for them up to ctx. It is idempotent.
 func (s *Slack) Close(ctx context.Context) error { return s.core.close(ctx) }
 
-// Render returns the JSON body Deliver would post for ev alone, ignoring
-// the sink's filter. A template that fails on ev is an error here, where
+// Render returns the JSON body Deliver would post for ev alone. A template that fails on ev is an error here, where
 // Deliver would fall back to the default body.
 func (s *Slack) Render(ev *diff.Event) ([]byte, error) {
-	c, err := s.core.render.card(ev)
+	c, err := s.core.render.Card(ev)
 	if err != nil {
 		return nil, fmt.Errorf("slack %s: template: %w", s.core.name, err)
 	}
-	return slackPayload(&c)
+	return chat.SlackPayload(&c)
 }
 
 // RenderDigest returns the JSON body of the digest message that would carry
@@ -78,21 +75,21 @@ func (s *Slack) RenderDigest(evs []*diff.Event) ([]byte, error) {
 	if len(evs) == 1 {
 		return s.Render(evs[0])
 	}
-	c := s.core.render.digest(evs)
-	return slackPayload(&c)
+	c := s.core.render.Digest(evs)
+	return chat.SlackPayload(&c)
 }
 
 func (s *Slack) send(ctx context.Context, evs []*diff.Event) error {
-	var c chatCard
+	var c chat.Card
 	if len(evs) == 1 {
 		var err error
-		if c, err = s.core.render.card(evs[0]); err != nil {
+		if c, err = s.core.render.Card(evs[0]); err != nil {
 			s.core.log.Warn().Err(err).Str("event_id", evs[0].ID).Msg("template failed; sending the default message")
 		}
 	} else {
-		c = s.core.render.digest(evs)
+		c = s.core.render.Digest(evs)
 	}
-	body, err := slackPayload(&c)
+	body, err := chat.SlackPayload(&c)
 	if err != nil {
 		return Permanent(fmt.Errorf("slack %s: encode: %w", s.core.name, err))
 	}
@@ -115,10 +112,10 @@ func (s *Slack) classify(a *chatAnswer) error {
 		return nil
 	}
 	ce := &ChatError{Sink: s.core.name, Platform: "slack", Host: s.core.host, HTTPStatus: a.status,
-		Message: chatPlatformText(a.body)}
+		Message: chat.PlatformText(a.body)}
 	switch {
 	case a.status == http.StatusTooManyRequests || a.status == http.StatusServiceUnavailable:
-		if w := chatRetryAfter(a.header, time.Now()); w > 0 {
+		if w := s.core.retryAfter(a); w > 0 {
 			return &RetryAfterError{Err: ce, Wait: w}
 		}
 		return ce
@@ -128,144 +125,4 @@ func (s *Slack) classify(a *chatAnswer) error {
 		return &PauseError{Err: ce}
 	}
 	return Permanent(ce)
-}
-
-// slackEscape escapes text for Slack mrkdwn: &, < and > (which would start
-// a link or a mention such as <!channel>).
-func slackEscape(s string) string {
-	return slackEscaper.Replace(s)
-}
-
-var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
-
-// Slack Block Kit limits that rendering keeps to.
-const (
-	slackHeaderMax  = 150  // header block plain_text
-	slackSectionMax = 3000 // section text
-	slackFieldMax   = 2000 // one section field
-	slackTextMax    = 3000 // top-level fallback text (Slack truncates at 40,000)
-)
-
-type slackText struct {
-	Type  string `json:"type"`
-	Text  string `json:"text"`
-	Emoji bool   `json:"emoji,omitempty"`
-}
-
-type slackBlock struct {
-	Type     string      `json:"type"`
-	Text     *slackText  `json:"text,omitempty"`
-	Fields   []slackText `json:"fields,omitempty"`
-	Elements []slackText `json:"elements,omitempty"`
-}
-
-type slackMessage struct {
-	Text   string       `json:"text"`
-	Blocks []slackBlock `json:"blocks"`
-}
-
-func slackMrkdwn(s string) *slackText { return &slackText{Type: "mrkdwn", Text: s} }
-
-// slackEmoji marks a card's kind in its header, since Block Kit has no
-// colour: status changes by their new status.
-func slackEmoji(c *chatCard) string {
-	switch c.Type {
-	case diff.TypeTaskStatusChanged:
-		switch c.Status {
-		case diff.StatusNotStarted:
-			return ":white_circle:"
-		case diff.StatusInProgress:
-			return ":large_blue_circle:"
-		case diff.StatusCompleted:
-			return ":white_check_mark:"
-		case diff.StatusTerminated:
-			return ":no_entry:"
-		}
-	case diff.TypeTaskCreated:
-		return ":new:"
-	case diff.TypeTaskAssigned:
-		return ":bust_in_silhouette:"
-	case diff.TypeTaskCommented:
-		return ":speech_balloon:"
-	case "digest":
-		return ":bookmark_tabs:"
-	}
-	return ":memo:"
-}
-
-// slackDate formats t with Slack's date token, so each reader sees it in
-// their own zone, falling back to the event's zone.
-func slackDate(t time.Time) string {
-	return fmt.Sprintf("<!date^%d^{date_num} {time_secs}|%s>", t.Unix(), t.Format(chatTimeLayout))
-}
-
-// slackPayload shapes a card as an incoming webhook message.
-func slackPayload(c *chatCard) ([]byte, error) {
-	m := slackMessage{Text: chatTruncate(slackEscape(c.Fallback), slackTextMax)}
-	m.Blocks = append(m.Blocks, slackBlock{Type: "header", Text: &slackText{
-		Type: "plain_text", Text: chatTruncate(slackEmoji(c)+" "+c.Title, slackHeaderMax), Emoji: true}})
-	switch {
-	case c.Type == "digest":
-		// Every line must reach the channel: lines that do not fit one
-		// section's 3000 characters go on in the next section.
-		var b strings.Builder
-		flush := func() {
-			if b.Len() > 0 {
-				m.Blocks = append(m.Blocks, slackBlock{Type: "section", Text: slackMrkdwn(b.String())})
-				b.Reset()
-			}
-		}
-		for _, l := range c.Lines {
-			task := slackEscape(l.Task)
-			if l.Link != "" {
-				task = "<" + slackLinkEscape(l.Link) + "|" + task + ">"
-			}
-			line := chatTruncate("• "+task+" "+slackEscape(l.Text), slackSectionMax)
-			if b.Len() > 0 && utf8.RuneCountInString(b.String())+1+utf8.RuneCountInString(line) > slackSectionMax {
-				flush()
-			}
-			if b.Len() > 0 {
-				b.WriteByte('\n')
-			}
-			b.WriteString(line)
-		}
-		flush()
-	case c.Custom != "":
-		m.Blocks = append(m.Blocks, slackBlock{Type: "section", Text: slackMrkdwn(chatTruncate(c.Custom, slackSectionMax))})
-	default:
-		sec := slackBlock{Type: "section"}
-		for _, f := range c.Fields {
-			sec.Fields = append(sec.Fields, slackText{Type: "mrkdwn",
-				Text: chatTruncate("*"+slackEscape(f.Label)+"*\n"+slackEscape(f.Value), slackFieldMax)})
-		}
-		m.Blocks = append(m.Blocks, sec)
-		if c.Quote != "" {
-			var text string
-			if c.Type == diff.TypeTaskCommented {
-				text = ">" + strings.ReplaceAll(slackEscape(c.Quote), "\n", "\n>")
-			} else {
-				text = "```" + slackEscape(c.Quote) + "```"
-			}
-			text = "*" + slackEscape(c.QuoteTag) + "*\n" + text
-			m.Blocks = append(m.Blocks, slackBlock{Type: "section", Text: slackMrkdwn(chatTruncate(text, slackSectionMax))})
-		}
-	}
-	var ctx []string
-	if c.Type == "digest" {
-		ctx = append(ctx, slackEscape(c.Summary))
-	} else {
-		ctx = append(ctx, slackDate(c.Time), slackEscape(c.Ref))
-	}
-	if c.Link != "" {
-		ctx = append(ctx, "<"+slackLinkEscape(c.Link)+"|"+slackEscape(c.LinkText)+">")
-	}
-	m.Blocks = append(m.Blocks, slackBlock{Type: "context", Elements: []slackText{
-		{Type: "mrkdwn", Text: chatTruncate(strings.Join(ctx, " · "), slackSectionMax)}}})
-	return chatMarshal(&m)
-}
-
-// slackLinkEscape makes a URL safe inside <url|text>: & < > escaped and
-// "|" percent-encoded.
-func slackLinkEscape(u string) string {
-	return strings.ReplaceAll(slackEscape(u), "|", "%7C")
 }

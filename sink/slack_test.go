@@ -226,12 +226,12 @@ func newTestSlack(t *testing.T, cfg ChatConfig) *Slack {
 func TestSlack_Deliver(t *testing.T) {
 	fake := newSlackFake(t)
 	s := newTestSlack(t, ChatConfig{URL: fake.URL(), Link: "https://app.example/tasks/{task_id}", RateLimit: 1000, Burst: 10})
-	for _, ev := range SampleEvents() {
+	for _, ev := range diff.SampleEvents() {
 		require.NoError(t, s.Deliver(context.Background(), &ev), ev.Type)
 	}
 	reqs := fake.requests()
 	require.Len(t, reqs, len(diff.Types))
-	for i, ev := range SampleEvents() {
+	for i, ev := range diff.SampleEvents() {
 		want, err := s.Render(&ev)
 		require.NoError(t, err)
 		assert.Equal(t, string(want), string(reqs[i].Body), "Deliver posts what Render shows")
@@ -242,7 +242,7 @@ func TestSlack_Deliver(t *testing.T) {
 }
 
 func TestSlack_Errors(t *testing.T) {
-	ev := SampleEvents()[2]
+	ev := diff.SampleEvents()[2]
 	tests := []struct {
 		name      string
 		answer    fakeAnswer
@@ -287,7 +287,7 @@ func TestSlack_Errors(t *testing.T) {
 }
 
 func TestSlack_NetworkErrors(t *testing.T) {
-	ev := SampleEvents()[0]
+	ev := diff.SampleEvents()[0]
 	t.Run("refused", func(t *testing.T) {
 		fake := newSlackFake(t)
 		url := fake.URL()
@@ -323,25 +323,13 @@ func TestSlack_NetworkErrors(t *testing.T) {
 	})
 }
 
-func TestSlack_Filter(t *testing.T) {
-	fake := newSlackFake(t)
-	s := newTestSlack(t, ChatConfig{URL: fake.URL(), Statuses: []int{diff.StatusCompleted}, RateLimit: 1000, Burst: 10})
-	for _, ev := range SampleEvents() {
-		require.NoError(t, s.Deliver(context.Background(), &ev))
-	}
-	assert.Empty(t, fake.requests(), "no sample is completed: all filtered, none sent")
-	done := chatStatusVariants(SampleEvents())[diff.StatusCompleted]
-	require.NoError(t, s.Deliver(context.Background(), &done))
-	assert.Len(t, fake.requests(), 1)
-}
-
 func TestSlack_Close(t *testing.T) {
 	fake := newSlackFake(t)
 	s, err := NewSlack(ChatConfig{Name: "c", URL: fake.URL()})
 	require.NoError(t, err)
 	require.NoError(t, s.Close(context.Background()))
 	require.NoError(t, s.Close(context.Background()), "Close is idempotent")
-	ev := SampleEvents()[0]
+	ev := diff.SampleEvents()[0]
 	assert.ErrorIs(t, s.Deliver(context.Background(), &ev), ErrChatClosed)
 	assert.Equal(t, "c", s.Name())
 }
@@ -370,8 +358,9 @@ func TestSlack_DigestCancel(t *testing.T) {
 }
 
 // TestSlack_DigestPoison checks that a digest the platform refuses as a
-// whole does not dead-letter its events: each is retried alone and only
-// the bad one becomes permanent.
+// whole does not dead-letter its events: within their Deliver calls, each
+// is sent again alone, and only the bad one is permanent. The sink keeps
+// no state for a later retry: the refusal is settled in one call.
 func TestSlack_DigestPoison(t *testing.T) {
 	fake := newSlackFake(t)
 	fake.override = func(body []byte) *fakeAnswer {
@@ -392,21 +381,16 @@ func TestSlack_DigestPoison(t *testing.T) {
 		go func() { defer wg.Done(); errs[i] = s.Deliver(context.Background(), &evs[i]) }()
 	}
 	wg.Wait()
-	require.Len(t, fake.requests(), 2, "events 1-3 went out as one digest")
 	for i := 1; i < len(evs); i++ {
-		require.Error(t, errs[i])
-		assert.False(t, errors.Is(errs[i], ErrPermanent), "a refused digest is retryable: %v", errs[i])
-	}
-	for i := 1; i < len(evs); i++ {
-		err := s.Deliver(context.Background(), &evs[i])
 		if i == 2 {
-			assert.ErrorIs(t, err, ErrPermanent)
+			assert.ErrorIs(t, errs[i], ErrPermanent)
 		} else {
-			assert.NoError(t, err)
+			assert.NoError(t, errs[i])
 		}
 	}
 	reqs := fake.requests()
-	require.Len(t, reqs, 5, "retried one by one")
+	require.Len(t, reqs, 5, "one message, the refused digest, then each of its events alone")
+	assert.Len(t, chatIDsIn(reqs[1].Body), 3, "events 1-3 went out as one digest")
 	for _, r := range reqs[2:] {
 		assert.Len(t, chatIDsIn(r.Body), 1, "one event per message: %s", r.Body)
 	}
@@ -415,7 +399,7 @@ func TestSlack_DigestPoison(t *testing.T) {
 // chatCommentEvents returns n comment events for each of tasks tasks, each
 // with its own event id in its comment.
 func chatCommentEvents(n, tasks int) []diff.Event {
-	base := SampleEvents()[3]
+	base := diff.SampleEvents()[3]
 	var out []diff.Event
 	logID := int64(10000)
 	start := base.Time

@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/retryafter"
 	"github.com/incs-relay/incs-relay/sink/consume"
 )
 
@@ -241,7 +242,7 @@ func (w *Webhook) statusError(resp *http.Response) error {
 	case code == http.StatusGone:
 		return &PauseError{Err: err}
 	case code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests, code >= 500:
-		if wait, ok := webhookRetryAfter(resp.Header.Get("Retry-After"), w.now()); ok {
+		if wait := retryafter.Parse(resp.Header.Get("Retry-After"), w.now()); wait > 0 {
 			return &RetryAfterError{Err: err, Wait: wait}
 		}
 		return err
@@ -359,25 +360,6 @@ func webhookSignature(keys [][]byte, id, ts string, body []byte) string {
 		b.WriteString(base64.StdEncoding.EncodeToString(m.Sum(nil)))
 	}
 	return b.String()
-}
-
-// webhookRetryAfter reads a Retry-After value, delay-seconds or an HTTP-date,
-// as a wait from now; a date in the past is a wait of 0.
-func webhookRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs < 0 {
-			return 0, false
-		}
-		return time.Duration(min(secs, int64(1<<62)/int64(time.Second))) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
 }
 
 // eventBodyOrJSON returns what a sink sends for ev: the stored Body, or the

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/retryafter"
 )
 
 // The Standard Webhooks specification's test vector
@@ -223,7 +224,8 @@ func TestWebhook_StatusClasses(t *testing.T) {
 		{name: "429", status: 429, want: failRetryable},
 		{name: "429 Retry-After seconds", status: 429, retryAfter: "7", want: failRetryable, wantWait: 7 * time.Second, wantRA: true},
 		{name: "503 Retry-After date", status: 503, retryAfter: now.Add(90 * time.Second).Format(http.TimeFormat), want: failRetryable, wantWait: 90 * time.Second, wantRA: true},
-		{name: "503 Retry-After in the past", status: 503, retryAfter: now.Add(-time.Hour).Format(http.TimeFormat), want: failRetryable, wantRA: true},
+		{name: "503 Retry-After in the past", status: 503, retryAfter: now.Add(-time.Hour).Format(http.TimeFormat), want: failRetryable},
+		{name: "429 Retry-After over the cap", status: 429, retryAfter: "86400", want: failRetryable, wantWait: retryafter.Max, wantRA: true},
 		{name: "503 Retry-After garbage", status: 503, retryAfter: "soon", want: failRetryable},
 		{name: "500", status: 500, want: failRetryable},
 		{name: "502", status: 502, want: failRetryable},

@@ -65,7 +65,7 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 			evs = append(evs, ev)
 		}
 	} else {
-		evs = append(sink.SampleEvents(), sampleRuleEvents(cfg)...)
+		evs = append(diff.SampleEvents(), sampleRuleEvents(cfg)...)
 	}
 	var s sink.Sink
 	if sc.Type == SinkNATS {

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/incs-relay/incs-relay/sink"
+	"github.com/incs-relay/incs-relay/diff"
 )
 
 // runMain runs the command line args through Main.Run with the process
@@ -57,7 +57,7 @@ sinks:
 
 	code, out, stderr := run("preview", "--config", path, "--sink", "ops")
 	require.Equal(t, 0, code, stderr)
-	for _, ev := range sink.SampleEvents() {
+	for _, ev := range diff.SampleEvents() {
 		assert.Contains(t, out, "# "+ev.Type+" "+ev.ID)
 	}
 	assert.Contains(t, out, `"msg_type": "interactive"`)
@@ -85,7 +85,7 @@ sinks:
 	require.NoError(t, os.WriteFile(path, []byte(strings.SplitN(cfg, "  - name: broken", 2)[0]), 0o600))
 
 	// a given event file, as printed by `incs-relay events`
-	ev := sink.SampleEvents()[2]
+	ev := diff.SampleEvents()[2]
 	b, err := json.Marshal(ev)
 	require.NoError(t, err)
 	evPath := filepath.Join(dir, "ev.json")
@@ -130,7 +130,7 @@ sinks:
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, out, "ok (3 sinks")
 
-	samples := sink.SampleEvents()
+	samples := diff.SampleEvents()
 	// and, with no rule configured, a sample rule's event and its resolution
 	previewed := len(samples) + 2
 	code, out, stderr = run("preview", "--config", path, "--sink", "plain")

@@ -13,7 +13,6 @@ import (
 	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/docs"
 	"github.com/incs-relay/incs-relay/poller"
-	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/store"
 )
 
@@ -185,15 +184,15 @@ func sampleRuleEvents(cfg *Config) []diff.Event {
 	rs := cfg.ValidRules()
 	if len(rs) == 0 {
 		return []diff.Event{
-			sink.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, false),
-			sink.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, true),
+			diff.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, false),
+			diff.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, true),
 		}
 	}
 	var out []diff.Event
 	for _, r := range rs {
-		out = append(out, sink.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, false))
+		out = append(out, diff.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, false))
 		if r.Resolve {
-			out = append(out, sink.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, true))
+			out = append(out, diff.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, true))
 		}
 	}
 	return out

@@ -98,17 +98,14 @@ func sinkError(cfg *Config, sc SinkConfig, err error) error {
 
 func chatConfig(sc SinkConfig, log zerolog.Logger) sink.ChatConfig {
 	cc := sink.ChatConfig{
-		Name:      sc.Name,
-		URL:       sc.URL,
-		Secret:    sc.Secret,
-		Locale:    sc.Locale,
-		Link:      sc.Link,
-		Template:  sc.Template,
-		Statuses:  sc.Statuses,
-		Assignees: sc.Assignees,
-		TaskTypes: sc.TaskTypes,
-		Timeout:   sc.Timeout.D(),
-		Logger:    log,
+		Name:     sc.Name,
+		URL:      sc.URL,
+		Secret:   sc.Secret,
+		Locale:   sc.Locale,
+		Link:     sc.Link,
+		Template: sc.Template,
+		Timeout:  sc.Timeout.D(),
+		Logger:   log,
 	}
 	if sc.Redact != nil {
 		cc.Redact = *sc.Redact
@@ -123,25 +120,15 @@ func chatConfig(sc SinkConfig, log zerolog.Logger) sink.ChatConfig {
 	return cc
 }
 
-// buildFilter combines the sink's event type list with the chat filters.
+// buildFilter is the sink's filter, applied by its dispatcher (chat sinks
+// do not filter again): event types, and the statuses, assignees and task
+// types of chat sinks.
 func buildFilter(sc SinkConfig) (sink.Filter, error) {
-	var chat sink.Filter
-	if len(sc.Statuses) > 0 || len(sc.Assignees) > 0 || len(sc.TaskTypes) > 0 {
-		chat = sink.ChatConfig{Statuses: sc.Statuses, Assignees: sc.Assignees, TaskTypes: sc.TaskTypes}.Filter()
+	fc := sink.FilterConfig{Events: sc.Events, Statuses: sc.Statuses, Assignees: sc.Assignees, TaskTypes: sc.TaskTypes}
+	if err := fc.Validate(); err != nil {
+		return nil, err
 	}
-	if len(sc.Events) == 0 && chat == nil {
-		return nil, nil
-	}
-	types := map[string]bool{}
-	for _, t := range sc.Events {
-		types[t] = true
-	}
-	return func(ev *diff.Event) bool {
-		if len(types) > 0 && !types[ev.Type] {
-			return false
-		}
-		return chat == nil || chat(ev)
-	}, nil
+	return fc.Filter(), nil
 }
 
 // buildSinksDryRun constructs every sink that can be built without a

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/sink/consume"
 )
@@ -15,7 +16,7 @@ import (
 // back the same in every webhook format, as the relay sends it.
 func TestDecodeHTTP_DerivedEvents(t *testing.T) {
 	for _, resolved := range []bool{false, true} {
-		ev := sink.SampleDerivedEvent("stalled", "task.stalled", "last_log", 4*time.Hour, resolved)
+		ev := diff.SampleDerivedEvent("stalled", "task.stalled", "last_log", 4*time.Hour, resolved)
 		for _, format := range []string{"json", "cloudevents", "binary"} {
 			h, body, err := sink.WebhookMessage(format, &ev)
 			require.NoError(t, err)
