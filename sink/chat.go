@@ -170,30 +170,16 @@ func newChatCore(cfg ChatConfig, p chatPlatform) (*chatCore, error) {
 		// The parse error would quote the URL and with it the credential.
 		return nil, errf("url is not an http(s) URL")
 	}
-	if cfg.Locale == "" {
-		cfg.Locale = p.defaultLocale
-	}
-	loc, ok := chatLocales[cfg.Locale]
-	if !ok {
-		return nil, errf("locale %q: want zh or en", cfg.Locale)
-	}
-	if err := chatCheckLink(cfg.Link); err != nil {
-		return nil, errf("link: %v", err)
-	}
-	if cfg.RateLimit < 0 {
-		return nil, errf("rate limit %v is negative", float64(cfg.RateLimit))
-	}
-	if cfg.Burst < 0 {
-		return nil, errf("burst %d is negative", cfg.Burst)
+	if err := CheckChatConfig(cfg); err != nil {
+		return nil, errf("%v", err)
 	}
 	if cfg.Timeout < 0 {
 		return nil, errf("timeout %s is negative", cfg.Timeout)
 	}
-	for _, s := range cfg.Statuses {
-		if s < diff.StatusNotStarted || s > diff.StatusTerminated {
-			return nil, errf("statuses: %d is not a task status (0-3)", s)
-		}
+	if cfg.Locale == "" {
+		cfg.Locale = p.defaultLocale
 	}
+	loc := chatLocales[cfg.Locale]
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = p.defaultRate
 	}

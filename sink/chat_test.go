@@ -190,13 +190,13 @@ func TestChatConfig_Validate(t *testing.T) {
 		{name: "no url", cfg: ChatConfig{Name: "n"}, want: "url is empty"},
 		{name: "not http", cfg: ChatConfig{Name: "n", URL: "ftp://hooks.example/SECRETtokenXYZ"}, want: "not an http(s) URL"},
 		{name: "bad url", cfg: ChatConfig{Name: "n", URL: "https://hooks.example/%zzSECRETtokenXYZ"}, want: "not an http(s) URL"},
-		{name: "locale", cfg: ChatConfig{Name: "n", URL: hook, Locale: "fr"}, want: `locale "fr": want zh or en`},
+		{name: "locale", cfg: ChatConfig{Name: "n", URL: hook, Locale: "fr"}, want: `locale: must be zh or en, got "fr"`},
 		{name: "link placeholder", cfg: ChatConfig{Name: "n", URL: hook, Link: "https://app.example/t/{id}"}, want: "unknown placeholder"},
 		{name: "link not url", cfg: ChatConfig{Name: "n", URL: hook, Link: "app.example/{task_id}"}, want: "not an http(s) URL"},
-		{name: "rate", cfg: ChatConfig{Name: "n", URL: hook, RateLimit: -1}, want: "rate limit -1 is negative"},
-		{name: "burst", cfg: ChatConfig{Name: "n", URL: hook, Burst: -1}, want: "burst -1 is negative"},
+		{name: "rate", cfg: ChatConfig{Name: "n", URL: hook, RateLimit: -1}, want: "rate_limit: must not be negative"},
+		{name: "burst", cfg: ChatConfig{Name: "n", URL: hook, Burst: -1}, want: "burst: must not be negative"},
 		{name: "timeout", cfg: ChatConfig{Name: "n", URL: hook, Timeout: -time.Second}, want: "timeout -1s is negative"},
-		{name: "status", cfg: ChatConfig{Name: "n", URL: hook, Statuses: []int{7}}, want: "statuses: 7 is not a task status"},
+		{name: "status", cfg: ChatConfig{Name: "n", URL: hook, Statuses: []int{7}}, want: "statuses[0]: 7 is not a task status"},
 		{name: "slack secret", slack: true, cfg: ChatConfig{Name: "n", URL: hook, Secret: "s3cr3t"}, want: "not signed"},
 	}
 	for _, tt := range tests {
