@@ -36,6 +36,23 @@ const (
 	DefaultTimezone = "Asia/Shanghai"
 	// MaxPageSize is the largest page the API serves.
 	MaxPageSize = 100
+	// DefaultPageSize is Config.PageSize's default: the largest page.
+	DefaultPageSize = MaxPageSize
+	// DefaultRateLimit is Config.RateLimit's default, in requests per
+	// second.
+	DefaultRateLimit = 5.0
+	// DefaultTimeout is Config.Timeout's default.
+	DefaultTimeout = 10 * time.Second
+	// DefaultLookback is Config.Lookback's default: 30 days.
+	DefaultLookback = 720 * time.Hour
+	// DefaultInterval is Config.Interval's default.
+	DefaultInterval = 10 * time.Second
+	// DefaultFullSweep is Config.FullSweep's default.
+	DefaultFullSweep = 10 * time.Minute
+	// DefaultRetries is Config.Retries's default.
+	DefaultRetries = 3
+	// DefaultRetryWait is Config.RetryWait's default.
+	DefaultRetryWait = 500 * time.Millisecond
 
 	maxBody      = 64 << 20         // largest page body accepted
 	maxErrBody   = 64 << 10         // largest error body read
@@ -45,12 +62,22 @@ const (
 	retryMaxWait = 30 * time.Second // longest wait between retries in a sweep
 )
 
-// DefaultBudget is the request budget per interval when Config.Budget is
-// not set: 80 % of what the rate limit allows in one interval, at least 1.
-// The rest is left for retries, follow-ups and cycles that run long.
-func DefaultBudget(rateLimit float64, interval time.Duration) int {
-	return max(int(math.Floor(0.8*rateLimit*interval.Seconds()+1e-9)), 1)
+// MaxBudget is the most requests the rate limit lets one interval send,
+// the ceiling of a sensible Config.Budget.
+func MaxBudget(rateLimit float64, interval time.Duration) float64 {
+	return rateLimit * interval.Seconds()
 }
+
+// DefaultBudget is the request budget per interval when Config.Budget is
+// not set: 80 % of MaxBudget, at least 1. The rest is left for retries,
+// follow-ups and cycles that run long.
+func DefaultBudget(rateLimit float64, interval time.Duration) int {
+	return max(int(math.Floor(0.8*MaxBudget(rateLimit, interval)+1e-9)), 1)
+}
+
+// DefaultOpenSweep is Config.OpenSweep's default for an interval: two
+// intervals, so each cycle reads half of the open tasks.
+func DefaultOpenSweep(interval time.Duration) time.Duration { return 2 * interval }
 
 // Config configures a Client and a Poller. Zero fields take the defaults
 // named on each; cmd fills it from the YAML config.
@@ -119,27 +146,27 @@ func (c Config) withDefaults() Config {
 		c.Location = DefaultLocation()
 	}
 	if c.PageSize <= 0 {
-		c.PageSize = MaxPageSize
+		c.PageSize = DefaultPageSize
 	}
 	c.PageSize = min(c.PageSize, MaxPageSize)
 	if c.RateLimit == 0 {
-		c.RateLimit = 5
+		c.RateLimit = DefaultRateLimit
 	}
 	if c.Timeout <= 0 {
-		c.Timeout = 10 * time.Second
+		c.Timeout = DefaultTimeout
 	}
 	if c.Lookback <= 0 {
-		c.Lookback = 720 * time.Hour
+		c.Lookback = DefaultLookback
 	}
 	if c.Interval <= 0 {
-		c.Interval = 10 * time.Second
+		c.Interval = DefaultInterval
 	}
 	if c.FullSweep <= 0 {
-		c.FullSweep = 10 * time.Minute
+		c.FullSweep = DefaultFullSweep
 	}
 	c.FullSweep = max(c.FullSweep, c.Interval)
 	if c.OpenSweep <= 0 {
-		c.OpenSweep = 2 * c.Interval
+		c.OpenSweep = DefaultOpenSweep(c.Interval)
 	}
 	c.OpenSweep = min(max(c.OpenSweep, c.Interval), c.FullSweep)
 	if c.Budget == 0 && c.RateLimit > 0 && !math.IsInf(c.RateLimit, 1) {
@@ -147,13 +174,13 @@ func (c Config) withDefaults() Config {
 	}
 	c.Budget = max(c.Budget, 0)
 	if c.Retries == 0 {
-		c.Retries = 3
+		c.Retries = DefaultRetries
 	}
 	if c.Retries < 0 {
 		c.Retries = 0
 	}
 	if c.RetryWait <= 0 {
-		c.RetryWait = 500 * time.Millisecond
+		c.RetryWait = DefaultRetryWait
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -165,17 +165,14 @@ func newChatCore(cfg ChatConfig, p chatPlatform) (*chatCore, error) {
 		// The parse error would quote the URL and with it the credential.
 		return nil, errf("url is not an http(s) URL")
 	}
-	if cfg.Locale == "" {
-		cfg.Locale = p.defaultLocale
-	}
-	if cfg.RateLimit < 0 {
-		return nil, errf("rate limit %v is negative", float64(cfg.RateLimit))
-	}
-	if cfg.Burst < 0 {
-		return nil, errf("burst %d is negative", cfg.Burst)
+	if err := CheckChatConfig(cfg); err != nil {
+		return nil, errf("%v", err)
 	}
 	if cfg.Timeout < 0 {
 		return nil, errf("timeout %s is negative", cfg.Timeout)
+	}
+	if cfg.Locale == "" {
+		cfg.Locale = p.defaultLocale
 	}
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = p.defaultRate

@@ -57,21 +57,11 @@ type Guard struct {
 // NewGuard parses deny and allow as CIDR networks ("10.0.0.0/8",
 // "fd00::/8"). Its error names the bad entry.
 func NewGuard(deny, allow []string) (*Guard, error) {
-	g := &Guard{}
-	for _, set := range []struct {
-		name string
-		in   []string
-		out  *[]netip.Prefix
-	}{{"deny_networks", deny, &g.deny}, {"allow_networks", allow, &g.allow}} {
-		for i, s := range set.in {
-			p, err := netip.ParsePrefix(s)
-			if err != nil {
-				return nil, fmt.Errorf("guard: %s[%d]: %q is not a CIDR network such as 10.0.0.0/8", set.name, i, s)
-			}
-			*set.out = append(*set.out, p.Masked())
-		}
+	d, a, err := parseNetworks(deny, allow)
+	if err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
 	}
-	return g, nil
+	return &Guard{deny: d, allow: a}, nil
 }
 
 // Check returns nil if the guard lets a connection to ip through, or a

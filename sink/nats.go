@@ -85,7 +85,7 @@ type NATSConfig struct {
 // concurrent use.
 type NATS struct {
 	name     string
-	subject  natsSubjectTemplate
+	subject  Subject
 	timeout  time.Duration
 	log      zerolog.Logger
 	nc       *nats.Conn
@@ -119,7 +119,7 @@ func NewNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
 	if cfg.Subject == "" {
 		cfg.Subject = DefaultNATSSubject
 	}
-	tmpl, err := parseNATSSubject(cfg.Subject)
+	tmpl, err := ParseSubject(cfg.Subject)
 	if err != nil {
 		return nil, fmt.Errorf("nats %s: subject: %w", cfg.Name, err)
 	}
@@ -260,7 +260,7 @@ func (n *NATS) message(ctx context.Context, ev *diff.Event) (*nats.Msg, string, 
 	if n.closed.Load() {
 		return nil, "", fmt.Errorf("nats %s: closed", n.name)
 	}
-	subj := n.subject.render(ev)
+	subj := n.subject.Render(ev)
 	if err := ctx.Err(); err != nil {
 		return nil, subj, fmt.Errorf("nats %s: publish %s: %w", n.name, subj, err)
 	}
@@ -660,108 +660,6 @@ func (f *natsFlusher) loop() {
 	}
 }
 
-// natsSubjectTemplate is a parsed subject template.
-type natsSubjectTemplate []natsSubjectPart
-
-type natsSubjectPart struct {
-	lit string
-	ph  string // placeholder name, or "" for a literal
-}
-
-// parseNATSSubject parses a subject template. Placeholders are {task_id},
-// {event} and {type}; any other {...} is an error, as are wildcards,
-// whitespace and empty tokens.
-func parseNATSSubject(tmpl string) (natsSubjectTemplate, error) {
-	var parts natsSubjectTemplate
-	rest := tmpl
-	for rest != "" {
-		i := strings.IndexAny(rest, "{}")
-		if i < 0 {
-			parts = append(parts, natsSubjectPart{lit: rest})
-			break
-		}
-		if rest[i] == '}' {
-			return nil, fmt.Errorf("%q: unmatched }", tmpl)
-		}
-		if i > 0 {
-			parts = append(parts, natsSubjectPart{lit: rest[:i]})
-		}
-		j := strings.IndexByte(rest[i:], '}')
-		if j < 0 {
-			return nil, fmt.Errorf("%q: unclosed {", tmpl)
-		}
-		name := rest[i+1 : i+j]
-		switch name {
-		case "task_id", "event", "type":
-		default:
-			return nil, fmt.Errorf("%q: unknown placeholder {%s} (want {task_id}, {event} or {type})", tmpl, name)
-		}
-		parts = append(parts, natsSubjectPart{ph: name})
-		rest = rest[i+j+1:]
-	}
-	// Check the shape with sample values.
-	sample := parts.render(&diff.Event{Type: diff.TypeTaskStatusChanged, Data: diff.Data{TaskID: 1}})
-	if sample == "" || strings.ContainsAny(sample, " \t\r\n*>") || !server.IsValidSubject(sample) {
-		return nil, fmt.Errorf("%q: not a valid NATS subject (dot-separated tokens, no wildcards or spaces)", tmpl)
-	}
-	return parts, nil
-}
-
-func (t natsSubjectTemplate) render(ev *diff.Event) string {
-	if len(t) == 1 && t[0].ph == "" {
-		return t[0].lit
-	}
-	var b strings.Builder
-	b.Grow(48)
-	for _, p := range t {
-		switch p.ph {
-		case "":
-			b.WriteString(p.lit)
-		case "task_id":
-			b.WriteString(strconv.FormatInt(ev.Data.TaskID, 10))
-		case "event":
-			b.WriteString(diff.ShortType(ev.Type))
-		case "type":
-			b.WriteString(ev.Type)
-		}
-	}
-	return b.String()
-}
-
-// wildcard returns the subject filter matching every subject t renders:
-// each token holding a placeholder becomes "*" ({type} spans two tokens).
-func (t natsSubjectTemplate) wildcard() string {
-	const mark = "\x00"
-	var b strings.Builder
-	for _, p := range t {
-		switch p.ph {
-		case "":
-			b.WriteString(p.lit)
-		case "type":
-			b.WriteString(mark + "." + mark)
-		default:
-			b.WriteString(mark)
-		}
-	}
-	toks := strings.Split(b.String(), ".")
-	for i, tok := range toks {
-		if strings.Contains(tok, mark) {
-			toks[i] = "*"
-		}
-	}
-	return strings.Join(toks, ".")
-}
-
 func natsStatus(s nats.Status) string {
 	return strings.ToLower(s.String())
-}
-
-// NATSSubject renders a subject template ({task_id}, {event}, {type}) for
-// ev, as the NATS sink would publish it.
-func NATSSubject(tmpl string, ev *diff.Event) (string, error) {
-	t, err := parseNATSSubject(tmpl)
-	if err != nil {
-		return "", err
-	}
-	return t.render(ev), nil
 }

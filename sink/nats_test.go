@@ -209,9 +209,9 @@ func TestNATS_SubjectTemplate(t *testing.T) {
 			if tmpl == "" {
 				tmpl = DefaultNATSSubject
 			}
-			p, err := parseNATSSubject(tmpl)
+			p, err := ParseSubject(tmpl)
 			require.NoError(t, err)
-			assert.Equal(t, tc.want, p.render(ev))
+			assert.Equal(t, tc.want, p.Render(ev))
 			assert.Equal(t, tc.wildcard, p.wildcard())
 			assert.True(t, server.SubjectMatchesFilter(tc.want, p.wildcard()))
 		})

@@ -120,14 +120,6 @@ func (c *Config) validateRules(bad func(key, format string, args ...any) error) 
 		default:
 			return bad(key+".when.assignee", "want present, absent or a list of names, got %q", strings.TrimSpace(rc.When.Assignee.Word))
 		}
-		for j, s := range rc.When.Status {
-			if s < 0 || s > 3 {
-				return bad(fmt.Sprintf("%s.when.status[%d]", key, j), "want 0 (not started) to 3 (terminated), got %d", s)
-			}
-		}
-		if rc.Since == "" {
-			return bad(key+".since", "required: created, last_log, last_status_change or last_assignment")
-		}
 		if rc.Repeat != nil {
 			r.Repeat = rules.Repeat{Every: rc.Repeat.Every.D(), Max: rc.Repeat.Max}
 			if r.Repeat == (rules.Repeat{}) {

@@ -96,7 +96,7 @@ func TestParseConfig_Errors(t *testing.T) {
 		{"format on nats", "upstream: {token: t}\nsinks:\n  - name: a\n    type: nats\n    url: embedded\n    format: binary\n", base, []string{"relay.yaml:6", "sinks[0].format", "not a setting of a nats sink (only webhook)"}},
 		{"unknown event type", "upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded, events: [task.deleted]}\n", base, []string{"sinks[0].events[0]", "task.deleted"}},
 		{"bad subject placeholder", "upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded, subject: \"x.{task}\"}\n", base, []string{"sinks[0].subject", "{task}"}},
-		{"bad locale", "upstream: {token: t}\nsinks:\n  - {name: c, type: slack, url: \"https://hooks.slack.com/services/x\", locale: fr}\n", base, []string{"sinks[0].locale", "zh or en"}},
+		{"bad locale", "upstream: {token: t}\nsinks:\n  - {name: c, type: slack, url: \"https://hooks.slack.com/services/x\", locale: fr}\n", base, []string{"sinks[0].locale", "en or zh"}},
 		{"admin off loopback without token", "upstream: {token: t}\nadmin: {addr: \"0.0.0.0:8086\"}\n", base, []string{"admin.token", "loopback"}},
 		{"not yaml", "upstream: [\n", base, []string{"relay.yaml"}},
 		{"budget above the rate limit", "upstream: {token: t, rate_limit: 5}\npoll: {interval: 10s, budget: 60}\n", base, []string{"poll.budget", "upstream.rate_limit", "poll.interval", "50"}},

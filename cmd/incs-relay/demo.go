@@ -111,8 +111,8 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 	cfg.Store.Path = filepath.Join(dir, "incs-relay.db")
 	cfg.Admin.Addr = freeAddr(*adminAddr)
 	cfg.Sinks = []SinkConfig{
-		{Name: "bus", Type: SinkNATS, URL: ns.ClientURL(), Subject: "incs.tasks.{task_id}.{event}", JetStream: true,
-			Stream: &StreamConfig{Name: "INCS", Subjects: []string{"incs.tasks.>"}}},
+		{Name: "bus", Type: SinkNATS, URL: ns.ClientURL(), Subject: sink.DefaultNATSSubject, JetStream: true,
+			Stream: &StreamConfig{Name: defaultStream, Subjects: []string{"incs.tasks.>"}}},
 		{Name: "hooks", Type: SinkWebhook, URL: "http://" + hookLn.Addr().String() + "/incs", Secret: secret},
 	}
 	if err := cfg.Validate(); err != nil {

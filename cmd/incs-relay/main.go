@@ -154,18 +154,9 @@ func (m *Main) loadConfig(path string) (*Config, error) {
 	if path == "" {
 		return nil, &usageError{msg: "--config FILE is required"}
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		msg := err.Error()
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			msg = "cannot read: " + pe.Err.Error()
-		}
-		return nil, &ConfigError{File: path, Msg: msg}
-	}
 	getenv := m.Getenv
 	if getenv == nil {
 		getenv = os.LookupEnv
 	}
-	return ParseConfig(path, b, getenv)
+	return readConfigFile(path, getenv)
 }

@@ -168,8 +168,3 @@ func (c *closingIdle) Render(ev *diff.Event) ([]byte, error) {
 	}
 	return r.Render(ev)
 }
-
-func checkWebhookSecret(s string) error {
-	_, err := sink.ParseWebhookSecret(s)
-	return err
-}

@@ -130,12 +130,21 @@ func (r *Rule) Validate() error {
 			return fieldErr("event", "%q is a log event type; pick another name", r.Event)
 		}
 	}
+	if r.Since == "" {
+		last := len(sinceKinds) - 1
+		return fieldErr("since", "required: %s or %s", strings.Join(sinceKinds[:last], ", "), sinceKinds[last])
+	}
 	r.since = slices.Index(sinceKinds, r.Since)
 	if r.since < 0 {
 		return fieldErr("since", "must be one of %s, got %q", strings.Join(sinceKinds, ", "), r.Since)
 	}
 	if r.After <= 0 {
 		return fieldErr("after", "must be above 0")
+	}
+	for i, s := range r.When.Status {
+		if s < diff.StatusNotStarted || s > diff.StatusTerminated {
+			return fieldErr(fmt.Sprintf("when.status[%d]", i), "want 0 (not started) to 3 (terminated), got %d", s)
+		}
 	}
 	if a := r.When.Assignee; a.Present && a.Absent || (a.Present || a.Absent) && len(a.Names) > 0 {
 		return fieldErr("when.assignee", "is present, absent or a list of names")

@@ -316,6 +316,9 @@ func TestRule_Validate(t *testing.T) {
 		{"repeat every", func(r *Rule) { r.Repeat = Repeat{Max: 2} }, "repeat.every"},
 		{"repeat max", func(r *Rule) { r.Repeat = Repeat{Every: time.Hour} }, "repeat.max"},
 		{"assignee", func(r *Rule) { r.When.Assignee = Assignee{Present: true, Names: []string{"x"}} }, "when.assignee"},
+		{"missing since", func(r *Rule) { r.Since = "" }, "since"},
+		{"status above terminated", func(r *Rule) { r.When.Status = []int{1, 4} }, "when.status[1]"},
+		{"negative status", func(r *Rule) { r.When.Status = []int{-1} }, "when.status[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -328,6 +331,13 @@ func TestRule_Validate(t *testing.T) {
 		})
 	}
 	require.NoError(t, ok().Validate())
+	// The messages the config shows under rules[i].
+	r := ok()
+	r.Since = ""
+	require.EqualError(t, r.Validate(), "since: required: created, last_log, last_status_change or last_assignment")
+	r = ok()
+	r.When.Status = []int{diff.StatusNotStarted, diff.StatusTerminated, 7}
+	require.EqualError(t, r.Validate(), "when.status[2]: want 0 (not started) to 3 (terminated), got 7")
 	err := CheckSet([]*Rule{ok(), ok()})
 	require.EqualError(t, err, `[1].name: duplicate rule name "stalled"`)
 	other := ok()

@@ -2,6 +2,8 @@ package chat
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +30,9 @@ type locale struct {
 	unitDay, unitHour, unitMinute, unitSecond string
 	derivedWords                              map[string]string
 }
+
+// Locales returns the locales a Renderer knows, sorted: "en", "zh".
+func Locales() []string { return slices.Sorted(maps.Keys(locales)) }
 
 var locales = map[string]*locale{
 	"en": {

@@ -119,7 +119,7 @@ func NewRenderer(cfg RendererConfig) (*Renderer, error) {
 	if !ok {
 		return nil, fmt.Errorf("locale %q: want zh or en", cfg.Locale)
 	}
-	if err := checkLink(cfg.Link); err != nil {
+	if err := CheckLink(cfg.Link); err != nil {
 		return nil, fmt.Errorf("link: %w", err)
 	}
 	esc := cfg.Escape
@@ -243,8 +243,9 @@ func (r *Renderer) linkFor(ev *diff.Event) string {
 	).Replace(r.link)
 }
 
-// checkLink validates a link template.
-func checkLink(link string) error {
+// CheckLink checks a link template: an http(s) URL whose only
+// placeholders are {task_id} and {event_id}; "" is no link.
+func CheckLink(link string) error {
 	if link == "" {
 		return nil
 	}
