@@ -36,36 +36,6 @@ type Outbox interface {
 	Notify() <-chan struct{}
 }
 
-// Observer receives a Dispatcher's delivery outcomes, e.g. for metrics.
-// Its methods are called from the dispatcher's loop goroutine, one at a
-// time per Dispatcher, and must not block. Several Dispatchers may share
-// one Observer, so it must be safe for concurrent use.
-type Observer interface {
-	// Delivered is called once the sink acknowledged ev; latency runs
-	// from ev.StoredAt (0 if unset) to the acknowledgement.
-	Delivered(sink string, ev *diff.Event, latency time.Duration)
-	// Retried is called after failed attempt number attempt (from 1) of
-	// ev when another attempt is scheduled.
-	Retried(sink string, ev *diff.Event, attempt int, err error)
-	// DeadLettered is called once ev was moved to the sink's dead letters.
-	DeadLettered(sink string, ev *diff.Event, err error)
-	// Paused is called when the sink asked to be paused (*PauseError).
-	Paused(sink string, err error)
-	// Failing is called when an attempt fails after the last attempt
-	// succeeded (or after the start): the sink turned from healthy to
-	// failing. A later Delivered means it recovered.
-	Failing(sink string, err error)
-}
-
-// NopObserver is an Observer that does nothing.
-type NopObserver struct{}
-
-func (NopObserver) Delivered(string, *diff.Event, time.Duration) {}
-func (NopObserver) Retried(string, *diff.Event, int, error)      {}
-func (NopObserver) DeadLettered(string, *diff.Event, error)      {}
-func (NopObserver) Paused(string, error)                         {}
-func (NopObserver) Failing(string, error)                        {}
-
 // Dispatcher defaults.
 const (
 	DefaultMaxInFlight  = 16

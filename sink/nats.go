@@ -306,6 +306,17 @@ func (n *NATS) DeliverAsync(ctx context.Context, ev *diff.Event, done func(error
 // does, without a JSON decode per ack and with a done callback instead of
 // channels to wait on. A sweeper fails entries whose timeout passed or
 // whose ctx ended.
+//
+// It is kept rather than jetstream.PublishMsgAsync (with its ack and error
+// handlers, WithPublishAsyncTimeout, and a context.AfterFunc per publish
+// for the ctx) because that measured slower, three interleaved runs each
+// on a shared 2-core machine (2026-12-05): BenchmarkDispatcher_JetStream
+// in_flight=256, 200,000 events, 26,100/28,200/33,600 and
+// 17,500/33,000/28,800 events/s here against 20,200/18,400/22,000 and
+// 27,300/21,400/15,000, at 9.8–11.4 s CPU against 10.5–12.2 s; `bench
+// --sinks jetstream` 16,500/15,700/13,900 events/s at 6.5–6.8 s CPU
+// against 13,500/11,200/12,800 at 7.4–8.0 s. Its per-ack JSON decode and
+// timer per message cost more than this map and one sweeper.
 type jsAcks struct {
 	sink    string
 	timeout time.Duration

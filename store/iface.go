@@ -67,9 +67,6 @@ type Reader interface {
 	// OffsetSince returns the lowest offset stored at or after t, or
 	// Head+1 if there is none.
 	OffsetSince(t time.Time) (uint64, error)
-	// EventTypes counts the stored events with offsets in [from, to] by
-	// type.
-	EventTypes(from, to uint64) (map[string]int, error)
 }
 
 // SinkStore keeps each sink's delivery progress.

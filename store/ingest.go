@@ -31,6 +31,8 @@ type IngestResult struct {
 	// FirstOffset and LastOffset are the offsets of the first and last
 	// event appended; both 0 if none was.
 	FirstOffset, LastOffset uint64
+	// Types counts the events appended by type; nil if none was.
+	Types map[string]int
 }
 
 // DiffError is returned by Ingest when some tasks' logs could not be turned
@@ -134,7 +136,7 @@ func (db *DB) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location,
 		return res, err
 	}
 	res.Events, res.Changed = req.events, req.changed
-	res.FirstOffset, res.LastOffset = req.first, req.last
+	res.FirstOffset, res.LastOffset, res.Types = req.first, req.last, req.types
 	return res, diffErr
 }
 
@@ -233,6 +235,7 @@ func forEach(n int, fn func(i int)) {
 // which the commit fills in.
 type preparedEvent struct {
 	logID int64
+	typ   string // the event type
 	value []byte // see appendHeader and eventEncoder.encode
 	at    int    // where the offset goes
 }
@@ -323,7 +326,7 @@ func prepareEvents(t *diff.Task, base *seenRecord, newIDs, quiet []int64, loc *t
 		if err != nil {
 			return nil, fmt.Errorf("task %d: encode %s: %w", t.ID, ev.ID, err)
 		}
-		out[i] = preparedEvent{logID: logID, value: v, at: at}
+		out[i] = preparedEvent{logID: logID, typ: ev.Type, value: v, at: at}
 	}
 	return out, nil
 }
@@ -336,6 +339,7 @@ type ingestReq struct {
 	err             error
 	events, changed int
 	first, last     uint64
+	types           map[string]int // events appended by type
 }
 
 // groupCommit commits req, together with whatever other requests queue up
@@ -412,7 +416,7 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 		var cur seenRecord
 		total := 0
 		for _, r := range batch {
-			r.events, r.changed, r.first, r.last = 0, 0, 0, 0
+			r.events, r.changed, r.first, r.last, r.types = 0, 0, 0, 0, nil
 			for _, p := range r.tasks {
 				key := u64(uint64(p.id))
 				rec, ids, evs := p.rec, p.newIDs, p.events
@@ -439,8 +443,10 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 					}
 					if r.first == 0 {
 						r.first = seq
+						r.types = make(map[string]int, 4)
 					}
 					r.last = seq
+					r.types[evs[i].typ]++
 				}
 				if err := seen.Put(key, rec); err != nil {
 					return err
@@ -560,27 +566,4 @@ func createdUnix(t *diff.Task, loc *time.Location) int64 {
 		return 0
 	}
 	return ts.Unix()
-}
-
-// EventTypes counts the stored events with offsets from through to by
-// event type, e.g. those of one IngestResult (FirstOffset, LastOffset) for
-// metrics. It reads only the value headers, in one read transaction, and
-// does not block writers. Pruned offsets are not counted.
-func (db *DB) EventTypes(from, to uint64) (map[string]int, error) {
-	out := map[string]int{}
-	if from == 0 || to < from {
-		return out, nil
-	}
-	err := db.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEvents).Cursor()
-		for k, v := c.Seek(u64(from)); k != nil && be64(k) <= to; k, v = c.Next() {
-			h, err := decodeHeader(v)
-			if err != nil {
-				return corrupt(db.path, fmt.Errorf("event %d: %w", be64(k), err))
-			}
-			out[string(h.typ)]++
-		}
-		return nil
-	})
-	return out, db.wrap("event types", err)
 }

@@ -20,10 +20,12 @@ func TestIngest_Offsets(t *testing.T) {
 
 	unsorted := task(7, 30, 10, 20) // the API may list logs in any order
 	res := ingest(t, db, true, task(5, 1, 2), unsorted)
-	assert.Equal(t, IngestResult{Events: 5, Tasks: 2, Changed: 2, FirstOffset: 1, LastOffset: 5}, res)
+	assert.Equal(t, IngestResult{Events: 5, Tasks: 2, Changed: 2, FirstOffset: 1, LastOffset: 5,
+		Types: map[string]int{diff.TypeTaskCreated: 2, diff.TypeTaskAssigned: 2, diff.TypeTaskStatusChanged: 1}}, res)
 
 	res = ingest(t, db, true, task(5, 1, 2, 3))
-	assert.Equal(t, IngestResult{Events: 1, Tasks: 1, Changed: 1, FirstOffset: 6, LastOffset: 6}, res)
+	assert.Equal(t, IngestResult{Events: 1, Tasks: 1, Changed: 1, FirstOffset: 6, LastOffset: 6,
+		Types: map[string]int{diff.TypeTaskStatusChanged: 1}}, res)
 
 	evs := readAll(t, db)
 	require.Len(t, evs, 6)
@@ -128,7 +130,8 @@ func TestIngest_Snapshot(t *testing.T) {
 	assert.Zero(t, head)
 
 	res = ingest(t, db, true, task(1, 1, 2, 4), task(2, 3))
-	assert.Equal(t, IngestResult{Events: 1, Tasks: 2, Changed: 1, Skipped: 1, FirstOffset: 1, LastOffset: 1}, res)
+	assert.Equal(t, IngestResult{Events: 1, Tasks: 2, Changed: 1, Skipped: 1, FirstOffset: 1, LastOffset: 1,
+		Types: map[string]int{diff.TypeTaskStatusChanged: 1}}, res)
 	evs := readAll(t, db)
 	require.Len(t, evs, 1)
 	assert.Equal(t, "log-4", evs[0].ID)
@@ -144,7 +147,8 @@ func TestIngest_DiffError(t *testing.T) {
 	assert.Equal(t, []int64{2}, de.TaskIDs)
 	assert.Contains(t, err.Error(), "tasks 2 left unseen")
 	assert.Contains(t, err.Error(), `"yesterday"`)
-	assert.Equal(t, IngestResult{Events: 2, Tasks: 3, Changed: 2, Failed: 1, FirstOffset: 1, LastOffset: 2}, res)
+	assert.Equal(t, IngestResult{Events: 2, Tasks: 3, Changed: 2, Failed: 1, FirstOffset: 1, LastOffset: 2,
+		Types: map[string]int{diff.TypeTaskCreated: 2}}, res)
 
 	// The bad task's logs stayed unseen, also the one that parsed.
 	fixed := task(2, 3, 4)
@@ -164,10 +168,19 @@ func TestIngest_DiffError(t *testing.T) {
 	assert.Equal(t, 1, res.Changed)
 }
 
+// TestIngest_Concurrent: workers ingest overlapping pages at once, so the
+// group commit drops logs another request wrote first. Every log is one
+// event, and the results' Types add up to the stored events by type: a
+// dropped log is never counted.
 func TestIngest_Concurrent(t *testing.T) {
 	db := mustOpen(t)
 	const workers, rounds, tasks = 4, 15, 8
-	var wg sync.WaitGroup
+	var (
+		wg      sync.WaitGroup
+		typesMu sync.Mutex
+		types   = map[string]int{}
+		events  int
+	)
 	for w := range workers {
 		wg.Go(func() {
 			for r := range rounds {
@@ -181,8 +194,17 @@ func TestIngest_Concurrent(t *testing.T) {
 					}
 					batch = append(batch, task(id, logs...))
 				}
-				_, err := db.Ingest(context.Background(), batch, shanghai, true)
+				res, err := db.Ingest(context.Background(), batch, shanghai, true)
 				assert.NoError(t, err)
+				n := 0
+				typesMu.Lock()
+				for typ, c := range res.Types {
+					types[typ] += c
+					n += c
+				}
+				events += res.Events
+				typesMu.Unlock()
+				assert.Equal(t, res.Events, n, "Types counts every event appended")
 			}
 		})
 	}
@@ -190,6 +212,13 @@ func TestIngest_Concurrent(t *testing.T) {
 
 	evs := readAll(t, db)
 	require.Len(t, evs, tasks*(rounds+1))
+	assert.Equal(t, len(evs), events)
+	stored := map[string]int{}
+	for _, ev := range evs {
+		stored[ev.Type]++
+	}
+	assert.Equal(t, stored, types, "the results' Types are the stored events by type")
+	assert.Len(t, types, 4)
 	seen := make(map[string]bool)
 	last := make(map[int64]string)
 	for i, ev := range evs {

@@ -31,6 +31,8 @@ type RuleResult struct {
 	// FirstOffset and LastOffset are the offsets of the first and last
 	// event appended; both 0 if none was.
 	FirstOffset, LastOffset uint64
+	// Types counts the events appended by type; nil if none was.
+	Types map[string]int
 }
 
 // ApplyRules writes the rule states and appends the derived events of
@@ -92,9 +94,11 @@ func (db *DB) ApplyRules(ctx context.Context, writes []RuleWrite) (RuleResult, e
 				}
 				if res.FirstOffset == 0 {
 					res.FirstOffset = seq
+					res.Types = make(map[string]int, 2)
 				}
 				res.LastOffset = seq
 				res.Events++
+				res.Types[ev.Type]++
 			}
 			if w.Record == nil {
 				if err := states.Delete(key); err != nil {

@@ -43,9 +43,9 @@ func TestDB_ApplyRules(t *testing.T) {
 		return res
 	}
 	r := apply(e, []diff.Task{tk}, nil, anchor.Add(time.Minute))
-	assert.Equal(t, RuleResult{Events: 1, FirstOffset: 3, LastOffset: 3}, r)
+	assert.Equal(t, RuleResult{Events: 1, FirstOffset: 3, LastOffset: 3, Types: map[string]int{"task.stalled": 1}}, r)
 	r = apply(e, nil, []int64{237}, anchor.Add(2*time.Minute))
-	assert.Equal(t, RuleResult{Events: 1, FirstOffset: 4, LastOffset: 4}, r)
+	assert.Equal(t, RuleResult{Events: 1, FirstOffset: 4, LastOffset: 4, Types: map[string]int{"task.stalled": 1}}, r)
 
 	evs, err := db.Read(ctx, 3, 10)
 	require.NoError(t, err)

@@ -99,11 +99,21 @@ type inProcRelay struct {
 // the test fails.
 func startInProc(t *testing.T, path string) *inProcRelay {
 	t.Helper()
+	return startInProcWith(t, path, relayOptions{}, nil)
+}
+
+// startInProcWith is startInProc with opts; opened, if not nil, gets the
+// relay before it runs.
+func startInProcWith(t *testing.T, path string, opts relayOptions, opened func(*Relay)) *inProcRelay {
+	t.Helper()
 	cfg, err := ReadConfigFile(path)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ir := &inProcRelay{cancel: cancel, done: make(chan error, 1), log: &syncBuffer{}}
-	ir.r, err = OpenRelay(ctx, cfg, zerolog.New(ir.log).Level(zerolog.InfoLevel), relayOptions{})
+	ir.r, err = OpenRelay(ctx, cfg, zerolog.New(ir.log).Level(zerolog.InfoLevel), opts)
+	if err == nil && opened != nil {
+		opened(ir.r)
+	}
 	if err != nil {
 		cancel()
 		require.NoError(t, err)

@@ -109,7 +109,7 @@ func newMetrics(r *Relay) *metrics {
 }
 
 // ingested counts one page's ingest: tasks by result and the appended
-// events by type (read back from their headers in the store).
+// events by type, as the store counted them while writing.
 func (m *metrics) ingested(res store.IngestResult) {
 	if m == nil {
 		return
@@ -117,12 +117,12 @@ func (m *metrics) ingested(res store.IngestResult) {
 	m.ingestTasks.WithLabelValues("changed").Add(float64(res.Changed))
 	m.ingestTasks.WithLabelValues("unchanged").Add(float64(res.Skipped))
 	m.ingestTasks.WithLabelValues("failed").Add(float64(res.Failed))
-	if res.Events == 0 {
-		return
-	}
-	types, err := m.r.db.EventTypes(res.FirstOffset, res.LastOffset)
-	if err != nil {
-		m.r.log.Warn().Err(err).Msg("metrics: count event types")
+	m.eventsAppended(res.Types)
+}
+
+// eventsAppended counts appended events by type.
+func (m *metrics) eventsAppended(types map[string]int) {
+	if m == nil {
 		return
 	}
 	for t, n := range types {

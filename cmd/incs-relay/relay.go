@@ -12,7 +12,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/sink"
@@ -39,6 +38,7 @@ type Relay struct {
 	outs    []*output
 	admin   *adminServer
 	metrics *metrics
+	states  *sinkStateSaver
 	started time.Time
 	savedMu sync.Mutex // guards output.saved
 }
@@ -111,9 +111,12 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 		r.poll.Strategy = newRuleStrategy(r.poll.Strategy, r.tiers, r.rules, r.ingest)
 	}
 
-	var obs sink.Observer = r.metrics
+	// The state saver comes first: when the others hear of a pause, it
+	// is on disk.
+	r.states = newSinkStateSaver(r)
+	obs := sink.MultiObserver{r.states, r.metrics}
 	if opts.Observer != nil {
-		obs = multiObserver{r.metrics, opts.Observer}
+		obs = append(obs, opts.Observer)
 	}
 	for i := range cfg.Sinks {
 		sc := cfg.Sinks[i]
@@ -196,7 +199,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	stateDone := make(chan struct{})
 	go func() {
 		defer close(stateDone)
-		r.stateLoop(pollCtx)
+		r.states.run(pollCtx)
 	}()
 	r.log.Info().Str("store", r.cfg.Store.Path).Str("upstream", hostOf(r.cfg.Upstream.BaseURL)).
 		Int("sinks", len(r.outs)).Str("admin", r.adminAddr()).Msg("relay running")
@@ -292,60 +295,6 @@ func (r *Relay) pruneLoop(ctx context.Context) {
 	}
 }
 
-// stateLoop persists each sink's pause and last error, so that `status`
-// shows them while the relay is down and a pause survives a restart.
-func (r *Relay) stateLoop(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			r.saveSinkStates()
-		}
-	}
-}
-
-func (r *Relay) saveSinkStates() {
-	r.savedMu.Lock()
-	defer r.savedMu.Unlock()
-	for _, o := range r.outs {
-		st := o.disp.State()
-		ss := store.SinkState{
-			Paused: st.Paused, PauseReason: st.PauseReason,
-			LastError: o.saved.LastError, LastErrorAt: o.saved.LastErrorAt, LastDeliveryAt: o.saved.LastDeliveryAt,
-		}
-		if st.LastError != "" {
-			ss.LastError, ss.LastErrorAt = st.LastError, st.LastErrorAt
-		}
-		if !st.LastDeliveryAt.IsZero() {
-			ss.LastDeliveryAt = st.LastDeliveryAt
-		}
-		if ss == o.saved {
-			continue
-		}
-		if err := r.db.SetSinkState(o.cfg.Name, ss); err != nil {
-			r.log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("save sink state")
-			continue
-		}
-		o.saved = ss
-	}
-}
-
-// saveResumed records at once that an operator resumed o.
-func (r *Relay) saveResumed(o *output) {
-	r.savedMu.Lock()
-	defer r.savedMu.Unlock()
-	ss := o.saved
-	ss.Paused, ss.PauseReason = false, ""
-	if err := r.db.SetSinkState(o.cfg.Name, ss); err != nil {
-		r.log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("save sink state")
-		return
-	}
-	o.saved = ss
-}
-
 // pollerConfig is the poller's view of the config.
 func (c *Config) pollerConfig() poller.Config {
 	return poller.Config{
@@ -394,33 +343,4 @@ func hostOf(raw string) string {
 // to the store.
 func embeddedDir(cfg *Config) string {
 	return filepath.Join(filepath.Dir(cfg.Store.Path), "nats")
-}
-
-// multiObserver fans delivery outcomes out to several observers.
-type multiObserver []sink.Observer
-
-func (m multiObserver) Delivered(s string, ev *diff.Event, d time.Duration) {
-	for _, o := range m {
-		o.Delivered(s, ev, d)
-	}
-}
-func (m multiObserver) Retried(s string, ev *diff.Event, a int, err error) {
-	for _, o := range m {
-		o.Retried(s, ev, a, err)
-	}
-}
-func (m multiObserver) DeadLettered(s string, ev *diff.Event, err error) {
-	for _, o := range m {
-		o.DeadLettered(s, ev, err)
-	}
-}
-func (m multiObserver) Paused(s string, err error) {
-	for _, o := range m {
-		o.Paused(s, err)
-	}
-}
-func (m multiObserver) Failing(s string, err error) {
-	for _, o := range m {
-		o.Failing(s, err)
-	}
 }

@@ -140,9 +140,7 @@ func (h *ingester) applyRules(tasks []diff.Task, unchanged []int64, at time.Time
 		return err
 	}
 	h.rules.Commit(b)
-	if res.Events > 0 {
-		h.metrics.ingested(store.IngestResult{Events: res.Events, FirstOffset: res.FirstOffset, LastOffset: res.LastOffset})
-	}
+	h.metrics.eventsAppended(res.Types)
 	return nil
 }
 
