@@ -205,7 +205,7 @@ func TestAtomicBatch(t *testing.T) {
 	lead := s.leading()
 	b := s.newBatcher(lead)
 	msgs := []outMsg{
-		b.eventMsg(2, 2, diff.TypeTaskCreated, []byte(`{}`)),
+		b.eventMsg(2, 2, diff.TypeTaskCreated, []byte(`{}`), b.at),
 		b.rollupMsg("seen", 2, []byte{1}),
 		{subj: s.name + ".head", hdr: nats.Header{hdrExpSubjSeq: []string{"999999"}}, data: []byte("2")},
 	}
