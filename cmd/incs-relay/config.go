@@ -78,10 +78,15 @@ func (c *Config) EffectiveBudget() int {
 	return poller.DefaultBudget(c.Upstream.RateLimit, c.Poll.Interval.D())
 }
 
-// StoreConfig is the bbolt store.
+// StoreConfig is the store: a bbolt file, or replicas on a JetStream
+// cluster (config_store.go).
 type StoreConfig struct {
 	Path      string   `yaml:"path"`
 	Retention Duration `yaml:"retention"`
+
+	JetStreamStoreConfig `yaml:",inline"`
+
+	pathSet bool // the file sets store.path (ParseConfig)
 }
 
 // AdminConfig is the admin HTTP API.
@@ -155,6 +160,9 @@ type SinkConfig struct {
 	// outbound guard for webhook and chat targets
 	DenyNetworks  []string `yaml:"deny_networks"`
 	AllowNetworks []string `yaml:"allow_networks"`
+
+	// nats: authentication and the embedded server's data directory
+	NATSSinkOptions `yaml:",inline"`
 }
 
 // Sink types.
@@ -285,6 +293,7 @@ func ParseConfig(file string, data []byte, lookup func(string) (string, bool)) (
 		err.Line = lineOfKey(&root, err.Key)
 		return nil, err
 	}
+	cfg.Store.pathSet = lineOfKey(&root, "store.path") != 0
 	if err := cfg.Validate(); err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
@@ -421,12 +430,15 @@ func expandEnv(v reflect.Value, path string, lookup func(string) (string, bool))
 			if !f.IsExported() {
 				continue
 			}
-			name := strings.Split(f.Tag.Get("yaml"), ",")[0]
-			if name == "" {
-				continue
-			}
+			tag := strings.Split(f.Tag.Get("yaml"), ",")
+			name := tag[0]
 			p := name
-			if path != "" {
+			switch {
+			case name == "" && slices.Contains(tag[1:], "inline"):
+				p = path
+			case name == "":
+				continue
+			case path != "":
 				p = path + "." + name
 			}
 			if err := expandEnv(v.Field(i), p, lookup); err != nil {
@@ -520,11 +532,8 @@ func (c *Config) Validate() error {
 		return bad("poll.budget", "%d requests per interval is more than upstream.rate_limit × poll.interval allows (%v/s × %s = %.0f)",
 			p.Budget, u.RateLimit, p.Interval.D(), most)
 	}
-	if strings.TrimSpace(c.Store.Path) == "" {
-		return bad("store.path", "required: the bbolt file")
-	}
-	if c.Store.Retention.D() <= 0 {
-		return bad("store.retention", "must be above 0")
+	if err := c.validateStore(bad); err != nil {
+		return err
 	}
 	if c.Admin.Addr != "" {
 		host, _, err := net.SplitHostPort(c.Admin.Addr)
@@ -556,6 +565,9 @@ func (c *Config) Validate() error {
 		s := &c.Sinks[i]
 		key := fmt.Sprintf("sinks[%d]", i)
 		if err := s.validate(key, c.knownEventType, bad); err != nil {
+			return err
+		}
+		if err := c.validateNATSOptions(key, s, bad); err != nil {
 			return err
 		}
 		if names[s.Name] {

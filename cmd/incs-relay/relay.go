@@ -390,9 +390,12 @@ func hostOf(raw string) string {
 	return u.Host
 }
 
-// embeddedDir is where an embedded NATS server keeps JetStream data: next
-// to the store.
-func embeddedDir(cfg *Config) string {
+// embeddedDir is where an embedded NATS server keeps JetStream data: the
+// sink's data_dir, or next to the store.
+func embeddedDir(cfg *Config, sc SinkConfig) string {
+	if sc.DataDir != "" {
+		return sc.DataDir
+	}
 	return filepath.Join(filepath.Dir(cfg.Store.Path), "nats")
 }
 
