@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
@@ -143,44 +144,66 @@ func TestDeploy_K8sCheckConfig(t *testing.T) {
 
 	// The container's view: environment from the Secret, the config and
 	// the Secret's files under /etc/incs-relay, here under a temp dir.
+	// First with the Secret as shipped, whose placeholders check-config
+	// must refuse; then filled in as an operator would (a user nkey seed in
+	// the credentials file).
 	root := t.TempDir()
-	env := map[string]string{}
-	for _, e := range c.Env {
-		v, ok := secret.StringData[e.ValueFrom.SecretKeyRef.Key]
-		require.True(t, ok, "env %s: the Secret has no key %q", e.Name, e.ValueFrom.SecretKeyRef.Key)
-		env[e.Name] = v
-	}
-	var cfgMount string
-	for _, m := range c.VolumeMounts {
-		switch m.Name {
-		case "config":
-			cfgMount = m.MountPath
-			require.Contains(t, cm.Data, m.SubPath, "the ConfigMap has the mounted key")
-		default:
-			for _, v := range dep.Spec.Template.Spec.Volumes {
-				if v.Name != m.Name {
-					continue
-				}
-				for _, it := range v.Secret.Items {
-					data, ok := secret.StringData[it.Key]
-					require.True(t, ok, "volume %s: the Secret has no key %q", v.Name, it.Key)
-					p := filepath.Join(root, m.MountPath, it.Path)
-					require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o700))
-					writeFileT(t, p, data)
+	cfgPath := filepath.Join(root, "relay.yaml")
+	mount := func() map[string]string {
+		env := map[string]string{}
+		for _, e := range c.Env {
+			v, ok := secret.StringData[e.ValueFrom.SecretKeyRef.Key]
+			require.True(t, ok, "env %s: the Secret has no key %q", e.Name, e.ValueFrom.SecretKeyRef.Key)
+			env[e.Name] = v
+		}
+		var cfgMount string
+		for _, m := range c.VolumeMounts {
+			switch m.Name {
+			case "config":
+				cfgMount = m.MountPath
+				require.Contains(t, cm.Data, m.SubPath, "the ConfigMap has the mounted key")
+			default:
+				for _, v := range dep.Spec.Template.Spec.Volumes {
+					if v.Name != m.Name {
+						continue
+					}
+					for _, it := range v.Secret.Items {
+						data, ok := secret.StringData[it.Key]
+						require.True(t, ok, "volume %s: the Secret has no key %q", v.Name, it.Key)
+						p := filepath.Join(root, m.MountPath, it.Path)
+						require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o700))
+						writeFileT(t, p, data)
+					}
 				}
 			}
 		}
+		require.Equal(t, "/etc/incs-relay/config.yaml", cfgMount)
+		assert.Equal(t, []string{"run", "--config", cfgMount}, c.Args)
+		cfg := cm.Data["relay.yaml"]
+		for _, p := range regexp.MustCompile(`/etc/incs-relay/[^\s"']+`).FindAllString(cfg, -1) {
+			_, err := os.Stat(filepath.Join(root, p))
+			require.NoError(t, err, "the config names %s, which the Deployment does not mount", p)
+		}
+		writeFileT(t, cfgPath, strings.ReplaceAll(cfg, "/etc/incs-relay/", filepath.Join(root, "etc/incs-relay")+"/"))
+		return env
 	}
-	require.Equal(t, "/etc/incs-relay/config.yaml", cfgMount)
-	assert.Equal(t, []string{"run", "--config", cfgMount}, c.Args)
-	cfg := cm.Data["relay.yaml"]
-	for _, p := range regexp.MustCompile(`/etc/incs-relay/[^\s"']+`).FindAllString(cfg, -1) {
-		_, err := os.Stat(filepath.Join(root, p))
-		require.NoError(t, err, "the config names %s, which the Deployment does not mount", p)
-	}
-	cfgPath := filepath.Join(root, "relay.yaml")
-	writeFileT(t, cfgPath, strings.ReplaceAll(cfg, "/etc/incs-relay/", filepath.Join(root, "etc/incs-relay")+"/"))
-	checkConfigT(t, cfgPath, env)
+
+	var out, errb bytes.Buffer
+	env := mount()
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
+	assert.Equal(t, exitBadInput, m.Run(context.Background(), []string{"check-config", "--config", cfgPath}),
+		"the Secret's placeholder credentials are refused")
+	assert.Contains(t, errb.String(), "store.creds", "the error names the key")
+
+	user, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	seed, err := user.Seed()
+	require.NoError(t, err)
+	creds := secret.StringData["relay.creds"]
+	filled := strings.Replace(creds, "replace-me\n------END USER NKEY SEED", string(seed)+"\n------END USER NKEY SEED", 1)
+	require.NotEqual(t, creds, filled, "the Secret's credentials have a seed placeholder")
+	secret.StringData["relay.creds"] = filled
+	checkConfigT(t, cfgPath, mount())
 }
 
 // checkConfigT runs `incs-relay check-config` on path with exactly env as
