@@ -128,7 +128,7 @@ func TestChaos_JetStreamReplicas(t *testing.T) {
 	var failovers []time.Duration
 	for k := range chaosKills {
 		sleepRandom(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
-		li := waitChaosLeader(t, relays, 30*time.Second)
+		li := waitChaosLeader(t, obs, relays, 30*time.Second)
 		t0 := time.Now()
 		relays[li].c.kill(t)
 		relays[li].start(t)
@@ -153,28 +153,29 @@ func TestChaos_JetStreamReplicas(t *testing.T) {
 
 	// 3. SIGSTOP the leader for longer than its lease: a successor takes
 	// over; after SIGCONT the old leader must not append (fenced).
-	li := waitChaosLeader(t, relays, 30*time.Second)
+	li := waitChaosLeader(t, obs, relays, 30*time.Second)
 	t0 := time.Now()
 	relays[li].stop()
 	fo, ok := obs.failover(t0, 30*time.Second)
 	require.True(t, ok, "no successor stored an event within 30s of SIGSTOP to the leader")
 	sleepRandom(time.Until(t0.Add(2*chaosLease + time.Second)))
 	stoppedFor := time.Since(t0)
-	next := waitChaosLeader(t, relays, 30*time.Second, li)
+	next := waitChaosLeader(t, obs, relays, 30*time.Second, li)
 	mark := obs.mark()
 	relays[li].cont()
 	sleepRandom(chaosLease + time.Second) // every chance to append
-	role, err := relays[li].role()
-	require.NoError(t, err, "relay-%d after SIGCONT", li)
-	assert.False(t, role.leads(), "relay-%d, stopped for %s, still claims the lease after SIGCONT: %+v", li, stoppedFor, role)
+	holder := obs.leaseHolder()
+	assert.NotEqual(t, relays[li].id(), holder, "relay-%d, stopped for %s, holds the lease again right after SIGCONT", li, stoppedFor)
+	steppedDown := waitFor(5*time.Second, func() bool { return strings.Contains(relays[li].c.output(), "no longer leading") })
+	assert.True(t, steppedDown, "relay-%d logs that it no longer leads after SIGCONT\n%s", li, relays[li].c.output())
 	stale := obs.appendsSince(mark)
 	assert.Empty(t, stale, "relay-%d appended after its successor relay-%d started (epoch records and events stored since SIGCONT, by stream sequence)", li, next)
-	t.Logf("SIGSTOP: relay-%d stopped %s (lease %s); relay-%d stored the next event after %s; after SIGCONT relay-%d is %+v",
-		li, stoppedFor.Round(time.Millisecond), chaosLease, next, fo.Round(time.Millisecond), li, role)
+	t.Logf("SIGSTOP: relay-%d stopped %s (lease %s); relay-%d stored the next event after %s; after SIGCONT the lease names %q",
+		li, stoppedFor.Round(time.Millisecond), chaosLease, next, fo.Round(time.Millisecond), holder)
 
 	// 4. restart a replica: SIGTERM a follower, which drains and exits 0,
 	// and start it again.
-	li = waitChaosLeader(t, relays, 30*time.Second)
+	li = waitChaosLeader(t, obs, relays, 30*time.Second)
 	fi := (li + 1 + rng.IntN(2)) % 3
 	relays[fi].c.terminate(t, 30*time.Second)
 	assert.Equal(t, 0, relays[fi].c.exitCode(), "relay-%d after SIGTERM\n%s", fi, relays[fi].c.output())
@@ -189,7 +190,7 @@ func TestChaos_JetStreamReplicas(t *testing.T) {
 		return hooks.got.count() >= len(logs) && bus.count() >= len(logs) && obs.evCount() >= len(logs)
 	})
 	require.True(t, ok, "all %d logs delivered within 90s: webhook %d, subscriber %d, outbox %d\n%s",
-		len(logs), hooks.got.count(), bus.count(), obs.evCount(), relays[waitChaosLeader(t, relays, 5*time.Second)].c.output())
+		len(logs), hooks.got.count(), bus.count(), obs.evCount(), chaosOutputs(relays))
 	for i, r := range relays {
 		r.c.terminate(t, 30*time.Second)
 		assert.Equal(t, 0, r.c.exitCode(), "relay-%d after SIGTERM\n%s", i, r.c.output())
@@ -244,6 +245,15 @@ func TestChaos_JetStreamReplicas(t *testing.T) {
 	assert.Less(t, worst, 3*chaosLease+5*time.Second, "failover bounded by a few leases")
 	t.Logf("%d logs, %d events; webhook %d redeliveries, subscriber %d; %d API requests; %s in all",
 		len(logs), len(outbox), hooks.got.dups, bus.dups, world.Requests(), time.Since(began).Round(time.Second))
+}
+
+// chaosOutputs is the last lines of every replica's log.
+func chaosOutputs(relays []*chaosRelay) string {
+	var b strings.Builder
+	for i, r := range relays {
+		fmt.Fprintf(&b, "--- relay-%d:\n%s\n", i, r.c.output())
+	}
+	return b.String()
 }
 
 // buildNATSServer builds nats-server from the nats-server/v2 module this
@@ -434,6 +444,13 @@ func (r *chaosRelay) start(t *testing.T) {
 	r.stopped = false
 }
 
+// id is the replica id of the process in the slot: jsstore's default,
+// "<hostname>-<pid>".
+func (r *chaosRelay) id() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, r.c.cmd.Process.Pid)
+}
+
 // stop sends SIGSTOP; cont SIGCONT.
 func (r *chaosRelay) stop() {
 	_ = r.c.cmd.Process.Signal(syscall.SIGSTOP)
@@ -447,50 +464,24 @@ func (r *chaosRelay) cont() {
 	}
 }
 
-// chaosRole is what a replica's admin API says about the lease.
-type chaosRole struct {
-	Self   string `json:"self"`
-	Leader string `json:"leader"`
-	Epoch  uint64 `json:"epoch"`
-}
-
-func (r chaosRole) leads() bool { return r.Self != "" && r.Self == r.Leader }
-
-// role asks the replica's admin API who leads.
-func (r *chaosRelay) role() (chaosRole, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	ac := &adminClient{base: "http://" + r.admin, http: &http.Client{Timeout: 2 * time.Second}}
-	var role chaosRole
-	err := ac.do(ctx, http.MethodGet, "/v1/cluster", nil, &role)
-	return role, err
-}
-
-// waitChaosLeader returns the index of the replica that leads, as it and
-// every other running replica agree, skipping the replicas in not.
-func waitChaosLeader(t *testing.T, relays []*chaosRelay, timeout time.Duration, not ...int) int {
+// waitChaosLeader returns the index of the replica that holds the lease,
+// skipping stopped replicas and those in not. It reads the lease bucket
+// ("<name>-lease", key "leader"), whose value names the holder's replica
+// id, "<hostname>-<pid>" by default.
+func waitChaosLeader(t *testing.T, obs *chaosObserver, relays []*chaosRelay, timeout time.Duration, not ...int) int {
 	t.Helper()
 	leader := -1
 	ok := waitFor(timeout, func() bool {
-		leader = -1
+		id := obs.leaseHolder()
 		for i, r := range relays {
-			if r.stopped || slices.Contains(not, i) {
-				continue
-			}
-			role, err := r.role()
-			if err != nil {
-				return false
-			}
-			if role.leads() {
-				if leader >= 0 {
-					return false
-				}
+			if !r.stopped && !slices.Contains(not, i) && id == r.id() {
 				leader = i
+				return true
 			}
 		}
-		return leader >= 0
+		return false
 	})
-	require.True(t, ok, "no single leader among the replicas within %s", timeout)
+	require.True(t, ok, "no replica holds the lease within %s (holder %q)", timeout, obs.leaseHolder())
 	return leader
 }
 
@@ -522,6 +513,25 @@ func newChaosObserver(t *testing.T, urls string) *chaosObserver {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	return &chaosObserver{nc: nc, js: js}
+}
+
+// leaseHolder is the replica id the lease names now, "" if none.
+func (o *chaosObserver) leaseHolder() string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	kv, err := o.js.KeyValue(ctx, chaosName+"-lease")
+	if err != nil {
+		return ""
+	}
+	e, err := kv.Get(ctx, "leader")
+	if err != nil {
+		return ""
+	}
+	var v struct {
+		Leader string `json:"leader"`
+	}
+	_ = json.Unmarshal(e.Value(), &v)
+	return v.Leader
 }
 
 func (o *chaosObserver) close() {
