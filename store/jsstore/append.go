@@ -190,6 +190,9 @@ func (b *batcher) room(n int, subjs ...string) bool {
 // add appends a unit's messages, flushing first if they do not fit; done
 // runs once they committed.
 func (b *batcher) add(ctx context.Context, msgs []outMsg, done func()) error {
+	if len(msgs)+1 > MaxBatch {
+		return fmt.Errorf("jsstore: append: %d messages of one task do not fit a batch of %d", len(msgs), MaxBatch)
+	}
 	var rolled []string
 	for _, m := range msgs {
 		if m.hdr.Get(hdrRollup) != "" {

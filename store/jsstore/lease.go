@@ -111,16 +111,33 @@ func (s *Store) Run(ctx context.Context) error {
 	defer stop()
 	defer s.release()
 
+	// A watch on the lease wakes a follower the moment the lease is
+	// released or expires (its delete marker), rather than at the next
+	// tick.
+	var freed <-chan jetstream.KeyValueEntry
+	if w, err := s.leaseKV.Watch(ctx, leaseKey, jetstream.UpdatesOnly()); err == nil {
+		defer w.Stop()
+		freed = w.Updates()
+	}
 	tick := time.NewTicker(s.tick())
 	defer tick.Stop()
 	for {
 		if err := s.step(ctx); err != nil {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
+		for waiting := true; waiting; {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+				waiting = false
+			case e, ok := <-freed:
+				if !ok {
+					freed = nil
+					continue
+				}
+				waiting = e == nil || e.Operation() == jetstream.KeyValuePut || s.hasLead()
+			}
 		}
 	}
 }
