@@ -87,7 +87,9 @@ func leaderOf(t testing.TB, stores []*Store, within time.Duration) *Store {
 // TestLeaseFailover runs three replicas, each on its own node of a
 // three-node cluster (replicas 3): one leads; when it stops (gracefully,
 // then abruptly by losing its connection) another takes over within about
-// a lease, offsets continue densely and no log gets a second event.
+// a lease, offsets continue densely and no log gets a second event, and
+// the old leader, still believing it leads, is fenced by the replicated
+// stream.
 func TestLeaseFailover(t *testing.T) {
 	nodes := runCluster(t, 3)
 	const lease = 2 * time.Second
@@ -118,6 +120,7 @@ func TestLeaseFailover(t *testing.T) {
 		return owned == 6
 	}, 10*time.Second, 50*time.Millisecond, "roles never settled")
 
+	oldLead := *lead.leading()
 	// 1. Graceful: Run ends and releases the lease.
 	start := time.Now()
 	stops[lead]()
@@ -130,6 +133,19 @@ func TestLeaseFailover(t *testing.T) {
 	require.Equal(t, uint64(4), res.FirstOffset, "offsets continue")
 	_, err = lead.Ingest(ctx, []diff.Task{storetest.Task(4, 40)}, loc, true)
 	require.ErrorIs(t, err, ErrNotLeader)
+	// Fencing on the replicated stream: the old leader, believing it
+	// still leads with its old epoch, stores nothing.
+	info, err := next.stream.Info(ctx)
+	require.NoError(t, err)
+	lead.leadMu.Lock()
+	lead.lead = &oldLead
+	lead.lead.until = time.Now().Add(time.Hour)
+	lead.leadMu.Unlock()
+	_, err = lead.Ingest(ctx, []diff.Task{storetest.Task(4, 40)}, loc, true)
+	require.ErrorIs(t, err, ErrFenced)
+	after, err := next.stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, info.State.LastSeq, after.State.LastSeq, "the fenced leader stored nothing")
 
 	// 2. Abrupt: the leader loses its connection and cannot release.
 	start = time.Now()

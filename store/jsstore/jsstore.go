@@ -19,6 +19,13 @@
 //     dead letters, sink states, small values and the partition
 //     assignment.
 //
+// Use: Open the store on a connection, run Run in the background, and
+// follow Changes: poll (Ingest, IngestAfter, ApplyRules) only while
+// IsLeader, and run a dispatcher per sink on Partition(p) for each p in
+// Role().Owned, rereading cursors when Rewound names the sink. Every other
+// method works on any replica, also without Run (commands such as status
+// and events).
+//
 // Only the leader appends. Every append is one atomic batch (whole tasks,
 // at most 1,000 messages) whose messages expect the last sequence of the
 // leader's own epoch record: once a successor wrote its epoch the server
