@@ -49,21 +49,7 @@ func BenchmarkIngest(b *testing.B) {
 	}{{"page", 1}, {"batch8", 8}} {
 		b.Run(c.name, func(b *testing.B) {
 			srv := runServer(b)
-			s := leadingStore(b, srv.ClientURL(), Options{ReplicaID: "bench", Lease: 10 * time.Second})
-			pages := make([][]diff.Task, b.N)
-			for i := range pages {
-				for j := range c.pages {
-					pages[i] = append(pages[i], benchPage(i*c.pages+j)...)
-				}
-			}
-			b.ResetTimer()
-			for i := range b.N {
-				if _, err := s.Ingest(ctx, pages[i], benchLoc, true); err != nil {
-					b.Fatal(err)
-				}
-			}
-			head, _ := s.Head()
-			b.ReportMetric(float64(head)/b.Elapsed().Seconds(), "events/s")
+			benchIngest(b, leadingStore(b, srv.ClientURL(), Options{ReplicaID: "bench", Lease: 10 * time.Second}), c.pages)
 		})
 	}
 	b.Run("idle", func(b *testing.B) {
@@ -117,12 +103,19 @@ func BenchmarkRead(b *testing.B) {
 // in this process, the stream replicated three times (the server stages
 // a replicated batch in memory; raft makes it durable).
 func BenchmarkIngestCluster(b *testing.B) {
-	ctx := context.Background()
 	nodes := runCluster(b, 3)
-	s := leadingStore(b, nodes[0].ClientURL(), Options{ReplicaID: "bench", Replicas: 3, Lease: 10 * time.Second})
+	benchIngest(b, leadingStore(b, nodes[0].ClientURL(), Options{ReplicaID: "bench", Replicas: 3, Lease: 10 * time.Second}), 1)
+}
+
+// benchIngest ingests b.N calls of perCall pages each into s and reports
+// events/s.
+func benchIngest(b *testing.B, s *Store, perCall int) {
+	ctx := context.Background()
 	pages := make([][]diff.Task, b.N)
 	for i := range pages {
-		pages[i] = benchPage(i)
+		for j := range perCall {
+			pages[i] = append(pages[i], benchPage(i*perCall+j)...)
+		}
 	}
 	b.ResetTimer()
 	for i := range b.N {
