@@ -29,6 +29,11 @@ const (
 	hdrRollup        = "Nats-Rollup"
 )
 
+// commitTimeout bounds the wait for a batch's PubAck, and then for the
+// tail to read the batch: a node dying mid-commit fails the append rather
+// than blocking the leader.
+const commitTimeout = 10 * time.Second
+
 // leadership is what a replica holding the lease appends with.
 type leadership struct {
 	epoch    uint64
@@ -96,7 +101,9 @@ func (s *Store) publishBatch(ctx context.Context, lead *leadership, msgs []outMs
 			continue
 		}
 		nm.Header.Set(hdrBatchCommit, "1")
-		resp, err := s.nc.RequestMsgWithContext(ctx, nm)
+		cctx, cancel := context.WithTimeout(ctx, commitTimeout)
+		resp, err := s.nc.RequestMsgWithContext(cctx, nm)
+		cancel()
 		if err != nil {
 			return 0, fmt.Errorf("batch commit: %w", err)
 		}
@@ -241,7 +248,9 @@ func (b *batcher) flush(ctx context.Context) error {
 		return b.s.appendFailed(ctx, err)
 	}
 	b.headSeq, b.committed = seq, head
-	if err := b.s.v.waitApplied(ctx, seq); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
+	if err := b.s.v.waitApplied(wctx, seq); err != nil {
 		return err
 	}
 	for _, fn := range pending {

@@ -266,7 +266,9 @@ func (s *Store) becomeLeader(ctx context.Context, leaseRev uint64, started time.
 	if err != nil {
 		return fmt.Errorf("epoch record: %w", err)
 	}
-	if err := s.v.waitApplied(ctx, ack.Sequence); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
+	if err := s.v.waitApplied(wctx, ack.Sequence); err != nil {
 		return err
 	}
 	s.leadMu.Lock()
