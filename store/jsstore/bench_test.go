@@ -103,7 +103,7 @@ func BenchmarkRead(b *testing.B) {
 // in this process, the stream replicated three times (the server stages
 // a replicated batch in memory; raft makes it durable).
 func BenchmarkIngestCluster(b *testing.B) {
-	nodes := runCluster(b, 3)
+	nodes := runCluster(b, 3).nodes
 	benchIngest(b, leadingStore(b, nodes[0].ClientURL(), Options{ReplicaID: "bench", Replicas: 3, Lease: 10 * time.Second}), 1)
 }
 
