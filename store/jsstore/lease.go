@@ -66,8 +66,10 @@ func (s *Store) Role() Role {
 	return r
 }
 
-// Changes returns a channel (buffered 1) that receives after any change of
-// Role.
+// Changes returns a channel (buffered 1, sent to without blocking) that
+// receives after a change of Role: of the leader, the epoch, the members,
+// the assignments or Owned. LeaseExpires alone, which moves with every
+// renewal, does not signal; read it from Role when needed.
 func (s *Store) Changes() <-chan struct{} { return s.changes }
 
 // Rewound returns a channel of sink names rewound by any replica, so
@@ -82,7 +84,6 @@ func (s *Store) updateRole(fn func(r *Role)) {
 	beforeAssign := fmt.Sprint(before.Assignments)
 	fn(&s.role)
 	changed := before.Leader != s.role.Leader || before.Epoch != s.role.Epoch ||
-		!before.LeaseExpires.Equal(s.role.LeaseExpires) ||
 		!slices.Equal(beforeOwned, s.role.Owned) || !slices.Equal(beforeMembers, s.role.Members) ||
 		beforeAssign != fmt.Sprint(s.role.Assignments)
 	s.roleMu.Unlock()
