@@ -245,7 +245,7 @@ func (b *batcher) flush(ctx context.Context) error {
 	pending := b.pending
 	b.pending = nil
 	if err != nil {
-		return b.s.appendFailed(ctx, err)
+		return b.s.appendFailed(ctx, b.lead, err)
 	}
 	b.headSeq, b.committed = seq, head
 	wctx, cancel := context.WithTimeout(ctx, commitTimeout)
@@ -262,13 +262,14 @@ func (b *batcher) flush(ctx context.Context) error {
 // appendFailed turns a refused batch into ErrFenced when a newer epoch
 // record exists (and steps down), or into a retryable error when only the
 // head moved.
-func (s *Store) appendFailed(ctx context.Context, err error) error {
+func (s *Store) appendFailed(ctx context.Context, lead *leadership, err error) error {
 	if !isWrongLastSeq(err) {
 		return fmt.Errorf("jsstore: append: %w", err)
 	}
-	lead := s.leading()
+	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
 	m, gerr := s.stream.GetLastMsgForSubject(ctx, s.name+".epoch")
-	if gerr == nil && (lead == nil || m.Sequence != lead.epochSeq) {
+	if gerr == nil && m.Sequence != lead.epochSeq {
 		s.stepDown("fenced: a newer epoch record exists")
 		return fmt.Errorf("jsstore: append: %w (%v)", ErrFenced, err)
 	}
