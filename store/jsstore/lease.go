@@ -154,6 +154,10 @@ func (s *Store) step(ctx context.Context) error {
 		return err
 	}
 	s.heartbeat(ctx)
+	// Bound the rest, so a slow cluster never delays the next renewal
+	// much beyond its tick.
+	ctx, cancel := context.WithTimeout(ctx, s.tick())
+	defer cancel()
 	s.refreshRole(ctx)
 	if s.IsLeader() {
 		s.assign(ctx)
@@ -216,7 +220,9 @@ func (s *Store) campaign(ctx context.Context) error {
 		if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
 			s.log.Debug().Err(err).Msg("jsstore: campaign")
 		}
-		return s.checkLeaderHash(ctx)
+		hctx, cancel := context.WithTimeout(ctx, s.tick())
+		defer cancel()
+		return s.checkLeaderHash(hctx)
 	}
 	if err := s.becomeLeader(ctx, rev, started); err != nil {
 		s.log.Warn().Err(err).Msg("jsstore: won the lease but could not write the epoch; releasing it")
