@@ -156,12 +156,12 @@ func (b *batcher) next() uint64 {
 }
 
 // eventMsg is the message of one event.
-func (b *batcher) eventMsg(taskID int64, off uint64, typ string, body []byte) outMsg {
+func (b *batcher) eventMsg(taskID int64, off uint64, typ string, body []byte, at int64) outMsg {
 	h := nats.Header{}
 	h.Set(hdrOffset, strconv.FormatUint(off, 10))
 	h.Set(hdrTask, strconv.FormatInt(taskID, 10))
 	h.Set(hdrType, typ)
-	h.Set(hdrAt, strconv.FormatInt(b.at, 10))
+	h.Set(hdrAt, strconv.FormatInt(at, 10))
 	return outMsg{subj: b.s.name + ".ev." + strconv.Itoa(b.s.partition(taskID)), hdr: h, data: body}
 }
 
@@ -369,7 +369,7 @@ func (b *batcher) addTask(ctx context.Context, p store.Prepared, res *store.Inge
 		}
 		off := b.next()
 		body, typ := p.Event(i, off)
-		msgs = append(msgs, b.eventMsg(p.TaskID(), off, typ, body))
+		msgs = append(msgs, b.eventMsg(p.TaskID(), off, typ, body, b.at))
 		if first == 0 {
 			first = off
 		}
@@ -420,7 +420,7 @@ func (s *Store) ApplyRules(ctx context.Context, writes []store.RuleWrite) (store
 				b.head = head
 				return res, fmt.Errorf("jsstore: apply rules: task %d: encode %s: %w", w.TaskID, ev.ID, err)
 			}
-			msgs = append(msgs, b.eventMsg(w.TaskID, off, ev.Type, body))
+			msgs = append(msgs, b.eventMsg(w.TaskID, off, ev.Type, body, b.at))
 			if first == 0 {
 				first = off
 			}

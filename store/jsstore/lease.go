@@ -302,7 +302,8 @@ func (s *Store) release() {
 }
 
 // heartbeat renews this replica's membership; a replica that could not
-// beat for a lease gives up its partitions, which the leader moves on.
+// beat for most of a lease gives up its partitions, which the leader moves
+// on once the membership lapses.
 func (s *Store) heartbeat(ctx context.Context) {
 	r := s.Role()
 	val, _ := json.Marshal(memberVal{Owned: r.Owned, Hash: s.o.ConfigHash, At: s.o.Now().UTC()})
@@ -314,7 +315,9 @@ func (s *Store) heartbeat(ctx context.Context) {
 	if err == nil {
 		s.lastBeat = now
 	}
-	cut := now.Sub(s.lastBeat) > s.o.Lease
+	// Give up a tick before the membership lapses, so the leader never
+	// hands a partition on while this replica may still deliver it.
+	cut := now.Sub(s.lastBeat) > s.o.Lease-s.tick()
 	s.roleMu.Unlock()
 	if cut != s.cutOff.Load() {
 		s.cutOff.Store(cut)
