@@ -45,7 +45,11 @@ func storeOrAdmin(ctx context.Context, cfg *Config) (store.Store, *adminClient, 
 // section.
 func openStore(cfg *Config, opts store.Options) (store.Store, error) {
 	if cfg.JetStream() {
-		return openJetStream(cfg, opts.Logger, "")
+		h, err := openJetStream(cfg, opts.Logger, "")
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return h, nil
 	}
 	db, err := store.Open(cfg.Store.Path, opts)
 	if err != nil {

@@ -62,6 +62,9 @@ type relayOptions struct {
 	HTTPClient *http.Client
 	// Observer also receives every delivery outcome (the demo's printer).
 	Observer sink.Observer
+	// ReplicaID names this replica of a jetstream store; "" is
+	// "<hostname>-<pid>".
+	ReplicaID string
 }
 
 // OpenRelay opens the store, connects the sinks and binds the admin
@@ -73,7 +76,15 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 			r.close(context.Background())
 		}
 	}()
-	r.db, err = openStore(cfg, store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()})
+	storeOpts := store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()}
+	if cfg.JetStream() && opts.ReplicaID != "" {
+		var h *jsHandle
+		if h, err = openJetStream(cfg, storeOpts.Logger, opts.ReplicaID); err == nil {
+			r.db = h
+		}
+	} else {
+		r.db, err = openStore(cfg, storeOpts)
+	}
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return nil, fmt.Errorf("store %s is taken: another incs-relay is running on it (stop it, or use its admin API at %s)", cfg.Store.Path, cfg.Admin.Addr)
