@@ -82,9 +82,23 @@ func (r *Relay) runReplica(ctx context.Context) error {
 	go roles.pump(jsCtx, r.js.Changes())
 	go r.pumpRewound(jsCtx)
 
+	// With store.migrate_from on an empty store nothing is delivered
+	// until the migration brought the cursors over.
+	awaitMigration := false
+	if r.cfg.Store.MigrateFrom != "" {
+		empty, err := storeEmpty(r.db)
+		awaitMigration = err == nil && empty
+	}
 	deliverCtx, stopDeliver := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopDeliver()
-	delivering := r.runDispatchers(deliverCtx)
+	started := make(chan *sync.WaitGroup, 1)
+	go func() {
+		if awaitMigration && !r.waitMigrated(deliverCtx) {
+			started <- &sync.WaitGroup{}
+			return
+		}
+		started <- r.runDispatchers(deliverCtx)
+	}()
 	leadDone := make(chan struct{})
 	go func() {
 		defer close(leadDone)
@@ -114,7 +128,7 @@ func (r *Relay) runReplica(ctx context.Context) error {
 	<-leadDone
 	<-stateDone
 	stopDeliver()
-	delivering.Wait()
+	(<-started).Wait()
 	r.saveSinkStates()
 	stopJS() // releases the lease and the partitions
 	if jsDone != nil {
@@ -230,9 +244,33 @@ func (r *Relay) migrateOnFirstStart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.db.SetMeta(migratedKey, []byte(from)); err != nil {
+		return err
+	}
 	r.log.Info().Str("from", from).Int("events", res.Events).Uint64("head", res.Head).Int("tasks", res.Tasks).
 		Int("sinks", res.Sinks).Msg("store.migrate_from: bbolt store carried over")
 	return nil
+}
+
+// migratedKey is the store meta key that says store.migrate_from was
+// carried over: replicas that started on the empty store deliver then.
+const migratedKey = "migrate/from"
+
+// waitMigrated waits until the store says the migration is done; false
+// when ctx ended first.
+func (r *Relay) waitMigrated(ctx context.Context) bool {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, err := r.db.Meta(migratedKey); err == nil {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // storeEmpty reports whether db holds no event and finished no sweep.
