@@ -6,11 +6,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -210,4 +213,54 @@ func TestReplicas_Failover(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, uint64(len(logs)), head)
 	t.Logf("%d logs; failover (stop to new leader) %s with a 2s lease; webhook redeliveries %d, nats %d", len(logs), took.Round(time.Millisecond), hooks.dups, bus.dups)
+}
+
+// TestAdminPage_Replicas loads a follower's admin page in headless
+// Chromium: the Replicas section names the leader and its lease, and which
+// replica delivers which partitions; the polling line says the page's
+// replica follows.
+func TestAdminPage_Replicas(t *testing.T) {
+	if os.Getenv("INCS_RELAY_NO_BROWSER") == "1" {
+		t.Skip("INCS_RELAY_NO_BROWSER=1: the headless-browser test is opted out")
+	}
+	chrome := chromiumPath(t)
+	world := sim.New(sim.Options{Token: "tok", Tasks: 10, Seed: 5})
+	api := httptest.NewServer(world)
+	defer api.Close()
+	ns := runNATS(t)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	defer hook.Close()
+	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
+	cfg.Sinks = cfg.Sinks[1:]
+	a := startReplica(t, cfg, "replica-a")
+	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
+	b := startReplica(t, cfg, "replica-b")
+	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond)
+	var mine []string
+	for _, p := range b.r.js.Role().Assignments["replica-b"] {
+		mine = append(mine, strconv.Itoa(p))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bctx, fail := headless(t, ctx, chrome)
+	fail(chromedp.Do(bctx,
+		chromedp.Navigate("http://"+b.r.adminAddr()+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#replicas tbody tr[data-replica="replica-a"]`)),
+	), "load the follower's admin page")
+	leader, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#leader`)))
+	fail(err, "read the leader line")
+	assert.Contains(t, leader, "leader replica-a, epoch")
+	assert.Contains(t, leader, "lease 2s, expires in")
+	rows, err := chromedp.Run(bctx, chromedp.Evaluate[[][]string](
+		`[...document.querySelectorAll('#replicas tbody tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.textContent.trim()))`))
+	fail(err, "read the replicas table")
+	require.Len(t, rows, 2)
+	assert.Equal(t, []string{"replica-a", "leader"}, rows[0][:2])
+	assert.Equal(t, []string{"replica-b (this one)", "follower"}, rows[1][:2])
+	assert.Equal(t, strings.Join(mine, ", "), rows[1][2], "the partitions this replica delivers")
+	fail(chromedp.Do(bctx, chromedp.WaitVisible(chromedp.CSS(`#poll[data-loaded]`))), "load the polling line")
+	poll, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#poll`)))
+	fail(err, "read the polling line")
+	assert.Contains(t, poll, "this replica follows: replica-a polls")
 }
