@@ -223,24 +223,30 @@ func writeCreds(t *testing.T, dir string) string {
 // and key signed by it, as PEM files.
 func writeTLS(t *testing.T, dir string) (ca, cert, key string) {
 	t.Helper()
+	return writeCertPair(t, dir, "client", &x509.Certificate{Subject: pkix.Name{CommonName: "relay"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+}
+
+// writeCertPair writes a new CA and a certificate from tmpl signed by it,
+// with its key, as PEM files named after prefix.
+func writeCertPair(t *testing.T, dir, prefix string, tmpl *x509.Certificate) (ca, cert, key string) {
+	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour),
 		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	require.NoError(t, err)
-	cliKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	cliTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "relay"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	cliDER, err := x509.CreateCertificate(rand.Reader, cliTmpl, caTmpl, &cliKey.PublicKey, caKey)
+	tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = big.NewInt(2), time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	certDER, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &certKey.PublicKey, caKey)
 	require.NoError(t, err)
-	keyDER, err := x509.MarshalECPrivateKey(cliKey)
+	keyDER, err := x509.MarshalECPrivateKey(certKey)
 	require.NoError(t, err)
 	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
+		p := filepath.Join(dir, prefix+"-"+name)
 		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
 		return p
 	}
-	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", cliDER), write("key.pem", "EC PRIVATE KEY", keyDER)
+	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", certDER), write("key.pem", "EC PRIVATE KEY", keyDER)
 }

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,8 +18,10 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -263,4 +269,62 @@ func TestAdminPage_Replicas(t *testing.T) {
 	poll, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#poll`)))
 	fail(err, "read the polling line")
 	assert.Contains(t, poll, "this replica follows: replica-a polls")
+}
+
+// TestReplicas_NkeyAndTLS: the store and a NATS sink connect to a server
+// that requires TLS (its CA from store.tls.ca) and an nkey (store.nkey);
+// without the nkey the relay does not start, and no error quotes the seed.
+func TestReplicas_NkeyAndTLS(t *testing.T) {
+	dir := t.TempDir()
+	user, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	pub, err := user.PublicKey()
+	require.NoError(t, err)
+	seed, err := user.Seed()
+	require.NoError(t, err)
+	nk := filepath.Join(dir, "user.nk")
+	require.NoError(t, os.WriteFile(nk, seed, 0o600))
+	ca, srvCert, srvKey := writeServerTLS(t, dir)
+	tlsCfg, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: srvCert, KeyFile: srvKey})
+	require.NoError(t, err)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true, StoreDir: t.TempDir(),
+		Nkeys: []*server.NkeyUser{{Nkey: pub}}, TLS: true, TLSConfig: tlsCfg})
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	url := "tls://" + ns.Addr().String()
+
+	world := sim.New(sim.Options{Token: "tok", Tasks: 10, Seed: 9})
+	api := httptest.NewServer(world)
+	defer api.Close()
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	defer hook.Close()
+	cfg := replicaConfig(t, api.URL, url, hook.URL)
+	auth := NATSAuth{NKey: nk, TLS: &TLSFile{CA: ca}}
+	cfg.Store.NATSAuth = auth
+	cfg.Sinks[0].NATSAuth = auth
+
+	a := startReplica(t, cfg, "replica-a")
+	logs := world.Logs()
+	require.Eventually(t, func() bool {
+		c, err := a.r.db.Cursor("bus")
+		return err == nil && c >= uint64(len(logs))
+	}, 30*time.Second, 50*time.Millisecond, "every event published over the authenticated connection")
+	a.stop(t)
+
+	bad := *cfg
+	bad.Store.NATSAuth = NATSAuth{TLS: &TLSFile{CA: ca}}
+	_, err = OpenRelay(context.Background(), &bad, zerolog.Nop(), relayOptions{ReplicaID: "x"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "connect")
+	assert.NotContains(t, err.Error(), string(seed))
+}
+
+// writeServerTLS writes a CA and a server certificate for 127.0.0.1
+// signed by it.
+func writeServerTLS(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	return writeCertPair(t, dir, "server", &x509.Certificate{Subject: pkix.Name{CommonName: "nats"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 }
