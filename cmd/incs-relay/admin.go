@@ -242,7 +242,9 @@ func (r *Relay) pollNotReady(now time.Time) string {
 	r.pipeMu.RLock()
 	ps := r.poll.Status()
 	r.pipeMu.RUnlock()
-	switch {
+	switch since := r.leadSince.Load(); {
+	case ps.LastSuccess.IsZero() && ps.LastError == "" && since != 0 && now.Sub(time.Unix(0, since)) <= r.pollStaleBound(ps):
+		return "" // a replica that just took over polls its first cycle
 	case ps.LastSuccess.IsZero() && ps.LastError != "":
 		return "no poll has succeeded yet: " + ps.LastError
 	case ps.LastSuccess.IsZero():

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -28,12 +29,15 @@ var (
 // Relay is the whole pipeline of one config: poller → diff → store → sinks,
 // plus the admin API. OpenRelay builds it; Run runs it until ctx ends.
 type Relay struct {
-	cfg    *Config
-	log    zerolog.Logger
-	db     store.Store
-	js     *jsHandle // db in jetstream mode; nil with bbolt
-	client *poller.Client
-	pcfg   poller.Config
+	cfg *Config
+	log zerolog.Logger
+	db  store.Store
+	js  *jsHandle // db in jetstream mode; nil with bbolt
+	// leadSince is when this jetstream replica last won the lease
+	// (Unix nanoseconds); 0 while it follows.
+	leadSince atomic.Int64
+	client    *poller.Client
+	pcfg      poller.Config
 	// pipeMu guards poll, ingest, tiers and rules, which a jetstream
 	// replica replaces each time it wins the lease.
 	pipeMu  sync.RWMutex

@@ -207,6 +207,7 @@ func (r *Relay) startTerm(ctx context.Context) (*term, error) {
 		wg.Wait()
 		close(t.done)
 	}()
+	r.leadSince.Store(time.Now().UnixNano())
 	role := r.js.Role()
 	r.log.Info().Uint64("epoch", role.Epoch).Msg("leading: polling the API")
 	return t, nil
@@ -215,6 +216,7 @@ func (r *Relay) startTerm(ctx context.Context) (*term, error) {
 // stop ends the term's polling and stores what the last page read, unless
 // the store refuses it because another replica leads now.
 func (t *term) stop() {
+	t.r.leadSince.Store(0)
 	t.cancel()
 	<-t.done
 	t.r.pipeMu.RLock()
