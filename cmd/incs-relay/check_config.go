@@ -48,7 +48,7 @@ func (c *CheckConfigCommand) Run(ctx context.Context, args []string) error {
 // that does not exist yet or knows no tiers; check-config never creates
 // one.
 func ceilingNeed(ctx context.Context, cfg *Config) (float64, bool) {
-	if cfg.Poll.Strategy != "tiered" {
+	if cfg.Poll.Strategy != "tiered" || cfg.JetStream() { // check-config stays off the cluster
 		return 0, false
 	}
 	if _, err := os.Stat(cfg.Store.Path); err != nil {

@@ -202,7 +202,37 @@ func (c *Config) validateNATSOptions(key string, s *SinkConfig, bad func(key, fo
 	} else if s.DataDir != "" {
 		return bad(key+".data_dir", "only for url: embedded")
 	}
+	if c.JetStream() && sharesHost(s.URL, c.Store.URL) {
+		subjects := append([]string{s.Subject}, streamSubjects(s)...)
+		for _, subj := range subjects {
+			if tok, _, _ := strings.Cut(subj, "."); tok == c.Store.Name || tok == "*" || tok == ">" {
+				return bad(key+".subject", "%q falls under the store's subjects (%s.>) on the same cluster: the store's stream would take the sink's messages; set another store.name or subject", subj, c.Store.Name)
+			}
+		}
+	}
 	return s.NATSAuth.validate(key, bad)
+}
+
+func streamSubjects(s *SinkConfig) []string {
+	if s.Stream == nil {
+		return nil
+	}
+	return s.Stream.Subjects
+}
+
+// sharesHost reports whether two comma-separated URL lists name a common
+// host:port.
+func sharesHost(a, b string) bool {
+	hosts := map[string]bool{}
+	for _, u := range strings.Split(a, ",") {
+		hosts[hostOf(strings.TrimSpace(u))] = true
+	}
+	for _, u := range strings.Split(b, ",") {
+		if h := hostOf(strings.TrimSpace(u)); h != "?" && hosts[h] {
+			return true
+		}
+	}
+	return false
 }
 
 // validate checks the shape of the options; the files are read when the

@@ -26,6 +26,7 @@ upstream:
 store:
   type: jetstream
   url: "nats://n1:4222,nats://n2:4222"
+  name: relay
 sinks:
   - name: bus
     type: nats
@@ -42,9 +43,9 @@ func TestParseConfig_JetStreamStore(t *testing.T) {
 	assert.Equal(t, "nats://n1:4222,nats://n2:4222", s.URL)
 	assert.Equal(t, 1, s.Replicas)
 	assert.Equal(t, 10*time.Second, s.Lease.D())
-	assert.Equal(t, "incs", s.Name)
+	assert.Equal(t, "relay", s.Name)
 	assert.Equal(t, 12, s.Partitions)
-	assert.Contains(t, cfg.storeLabel(), `jetstream "incs" on n1:4222,n2:4222`)
+	assert.Contains(t, cfg.storeLabel(), `jetstream "relay" on n1:4222,n2:4222`)
 
 	y := "upstream: {token: t}\nstore:\n  type: jetstream\n  replicas: 3\n  lease: 4s\n  name: team-a\nsinks:\n  - {name: bus, type: nats, url: \"nats://u:pw@n1:4222\", nkey: /k.nk}\n"
 	cfg, err = ParseConfig("relay.yaml", []byte(y), env())
@@ -64,6 +65,7 @@ func TestParseConfig_JetStreamStore(t *testing.T) {
 	y = "upstream: {token: t}\nstore:\n  type: jetstream\n  url: \"${NATS_URL}\"\n  creds: \"${CREDS}\"\n"
 	cfg, err = ParseConfig("relay.yaml", []byte(y), env("NATS_URL", "nats://x:4222", "CREDS", "/run/secrets/relay.creds"))
 	require.NoError(t, err)
+	assert.Equal(t, "incs", cfg.Store.Name, "the default")
 	assert.Equal(t, "nats://x:4222", cfg.Store.URL)
 	assert.Equal(t, "/run/secrets/relay.creds", cfg.Store.Creds)
 }
@@ -98,6 +100,8 @@ func TestParseConfig_JetStreamStoreErrors(t *testing.T) {
 		{"creds on embedded", "upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded, creds: /c}\n", []string{"sinks[0].url", "embedded server takes no creds"}},
 		{"creds on webhook", "upstream: {token: t}\nsinks:\n  - {name: h, type: webhook, url: \"https://x.example\", secret: \"" + testSecret + "\", creds: /c}\n", []string{"sinks[0].creds", "not a setting of a webhook sink"}},
 		{"sink tls cert without key", "upstream: {token: t}\nsinks:\n  - name: a\n    type: nats\n    url: \"tls://x:4222\"\n    tls: {key: /k}\n", []string{"relay.yaml:6", "sinks[0].tls", "cert and key"}},
+		{"sink subject under the store's", "upstream: {token: t}\nstore: {type: jetstream}\nsinks:\n  - {name: bus, type: nats, url: \"nats://n1:4222\"}\n", []string{"sinks[0].subject", `"incs.tasks.{task_id}.{event}" falls under the store's subjects (incs.>)`, "store.name"}},
+		{"sink stream under the store's", js + "  name: ev\nsinks:\n  - {name: bus, type: nats, url: \"nats://n1:4222\", subject: \"a.{task_id}\", jetstream: true, stream: {name: S, subjects: [\"ev.>\"]}}\n", []string{"sinks[0].subject", `"ev.>" falls under`}},
 		{"unset variable in creds", js + "  creds: \"${NOPE}\"\n", []string{"relay.yaml:5", "store.creds", "NOPE is not set"}},
 	}
 	for _, tt := range tests {
@@ -128,7 +132,7 @@ func TestConfigHash(t *testing.T) {
 	assert.Equal(t, base, parse(jsConfig+"admin: {addr: \"127.0.0.1:9999\"}\nlog: {level: debug}\n"), "own admin address and log level")
 	assert.Equal(t, base, parse(strings.Replace(jsConfig, "  url: \"nats://n1:4222,nats://n2:4222\"", "  url: \"nats://n2:4222,nats://n1:4222\"\n  creds: /mine.creds", 1)), "own node order and credentials file")
 	assert.NotEqual(t, base, parse(jsConfig+"poll: {interval: 3s}\n"), "a polling difference")
-	assert.NotEqual(t, base, parse(strings.Replace(jsConfig, "incs", "other", 1)+"  - {name: x, type: nats, url: \"nats://n1:4222\"}\n"), "another sink")
+	assert.NotEqual(t, base, parse(jsConfig+"  - {name: x, type: nats, url: \"nats://n1:4222\", subject: \"x.{task_id}\"}\n"), "another sink")
 }
 
 // TestNATSOptions_Files: the auth files are read when connecting; an
@@ -186,7 +190,7 @@ func TestCheckConfig_JetStreamAuthFiles(t *testing.T) {
 	require.NoError(t, os.WriteFile(good, []byte(jsConfig+"    creds: "+creds+"\n"), 0o600))
 	code, out, errOut := runMain("check-config", "--config", good)
 	require.Equal(t, 0, code, errOut)
-	assert.Contains(t, out, `store jetstream "incs" on n1:4222,n2:4222`)
+	assert.Contains(t, out, `store jetstream "relay" on n1:4222,n2:4222`)
 
 	missing := filepath.Join(dir, "missing.yaml")
 	require.NoError(t, os.WriteFile(missing, []byte(jsConfig+"    creds: /nonexistent/relay.creds\n"), 0o600))
@@ -219,24 +223,30 @@ func writeCreds(t *testing.T, dir string) string {
 // and key signed by it, as PEM files.
 func writeTLS(t *testing.T, dir string) (ca, cert, key string) {
 	t.Helper()
+	return writeCertPair(t, dir, "client", &x509.Certificate{Subject: pkix.Name{CommonName: "relay"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+}
+
+// writeCertPair writes a new CA and a certificate from tmpl signed by it,
+// with its key, as PEM files named after prefix.
+func writeCertPair(t *testing.T, dir, prefix string, tmpl *x509.Certificate) (ca, cert, key string) {
+	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour),
 		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	require.NoError(t, err)
-	cliKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	cliTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "relay"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	cliDER, err := x509.CreateCertificate(rand.Reader, cliTmpl, caTmpl, &cliKey.PublicKey, caKey)
+	tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = big.NewInt(2), time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	certDER, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &certKey.PublicKey, caKey)
 	require.NoError(t, err)
-	keyDER, err := x509.MarshalECPrivateKey(cliKey)
+	keyDER, err := x509.MarshalECPrivateKey(certKey)
 	require.NoError(t, err)
 	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
+		p := filepath.Join(dir, prefix+"-"+name)
 		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
 		return p
 	}
-	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", cliDER), write("key.pem", "EC PRIVATE KEY", keyDER)
+	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", certDER), write("key.pem", "EC PRIVATE KEY", keyDER)
 }

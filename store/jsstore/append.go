@@ -29,6 +29,11 @@ const (
 	hdrRollup        = "Nats-Rollup"
 )
 
+// commitTimeout bounds the wait for a batch's PubAck, and then for the
+// tail to read the batch: a node dying mid-commit fails the append rather
+// than blocking the leader.
+const commitTimeout = 10 * time.Second
+
 // leadership is what a replica holding the lease appends with.
 type leadership struct {
 	epoch    uint64
@@ -96,7 +101,9 @@ func (s *Store) publishBatch(ctx context.Context, lead *leadership, msgs []outMs
 			continue
 		}
 		nm.Header.Set(hdrBatchCommit, "1")
-		resp, err := s.nc.RequestMsgWithContext(ctx, nm)
+		cctx, cancel := context.WithTimeout(ctx, commitTimeout)
+		resp, err := s.nc.RequestMsgWithContext(cctx, nm)
+		cancel()
 		if err != nil {
 			return 0, fmt.Errorf("batch commit: %w", err)
 		}
@@ -190,6 +197,9 @@ func (b *batcher) room(n int, subjs ...string) bool {
 // add appends a unit's messages, flushing first if they do not fit; done
 // runs once they committed.
 func (b *batcher) add(ctx context.Context, msgs []outMsg, done func()) error {
+	if len(msgs)+1 > MaxBatch {
+		return fmt.Errorf("jsstore: append: %d messages of one task do not fit a batch of %d", len(msgs), MaxBatch)
+	}
 	var rolled []string
 	for _, m := range msgs {
 		if m.hdr.Get(hdrRollup) != "" {
@@ -235,10 +245,12 @@ func (b *batcher) flush(ctx context.Context) error {
 	pending := b.pending
 	b.pending = nil
 	if err != nil {
-		return b.s.appendFailed(ctx, err)
+		return b.s.appendFailed(ctx, b.lead, err)
 	}
 	b.headSeq, b.committed = seq, head
-	if err := b.s.v.waitApplied(ctx, seq); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
+	if err := b.s.v.waitApplied(wctx, seq); err != nil {
 		return err
 	}
 	for _, fn := range pending {
@@ -250,13 +262,14 @@ func (b *batcher) flush(ctx context.Context) error {
 // appendFailed turns a refused batch into ErrFenced when a newer epoch
 // record exists (and steps down), or into a retryable error when only the
 // head moved.
-func (s *Store) appendFailed(ctx context.Context, err error) error {
+func (s *Store) appendFailed(ctx context.Context, lead *leadership, err error) error {
 	if !isWrongLastSeq(err) {
 		return fmt.Errorf("jsstore: append: %w", err)
 	}
-	lead := s.leading()
+	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
 	m, gerr := s.stream.GetLastMsgForSubject(ctx, s.name+".epoch")
-	if gerr == nil && (lead == nil || m.Sequence != lead.epochSeq) {
+	if gerr == nil && m.Sequence != lead.epochSeq {
 		s.stepDown("fenced: a newer epoch record exists")
 		return fmt.Errorf("jsstore: append: %w (%v)", ErrFenced, err)
 	}

@@ -19,6 +19,13 @@
 //     dead letters, sink states, small values and the partition
 //     assignment.
 //
+// Use: Open the store on a connection, run Run in the background, and
+// follow Changes: poll (Ingest, IngestAfter, ApplyRules) only while
+// IsLeader, and run a dispatcher per sink on Partition(p) for each p in
+// Role().Owned, rereading cursors when Rewound names the sink. Every other
+// method works on any replica, also without Run (commands such as status
+// and events).
+//
 // Only the leader appends. Every append is one atomic batch (whole tasks,
 // at most 1,000 messages) whose messages expect the last sequence of the
 // leader's own epoch record: once a successor wrote its epoch the server
@@ -254,12 +261,14 @@ func (s *Store) setup(ctx context.Context) error {
 		AllowAtomicPublish: true,
 		Metadata:           map[string]string{"incs.partitions": strconv.Itoa(s.o.Partitions)},
 	}
+	if old, err := s.js.Stream(ctx, s.name); err == nil {
+		if p, err := strconv.Atoi(old.CachedInfo().Config.Metadata["incs.partitions"]); err == nil && p != s.o.Partitions {
+			return fmt.Errorf("jsstore: stream %s was created with %d partitions, not %d: partitions are fixed when the stream is created", s.name, p, s.o.Partitions)
+		}
+	}
 	st, err := s.js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("jsstore: stream %s: %w", s.name, err)
-	}
-	if p, err := strconv.Atoi(st.CachedInfo().Config.Metadata["incs.partitions"]); err == nil && p > 0 && p != s.o.Partitions {
-		return fmt.Errorf("jsstore: stream %s was created with %d partitions, not %d", s.name, p, s.o.Partitions)
 	}
 	s.stream = st
 	var err2 error

@@ -112,3 +112,60 @@ func TestConformance(t *testing.T) {
 		return s, reopen
 	})
 }
+
+// TestServerVersion: servers older than 2.12 are refused with the version
+// found and the reason.
+func TestServerVersion(t *testing.T) {
+	for _, c := range []struct {
+		v  string
+		ok bool
+	}{{"2.12.0", true}, {"2.15.2", true}, {"v2.12.1-beta.1", true}, {"3.0.0", true}, {"2.11.9", false}, {"2.9.25", false}, {"1.4.1", false}} {
+		err := checkVersion(c.v)
+		if c.ok {
+			require.NoError(t, err, c.v)
+			continue
+		}
+		require.Error(t, err, c.v)
+		require.Contains(t, err.Error(), c.v)
+		require.Contains(t, err.Error(), "atomic batch")
+	}
+	srv := runServer(t)
+	nc := connect(t, srv.ClientURL())
+	require.NoError(t, checkVersion(nc.ConnectedServerVersion()), "the embedded server")
+}
+
+// TestConfigMismatch: a replica whose config hash differs from the
+// leader's refuses to join.
+func TestConfigMismatch(t *testing.T) {
+	srv := runServer(t)
+	leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", ConfigHash: "h1"})
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b", ConfigHash: "h2"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := b.Run(ctx)
+	require.ErrorIs(t, err, ErrConfigMismatch)
+	require.Contains(t, err.Error(), "leader a")
+	c := openStore(t, srv.ClientURL(), Options{ReplicaID: "c", ConfigHash: "h1"})
+	startRun(t, c)
+	require.Eventually(t, func() bool { return c.Role().Leader == "a" }, 5*time.Second, 10*time.Millisecond)
+}
+
+// TestOpenOptions: bad options and a partition count other than the
+// stream's are refused.
+func TestOpenOptions(t *testing.T) {
+	srv := runServer(t)
+	nc := connect(t, srv.ClientURL())
+	ctx := context.Background()
+	for _, o := range []Options{{Name: "a.b"}, {Name: "a b"}, {Lease: time.Second}, {Lease: 2500 * time.Millisecond}, {Replicas: 7}} {
+		_, err := Open(ctx, nc, o)
+		require.Error(t, err, "%+v", o)
+	}
+	s := openStore(t, srv.ClientURL(), Options{Name: "parts", Partitions: 6})
+	require.Equal(t, 6, s.Partitions())
+	_, err := Open(ctx, nc, Options{Name: "parts", Partitions: 8})
+	require.ErrorContains(t, err, "created with 6 partitions, not 8")
+	s2, err := Open(ctx, nc, Options{Name: "parts", Partitions: 6})
+	require.NoError(t, err)
+	require.NoError(t, s2.Close())
+	require.NoError(t, s2.Close(), "a second Close is harmless")
+}

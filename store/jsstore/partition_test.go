@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/store"
 	"github.com/incs-relay/incs-relay/store/storetest"
 )
 
@@ -166,4 +167,61 @@ func TestRewound(t *testing.T) {
 	_, err = b.Ingest(ctx, []diff.Task{storetest.Task(3, 30)}, loc, true)
 	require.ErrorIs(t, err, ErrNotLeader, "a follower does not append")
 	require.NoError(t, b.SetMeta("k", []byte("v")), "a follower writes state")
+}
+
+// TestBodyCache: bodies beyond the cache's bound are read back from the
+// stream byte for byte, by Read, Event, a partition and DeadLetter.
+func TestBodyCache(t *testing.T) {
+	defer func(n int) { maxCachedBodies = n }(maxCachedBodies)
+	maxCachedBodies = 10
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", Partitions: 3})
+	_, err := s.Ingest(ctx, []diff.Task{storetest.Task(1, 10, 11, 12), storetest.Task(2, 20, 21)}, loc, true)
+	require.NoError(t, err)
+	before, err := s.Read(ctx, 0, 100)
+	require.NoError(t, err)
+	var tasks []diff.Task
+	for i := range int64(20) {
+		tasks = append(tasks, storetest.Task(10+i, 100*(i+1), 100*(i+1)+1))
+	}
+	_, err = s.Ingest(ctx, tasks, loc, true)
+	require.NoError(t, err)
+	s.v.mu.RLock()
+	require.LessOrEqual(t, s.v.cached, 10)
+	require.Nil(t, s.v.events[0].body, "the oldest body was evicted")
+	s.v.mu.RUnlock()
+	after, err := s.Read(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Len(t, after, 45)
+	for i, ev := range before {
+		require.Equal(t, string(ev.Body), string(after[i].Body), "offset %d", ev.Offset)
+		require.Equal(t, ev.ID, after[i].ID)
+		require.True(t, ev.StoredAt.Equal(after[i].StoredAt))
+	}
+	one, err := s.Event(2)
+	require.NoError(t, err)
+	require.Equal(t, string(before[1].Body), string(one.Body))
+	part, err := s.Partition(1).Read(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Equal(t, "log-10", part[0].ID)
+	require.NoError(t, s.DeadLetter("hook", 1, 2, "HTTP 500"))
+	dls, err := s.DeadLetters("hook")
+	require.NoError(t, err)
+	require.Equal(t, "log-10", dls[0].EventID)
+	// A prune keeps the count right.
+	require.NoError(t, s.SetCursor("hook", 45))
+	_, err = s.Prune(ctx, store.PruneOptions{Retention: time.Nanosecond, Sinks: []string{"hook"}, Now: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	s.v.mu.RLock()
+	defer s.v.mu.RUnlock()
+	require.Len(t, s.v.events, 1, "only the dead letter stays")
+	n := 0
+	for _, e := range s.v.events {
+		if e.body != nil {
+			n++
+		}
+	}
+	require.Equal(t, n, s.v.cached)
 }

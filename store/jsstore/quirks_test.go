@@ -94,7 +94,7 @@ func TestQuirkTTLWholeSeconds(t *testing.T) {
 // campaigning at once, each on its own node, never both win, because
 // leadership rests on the CAS result alone.
 func TestQuirkReplicatedCAS(t *testing.T) {
-	nodes := runCluster(t, 3)
+	nodes := runCluster(t, 3).nodes
 	var stores []*Store
 	for i := range 3 {
 		stores = append(stores, openStore(t, nodes[i].ClientURL(), Options{Replicas: 3, Name: "camp", ReplicaID: fmt.Sprintf("c%d", i+1)}))

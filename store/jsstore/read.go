@@ -1,11 +1,13 @@
 package jsstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/incs-relay/incs-relay/diff"
@@ -35,7 +37,7 @@ func (s *Store) First() (uint64, error) {
 	return s.v.events[0].off, nil
 }
 
-// decode turns a tailed entry into an event.
+// decode turns a tailed entry into an event; its body must be loaded.
 func decode(e entry) (diff.Event, error) {
 	ev, err := store.DecodeBody(e.body)
 	if err != nil {
@@ -70,10 +72,43 @@ func (s *Store) Events(ctx context.Context, q store.EventQuery) ([]diff.Event, e
 		picked = append(picked, e)
 	}
 	s.v.mu.RUnlock()
-	return decodeAll(ctx, picked)
+	return s.decodeAll(ctx, picked)
 }
 
-func decodeAll(ctx context.Context, es []entry) ([]diff.Event, error) {
+// loadBodies fills in the bodies the view no longer caches (see
+// maxCachedBodies) from the stream, a few requests at a time.
+func (s *Store) loadBodies(ctx context.Context, es []entry) error {
+	var (
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, 8)
+		errMu sync.Mutex
+		first error
+	)
+	for i := range es {
+		if es[i].body != nil {
+			continue
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			m, err := s.stream.GetMsg(ctx, es[i].seq)
+			if err != nil {
+				errMu.Lock()
+				first = cmp.Or(first, fmt.Errorf("jsstore: event %d: %w", es[i].off, err))
+				errMu.Unlock()
+				return
+			}
+			es[i].body = m.Data
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+func (s *Store) decodeAll(ctx context.Context, es []entry) ([]diff.Event, error) {
+	if err := s.loadBodies(ctx, es); err != nil {
+		return nil, err
+	}
 	out := make([]diff.Event, 0, len(es))
 	for i, e := range es {
 		if i%1024 == 1023 {
@@ -101,7 +136,13 @@ func (s *Store) Event(off uint64) (diff.Event, error) {
 	if !ok {
 		return diff.Event{}, fmt.Errorf("jsstore: event %d: %w", off, store.ErrNotFound)
 	}
-	return decode(e)
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	evs, err := s.decodeAll(ctx, []entry{e})
+	if err != nil {
+		return diff.Event{}, err
+	}
+	return evs[0], nil
 }
 
 // OffsetSince returns the lowest offset stored at or after t, or Head+1 if

@@ -111,10 +111,8 @@ func (s *Store) DeadLetter(sink string, offset uint64, attempts int, lastErr str
 	if !ok {
 		return fmt.Errorf("jsstore: dead letter: sink %s: event %d: %w", sink, offset, store.ErrNotFound)
 	}
-	var ev struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(e.body, &ev); err != nil {
+	ev, err := s.Event(offset)
+	if err != nil {
 		return fmt.Errorf("jsstore: dead letter: event %d: %w", offset, err)
 	}
 	b, err := json.Marshal(store.DeadLetter{
@@ -346,7 +344,7 @@ func (o *PartitionOutbox) Read(ctx context.Context, from uint64, limit int) ([]d
 		}
 	}
 	v.mu.RUnlock()
-	return decodeAll(ctx, picked)
+	return o.s.decodeAll(ctx, picked)
 }
 
 // Cursor returns the sink's cursor in this partition.

@@ -33,6 +33,11 @@ type entry struct {
 	body []byte
 }
 
+// maxCachedBodies bounds the event bodies a view keeps in memory: the
+// newest ones, which delivery reads. Older bodies are read from the stream
+// when asked for (a replay, a sink far behind). About 1 KiB each.
+var maxCachedBodies = 100_000
+
 // epochRec is the body of an epoch record.
 type epochRec struct {
 	Epoch  uint64    `json:"epoch"`
@@ -63,6 +68,9 @@ type view struct {
 	epochSeq  uint64 // stream sequence of the current epoch record
 	applied   uint64 // stream sequence of the last message read
 	caughtUp  bool   // read the whole stream once
+	maxBodies int    // bodies kept: maxCachedBodies when the view was made
+	cached    int    // events with their body in memory
+	evictAt   int    // events before this index have no body
 	signal    chan struct{}
 	wake      func() // wakes Notify subscribers
 }
@@ -75,6 +83,7 @@ func newView(parts int, wake func()) *view {
 		ruleTasks: map[int64][]byte{},
 		signal:    make(chan struct{}),
 		wake:      wake,
+		maxBodies: maxCachedBodies,
 	}
 }
 
@@ -208,6 +217,8 @@ func (v *view) addEvent(e entry) {
 	if e.off > v.head {
 		v.head = e.off
 	}
+	v.cached++
+	defer v.evict()
 	n := len(v.events)
 	if n == 0 || v.events[n-1].off < e.off {
 		v.events = append(v.events, e)
@@ -217,7 +228,11 @@ func (v *view) addEvent(e entry) {
 	// Not expected (the leader appends in offset order); keep order anyway.
 	i, found := slices.BinarySearchFunc(v.events, e.off, func(a entry, off uint64) int { return cmp.Compare(a.off, off) })
 	if found {
+		v.cached--
 		return
+	}
+	if i < v.evictAt {
+		v.evictAt++
 	}
 	v.events = slices.Insert(v.events, i, e)
 	p := v.byPart[e.part]
@@ -235,9 +250,32 @@ func (v *view) drop(ranges [][2]uint64) {
 		}
 		return false
 	}
-	v.events = slices.DeleteFunc(v.events, func(e entry) bool { return in(e.off) })
+	v.events = slices.DeleteFunc(v.events, func(e entry) bool {
+		if !in(e.off) {
+			return false
+		}
+		if e.body != nil {
+			v.cached--
+		}
+		return true
+	})
 	for p := range v.byPart {
 		v.byPart[p] = slices.DeleteFunc(v.byPart[p], in)
+	}
+	v.evictAt = 0
+	for v.evictAt < len(v.events) && v.events[v.evictAt].body == nil {
+		v.evictAt++
+	}
+}
+
+// evict drops the oldest bodies beyond maxBodies.
+func (v *view) evict() {
+	for v.cached > v.maxBodies && v.evictAt < len(v.events) {
+		if v.events[v.evictAt].body != nil {
+			v.events[v.evictAt].body = nil
+			v.cached--
+		}
+		v.evictAt++
 	}
 }
 

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/sink"
+)
+
+// dispatcher is what a Relay needs of a sink's delivery: one
+// *sink.Dispatcher with a bbolt store, a *partitioned with a jetstream one.
+type dispatcher interface {
+	Run(ctx context.Context) error
+	State() sink.DispatcherState
+	Reset(ctx context.Context, fn func() error) error
+	Resume()
+}
+
+var (
+	_ dispatcher = (*sink.Dispatcher)(nil)
+	_ dispatcher = (*partitioned)(nil)
+)
+
+// partitioned delivers one sink's events of the partitions the store
+// assigns to this replica: one *sink.Dispatcher per owned partition, each
+// on that partition's outbox, started and stopped as the assignment
+// changes. Per-task order holds as in bbolt mode, since a task's events
+// all fall in one partition.
+type partitioned struct {
+	name    string
+	store   *jsHandle
+	newDisp func(out sink.Outbox, p int, paused string) *sink.Dispatcher
+	log     zerolog.Logger
+	changes <-chan struct{} // role changes; set before Run
+	rewind  chan struct{}   // buffered 1: the sink was rewound somewhere
+
+	life sync.Mutex // held while partitions start or stop, and by Reset
+	mu   sync.Mutex // guards runs and gone
+	runs map[int]*partRun
+	gone sink.DispatcherState // totals of dispatchers that stopped
+	// running is true while Run is in its loop.
+	running bool
+}
+
+// partRun is one partition's running dispatcher.
+type partRun struct {
+	d      *sink.Dispatcher
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newPartitioned(name string, st *jsHandle, log zerolog.Logger, newDisp func(out sink.Outbox, p int, paused string) *sink.Dispatcher) *partitioned {
+	return &partitioned{name: name, store: st, newDisp: newDisp, log: log.With().Str("sink", name).Logger(),
+		rewind: make(chan struct{}, 1), runs: map[int]*partRun{}}
+}
+
+// rewound tells Run that the sink was rewound (by any replica): its
+// running partitions reread their cursors.
+func (p *partitioned) rewound() {
+	select {
+	case p.rewind <- struct{}{}:
+	default:
+	}
+}
+
+// Run keeps one dispatcher running per owned partition until ctx ends,
+// then stops them all (each drains and persists its cursor).
+func (p *partitioned) Run(ctx context.Context) error {
+	p.mu.Lock()
+	p.running = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.running = false
+		p.mu.Unlock()
+	}()
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
+	for {
+		p.sync(ctx, p.store.Role().Owned)
+		select {
+		case <-ctx.Done():
+			p.sync(ctx, nil)
+			return nil
+		case <-p.changes:
+		case <-check.C:
+		case <-p.rewind:
+			p.reread(context.WithoutCancel(ctx))
+		}
+	}
+}
+
+// sync starts a dispatcher for every owned partition without one and
+// stops those of partitions no longer owned, waiting for them to drain.
+func (p *partitioned) sync(ctx context.Context, owned []int) {
+	p.life.Lock()
+	defer p.life.Unlock()
+	p.mu.Lock()
+	var stopping []*partRun
+	for part, run := range p.runs {
+		if !slices.Contains(owned, part) {
+			stopping = append(stopping, run)
+			delete(p.runs, part)
+			run.cancel()
+		}
+	}
+	p.mu.Unlock()
+	for _, run := range stopping {
+		<-run.done
+		p.addGone(run.d.State())
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	for _, part := range owned {
+		p.mu.Lock()
+		_, ok := p.runs[part]
+		p.mu.Unlock()
+		if ok {
+			continue
+		}
+		paused := ""
+		if ss, err := p.store.SinkState(p.name); err == nil && ss.Paused {
+			paused = ss.PauseReason
+			if paused == "" {
+				paused = "paused by another replica or an earlier run"
+			}
+		}
+		d := p.newDisp(p.store.Partition(part), part, paused)
+		rctx, cancel := context.WithCancel(ctx)
+		run := &partRun{d: d, cancel: cancel, done: make(chan struct{})}
+		go func() {
+			defer close(run.done)
+			if err := d.Run(rctx); err != nil {
+				p.log.Error().Err(err).Int("partition", part).Msg("partition dispatcher stopped")
+			}
+		}()
+		p.mu.Lock()
+		p.runs[part] = run
+		p.mu.Unlock()
+	}
+	if len(stopping) > 0 || len(owned) > 0 {
+		p.log.Debug().Ints("partitions", owned).Msg("delivering partitions")
+	}
+}
+
+func (p *partitioned) addGone(st sink.DispatcherState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gone.Delivered += st.Delivered
+	p.gone.Retried += st.Retried
+	p.gone.DeadLettered += st.DeadLettered
+	if st.LastDeliveryAt.After(p.gone.LastDeliveryAt) {
+		p.gone.LastDeliveryAt = st.LastDeliveryAt
+	}
+	if st.LastErrorAt.After(p.gone.LastErrorAt) {
+		p.gone.LastError, p.gone.LastErrorAt = st.LastError, st.LastErrorAt
+	}
+}
+
+func (p *partitioned) runList() []*partRun {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*partRun, 0, len(p.runs))
+	for _, run := range p.runs {
+		out = append(out, run)
+	}
+	return out
+}
+
+// reread makes every running partition reread its cursor after a rewind
+// made elsewhere.
+func (p *partitioned) reread(ctx context.Context) {
+	p.life.Lock()
+	defer p.life.Unlock()
+	for _, run := range p.runList() {
+		if err := run.d.Reset(ctx, nil); err != nil {
+			p.log.Warn().Err(err).Msg("reread cursor after a rewind")
+		}
+	}
+}
+
+// State sums the partitions' states. Cursor and Persisted stay 0: the
+// sink's cursor is the store's (the lowest over the partitions).
+func (p *partitioned) State() sink.DispatcherState {
+	p.mu.Lock()
+	st := p.gone
+	st.Sink, st.Running = p.name, p.running
+	runs := make([]*partRun, 0, len(p.runs))
+	for _, run := range p.runs {
+		runs = append(runs, run)
+	}
+	p.mu.Unlock()
+	for _, run := range runs {
+		s := run.d.State()
+		st.InFlight += s.InFlight
+		st.Pending += s.Pending
+		st.Delivered += s.Delivered
+		st.Retried += s.Retried
+		st.DeadLettered += s.DeadLettered
+		if s.Paused && !st.Paused {
+			st.Paused, st.PauseReason = true, s.PauseReason
+		}
+		st.Failing = st.Failing || s.Failing
+		if s.LastErrorAt.After(st.LastErrorAt) {
+			st.LastError, st.LastErrorAt = s.LastError, s.LastErrorAt
+		}
+		if s.LastDeliveryAt.After(st.LastDeliveryAt) {
+			st.LastDeliveryAt = s.LastDeliveryAt
+		}
+	}
+	return st
+}
+
+// Reset stops every running partition (each persists its cursor), runs fn
+// once they all stopped (the store's rewind of the sink), and resumes them
+// from the cursors fn left, clearing pauses.
+func (p *partitioned) Reset(ctx context.Context, fn func() error) error {
+	p.life.Lock()
+	defer p.life.Unlock()
+	runs := p.runList()
+	if fn == nil {
+		fn = func() error { return nil }
+	}
+	if len(runs) == 0 {
+		return fn()
+	}
+	stopped := make(chan struct{}, len(runs))
+	release := make(chan struct{})
+	errs := make(chan error, len(runs))
+	for _, run := range runs {
+		go func() {
+			errs <- run.d.Reset(ctx, func() error {
+				stopped <- struct{}{}
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil
+			})
+		}()
+	}
+	var err error
+	for range runs {
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = fn()
+	}
+	close(release)
+	for range runs {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// Resume clears a pause in every running partition.
+func (p *partitioned) Resume() {
+	for _, run := range p.runList() {
+		run.d.Resume()
+	}
+}
+
+// partitionedDispatcher returns the delivery of dc's sink on a jetstream
+// store. max_in_flight is shared out over the partitions (at least one
+// each), so the replicas together keep about max_in_flight deliveries
+// under way, as one bbolt relay does.
+func (r *Relay) partitionedDispatcher(dc sink.DispatcherConfig) *partitioned {
+	parts := r.js.Partitions()
+	perPart := max(1, (dc.MaxInFlight+parts-1)/parts)
+	log := dc.Logger
+	return newPartitioned(dc.Sink.Name(), r.js, log, func(out sink.Outbox, p int, paused string) *sink.Dispatcher {
+		c := dc
+		c.Outbox, c.Paused, c.MaxInFlight = out, paused, perPart
+		c.Logger = log.With().Int("partition", p).Logger()
+		return sink.NewDispatcher(c)
+	})
+}
