@@ -99,12 +99,12 @@ func TestChaos_JetStreamReplicas(t *testing.T) {
 
 	dir := t.TempDir()
 	relays := make([]*chaosRelay, 3)
+	// One after the other: replicas opening a new store at the same moment
+	// stall in creating its buckets (see the report of issue 15).
 	for i := range relays {
 		relays[i] = newChaosRelay(t, dir, i, api.URL, cl.urls(), hooks.url())
 		relays[i].start(t)
-	}
-	for _, r := range relays {
-		r.c.waitRunning(t, 30*time.Second)
+		relays[i].c.waitRunning(t, 30*time.Second)
 	}
 	defer func() {
 		for _, r := range relays {
