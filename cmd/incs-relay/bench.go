@@ -157,8 +157,12 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(c.m.Stderr, "bench: relaying %d events to %s (%s store, %d relay(s))...\n", want, strings.Join(names, ", "), *storeType, relays)
 	start := time.Now()
-	// Every replica runs the same config but for admin.addr.
+	// Every replica runs the same config but for admin.addr. They start
+	// one after the other, each once the one before answers on its admin
+	// address: replicas opening a new store at the same moment stall in
+	// creating its stream and buckets.
 	var children []*exec.Cmd
+	var exits []chan error // each receives the child's exit once
 	var acs []*adminClient
 	defer func() {
 		for _, child := range children {
@@ -176,8 +180,19 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 		if err := child.Start(); err != nil {
 			return err
 		}
-		children = append(children, child)
-		acs = append(acs, &adminClient{base: "http://" + adminAddr, http: &http.Client{Timeout: 5 * time.Second}})
+		exited := make(chan error, 1)
+		go func() { exited <- child.Wait() }()
+		ac := &adminClient{base: "http://" + adminAddr, http: &http.Client{Timeout: 5 * time.Second}}
+		children, exits, acs = append(children, child), append(exits, exited), append(acs, ac)
+		for ac.do(ctx, http.MethodGet, "/healthz", nil, nil) != nil {
+			select {
+			case err := <-exited:
+				return fmt.Errorf("bench: relay %d exited before it answered: %v", len(children), err)
+			case <-ctx.Done():
+				return fmt.Errorf("bench: relay %d did not answer on %s", len(children), adminAddr)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
 	}
 	done := map[string]time.Duration{}
 	var stored time.Duration
@@ -189,6 +204,13 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 		case <-ctx.Done():
 			return fmt.Errorf("bench: gave up after %s: %d of %d sinks done", time.Since(start).Round(time.Second), len(done), len(names))
 		case <-tick.C:
+		}
+		for i, exited := range exits {
+			select {
+			case err := <-exited:
+				return fmt.Errorf("bench: relay %d exited: %v", i+1, err)
+			default:
+			}
 		}
 		for _, child := range children {
 			peak = max(peak, peakRSS(child.Process.Pid))
@@ -217,8 +239,8 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 		child.Process.Signal(syscall.SIGTERM)
 	}
 	var waitErr error
-	for _, child := range children {
-		if err := child.Wait(); err != nil && waitErr == nil {
+	for _, exited := range exits {
+		if err := <-exited; err != nil && waitErr == nil {
 			waitErr = err
 		}
 	}
