@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +44,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	inFlight := fs.Int("in-flight", 0, "max_in_flight of every sink (0: the defaults)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	strategy := fs.String("strategy", "tiered", "poll.strategy: tiered or full")
+	replay := fs.Bool("replay", false, "then rewind each sink to offset 1 and time its redelivery of every event: delivery alone, without polling and storing")
 	storeType := fs.String("store", "bbolt", "store.type: bbolt, or jetstream (the relays' state on a JetStream cluster in this process)")
 	replicas := fs.Int("replicas", 1, "with --store jetstream: relay replicas, NATS nodes and store.replicas (1 to 5)")
 	if err := parseFlags(fs, args); err != nil {
@@ -232,6 +234,16 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 			}
 		}
 	}
+	replayed := map[string]time.Duration{}
+	if *replay {
+		for _, n := range names {
+			d, err := timeReplay(ctx, acs[0], n, uint64(want))
+			if err != nil {
+				return err
+			}
+			replayed[n] = d
+		}
+	}
 	var file int64
 	for _, child := range children {
 		peak = max(peak, peakRSS(child.Process.Pid))
@@ -256,6 +268,11 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	for _, n := range names {
 		fmt.Fprintf(tw, "acknowledged by %s\t%s\t%.0f events/s\n", n, done[n].Round(time.Millisecond), float64(want)/done[n].Seconds())
 	}
+	for _, n := range names {
+		if d, ok := replayed[n]; ok {
+			fmt.Fprintf(tw, "replayed to %s (delivery alone)\t%s\t%.0f events/s\n", n, d.Round(time.Millisecond), float64(want)/d.Seconds())
+		}
+	}
 	fmt.Fprintf(tw, "relay peak RSS (the largest replica)\t%.1f MB\tof which anonymous (heap, stacks) peaked at %.1f MB; file-backed (the binary's code and the store's mapped pages) was %.1f MB at the end\n", float64(peak)/(1<<20), float64(peakAnon)/(1<<20), float64(file)/(1<<20))
 	if *delay > 0 {
 		fmt.Fprintf(tw, "webhook receiver delay\t%s\n", *delay)
@@ -269,6 +286,45 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 		return fmt.Errorf("bench: relay exited %d after SIGTERM", ee.ExitCode())
 	}
 	return nil
+}
+
+// timeReplay rewinds sink to offset 1 through the admin API and returns how
+// long it took until its cursor reached want again.
+func timeReplay(ctx context.Context, ac *adminClient, sink string, want uint64) (time.Duration, error) {
+	cursor := func() (uint64, error) {
+		var body struct {
+			Sinks []sinkStatus `json:"sinks"`
+		}
+		if err := ac.do(ctx, http.MethodGet, "/v1/sinks", nil, &body); err != nil {
+			return 0, err
+		}
+		for _, s := range body.Sinks {
+			if s.Name == sink {
+				return s.Cursor, nil
+			}
+		}
+		return 0, fmt.Errorf("bench: no sink %s in /v1/sinks", sink)
+	}
+	start := time.Now()
+	if err := ac.do(ctx, http.MethodPost, "/v1/sinks/"+sink+"/replay", url.Values{"from": {"1"}}, nil); err != nil {
+		return 0, err
+	}
+	rewound := false
+	for {
+		c, err := cursor()
+		if err != nil {
+			return 0, err
+		}
+		rewound = rewound || c < want
+		if rewound && c >= want {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("bench: replay to %s: cursor %d of %d when the time ran out", sink, c, want)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // startBenchCluster starts n in-process NATS servers with JetStream on
