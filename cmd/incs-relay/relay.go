@@ -97,6 +97,9 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 	}
 	r.js, _ = r.db.(*jsHandle)
 	r.metrics = newMetrics(r)
+	if r.js != nil {
+		r.metrics.reg.MustRegister(replicaCollector{r.js})
+	}
 
 	httpClient := opts.HTTPClient
 	if httpClient == nil {

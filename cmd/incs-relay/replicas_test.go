@@ -165,7 +165,18 @@ func TestReplicas_Failover(t *testing.T) {
 	assert.Contains(t, lines, "leader: replica-a, epoch")
 	assert.Contains(t, lines, "delivers: replica-b partitions")
 	assert.Greater(t, a.r.pollView().Cycles, 0, "the leader polls")
+	_, expoB := b.get(t, "/metrics")
+	_, expoA := a.get(t, "/metrics")
+	assert.Equal(t, 0.0, metricValue(t, expoB, "incs_relay_replica_leader"))
+	assert.Equal(t, 1.0, metricValue(t, expoA, "incs_relay_replica_leader"))
+	assert.Equal(t, 2.0, metricValue(t, expoB, "incs_relay_replica_members"))
+	assert.Equal(t, 4.0, metricValue(t, expoA, "incs_relay_replica_partitions")+metricValue(t, expoB, "incs_relay_replica_partitions"))
+	assert.InDelta(t, 1.5, metricValue(t, expoB, "incs_relay_replica_lease_remaining_seconds"), 1.5)
+	assert.Equal(t, 1.0, metricValue(t, expoB, "incs_relay_ready"), "a follower is ready")
 
+	hooks.mu.Lock()
+	t.Logf("before the leader stops: webhook redeliveries %d (partitions handed over to the second replica)", hooks.dups)
+	hooks.mu.Unlock()
 	// The leader goes; the follower takes over polling and delivery.
 	stopped := time.Now()
 	a.stop(t)
