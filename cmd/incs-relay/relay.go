@@ -344,6 +344,7 @@ func (r *Relay) saveSinkStates() {
 		if !st.LastDeliveryAt.IsZero() {
 			ss.LastDeliveryAt = st.LastDeliveryAt
 		}
+		ss = r.replicaPause(o, ss)
 		if ss == o.saved {
 			continue
 		}
