@@ -551,3 +551,35 @@ func recordingHook(t *testing.T, got *received, gone func() bool) *httptest.Serv
 	t.Cleanup(hook.Close)
 	return hook
 }
+
+// TestReplicas_ConfigMismatch: a replica whose config differs from the
+// leader's (here poll.interval) refuses to join: its Run returns an error
+// naming the mismatch, so `run` exits 1, and it never polls.
+func TestReplicas_ConfigMismatch(t *testing.T) {
+	world := sim.New(sim.Options{Token: "tok", Tasks: 5, Seed: 1})
+	api := httptest.NewServer(world)
+	defer api.Close()
+	ns := runNATS(t)
+	hook := recordingHook(t, newReceived(), nil)
+	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
+	cfg.Sinks = cfg.Sinks[1:]
+	a := startReplica(t, cfg, "replica-a")
+	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
+
+	other := *cfg
+	other.Poll.Interval = Duration(300 * time.Millisecond)
+	require.NotEqual(t, cfg.ConfigHash(), other.ConfigHash())
+	r, err := OpenRelay(context.Background(), &other, zerolog.Nop(), relayOptions{ReplicaID: "replica-b"})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "config differs from the leader's")
+	case <-time.After(15 * time.Second):
+		t.Fatal("a replica with another config kept running")
+	}
+	assert.Zero(t, r.pollView().Cycles, "it never polled")
+	assert.True(t, a.r.js.IsLeader(), "the leader keeps the lease")
+}
