@@ -215,13 +215,26 @@ func TestBodyCache(t *testing.T) {
 	_, err = s.Prune(ctx, store.PruneOptions{Retention: time.Nanosecond, Sinks: []string{"hook"}, Now: time.Now().Add(time.Hour)})
 	require.NoError(t, err)
 	s.v.mu.RLock()
-	defer s.v.mu.RUnlock()
-	require.Len(t, s.v.events, 1, "only the dead letter stays")
+	events, cached := slices.Clone(s.v.events), s.v.cached
+	s.v.mu.RUnlock()
+	require.Len(t, events, 1, "only the dead letter stays")
 	n := 0
-	for _, e := range s.v.events {
+	for _, e := range events {
 		if e.body != nil {
 			n++
 		}
 	}
-	require.Equal(t, n, s.v.cached)
+	require.Equal(t, n, cached)
+
+	// A replica reading the stream from the start sees the same outbox:
+	// the kept dead letter's message holds pruned events too.
+	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r", Partitions: 3})
+	got, err := r.Read(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, uint64(1), got[0].Offset)
+	require.Equal(t, string(before[0].Body), string(got[0].Body))
+	head, err := r.Head()
+	require.NoError(t, err)
+	require.Equal(t, uint64(45), head)
 }
