@@ -120,8 +120,9 @@ type Store struct {
 
 	appendMu sync.Mutex // one append at a time
 
-	leadMu sync.Mutex
-	lead   *leadership // nil unless this replica leads
+	leadMu     sync.Mutex
+	lead       *leadership // nil unless this replica leads
+	mismatches int         // rounds in a row the leader's config hash differed (Run's goroutine only)
 
 	roleMu   sync.Mutex
 	role     Role
