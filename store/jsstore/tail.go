@@ -174,7 +174,13 @@ func (v *view) apply(prefix string, m jetstream.Msg) {
 		if err != nil {
 			break
 		}
-		mp := map[string]map[int64][]byte{"seen": v.seen, "rule": v.rules, "rtask": v.ruleTasks}[kind]
+		mp := v.seen
+		switch kind {
+		case "rule":
+			mp = v.rules
+		case "rtask":
+			mp = v.ruleTasks
+		}
 		if len(data) == 0 {
 			delete(mp, id)
 		} else {
