@@ -49,21 +49,7 @@ func BenchmarkIngest(b *testing.B) {
 	}{{"page", 1}, {"batch8", 8}} {
 		b.Run(c.name, func(b *testing.B) {
 			srv := runServer(b)
-			s := leadingStore(b, srv.ClientURL(), Options{ReplicaID: "bench", Lease: 10 * time.Second})
-			pages := make([][]diff.Task, b.N)
-			for i := range pages {
-				for j := range c.pages {
-					pages[i] = append(pages[i], benchPage(i*c.pages+j)...)
-				}
-			}
-			b.ResetTimer()
-			for i := range b.N {
-				if _, err := s.Ingest(ctx, pages[i], benchLoc, true); err != nil {
-					b.Fatal(err)
-				}
-			}
-			head, _ := s.Head()
-			b.ReportMetric(float64(head)/b.Elapsed().Seconds(), "events/s")
+			benchIngest(b, leadingStore(b, srv.ClientURL(), Options{ReplicaID: "bench", Lease: 10 * time.Second}), c.pages)
 		})
 	}
 	b.Run("idle", func(b *testing.B) {
@@ -111,4 +97,66 @@ func BenchmarkRead(b *testing.B) {
 			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// BenchmarkIngestCluster is BenchmarkIngest/page on a three-node cluster
+// in this process, the stream replicated three times (the server stages
+// a replicated batch in memory; raft makes it durable).
+func BenchmarkIngestCluster(b *testing.B) {
+	nodes := runCluster(b, 3).nodes
+	benchIngest(b, leadingStore(b, nodes[0].ClientURL(), Options{ReplicaID: "bench", Replicas: 3, Lease: 10 * time.Second}), 1)
+}
+
+// benchIngest ingests b.N calls of perCall pages each into s and reports
+// events/s.
+func benchIngest(b *testing.B, s *Store, perCall int) {
+	ctx := context.Background()
+	pages := make([][]diff.Task, b.N)
+	for i := range pages {
+		for j := range perCall {
+			pages[i] = append(pages[i], benchPage(i*perCall+j)...)
+		}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := s.Ingest(ctx, pages[i], benchLoc, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	head, _ := s.Head()
+	b.ReportMetric(float64(head)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkDeliver measures what a dispatcher costs the store: read 100
+// events of a partition and persist the cursor, over and over, on a
+// follower (the reads come from its view; the cursor is a KV put).
+func BenchmarkDeliver(b *testing.B) {
+	ctx := context.Background()
+	srv := runServer(b)
+	lead := leadingStore(b, srv.ClientURL(), Options{ReplicaID: "lead", Lease: 10 * time.Second, Partitions: 1})
+	for i := range 10 {
+		if _, err := lead.Ingest(ctx, benchPage(i), benchLoc, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s := openStore(b, srv.ClientURL(), Options{ReplicaID: "follower", Lease: 10 * time.Second, Partitions: 1})
+	po := s.Partition(0)
+	b.ResetTimer()
+	n := 0
+	cur := uint64(0)
+	for range b.N {
+		evs, err := po.Read(ctx, cur+1, 100)
+		if err != nil || len(evs) == 0 {
+			if cur = 0; err == nil {
+				continue
+			}
+			b.Fatal(err)
+		}
+		cur = evs[len(evs)-1].Offset
+		if err := po.SetCursor("hook", cur); err != nil {
+			b.Fatal(err)
+		}
+		n += len(evs)
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
 }

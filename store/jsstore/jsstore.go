@@ -7,9 +7,10 @@
 // Layout, every name prefixed with Options.Name ("incs"):
 //
 //   - the stream "<Name>" holds what must commit together: events on
-//     "<Name>.ev.<partition>" (headers carry the offset, task, type and
-//     commit time; the body is the event JSON exactly as the bbolt outbox
-//     stores it), seen records on "<Name>.seen.<task>" and rule states on
+//     "<Name>.ev.<partition>" (a batch's events of one partition packed in
+//     one message, each with its offset, task, type and commit time and its
+//     JSON exactly as the bbolt outbox stores it; see frame.go), seen
+//     records on "<Name>.seen.<task>" and rule states on
 //     "<Name>.rule.<task>" and "<Name>.rtask.<task>" (one message a
 //     subject, Nats-Rollup: sub), the head offset on "<Name>.head", the
 //     leader's epoch records on "<Name>.epoch" and prune notes on
@@ -18,6 +19,13 @@
 //     "<Name>-members" the live replicas, and "<Name>-state" the cursors,
 //     dead letters, sink states, small values and the partition
 //     assignment.
+//
+// Use: Open the store on a connection, run Run in the background, and
+// follow Changes: poll (Ingest, IngestAfter, ApplyRules) only while
+// IsLeader, and run a dispatcher per sink on Partition(p) for each p in
+// Role().Owned, rereading cursors when Rewound names the sink. Every other
+// method works on any replica, also without Run (commands such as status
+// and events).
 //
 // Only the leader appends. Every append is one atomic batch (whole tasks,
 // at most 1,000 messages) whose messages expect the last sequence of the
@@ -112,8 +120,9 @@ type Store struct {
 
 	appendMu sync.Mutex // one append at a time
 
-	leadMu sync.Mutex
-	lead   *leadership // nil unless this replica leads
+	leadMu     sync.Mutex
+	lead       *leadership // nil unless this replica leads
+	mismatches int         // rounds in a row the leader's config hash differed (Run's goroutine only)
 
 	roleMu   sync.Mutex
 	role     Role
@@ -254,12 +263,14 @@ func (s *Store) setup(ctx context.Context) error {
 		AllowAtomicPublish: true,
 		Metadata:           map[string]string{"incs.partitions": strconv.Itoa(s.o.Partitions)},
 	}
+	if old, err := s.js.Stream(ctx, s.name); err == nil {
+		if p, err := strconv.Atoi(old.CachedInfo().Config.Metadata["incs.partitions"]); err == nil && p != s.o.Partitions {
+			return fmt.Errorf("jsstore: stream %s was created with %d partitions, not %d: partitions are fixed when the stream is created", s.name, p, s.o.Partitions)
+		}
+	}
 	st, err := s.js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("jsstore: stream %s: %w", s.name, err)
-	}
-	if p, err := strconv.Atoi(st.CachedInfo().Config.Metadata["incs.partitions"]); err == nil && p > 0 && p != s.o.Partitions {
-		return fmt.Errorf("jsstore: stream %s was created with %d partitions, not %d", s.name, p, s.o.Partitions)
 	}
 	s.stream = st
 	var err2 error

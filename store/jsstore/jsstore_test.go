@@ -149,3 +149,23 @@ func TestConfigMismatch(t *testing.T) {
 	startRun(t, c)
 	require.Eventually(t, func() bool { return c.Role().Leader == "a" }, 5*time.Second, 10*time.Millisecond)
 }
+
+// TestOpenOptions: bad options and a partition count other than the
+// stream's are refused.
+func TestOpenOptions(t *testing.T) {
+	srv := runServer(t)
+	nc := connect(t, srv.ClientURL())
+	ctx := context.Background()
+	for _, o := range []Options{{Name: "a.b"}, {Name: "a b"}, {Lease: time.Second}, {Lease: 2500 * time.Millisecond}, {Replicas: 7}} {
+		_, err := Open(ctx, nc, o)
+		require.Error(t, err, "%+v", o)
+	}
+	s := openStore(t, srv.ClientURL(), Options{Name: "parts", Partitions: 6})
+	require.Equal(t, 6, s.Partitions())
+	_, err := Open(ctx, nc, Options{Name: "parts", Partitions: 8})
+	require.ErrorContains(t, err, "created with 6 partitions, not 8")
+	s2, err := Open(ctx, nc, Options{Name: "parts", Partitions: 6})
+	require.NoError(t, err)
+	require.NoError(t, s2.Close())
+	require.NoError(t, s2.Close(), "a second Close is harmless")
+}

@@ -66,8 +66,10 @@ func (s *Store) Role() Role {
 	return r
 }
 
-// Changes returns a channel (buffered 1) that receives after any change of
-// Role.
+// Changes returns a channel (buffered 1, sent to without blocking) that
+// receives after a change of Role: of the leader, the epoch, the members,
+// the assignments or Owned. LeaseExpires alone, which moves with every
+// renewal, does not signal; read it from Role when needed.
 func (s *Store) Changes() <-chan struct{} { return s.changes }
 
 // Rewound returns a channel of sink names rewound by any replica, so
@@ -82,7 +84,6 @@ func (s *Store) updateRole(fn func(r *Role)) {
 	beforeAssign := fmt.Sprint(before.Assignments)
 	fn(&s.role)
 	changed := before.Leader != s.role.Leader || before.Epoch != s.role.Epoch ||
-		!before.LeaseExpires.Equal(s.role.LeaseExpires) ||
 		!slices.Equal(beforeOwned, s.role.Owned) || !slices.Equal(beforeMembers, s.role.Members) ||
 		beforeAssign != fmt.Sprint(s.role.Assignments)
 	s.roleMu.Unlock()
@@ -111,16 +112,33 @@ func (s *Store) Run(ctx context.Context) error {
 	defer stop()
 	defer s.release()
 
+	// A watch on the lease wakes a follower the moment the lease is
+	// released or expires (its delete marker), rather than at the next
+	// tick.
+	var freed <-chan jetstream.KeyValueEntry
+	if w, err := s.leaseKV.Watch(ctx, leaseKey, jetstream.UpdatesOnly()); err == nil {
+		defer w.Stop()
+		freed = w.Updates()
+	}
 	tick := time.NewTicker(s.tick())
 	defer tick.Stop()
 	for {
 		if err := s.step(ctx); err != nil {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
+		for waiting := true; waiting; {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+				waiting = false
+			case e, ok := <-freed:
+				if !ok {
+					freed = nil
+					continue
+				}
+				waiting = e == nil || e.Operation() == jetstream.KeyValuePut || s.hasLead()
+			}
 		}
 	}
 }
@@ -136,6 +154,10 @@ func (s *Store) step(ctx context.Context) error {
 		return err
 	}
 	s.heartbeat(ctx)
+	// Bound the rest, so a slow cluster never delays the next renewal
+	// much beyond its tick.
+	ctx, cancel := context.WithTimeout(ctx, s.tick())
+	defer cancel()
 	s.refreshRole(ctx)
 	if s.IsLeader() {
 		s.assign(ctx)
@@ -198,7 +220,9 @@ func (s *Store) campaign(ctx context.Context) error {
 		if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
 			s.log.Debug().Err(err).Msg("jsstore: campaign")
 		}
-		return s.checkLeaderHash(ctx)
+		hctx, cancel := context.WithTimeout(ctx, s.tick())
+		defer cancel()
+		return s.checkLeaderHash(hctx)
 	}
 	if err := s.becomeLeader(ctx, rev, started); err != nil {
 		s.log.Warn().Err(err).Msg("jsstore: won the lease but could not write the epoch; releasing it")
@@ -220,6 +244,12 @@ func (s *Store) checkLeaderHash(ctx context.Context) error {
 	}
 	var lv leaseVal
 	if json.Unmarshal(e.Value(), &lv) != nil || lv.Hash == "" || lv.Hash == s.o.ConfigHash || lv.Leader == s.o.ReplicaID {
+		s.mismatches = 0
+		return nil
+	}
+	// A KV Get may be stale (an old leader's value): believe a mismatch
+	// seen on two rounds in a row.
+	if s.mismatches++; s.mismatches < 2 {
 		return nil
 	}
 	return fmt.Errorf("jsstore: replica %s: %w (leader %s): run every replica with the same config", s.o.ReplicaID, ErrConfigMismatch, lv.Leader)
@@ -249,7 +279,9 @@ func (s *Store) becomeLeader(ctx context.Context, leaseRev uint64, started time.
 	if err != nil {
 		return fmt.Errorf("epoch record: %w", err)
 	}
-	if err := s.v.waitApplied(ctx, ack.Sequence); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
+	if err := s.v.waitApplied(wctx, ack.Sequence); err != nil {
 		return err
 	}
 	s.leadMu.Lock()
