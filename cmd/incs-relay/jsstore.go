@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/incs-relay/incs-relay/store"
@@ -212,4 +213,37 @@ func storeClusterView(ctx context.Context, cfg *Config, h *jsHandle) *clusterVie
 	v := newClusterView(cfg, h)
 	v.Self, v.Leader, v.LeaseExpires, v.Leading = "", "", nil, false
 	return v
+}
+
+// Metrics of a jetstream replica.
+var (
+	descLeader     = prometheus.NewDesc(ns+"_replica_leader", "1 while this replica holds the lease and polls (store.type: jetstream).", nil, nil)
+	descLeaseLeft  = prometheus.NewDesc(ns+"_replica_lease_remaining_seconds", "Seconds until the lease lapses unless its holder renews it; absent while nobody holds it.", nil, nil)
+	descOwned      = prometheus.NewDesc(ns+"_replica_partitions", "Delivery partitions this replica delivers now.", nil, nil)
+	descMembers    = prometheus.NewDesc(ns+"_replica_members", "Live replicas of the store, as this replica sees them.", nil, nil)
+	descEpoch      = prometheus.NewDesc(ns+"_replica_epoch", "The leader's epoch: it goes up by one at every change of leader.", nil, nil)
+	descConnected  = prometheus.NewDesc(ns+"_replica_connected", "1 while this replica's connection to the NATS cluster is up.", nil, nil)
+	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected}
+)
+
+// replicaCollector reads a jetstream replica's role at scrape time.
+type replicaCollector struct{ h *jsHandle }
+
+func (c replicaCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range replicaMetrics {
+		ch <- d
+	}
+}
+
+func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
+	role := c.h.Role()
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	gauge(descLeader, b2f(c.h.IsLeader()))
+	if role.Leader != "" && !role.LeaseExpires.IsZero() {
+		gauge(descLeaseLeft, max(time.Until(role.LeaseExpires).Seconds(), 0))
+	}
+	gauge(descOwned, float64(len(role.Owned)))
+	gauge(descMembers, float64(len(role.Members)))
+	gauge(descEpoch, float64(role.Epoch))
+	gauge(descConnected, b2f(c.h.connected()))
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/incs-relay/incs-relay/sink"
+	"github.com/incs-relay/incs-relay/store"
 )
 
 // dispatcher is what a Relay needs of a sink's delivery: one
@@ -44,6 +45,11 @@ type partitioned struct {
 	gone sink.DispatcherState // totals of dispatchers that stopped
 	// running is true while Run is in its loop.
 	running bool
+	// pausedSince is when followResume first saw a partition paused.
+	pausedSince time.Time
+	// pauseSaved is whether the last state save saw a partition paused
+	// (replicaPause).
+	pauseSaved bool
 }
 
 // partRun is one partition's running dispatcher.
@@ -87,7 +93,8 @@ func (p *partitioned) Run(ctx context.Context) error {
 			p.sync(ctx, nil)
 			return nil
 		case <-p.changes:
-		case <-check.C:
+		case now := <-check.C:
+			p.followResume(now)
 		case <-p.rewind:
 			p.reread(context.WithoutCancel(ctx))
 		}
@@ -288,4 +295,60 @@ func (r *Relay) partitionedDispatcher(dc sink.DispatcherConfig) *partitioned {
 		c.Logger = log.With().Int("partition", p).Logger()
 		return sink.NewDispatcher(c)
 	})
+}
+
+// replicaPause settles what a jetstream replica writes of o's sink state,
+// which all replicas share: it writes when one of its partitions paused
+// since the last save, and nothing else (returning o.saved, which the
+// caller skips), so it neither clears another replica's pause nor brings
+// back one an operator resumed elsewhere (its own paused partitions follow
+// that resume, see followResume); an operator's resume here is written by
+// saveResumed. The live last error and delivery time are in the admin API.
+// With bbolt ss is returned as it is.
+func (r *Relay) replicaPause(o *output, ss store.SinkState) store.SinkState {
+	p, ok := o.disp.(*partitioned)
+	if r.js == nil || !ok {
+		return ss
+	}
+	p.mu.Lock()
+	newly := ss.Paused && !p.pauseSaved
+	p.pauseSaved = ss.Paused
+	p.mu.Unlock()
+	if newly {
+		return ss
+	}
+	return o.saved
+}
+
+// resumeFollowDelay is how long a partition stays paused before a resume
+// made on another replica (the stored state no longer paused) resumes it:
+// longer than the state loop's period, so that a pause is stored before
+// it is compared.
+const resumeFollowDelay = 5 * time.Second
+
+// followResume resumes this replica's paused partitions once the stored
+// sink state says an operator resumed the sink on another replica.
+func (p *partitioned) followResume(now time.Time) {
+	st := p.State()
+	p.mu.Lock()
+	if !st.Paused {
+		p.pausedSince = time.Time{}
+		p.mu.Unlock()
+		return
+	}
+	if p.pausedSince.IsZero() {
+		p.pausedSince = now
+	}
+	since := p.pausedSince
+	p.mu.Unlock()
+	if now.Sub(since) < resumeFollowDelay {
+		return
+	}
+	if ss, err := p.store.SinkState(p.name); err == nil && !ss.Paused {
+		p.log.Info().Msg("resumed on another replica: delivery resumes here too")
+		p.Resume()
+		p.mu.Lock()
+		p.pausedSince = time.Time{}
+		p.mu.Unlock()
+	}
 }

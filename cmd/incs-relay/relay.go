@@ -97,6 +97,9 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 	}
 	r.js, _ = r.db.(*jsHandle)
 	r.metrics = newMetrics(r)
+	if r.js != nil {
+		r.metrics.reg.MustRegister(replicaCollector{r.js})
+	}
 
 	httpClient := opts.HTTPClient
 	if httpClient == nil {
@@ -341,6 +344,7 @@ func (r *Relay) saveSinkStates() {
 		if !st.LastDeliveryAt.IsZero() {
 			ss.LastDeliveryAt = st.LastDeliveryAt
 		}
+		ss = r.replicaPause(o, ss)
 		if ss == o.saved {
 			continue
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -156,13 +155,7 @@ func TestReplicas_MigrateFrom(t *testing.T) {
 	defer api.Close()
 	ns := runNATS(t)
 	hooks := newReceived()
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(r.Body)
-		hooks.add(buf.Bytes())
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer hook.Close()
+	hook := recordingHook(t, hooks, nil)
 	src := filepath.Join(t.TempDir(), "old.db")
 	bboltWithEvents(t, src)
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)

@@ -165,7 +165,18 @@ func TestReplicas_Failover(t *testing.T) {
 	assert.Contains(t, lines, "leader: replica-a, epoch")
 	assert.Contains(t, lines, "delivers: replica-b partitions")
 	assert.Greater(t, a.r.pollView().Cycles, 0, "the leader polls")
+	_, expoB := b.get(t, "/metrics")
+	_, expoA := a.get(t, "/metrics")
+	assert.Equal(t, 0.0, metricValue(t, expoB, "incs_relay_replica_leader"))
+	assert.Equal(t, 1.0, metricValue(t, expoA, "incs_relay_replica_leader"))
+	assert.Equal(t, 2.0, metricValue(t, expoB, "incs_relay_replica_members"))
+	assert.Equal(t, 4.0, metricValue(t, expoA, "incs_relay_replica_partitions")+metricValue(t, expoB, "incs_relay_replica_partitions"))
+	assert.InDelta(t, 1.5, metricValue(t, expoB, "incs_relay_replica_lease_remaining_seconds"), 1.5)
+	assert.Equal(t, 1.0, metricValue(t, expoB, "incs_relay_ready"), "a follower is ready")
 
+	hooks.mu.Lock()
+	t.Logf("before the leader stops: webhook redeliveries %d (partitions handed over to the second replica)", hooks.dups)
+	hooks.mu.Unlock()
 	// The leader goes; the follower takes over polling and delivery.
 	stopped := time.Now()
 	a.stop(t)
@@ -405,12 +416,7 @@ func TestReplicas_PartitionedLeader(t *testing.T) {
 	defer api.Close()
 	ns := runNATS(t)
 	hooks := newReceived()
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		hooks.add(body)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer hook.Close()
+	hook := recordingHook(t, hooks, nil)
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
 	proxy := newCutProxy(t, ns.Addr().String())
@@ -466,4 +472,114 @@ func TestReplicas_PartitionedLeader(t *testing.T) {
 	}
 	hooks.mu.Unlock()
 	t.Logf("%d logs; failover after a cut %s with a 2s lease", len(logs), failover.Round(time.Millisecond))
+}
+
+// TestReplicas_PauseAndResume: a webhook answering 410 Gone pauses the
+// sink's partitions on both replicas, the stored state says paused, and
+// neither replica is ready; one POST resume on the leader's admin API
+// resumes the sink on both (the follower follows the stored state), and
+// every event arrives.
+func TestReplicas_PauseAndResume(t *testing.T) {
+	world := sim.New(sim.Options{Token: "tok", Tasks: 30, Seed: 31})
+	api := httptest.NewServer(world)
+	defer api.Close()
+	ns := runNATS(t)
+	hooks := newReceived()
+	var gone sync.Mutex
+	isGone := true
+	hook := recordingHook(t, hooks, func() bool {
+		gone.Lock()
+		defer gone.Unlock()
+		return isGone
+	})
+	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
+	cfg.Sinks = cfg.Sinks[1:]
+	a := startReplica(t, cfg, "replica-a")
+	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
+	b := startReplica(t, cfg, "replica-b")
+	require.Eventually(t, func() bool {
+		return a.r.output("hooks").disp.State().Paused && b.r.output("hooks").disp.State().Paused
+	}, 20*time.Second, 50*time.Millisecond, "both replicas' partitions pause on 410")
+	require.Eventually(t, func() bool {
+		ss, err := b.r.db.SinkState("hooks")
+		return err == nil && ss.Paused && pauseSaved(a) && pauseSaved(b)
+	}, 10*time.Second, 50*time.Millisecond, "the pause is stored, by both replicas")
+	code, body := b.get(t, "/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, "sink hooks paused")
+
+	gone.Lock()
+	isGone = false
+	gone.Unlock()
+	resp, err := http.Post("http://"+a.r.adminAddr()+"/v1/sinks/hooks/resume", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	logs := world.Logs()
+	require.Eventually(t, func() bool { return hooks.count() >= len(logs) }, 30*time.Second, 50*time.Millisecond,
+		"every event arrives once both replicas resumed (%d of %d)", hooks.count(), len(logs))
+	assert.False(t, b.r.output("hooks").disp.State().Paused, "the follower followed the resume")
+	ss, err := b.r.db.SinkState("hooks")
+	require.NoError(t, err)
+	assert.False(t, ss.Paused, "no replica brought the pause back")
+	hooks.checkAgainst(t, "webhook", logs)
+}
+
+// pauseSaved reports whether the replica stored its partitions' pause of
+// the hooks sink.
+func pauseSaved(rep *replica) bool {
+	p := rep.r.output("hooks").disp.(*partitioned)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pauseSaved
+}
+
+// recordingHook is a webhook receiver that records every body it
+// acknowledges in got; while gone (if not nil) reports true it answers 410
+// Gone instead.
+func recordingHook(t *testing.T, got *received, gone func() bool) *httptest.Server {
+	t.Helper()
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if gone != nil && gone() {
+			http.Error(w, "gone", http.StatusGone)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		got.add(body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(hook.Close)
+	return hook
+}
+
+// TestReplicas_ConfigMismatch: a replica whose config differs from the
+// leader's (here poll.interval) refuses to join: its Run returns an error
+// naming the mismatch, so `run` exits 1, and it never polls.
+func TestReplicas_ConfigMismatch(t *testing.T) {
+	world := sim.New(sim.Options{Token: "tok", Tasks: 5, Seed: 1})
+	api := httptest.NewServer(world)
+	defer api.Close()
+	ns := runNATS(t)
+	hook := recordingHook(t, newReceived(), nil)
+	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
+	cfg.Sinks = cfg.Sinks[1:]
+	a := startReplica(t, cfg, "replica-a")
+	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
+
+	other := *cfg
+	other.Poll.Interval = Duration(300 * time.Millisecond)
+	require.NotEqual(t, cfg.ConfigHash(), other.ConfigHash())
+	r, err := OpenRelay(context.Background(), &other, zerolog.Nop(), relayOptions{ReplicaID: "replica-b"})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "config differs from the leader's")
+	case <-time.After(15 * time.Second):
+		t.Fatal("a replica with another config kept running")
+	}
+	assert.Zero(t, r.pollView().Cycles, "it never polled")
+	assert.True(t, a.r.js.IsLeader(), "the leader keeps the lease")
 }

@@ -129,8 +129,8 @@ func isWrongLastSeq(err error) bool {
 
 // batcher gathers whole units (a task's events and seen record, a rule
 // write) into atomic batches of at most MaxBatch messages, assigning
-// offsets on from the head; the last message of each batch is the new
-// head.
+// offsets on from the head. A batch holds the units' rolled-up messages,
+// then their events packed per partition, then the new head.
 type batcher struct {
 	s    *Store
 	lead *leadership
@@ -140,6 +140,8 @@ type batcher struct {
 	committed uint64 // the head as last committed
 	headSeq   uint64 // stream sequence of the last head message
 	msgs      []outMsg
+	evs       []evOut
+	count     int             // messages the batch may take: each event counted as one
 	subjs     map[string]bool // rolled-up subjects in msgs: one each per batch
 	pending   []func()        // result updates once msgs commit
 }
@@ -162,14 +164,27 @@ func (b *batcher) next() uint64 {
 	return b.head
 }
 
-// eventMsg is the message of one event.
-func (b *batcher) eventMsg(taskID int64, off uint64, typ string, body []byte, at int64) outMsg {
-	h := nats.Header{}
-	h.Set(hdrOffset, strconv.FormatUint(off, 10))
-	h.Set(hdrTask, strconv.FormatInt(taskID, 10))
-	h.Set(hdrType, typ)
-	h.Set(hdrAt, strconv.FormatInt(at, 10))
-	return outMsg{subj: b.s.name + ".ev." + strconv.Itoa(b.s.partition(taskID)), hdr: h, data: body}
+// event is one event to append, in its task's partition.
+func (b *batcher) event(taskID int64, off uint64, typ string, body []byte, at int64) evOut {
+	return evOut{part: b.s.partition(taskID), off: off, task: taskID, at: at, typ: typ, body: body}
+}
+
+// packEvents returns evs as event messages: one per partition (more if
+// large), each in offset order.
+func (b *batcher) packEvents(evs []evOut) []outMsg {
+	var out []outMsg
+	cur := map[int]int{} // partition -> index in out of its open message
+	for i := range evs {
+		e := &evs[i]
+		j, ok := cur[e.part]
+		if !ok || len(out[j].data)+frameLen(e) > maxEventMsg {
+			j = len(out)
+			out = append(out, outMsg{subj: b.s.name + ".ev." + strconv.Itoa(e.part), hdr: nats.Header{}})
+			cur[e.part] = j
+		}
+		out[j].data = appendFrame(out[j].data, e)
+	}
+	return out
 }
 
 // rollupMsg is a message replacing every earlier one of its subject; an
@@ -180,40 +195,27 @@ func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 	return outMsg{subj: b.s.name + "." + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: data}
 }
 
-// room reports whether n more messages (and the head) fit the batch and
-// none of subjs is rolled up in it yet.
-func (b *batcher) room(n int, subjs ...string) bool {
-	if len(b.msgs)+n+1 > MaxBatch {
-		return false
+// add appends a unit's events and rolled-up messages, flushing first if
+// they do not fit; done runs once they committed.
+func (b *batcher) add(ctx context.Context, evs []evOut, msgs []outMsg, done func()) error {
+	n := len(evs) + len(msgs)
+	if n+1 > MaxBatch {
+		return fmt.Errorf("jsstore: append: %d messages of one task do not fit a batch of %d", n, MaxBatch)
 	}
-	for _, s := range subjs {
-		if b.subjs[s] {
-			return false
-		}
-	}
-	return true
-}
-
-// add appends a unit's messages, flushing first if they do not fit; done
-// runs once they committed.
-func (b *batcher) add(ctx context.Context, msgs []outMsg, done func()) error {
-	if len(msgs)+1 > MaxBatch {
-		return fmt.Errorf("jsstore: append: %d messages of one task do not fit a batch of %d", len(msgs), MaxBatch)
-	}
-	var rolled []string
+	fits := b.count+n+1 <= MaxBatch
 	for _, m := range msgs {
-		if m.hdr.Get(hdrRollup) != "" {
-			rolled = append(rolled, m.subj)
-		}
+		fits = fits && !b.subjs[m.subj]
 	}
-	if !b.room(len(msgs), rolled...) {
+	if !fits {
 		if err := b.flush(ctx); err != nil {
 			return err
 		}
 	}
+	b.evs = append(b.evs, evs...)
 	b.msgs = append(b.msgs, msgs...)
-	for _, s := range rolled {
-		b.subjs[s] = true
+	b.count += n
+	for _, m := range msgs {
+		b.subjs[m.subj] = true
 	}
 	if done != nil {
 		b.pending = append(b.pending, done)
@@ -221,10 +223,10 @@ func (b *batcher) add(ctx context.Context, msgs []outMsg, done func()) error {
 	return nil
 }
 
-// flush commits the gathered messages with the head as one atomic batch
-// and waits until the tail read it.
+// flush commits the gathered units with the head as one atomic batch and
+// waits until the tail read it.
 func (b *batcher) flush(ctx context.Context) error {
-	if len(b.msgs) == 0 {
+	if len(b.msgs)+len(b.evs) == 0 {
 		return nil
 	}
 	h := nats.Header{}
@@ -234,14 +236,13 @@ func (b *batcher) flush(ctx context.Context) error {
 	// rather than reuse offsets.
 	h.Set(hdrExpSubjSeq, strconv.FormatUint(b.headSeq, 10))
 	head := b.committed
-	for _, m := range b.msgs {
-		if off, err := strconv.ParseUint(m.hdr.Get(hdrOffset), 10, 64); err == nil && off > head {
-			head = off
-		}
+	for _, e := range b.evs {
+		head = max(head, e.off)
 	}
-	msgs := append(b.msgs, outMsg{subj: b.s.name + ".head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
+	msgs := append(b.msgs, b.packEvents(b.evs)...)
+	msgs = append(msgs, outMsg{subj: b.s.name + ".head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
 	seq, err := b.s.publishBatch(ctx, b.lead, msgs)
-	b.msgs, b.subjs = nil, map[string]bool{}
+	b.msgs, b.evs, b.count, b.subjs = nil, nil, 0, map[string]bool{}
 	pending := b.pending
 	b.pending = nil
 	if err != nil {
@@ -351,12 +352,12 @@ func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 // could repeat the first batches' events under new offsets.
 func (b *batcher) addTask(ctx context.Context, p store.Prepared, res *store.IngestResult) error {
 	seenMsg := b.rollupMsg("seen", p.TaskID(), p.Record())
-	n := p.Len()
-	var msgs []outMsg
+	var evs []evOut
 	first, last := uint64(0), uint64(0)
-	unit := func(msgs []outMsg, first, last uint64, events int, changed bool) error {
-		return b.add(ctx, msgs, func() {
-			res.Events += events
+	unit := func(evs []evOut, msgs []outMsg, first, last uint64, changed bool) error {
+		n := len(evs)
+		return b.add(ctx, evs, msgs, func() {
+			res.Events += n
 			if changed {
 				res.Changed++
 			}
@@ -368,29 +369,26 @@ func (b *batcher) addTask(ctx context.Context, p store.Prepared, res *store.Inge
 			}
 		})
 	}
-	count := 0
-	for i := range n {
-		if len(msgs)+2 > MaxBatch-1 {
+	for i := range p.Len() {
+		if len(evs)+2 > MaxBatch-1 {
 			// A giant task: commit what fits without its seen record.
-			if err := unit(msgs, first, last, count, false); err != nil {
+			if err := unit(evs, nil, first, last, false); err != nil {
 				return err
 			}
 			if err := b.flush(ctx); err != nil {
 				return err
 			}
-			msgs, first, count = nil, 0, 0
+			evs, first = nil, 0
 		}
 		off := b.next()
 		body, typ := p.Event(i, off)
-		msgs = append(msgs, b.eventMsg(p.TaskID(), off, typ, body, b.at))
+		evs = append(evs, b.event(p.TaskID(), off, typ, body, b.at))
 		if first == 0 {
 			first = off
 		}
 		last = off
-		count++
 	}
-	msgs = append(msgs, seenMsg)
-	return unit(msgs, first, last, count, true)
+	return unit(evs, []outMsg{seenMsg}, first, last, true)
 }
 
 // ApplyRules writes rule states and appends derived events, each write's
@@ -416,8 +414,11 @@ func (s *Store) ApplyRules(ctx context.Context, writes []store.RuleWrite) (store
 		if len(task) == 0 {
 			task = json.RawMessage(fmt.Sprintf(`{"id":%d}`, w.TaskID))
 		}
-		var msgs []outMsg
-		var first, last uint64
+		var (
+			evs         []evOut
+			msgs        []outMsg
+			first, last uint64
+		)
 		head := b.head
 		for i := range w.Events {
 			ev := w.Events[i]
@@ -433,7 +434,7 @@ func (s *Store) ApplyRules(ctx context.Context, writes []store.RuleWrite) (store
 				b.head = head
 				return res, fmt.Errorf("jsstore: apply rules: task %d: encode %s: %w", w.TaskID, ev.ID, err)
 			}
-			msgs = append(msgs, b.eventMsg(w.TaskID, off, ev.Type, body, b.at))
+			evs = append(evs, b.event(w.TaskID, off, ev.Type, body, b.at))
 			if first == 0 {
 				first = off
 			}
@@ -446,7 +447,7 @@ func (s *Store) ApplyRules(ctx context.Context, writes []store.RuleWrite) (store
 			msgs = append(msgs, b.rollupMsg("rtask", w.TaskID, w.Task))
 		}
 		n := len(w.Events)
-		if err := b.add(ctx, msgs, func() {
+		if err := b.add(ctx, evs, msgs, func() {
 			res.Events += n
 			if first > 0 && res.FirstOffset == 0 {
 				res.FirstOffset = first

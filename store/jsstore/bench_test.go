@@ -126,3 +126,37 @@ func benchIngest(b *testing.B, s *Store, perCall int) {
 	head, _ := s.Head()
 	b.ReportMetric(float64(head)/b.Elapsed().Seconds(), "events/s")
 }
+
+// BenchmarkDeliver measures what a dispatcher costs the store: read 100
+// events of a partition and persist the cursor, over and over, on a
+// follower (the reads come from its view; the cursor is a KV put).
+func BenchmarkDeliver(b *testing.B) {
+	ctx := context.Background()
+	srv := runServer(b)
+	lead := leadingStore(b, srv.ClientURL(), Options{ReplicaID: "lead", Lease: 10 * time.Second, Partitions: 1})
+	for i := range 10 {
+		if _, err := lead.Ingest(ctx, benchPage(i), benchLoc, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s := openStore(b, srv.ClientURL(), Options{ReplicaID: "follower", Lease: 10 * time.Second, Partitions: 1})
+	po := s.Partition(0)
+	b.ResetTimer()
+	n := 0
+	cur := uint64(0)
+	for range b.N {
+		evs, err := po.Read(ctx, cur+1, 100)
+		if err != nil || len(evs) == 0 {
+			if cur = 0; err == nil {
+				continue
+			}
+			b.Fatal(err)
+		}
+		cur = evs[len(evs)-1].Offset
+		if err := po.SetCursor("hook", cur); err != nil {
+			b.Fatal(err)
+		}
+		n += len(evs)
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+}

@@ -7,9 +7,10 @@
 // Layout, every name prefixed with Options.Name ("incs"):
 //
 //   - the stream "<Name>" holds what must commit together: events on
-//     "<Name>.ev.<partition>" (headers carry the offset, task, type and
-//     commit time; the body is the event JSON exactly as the bbolt outbox
-//     stores it), seen records on "<Name>.seen.<task>" and rule states on
+//     "<Name>.ev.<partition>" (a batch's events of one partition packed in
+//     one message, each with its offset, task, type and commit time and its
+//     JSON exactly as the bbolt outbox stores it; see frame.go), seen
+//     records on "<Name>.seen.<task>" and rule states on
 //     "<Name>.rule.<task>" and "<Name>.rtask.<task>" (one message a
 //     subject, Nats-Rollup: sub), the head offset on "<Name>.head", the
 //     leader's epoch records on "<Name>.epoch" and prune notes on
@@ -119,8 +120,9 @@ type Store struct {
 
 	appendMu sync.Mutex // one append at a time
 
-	leadMu sync.Mutex
-	lead   *leadership // nil unless this replica leads
+	leadMu     sync.Mutex
+	lead       *leadership // nil unless this replica leads
+	mismatches int         // rounds in a row the leader's config hash differed (Run's goroutine only)
 
 	roleMu   sync.Mutex
 	role     Role

@@ -244,6 +244,12 @@ func (s *Store) checkLeaderHash(ctx context.Context) error {
 	}
 	var lv leaseVal
 	if json.Unmarshal(e.Value(), &lv) != nil || lv.Hash == "" || lv.Hash == s.o.ConfigHash || lv.Leader == s.o.ReplicaID {
+		s.mismatches = 0
+		return nil
+	}
+	// A KV Get may be stale (an old leader's value): believe a mismatch
+	// seen on two rounds in a row.
+	if s.mismatches++; s.mismatches < 2 {
 		return nil
 	}
 	return fmt.Errorf("jsstore: replica %s: %w (leader %s): run every replica with the same config", s.o.ReplicaID, ErrConfigMismatch, lv.Leader)

@@ -76,32 +76,32 @@ func migrateAppends(ctx context.Context, dst *Store, lead *leadership, src Migra
 			break
 		}
 		for _, ev := range evs {
-			m := b.eventMsg(ev.Data.TaskID, ev.Offset, ev.Type, ev.Body, ev.StoredAt.UnixNano())
-			if err := b.add(ctx, []outMsg{m}, func() { res.Events++ }); err != nil {
+			e := b.event(ev.Data.TaskID, ev.Offset, ev.Type, ev.Body, ev.StoredAt.UnixNano())
+			if err := b.add(ctx, []evOut{e}, nil, func() { res.Events++ }); err != nil {
 				return err
 			}
 		}
 		next = evs[len(evs)-1].Offset + 1
 	}
 	if err := src.ForEachSeen(func(id int64, rec []byte) error {
-		return b.add(ctx, []outMsg{b.rollupMsg("seen", id, append([]byte(nil), rec...))}, func() { res.Tasks++ })
+		return b.add(ctx, nil, []outMsg{b.rollupMsg("seen", id, append([]byte(nil), rec...))}, func() { res.Tasks++ })
 	}); err != nil {
 		return err
 	}
 	if err := src.RuleStates(func(id int64, rec []byte) error {
-		return b.add(ctx, []outMsg{b.rollupMsg("rule", id, append([]byte(nil), rec...))}, func() { res.Rules++ })
+		return b.add(ctx, nil, []outMsg{b.rollupMsg("rule", id, append([]byte(nil), rec...))}, func() { res.Rules++ })
 	}); err != nil {
 		return err
 	}
 	if err := src.ForEachRuleTask(func(id int64, task []byte) error {
-		return b.add(ctx, []outMsg{b.rollupMsg("rtask", id, append([]byte(nil), task...))}, nil)
+		return b.add(ctx, nil, []outMsg{b.rollupMsg("rtask", id, append([]byte(nil), task...))}, nil)
 	}); err != nil {
 		return err
 	}
 	// The last batch carries src's head, even past its last stored event.
 	b.committed = head
-	if len(b.msgs) == 0 {
-		if err := b.add(ctx, []outMsg{b.rollupMsg("seen", 0, nil)}, nil); err != nil {
+	if b.count == 0 {
+		if err := b.add(ctx, nil, []outMsg{b.rollupMsg("seen", 0, nil)}, nil); err != nil {
 			return err
 		}
 	}

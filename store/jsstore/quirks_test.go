@@ -204,11 +204,9 @@ func TestAtomicBatch(t *testing.T) {
 	// messages before it.
 	lead := s.leading()
 	b := s.newBatcher(lead)
-	msgs := []outMsg{
-		b.eventMsg(2, 2, diff.TypeTaskCreated, []byte(`{}`), b.at),
+	msgs := append(b.packEvents([]evOut{b.event(2, 2, diff.TypeTaskCreated, []byte(`{}`), b.at)}),
 		b.rollupMsg("seen", 2, []byte{1}),
-		{subj: s.name + ".head", hdr: nats.Header{hdrExpSubjSeq: []string{"999999"}}, data: []byte("2")},
-	}
+		outMsg{subj: s.name + ".head", hdr: nats.Header{hdrExpSubjSeq: []string{"999999"}}, data: []byte("2")})
 	_, err = s.publishBatch(ctx, lead, msgs)
 	require.True(t, isWrongLastSeq(err), "%v", err)
 	require.Equal(t, seq0, lastSeq(), "nothing of the refused batch is stored")
@@ -269,8 +267,9 @@ func TestAtomicBatch(t *testing.T) {
 	require.Equal(t, 700, res.Changed)
 	require.Equal(t, uint64(4), res.FirstOffset)
 	require.Equal(t, uint64(1403), res.LastOffset)
-	// 700 tasks x (2 events + seen record) + one head per batch: 3 batches.
-	require.Equal(t, seq2+2100+3, lastSeq())
+	// 700 tasks x (2 events + seen record) in 3 batches; each stores the
+	// seen records, an event message per partition and the head.
+	require.Equal(t, seq2+700+3*(uint64(s.Partitions())+1), lastSeq())
 	evs, err := s.Read(ctx, 0, 5000)
 	require.NoError(t, err)
 	require.Len(t, evs, 1403)

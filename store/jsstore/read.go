@@ -92,13 +92,21 @@ func (s *Store) loadBodies(ctx context.Context, es []entry) error {
 		wg.Go(func() {
 			defer func() { <-slots }()
 			m, err := s.stream.GetMsg(ctx, es[i].seq)
+			if err == nil {
+				err = parseFrames(m.Data, func(off uint64, _, _ int64, _ string, body []byte) {
+					if off == es[i].off {
+						es[i].body = body
+					}
+				})
+			}
+			if err == nil && es[i].body == nil {
+				err = store.ErrNotFound
+			}
 			if err != nil {
 				errMu.Lock()
 				first = cmp.Or(first, fmt.Errorf("jsstore: event %d: %w", es[i].off, err))
 				errMu.Unlock()
-				return
 			}
-			es[i].body = m.Data
 		})
 	}
 	wg.Wait()
@@ -281,19 +289,27 @@ func (s *Store) pruneEvents(ctx context.Context, sinks []string, cutoff int64) (
 		}
 	})
 	var victims []entry
+	left := map[uint64]int{} // event message -> its events still in the view
 	s.v.mu.RLock()
+	for _, e := range s.v.events {
+		left[e.seq]++
+	}
 	for _, e := range s.v.events {
 		if e.off > upto || e.at >= cutoff {
 			break
 		}
 		if !dead[e.off] {
 			victims = append(victims, e)
+			left[e.seq]--
 		}
 	}
 	s.v.mu.RUnlock()
 	if len(victims) == 0 {
 		return 0, nil
 	}
+	// An event message goes once none of its events is left; the prune
+	// note drops the others from every view, also when a replica reads
+	// the stream again from the start.
 	var note pruneNote
 	n := 0
 	for i, e := range victims {
@@ -302,8 +318,11 @@ func (s *Store) pruneEvents(ctx context.Context, sinks []string, cutoff int64) (
 				break
 			}
 		}
-		if err := s.stream.DeleteMsg(ctx, e.seq); err != nil {
-			s.log.Debug().Err(err).Uint64("offset", e.off).Msg("jsstore: prune")
+		if left[e.seq] == 0 {
+			left[e.seq] = -1 // deleted
+			if err := s.stream.DeleteMsg(ctx, e.seq); err != nil {
+				s.log.Debug().Err(err).Uint64("offset", e.off).Msg("jsstore: prune")
+			}
 		}
 		if k := len(note.Ranges); k > 0 && note.Ranges[k-1][1]+1 == e.off {
 			note.Ranges[k-1][1] = e.off
@@ -347,7 +366,7 @@ func (s *Store) pruneSeen(ctx context.Context, cutoff int64) (int, error) {
 	b := s.newBatcher(lead)
 	n := 0
 	for _, id := range ids {
-		if err := b.add(ctx, []outMsg{b.rollupMsg("seen", id, nil)}, func() { n++ }); err != nil {
+		if err := b.add(ctx, nil, []outMsg{b.rollupMsg("seen", id, nil)}, func() { n++ }); err != nil {
 			return n, err
 		}
 	}

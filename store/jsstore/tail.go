@@ -14,18 +14,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Headers of an event message.
-const (
-	hdrOffset = "Incs-Offset"
-	hdrTask   = "Incs-Task"
-	hdrType   = "Incs-Type"
-	hdrAt     = "Incs-At" // commit time, unix nanoseconds
-)
-
 // entry is one event of the outbox as the tail read it.
 type entry struct {
 	off  uint64
-	seq  uint64 // stream sequence
+	seq  uint64 // stream sequence of its event message
 	task int64
 	at   int64 // commit time, unix nanoseconds
 	part int
@@ -58,6 +50,7 @@ type pruneNote struct {
 type view struct {
 	mu        sync.RWMutex
 	events    []entry
+	pending   []entry    // events of a batch being read, added at its end
 	byPart    [][]uint64 // offsets per partition, ascending
 	seen      map[int64][]byte
 	rules     map[int64][]byte
@@ -162,22 +155,32 @@ func (v *view) apply(prefix string, m jetstream.Msg) {
 		v.mu.Unlock()
 		return
 	}
+	if kind != "ev" {
+		v.flushPending()
+	}
 	switch kind {
 	case "ev":
-		h := m.Headers()
-		off, _ := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
-		task, _ := strconv.ParseInt(h.Get(hdrTask), 10, 64)
-		at, _ := strconv.ParseInt(h.Get(hdrAt), 10, 64)
-		part, _ := strconv.Atoi(arg)
-		if off > 0 && part >= 0 && part < len(v.byPart) {
-			v.addEvent(entry{off: off, seq: seq, task: task, at: at, part: part, typ: h.Get(hdrType), body: data})
+		part, err := strconv.Atoi(arg)
+		if err != nil || part < 0 || part >= len(v.byPart) {
+			break
 		}
+		_ = parseFrames(data, func(off uint64, task, at int64, typ string, body []byte) {
+			if off > 0 {
+				v.pending = append(v.pending, entry{off: off, seq: seq, task: task, at: at, part: part, typ: typ, body: body})
+			}
+		})
 	case "seen", "rule", "rtask":
 		id, err := strconv.ParseInt(arg, 10, 64)
 		if err != nil {
 			break
 		}
-		mp := map[string]map[int64][]byte{"seen": v.seen, "rule": v.rules, "rtask": v.ruleTasks}[kind]
+		mp := v.seen
+		switch kind {
+		case "rule":
+			mp = v.rules
+		case "rtask":
+			mp = v.ruleTasks
+		}
 		if len(data) == 0 {
 			delete(mp, id)
 		} else {
@@ -202,6 +205,7 @@ func (v *view) apply(prefix string, m jetstream.Msg) {
 	}
 	v.applied = seq
 	if md.NumPending == 0 {
+		v.flushPending()
 		v.caughtUp = true
 	}
 	close(v.signal)
@@ -210,6 +214,20 @@ func (v *view) apply(prefix string, m jetstream.Msg) {
 	if notify && v.wake != nil {
 		v.wake()
 	}
+}
+
+// flushPending adds the events read since the last other message: a
+// batch's event messages (one per partition) come together, before its
+// head, and are added in offset order.
+func (v *view) flushPending() {
+	if len(v.pending) == 0 {
+		return
+	}
+	slices.SortStableFunc(v.pending, func(a, b entry) int { return cmp.Compare(a.off, b.off) })
+	for _, e := range v.pending {
+		v.addEvent(e)
+	}
+	v.pending = nil
 }
 
 // addEvent adds e, keeping offset order.
