@@ -140,20 +140,26 @@ func TestChaos_JetStreamReplicas(t *testing.T) {
 	}
 
 	// 2. kill -9 a NATS node, keep going without it, bring it back.
+	// Stored is judged by the head offset (the stream's "<name>.head"
+	// subject), which the test's own consumer cannot miss while it moves.
 	n := rng.IntN(len(cl.nodes))
-	before := obs.evCount()
+	li := waitChaosLeader(t, obs, relays, 30*time.Second)
+	headBefore, hooksBefore := obs.head(), hooks.got.count()
 	cl.nodes[n].kill(t)
 	downAt := time.Now()
-	storedWhileDown := waitFor(15*time.Second, func() bool { return obs.evCount() > before+5 })
+	storedWhileDown := waitFor(15*time.Second, func() bool { return obs.head() > headBefore+5 })
+	storedAfter := time.Since(downAt)
 	sleepRandom(time.Until(downAt.Add(4 * time.Second)))
+	headDown, hooksDown := obs.head(), hooks.got.count()
 	cl.nodes[n].start(t)
 	cl.waitReady(t, 30*time.Second)
-	t.Logf("NATS node n%d killed for %s; events stored meanwhile: %d", n+1, time.Since(downAt).Round(time.Millisecond), obs.evCount()-before)
-	assert.True(t, storedWhileDown, "with one NATS node of three down, events are still stored")
+	t.Logf("NATS node n%d killed for %s (leader relay-%d): head %d -> %d while down (more than 5 stored after %s), webhook received %d new events",
+		n+1, time.Since(downAt).Round(time.Millisecond), li, headBefore, headDown, storedAfter.Round(time.Millisecond), hooksDown-hooksBefore)
+	assert.True(t, storedWhileDown, "with one NATS node of three down, events are still stored: head stayed at %d for 15s\n%s", headBefore, chaosOutputs(relays))
 
 	// 3. SIGSTOP the leader for longer than its lease: a successor takes
 	// over; after SIGCONT the old leader must not append (fenced).
-	li := waitChaosLeader(t, obs, relays, 30*time.Second)
+	li = waitChaosLeader(t, obs, relays, 30*time.Second)
 	t0 := time.Now()
 	relays[li].stop()
 	fo, ok := obs.failover(t0, 30*time.Second)
@@ -515,6 +521,23 @@ func newChaosObserver(t *testing.T, urls string) *chaosObserver {
 	return &chaosObserver{nc: nc, js: js}
 }
 
+// head is the outbox's head offset as the stream says it now ("<name>.head"
+// holds the last offset assigned), 0 if unknown.
+func (o *chaosObserver) head() uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := o.js.Stream(ctx, chaosName)
+	if err != nil {
+		return 0
+	}
+	m, err := st.GetLastMsgForSubject(ctx, chaosName+".head")
+	if err != nil {
+		return 0
+	}
+	h, _ := strconv.ParseUint(strings.TrimSpace(string(m.Data)), 10, 64)
+	return h
+}
+
 // leaseHolder is the replica id the lease names now, "" if none.
 func (o *chaosObserver) leaseHolder() string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -554,7 +577,10 @@ func (o *chaosObserver) consume(t *testing.T, stream string, fn func(jetstream.M
 	o.ctxs = append(o.ctxs, cc)
 }
 
-// watchOutbox records the outbox stream's events and epoch records.
+// watchOutbox records the outbox stream's events and epoch records. An
+// event message packs the events of one partition that a batch committed:
+// per event a line "<offset> <task> <commit time> <type>", then the event
+// JSON on one line (store/jsstore/frame.go).
 func (o *chaosObserver) watchOutbox(t *testing.T) {
 	t.Helper()
 	o.consume(t, chaosName, func(m jetstream.Msg) {
@@ -562,19 +588,24 @@ func (o *chaosObserver) watchOutbox(t *testing.T) {
 		if err != nil {
 			return
 		}
-		rec := storedRecord{seq: md.Sequence.Stream, at: md.Timestamp, epoch: m.Subject() == chaosName+".epoch"}
-		if !rec.epoch {
-			var ev struct {
-				ID     string `json:"id"`
-				Offset uint64 `json:"offset"`
+		recs := []storedRecord{{seq: md.Sequence.Stream, at: md.Timestamp, epoch: true}}
+		if m.Subject() != chaosName+".epoch" {
+			recs = nil
+			lines := strings.Split(strings.TrimSuffix(string(m.Data()), "\n"), "\n")
+			for i := 0; i+1 < len(lines); i += 2 {
+				off, _ := strconv.ParseUint(strings.Fields(lines[i])[0], 10, 64)
+				var ev struct {
+					ID     string `json:"id"`
+					Offset uint64 `json:"offset"`
+				}
+				if json.Unmarshal([]byte(lines[i+1]), &ev) != nil || ev.Offset != off {
+					ev.ID = fmt.Sprintf("unreadable frame %d of message %d", i/2, md.Sequence.Stream)
+				}
+				recs = append(recs, storedRecord{seq: md.Sequence.Stream, at: md.Timestamp, offset: off, id: ev.ID})
 			}
-			if json.Unmarshal(m.Data(), &ev) != nil {
-				return
-			}
-			rec.id, rec.offset = ev.ID, ev.Offset
 		}
 		o.mu.Lock()
-		o.stored = append(o.stored, rec)
+		o.stored = append(o.stored, recs...)
 		o.mu.Unlock()
 	}, chaosName+".ev.>", chaosName+".epoch")
 }
