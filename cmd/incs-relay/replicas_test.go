@@ -583,3 +583,68 @@ func TestReplicas_ConfigMismatch(t *testing.T) {
 	assert.Zero(t, r.pollView().Cycles, "it never polled")
 	assert.True(t, a.r.js.IsLeader(), "the leader keeps the lease")
 }
+
+// TestReplicas_ReplayFromAnywhere: while events keep flowing, `replay`
+// run as a one-off command (on no replica) rewinds the sink to offset 1;
+// both replicas deliver every event of their partitions again: no running
+// dispatcher puts its old position back over the rewind.
+func TestReplicas_ReplayFromAnywhere(t *testing.T) {
+	world := sim.New(sim.Options{Token: "tok", Tasks: 40, Seed: 41})
+	api := httptest.NewServer(world)
+	defer api.Close()
+	ns := runNATS(t)
+	var mu sync.Mutex
+	seen := map[uint64]int{} // offset -> deliveries
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev struct {
+			Offset uint64 `json:"offset"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&ev)
+		mu.Lock()
+		seen[ev.Offset]++
+		mu.Unlock()
+		time.Sleep(2 * time.Millisecond) // a receiver that takes its time: partitions stay busy
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer hook.Close()
+	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
+	cfg.Sinks = cfg.Sinks[1:]
+	a := startReplica(t, cfg, "replica-a")
+	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
+	b := startReplica(t, cfg, "replica-b")
+	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond)
+	stepping := make(chan struct{})
+	go func() {
+		defer close(stepping)
+		for i := 0; i < 60; i++ {
+			world.Step(3)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(time.Second)
+
+	dir := t.TempDir()
+	file := filepath.Join(dir, "relay.yaml")
+	writeFileT(t, file, jsCLIConfig(ns.ClientURL(), "relay", ""))
+	mu.Lock() // what was delivered before the replay: all of it comes again
+	before := map[uint64]int{}
+	for off, n := range seen {
+		before[off] = n
+	}
+	mu.Unlock()
+	var out, errb strings.Builder
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) (string, bool) { return "tok", k == "INCS_TOKEN" }}
+	require.Equal(t, exitOK, m.Run(context.Background(), []string{"replay", "--config", file, "--sink", "hooks", "--from", "1"}), errb.String())
+	<-stepping
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for off, n := range before {
+			if seen[off] <= n {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 100*time.Millisecond, "every event delivered before the replay is delivered again")
+	t.Logf("%d events delivered again after a replay from another process; %s", len(before), strings.TrimSpace(out.String()))
+}
