@@ -250,10 +250,7 @@ func TestAdminPage_Replicas(t *testing.T) {
 	defer hook.Close()
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
-	a := startReplica(t, cfg, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
-	b := startReplica(t, cfg, "replica-b")
-	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond)
+	_, b := startPair(t, cfg, cfg)
 	var mine []string
 	for _, p := range b.r.js.Role().Assignments["replica-b"] {
 		mine = append(mine, strconv.Itoa(p))
@@ -423,10 +420,7 @@ func TestReplicas_PartitionedLeader(t *testing.T) {
 	cfgA := *cfg
 	cfgA.Store.URL = proxy.url()
 
-	a := startReplica(t, &cfgA, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
-	b := startReplica(t, cfg, "replica-b")
-	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond)
+	a, b := startPair(t, &cfgA, cfg)
 	for i := 0; i < 10; i++ {
 		world.Step(3)
 		time.Sleep(50 * time.Millisecond)
@@ -609,10 +603,7 @@ func TestReplicas_ReplayFromAnywhere(t *testing.T) {
 	defer hook.Close()
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
-	a := startReplica(t, cfg, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
-	b := startReplica(t, cfg, "replica-b")
-	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond)
+	startPair(t, cfg, cfg)
 	stepping := make(chan struct{})
 	go func() {
 		defer close(stepping)
@@ -647,4 +638,16 @@ func TestReplicas_ReplayFromAnywhere(t *testing.T) {
 		return true
 	}, 60*time.Second, 100*time.Millisecond, "every event delivered before the replay is delivered again")
 	t.Logf("%d events delivered again after a replay from another process; %s", len(before), strings.TrimSpace(out.String()))
+}
+
+// startPair starts replica-a on cfgA, waits until it leads, then
+// replica-b on cfgB, and waits until b delivers some partitions.
+func startPair(t *testing.T, cfgA, cfgB *Config) (a, b *replica) {
+	t.Helper()
+	a = startReplica(t, cfgA, "replica-a")
+	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
+	b = startReplica(t, cfgB, "replica-b")
+	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond,
+		"the second replica delivers some partitions")
+	return a, b
 }
