@@ -150,6 +150,7 @@ func (r *Relay) runReplica(ctx context.Context) error {
 // by the store anyway).
 func (r *Relay) leadLoop(ctx context.Context, changes <-chan struct{}) {
 	var t *term
+	var lastErr string                   // logged once until it changes
 	check := time.NewTicker(time.Second) // besides Changes: a lapsed lease
 	defer check.Stop()
 	for {
@@ -157,8 +158,12 @@ func (r *Relay) leadLoop(ctx context.Context, changes <-chan struct{}) {
 		case leading && t == nil:
 			var err error
 			if t, err = r.startTerm(ctx); err != nil {
-				r.log.Error().Err(err).Msg("cannot start polling as the leader; trying again")
-				t = nil
+				if err.Error() != lastErr {
+					r.log.Error().Err(err).Msg("cannot start polling as the leader; trying again every second")
+				}
+				lastErr, t = err.Error(), nil
+			} else {
+				lastErr = ""
 			}
 		case !leading && t != nil:
 			r.log.Warn().Msg("lease lost: polling stops; another replica takes over")
