@@ -174,6 +174,17 @@ func TestReplicas_Failover(t *testing.T) {
 	assert.InDelta(t, 1.5, metricValue(t, expoB, "incs_relay_replica_lease_remaining_seconds"), 1.5)
 	assert.Equal(t, 1.0, metricValue(t, expoB, "incs_relay_ready"), "a follower is ready")
 
+	// `status` as a one-off command asks the replica at admin.addr who leads.
+	file := filepath.Join(t.TempDir(), "relay.yaml")
+	writeFileT(t, file, strings.Replace(jsCLIConfig(ns.ClientURL(), "relay", ""), `addr: "127.0.0.1:1"`, `addr: "`+b.r.adminAddr()+`"`, 1))
+	var out, errb strings.Builder
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) (string, bool) { return "tok", k == "INCS_TOKEN" }}
+	require.Equal(t, exitOK, m.Run(context.Background(), []string{"status", "--config", file}), errb.String())
+	assert.Contains(t, out.String(), `store: jetstream "relay", 4 partitions, as replica replica-b sees it`)
+	assert.Contains(t, out.String(), "leader: replica-a, epoch")
+	assert.Contains(t, out.String(), "delivers: replica-a partitions")
+	assert.Contains(t, out.String(), "delivers: replica-b partitions")
+	t.Logf("status:\n%s", out.String())
 	hooks.mu.Lock()
 	t.Logf("before the leader stops: webhook redeliveries %d (partitions handed over to the second replica)", hooks.dups)
 	hooks.mu.Unlock()
