@@ -135,7 +135,7 @@ func (v *clusterView) lines() []string {
 	}
 	self := ""
 	if v.Self != "" {
-		self = "; this replica " + v.Self
+		self = ", as replica " + v.Self + " sees it"
 	}
 	out := []string{fmt.Sprintf("store: jetstream %q, %d partitions%s", v.Name, v.Partitions, self), "leader: " + lead}
 	if len(v.Assignments) == 0 {

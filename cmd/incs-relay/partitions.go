@@ -10,6 +10,7 @@ import (
 
 	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/store"
+	"github.com/incs-relay/incs-relay/store/jsstore"
 )
 
 // dispatcher is what a Relay needs of a sink's delivery: one
@@ -137,7 +138,7 @@ func (p *partitioned) sync(ctx context.Context, owned []int) {
 				paused = "paused by another replica or an earlier run"
 			}
 		}
-		d := p.newDisp(p.store.Partition(part), part, paused)
+		d := p.newDisp(newGuardedOutbox(p.store.Partition(part), p.rewound), part, paused)
 		rctx, cancel := context.WithCancel(ctx)
 		run := &partRun{d: d, cancel: cancel, done: make(chan struct{})}
 		go func() {
@@ -351,4 +352,52 @@ func (p *partitioned) followResume(now time.Time) {
 		p.pausedSince = time.Time{}
 		p.mu.Unlock()
 	}
+}
+
+// guardedOutbox is a partition's outbox for one dispatcher that never
+// undoes a rewind made elsewhere: a cursor write is dropped when the
+// stored cursor went below the one this dispatcher last read or wrote
+// (another replica, or the CLI, rewound the sink), and the dispatcher is
+// told to reread it. Without it, the dispatcher's next flush would put
+// its old position back over the rewind before the notice arrived.
+type guardedOutbox struct {
+	*jsstore.PartitionOutbox
+	rewound func()
+	mu      sync.Mutex
+	last    map[string]uint64
+}
+
+func newGuardedOutbox(out *jsstore.PartitionOutbox, rewound func()) *guardedOutbox {
+	return &guardedOutbox{PartitionOutbox: out, rewound: rewound, last: map[string]uint64{}}
+}
+
+// Cursor reads the stored cursor and remembers it.
+func (g *guardedOutbox) Cursor(sink string) (uint64, error) {
+	c, err := g.PartitionOutbox.Cursor(sink)
+	if err == nil {
+		g.mu.Lock()
+		g.last[sink] = c
+		g.mu.Unlock()
+	}
+	return c, err
+}
+
+// SetCursor writes the cursor unless a rewind lowered the stored one.
+func (g *guardedOutbox) SetCursor(sink string, offset uint64) error {
+	g.mu.Lock()
+	last, known := g.last[sink]
+	g.mu.Unlock()
+	if known {
+		if cur, err := g.PartitionOutbox.Cursor(sink); err == nil && cur < last {
+			g.rewound()
+			return nil
+		}
+	}
+	if err := g.PartitionOutbox.SetCursor(sink, offset); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.last[sink] = offset
+	g.mu.Unlock()
+	return nil
 }

@@ -62,6 +62,18 @@ func (r *Relay) buildPipeline(lead bool) error {
 // lease and its partitions. It returns an error when the store's Run
 // fails, e.g. because the leader runs another config.
 func (r *Relay) runReplica(ctx context.Context) error {
+	// With store.migrate_from on an empty store nothing is delivered
+	// until the migration brought the cursors over; a file that is not
+	// there is bad input, found before anything starts.
+	awaitMigration := false
+	if from := r.cfg.Store.MigrateFrom; from != "" {
+		empty, err := storeEmpty(r.db)
+		awaitMigration = err == nil && empty
+		if err := checkMigrateFrom(r.cfg, from); awaitMigration && err != nil {
+			r.closeStopped()
+			return err
+		}
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	jsCtx, stopJS := context.WithCancel(context.WithoutCancel(ctx))
@@ -82,13 +94,6 @@ func (r *Relay) runReplica(ctx context.Context) error {
 	go roles.pump(jsCtx, r.js.Changes())
 	go r.pumpRewound(jsCtx)
 
-	// With store.migrate_from on an empty store nothing is delivered
-	// until the migration brought the cursors over.
-	awaitMigration := false
-	if r.cfg.Store.MigrateFrom != "" {
-		empty, err := storeEmpty(r.db)
-		awaitMigration = err == nil && empty
-	}
 	deliverCtx, stopDeliver := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopDeliver()
 	started := make(chan *sync.WaitGroup, 1)
@@ -145,6 +150,7 @@ func (r *Relay) runReplica(ctx context.Context) error {
 // by the store anyway).
 func (r *Relay) leadLoop(ctx context.Context, changes <-chan struct{}) {
 	var t *term
+	var lastErr string                   // logged once until it changes
 	check := time.NewTicker(time.Second) // besides Changes: a lapsed lease
 	defer check.Stop()
 	for {
@@ -152,8 +158,12 @@ func (r *Relay) leadLoop(ctx context.Context, changes <-chan struct{}) {
 		case leading && t == nil:
 			var err error
 			if t, err = r.startTerm(ctx); err != nil {
-				r.log.Error().Err(err).Msg("cannot start polling as the leader; trying again")
-				t = nil
+				if err.Error() != lastErr {
+					r.log.Error().Err(err).Msg("cannot start polling as the leader; trying again every second")
+				}
+				lastErr, t = err.Error(), nil
+			} else {
+				lastErr = ""
 			}
 		case !leading && t != nil:
 			r.log.Warn().Msg("lease lost: polling stops; another replica takes over")
@@ -291,8 +301,8 @@ func storeEmpty(db store.Store) (bool, error) {
 // migrateFile opens the bbolt file from (it must exist and not be in use)
 // and migrates it into dst, which must lead.
 func migrateFile(ctx context.Context, cfg *Config, dst *jsHandle, from string) (jsstore.MigrateResult, error) {
-	if _, err := os.Stat(from); err != nil {
-		return jsstore.MigrateResult{}, &ConfigError{File: cfg.path, Key: "store.migrate_from", Msg: "cannot read " + from + ": " + errors.Unwrap(err).Error()}
+	if err := checkMigrateFrom(cfg, from); err != nil {
+		return jsstore.MigrateResult{}, err
 	}
 	src, err := store.Open(from, store.Options{Timeout: 2 * time.Second})
 	if err != nil {
@@ -307,6 +317,19 @@ func migrateFile(ctx context.Context, cfg *Config, dst *jsHandle, from string) (
 		return res, fmt.Errorf("migrate %s: %w", from, err)
 	}
 	return res, nil
+}
+
+// checkMigrateFrom returns a *ConfigError naming store.migrate_from when
+// the file from is not there.
+func checkMigrateFrom(cfg *Config, from string) error {
+	if _, err := os.Stat(from); err != nil {
+		msg := err.Error()
+		if u := errors.Unwrap(err); u != nil {
+			msg = u.Error()
+		}
+		return &ConfigError{File: cfg.path, Key: "store.migrate_from", Msg: "cannot read " + from + ": " + msg}
+	}
+	return nil
 }
 
 // pumpRewound passes the store's rewind notices to the partitioned

@@ -182,3 +182,19 @@ func TestReplicas_MigrateFrom(t *testing.T) {
 		}
 	}
 }
+
+// TestJetStreamRun_MigrateFromMissing: `run` with a store.migrate_from
+// that is not there, on an empty store, exits 2 naming the key.
+func TestJetStreamRun_MigrateFromMissing(t *testing.T) {
+	ns := runNATS(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relay.yaml")
+	missing := filepath.Join(dir, "old.db")
+	writeFileT(t, cfg, strings.Replace(jsCLIConfig(ns.ClientURL(), "mf", "  migrate_from: "+missing+"\n"), `addr: "127.0.0.1:1"`, `addr: "127.0.0.1:0"`, 1))
+	var out, errb bytes.Buffer
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) (string, bool) { return "tok", k == "INCS_TOKEN" }}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	assert.Equal(t, exitBadInput, m.Run(ctx, []string{"run", "--config", cfg}))
+	assert.Contains(t, errb.String(), cfg+": store.migrate_from: cannot read "+missing+": no such file or directory")
+}

@@ -174,6 +174,17 @@ func TestReplicas_Failover(t *testing.T) {
 	assert.InDelta(t, 1.5, metricValue(t, expoB, "incs_relay_replica_lease_remaining_seconds"), 1.5)
 	assert.Equal(t, 1.0, metricValue(t, expoB, "incs_relay_ready"), "a follower is ready")
 
+	// `status` as a one-off command asks the replica at admin.addr who leads.
+	file := filepath.Join(t.TempDir(), "relay.yaml")
+	writeFileT(t, file, strings.Replace(jsCLIConfig(ns.ClientURL(), "relay", ""), `addr: "127.0.0.1:1"`, `addr: "`+b.r.adminAddr()+`"`, 1))
+	var out, errb strings.Builder
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) (string, bool) { return "tok", k == "INCS_TOKEN" }}
+	require.Equal(t, exitOK, m.Run(context.Background(), []string{"status", "--config", file}), errb.String())
+	assert.Contains(t, out.String(), `store: jetstream "relay", 4 partitions, as replica replica-b sees it`)
+	assert.Contains(t, out.String(), "leader: replica-a, epoch")
+	assert.Contains(t, out.String(), "delivers: replica-a partitions")
+	assert.Contains(t, out.String(), "delivers: replica-b partitions")
+	t.Logf("status:\n%s", out.String())
 	hooks.mu.Lock()
 	t.Logf("before the leader stops: webhook redeliveries %d (partitions handed over to the second replica)", hooks.dups)
 	hooks.mu.Unlock()
@@ -250,10 +261,7 @@ func TestAdminPage_Replicas(t *testing.T) {
 	defer hook.Close()
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
-	a := startReplica(t, cfg, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
-	b := startReplica(t, cfg, "replica-b")
-	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond)
+	_, b := startPair(t, cfg, cfg)
 	var mine []string
 	for _, p := range b.r.js.Role().Assignments["replica-b"] {
 		mine = append(mine, strconv.Itoa(p))
@@ -423,10 +431,7 @@ func TestReplicas_PartitionedLeader(t *testing.T) {
 	cfgA := *cfg
 	cfgA.Store.URL = proxy.url()
 
-	a := startReplica(t, &cfgA, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
-	b := startReplica(t, cfg, "replica-b")
-	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond)
+	a, b := startPair(t, &cfgA, cfg)
 	for i := 0; i < 10; i++ {
 		world.Step(3)
 		time.Sleep(50 * time.Millisecond)
@@ -582,4 +587,78 @@ func TestReplicas_ConfigMismatch(t *testing.T) {
 	}
 	assert.Zero(t, r.pollView().Cycles, "it never polled")
 	assert.True(t, a.r.js.IsLeader(), "the leader keeps the lease")
+}
+
+// TestReplicas_ReplayFromAnywhere: while events keep flowing, `replay`
+// run as a one-off command (on no replica) rewinds the sink to offset 1;
+// both replicas deliver every event of their partitions again: no running
+// dispatcher puts its old position back over the rewind.
+func TestReplicas_ReplayFromAnywhere(t *testing.T) {
+	world := sim.New(sim.Options{Token: "tok", Tasks: 40, Seed: 41})
+	api := httptest.NewServer(world)
+	defer api.Close()
+	ns := runNATS(t)
+	var mu sync.Mutex
+	seen := map[uint64]int{} // offset -> deliveries
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev struct {
+			Offset uint64 `json:"offset"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&ev)
+		mu.Lock()
+		seen[ev.Offset]++
+		mu.Unlock()
+		time.Sleep(2 * time.Millisecond) // a receiver that takes its time: partitions stay busy
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer hook.Close()
+	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
+	cfg.Sinks = cfg.Sinks[1:]
+	startPair(t, cfg, cfg)
+	stepping := make(chan struct{})
+	go func() {
+		defer close(stepping)
+		for i := 0; i < 60; i++ {
+			world.Step(3)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(time.Second)
+
+	dir := t.TempDir()
+	file := filepath.Join(dir, "relay.yaml")
+	writeFileT(t, file, jsCLIConfig(ns.ClientURL(), "relay", ""))
+	mu.Lock() // what was delivered before the replay: all of it comes again
+	before := map[uint64]int{}
+	for off, n := range seen {
+		before[off] = n
+	}
+	mu.Unlock()
+	var out, errb strings.Builder
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) (string, bool) { return "tok", k == "INCS_TOKEN" }}
+	require.Equal(t, exitOK, m.Run(context.Background(), []string{"replay", "--config", file, "--sink", "hooks", "--from", "1"}), errb.String())
+	<-stepping
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for off, n := range before {
+			if seen[off] <= n {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 100*time.Millisecond, "every event delivered before the replay is delivered again")
+	t.Logf("%d events delivered again after a replay from another process; %s", len(before), strings.TrimSpace(out.String()))
+}
+
+// startPair starts replica-a on cfgA, waits until it leads, then
+// replica-b on cfgB, and waits until b delivers some partitions.
+func startPair(t *testing.T, cfgA, cfgB *Config) (a, b *replica) {
+	t.Helper()
+	a = startReplica(t, cfgA, "replica-a")
+	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
+	b = startReplica(t, cfgB, "replica-b")
+	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond,
+		"the second replica delivers some partitions")
+	return a, b
 }
