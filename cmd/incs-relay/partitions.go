@@ -51,6 +51,10 @@ type partitioned struct {
 	// pauseSaved is whether the last state save saw a partition paused
 	// (replicaPause).
 	pauseSaved bool
+	// lastOwner is each partition's last owner seen, gained when this
+	// replica was given it by another (startable); Run's only.
+	lastOwner map[int]string
+	gained    map[int]time.Time
 }
 
 // partRun is one partition's running dispatcher.
@@ -88,7 +92,7 @@ func (p *partitioned) Run(ctx context.Context) error {
 	check := time.NewTicker(time.Second)
 	defer check.Stop()
 	for {
-		p.sync(ctx, p.store.Role().Owned)
+		p.sync(ctx, p.startable(p.store.Role(), time.Now()))
 		select {
 		case <-ctx.Done():
 			p.sync(ctx, nil)
@@ -100,6 +104,50 @@ func (p *partitioned) Run(ctx context.Context) error {
 			p.reread(context.WithoutCancel(ctx))
 		}
 	}
+}
+
+// handoffDelay is how long a partition that another replica delivered
+// waits before delivery starts here: the other replica stops its
+// dispatcher when the partition is taken from it (or it stops) and stores
+// its cursor, which takes a moment to reach this replica; starting at once
+// would deliver again what it did after the cursor seen here. It adds to
+// the failover of a dead replica's partitions (after its membership
+// lapsed) a second.
+const handoffDelay = time.Second
+
+// startable returns the partitions role gives this replica that may run
+// now: all but those just taken from another replica, for handoffDelay.
+func (p *partitioned) startable(role jsstore.Role, now time.Time) []int {
+	if p.lastOwner == nil {
+		p.lastOwner, p.gained = map[int]string{}, map[int]time.Time{}
+	}
+	p.mu.Lock()
+	running := make(map[int]bool, len(p.runs))
+	for part := range p.runs {
+		running[part] = true
+	}
+	p.mu.Unlock()
+	var out []int
+	for _, part := range role.Owned {
+		prev := p.lastOwner[part]
+		switch at, waiting := p.gained[part]; {
+		case running[part]:
+		case waiting && now.Sub(at) < handoffDelay:
+			continue
+		case waiting:
+			delete(p.gained, part)
+		case prev != "" && prev != role.Self:
+			p.gained[part] = now
+			continue
+		}
+		out = append(out, part)
+	}
+	for id, parts := range role.Assignments {
+		for _, part := range parts {
+			p.lastOwner[part] = id
+		}
+	}
+	return out
 }
 
 // sync starts a dispatcher for every owned partition without one and
