@@ -69,7 +69,10 @@ type NATSConfig struct {
 	// Embedded configures the server started for URL "embedded"; its
 	// Logger is replaced by Logger.
 	Embedded EmbeddedOptions
-	Logger   zerolog.Logger
+	// Options are added to the connection's options: credentials, nkey
+	// and TLS.
+	Options []nats.Option
+	Logger  zerolog.Logger
 }
 
 // NATS publishes events to NATS subjects with the headers Nats-Msg-Id (the
@@ -166,7 +169,7 @@ func NewNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
 	if n.srv != nil {
 		inProcess = append(inProcess, nats.InProcessServer(n.srv))
 	}
-	n.nc, err = nats.Connect(url, append(inProcess,
+	n.nc, err = nats.Connect(url, append(append(inProcess, cfg.Options...),
 		nats.Name("incs-relay "+cfg.Name),
 		nats.Timeout(cfg.Timeout),
 		nats.MaxReconnects(-1),

@@ -105,26 +105,7 @@ func (db *DB) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location,
 
 	forEach(len(pending), func(i int) { pending[i].prepare(loc, emit, boundary) })
 
-	var failedIDs []int64
-	var failErrs []error
-	kept := pending[:0]
-	for _, p := range pending {
-		res.Skipped += p.skipped
-		if len(p.errs) > 0 {
-			failedIDs = append(failedIDs, p.id)
-			failErrs = append(failErrs, p.errs...)
-		}
-		if len(p.newIDs) > 0 {
-			kept = append(kept, p)
-		}
-	}
-	var diffErr error
-	if len(failedIDs) > 0 {
-		// A task that failed in one repeat but diffed in another is still
-		// reported: the failed repeat's logs stay unseen.
-		res.Failed = len(failedIDs)
-		diffErr = &DiffError{TaskIDs: failedIDs, Err: errors.Join(failErrs...)}
-	}
+	kept, diffErr := keepPrepared(pending, &res)
 	if len(kept) == 0 {
 		return res, diffErr
 	}
@@ -246,42 +227,14 @@ type preparedEvent struct {
 func (db *DB) snapshotSeen(tasks []diff.Task) (pending []*pendingTask, skipped int, err error) {
 	err = db.view(func(tx *bolt.Tx) error {
 		seen := tx.Bucket(bucketSeen)
-		var (
-			key     [8]byte
-			scratch seenRecord
-			ids     []int64
-			byID    map[int64]*pendingTask
-		)
-		for i := range tasks {
-			t := &tasks[i]
-			if p := byID[t.ID]; p != nil {
-				p.occ = append(p.occ, t)
-				continue
-			}
-			ids = logIDs(t, ids[:0])
-			binary.BigEndian.PutUint64(key[:], uint64(t.ID))
-			v := seen.Get(key[:])
-			if v != nil {
-				if err := decodeRecord(v, &scratch); err != nil {
-					return corrupt(db.path, fmt.Errorf("seen record of task %d: %w", t.ID, err))
-				}
-			} else {
-				scratch.IDs = scratch.IDs[:0]
-			}
-			if allSeen(ids, scratch.IDs) {
-				skipped++
-				continue
-			}
-			p := &pendingTask{id: t.ID, occ: []*diff.Task{t}}
-			if v != nil {
-				p.snap = bytes.Clone(v)
-				p.base = seenRecord{CreatedAt: scratch.CreatedAt, UpdatedAt: scratch.UpdatedAt, IDs: slices.Clone(scratch.IDs)}
-			}
-			if byID == nil {
-				byID = make(map[int64]*pendingTask)
-			}
-			byID[t.ID] = p
-			pending = append(pending, p)
+		var key [8]byte
+		var perr error
+		pending, skipped, perr = collectPending(tasks, func(id int64) []byte {
+			binary.BigEndian.PutUint64(key[:], uint64(id))
+			return seen.Get(key[:])
+		})
+		if perr != nil {
+			return corrupt(db.path, perr)
 		}
 		return nil
 	})

@@ -65,6 +65,7 @@ func newAdminServer(r *Relay, cfg AdminConfig) (*adminServer, error) {
 	mux.Handle("GET /v1/sinks", a.auth(http.HandlerFunc(a.sinks)))
 	mux.Handle("GET /v1/sinks/{name}", a.auth(http.HandlerFunc(a.sink)))
 	mux.Handle("GET /v1/poll", a.auth(http.HandlerFunc(a.pollStatus)))
+	mux.Handle("GET /v1/cluster", a.auth(http.HandlerFunc(a.cluster)))
 	mux.Handle("GET /v1/events", a.auth(http.HandlerFunc(a.events)))
 	mux.Handle("GET /v1/schemas/{file}", a.auth(http.HandlerFunc(a.schema)))
 	mux.Handle("GET /v1/asyncapi.yaml", a.auth(http.HandlerFunc(a.asyncAPI)))
@@ -206,18 +207,14 @@ func (r *Relay) notReady(now time.Time, sinkFailing time.Duration) string {
 	if r.db == nil {
 		return "store not open"
 	}
-	ps := r.poll.Status()
-	switch {
-	case ps.LastSuccess.IsZero() && ps.LastError != "":
-		return "no poll has succeeded yet: " + ps.LastError
-	case ps.LastSuccess.IsZero():
-		return "waiting for the first poll to complete"
-	}
-	if since := now.Sub(ps.LastSuccess); since > r.pollStaleBound(ps) {
-		if ps.ConsecutiveFailures > 0 {
-			return fmt.Sprintf("polls failing for %s (%d in a row): %s", roundDur(since), ps.ConsecutiveFailures, ps.LastError)
+	// A jetstream replica that does not lead polls nothing: it is ready
+	// when it reaches the cluster and some replica holds the lease.
+	if reason, follower := r.replicaNotReady(now); reason != "" {
+		return reason
+	} else if !follower {
+		if reason := r.pollNotReady(now); reason != "" {
+			return reason
 		}
-		return fmt.Sprintf("no poll has succeeded for %s", roundDur(since))
 	}
 	for _, o := range r.outs {
 		st := o.disp.State()
@@ -236,6 +233,28 @@ func (r *Relay) notReady(now time.Time, sinkFailing time.Duration) string {
 				return fmt.Sprintf("sink %s failing for %s: %s", o.cfg.Name, roundDur(now.Sub(since)), st.LastError)
 			}
 		}
+	}
+	return ""
+}
+
+// pollNotReady returns why the polls make the relay not ready, or "".
+func (r *Relay) pollNotReady(now time.Time) string {
+	r.pipeMu.RLock()
+	ps := r.poll.Status()
+	r.pipeMu.RUnlock()
+	switch since := r.leadSince.Load(); {
+	case ps.LastSuccess.IsZero() && ps.LastError == "" && since != 0 && now.Sub(time.Unix(0, since)) <= r.pollStaleBound(ps):
+		return "" // a replica that just took over polls its first cycle
+	case ps.LastSuccess.IsZero() && ps.LastError != "":
+		return "no poll has succeeded yet: " + ps.LastError
+	case ps.LastSuccess.IsZero():
+		return "waiting for the first poll to complete"
+	}
+	if since := now.Sub(ps.LastSuccess); since > r.pollStaleBound(ps) {
+		if ps.ConsecutiveFailures > 0 {
+			return fmt.Sprintf("polls failing for %s (%d in a row): %s", roundDur(since), ps.ConsecutiveFailures, ps.LastError)
+		}
+		return fmt.Sprintf("no poll has succeeded for %s", roundDur(since))
 	}
 	return ""
 }
@@ -354,6 +373,8 @@ type pollView struct {
 	Tiers               *tierView  `json:"tiers,omitempty"`
 	MaxUnseenAgeSeconds *float64   `json:"max_unseen_age_seconds,omitempty"`
 	Rules               *rulesView `json:"rules,omitempty"`
+	// Cluster is the jetstream store's replicas; nil with bbolt.
+	Cluster *clusterView `json:"cluster,omitempty"`
 }
 
 // tierView is the tiered strategy's part of pollView: requests of the last
@@ -380,6 +401,8 @@ type tierView struct {
 }
 
 func (r *Relay) pollView() pollView {
+	r.pipeMu.RLock()
+	defer r.pipeMu.RUnlock()
 	ps := r.poll.Status()
 	v := pollView{Strategy: r.cfg.Poll.Strategy, LastSuccess: timePtr(ps.LastSuccess), LastError: ps.LastError,
 		ConsecutiveFailures: ps.ConsecutiveFailures, Cycles: ps.Cycles, Requests: ps.Requests}
@@ -398,6 +421,7 @@ func (r *Relay) pollView() pollView {
 		v.MaxUnseenAgeSeconds = &age
 	}
 	v.Rules = r.rulesView(ps)
+	v.Cluster = r.clusterView()
 	return v
 }
 

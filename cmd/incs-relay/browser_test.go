@@ -62,36 +62,9 @@ func TestAdminPage_Browser(t *testing.T) {
 		return err == nil && s == head
 	}, 10*time.Second, 20*time.Millisecond, "the sink's cursor reached the head")
 
-	var chromeOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chrome),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Headless,
-		chromedp.NoSandbox, // root in CI containers
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("no-proxy-server", true),
-		// evil.example resolves to the relay, as after DNS rebinding.
-		chromedp.Flag("host-resolver-rules", "MAP evil.example 127.0.0.1"),
-		chromedp.CombinedOutput(&chromeOut),
-	)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-	fail := func(err error, what string) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v\nchromium output:\n%s", what, err, chromeOut.String())
-		}
-	}
+	bctx, fail := headless(t, ctx, chrome)
 
 	// Load the page; the token travels as ?token= to the API calls.
 	fail(chromedp.Do(bctx,
@@ -223,4 +196,39 @@ func TestAdminPage_Browser(t *testing.T) {
 	fail(err, "read the refusal")
 	assert.Contains(t, text, "admin.hosts")
 	assert.NotContains(t, text, newest.ID, "no event reaches the rebound page")
+}
+
+// headless starts headless Chromium for the test and returns its context
+// and a function that fails the test with the browser's output.
+func headless(t *testing.T, ctx context.Context, chrome string) (context.Context, func(err error, what string)) {
+	t.Helper()
+	var chromeOut bytes.Buffer
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chrome),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Headless,
+		chromedp.NoSandbox, // root in CI containers
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("no-proxy-server", true),
+		// evil.example resolves to the relay, as after DNS rebinding.
+		chromedp.Flag("host-resolver-rules", "MAP evil.example 127.0.0.1"),
+		chromedp.CombinedOutput(&chromeOut),
+	)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelBrowser)
+	fail := func(err error, what string) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v\nchromium output:\n%s", what, err, chromeOut.String())
+		}
+	}
+	return bctx, fail
 }

@@ -26,8 +26,11 @@ func (c *CheckConfigCommand) Run(ctx context.Context, args []string) error {
 	if err := buildSinksDryRun(cfg); err != nil {
 		return err
 	}
+	if err := cfg.checkNATSFiles(); err != nil {
+		return err
+	}
 	fmt.Fprintf(c.m.Stdout, "%s: ok (%d sinks, store %s, polling %s every %s, budget %d requests per interval)\n",
-		*path, len(cfg.Sinks), cfg.Store.Path, hostOf(cfg.Upstream.BaseURL), cfg.Poll.Interval.D(), cfg.EffectiveBudget())
+		*path, len(cfg.Sinks), cfg.storeLabel(), hostOf(cfg.Upstream.BaseURL), cfg.Poll.Interval.D(), cfg.EffectiveBudget())
 	if need, ok := ceilingNeed(ctx, cfg); ok {
 		budget := cfg.EffectiveBudget()
 		if need > float64(budget) {
@@ -45,7 +48,7 @@ func (c *CheckConfigCommand) Run(ctx context.Context, args []string) error {
 // that does not exist yet or knows no tiers; check-config never creates
 // one.
 func ceilingNeed(ctx context.Context, cfg *Config) (float64, bool) {
-	if cfg.Poll.Strategy != "tiered" {
+	if cfg.Poll.Strategy != "tiered" || cfg.JetStream() { // check-config stays off the cluster
 		return 0, false
 	}
 	if _, err := os.Stat(cfg.Store.Path); err != nil {

@@ -67,10 +67,15 @@ func (c *Config) EffectiveBudget() int {
 	return poller.DefaultBudget(c.Upstream.RateLimit, c.Poll.Interval.D())
 }
 
-// StoreConfig is the bbolt store.
+// StoreConfig is the store: a bbolt file, or replicas on a JetStream
+// cluster (config_store.go).
 type StoreConfig struct {
 	Path      string   `yaml:"path"`
 	Retention Duration `yaml:"retention"`
+
+	JetStreamStoreConfig `yaml:",inline"`
+
+	pathSet bool // the file sets store.path (ParseConfig)
 }
 
 // AdminConfig is the admin HTTP API.
@@ -144,6 +149,9 @@ type SinkConfig struct {
 	// outbound guard for webhook and chat targets
 	DenyNetworks  []string `yaml:"deny_networks"`
 	AllowNetworks []string `yaml:"allow_networks"`
+
+	// nats: authentication and the embedded server's data directory
+	NATSSinkOptions `yaml:",inline"`
 }
 
 // Sink types.

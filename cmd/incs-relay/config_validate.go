@@ -104,11 +104,8 @@ func (c *Config) Validate() error {
 		return bad("poll.budget", "%d requests per interval is more than upstream.rate_limit × poll.interval allows (%v/s × %s = %.0f)",
 			p.Budget, u.RateLimit, p.Interval.D(), most)
 	}
-	if strings.TrimSpace(c.Store.Path) == "" {
-		return bad("store.path", "required: the bbolt file")
-	}
-	if c.Store.Retention.D() <= 0 {
-		return bad("store.retention", "must be above 0")
+	if err := c.validateStore(bad); err != nil {
+		return err
 	}
 	if c.Admin.Addr != "" {
 		host, _, err := net.SplitHostPort(c.Admin.Addr)
@@ -140,6 +137,9 @@ func (c *Config) Validate() error {
 		s := &c.Sinks[i]
 		key := fmt.Sprintf("sinks[%d]", i)
 		if err := s.validate(key, c.knownEventType, bad); err != nil {
+			return err
+		}
+		if err := c.validateNATSOptions(key, s, bad); err != nil {
 			return err
 		}
 		if names[s.Name] {

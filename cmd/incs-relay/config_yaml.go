@@ -11,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -87,6 +88,7 @@ func ParseConfig(file string, data []byte, lookup func(string) (string, bool)) (
 		err.Line = lineOfKey(&root, err.Key)
 		return nil, err
 	}
+	cfg.Store.pathSet = lineOfKey(&root, "store.path") != 0
 	if err := cfg.Validate(); err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
@@ -208,12 +210,15 @@ func expandEnv(v reflect.Value, path string, lookup func(string) (string, bool))
 			if !f.IsExported() {
 				continue
 			}
-			name := strings.Split(f.Tag.Get("yaml"), ",")[0]
-			if name == "" {
-				continue
-			}
+			tag := strings.Split(f.Tag.Get("yaml"), ",")
+			name := tag[0]
 			p := name
-			if path != "" {
+			switch {
+			case name == "" && slices.Contains(tag[1:], "inline"):
+				p = path
+			case name == "":
+				continue
+			case path != "":
 				p = path + "." + name
 			}
 			if err := expandEnv(v.Field(i), p, lookup); err != nil {

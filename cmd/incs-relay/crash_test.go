@@ -387,7 +387,7 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 // with INCS_RELAY_MAIN=1.
 type relayChild struct {
 	cmd     *exec.Cmd
-	running chan struct{} // closed when the relay logged "relay running"
+	running chan struct{} // closed when the relay logged "relay running" (or "relay replica running")
 	done    chan struct{} // closed once it exited and its stderr was read
 	waitErr error
 
@@ -418,7 +418,7 @@ func startRelayChild(t testing.TB, args ...string) *relayChild {
 				c.tail = c.tail[len(c.tail)-300:]
 			}
 			c.mu.Unlock()
-			if !running && strings.Contains(line, `"relay running"`) {
+			if !running && (strings.Contains(line, `"relay running"`) || strings.Contains(line, `"relay replica running"`)) {
 				running = true
 				close(c.running)
 			}

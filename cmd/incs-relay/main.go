@@ -66,6 +66,8 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		err = (&ReplayCommand{m: m}).Run(ctx, args[1:])
 	case "check-config":
 		err = (&CheckConfigCommand{m: m}).Run(ctx, args[1:])
+	case "migrate":
+		err = (&MigrateCommand{m: m}).Run(ctx, args[1:])
 	case "preview":
 		err = (&PreviewCommand{m: m}).Run(ctx, args[1:])
 	case "bench":
@@ -117,6 +119,8 @@ Usage:
   incs-relay replay --config FILE --sink NAME (--from OFFSET | --since RFC3339)
                                                     deliver a sink's events again
   incs-relay check-config --config FILE             validate a config and exit
+  incs-relay migrate --config FILE [--from BBOLT_FILE]
+                                                    carry a bbolt store over to the config's jetstream store
   incs-relay preview --config FILE --sink NAME [--event FILE]
                                                     print what a chat sink would send
   incs-relay bench [--tasks 20000] [--sinks jetstream,webhook] [--webhook-delay D]

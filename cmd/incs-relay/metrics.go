@@ -270,8 +270,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descLastDeliv, prometheus.GaugeValue, float64(s.LastDeliveryAt.UnixNano())/1e9, s.Name)
 		}
 	}
+	r.pipeMu.RLock()
 	ps := r.poll.Status()
 	ok := int(r.ingest.sweeps.Load())
+	tiered := r.tiers != nil
+	r.pipeMu.RUnlock()
 	// A successful cycle is counted by the ingester a moment before the
 	// poller counts the cycle: never let the error count step back.
 	c.mu.Lock()
@@ -281,7 +284,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPolls, prometheus.CounterValue, float64(ok), "ok")
 	ch <- prometheus.MustNewConstMetric(descPolls, prometheus.CounterValue, float64(failed), "error")
 	ch <- prometheus.MustNewConstMetric(descPollReqs, prometheus.GaugeValue, float64(ps.Requests))
-	if r.tiers != nil {
+	if tiered {
 		ts := ps.Tiers
 		for tier, n := range map[string]int{"scan": ts.ScanRequests, "newest": ts.NewestRequests, "open": ts.OpenRequests,
 			"sweep": ts.SweepRequests, "budget": ts.BudgetRequests, "fetch": ts.FetchRequests} {

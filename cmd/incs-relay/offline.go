@@ -18,6 +18,11 @@ import (
 // running relay holds it, it returns an admin client instead: events,
 // status and replay then go through that relay's admin API.
 func storeOrAdmin(ctx context.Context, cfg *Config) (store.Store, *adminClient, error) {
+	if cfg.JetStream() {
+		// Replicas share the store and nobody locks it: read it directly,
+		// from any replica or none.
+		return openStoreOnce(cfg)
+	}
 	db, err := openStore(cfg, store.Options{Timeout: 500 * time.Millisecond})
 	if err == nil {
 		return db, nil, nil
@@ -39,6 +44,13 @@ func storeOrAdmin(ctx context.Context, cfg *Config) (store.Store, *adminClient, 
 // store here; a new store backend is added here and in config.go's store
 // section.
 func openStore(cfg *Config, opts store.Options) (store.Store, error) {
+	if cfg.JetStream() {
+		h, err := openJetStream(cfg, opts.Logger, "")
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return h, nil
+	}
 	db, err := store.Open(cfg.Store.Path, opts)
 	if err != nil {
 		return nil, err

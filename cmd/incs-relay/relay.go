@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -27,10 +28,18 @@ var (
 // Relay is the whole pipeline of one config: poller → diff → store → sinks,
 // plus the admin API. OpenRelay builds it; Run runs it until ctx ends.
 type Relay struct {
-	cfg     *Config
-	log     zerolog.Logger
-	db      store.Store
-	client  *poller.Client
+	cfg *Config
+	log zerolog.Logger
+	db  store.Store
+	js  *jsHandle // db in jetstream mode; nil with bbolt
+	// leadSince is when this jetstream replica last won the lease
+	// (Unix nanoseconds); 0 while it follows.
+	leadSince atomic.Int64
+	client    *poller.Client
+	pcfg      poller.Config
+	// pipeMu guards poll, ingest, tiers and rules, which a jetstream
+	// replica replaces each time it wins the lease.
+	pipeMu  sync.RWMutex
 	poll    *poller.Poller
 	ingest  *ingester
 	tiers   *poller.Tiered // nil with poll.strategy: full
@@ -47,7 +56,7 @@ type Relay struct {
 type output struct {
 	cfg   SinkConfig
 	sink  sink.Sink
-	disp  *sink.Dispatcher
+	disp  dispatcher      // *sink.Dispatcher, or *partitioned on a jetstream store
 	saved store.SinkState // last state written to the store
 }
 
@@ -57,6 +66,9 @@ type relayOptions struct {
 	HTTPClient *http.Client
 	// Observer also receives every delivery outcome (the demo's printer).
 	Observer sink.Observer
+	// ReplicaID names this replica of a jetstream store; "" is
+	// "<hostname>-<pid>".
+	ReplicaID string
 }
 
 // OpenRelay opens the store, connects the sinks and binds the admin
@@ -68,47 +80,38 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 			r.close(context.Background())
 		}
 	}()
-	r.db, err = openStore(cfg, store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()})
+	storeOpts := store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()}
+	if cfg.JetStream() && opts.ReplicaID != "" {
+		var h *jsHandle
+		if h, err = openJetStream(cfg, storeOpts.Logger, opts.ReplicaID); err == nil {
+			r.db = h
+		}
+	} else {
+		r.db, err = openStore(cfg, storeOpts)
+	}
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return nil, fmt.Errorf("store %s is taken: another incs-relay is running on it (stop it, or use its admin API at %s)", cfg.Store.Path, cfg.Admin.Addr)
 		}
 		return nil, err
 	}
+	r.js, _ = r.db.(*jsHandle)
 	r.metrics = newMetrics(r)
+	if r.js != nil {
+		r.metrics.reg.MustRegister(replicaCollector{r.js})
+	}
 
 	httpClient := opts.HTTPClient
 	if httpClient == nil {
 		httpClient = &http.Client{Transport: r.metrics.instrumentAPI(http.DefaultTransport.(*http.Transport).Clone())}
 	}
-	pcfg := cfg.pollerConfig()
-	pcfg.HTTPClient = httpClient
-	r.client = poller.NewClient(pcfg, log.With().Str("component", "poller").Logger())
-	initialized, err := r.db.Initialized()
-	if err != nil {
+	r.pcfg = cfg.pollerConfig()
+	r.pcfg.HTTPClient = httpClient
+	r.client = poller.NewClient(r.pcfg, log.With().Str("component", "poller").Logger())
+	// A jetstream replica builds its pipeline again each time it wins
+	// the lease (leader.go); until then it only delivers.
+	if err := r.buildPipeline(r.js == nil); err != nil {
 		return nil, err
-	}
-	r.ingest = &ingester{db: r.db, loc: cfg.Location(), log: log.With().Str("component", "ingest").Logger(), metrics: r.metrics}
-	if cfg.Poll.Initial == "snapshot" {
-		r.ingest.boundary, err = snapshotBoundary(r.db, initialized, time.Now())
-		if err != nil {
-			return nil, err
-		}
-	}
-	plog := log.With().Str("component", "poller").Logger()
-	r.poll = poller.New(r.client, pcfg, r.ingest, plog)
-	if cfg.Poll.Strategy == "tiered" {
-		r.tiers = poller.NewTiered(pcfg, r.db, plog)
-		r.poll.Strategy = r.tiers
-		r.ingest.tiers = r.tiers
-	}
-	if rs := cfg.ValidRules(); len(rs) > 0 {
-		r.rules = rules.NewEngine(rs, cfg.Location())
-		if err := r.db.RuleStates(r.rules.Load); err != nil {
-			return nil, err
-		}
-		r.ingest.rules = r.rules
-		r.poll.Strategy = newRuleStrategy(r.poll.Strategy, r.tiers, r.rules, r.ingest)
 	}
 
 	// The state saver comes first: when the others hear of a pause, it
@@ -142,7 +145,7 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 			}
 			log.Warn().Str("sink", sc.Name).Str("reason", pausedReason).Msg("sink is paused since an earlier run; replay or resume it to deliver")
 		}
-		o.disp = sink.NewDispatcher(sink.DispatcherConfig{
+		dc := sink.DispatcherConfig{
 			Paused:      pausedReason,
 			Sink:        s,
 			Filter:      filter,
@@ -151,7 +154,12 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 			Outbox:      r.db,
 			Logger:      log, // the dispatcher adds "sink"
 			Observer:    obs,
-		})
+		}
+		if r.js != nil {
+			o.disp = r.partitionedDispatcher(dc)
+		} else {
+			o.disp = sink.NewDispatcher(dc)
+		}
 		r.outs = append(r.outs, o)
 	}
 	if cfg.Admin.Addr != "" {
@@ -166,7 +174,9 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 // Run polls and delivers until ctx ends, then stops polling, lets deliveries
 // under way finish, closes the sinks and the store, and returns nil.
 func (r *Relay) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
+	if r.js != nil {
+		return r.runReplica(ctx)
+	}
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	defer stopPoll()
 	deliverCtx, stopDeliver := context.WithCancel(context.WithoutCancel(ctx))
@@ -175,15 +185,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.admin != nil {
 		r.admin.Start()
 	}
-	for _, o := range r.outs {
-		wg.Add(1)
-		go func(o *output) {
-			defer wg.Done()
-			if err := o.disp.Run(deliverCtx); err != nil {
-				r.log.Error().Err(err).Str("sink", o.cfg.Name).Msg("dispatcher stopped")
-			}
-		}(o)
-	}
+	delivering := r.runDispatchers(deliverCtx)
 	pollDone := make(chan struct{})
 	go func() {
 		defer close(pollDone)
@@ -214,13 +216,33 @@ func (r *Relay) Run(ctx context.Context) error {
 	<-pruneDone
 	<-stateDone
 	stopDeliver() // dispatchers drain within their DrainTimeout
-	wg.Wait()
+	delivering.Wait()
 	r.saveSinkStates()
+	r.closeStopped()
+	return nil
+}
+
+// runDispatchers runs every sink's dispatcher until ctx ends.
+func (r *Relay) runDispatchers(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for _, o := range r.outs {
+		wg.Add(1)
+		go func(o *output) {
+			defer wg.Done()
+			if err := o.disp.Run(ctx); err != nil {
+				r.log.Error().Err(err).Str("sink", o.cfg.Name).Msg("dispatcher stopped")
+			}
+		}(o)
+	}
+	return &wg
+}
+
+// closeStopped closes everything once polling and delivery stopped.
+func (r *Relay) closeStopped() {
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r.close(closeCtx)
 	r.log.Info().Msg("stopped")
-	return nil
 }
 
 // close releases everything; safe on a partly opened relay.
@@ -339,8 +361,11 @@ func hostOf(raw string) string {
 	return u.Host
 }
 
-// embeddedDir is where an embedded NATS server keeps JetStream data: next
-// to the store.
-func embeddedDir(cfg *Config) string {
+// embeddedDir is where an embedded NATS server keeps JetStream data: the
+// sink's data_dir, or next to the store.
+func embeddedDir(cfg *Config, sc SinkConfig) string {
+	if sc.DataDir != "" {
+		return sc.DataDir
+	}
 	return filepath.Join(filepath.Dir(cfg.Store.Path), "nats")
 }

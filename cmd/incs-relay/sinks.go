@@ -33,8 +33,12 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 			Subject:   sc.Subject,
 			JetStream: sc.JetStream,
 			Timeout:   sc.Timeout.D(),
-			Embedded:  sink.EmbeddedOptions{StoreDir: embeddedDir(cfg), FallbackRandomPort: false},
+			Embedded:  sink.EmbeddedOptions{StoreDir: embeddedDir(cfg, sc), FallbackRandomPort: false},
 			Logger:    slog,
+		}
+		i := slices.IndexFunc(cfg.Sinks, func(s SinkConfig) bool { return s.Name == sc.Name })
+		if nc.Options, err = cfg.natsOptions(fmt.Sprintf("sinks[%d]", i), sc.NATSAuth); err != nil {
+			return nil, err
 		}
 		if st := sc.Stream; st != nil {
 			nc.Stream = &sink.StreamConfig{Name: st.Name, Subjects: st.Subjects, MaxAge: st.MaxAge.D(), Replicas: st.Replicas}

@@ -111,6 +111,7 @@ func (r *Relay) saveSinkState(o *output) {
 	if !st.LastDeliveryAt.IsZero() {
 		ss.LastDeliveryAt = st.LastDeliveryAt
 	}
+	ss = r.replicaPause(o, ss)
 	if ss == o.saved {
 		return
 	}

@@ -31,9 +31,14 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 	}
 	var sinks []sinkStatus
 	var poll *pollView
+	var cluster *clusterView
 	source := "store " + cfg.Store.Path + " (relay not running)"
 	if db != nil {
 		defer db.Close()
+		if h, ok := db.(*jsHandle); ok {
+			source = "store " + cfg.storeLabel()
+			cluster = storeClusterView(ctx, cfg, h)
+		}
 		for _, sc := range cfg.Sinks {
 			s, err := storeSinkStatus(db, sc)
 			if err != nil {
@@ -47,6 +52,7 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 		if err := ac.do(ctx, http.MethodGet, "/v1/poll", nil, poll); err != nil {
 			return err
 		}
+		cluster = poll.Cluster
 		for _, sc := range cfg.Sinks {
 			var s sinkStatus
 			if err := ac.do(ctx, http.MethodGet, "/v1/sinks/"+sc.Name, nil, &s); err != nil {
@@ -58,9 +64,14 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 	if *asJSON {
 		enc := json.NewEncoder(c.m.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"sinks": sinks, "poll": poll})
+		return enc.Encode(map[string]any{"sinks": sinks, "poll": poll, "cluster": cluster})
 	}
 	fmt.Fprintf(c.m.Stdout, "%s\n", source)
+	if cluster != nil {
+		for _, l := range cluster.lines() {
+			fmt.Fprintln(c.m.Stdout, l)
+		}
+	}
 	if poll != nil {
 		last := "never"
 		if poll.LastSuccess != nil {

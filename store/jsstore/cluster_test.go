@@ -1,0 +1,322 @@
+package jsstore
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/store/storetest"
+)
+
+// testCluster is an in-process JetStream cluster.
+type testCluster struct {
+	nodes []*server.Server
+	opts  []*server.Options
+}
+
+// urls returns the client URLs of every node, comma-separated.
+func (c *testCluster) urls() string {
+	var u []string
+	for _, o := range c.opts {
+		u = append(u, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))
+	}
+	return strings.Join(u, ",")
+}
+
+// restart starts node i again on its ports and store directory.
+func (c *testCluster) restart(t testing.TB, i int) {
+	t.Helper()
+	s, err := server.NewServer(c.opts[i])
+	require.NoError(t, err)
+	s.Start()
+	t.Cleanup(s.Shutdown)
+	require.True(t, s.ReadyForConnections(20*time.Second), "node %d back", i+1)
+	c.nodes[i] = s
+}
+
+// runCluster starts an in-process JetStream cluster of n nodes on
+// 127.0.0.1 and waits until it can create a stream replicated n times.
+func runCluster(t testing.TB, n int) *testCluster {
+	t.Helper()
+	ports := make([]int, 2*n) // cluster ports, then client ports
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		require.NoError(t, l.Close())
+	}
+	c := &testCluster{}
+	var nodes []*server.Server
+	for i := range n {
+		var routes []*url.URL
+		for j, p := range ports[:n] {
+			if j != i {
+				routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+			}
+		}
+		o := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: ports[n+i], NoLog: true, NoSigs: true,
+			JetStream: true, StoreDir: t.TempDir(),
+			Cluster: server.ClusterOpts{Name: "incs", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes,
+		}
+		s, err := server.NewServer(o)
+		require.NoError(t, err)
+		s.Start()
+		t.Cleanup(s.Shutdown)
+		nodes = append(nodes, s)
+		c.opts = append(c.opts, o)
+	}
+	c.nodes = nodes
+	for i, s := range nodes {
+		if !s.ReadyForConnections(20 * time.Second) {
+			t.Fatalf("node %d not ready", i+1)
+		}
+	}
+	nc := connect(t, nodes[0].ClientURL())
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "ready", Subjects: []string{"ready"}, Replicas: n})
+		return err == nil
+	}, 30*time.Second, 200*time.Millisecond, "cluster never formed")
+	require.NoError(t, js.DeleteStream(context.Background(), "ready"))
+	nc.Close()
+	return c
+}
+
+// leaderOf returns the store of stores that leads, waiting for one.
+func leaderOf(t testing.TB, stores []*Store, within time.Duration) *Store {
+	t.Helper()
+	var lead *Store
+	require.Eventually(t, func() bool {
+		n := 0
+		for _, s := range stores {
+			if s.IsLeader() {
+				lead = s
+				n++
+			}
+		}
+		require.LessOrEqual(t, n, 1, "two leaders at once")
+		return n == 1
+	}, within, 10*time.Millisecond, "no leader")
+	return lead
+}
+
+// TestLeaseFailover runs three replicas, each on its own node of a
+// three-node cluster (replicas 3): one leads; when it stops (gracefully,
+// then abruptly by losing its connection) another takes over within about
+// a lease, offsets continue densely and no log gets a second event, and
+// the old leader, still believing it leads, is fenced by the replicated
+// stream.
+func TestLeaseFailover(t *testing.T) {
+	nodes := runCluster(t, 3).nodes
+	const lease = 2 * time.Second
+	var stores []*Store
+	stops := map[*Store]func(){}
+	for i := range 3 {
+		s := openStore(t, nodes[i].ClientURL(), Options{Replicas: 3, Lease: lease, Partitions: 6, ReplicaID: fmt.Sprintf("r%d", i+1)})
+		stops[s] = startRun(t, s)
+		stores = append(stores, s)
+	}
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	lead := leaderOf(t, stores, 15*time.Second)
+	res, err := lead.Ingest(ctx, []diff.Task{storetest.Task(1, 10, 11), storetest.Task(2, 20)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), res.LastOffset)
+
+	// Every replica learns who leads and gets partitions.
+	require.Eventually(t, func() bool {
+		owned := 0
+		for _, s := range stores {
+			r := s.Role()
+			if r.Leader != lead.o.ReplicaID || len(r.Members) != 3 {
+				return false
+			}
+			owned += len(r.Owned)
+		}
+		return owned == 6
+	}, 10*time.Second, 50*time.Millisecond, "roles never settled")
+
+	oldLead := *lead.leading()
+	// 1. Graceful: Run ends and releases the lease.
+	start := time.Now()
+	stops[lead]()
+	rest := without(stores, lead)
+	next := leaderOf(t, rest, 2*lease)
+	t.Logf("graceful handover in %s", time.Since(start).Round(time.Millisecond))
+	res, err = next.Ingest(ctx, []diff.Task{storetest.Task(1, 10, 11, 12), storetest.Task(3, 30)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Events, "the successor knows the seen-set")
+	require.Equal(t, uint64(4), res.FirstOffset, "offsets continue")
+	_, err = lead.Ingest(ctx, []diff.Task{storetest.Task(4, 40)}, loc, true)
+	require.ErrorIs(t, err, ErrNotLeader)
+	// Fencing on the replicated stream: the old leader, believing it
+	// still leads with its old epoch, stores nothing.
+	info, err := next.stream.Info(ctx)
+	require.NoError(t, err)
+	lead.leadMu.Lock()
+	lead.lead = &oldLead
+	lead.lead.until = time.Now().Add(time.Hour)
+	lead.leadMu.Unlock()
+	_, err = lead.Ingest(ctx, []diff.Task{storetest.Task(4, 40)}, loc, true)
+	require.ErrorIs(t, err, ErrFenced)
+	after, err := next.stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, info.State.LastSeq, after.State.LastSeq, "the fenced leader stored nothing")
+
+	// 2. Abrupt: the leader loses its connection and cannot release.
+	start = time.Now()
+	next.nc.Close()
+	third := leaderOf(t, without(rest, next), 2*lease+time.Second)
+	took := time.Since(start)
+	t.Logf("takeover after a lost connection in %s (lease %s)", took.Round(time.Millisecond), lease)
+	require.Less(t, took, 2*lease+time.Second)
+	res, err = third.Ingest(ctx, []diff.Task{storetest.Task(5, 50)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, uint64(6), res.FirstOffset)
+	evs, err := third.Read(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Len(t, evs, 6)
+	for i, ev := range evs {
+		require.Equal(t, uint64(i+1), ev.Offset)
+	}
+	// The survivor delivers every partition.
+	require.Eventually(t, func() bool { return len(third.Role().Owned) == 6 }, 3*lease, 50*time.Millisecond)
+}
+
+func without(stores []*Store, drop *Store) []*Store {
+	var out []*Store
+	for _, s := range stores {
+		if s != drop {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestFencing: a leader whose lease expired while it was paused, and
+// whose successor wrote its epoch, gets ErrFenced and appends nothing.
+func TestFencing(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	a := openStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
+
+	// a wins the lease (one round of Run) and appends.
+	require.NoError(t, a.step(ctx))
+	require.True(t, a.IsLeader())
+	_, err := a.Ingest(ctx, []diff.Task{storetest.Task(1, 10)}, loc, true)
+	require.NoError(t, err)
+
+	// a is paused: it does not renew, its lease expires, b takes over.
+	start := time.Now()
+	startRun(t, b)
+	waitLeader(t, b, 3*a.o.Lease)
+	t.Logf("b leads %s after a's last renewal (lease %s)", time.Since(start).Round(time.Millisecond), a.o.Lease)
+	// a's clock has not moved (it was paused): it still believes it leads.
+	a.leadMu.Lock()
+	a.lead.until = time.Now().Add(time.Hour)
+	a.leadMu.Unlock()
+	require.True(t, a.IsLeader())
+
+	before, err := b.stream.Info(ctx)
+	require.NoError(t, err)
+	_, err = a.Ingest(ctx, []diff.Task{storetest.Task(2, 20, 21), storetest.Task(1, 10, 11)}, loc, true)
+	require.ErrorIs(t, err, ErrFenced)
+	require.False(t, a.IsLeader(), "a fenced leader steps down")
+	after, err := b.stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, before.State.LastSeq, after.State.LastSeq, "the stale leader appended nothing")
+
+	// Rules are fenced too, and b's appends continue a's offsets.
+	a.leadMu.Lock()
+	a.lead = &leadership{epoch: 1, epochSeq: 1, until: time.Now().Add(time.Hour)}
+	a.leadMu.Unlock()
+	_, err = a.Ingest(ctx, []diff.Task{storetest.Task(3, 30)}, loc, true)
+	require.ErrorIs(t, err, ErrFenced)
+	res, err := b.Ingest(ctx, []diff.Task{storetest.Task(2, 20, 21), storetest.Task(1, 10, 11)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 3, res.Events)
+	require.Equal(t, uint64(2), res.FirstOffset)
+	require.Equal(t, uint64(2), b.Role().Epoch)
+}
+
+// TestNodeFailure: with one of three NATS nodes down (the one the leader
+// is connected to), the replicas reconnect and appends go on; the node
+// comes back and catches up. Offsets stay dense, no log gets two events,
+// and every replica's view agrees.
+func TestNodeFailure(t *testing.T) {
+	c := runCluster(t, 3)
+	const lease = 2 * time.Second
+	var stores []*Store
+	for i := range 2 {
+		s := openStore(t, c.urls(), Options{Replicas: 3, Lease: lease, Partitions: 4, ReplicaID: fmt.Sprintf("r%d", i+1)})
+		startRun(t, s)
+		stores = append(stores, s)
+	}
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	next := int64(1)
+	// ingest ingests one new task through whoever leads, retrying while
+	// the cluster recovers; it returns how long that took.
+	ingest := func(within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		id := next
+		next++
+		for {
+			lead := leaderOf(t, stores, within)
+			_, err := lead.Ingest(ctx, []diff.Task{storetest.Task(id, 10*id, 10*id+1)}, loc, true)
+			if err == nil {
+				return time.Since(start)
+			}
+			require.Less(t, time.Since(start), within, "no append for %s: %v", within, err)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	ingest(15 * time.Second)
+	ingest(5 * time.Second)
+
+	lead := leaderOf(t, stores, 5*time.Second)
+	victim := -1
+	for i, o := range c.opts {
+		if fmt.Sprintf("nats://127.0.0.1:%d", o.Port) == lead.nc.ConnectedUrl() {
+			victim = i
+		}
+	}
+	require.GreaterOrEqual(t, victim, 0, "the leader's node among %s", lead.nc.ConnectedUrl())
+	c.nodes[victim].Shutdown()
+	took := ingest(30 * time.Second)
+	t.Logf("first append after node %d died: %s", victim+1, took.Round(time.Millisecond))
+	for range 3 {
+		ingest(10 * time.Second)
+	}
+	c.restart(t, victim)
+	for range 3 {
+		ingest(20 * time.Second)
+	}
+	want := uint64(2 * (next - 1))
+	for _, s := range stores {
+		require.Eventually(t, func() bool { h, _ := s.Head(); return h == want }, 10*time.Second, 20*time.Millisecond, "%s tails every append", s.o.ReplicaID)
+		evs, err := s.Read(ctx, 0, 1000)
+		require.NoError(t, err)
+		require.Len(t, evs, int(want))
+		for i, ev := range evs {
+			require.Equal(t, uint64(i+1), ev.Offset)
+		}
+	}
+}

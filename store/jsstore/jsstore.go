@@ -1,0 +1,343 @@
+// Package jsstore is the JetStream backend of store.Store: the relay's
+// outbox, seen-set, rule states, sink cursors, dead letters and small
+// values live in a NATS JetStream cluster, so two or three replicas of the
+// relay can share them, one of them polling (the leader) and all of them
+// delivering.
+//
+// Layout, every name prefixed with Options.Name ("incs"):
+//
+//   - the stream "<Name>" holds what must commit together: events on
+//     "<Name>.ev.<partition>" (a batch's events of one partition packed in
+//     one message, each with its offset, task, type and commit time and its
+//     JSON exactly as the bbolt outbox stores it; see frame.go), seen
+//     records on "<Name>.seen.<task>" and rule states on
+//     "<Name>.rule.<task>" and "<Name>.rtask.<task>" (one message a
+//     subject, Nats-Rollup: sub), the head offset on "<Name>.head", the
+//     leader's epoch records on "<Name>.epoch" and prune notes on
+//     "<Name>.pruned";
+//   - the KV bucket "<Name>-lease" holds the leader lease (a per-key TTL),
+//     "<Name>-members" the live replicas, and "<Name>-state" the cursors,
+//     dead letters, sink states, small values and the partition
+//     assignment.
+//
+// Use: Open the store on a connection, run Run in the background, and
+// follow Changes: poll (Ingest, IngestAfter, ApplyRules) only while
+// IsLeader, and run a dispatcher per sink on Partition(p) for each p in
+// Role().Owned, rereading cursors when Rewound names the sink. Every other
+// method works on any replica, also without Run (commands such as status
+// and events).
+//
+// Only the leader appends. Every append is one atomic batch (whole tasks,
+// at most 1,000 messages) whose messages expect the last sequence of the
+// leader's own epoch record: once a successor wrote its epoch the server
+// refuses a stale leader's batch whole (ErrFenced). Every replica tails
+// the stream into memory, so reads, the seen-set the leader diffs against,
+// and failover need no scan.
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/store"
+)
+
+// Errors of the JetStream store. Match them with errors.Is.
+var (
+	// ErrNotLeader is returned by an append (Ingest, IngestAfter,
+	// ApplyRules) on a replica that does not hold the lease.
+	ErrNotLeader = errors.New("not the leader: this replica does not hold the lease")
+	// ErrFenced is returned when the server refused an append because a
+	// newer leader wrote its epoch: this replica lost the lease.
+	ErrFenced = errors.New("fenced: a newer leader took over")
+)
+
+// MinServerVersion is the oldest nats-server the store runs on: atomic
+// batch publish, which commits a page whole, came with 2.12.
+const MinServerVersion = "2.12.0"
+
+// MaxBatch is the most messages one atomic batch holds (the server's
+// limit).
+const MaxBatch = 1000
+
+// Options configure Open.
+type Options struct {
+	// Name prefixes every stream and bucket; default "incs".
+	Name string
+	// Replicas of every stream and bucket created; default 1.
+	Replicas int
+	// Lease is the leader lease's TTL: whole seconds, at least 2s; default
+	// 10s.
+	Lease time.Duration
+	// Partitions is the number of delivery partitions, fixed when the
+	// stream is created; default 12.
+	Partitions int
+	// ReplicaID names this process; default "<hostname>-<pid>".
+	ReplicaID string
+	// ConfigHash is compared with the leader's: a replica whose hash
+	// differs refuses to join (Run returns an error).
+	ConfigHash string
+	// Logger receives lease and membership changes; default zerolog.Nop().
+	Logger zerolog.Logger
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+}
+
+// Store is a store.Store on JetStream. It is safe for concurrent use.
+type Store struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	o    Options
+	log  zerolog.Logger
+	name string // stream name and subject prefix
+
+	stream  jetstream.Stream
+	leaseKV jetstream.KeyValue
+	members jetstream.KeyValue
+	stateKV jetstream.KeyValue
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	closed atomic.Bool
+	once   sync.Once
+	wg     sync.WaitGroup // the tail and the state watcher
+	runWG  sync.WaitGroup // Run
+
+	v     *view
+	state *kvState
+
+	appendMu sync.Mutex // one append at a time
+
+	leadMu     sync.Mutex
+	lead       *leadership // nil unless this replica leads
+	mismatches int         // rounds in a row the leader's config hash differed (Run's goroutine only)
+
+	roleMu   sync.Mutex
+	role     Role
+	lastBeat time.Time   // last membership heartbeat that succeeded
+	cutOff   atomic.Bool // no heartbeat for a lease: deliver nothing
+	changes  chan struct{}
+	rewound  chan string
+
+	subMu sync.Mutex
+	subs  map[chan struct{}]struct{}
+}
+
+var _ store.Store = (*Store)(nil)
+
+// nameRE is what Options.Name may be: a stream name that is also a single
+// subject token and a bucket name prefix.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func (o *Options) setDefaults() error {
+	if o.Name == "" {
+		o.Name = "incs"
+	}
+	if !nameRE.MatchString(o.Name) {
+		return fmt.Errorf("name %q: only letters, digits, - and _", o.Name)
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Replicas > 5 {
+		return fmt.Errorf("replicas %d: at most 5", o.Replicas)
+	}
+	if o.Lease == 0 {
+		o.Lease = 10 * time.Second
+	}
+	if o.Lease < 2*time.Second || o.Lease%time.Second != 0 {
+		return fmt.Errorf("lease %s: whole seconds, at least 2s", o.Lease)
+	}
+	if o.Partitions <= 0 {
+		o.Partitions = 12
+	}
+	if o.ReplicaID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "relay"
+		}
+		o.ReplicaID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// Open checks the server's version, creates or binds the stream and the
+// buckets, and loads the stream into memory. It does not campaign for the
+// lease: Run does.
+func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, fmt.Errorf("jsstore: %w", err)
+	}
+	if err := checkVersion(nc.ConnectedServerVersion()); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: %w", err)
+	}
+	s := &Store{
+		nc: nc, js: js, o: o, log: o.Logger, name: o.Name,
+		changes: make(chan struct{}, 1),
+		rewound: make(chan string, 256),
+		subs:    map[chan struct{}]struct{}{},
+	}
+	s.role = Role{Self: o.ReplicaID, Assignments: map[string][]int{}}
+	if err := s.setup(ctx); err != nil {
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.v = newView(o.Partitions, s.wake)
+	s.state = newKVState()
+	if err := s.startTail(ctx); err != nil {
+		s.cancel()
+		s.wg.Wait()
+		return nil, err
+	}
+	if err := s.startStateWatch(ctx); err != nil {
+		s.cancel()
+		s.wg.Wait()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkVersion refuses servers older than MinServerVersion.
+func checkVersion(v string) error {
+	if v == "" {
+		return errors.New("jsstore: not connected to a NATS server")
+	}
+	if versionLess(v, MinServerVersion) {
+		return fmt.Errorf("jsstore: nats-server %s is too old: the jetstream store needs %s or newer (atomic batch publish, which stores a page whole or not at all)", v, MinServerVersion)
+	}
+	return nil
+}
+
+// versionLess compares dotted versions numerically ("2.9.1" < "2.12.0");
+// a pre-release or build suffix is ignored.
+func versionLess(a, b string) bool {
+	pa, pb := versionParts(a), versionParts(b)
+	for i := range 3 {
+		if pa[i] != pb[i] {
+			return pa[i] < pb[i]
+		}
+	}
+	return false
+}
+
+func versionParts(v string) [3]int {
+	v = strings.TrimPrefix(v, "v")
+	if i := strings.IndexAny(v, "-+"); i >= 0 {
+		v = v[:i]
+	}
+	var out [3]int
+	for i, p := range strings.SplitN(v, ".", 3) {
+		out[i], _ = strconv.Atoi(p)
+	}
+	return out
+}
+
+// setup creates or binds the stream and the buckets.
+func (s *Store) setup(ctx context.Context) error {
+	cfg := jetstream.StreamConfig{
+		Name:               s.name,
+		Description:        "incs-relay outbox, seen-set and rule states",
+		Subjects:           []string{s.name + ".>"},
+		Storage:            jetstream.FileStorage,
+		Replicas:           s.o.Replicas,
+		AllowRollup:        true,
+		AllowAtomicPublish: true,
+		Metadata:           map[string]string{"incs.partitions": strconv.Itoa(s.o.Partitions)},
+	}
+	if old, err := s.js.Stream(ctx, s.name); err == nil {
+		if p, err := strconv.Atoi(old.CachedInfo().Config.Metadata["incs.partitions"]); err == nil && p != s.o.Partitions {
+			return fmt.Errorf("jsstore: stream %s was created with %d partitions, not %d: partitions are fixed when the stream is created", s.name, p, s.o.Partitions)
+		}
+	}
+	st, err := s.js.CreateOrUpdateStream(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("jsstore: stream %s: %w", s.name, err)
+	}
+	s.stream = st
+	var err2 error
+	bucket := func(suffix, desc string, cfg jetstream.KeyValueConfig) jetstream.KeyValue {
+		if err2 != nil {
+			return nil
+		}
+		cfg.Bucket, cfg.Description = s.name+"-"+suffix, desc
+		cfg.Replicas, cfg.Storage = s.o.Replicas, jetstream.FileStorage
+		kv, err := s.js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err != nil {
+			err2 = fmt.Errorf("jsstore: bucket %s: %w", cfg.Bucket, err)
+		}
+		return kv
+	}
+	s.leaseKV = bucket("lease", "incs-relay leader lease", jetstream.KeyValueConfig{LimitMarkerTTL: s.o.Lease})
+	s.members = bucket("members", "incs-relay live replicas", jetstream.KeyValueConfig{TTL: s.o.Lease})
+	s.stateKV = bucket("state", "incs-relay cursors, dead letters, sink states and small values", jetstream.KeyValueConfig{})
+	return err2
+}
+
+// Partitions returns the number of delivery partitions.
+func (s *Store) Partitions() int { return s.o.Partitions }
+
+// partition returns the delivery partition of a task.
+func (s *Store) partition(taskID int64) int {
+	return int(uint64(taskID) % uint64(s.o.Partitions))
+}
+
+// Close stops Run (releasing the lease), the tail and the watchers. It
+// does not close the NATS connection. Calls after it fail with
+// store.ErrClosed.
+func (s *Store) Close() error {
+	s.once.Do(func() {
+		s.closed.Store(true)
+		s.cancel()
+		s.runWG.Wait()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+func (s *Store) checkOpen(op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("jsstore: %s: %w", op, store.ErrClosed)
+	}
+	return nil
+}
+
+// Notify returns a new subscription: a channel (buffered 1, sent to
+// without blocking) that receives after each commit that appended events,
+// by this replica or, once tailed, any other.
+func (s *Store) Notify() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	s.subMu.Lock()
+	s.subs[ch] = struct{}{}
+	s.subMu.Unlock()
+	return ch
+}
+
+func (s *Store) wake() {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}

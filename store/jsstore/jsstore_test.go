@@ -1,0 +1,171 @@
+package jsstore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/store"
+	"github.com/incs-relay/incs-relay/store/storetest"
+)
+
+// runServer starts an in-process single-node JetStream server on
+// 127.0.0.1 with its store in a temporary directory.
+func runServer(t testing.TB) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{
+		ServerName: "js1", Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir(),
+	})
+	require.NoError(t, err)
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func connect(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// openStore opens a store on url with test defaults.
+func openStore(t testing.TB, url string, o Options) *Store {
+	t.Helper()
+	if o.Lease == 0 {
+		o.Lease = 2 * time.Second
+	}
+	if o.Partitions == 0 {
+		o.Partitions = 4
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, connect(t, url), o)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// startRun runs s.Run until the test ends and returns a function that
+// stops it and waits for it to return.
+func startRun(t testing.TB, s *Store) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once bool
+	stop = func() {
+		if once {
+			return
+		}
+		once = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return")
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitLeader waits until s leads.
+func waitLeader(t testing.TB, s *Store, within time.Duration) {
+	t.Helper()
+	require.Eventually(t, s.IsLeader, within, 20*time.Millisecond, "%s never led", s.o.ReplicaID)
+}
+
+// leadingStore opens a store on url, runs it and waits until it leads.
+func leadingStore(t testing.TB, url string, o Options) *Store {
+	t.Helper()
+	s := openStore(t, url, o)
+	startRun(t, s)
+	waitLeader(t, s, 10*time.Second)
+	return s
+}
+
+// TestConformance runs the store conformance suite on a single-node
+// JetStream server, one stream name per case.
+func TestConformance(t *testing.T) {
+	srv := runServer(t)
+	n := 0
+	storetest.Run(t, func(t *testing.T) (store.Store, func() store.Store) {
+		n++
+		o := Options{Name: "conf" + string(rune('a'+n)), ReplicaID: "r1"}
+		s := leadingStore(t, srv.ClientURL(), o)
+		reopen := func() store.Store {
+			return leadingStore(t, srv.ClientURL(), o)
+		}
+		return s, reopen
+	})
+}
+
+// TestServerVersion: servers older than 2.12 are refused with the version
+// found and the reason.
+func TestServerVersion(t *testing.T) {
+	for _, c := range []struct {
+		v  string
+		ok bool
+	}{{"2.12.0", true}, {"2.15.2", true}, {"v2.12.1-beta.1", true}, {"3.0.0", true}, {"2.11.9", false}, {"2.9.25", false}, {"1.4.1", false}} {
+		err := checkVersion(c.v)
+		if c.ok {
+			require.NoError(t, err, c.v)
+			continue
+		}
+		require.Error(t, err, c.v)
+		require.Contains(t, err.Error(), c.v)
+		require.Contains(t, err.Error(), "atomic batch")
+	}
+	srv := runServer(t)
+	nc := connect(t, srv.ClientURL())
+	require.NoError(t, checkVersion(nc.ConnectedServerVersion()), "the embedded server")
+}
+
+// TestConfigMismatch: a replica whose config hash differs from the
+// leader's refuses to join.
+func TestConfigMismatch(t *testing.T) {
+	srv := runServer(t)
+	leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", ConfigHash: "h1"})
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b", ConfigHash: "h2"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := b.Run(ctx)
+	require.ErrorIs(t, err, ErrConfigMismatch)
+	require.Contains(t, err.Error(), "leader a")
+	c := openStore(t, srv.ClientURL(), Options{ReplicaID: "c", ConfigHash: "h1"})
+	startRun(t, c)
+	require.Eventually(t, func() bool { return c.Role().Leader == "a" }, 5*time.Second, 10*time.Millisecond)
+}
+
+// TestOpenOptions: bad options and a partition count other than the
+// stream's are refused.
+func TestOpenOptions(t *testing.T) {
+	srv := runServer(t)
+	nc := connect(t, srv.ClientURL())
+	ctx := context.Background()
+	for _, o := range []Options{{Name: "a.b"}, {Name: "a b"}, {Lease: time.Second}, {Lease: 2500 * time.Millisecond}, {Replicas: 7}} {
+		_, err := Open(ctx, nc, o)
+		require.Error(t, err, "%+v", o)
+	}
+	s := openStore(t, srv.ClientURL(), Options{Name: "parts", Partitions: 6})
+	require.Equal(t, 6, s.Partitions())
+	_, err := Open(ctx, nc, Options{Name: "parts", Partitions: 8})
+	require.ErrorContains(t, err, "created with 6 partitions, not 8")
+	s2, err := Open(ctx, nc, Options{Name: "parts", Partitions: 6})
+	require.NoError(t, err)
+	require.NoError(t, s2.Close())
+	require.NoError(t, s2.Close(), "a second Close is harmless")
+}

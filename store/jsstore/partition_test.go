@@ -1,0 +1,354 @@
+package jsstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/store"
+	"github.com/incs-relay/incs-relay/store/storetest"
+)
+
+// owners returns, for each partition, the replicas whose Role lists it.
+func owners(stores []*Store, parts int) [][]string {
+	out := make([][]string, parts)
+	for _, s := range stores {
+		for _, p := range s.Role().Owned {
+			out[p] = append(out[p], s.o.ReplicaID)
+		}
+	}
+	return out
+}
+
+// requireSpread waits until every partition has exactly one owner among
+// stores and each owns between lo and hi, checking meanwhile that no
+// partition ever has two.
+func requireSpread(t *testing.T, stores []*Store, parts, lo, hi int, within time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		own := owners(stores, parts)
+		for p, ids := range own {
+			require.LessOrEqual(t, len(ids), 1, "partition %d delivered by %v at once", p, ids)
+		}
+		for _, ids := range own {
+			if len(ids) != 1 {
+				return false
+			}
+		}
+		for _, s := range stores {
+			if n := len(s.Role().Owned); n < lo || n > hi {
+				return false
+			}
+		}
+		return true
+	}, within, 10*time.Millisecond)
+}
+
+// TestPartitions: the leader spreads the partitions evenly over the live
+// replicas, moves a dead replica's partitions at once and a live one's
+// only after it let them go; a partition's outbox holds only its tasks'
+// events, and the store-level cursor is what every partition has done.
+func TestPartitions(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	const parts = 6
+	open := func(id string) (*Store, func()) {
+		s := openStore(t, srv.ClientURL(), Options{ReplicaID: id, Partitions: parts})
+		return s, startRun(t, s)
+	}
+	a, _ := open("a")
+	waitLeader(t, a, 5*time.Second)
+	b, stopB := open("b")
+	changes := b.Changes()
+	requireSpread(t, []*Store{a, b}, parts, 3, 3, 10*time.Second)
+	select {
+	case <-changes:
+	default:
+		t.Fatal("Changes did not signal the new partitions")
+	}
+	r := b.Role()
+	require.Equal(t, "a", r.Leader)
+	require.Equal(t, []string{"a", "b"}, r.Members)
+	require.Len(t, r.Assignments, 2)
+	require.False(t, r.LeaseExpires.IsZero())
+
+	var tasks []diff.Task
+	for i := range int64(12) {
+		tasks = append(tasks, storetest.Task(i+1, 100*(i+1), 100*(i+1)+1))
+	}
+	_, err := a.Ingest(ctx, tasks, loc, true)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { h, _ := b.Head(); return h == 24 }, 5*time.Second, 10*time.Millisecond, "b tails a's appends")
+	var all []uint64
+	for p := range parts {
+		evs, err := b.Partition(p).Read(ctx, 0, 100)
+		require.NoError(t, err)
+		require.NotEmpty(t, evs)
+		for i, ev := range evs {
+			require.Equal(t, p, int(ev.Data.TaskID%parts), "partition %d holds only its tasks", p)
+			if i > 0 {
+				require.Greater(t, ev.Offset, evs[i-1].Offset)
+			}
+			all = append(all, ev.Offset)
+		}
+		part, err := b.Partition(p).Read(ctx, evs[len(evs)-1].Offset, 100)
+		require.NoError(t, err)
+		require.Len(t, part, 1)
+	}
+	slices.Sort(all)
+	require.Len(t, all, 24)
+	require.Equal(t, uint64(24), all[23])
+
+	// Partition cursors: the store-level cursor is the highest offset
+	// every partition has done.
+	for p := range parts {
+		require.NoError(t, b.Partition(p).SetCursor("hook", 24))
+	}
+	c, err := b.Cursor("hook")
+	require.NoError(t, err)
+	require.Equal(t, uint64(24), c)
+	require.Eventually(t, func() bool { c, _ := a.Cursor("hook"); return c == 24 }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, b.Partition(3).SetCursor("hook", 5)) // task 3's events: 5, 6
+	c, err = b.Cursor("hook")
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), c)
+	pc, err := a.Partition(3).Cursor("hook")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { pc, _ = a.Partition(3).Cursor("hook"); return pc == 5 }, 5*time.Second, 10*time.Millisecond, "a learns b's cursor")
+
+	// A third replica joins: partitions move over, never delivered twice.
+	c3, stopC := open("c")
+	requireSpread(t, []*Store{a, b, c3}, parts, 2, 2, 15*time.Second)
+	// b leaves: its partitions go to the others.
+	stopB()
+	requireSpread(t, []*Store{a, c3}, parts, 3, 3, 15*time.Second)
+	require.Empty(t, b.Role().Owned)
+	// c dies without a word (its heartbeat stops): a takes everything
+	// once c's membership lapses.
+	_ = stopC
+	c3.nc.Close()
+	requireSpread(t, []*Store{a}, parts, parts, parts, 3*a.o.Lease)
+	require.Eventually(t, func() bool { return len(c3.Role().Owned) == 0 }, 2*a.o.Lease, 10*time.Millisecond,
+		"a replica cut off from the cluster stops delivering")
+}
+
+// TestRewound: a rewind on one replica reaches every replica's Rewound
+// channel, with the cursors of every partition moved back.
+func TestRewound(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	a := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
+	_, err := a.Ingest(ctx, []diff.Task{storetest.Task(1, 10, 11), storetest.Task(2, 20, 21)}, loc, true)
+	require.NoError(t, err)
+	require.NoError(t, a.SetCursor("hook sink", 4))
+	require.Eventually(t, func() bool { c, _ := b.Cursor("hook sink"); return c == 4 }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, a.Rewind("hook sink", 2))
+	for _, s := range []*Store{a, b} {
+		select {
+		case sink := <-s.Rewound():
+			require.Equal(t, "hook sink", sink)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no rewind notice", s.o.ReplicaID)
+		}
+	}
+	for p := range b.Partitions() {
+		c, err := b.Partition(p).Cursor("hook sink")
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), c, fmt.Sprintf("partition %d", p))
+	}
+	_, err = b.Ingest(ctx, []diff.Task{storetest.Task(3, 30)}, loc, true)
+	require.ErrorIs(t, err, ErrNotLeader, "a follower does not append")
+	require.NoError(t, b.SetMeta("k", []byte("v")), "a follower writes state")
+}
+
+// TestBodyCache: bodies beyond the cache's bound are read back from the
+// stream byte for byte, by Read, Event, a partition and DeadLetter.
+func TestBodyCache(t *testing.T) {
+	defer func(n int) { maxCachedBodies = n }(maxCachedBodies)
+	maxCachedBodies = 10
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", Partitions: 3})
+	_, err := s.Ingest(ctx, []diff.Task{storetest.Task(1, 10, 11, 12), storetest.Task(2, 20, 21)}, loc, true)
+	require.NoError(t, err)
+	before, err := s.Read(ctx, 0, 100)
+	require.NoError(t, err)
+	var tasks []diff.Task
+	for i := range int64(20) {
+		tasks = append(tasks, storetest.Task(10+i, 100*(i+1), 100*(i+1)+1))
+	}
+	_, err = s.Ingest(ctx, tasks, loc, true)
+	require.NoError(t, err)
+	s.v.mu.RLock()
+	require.LessOrEqual(t, s.v.cached, 10)
+	require.Nil(t, s.v.events[0].body, "the oldest body was evicted")
+	s.v.mu.RUnlock()
+	after, err := s.Read(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Len(t, after, 45)
+	for i, ev := range before {
+		require.Equal(t, string(ev.Body), string(after[i].Body), "offset %d", ev.Offset)
+		require.Equal(t, ev.ID, after[i].ID)
+		require.True(t, ev.StoredAt.Equal(after[i].StoredAt))
+	}
+	one, err := s.Event(2)
+	require.NoError(t, err)
+	require.Equal(t, string(before[1].Body), string(one.Body))
+	part, err := s.Partition(1).Read(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Equal(t, "log-10", part[0].ID)
+	require.NoError(t, s.DeadLetter("hook", 1, 2, "HTTP 500"))
+	dls, err := s.DeadLetters("hook")
+	require.NoError(t, err)
+	require.Equal(t, "log-10", dls[0].EventID)
+	// A prune keeps the count right.
+	require.NoError(t, s.SetCursor("hook", 45))
+	_, err = s.Prune(ctx, store.PruneOptions{Retention: time.Nanosecond, Sinks: []string{"hook"}, Now: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	s.v.mu.RLock()
+	events, cached := slices.Clone(s.v.events), s.v.cached
+	s.v.mu.RUnlock()
+	require.Len(t, events, 1, "only the dead letter stays")
+	n := 0
+	for _, e := range events {
+		if e.body != nil {
+			n++
+		}
+	}
+	require.Equal(t, n, cached)
+
+	// A replica reading the stream from the start sees the same outbox:
+	// the kept dead letter's message holds pruned events too.
+	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r", Partitions: 3})
+	got, err := r.Read(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, uint64(1), got[0].Offset)
+	require.Equal(t, string(before[0].Body), string(got[0].Body))
+	head, err := r.Head()
+	require.NoError(t, err)
+	require.Equal(t, uint64(45), head)
+}
+
+// TestDeliveryAcrossFailover runs three replicas, each delivering its
+// partitions (one reader per owned partition, as cmd's dispatchers do)
+// while whoever leads ingests; the leader loses its connection half way.
+// Every log gets one event, every event is delivered, and each task's
+// events are first delivered in offset order.
+func TestDeliveryAcrossFailover(t *testing.T) {
+	srv := runServer(t)
+	const lease = 2 * time.Second
+	loc := time.FixedZone("CST", 8*3600)
+	var stores []*Store
+	for i := range 3 {
+		s := openStore(t, srv.ClientURL(), Options{ReplicaID: fmt.Sprintf("d%d", i+1), Lease: lease, Partitions: 6})
+		startRun(t, s)
+		stores = append(stores, s)
+	}
+	var (
+		mu        sync.Mutex
+		delivered = map[uint64]int{}
+		firstSeen = map[int64][]uint64{} // task -> offsets in first-delivery order
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				for _, p := range s.Role().Owned {
+					po := s.Partition(p)
+					c, err := po.Cursor("sink")
+					if err != nil {
+						return
+					}
+					evs, err := po.Read(ctx, c+1, 20)
+					if err != nil || len(evs) == 0 {
+						continue
+					}
+					mu.Lock()
+					for _, ev := range evs {
+						if delivered[ev.Offset] == 0 {
+							firstSeen[ev.Data.TaskID] = append(firstSeen[ev.Data.TaskID], ev.Offset)
+						}
+						delivered[ev.Offset]++
+					}
+					mu.Unlock()
+					if po.SetCursor("sink", evs[len(evs)-1].Offset) != nil {
+						return // cut off from the cluster
+					}
+				}
+				select {
+				case <-ctx.Done():
+				case <-s.Changes():
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		})
+	}
+	// Ingest rounds: each adds a log to 30 tasks, through whoever leads.
+	round := int64(0)
+	ingest := func() {
+		round++
+		var tasks []diff.Task
+		for id := range int64(30) {
+			logs := make([]int64, round)
+			for k := range logs {
+				logs[k] = 1000*(id+1) + int64(k)
+			}
+			tasks = append(tasks, storetest.Task(id+1, logs...))
+		}
+		deadline := time.Now().Add(4 * lease)
+		for {
+			for _, s := range stores {
+				if s.IsLeader() {
+					if _, err := s.Ingest(ctx, tasks, loc, true); err == nil {
+						return
+					}
+				}
+			}
+			require.True(t, time.Now().Before(deadline), "round %d: no leader took the page", round)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for range 10 {
+		ingest()
+	}
+	lead := leaderOf(t, stores, lease)
+	lead.nc.Close()
+	for range 10 {
+		ingest()
+	}
+	head := uint64(30 * 20)
+	survivor := leaderOf(t, without(stores, lead), 2*lease)
+	h, err := survivor.Head()
+	require.NoError(t, err)
+	require.Equal(t, head, h, "one event per log")
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(delivered) == int(head)
+	}, 6*lease, 20*time.Millisecond, "every event delivered")
+	cancel()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	dups := 0
+	for _, n := range delivered {
+		dups += n - 1
+	}
+	for task, offs := range firstSeen {
+		require.True(t, slices.IsSorted(offs), "task %d first delivered out of order: %v", task, offs)
+	}
+	t.Logf("%d events delivered, %d twice or more across the failover", len(delivered), dups)
+}

@@ -1,0 +1,376 @@
+package jsstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/store"
+)
+
+func checkSink(sink string) error {
+	if sink == "" {
+		return errors.New("empty sink name")
+	}
+	return nil
+}
+
+func cursorKey(sink string, p int) string {
+	return keyCursor + keyToken(sink) + "." + strconv.Itoa(p)
+}
+
+// partCursor returns a sink's cursor in partition p: every event of p at
+// or below it is done.
+func (s *Store) partCursor(sink string, p int) uint64 {
+	v, ok := s.state.get(cursorKey(sink, p))
+	if !ok {
+		return 0
+	}
+	off, _ := strconv.ParseUint(string(v), 10, 64)
+	return off
+}
+
+// Cursor returns the highest offset through which every partition of the
+// sink is done: what status and retention use. 0 means none.
+func (s *Store) Cursor(sink string) (uint64, error) {
+	if err := s.checkOpen("cursor"); err != nil {
+		return 0, err
+	}
+	curs := make([]uint64, s.o.Partitions)
+	for p := range curs {
+		curs[p] = s.partCursor(sink, p)
+	}
+	s.v.mu.RLock()
+	defer s.v.mu.RUnlock()
+	out := s.v.head
+	for p, c := range curs {
+		offs := s.v.byPart[p]
+		// The partition's first event not done.
+		i, _ := slices.BinarySearch(offs, c+1)
+		if i < len(offs) {
+			out = min(out, offs[i]-1)
+		}
+	}
+	return out, nil
+}
+
+// SetCursor sets the sink's cursor in every partition; a lower value is
+// accepted, one beyond Head is an error. It is not atomic across
+// partitions.
+func (s *Store) SetCursor(sink string, offset uint64) error {
+	if err := s.checkOpen("set cursor"); err != nil {
+		return err
+	}
+	if err := checkSink(sink); err != nil {
+		return fmt.Errorf("jsstore: set cursor: %w", err)
+	}
+	if head, _ := s.Head(); offset > head {
+		return fmt.Errorf("jsstore: set cursor: sink %s: offset %d is beyond head %d", sink, offset, head)
+	}
+	for p := range s.o.Partitions {
+		if err := s.setPartCursor(sink, p, offset); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) setPartCursor(sink string, p int, offset uint64) error {
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	if err := s.kvPut(ctx, cursorKey(sink, p), []byte(strconv.FormatUint(offset, 10))); err != nil {
+		return fmt.Errorf("jsstore: set cursor: sink %s: %w", sink, err)
+	}
+	return nil
+}
+
+func deadKey(sink string, off uint64) string {
+	return keyDead + keyToken(sink) + "." + strconv.FormatUint(off, 10)
+}
+
+// DeadLetter records that the sink gave up on the event at offset. The
+// event must still be stored, else the error wraps store.ErrNotFound.
+func (s *Store) DeadLetter(sink string, offset uint64, attempts int, lastErr string) error {
+	if err := s.checkOpen("dead letter"); err != nil {
+		return err
+	}
+	if err := checkSink(sink); err != nil {
+		return fmt.Errorf("jsstore: dead letter: %w", err)
+	}
+	s.v.mu.RLock()
+	e, ok := s.v.get(offset)
+	s.v.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("jsstore: dead letter: sink %s: event %d: %w", sink, offset, store.ErrNotFound)
+	}
+	ev, err := s.Event(offset)
+	if err != nil {
+		return fmt.Errorf("jsstore: dead letter: event %d: %w", offset, err)
+	}
+	b, err := json.Marshal(store.DeadLetter{
+		Offset: offset, EventID: ev.ID, Type: e.typ, TaskID: e.task,
+		Attempts: attempts, Error: lastErr, At: s.o.Now().UTC(),
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	if err := s.kvPut(ctx, deadKey(sink, offset), b); err != nil {
+		return fmt.Errorf("jsstore: dead letter: %w", err)
+	}
+	return nil
+}
+
+// DeadLetters returns the sink's dead letters (of every partition) in
+// offset order.
+func (s *Store) DeadLetters(sink string) ([]store.DeadLetter, error) {
+	if err := s.checkOpen("dead letters"); err != nil {
+		return nil, err
+	}
+	var out []store.DeadLetter
+	var bad error
+	s.state.prefixed(keyDead+keyToken(sink)+".", func(_ string, v []byte) {
+		var dl store.DeadLetter
+		if err := json.Unmarshal(v, &dl); err != nil {
+			bad = fmt.Errorf("jsstore: dead letter of %s: %w", sink, err)
+			return
+		}
+		out = append(out, dl)
+	})
+	if bad != nil {
+		return nil, bad
+	}
+	slices.SortFunc(out, func(a, b store.DeadLetter) int { return cmp.Compare(a.Offset, b.Offset) })
+	return out, nil
+}
+
+// SinkState returns the sink's persisted state.
+func (s *Store) SinkState(sink string) (store.SinkState, error) {
+	var st store.SinkState
+	if err := s.checkOpen("sink state"); err != nil {
+		return st, err
+	}
+	v, ok := s.state.get(keySink + keyToken(sink))
+	if !ok {
+		return st, nil
+	}
+	if err := json.Unmarshal(v, &st); err != nil {
+		return st, fmt.Errorf("jsstore: state of sink %s: %w", sink, err)
+	}
+	return st, nil
+}
+
+// SetSinkState persists the sink's state.
+func (s *Store) SetSinkState(sink string, st store.SinkState) error {
+	if err := s.checkOpen("set sink state"); err != nil {
+		return err
+	}
+	if err := checkSink(sink); err != nil {
+		return fmt.Errorf("jsstore: set sink state: %w", err)
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	if err := s.kvPut(ctx, keySink+keyToken(sink), b); err != nil {
+		return fmt.Errorf("jsstore: set sink state: %w", err)
+	}
+	return nil
+}
+
+// Rewind sets the sink's cursor in every partition to from-1 (from clamped
+// to [First, Head+1]), clears its dead letters at or above from and its
+// pause, and tells every replica (Rewound). The steps are separate writes:
+// a crash between them leaves a partial rewind that a second one
+// completes.
+func (s *Store) Rewind(sink string, from uint64) error {
+	if err := s.checkOpen("rewind"); err != nil {
+		return err
+	}
+	if err := checkSink(sink); err != nil {
+		return fmt.Errorf("jsstore: rewind: %w", err)
+	}
+	s.v.mu.RLock()
+	head := s.v.head
+	first := head + 1
+	if len(s.v.events) > 0 {
+		first = s.v.events[0].off
+	}
+	s.v.mu.RUnlock()
+	from = min(max(from, first), head+1)
+	for p := range s.o.Partitions {
+		if err := s.setPartCursor(sink, p, from-1); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	var drop []string
+	s.state.prefixed(keyDead+keyToken(sink)+".", func(key string, _ []byte) {
+		if off, err := strconv.ParseUint(key[lastDot(key)+1:], 10, 64); err == nil && off >= from {
+			drop = append(drop, key)
+		}
+	})
+	for _, key := range drop {
+		if err := s.kvDelete(ctx, key); err != nil {
+			return fmt.Errorf("jsstore: rewind: %w", err)
+		}
+	}
+	st, err := s.SinkState(sink)
+	if err != nil {
+		return err
+	}
+	st.Paused, st.PauseReason = false, ""
+	if err := s.SetSinkState(sink, st); err != nil {
+		return err
+	}
+	if err := s.kvPut(ctx, keyRewind+keyToken(sink), []byte(s.o.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return fmt.Errorf("jsstore: rewind: %w", err)
+	}
+	return nil
+}
+
+// Meta returns the value stored under key, or an error wrapping
+// store.ErrNotFound.
+func (s *Store) Meta(key string) ([]byte, error) {
+	if err := s.checkOpen("meta"); err != nil {
+		return nil, err
+	}
+	v, ok := s.state.get(keyMeta + keyToken(key))
+	if !ok {
+		return nil, fmt.Errorf("jsstore: meta %q: %w", key, store.ErrNotFound)
+	}
+	return slices.Clone(v), nil
+}
+
+// SetMeta stores value under key; a nil value deletes the key.
+func (s *Store) SetMeta(key string, value []byte) error {
+	if err := s.checkOpen("set meta"); err != nil {
+		return err
+	}
+	if key == "" {
+		return errors.New("jsstore: set meta: empty key")
+	}
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	var err error
+	if value == nil {
+		err = s.kvDelete(ctx, keyMeta+keyToken(key))
+	} else {
+		err = s.kvPut(ctx, keyMeta+keyToken(key), slices.Clone(value))
+	}
+	if err != nil {
+		return fmt.Errorf("jsstore: set meta: %w", err)
+	}
+	return nil
+}
+
+// Initialized reports whether SetInitialized was ever called.
+func (s *Store) Initialized() (bool, error) {
+	if err := s.checkOpen("initialized"); err != nil {
+		return false, err
+	}
+	_, ok := s.state.get(keyInit)
+	return ok, nil
+}
+
+// SetInitialized records that the first sweep finished; it keeps the time
+// of the first call.
+func (s *Store) SetInitialized() error {
+	if err := s.checkOpen("set initialized"); err != nil {
+		return err
+	}
+	if _, ok := s.state.get(keyInit); ok {
+		return nil
+	}
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	now := []byte(s.o.Now().UTC().Format(time.RFC3339Nano))
+	rev, err := s.stateKV.Create(ctx, keyInit, now)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return nil
+		}
+		return fmt.Errorf("jsstore: set initialized: %w", err)
+	}
+	s.state.set(keyInit, now, rev, false)
+	return nil
+}
+
+// PartitionOutbox is one delivery partition's view of the outbox: the
+// method set of sink.Outbox, so a dispatcher per (sink, partition) runs on
+// it. Offsets it reads ascend but are not dense.
+type PartitionOutbox struct {
+	s *Store
+	p int
+}
+
+// Partition returns partition p's outbox (0 <= p < Partitions()).
+func (s *Store) Partition(p int) *PartitionOutbox {
+	if p < 0 || p >= s.o.Partitions {
+		panic(fmt.Sprintf("jsstore: partition %d out of range [0,%d)", p, s.o.Partitions))
+	}
+	return &PartitionOutbox{s: s, p: p}
+}
+
+// Read returns up to limit of the partition's events with offset >= from,
+// in offset order.
+func (o *PartitionOutbox) Read(ctx context.Context, from uint64, limit int) ([]diff.Event, error) {
+	if err := o.s.checkOpen("read"); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = store.DefaultLimit
+	}
+	v := o.s.v
+	var picked []entry
+	v.mu.RLock()
+	offs := v.byPart[o.p]
+	i, _ := slices.BinarySearch(offs, from)
+	for ; i < len(offs) && len(picked) < limit; i++ {
+		if e, ok := v.get(offs[i]); ok {
+			picked = append(picked, e)
+		}
+	}
+	v.mu.RUnlock()
+	return o.s.decodeAll(ctx, picked)
+}
+
+// Cursor returns the sink's cursor in this partition.
+func (o *PartitionOutbox) Cursor(sink string) (uint64, error) {
+	if err := o.s.checkOpen("cursor"); err != nil {
+		return 0, err
+	}
+	return o.s.partCursor(sink, o.p), nil
+}
+
+// SetCursor persists the sink's cursor in this partition.
+func (o *PartitionOutbox) SetCursor(sink string, offset uint64) error {
+	if err := o.s.checkOpen("set cursor"); err != nil {
+		return err
+	}
+	if err := checkSink(sink); err != nil {
+		return fmt.Errorf("jsstore: set cursor: %w", err)
+	}
+	return o.s.setPartCursor(sink, o.p, offset)
+}
+
+// DeadLetter records that the sink gave up on the event at offset.
+func (o *PartitionOutbox) DeadLetter(sink string, offset uint64, attempts int, lastErr string) error {
+	return o.s.DeadLetter(sink, offset, attempts, lastErr)
+}
+
+// Notify returns a new subscription woken after each commit that
+// appended events (to any partition).
+func (o *PartitionOutbox) Notify() <-chan struct{} { return o.s.Notify() }

@@ -1,0 +1,313 @@
+package jsstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// entry is one event of the outbox as the tail read it.
+type entry struct {
+	off  uint64
+	seq  uint64 // stream sequence of its event message
+	task int64
+	at   int64 // commit time, unix nanoseconds
+	part int
+	typ  string
+	body []byte
+}
+
+// maxCachedBodies bounds the event bodies a view keeps in memory: the
+// newest ones, which delivery reads. Older bodies are read from the stream
+// when asked for (a replay, a sink far behind). About 1 KiB each.
+var maxCachedBodies = 100_000
+
+// epochRec is the body of an epoch record.
+type epochRec struct {
+	Epoch  uint64    `json:"epoch"`
+	Leader string    `json:"leader"`
+	At     time.Time `json:"at"`
+}
+
+// pruneNote is the body of a "<Name>.pruned" message: offsets deleted from
+// the stream, as inclusive ranges, so every replica drops them.
+type pruneNote struct {
+	Ranges [][2]uint64 `json:"ranges"`
+}
+
+// view is a replica's in-memory copy of the stream, kept by the tail: the
+// events in offset order, the seen-set, the rule states, the head and the
+// current epoch. The leader diffs against its seen-set: after each commit
+// it waits for the tail to read the commit, so the view is exact there.
+type view struct {
+	mu        sync.RWMutex
+	events    []entry
+	pending   []entry    // events of a batch being read, added at its end
+	byPart    [][]uint64 // offsets per partition, ascending
+	seen      map[int64][]byte
+	rules     map[int64][]byte
+	ruleTasks map[int64][]byte
+	head      uint64
+	headSeq   uint64 // stream sequence of the last head message
+	epoch     epochRec
+	epochSeq  uint64 // stream sequence of the current epoch record
+	applied   uint64 // stream sequence of the last message read
+	caughtUp  bool   // read the whole stream once
+	maxBodies int    // bodies kept: maxCachedBodies when the view was made
+	cached    int    // events with their body in memory
+	evictAt   int    // events before this index have no body
+	signal    chan struct{}
+	wake      func() // wakes Notify subscribers
+}
+
+func newView(parts int, wake func()) *view {
+	return &view{
+		byPart:    make([][]uint64, parts),
+		seen:      map[int64][]byte{},
+		rules:     map[int64][]byte{},
+		ruleTasks: map[int64][]byte{},
+		signal:    make(chan struct{}),
+		wake:      wake,
+		maxBodies: maxCachedBodies,
+	}
+}
+
+// startTail starts the ordered consumer that reads the whole stream into
+// the view, and waits until it read what the stream held at the start.
+func (s *Store) startTail(ctx context.Context) error {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("jsstore: stream %s: %w", s.name, err)
+	}
+	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.name + ".>"},
+	})
+	if err != nil {
+		return fmt.Errorf("jsstore: tail %s: %w", s.name, err)
+	}
+	prefix := s.name + "."
+	cc, err := cons.Consume(func(m jetstream.Msg) { s.v.apply(prefix, m) },
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.log.Debug().Err(err).Msg("jsstore: tail")
+		}))
+	if err != nil {
+		return fmt.Errorf("jsstore: tail %s: %w", s.name, err)
+	}
+	s.wg.Go(func() {
+		<-s.ctx.Done()
+		cc.Stop()
+		<-cc.Closed()
+	})
+	if info.State.Msgs == 0 {
+		s.v.mu.Lock()
+		s.v.caughtUp = true
+		s.v.mu.Unlock()
+		return nil
+	}
+	return s.v.wait(ctx, func(v *view) bool { return v.caughtUp || v.applied >= info.State.LastSeq })
+}
+
+// wait blocks until cond (called with v locked) holds or ctx ends.
+func (v *view) wait(ctx context.Context, cond func(*view) bool) error {
+	for {
+		v.mu.RLock()
+		ok, ch := cond(v), v.signal
+		v.mu.RUnlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("jsstore: waiting for the stream: %w", ctx.Err())
+		}
+	}
+}
+
+// waitApplied blocks until the tail read the message at stream sequence
+// seq (or a later one).
+func (v *view) waitApplied(ctx context.Context, seq uint64) error {
+	return v.wait(ctx, func(v *view) bool { return v.applied >= seq })
+}
+
+// apply reads one message of the stream into the view.
+func (v *view) apply(prefix string, m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	seq := md.Sequence.Stream
+	subj := strings.TrimPrefix(m.Subject(), prefix)
+	kind, arg, _ := strings.Cut(subj, ".")
+	data := m.Data()
+	notify := false
+
+	v.mu.Lock()
+	if seq <= v.applied {
+		v.mu.Unlock()
+		return
+	}
+	if kind != "ev" {
+		v.flushPending()
+	}
+	switch kind {
+	case "ev":
+		part, err := strconv.Atoi(arg)
+		if err != nil || part < 0 || part >= len(v.byPart) {
+			break
+		}
+		_ = parseFrames(data, func(off uint64, task, at int64, typ string, body []byte) {
+			if off > 0 {
+				v.pending = append(v.pending, entry{off: off, seq: seq, task: task, at: at, part: part, typ: typ, body: body})
+			}
+		})
+	case "seen", "rule", "rtask":
+		id, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil {
+			break
+		}
+		mp := v.seen
+		switch kind {
+		case "rule":
+			mp = v.rules
+		case "rtask":
+			mp = v.ruleTasks
+		}
+		if len(data) == 0 {
+			delete(mp, id)
+		} else {
+			mp[id] = data
+		}
+	case "head":
+		if h, err := strconv.ParseUint(string(data), 10, 64); err == nil && h > v.head {
+			v.head = h
+		}
+		v.headSeq = seq
+		notify = true
+	case "epoch":
+		var e epochRec
+		if json.Unmarshal(data, &e) == nil {
+			v.epoch, v.epochSeq = e, seq
+		}
+	case "pruned":
+		var n pruneNote
+		if json.Unmarshal(data, &n) == nil {
+			v.drop(n.Ranges)
+		}
+	}
+	v.applied = seq
+	if md.NumPending == 0 {
+		v.flushPending()
+		v.caughtUp = true
+	}
+	close(v.signal)
+	v.signal = make(chan struct{})
+	v.mu.Unlock()
+	if notify && v.wake != nil {
+		v.wake()
+	}
+}
+
+// flushPending adds the events read since the last other message: a
+// batch's event messages (one per partition) come together, before its
+// head, and are added in offset order.
+func (v *view) flushPending() {
+	if len(v.pending) == 0 {
+		return
+	}
+	slices.SortStableFunc(v.pending, func(a, b entry) int { return cmp.Compare(a.off, b.off) })
+	for _, e := range v.pending {
+		v.addEvent(e)
+	}
+	v.pending = nil
+}
+
+// addEvent adds e, keeping offset order.
+func (v *view) addEvent(e entry) {
+	if e.off > v.head {
+		v.head = e.off
+	}
+	v.cached++
+	defer v.evict()
+	n := len(v.events)
+	if n == 0 || v.events[n-1].off < e.off {
+		v.events = append(v.events, e)
+		v.byPart[e.part] = append(v.byPart[e.part], e.off)
+		return
+	}
+	// Not expected (the leader appends in offset order); keep order anyway.
+	i, found := slices.BinarySearchFunc(v.events, e.off, func(a entry, off uint64) int { return cmp.Compare(a.off, off) })
+	if found {
+		v.cached--
+		return
+	}
+	if i < v.evictAt {
+		v.evictAt++
+	}
+	v.events = slices.Insert(v.events, i, e)
+	p := v.byPart[e.part]
+	j, _ := slices.BinarySearch(p, e.off)
+	v.byPart[e.part] = slices.Insert(p, j, e.off)
+}
+
+// drop removes the events with offsets in ranges.
+func (v *view) drop(ranges [][2]uint64) {
+	in := func(off uint64) bool {
+		for _, r := range ranges {
+			if off >= r[0] && off <= r[1] {
+				return true
+			}
+		}
+		return false
+	}
+	v.events = slices.DeleteFunc(v.events, func(e entry) bool {
+		if !in(e.off) {
+			return false
+		}
+		if e.body != nil {
+			v.cached--
+		}
+		return true
+	})
+	for p := range v.byPart {
+		v.byPart[p] = slices.DeleteFunc(v.byPart[p], in)
+	}
+	v.evictAt = 0
+	for v.evictAt < len(v.events) && v.events[v.evictAt].body == nil {
+		v.evictAt++
+	}
+}
+
+// evict drops the oldest bodies beyond maxBodies.
+func (v *view) evict() {
+	for v.cached > v.maxBodies && v.evictAt < len(v.events) {
+		if v.events[v.evictAt].body != nil {
+			v.events[v.evictAt].body = nil
+			v.cached--
+		}
+		v.evictAt++
+	}
+}
+
+// find returns the index of the first event with offset >= off.
+func (v *view) find(off uint64) int {
+	i, _ := slices.BinarySearchFunc(v.events, off, func(a entry, off uint64) int { return cmp.Compare(a.off, off) })
+	return i
+}
+
+// get returns the event at off.
+func (v *view) get(off uint64) (entry, bool) {
+	i := v.find(off)
+	if i < len(v.events) && v.events[i].off == off {
+		return v.events[i], true
+	}
+	return entry{}, false
+}

@@ -1,0 +1,172 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/incs-relay/incs-relay/diff"
+)
+
+// This file exports the store's ingest pipeline (diff against a seen
+// record, encode the events exactly as the outbox stores them) for other
+// backends that commit the result themselves, e.g. store/jsstore.
+
+// collectPending groups tasks by id, reading each task's seen record once
+// with get. Tasks whose logs are all seen are only counted; the others are
+// returned in order of first appearance, with their repeats.
+func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending []*pendingTask, skipped int, err error) {
+	var (
+		scratch seenRecord
+		ids     []int64
+		byID    map[int64]*pendingTask
+	)
+	for i := range tasks {
+		t := &tasks[i]
+		if p := byID[t.ID]; p != nil {
+			p.occ = append(p.occ, t)
+			continue
+		}
+		ids = logIDs(t, ids[:0])
+		v := get(t.ID)
+		if v != nil {
+			if err := decodeRecord(v, &scratch); err != nil {
+				return nil, 0, fmt.Errorf("seen record of task %d: %w", t.ID, err)
+			}
+		} else {
+			scratch.IDs = scratch.IDs[:0]
+		}
+		if allSeen(ids, scratch.IDs) {
+			skipped++
+			continue
+		}
+		p := &pendingTask{id: t.ID, occ: []*diff.Task{t}}
+		if v != nil {
+			p.snap = bytes.Clone(v)
+			p.base = seenRecord{CreatedAt: scratch.CreatedAt, UpdatedAt: scratch.UpdatedAt, IDs: slices.Clone(scratch.IDs)}
+		}
+		if byID == nil {
+			byID = make(map[int64]*pendingTask)
+		}
+		byID[t.ID] = p
+		pending = append(pending, p)
+	}
+	return pending, skipped, nil
+}
+
+// Prepared is one task's share of an ingest: its new seen record and its
+// new logs' events, encoded but for their offsets and commit time.
+type Prepared struct {
+	p *pendingTask
+}
+
+// TaskID returns the task's id.
+func (p Prepared) TaskID() int64 { return p.p.id }
+
+// Record returns the task's seen record to store: the one it was prepared
+// against plus the logs it marks seen.
+func (p Prepared) Record() []byte { return p.p.rec }
+
+// Len returns the number of events, in the order they are to be stored.
+func (p Prepared) Len() int { return len(p.p.events) }
+
+// Event returns the i-th event's body with offset off (the JSON exactly as
+// the bbolt outbox stores it) and its type. Call it once per event: it
+// completes the encoding in place.
+func (p Prepared) Event(i int, off uint64) (body []byte, typ string) {
+	v := p.p.events[i].finish(off, 0)
+	h, err := decodeHeader(v)
+	if err != nil {
+		panic("store: prepared event without header") // appendHeader wrote it
+	}
+	return h.body, string(h.typ)
+}
+
+// PrepareIngest does an Ingest's work short of the commit: it diffs tasks
+// against the seen records get returns (nil for a task never seen) and
+// encodes the new logs' events, as Ingest (emit) and IngestAfter
+// (boundary) would. The result has Tasks, Skipped and Failed set; the
+// caller commits each Prepared whole and fills in the rest. The error is a
+// *DiffError naming tasks left out (the others are still returned), or a
+// decode error of a seen record.
+func PrepareIngest(tasks []diff.Task, loc *time.Location, emit bool, boundary time.Time, get func(taskID int64) []byte) ([]Prepared, IngestResult, error) {
+	res := IngestResult{Tasks: len(tasks)}
+	if loc == nil {
+		return nil, res, errors.New("store: ingest: nil location")
+	}
+	pending, skipped, err := collectPending(tasks, get)
+	if err != nil {
+		return nil, res, fmt.Errorf("store: ingest: %w", err)
+	}
+	res.Skipped = skipped
+	forEach(len(pending), func(i int) { pending[i].prepare(loc, emit, boundary) })
+	kept, diffErr := keepPrepared(pending, &res)
+	out := make([]Prepared, len(kept))
+	for i, p := range kept {
+		out[i] = Prepared{p}
+	}
+	return out, res, diffErr
+}
+
+// keepPrepared returns the prepared tasks with logs to mark seen, counts
+// skipped and failed ones in res, and reports the failed ones as a
+// *DiffError.
+func keepPrepared(pending []*pendingTask, res *IngestResult) ([]*pendingTask, error) {
+	var failedIDs []int64
+	var failErrs []error
+	kept := pending[:0]
+	for _, p := range pending {
+		res.Skipped += p.skipped
+		if len(p.errs) > 0 {
+			failedIDs = append(failedIDs, p.id)
+			failErrs = append(failErrs, p.errs...)
+		}
+		if len(p.newIDs) > 0 {
+			kept = append(kept, p)
+		}
+	}
+	if len(failedIDs) > 0 {
+		// A task that failed in one repeat but diffed in another is still
+		// reported: the failed repeat's logs stay unseen.
+		res.Failed = len(failedIDs)
+		return kept, &DiffError{TaskIDs: failedIDs, Err: errors.Join(failErrs...)}
+	}
+	return kept, nil
+}
+
+// EncodeEvent returns ev's JSON with offset off, byte for byte as the
+// outbox stores it (json.Marshal's encoding).
+func EncodeEvent(ev *diff.Event, off uint64) ([]byte, error) {
+	var enc eventEncoder
+	b, at, err := enc.encode(nil, ev)
+	if err != nil {
+		return nil, err
+	}
+	return patchOffset(b, at, off), nil
+}
+
+// SeenCreatedAt returns the task creation time (unix seconds, 0 if
+// unknown) kept in a seen record, which Prune's lookback compares.
+func SeenCreatedAt(rec []byte) (int64, error) {
+	var r seenRecord
+	if err := decodeRecord(rec, &r); err != nil {
+		return 0, err
+	}
+	return r.CreatedAt, nil
+}
+
+// DecodeBody decodes an event body as the outbox stores it. The event
+// keeps body as its Body; StoredAt is left for the caller.
+func DecodeBody(body []byte) (diff.Event, error) {
+	ev, ok := decodeEventFast(body)
+	if !ok {
+		if err := json.Unmarshal(body, &ev); err != nil {
+			return diff.Event{}, err
+		}
+	}
+	ev.Body = body
+	return ev, nil
+}
