@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -318,5 +319,43 @@ func TestNodeFailure(t *testing.T) {
 		for i, ev := range evs {
 			require.Equal(t, uint64(i+1), ev.Offset)
 		}
+	}
+}
+
+// TestOpenConcurrent: three replicas started at the same moment on a new
+// store of a fresh three-node cluster (replicas 3), each on its own node,
+// all open (one creates each stream and bucket, the others bind to it)
+// and exactly one leads.
+func TestOpenConcurrent(t *testing.T) {
+	c := runCluster(t, 3)
+	o := Options{Replicas: 3, Lease: 2 * time.Second, Partitions: 4}
+	stores := make([]*Store, 3)
+	errs := make([]error, 3)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range stores {
+		nc := connect(t, c.nodes[i].ClientURL())
+		o := o
+		o.ReplicaID = fmt.Sprintf("r%d", i+1)
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			stores[i], errs[i] = Open(ctx, nc, o)
+		})
+	}
+	wg.Wait()
+	t.Logf("three concurrent Opens took %s", time.Since(start).Round(time.Millisecond))
+	for i, err := range errs {
+		require.NoError(t, err, "replica %d", i+1)
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	for _, s := range stores {
+		startRun(t, s)
+	}
+	lead := leaderOf(t, stores, 15*time.Second)
+	_, err := lead.Ingest(context.Background(), []diff.Task{storetest.Task(1, 10)}, time.UTC, true)
+	require.NoError(t, err)
+	for _, s := range stores {
+		require.Eventually(t, func() bool { h, _ := s.Head(); return h == 1 }, 5*time.Second, 10*time.Millisecond)
 	}
 }

@@ -39,6 +39,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"regexp"
 	"strconv"
@@ -251,7 +252,7 @@ func versionParts(v string) [3]int {
 	return out
 }
 
-// setup creates or binds the stream and the buckets.
+// setup binds the stream and the buckets, creating those not found.
 func (s *Store) setup(ctx context.Context) error {
 	cfg := jetstream.StreamConfig{
 		Name:               s.name,
@@ -263,33 +264,91 @@ func (s *Store) setup(ctx context.Context) error {
 		AllowAtomicPublish: true,
 		Metadata:           map[string]string{"incs.partitions": strconv.Itoa(s.o.Partitions)},
 	}
-	if old, err := s.js.Stream(ctx, s.name); err == nil {
-		if p, err := strconv.Atoi(old.CachedInfo().Config.Metadata["incs.partitions"]); err == nil && p != s.o.Partitions {
-			return fmt.Errorf("jsstore: stream %s was created with %d partitions, not %d: partitions are fixed when the stream is created", s.name, p, s.o.Partitions)
-		}
-	}
-	st, err := s.js.CreateOrUpdateStream(ctx, cfg)
+	st, err := ensure(ctx, "stream "+s.name,
+		func(ctx context.Context) (jetstream.Stream, error) { return s.js.Stream(ctx, s.name) },
+		func(ctx context.Context) (jetstream.Stream, error) { return s.js.CreateStream(ctx, cfg) },
+		func(err error) bool { return errors.Is(err, jetstream.ErrStreamNotFound) })
 	if err != nil {
-		return fmt.Errorf("jsstore: stream %s: %w", s.name, err)
+		return err
+	}
+	if p, err := strconv.Atoi(st.CachedInfo().Config.Metadata["incs.partitions"]); err == nil && p != s.o.Partitions {
+		return fmt.Errorf("jsstore: stream %s was created with %d partitions, not %d: partitions are fixed when the stream is created", s.name, p, s.o.Partitions)
+	}
+	if r := st.CachedInfo().Config.Replicas; r != s.o.Replicas {
+		s.log.Warn().Int("stream", r).Int("configured", s.o.Replicas).Msg("jsstore: the stream " + s.name + " exists with another replica count; it keeps its own (change it with the nats CLI)")
 	}
 	s.stream = st
-	var err2 error
-	bucket := func(suffix, desc string, cfg jetstream.KeyValueConfig) jetstream.KeyValue {
-		if err2 != nil {
-			return nil
-		}
+	bucket := func(suffix, desc string, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 		cfg.Bucket, cfg.Description = s.name+"-"+suffix, desc
 		cfg.Replicas, cfg.Storage = s.o.Replicas, jetstream.FileStorage
-		kv, err := s.js.CreateOrUpdateKeyValue(ctx, cfg)
-		if err != nil {
-			err2 = fmt.Errorf("jsstore: bucket %s: %w", cfg.Bucket, err)
-		}
-		return kv
+		return ensure(ctx, "bucket "+cfg.Bucket,
+			func(ctx context.Context) (jetstream.KeyValue, error) { return s.js.KeyValue(ctx, cfg.Bucket) },
+			func(ctx context.Context) (jetstream.KeyValue, error) { return s.js.CreateKeyValue(ctx, cfg) },
+			func(err error) bool { return errors.Is(err, jetstream.ErrBucketNotFound) })
 	}
-	s.leaseKV = bucket("lease", "incs-relay leader lease", jetstream.KeyValueConfig{LimitMarkerTTL: s.o.Lease})
-	s.members = bucket("members", "incs-relay live replicas", jetstream.KeyValueConfig{TTL: s.o.Lease})
-	s.stateKV = bucket("state", "incs-relay cursors, dead letters, sink states and small values", jetstream.KeyValueConfig{})
-	return err2
+	if s.leaseKV, err = bucket("lease", "incs-relay leader lease", jetstream.KeyValueConfig{LimitMarkerTTL: s.o.Lease}); err != nil {
+		return err
+	}
+	if s.members, err = bucket("members", "incs-relay live replicas", jetstream.KeyValueConfig{TTL: s.o.Lease}); err != nil {
+		return err
+	}
+	s.stateKV, err = bucket("state", "incs-relay cursors, dead letters, sink states and small values", jetstream.KeyValueConfig{})
+	return err
+}
+
+// Bounds of ensure: replicas started together contend for the same
+// stream's creation on a replicated cluster, where one create may take
+// seconds while the Raft group forms and the others time out or get "in
+// use", and a request may hang until its timeout (seen in
+// TestOpenConcurrent). A short timeout per attempt and a few jittered
+// retries bind to whichever create won.
+var (
+	setupAttempts   = 8
+	setupTimeout    = 2 * time.Second        // per bind or create request
+	setupBackoffMax = 800 * time.Millisecond // before jitter
+)
+
+// ensure binds what (a stream or a bucket) and creates it only when the
+// bind finds nothing. A create that fails for any reason (another replica
+// created it first: "already in use" or "exists"; a timeout while the
+// cluster forms its group) is followed by a fresh bind after a jittered
+// pause, at most setupAttempts times, so replicas started at the same
+// moment end up bound to the one that won.
+func ensure[T any](ctx context.Context, what string, bind, create func(context.Context) (T, error), notFound func(error) bool) (T, error) {
+	var zero T
+	var last error
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		v, err := attemptWith(ctx, bind)
+		if err == nil {
+			return v, nil
+		}
+		last = err
+		if notFound(err) {
+			if v, err = attemptWith(ctx, create); err == nil {
+				return v, nil
+			}
+			last = err
+		}
+		if ctx.Err() != nil || attempt >= setupAttempts {
+			return zero, fmt.Errorf("jsstore: %s: neither bound nor created after %d attempts: %w", what, attempt, last)
+		}
+		// Full jitter, so contending replicas spread out.
+		pause := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
+		backoff = min(2*backoff, setupBackoffMax)
+		select {
+		case <-ctx.Done():
+			return zero, fmt.Errorf("jsstore: %s: %w (last attempt: %v)", what, ctx.Err(), last)
+		case <-time.After(pause):
+		}
+	}
+}
+
+// attemptWith runs fn with setupTimeout.
+func attemptWith[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	return fn(ctx)
 }
 
 // Partitions returns the number of delivery partitions.

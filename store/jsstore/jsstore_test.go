@@ -2,11 +2,13 @@ package jsstore
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/store"
@@ -168,4 +170,34 @@ func TestOpenOptions(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s2.Close())
 	require.NoError(t, s2.Close(), "a second Close is harmless")
+}
+
+// TestEnsure: a create that loses to another replica's ("in use") binds
+// to the winner's on the next attempt; a store that can be neither bound
+// nor created fails after setupAttempts with the last error.
+func TestEnsure(t *testing.T) {
+	ctx := context.Background()
+	binds := 0
+	bind := func(context.Context) (int, error) {
+		if binds++; binds == 1 {
+			return 0, jetstream.ErrStreamNotFound
+		}
+		return 42, nil
+	}
+	create := func(context.Context) (int, error) { return 0, jetstream.ErrStreamNameAlreadyInUse }
+	notFound := func(err error) bool { return errors.Is(err, jetstream.ErrStreamNotFound) }
+	v, err := ensure(ctx, "stream x", bind, create, notFound)
+	require.NoError(t, err)
+	require.Equal(t, 42, v)
+	require.Equal(t, 2, binds)
+
+	defer func(n int) { setupAttempts = n }(setupAttempts)
+	setupAttempts = 3
+	creates := 0
+	_, err = ensure(ctx, "stream x",
+		func(context.Context) (int, error) { return 0, jetstream.ErrStreamNotFound },
+		func(context.Context) (int, error) { creates++; return 0, context.DeadlineExceeded }, notFound)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "stream x: neither bound nor created after 3 attempts")
+	require.Equal(t, 3, creates)
 }
