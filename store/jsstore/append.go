@@ -29,10 +29,21 @@ const (
 	hdrRollup        = "Nats-Rollup"
 )
 
-// commitTimeout bounds the wait for a batch's PubAck, and then for the
-// tail to read the batch: a node dying mid-commit fails the append rather
-// than blocking the leader.
-const commitTimeout = 10 * time.Second
+// commitWait bounds the wait for a batch's PubAck, and then for the tail
+// to read the batch: half a lease, so a commit lost with a dying node
+// fails, and is sent again, well within the lease (before: a fixed 10s,
+// longer than a 2s lease, so storing paused 9-10s when a node died under
+// a commit). A lost connection fails the commit at once (publishBatch).
+func (s *Store) commitWait() time.Duration { return s.o.Lease / 2 }
+
+// commitAttempts bounds how often flush sends one batch again after a
+// commit failed without an answer (timeout, lost connection); every
+// attempt also needs the lease still held.
+const commitAttempts = 5
+
+// dropAck, when set (tests), discards the PubAck of a commit the server
+// stored, as a connection lost at that moment would.
+var dropAck func() bool
 
 // leadership is what a replica holding the lease appends with.
 type leadership struct {
@@ -76,11 +87,24 @@ func (s *Store) IsLeader() bool { return s.leading() != nil }
 
 // publishBatch stores msgs as one atomic batch, each message expecting
 // lead's epoch record as the last on the epoch subject, and returns the
-// commit's stream sequence. The last message is the commit.
+// commit's stream sequence. The last message is the commit. It waits for
+// the commit's answer at most commitWait, and not at all once the
+// connection drops: a batch sent to a node that died gets no answer.
 func (s *Store) publishBatch(ctx context.Context, lead *leadership, msgs []outMsg) (uint64, error) {
 	if len(msgs) == 0 || len(msgs) > MaxBatch {
 		return 0, fmt.Errorf("batch of %d messages", len(msgs))
 	}
+	cctx, cancel := context.WithTimeout(ctx, s.commitWait())
+	defer cancel()
+	status := s.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer s.nc.RemoveStatusListener(status)
+	go func() {
+		select {
+		case <-status:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
 	id := nuid.Next()
 	epochSeq := strconv.FormatUint(lead.epochSeq, 10)
 	for i, m := range msgs {
@@ -96,15 +120,21 @@ func (s *Store) publishBatch(ctx context.Context, lead *leadership, msgs []outMs
 		}
 		if i < len(msgs)-1 {
 			if err := s.nc.PublishMsg(nm); err != nil {
-				return 0, err
+				return 0, fmt.Errorf("%w: %w", errNoAck, err) // nothing committed: safe to send again
 			}
 			continue
 		}
 		nm.Header.Set(hdrBatchCommit, "1")
-		cctx, cancel := context.WithTimeout(ctx, commitTimeout)
 		resp, err := s.nc.RequestMsgWithContext(cctx, nm)
-		cancel()
+		if err == nil && dropAck != nil && dropAck() {
+			err = errNoAck
+		}
 		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, errNoAck) {
+				// Timed out, cut by a lost connection, or refused by the
+				// client: the batch may be stored or not.
+				err = fmt.Errorf("%w: %w", errNoAck, err)
+			}
 			return 0, fmt.Errorf("batch commit: %w", err)
 		}
 		var ack pubAck
@@ -118,6 +148,10 @@ func (s *Store) publishBatch(ctx context.Context, lead *leadership, msgs []outMs
 	}
 	panic("unreachable")
 }
+
+// errNoAck is a commit that got no answer: the server may have stored it
+// or not.
+var errNoAck = errors.New("the batch got no answer (timeout or connection lost)")
 
 // isWrongLastSeq reports whether err is the server refusing an expected
 // last sequence: 10071, or 10164 on replicated streams.
@@ -192,7 +226,8 @@ func (b *batcher) packEvents(evs []evOut) []outMsg {
 func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 	h := nats.Header{}
 	h.Set(hdrRollup, "sub")
-	return outMsg{subj: b.s.name + "." + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: data}
+	// A copy: the view keeps it once committed (applyOwn).
+	return outMsg{subj: b.s.name + "." + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: bytes.Clone(data)}
 }
 
 // add appends a unit's events and rolled-up messages, flushing first if
@@ -241,23 +276,84 @@ func (b *batcher) flush(ctx context.Context) error {
 	}
 	msgs := append(b.msgs, b.packEvents(b.evs)...)
 	msgs = append(msgs, outMsg{subj: b.s.name + ".head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
-	seq, err := b.s.publishBatch(ctx, b.lead, msgs)
 	b.msgs, b.evs, b.count, b.subjs = nil, nil, 0, map[string]bool{}
 	pending := b.pending
 	b.pending = nil
+	seq, err := b.commit(ctx, msgs, head)
 	if err != nil {
-		return b.s.appendFailed(ctx, b.lead, err)
+		return err
 	}
 	b.headSeq, b.committed = seq, head
-	wctx, cancel := context.WithTimeout(ctx, commitTimeout)
-	defer cancel()
-	if err := b.s.v.waitApplied(wctx, seq); err != nil {
-		return err
+	// An atomic batch is stored at consecutive sequences ending at the
+	// commit's.
+	if !b.s.v.applyOwn(b.s.name+".", msgs, seq-uint64(len(msgs))+1) {
+		wctx, cancel := context.WithTimeout(ctx, b.s.commitWait())
+		defer cancel()
+		if err := b.s.v.waitApplied(wctx, seq); err != nil {
+			return err
+		}
 	}
 	for _, fn := range pending {
 		fn()
 	}
 	return nil
+}
+
+// commit publishes msgs, a batch ending with the head message for head,
+// and returns the stream sequence of its commit. A commit that got no
+// answer (its node died, the connection dropped) is sent again while this
+// replica leads, at most commitAttempts times. Sending it again is safe:
+// every attempt expects the same last head message, so the server stores
+// at most one of them; when a later attempt is refused because the head
+// moved, and the head the tail then reads is this batch's (only this
+// leader writes heads under its epoch), an earlier attempt was stored and
+// its answer lost: that is a success, not a duplicate.
+func (b *batcher) commit(ctx context.Context, msgs []outMsg, head uint64) (uint64, error) {
+	for attempt := 1; ; attempt++ {
+		seq, err := b.s.publishBatch(ctx, b.lead, msgs)
+		if err == nil {
+			return seq, nil
+		}
+		if attempt > 1 && isWrongLastSeq(err) {
+			if seq, ok := b.s.storedEarlier(ctx, b.lead, b.headSeq, head); ok {
+				return seq, nil
+			}
+		}
+		if !errors.Is(err, errNoAck) || attempt >= commitAttempts || ctx.Err() != nil || b.s.leading() == nil {
+			return 0, b.s.appendFailed(ctx, b.lead, err)
+		}
+		if attempt == 1 {
+			b.s.log.Warn().Err(err).Msg("jsstore: append: sending the batch again")
+		}
+		b.s.waitConnected(ctx, b.s.commitWait())
+	}
+}
+
+// storedEarlier reports whether the stream's last head message is head
+// written after headSeq while lead's epoch record is the last: the batch
+// was stored by an earlier attempt whose answer was lost (only this
+// leader writes heads under its epoch). It returns that message's
+// sequence, the batch's commit.
+func (s *Store) storedEarlier(ctx context.Context, lead *leadership, headSeq, head uint64) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, s.commitWait())
+	defer cancel()
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.name+".head")
+	if err != nil || m.Sequence <= headSeq || string(m.Data) != strconv.FormatUint(head, 10) {
+		return 0, false
+	}
+	e, err := s.stream.GetLastMsgForSubject(ctx, s.name+".epoch")
+	if err != nil || e.Sequence != lead.epochSeq {
+		return 0, false
+	}
+	return m.Sequence, true
+}
+
+// waitConnected waits until the connection is up again, at most d.
+func (s *Store) waitConnected(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for !s.nc.IsConnected() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // appendFailed turns a refused batch into ErrFenced when a newer epoch
@@ -267,7 +363,7 @@ func (s *Store) appendFailed(ctx context.Context, lead *leadership, err error) e
 	if !isWrongLastSeq(err) {
 		return fmt.Errorf("jsstore: append: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.commitWait())
 	defer cancel()
 	m, gerr := s.stream.GetLastMsgForSubject(ctx, s.name+".epoch")
 	if gerr == nil && m.Sequence != lead.epochSeq {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/store"
 	"github.com/incs-relay/incs-relay/store/storetest"
 )
@@ -200,4 +201,51 @@ func TestEnsure(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "stream x: neither bound nor created after 3 attempts")
 	require.Equal(t, 3, creates)
+}
+
+// TestLostAck: a commit the server stored but whose answer was lost is
+// sent again; the server refuses the second attempt (it expects the head
+// the first one replaced), the leader sees its own head stored and
+// counts the batch once: no event stored twice, offsets dense.
+func TestLostAck(t *testing.T) {
+	srv := runServer(t)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	_, err := s.Ingest(ctx, []diff.Task{storetest.Task(1, 10)}, loc, true)
+	require.NoError(t, err)
+
+	dropped := 0
+	dropAck = func() bool { dropped++; return dropped == 1 }
+	defer func() { dropAck = nil }()
+	before, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	res, err := s.Ingest(ctx, []diff.Task{storetest.Task(2, 20, 21), storetest.Task(1, 10, 11)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 2, dropped, "two answers: the first commit's (dropped), the second attempt's (a refusal)")
+	require.Equal(t, 3, res.Events)
+	require.Equal(t, uint64(2), res.FirstOffset)
+	require.Equal(t, uint64(4), res.LastOffset)
+	after, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	// One batch: the seen records of tasks 1 and 2, one event message
+	// per partition (tasks 1 and 2: two), the head.
+	require.Equal(t, before.State.LastSeq+5, after.State.LastSeq, "the batch stored once")
+
+	// The page again, and the next one: nothing twice, offsets go on.
+	res, err = s.Ingest(ctx, []diff.Task{storetest.Task(2, 20, 21), storetest.Task(1, 10, 11), storetest.Task(3, 30)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Events)
+	require.Equal(t, uint64(5), res.FirstOffset)
+	// A replica that only tails agrees.
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
+	for _, st := range []*Store{s, b} {
+		require.Eventually(t, func() bool { h, _ := st.Head(); return h == 5 }, 5*time.Second, 10*time.Millisecond)
+		evs, err := st.Read(ctx, 0, 100)
+		require.NoError(t, err)
+		require.Len(t, evs, 5)
+		for i, ev := range evs {
+			require.Equal(t, uint64(i+1), ev.Offset)
+		}
+	}
 }

@@ -279,7 +279,7 @@ func (s *Store) becomeLeader(ctx context.Context, leaseRev uint64, started time.
 	if err != nil {
 		return fmt.Errorf("epoch record: %w", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	wctx, cancel := context.WithTimeout(ctx, s.commitWait())
 	defer cancel()
 	if err := s.v.waitApplied(wctx, ack.Sequence); err != nil {
 		return err
