@@ -116,7 +116,7 @@ func (s *Store) publishBatch(ctx context.Context, lead *leadership, msgs []outMs
 		nm.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
 		if nm.Header.Get(hdrExpSubjSeq) == "" {
 			nm.Header.Set(hdrExpSubjSeq, epochSeq)
-			nm.Header.Set(hdrExpSubjSeqFor, s.name+".epoch")
+			nm.Header.Set(hdrExpSubjSeqFor, s.subj+"epoch")
 		}
 		if i < len(msgs)-1 {
 			if err := s.nc.PublishMsg(nm); err != nil {
@@ -213,7 +213,7 @@ func (b *batcher) packEvents(evs []evOut) []outMsg {
 		j, ok := cur[e.part]
 		if !ok || len(out[j].data)+frameLen(e) > maxEventMsg {
 			j = len(out)
-			out = append(out, outMsg{subj: b.s.name + ".ev." + strconv.Itoa(e.part), hdr: nats.Header{}})
+			out = append(out, outMsg{subj: b.s.subj + "ev." + strconv.Itoa(e.part), hdr: nats.Header{}})
 			cur[e.part] = j
 		}
 		out[j].data = appendFrame(out[j].data, e)
@@ -227,7 +227,7 @@ func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 	h := nats.Header{}
 	h.Set(hdrRollup, "sub")
 	// A copy: the view keeps it once committed (applyOwn).
-	return outMsg{subj: b.s.name + "." + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: bytes.Clone(data)}
+	return outMsg{subj: b.s.subj + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: bytes.Clone(data)}
 }
 
 // add appends a unit's events and rolled-up messages, flushing first if
@@ -275,7 +275,7 @@ func (b *batcher) flush(ctx context.Context) error {
 		head = max(head, e.off)
 	}
 	msgs := append(b.msgs, b.packEvents(b.evs)...)
-	msgs = append(msgs, outMsg{subj: b.s.name + ".head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
+	msgs = append(msgs, outMsg{subj: b.s.subj + "head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
 	b.msgs, b.evs, b.count, b.subjs = nil, nil, 0, map[string]bool{}
 	pending := b.pending
 	b.pending = nil
@@ -286,7 +286,7 @@ func (b *batcher) flush(ctx context.Context) error {
 	b.headSeq, b.committed = seq, head
 	// An atomic batch is stored at consecutive sequences ending at the
 	// commit's.
-	if !b.s.v.applyOwn(b.s.name+".", msgs, seq-uint64(len(msgs))+1) {
+	if !b.s.v.applyOwn(b.s.subj, msgs, seq-uint64(len(msgs))+1) {
 		wctx, cancel := context.WithTimeout(ctx, b.s.commitWait())
 		defer cancel()
 		if err := b.s.v.waitApplied(wctx, seq); err != nil {
@@ -337,11 +337,11 @@ func (b *batcher) commit(ctx context.Context, msgs []outMsg, head uint64) (uint6
 func (s *Store) storedEarlier(ctx context.Context, lead *leadership, headSeq, head uint64) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.commitWait())
 	defer cancel()
-	m, err := s.stream.GetLastMsgForSubject(ctx, s.name+".head")
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"head")
 	if err != nil || m.Sequence <= headSeq || string(m.Data) != strconv.FormatUint(head, 10) {
 		return 0, false
 	}
-	e, err := s.stream.GetLastMsgForSubject(ctx, s.name+".epoch")
+	e, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"epoch")
 	if err != nil || e.Sequence != lead.epochSeq {
 		return 0, false
 	}
@@ -365,7 +365,7 @@ func (s *Store) appendFailed(ctx context.Context, lead *leadership, err error) e
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.commitWait())
 	defer cancel()
-	m, gerr := s.stream.GetLastMsgForSubject(ctx, s.name+".epoch")
+	m, gerr := s.stream.GetLastMsgForSubject(ctx, s.subj+"epoch")
 	if gerr == nil && m.Sequence != lead.epochSeq {
 		s.stepDown("fenced: a newer epoch record exists")
 		return fmt.Errorf("jsstore: append: %w (%v)", ErrFenced, err)

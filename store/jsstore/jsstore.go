@@ -4,17 +4,18 @@
 // relay can share them, one of them polling (the leader) and all of them
 // delivering.
 //
-// Layout, every name prefixed with Options.Name ("incs"):
+// Layout, every name prefixed with Options.Name ("incs"), every subject
+// with "$INCS.<Name>." (SubjectPrefix says why):
 //
 //   - the stream "<Name>" holds what must commit together: events on
-//     "<Name>.ev.<partition>" (a batch's events of one partition packed in
-//     one message, each with its offset, task, type and commit time and its
-//     JSON exactly as the bbolt outbox stores it; see frame.go), seen
-//     records on "<Name>.seen.<task>" and rule states on
-//     "<Name>.rule.<task>" and "<Name>.rtask.<task>" (one message a
-//     subject, Nats-Rollup: sub), the head offset on "<Name>.head", the
-//     leader's epoch records on "<Name>.epoch" and prune notes on
-//     "<Name>.pruned";
+//     "$INCS.<Name>.ev.<partition>" (a batch's events of one partition
+//     packed in one message, each with its offset, task, type and commit
+//     time and its JSON exactly as the bbolt outbox stores it; see
+//     frame.go), seen records on "$INCS.<Name>.seen.<task>" and rule
+//     states on "$INCS.<Name>.rule.<task>" and "$INCS.<Name>.rtask.<task>"
+//     (one message a subject, Nats-Rollup: sub), the head offset on
+//     "$INCS.<Name>.head", the leader's epoch records on
+//     "$INCS.<Name>.epoch" and prune notes on "$INCS.<Name>.pruned";
 //   - the KV bucket "<Name>-lease" holds the leader lease (a per-key TTL),
 //     "<Name>-members" the live replicas, and "<Name>-state" the cursors,
 //     dead letters, sink states, small values and the partition
@@ -102,7 +103,8 @@ type Store struct {
 	js   jetstream.JetStream
 	o    Options
 	log  zerolog.Logger
-	name string // stream name and subject prefix
+	name string // stream name, prefix of the buckets' names
+	subj string // prefix of the stream's subjects: SubjectPrefix(name)
 
 	stream  jetstream.Stream
 	leaseKV jetstream.KeyValue
@@ -137,6 +139,17 @@ type Store struct {
 }
 
 var _ store.Store = (*Store)(nil)
+
+// SubjectPrefix returns the prefix of every subject of the store named
+// name: "$INCS.<name>.". The stream and the buckets keep names beginning
+// with name, but the subjects begin with "$INCS": NATS reserves a first
+// token beginning with "$" for the system and its libraries by convention
+// ($SYS, $JS, and JetStream's own KV buckets and object stores on
+// "$KV.<bucket>." and "$O.<store>."), so applications' ordinary subjects,
+// such as the NATS sink's default "incs.tasks.…", never fall under the
+// store's, whatever store.name is. (Under "<name>." the default name
+// "incs" took the sink's default subjects.)
+func SubjectPrefix(name string) string { return "$INCS." + name + "." }
 
 // nameRE is what Options.Name may be: a stream name that is also a single
 // subject token and a bucket name prefix.
@@ -192,7 +205,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
 	s := &Store{
-		nc: nc, js: js, o: o, log: o.Logger, name: o.Name,
+		nc: nc, js: js, o: o, log: o.Logger, name: o.Name, subj: SubjectPrefix(o.Name),
 		changes: make(chan struct{}, 1),
 		rewound: make(chan string, 256),
 		subs:    map[chan struct{}]struct{}{},
@@ -257,7 +270,7 @@ func (s *Store) setup(ctx context.Context) error {
 	cfg := jetstream.StreamConfig{
 		Name:               s.name,
 		Description:        "incs-relay outbox, seen-set and rule states",
-		Subjects:           []string{s.name + ".>"},
+		Subjects:           []string{s.subj + ">"},
 		Storage:            jetstream.FileStorage,
 		Replicas:           s.o.Replicas,
 		AllowRollup:        true,

@@ -259,7 +259,7 @@ func (s *Store) checkLeaderHash(ctx context.Context) error {
 // (so two winners cannot both write one), waits until the tail read it
 // (and with it everything the previous leader committed) and leads.
 func (s *Store) becomeLeader(ctx context.Context, leaseRev uint64, started time.Time) error {
-	subj := s.name + ".epoch"
+	subj := s.subj + "epoch"
 	var last epochRec
 	var lastSeq uint64
 	m, err := s.stream.GetLastMsgForSubject(ctx, subj)

@@ -332,7 +332,7 @@ func (s *Store) pruneEvents(ctx context.Context, sinks []string, cutoff int64) (
 		n++
 	}
 	body, _ := json.Marshal(note)
-	ack, err := s.js.Publish(ctx, s.name+".pruned", body)
+	ack, err := s.js.Publish(ctx, s.subj+"pruned", body)
 	if err != nil {
 		return 0, fmt.Errorf("jsstore: prune: %w", err)
 	}

@@ -37,8 +37,9 @@ type epochRec struct {
 	At     time.Time `json:"at"`
 }
 
-// pruneNote is the body of a "<Name>.pruned" message: offsets deleted from
-// the stream, as inclusive ranges, so every replica drops them.
+// pruneNote is the body of a "$INCS.<Name>.pruned" message: offsets
+// deleted from the stream, as inclusive ranges, so every replica drops
+// them.
 type pruneNote struct {
 	Ranges [][2]uint64 `json:"ranges"`
 }
@@ -88,12 +89,12 @@ func (s *Store) startTail(ctx context.Context) error {
 		return fmt.Errorf("jsstore: stream %s: %w", s.name, err)
 	}
 	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{s.name + ".>"},
+		FilterSubjects: []string{s.subj + ">"},
 	})
 	if err != nil {
 		return fmt.Errorf("jsstore: tail %s: %w", s.name, err)
 	}
-	prefix := s.name + "."
+	prefix := s.subj
 	cc, err := cons.Consume(func(m jetstream.Msg) { s.v.apply(prefix, m) },
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Debug().Err(err).Msg("jsstore: tail")
