@@ -121,7 +121,10 @@ type Store struct {
 	v     *view
 	state *kvState
 
-	appendMu sync.Mutex // one append at a time
+	appendMu sync.Mutex // one append at a time (but an Ingest's commit: see pipeBatch)
+	inflight *pipeBatch // the last Ingest's batch, maybe still being committed (appendMu)
+	stagedMu sync.Mutex
+	staged   map[int64]stagedSeen // seen records of batches being committed
 
 	leadMu     sync.Mutex
 	lead       *leadership // nil unless this replica leads
@@ -209,6 +212,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		changes: make(chan struct{}, 1),
 		rewound: make(chan string, 256),
 		subs:    map[chan struct{}]struct{}{},
+		staged:  map[int64]stagedSeen{},
 	}
 	s.role = Role{Self: o.ReplicaID, Assignments: map[string][]int{}}
 	if err := s.setup(ctx); err != nil {

@@ -2,7 +2,9 @@ package jsstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -248,4 +250,98 @@ func TestLostAck(t *testing.T) {
 			require.Equal(t, uint64(i+1), ev.Offset)
 		}
 	}
+}
+
+// TestPipelinedIngest: Ingests called as the relay calls them, the next
+// page while the previous one commits, with a task getting new logs on
+// consecutive pages: every log gets one event, in order, offsets dense,
+// and a batch following one that failed fails too (nothing stored out of
+// order, nothing twice).
+func TestPipelinedIngest(t *testing.T) {
+	srv := runServer(t)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	page := func(k int) []diff.Task {
+		// Task 1 gains a log on every page; each page has 20 new tasks.
+		logs := make([]int64, k+1)
+		for i := range logs {
+			logs[i] = int64(10 + i)
+		}
+		tasks := []diff.Task{storetest.Task(1, logs...)}
+		for j := range 20 {
+			id := int64(100 + 20*k + j)
+			tasks = append(tasks, storetest.Task(id, 10*id, 10*id+1))
+		}
+		return tasks
+	}
+	inflight := func() *pipeBatch {
+		s.appendMu.Lock()
+		defer s.appendMu.Unlock()
+		return s.inflight
+	}
+	const pages = 30
+	var prev chan error
+	events := 0
+	for k := range pages {
+		ch := make(chan error, 1)
+		before := inflight()
+		go func() {
+			res, err := s.Ingest(ctx, page(k), loc, true)
+			if err == nil && res.Events != 41 {
+				err = fmt.Errorf("page %d: %d events", k, res.Events)
+			}
+			ch <- err
+		}()
+		// Page k is under way (as the poller hands pages in order) before
+		// page k-1's outcome is awaited.
+		require.Eventually(t, func() bool { return inflight() != before }, 5*time.Second, time.Millisecond)
+		if prev != nil {
+			require.NoError(t, <-prev)
+			events += 41
+		}
+		prev = ch
+	}
+	require.NoError(t, <-prev)
+	events += 41
+	evs, err := s.Read(ctx, 0, 10000)
+	require.NoError(t, err)
+	require.Len(t, evs, events)
+	ids := map[string]bool{}
+	var task1 []int64
+	for i, ev := range evs {
+		require.Equal(t, uint64(i+1), ev.Offset)
+		require.False(t, ids[ev.ID], "%s twice", ev.ID)
+		ids[ev.ID] = true
+		if ev.Data.TaskID == 1 {
+			var l struct {
+				ID int64 `json:"id"`
+			}
+			require.NoError(t, json.Unmarshal(ev.Data.Log, &l))
+			task1 = append(task1, l.ID)
+		}
+	}
+	require.Len(t, task1, pages)
+	require.IsIncreasing(t, task1, "task 1's events in order")
+	res, err := s.Ingest(ctx, page(pages-1), loc, true)
+	require.NoError(t, err)
+	require.Zero(t, res.Events, "all seen")
+
+	// A batch built on one that fails is not sent: fence the leader with
+	// a newer epoch while two Ingests are under way.
+	s.appendMu.Lock()
+	s.drain()
+	s.appendMu.Unlock()
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
+	require.NoError(t, b.becomeLeader(ctx, 0, time.Now()))
+	head, _ := b.Head()
+	e1, e2 := make(chan error, 1), make(chan error, 1)
+	before := inflight()
+	go func() { _, err := s.Ingest(ctx, page(pages), loc, true); e1 <- err }()
+	require.Eventually(t, func() bool { return inflight() != before }, 5*time.Second, time.Millisecond)
+	go func() { _, err := s.Ingest(ctx, page(pages+1), loc, true); e2 <- err }()
+	require.ErrorIs(t, <-e1, ErrFenced)
+	require.Error(t, <-e2)
+	after, _ := b.Head()
+	require.Equal(t, head, after, "the fenced leader stored nothing")
 }

@@ -359,6 +359,7 @@ func (s *Store) pruneSeen(ctx context.Context, cutoff int64) (int, error) {
 	slices.Sort(ids)
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
+	s.drain()
 	lead := s.leading()
 	if lead == nil {
 		return 0, nil
