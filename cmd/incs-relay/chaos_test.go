@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/poller/sim"
+	"github.com/incs-relay/incs-relay/store/jsstore"
 )
 
 // The chaos test's timing: a short lease, as the issue asks, and a poll
@@ -589,7 +590,7 @@ func (o *chaosObserver) watchOutbox(t *testing.T) {
 			return
 		}
 		recs := []storedRecord{{seq: md.Sequence.Stream, at: md.Timestamp, epoch: true}}
-		if m.Subject() != chaosName+".epoch" {
+		if m.Subject() != jsstore.SubjectPrefix(chaosName)+"epoch" {
 			recs = nil
 			lines := strings.Split(strings.TrimSuffix(string(m.Data()), "\n"), "\n")
 			for i := 0; i+1 < len(lines); i += 2 {
@@ -607,7 +608,7 @@ func (o *chaosObserver) watchOutbox(t *testing.T) {
 		o.mu.Lock()
 		o.stored = append(o.stored, recs...)
 		o.mu.Unlock()
-	}, chaosName+".ev.>", chaosName+".epoch")
+	}, jsstore.SubjectPrefix(chaosName)+"ev.>", jsstore.SubjectPrefix(chaosName)+"epoch")
 }
 
 func (o *chaosObserver) evCount() int { return len(o.events()) }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/incs-relay/incs-relay/store/jsstore"
 )
 
 // Store types (store.type).
@@ -204,9 +206,10 @@ func (c *Config) validateNATSOptions(key string, s *SinkConfig, bad func(key, fo
 	}
 	if c.JetStream() && sharesHost(s.URL, c.Store.URL) {
 		subjects := append([]string{s.Subject}, streamSubjects(s)...)
+		store := jsstore.SubjectPrefix(c.Store.Name) + ">"
 		for _, subj := range subjects {
-			if tok, _, _ := strings.Cut(subj, "."); tok == c.Store.Name || tok == "*" || tok == ">" {
-				return bad(key+".subject", "%q falls under the store's subjects (%s.>) on the same cluster: the store's stream would take the sink's messages; set another store.name or subject", subj, c.Store.Name)
+			if subjectsOverlap(subj, store) {
+				return bad(key+".subject", "%q overlaps the store's subjects (%s) on the same cluster: the store's stream would take the sink's messages; set another subject (or store.name)", subj, store)
 			}
 		}
 	}
@@ -218,6 +221,23 @@ func streamSubjects(s *SinkConfig) []string {
 		return nil
 	}
 	return s.Stream.Subjects
+}
+
+// subjectsOverlap reports whether some subject matches both NATS subject
+// patterns a and b ("*" one token, ">" one or more at the end). A sink
+// subject's template token ("{task_id}") may become any one token.
+func subjectsOverlap(a, b string) bool {
+	ta, tb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(ta) && i < len(tb); i++ {
+		x, y := ta[i], tb[i]
+		if x == ">" || y == ">" {
+			return true
+		}
+		if x != y && x != "*" && y != "*" && !strings.Contains(x, "{") && !strings.Contains(y, "{") {
+			return false
+		}
+	}
+	return len(ta) == len(tb)
 }
 
 // sharesHost reports whether two comma-separated URL lists name a common

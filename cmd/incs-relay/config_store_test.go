@@ -100,8 +100,9 @@ func TestParseConfig_JetStreamStoreErrors(t *testing.T) {
 		{"creds on embedded", "upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded, creds: /c}\n", []string{"sinks[0].url", "embedded server takes no creds"}},
 		{"creds on webhook", "upstream: {token: t}\nsinks:\n  - {name: h, type: webhook, url: \"https://x.example\", secret: \"" + testSecret + "\", creds: /c}\n", []string{"sinks[0].creds", "not a setting of a webhook sink"}},
 		{"sink tls cert without key", "upstream: {token: t}\nsinks:\n  - name: a\n    type: nats\n    url: \"tls://x:4222\"\n    tls: {key: /k}\n", []string{"relay.yaml:6", "sinks[0].tls", "cert and key"}},
-		{"sink subject under the store's", "upstream: {token: t}\nstore: {type: jetstream}\nsinks:\n  - {name: bus, type: nats, url: \"nats://n1:4222\"}\n", []string{"sinks[0].subject", `"incs.tasks.{task_id}.{event}" falls under the store's subjects (incs.>)`, "store.name"}},
-		{"sink stream under the store's", js + "  name: ev\nsinks:\n  - {name: bus, type: nats, url: \"nats://n1:4222\", subject: \"a.{task_id}\", jetstream: true, stream: {name: S, subjects: [\"ev.>\"]}}\n", []string{"sinks[0].subject", `"ev.>" falls under`}},
+		{"sink subject under the store's", "upstream: {token: t}\nstore: {type: jetstream}\nsinks:\n  - {name: bus, type: nats, url: \"nats://n1:4222\", subject: \"$INCS.{task_id}.x\"}\n", []string{"sinks[0].subject", `"$INCS.{task_id}.x" overlaps the store's subjects ($INCS.incs.>)`, "store.name"}},
+		{"sink stream under the store's", js + "  name: ev\nsinks:\n  - {name: bus, type: nats, url: \"nats://n1:4222\", subject: \"a.{task_id}\", jetstream: true, stream: {name: S, subjects: [\"$INCS.ev.>\"]}}\n", []string{"sinks[0].subject", `"$INCS.ev.>" overlaps`}},
+		{"sink stream taking everything", js + "sinks:\n  - {name: bus, type: nats, url: \"nats://n1:4222\", subject: \"a.{task_id}\", jetstream: true, stream: {name: S, subjects: [\">\"]}}\n", []string{"sinks[0].subject", `">" overlaps`}},
 		{"unset variable in creds", js + "  creds: \"${NOPE}\"\n", []string{"relay.yaml:5", "store.creds", "NOPE is not set"}},
 	}
 	for _, tt := range tests {
@@ -198,6 +199,35 @@ func TestCheckConfig_JetStreamAuthFiles(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, missing+": sinks[0].creds: cannot read /nonexistent/relay.creds")
 	assert.Equal(t, 1, strings.Count(errOut, "\n"), "one line")
+}
+
+// TestCheckConfig_JetStreamDefaults: the store's defaults and a NATS
+// sink's on the same cluster never overlap (the store's subjects are
+// "$INCS.incs.>", the sink's "incs.tasks.…"): check-config passes.
+func TestCheckConfig_JetStreamDefaults(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "relay.yaml")
+	y := "upstream: {token: t}\nstore: {type: jetstream}\nsinks:\n  - {name: bus, type: nats, url: \"nats://n1:4222\"}\n  - {name: js, type: nats, url: \"nats://n1:4222\", jetstream: true}\n"
+	require.NoError(t, os.WriteFile(p, []byte(y), 0o600))
+	code, out, errOut := runMain("check-config", "--config", p)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, `store jetstream "incs" on n1:4222`)
+}
+
+// TestSubjectsOverlap: NATS subject patterns, and a sink subject's
+// template tokens, against the store's subjects.
+func TestSubjectsOverlap(t *testing.T) {
+	store := "$INCS.incs.>"
+	for subj, want := range map[string]bool{
+		"incs.tasks.{task_id}.{event}": false, "incs.>": false, "$INCS": false, "$INCS.*": false, "$INCS.incs": false,
+		"$INCS.other.>": false, "a.b.c": false, "*": false, "*.*": false,
+		">": true, "*.>": true, "*.*.*": true, "$INCS.>": true, "$INCS.*.x": true, "$INCS.incs.ev.3": true,
+		"$INCS.{task_id}.x": true, "{event}.>": true,
+	} {
+		assert.Equal(t, want, subjectsOverlap(subj, store), subj)
+		assert.Equal(t, want, subjectsOverlap(store, subj), "%s, reversed", subj)
+	}
+	assert.True(t, subjectsOverlap("a.*.c", "a.b.*"))
+	assert.False(t, subjectsOverlap("a.b", "a.b.c"))
 }
 
 func writeCreds(t *testing.T, dir string) string {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,10 +30,21 @@ const (
 	hdrRollup        = "Nats-Rollup"
 )
 
-// commitTimeout bounds the wait for a batch's PubAck, and then for the
-// tail to read the batch: a node dying mid-commit fails the append rather
-// than blocking the leader.
-const commitTimeout = 10 * time.Second
+// commitWait bounds the wait for a batch's PubAck, and then for the tail
+// to read the batch: half a lease, so a commit lost with a dying node
+// fails, and is sent again, well within the lease (before: a fixed 10s,
+// longer than a 2s lease, so storing paused 9-10s when a node died under
+// a commit). A lost connection fails the commit at once (publishBatch).
+func (s *Store) commitWait() time.Duration { return s.o.Lease / 2 }
+
+// commitAttempts bounds how often flush sends one batch again after a
+// commit failed without an answer (timeout, lost connection); every
+// attempt also needs the lease still held.
+const commitAttempts = 5
+
+// dropAck, when set (tests), discards the PubAck of a commit the server
+// stored, as a connection lost at that moment would.
+var dropAck func() bool
 
 // leadership is what a replica holding the lease appends with.
 type leadership struct {
@@ -82,42 +94,82 @@ func (s *Store) publishBatch(ctx context.Context, lead *leadership, msgs []outMs
 		return 0, fmt.Errorf("batch of %d messages", len(msgs))
 	}
 	id := nuid.Next()
-	epochSeq := strconv.FormatUint(lead.epochSeq, 10)
-	for i, m := range msgs {
-		nm := &nats.Msg{Subject: m.subj, Header: m.hdr, Data: m.data}
-		if nm.Header == nil {
-			nm.Header = nats.Header{}
-		}
-		nm.Header.Set(hdrBatchID, id)
-		nm.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
-		if nm.Header.Get(hdrExpSubjSeq) == "" {
-			nm.Header.Set(hdrExpSubjSeq, epochSeq)
-			nm.Header.Set(hdrExpSubjSeqFor, s.name+".epoch")
-		}
-		if i < len(msgs)-1 {
-			if err := s.nc.PublishMsg(nm); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		nm.Header.Set(hdrBatchCommit, "1")
-		cctx, cancel := context.WithTimeout(ctx, commitTimeout)
-		resp, err := s.nc.RequestMsgWithContext(cctx, nm)
-		cancel()
-		if err != nil {
-			return 0, fmt.Errorf("batch commit: %w", err)
-		}
-		var ack pubAck
-		if err := json.Unmarshal(resp.Data, &ack); err != nil {
-			return 0, fmt.Errorf("batch commit: bad reply %q: %w", resp.Data, err)
-		}
-		if ack.Error != nil {
-			return 0, ack.Error
-		}
-		return ack.Seq, nil
+	if err := s.sendBody(lead, id, msgs[:len(msgs)-1]); err != nil {
+		return 0, err
 	}
-	panic("unreachable")
+	return s.sendCommit(ctx, lead, id, len(msgs), msgs[len(msgs)-1])
 }
+
+// batchMsg is m as message i (from 0) of batch id.
+func (s *Store) batchMsg(lead *leadership, id string, i int, m outMsg) *nats.Msg {
+	nm := &nats.Msg{Subject: m.subj, Header: m.hdr, Data: m.data}
+	if nm.Header == nil {
+		nm.Header = nats.Header{}
+	}
+	nm.Header[hdrBatchID] = []string{id}
+	nm.Header[hdrBatchSeq] = []string{strconv.Itoa(i + 1)}
+	if _, ok := nm.Header[hdrExpSubjSeq]; !ok {
+		nm.Header[hdrExpSubjSeq] = []string{strconv.FormatUint(lead.epochSeq, 10)}
+		nm.Header[hdrExpSubjSeqFor] = []string{s.subj + "epoch"}
+	}
+	return nm
+}
+
+// sendBody publishes the messages of batch id before its commit: the
+// server keeps them apart until the commit arrives, and drops them if it
+// never does.
+func (s *Store) sendBody(lead *leadership, id string, msgs []outMsg) error {
+	for i, m := range msgs {
+		if err := s.nc.PublishMsg(s.batchMsg(lead, id, i, m)); err != nil {
+			return fmt.Errorf("%w: %w", errNoAck, err) // nothing committed: safe to send again
+		}
+	}
+	return nil
+}
+
+// sendCommit sends last as message n, the commit, of batch id and
+// returns the commit's stream sequence. It waits for the answer at most
+// commitWait, and not at all once the connection drops: a batch sent to
+// a node that died gets no answer.
+func (s *Store) sendCommit(ctx context.Context, lead *leadership, id string, n int, last outMsg) (uint64, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.commitWait())
+	defer cancel()
+	status := s.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer s.nc.RemoveStatusListener(status)
+	go func() {
+		select {
+		case <-status:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	nm := s.batchMsg(lead, id, n-1, last)
+	nm.Header[hdrBatchCommit] = []string{"1"}
+	resp, err := s.nc.RequestMsgWithContext(cctx, nm)
+	if err == nil && dropAck != nil && dropAck() {
+		err = errNoAck
+	}
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, errNoAck) {
+			// Timed out, cut by a lost connection, or refused by the
+			// client: the batch may be stored or not.
+			err = fmt.Errorf("%w: %w", errNoAck, err)
+		}
+		return 0, fmt.Errorf("batch commit: %w", err)
+	}
+	var ack pubAck
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return 0, fmt.Errorf("batch commit: bad reply %q: %w", resp.Data, err)
+	}
+	if ack.Error != nil {
+		return 0, ack.Error
+	}
+	return ack.Seq, nil
+}
+
+// errNoAck is a commit that got no answer: the server may have stored it
+// or not.
+var errNoAck = errors.New("the batch got no answer (timeout or connection lost)")
 
 // isWrongLastSeq reports whether err is the server refusing an expected
 // last sequence: 10071, or 10164 on replicated streams.
@@ -144,6 +196,67 @@ type batcher struct {
 	count     int             // messages the batch may take: each event counted as one
 	subjs     map[string]bool // rolled-up subjects in msgs: one each per batch
 	pending   []func()        // result updates once msgs commit
+	prev      *pipeBatch      // the batch being committed that this one follows; nil if none
+}
+
+// pipeBatch is an Ingest's batch whose commit is under way while the
+// next Ingest prepares its own (Store.inflight): that one takes its
+// offsets on from head, diffs against its seen records (Store.staged),
+// sends its messages, and sends its commit once this one committed,
+// expecting seq, the sequence of this one's head message.
+type pipeBatch struct {
+	done chan struct{} // closed when committed or failed
+	head uint64        // the head once committed
+	at   int64         // its events' commit time
+	seq  uint64        // stream sequence of its head message (after done)
+	err  error         // why it failed (after done)
+}
+
+func (p *pipeBatch) finished() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stagedSeen is a seen record in a batch not yet committed.
+type stagedSeen struct {
+	rec []byte
+	by  *pipeBatch
+}
+
+// seenFor returns a task's seen record as the next batch must see it:
+// from a batch under way, else from the view.
+func (s *Store) seenFor(taskID int64) []byte {
+	s.stagedMu.Lock()
+	st, ok := s.staged[taskID]
+	s.stagedMu.Unlock()
+	if ok {
+		return st.rec
+	}
+	return s.v.seenRecord(taskID)
+}
+
+// awaitPrev waits until the batch this one follows committed, and takes
+// the sequence of its head message as the head to expect. If it failed,
+// this batch, built on its offsets and seen records, fails too.
+func (b *batcher) awaitPrev(ctx context.Context) error {
+	p := b.prev
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return fmt.Errorf("jsstore: append: %w", ctx.Err())
+	}
+	if p.err != nil {
+		return fmt.Errorf("jsstore: append: the batch before this one failed, so this one is not sent: %w", p.err)
+	}
+	b.prev, b.headSeq = nil, p.seq
+	return nil
 }
 
 func (s *Store) newBatcher(lead *leadership) *batcher {
@@ -154,8 +267,16 @@ func (s *Store) newBatcher(lead *leadership) *batcher {
 		last = s.v.events[n-1].at
 	}
 	s.v.mu.RUnlock()
+	b := &batcher{s: s, lead: lead, head: head, committed: head, headSeq: headSeq, subjs: map[string]bool{}}
+	if p := s.inflight; p != nil && !p.finished() {
+		// Build on the batch still being committed: its offsets, its
+		// head; the head message's sequence is known once it commits.
+		b.prev, b.head, b.committed, b.headSeq = p, p.head, p.head, 0
+		last = max(last, p.at)
+	}
 	// Keep commit times in offset order even if the clock steps back.
-	return &batcher{s: s, lead: lead, at: max(s.o.Now().UnixNano(), last), head: head, committed: head, headSeq: headSeq, subjs: map[string]bool{}}
+	b.at = max(s.o.Now().UnixNano(), last)
+	return b
 }
 
 // next returns the next offset.
@@ -173,15 +294,22 @@ func (b *batcher) event(taskID int64, off uint64, typ string, body []byte, at in
 // large), each in offset order.
 func (b *batcher) packEvents(evs []evOut) []outMsg {
 	var out []outMsg
-	cur := map[int]int{} // partition -> index in out of its open message
+	cur := map[int]int{}  // partition -> index in out of its open message
+	size := map[int]int{} // partition -> bytes of its events not yet in a message
+	for i := range evs {
+		size[evs[i].part] += frameLen(&evs[i])
+	}
 	for i := range evs {
 		e := &evs[i]
+		n := frameLen(e)
 		j, ok := cur[e.part]
-		if !ok || len(out[j].data)+frameLen(e) > maxEventMsg {
+		if !ok || len(out[j].data)+n > maxEventMsg {
 			j = len(out)
-			out = append(out, outMsg{subj: b.s.name + ".ev." + strconv.Itoa(e.part), hdr: nats.Header{}})
+			// Room for the partition's remaining events, at most a message.
+			out = append(out, outMsg{subj: b.s.subj + "ev." + strconv.Itoa(e.part), hdr: nats.Header{}, data: make([]byte, 0, min(size[e.part], maxEventMsg))})
 			cur[e.part] = j
 		}
+		size[e.part] -= n
 		out[j].data = appendFrame(out[j].data, e)
 	}
 	return out
@@ -192,7 +320,8 @@ func (b *batcher) packEvents(evs []evOut) []outMsg {
 func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 	h := nats.Header{}
 	h.Set(hdrRollup, "sub")
-	return outMsg{subj: b.s.name + "." + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: data}
+	// A copy: the view keeps it once committed (applyOwn).
+	return outMsg{subj: b.s.subj + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: bytes.Clone(data)}
 }
 
 // add appends a unit's events and rolled-up messages, flushing first if
@@ -224,40 +353,181 @@ func (b *batcher) add(ctx context.Context, evs []evOut, msgs []outMsg, done func
 }
 
 // flush commits the gathered units with the head as one atomic batch and
-// waits until the tail read it.
+// waits until this replica's view holds it.
 func (b *batcher) flush(ctx context.Context) error {
 	if len(b.msgs)+len(b.evs) == 0 {
 		return nil
 	}
-	h := nats.Header{}
-	h.Set(hdrRollup, "sub")
-	// The head message expects the last head this leader read: a commit it
-	// did not see (one whose reply was lost) makes the next one fail
-	// rather than reuse offsets.
-	h.Set(hdrExpSubjSeq, strconv.FormatUint(b.headSeq, 10))
-	head := b.committed
+	if err := b.awaitPrev(ctx); err != nil {
+		return err
+	}
+	msgs, head, pending := b.take()
+	_, err := b.commitApply(ctx, msgs, head, "", pending)
+	return err
+}
+
+// take returns the gathered units with the head message as a batch, the
+// head and the result updates, and empties the batcher. The head message
+// is the commit; its expected head sequence is set when it is sent.
+func (b *batcher) take() (msgs []outMsg, head uint64, pending []func()) {
+	head = b.committed
 	for _, e := range b.evs {
 		head = max(head, e.off)
 	}
-	msgs := append(b.msgs, b.packEvents(b.evs)...)
-	msgs = append(msgs, outMsg{subj: b.s.name + ".head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
-	seq, err := b.s.publishBatch(ctx, b.lead, msgs)
-	b.msgs, b.evs, b.count, b.subjs = nil, nil, 0, map[string]bool{}
-	pending := b.pending
-	b.pending = nil
+	msgs = append(b.msgs, b.packEvents(b.evs)...)
+	h := nats.Header{hdrRollup: []string{"sub"}}
+	msgs = append(msgs, outMsg{subj: b.s.subj + "head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
+	pending = b.pending
+	b.msgs, b.evs, b.count, b.subjs, b.pending = nil, nil, 0, map[string]bool{}, nil
+	return msgs, head, pending
+}
+
+// commitApply commits msgs (sent already as batch sent, but for the
+// commit, when sent is not "") expecting b.headSeq as the last head, puts
+// them into the view and runs pending. It returns the sequence of the
+// head message.
+func (b *batcher) commitApply(ctx context.Context, msgs []outMsg, head uint64, sent string, pending []func()) (uint64, error) {
+	// The head message expects the last head this leader wrote: a commit
+	// it did not see (one whose reply was lost) makes the next one fail
+	// rather than reuse offsets.
+	msgs[len(msgs)-1].hdr[hdrExpSubjSeq] = []string{strconv.FormatUint(b.headSeq, 10)}
+	seq, err := b.commit(ctx, msgs, head, sent)
 	if err != nil {
-		return b.s.appendFailed(ctx, b.lead, err)
+		return 0, err
 	}
 	b.headSeq, b.committed = seq, head
-	wctx, cancel := context.WithTimeout(ctx, commitTimeout)
-	defer cancel()
-	if err := b.s.v.waitApplied(wctx, seq); err != nil {
-		return err
+	// An atomic batch is stored at consecutive sequences ending at the
+	// commit's.
+	if !b.s.v.applyOwn(b.s.subj, msgs, seq-uint64(len(msgs))+1) {
+		wctx, cancel := context.WithTimeout(ctx, b.s.commitWait())
+		defer cancel()
+		if err := b.s.v.waitApplied(wctx, seq); err != nil {
+			return 0, err
+		}
 	}
 	for _, fn := range pending {
 		fn()
 	}
-	return nil
+	return seq, nil
+}
+
+// flushPipelined is an Ingest's last flush. Under the append lock it
+// sends the batch's messages but its commit, stages its seen records and
+// makes it the batch under way; then it releases the lock (unlock), so
+// the next Ingest prepares and sends its batch meanwhile, and commits
+// once the batch before it committed.
+func (b *batcher) flushPipelined(ctx context.Context, unlock func()) error {
+	if len(b.msgs)+len(b.evs) == 0 {
+		unlock()
+		return nil
+	}
+	s := b.s
+	msgs, head, pending := b.take()
+	p := &pipeBatch{done: make(chan struct{}), head: head, at: b.at}
+	id := nuid.Next()
+	if err := s.sendBody(b.lead, id, msgs[:len(msgs)-1]); err != nil {
+		id = "" // commit sends the whole batch again
+	}
+	seenPrefix := s.subj + "seen."
+	s.stagedMu.Lock()
+	for _, m := range msgs {
+		if task, ok := strings.CutPrefix(m.subj, seenPrefix); ok {
+			if tid, err := strconv.ParseInt(task, 10, 64); err == nil {
+				s.staged[tid] = stagedSeen{rec: m.data, by: p}
+			}
+		}
+	}
+	s.stagedMu.Unlock()
+	s.inflight = p
+	unlock()
+
+	err := b.awaitPrev(ctx)
+	if err == nil {
+		p.seq, err = b.commitApply(ctx, msgs, head, id, pending)
+	}
+	p.err = err
+	s.stagedMu.Lock()
+	for id, st := range s.staged {
+		if st.by == p {
+			delete(s.staged, id)
+		}
+	}
+	s.stagedMu.Unlock()
+	close(p.done)
+	return err
+}
+
+// drain waits (append lock held) until the batch under way, if any,
+// committed or failed.
+func (s *Store) drain() {
+	if p := s.inflight; p != nil {
+		<-p.done
+		s.inflight = nil
+	}
+}
+
+// commit publishes msgs, a batch ending with the head message for head
+// (or, when sent is not "", only its commit: the rest went as batch
+// sent), and returns the stream sequence of its commit. A commit that got no
+// answer (its node died, the connection dropped) is sent again while this
+// replica leads, at most commitAttempts times. Sending it again is safe:
+// every attempt expects the same last head message, so the server stores
+// at most one of them; when a later attempt is refused because the head
+// moved, and the head the tail then reads is this batch's (only this
+// leader writes heads under its epoch), an earlier attempt was stored and
+// its answer lost: that is a success, not a duplicate.
+func (b *batcher) commit(ctx context.Context, msgs []outMsg, head uint64, sent string) (uint64, error) {
+	for attempt := 1; ; attempt++ {
+		var seq uint64
+		var err error
+		if attempt == 1 && sent != "" {
+			seq, err = b.s.sendCommit(ctx, b.lead, sent, len(msgs), msgs[len(msgs)-1])
+		} else {
+			seq, err = b.s.publishBatch(ctx, b.lead, msgs)
+		}
+		if err == nil {
+			return seq, nil
+		}
+		if attempt > 1 && isWrongLastSeq(err) {
+			if seq, ok := b.s.storedEarlier(ctx, b.lead, b.headSeq, head); ok {
+				return seq, nil
+			}
+		}
+		if !errors.Is(err, errNoAck) || attempt >= commitAttempts || ctx.Err() != nil || b.s.leading() == nil {
+			return 0, b.s.appendFailed(ctx, b.lead, err)
+		}
+		if attempt == 1 {
+			b.s.log.Warn().Err(err).Msg("jsstore: append: sending the batch again")
+		}
+		b.s.waitConnected(ctx, b.s.commitWait())
+	}
+}
+
+// storedEarlier reports whether the stream's last head message is head
+// written after headSeq while lead's epoch record is the last: the batch
+// was stored by an earlier attempt whose answer was lost (only this
+// leader writes heads under its epoch). It returns that message's
+// sequence, the batch's commit.
+func (s *Store) storedEarlier(ctx context.Context, lead *leadership, headSeq, head uint64) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, s.commitWait())
+	defer cancel()
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"head")
+	if err != nil || m.Sequence <= headSeq || string(m.Data) != strconv.FormatUint(head, 10) {
+		return 0, false
+	}
+	e, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"epoch")
+	if err != nil || e.Sequence != lead.epochSeq {
+		return 0, false
+	}
+	return m.Sequence, true
+}
+
+// waitConnected waits until the connection is up again, at most d.
+func (s *Store) waitConnected(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for !s.nc.IsConnected() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // appendFailed turns a refused batch into ErrFenced when a newer epoch
@@ -267,9 +537,9 @@ func (s *Store) appendFailed(ctx context.Context, lead *leadership, err error) e
 	if !isWrongLastSeq(err) {
 		return fmt.Errorf("jsstore: append: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.commitWait())
 	defer cancel()
-	m, gerr := s.stream.GetLastMsgForSubject(ctx, s.name+".epoch")
+	m, gerr := s.stream.GetLastMsgForSubject(ctx, s.subj+"epoch")
 	if gerr == nil && m.Sequence != lead.epochSeq {
 		s.stepDown("fenced: a newer epoch record exists")
 		return fmt.Errorf("jsstore: append: %w (%v)", ErrFenced, err)
@@ -284,9 +554,19 @@ func (s *Store) appendFailed(ctx context.Context, lead *leadership, err error) e
 	return fmt.Errorf("jsstore: append: the outbox head moved, retry: %w", err)
 }
 
-// beginAppend takes the append lock if this replica leads; unlock
-// releases it.
+// beginAppend takes the append lock if this replica leads, after the
+// batch under way committed; unlock releases it.
 func (s *Store) beginAppend(ctx context.Context, op string) (lead *leadership, unlock func(), err error) {
+	lead, unlock, err = s.beginAppendPipelined(ctx, op)
+	if err == nil {
+		s.drain()
+	}
+	return lead, unlock, err
+}
+
+// beginAppendPipelined takes the append lock if this replica leads, while
+// a batch may still be under way (Ingest).
+func (s *Store) beginAppendPipelined(ctx context.Context, op string) (lead *leadership, unlock func(), err error) {
 	if err := s.checkOpen(op); err != nil {
 		return nil, nil, err
 	}
@@ -324,12 +604,17 @@ func (v *view) seenRecord(taskID int64) []byte {
 
 func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location, emit bool, boundary time.Time) (store.IngestResult, error) {
 	res := store.IngestResult{Tasks: len(tasks)}
-	lead, unlock, err := s.beginAppend(ctx, "ingest")
+	lead, unlock, err := s.beginAppendPipelined(ctx, "ingest")
 	if err != nil {
 		return res, err
 	}
-	defer unlock()
-	prepared, res, perr := store.PrepareIngest(tasks, loc, emit, boundary, s.v.seenRecord)
+	locked := true
+	defer func() {
+		if locked {
+			unlock()
+		}
+	}()
+	prepared, res, perr := store.PrepareIngest(tasks, loc, emit, boundary, s.seenFor)
 	var de *store.DiffError
 	if perr != nil && !errors.As(perr, &de) {
 		return res, perr
@@ -340,7 +625,8 @@ func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 			return res, err
 		}
 	}
-	if err := b.flush(ctx); err != nil {
+	locked = false
+	if err := b.flushPipelined(ctx, unlock); err != nil {
 		return res, err
 	}
 	return res, perr

@@ -3,13 +3,14 @@ package jsstore
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -47,13 +48,7 @@ func (c *testCluster) restart(t testing.TB, i int) {
 // 127.0.0.1 and waits until it can create a stream replicated n times.
 func runCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
-	ports := make([]int, 2*n) // cluster ports, then client ports
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		require.NoError(t, l.Close())
-	}
+	ports := freePorts(t, 2*n) // cluster ports, then client ports
 	c := &testCluster{}
 	var nodes []*server.Server
 	for i := range n {
@@ -82,7 +77,16 @@ func runCluster(t testing.TB, n int) *testCluster {
 			t.Fatalf("node %d not ready", i+1)
 		}
 	}
-	nc := connect(t, nodes[0].ClientURL())
+	waitFormed(t, nodes[0].ClientURL(), n)
+	return c
+}
+
+// waitFormed waits until a cluster of n nodes can create a stream
+// replicated n times.
+func waitFormed(t testing.TB, url string, n int) {
+	t.Helper()
+	nc := connect(t, url)
+	defer nc.Close()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
@@ -92,8 +96,6 @@ func runCluster(t testing.TB, n int) *testCluster {
 		return err == nil
 	}, 30*time.Second, 200*time.Millisecond, "cluster never formed")
 	require.NoError(t, js.DeleteStream(context.Background(), "ready"))
-	nc.Close()
-	return c
 }
 
 // leaderOf returns the store of stores that leads, waiting for one.
@@ -197,6 +199,19 @@ func TestLeaseFailover(t *testing.T) {
 	require.Eventually(t, func() bool { return len(third.Role().Owned) == 6 }, 3*lease, 50*time.Millisecond)
 }
 
+// runReplicas opens and runs n stores on urls (replicas 3, lease 2s, 4
+// partitions), named r1, r2, ….
+func runReplicas(t testing.TB, urls string, n int) []*Store {
+	t.Helper()
+	var stores []*Store
+	for i := range n {
+		s := openStore(t, urls, Options{Replicas: 3, Lease: 2 * time.Second, Partitions: 4, ReplicaID: fmt.Sprintf("r%d", i+1)})
+		startRun(t, s)
+		stores = append(stores, s)
+	}
+	return stores
+}
+
 func without(stores []*Store, drop *Store) []*Store {
 	var out []*Store
 	for _, s := range stores {
@@ -261,13 +276,7 @@ func TestFencing(t *testing.T) {
 // and every replica's view agrees.
 func TestNodeFailure(t *testing.T) {
 	c := runCluster(t, 3)
-	const lease = 2 * time.Second
-	var stores []*Store
-	for i := range 2 {
-		s := openStore(t, c.urls(), Options{Replicas: 3, Lease: lease, Partitions: 4, ReplicaID: fmt.Sprintf("r%d", i+1)})
-		startRun(t, s)
-		stores = append(stores, s)
-	}
+	stores := runReplicas(t, c.urls(), 2)
 	ctx := context.Background()
 	loc := time.FixedZone("CST", 8*3600)
 	next := int64(1)
@@ -318,5 +327,205 @@ func TestNodeFailure(t *testing.T) {
 		for i, ev := range evs {
 			require.Equal(t, uint64(i+1), ev.Offset)
 		}
+	}
+}
+
+// TestOpenConcurrent: three replicas started at the same moment on a new
+// store of a fresh three-node cluster (replicas 3), each on its own node,
+// all open (one creates each stream and bucket, the others bind to it)
+// and exactly one leads.
+func TestOpenConcurrent(t *testing.T) {
+	c := runCluster(t, 3)
+	o := Options{Replicas: 3, Lease: 2 * time.Second, Partitions: 4}
+	stores := make([]*Store, 3)
+	errs := make([]error, 3)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range stores {
+		nc := connect(t, c.nodes[i].ClientURL())
+		o := o
+		o.ReplicaID = fmt.Sprintf("r%d", i+1)
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			stores[i], errs[i] = Open(ctx, nc, o)
+		})
+	}
+	wg.Wait()
+	t.Logf("three concurrent Opens took %s", time.Since(start).Round(time.Millisecond))
+	for i, err := range errs {
+		require.NoError(t, err, "replica %d", i+1)
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	for _, s := range stores {
+		startRun(t, s)
+	}
+	lead := leaderOf(t, stores, 15*time.Second)
+	_, err := lead.Ingest(context.Background(), []diff.Task{storetest.Task(1, 10)}, time.UTC, true)
+	require.NoError(t, err)
+	for _, s := range stores {
+		require.Eventually(t, func() bool { h, _ := s.Head(); return h == 1 }, 5*time.Second, 10*time.Millisecond)
+	}
+}
+
+// TestNodeDeathPause: a NATS node dies while the leader stores pages
+// continuously; storing resumes within about a lease. "client" kills the
+// node the leader is connected to, "stream" the node of the stream's Raft
+// leader (often another). Each case logs the longest pause in storing
+// after the death, and checks at the end that every page's events were
+// stored once: offsets dense, no log with two events.
+func TestNodeDeathPause(t *testing.T) {
+	for _, victim := range []string{"client", "stream"} {
+		t.Run(victim, func(t *testing.T) {
+			c := runFaultCluster(t, 3)
+			const lease = 2 * time.Second
+			stores := runReplicas(t, c.urls(), 2)
+			ctx := context.Background()
+			lead := leaderOf(t, stores, 15*time.Second)
+
+			// The writer stores pages of 20 new tasks of 3 logs through
+			// whoever leads, retrying a page until it is stored.
+			const perPage = 20
+			var (
+				mu     sync.Mutex
+				stored []time.Time
+				pages  int
+				fails  int
+				errs   = map[string]int{}
+			)
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for page := 0; ; page++ {
+					var tasks []diff.Task
+					for j := range perPage {
+						id := int64(page*perPage + j + 1)
+						tasks = append(tasks, storetest.Task(id, 10*id, 10*id+1, 10*id+2))
+					}
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						var l *Store
+						for _, s := range stores {
+							if s.IsLeader() {
+								l = s
+							}
+						}
+						if l == nil {
+							time.Sleep(10 * time.Millisecond)
+							continue
+						}
+						if _, err := l.Ingest(ctx, tasks, time.UTC, true); err != nil {
+							mu.Lock()
+							fails++
+							errs[l.o.ReplicaID+": "+err.Error()]++
+							mu.Unlock()
+							time.Sleep(10 * time.Millisecond)
+							continue
+						}
+						mu.Lock()
+						stored = append(stored, time.Now())
+						pages = page + 1
+						mu.Unlock()
+						break
+					}
+				}
+			}()
+			count := func() int { mu.Lock(); defer mu.Unlock(); return len(stored) }
+			require.Eventually(t, func() bool { return count() >= 20 }, 20*time.Second, 10*time.Millisecond)
+
+			// raftLeaders are the nodes leading the stream's and the lease
+			// bucket's Raft groups.
+			raftLeaders := func() map[string]bool {
+				out := map[string]bool{}
+				for _, name := range []string{lead.name, "KV_" + lead.name + "-lease"} {
+					st, err := lead.js.Stream(ctx, name)
+					require.NoError(t, err)
+					out[st.CachedInfo().Cluster.Leader] = true
+				}
+				return out
+			}
+			nodeOf := func(nc *nats.Conn) int {
+				for i := range c.nodes {
+					if c.clientURL(i) == nc.ConnectedUrl() {
+						return i
+					}
+				}
+				return -1
+			}
+			kill := -1
+			switch victim {
+			case "client":
+				// The leader's node, leading neither the stream nor the
+				// lease: what is lost is the connection and the batch in
+				// flight on it, not a Raft leader.
+				for range 20 {
+					if i := nodeOf(lead.nc); i >= 0 && !raftLeaders()[c.opts[i].ServerName] {
+						kill = i
+						break
+					}
+					require.NoError(t, lead.nc.ForceReconnect())
+					time.Sleep(200 * time.Millisecond)
+				}
+			case "stream":
+				info, err := lead.stream.Info(ctx)
+				require.NoError(t, err)
+				for i, o := range c.opts {
+					if o.ServerName == info.Cluster.Leader {
+						kill = i
+					}
+				}
+			}
+			require.GreaterOrEqual(t, kill, 0)
+			before := count()
+			killed := time.Now()
+			c.kill(kill)
+			require.Eventually(t, func() bool { return count() >= before+10 }, 60*time.Second, 10*time.Millisecond, "storing stopped after the node died")
+			mu.Lock()
+			for e, n := range errs {
+				t.Logf("%d× %s", n, e)
+			}
+			mu.Unlock()
+			close(stop)
+			<-done
+			// The pause: the longest time without a page stored, from the
+			// death until ten pages later.
+			mu.Lock()
+			gap, prev := time.Duration(0), killed
+			for _, at := range stored[before:] {
+				gap, prev = max(gap, at.Sub(prev)), at
+			}
+			failed := fails
+			mu.Unlock()
+			t.Logf("killed n%d (the %s node; the leader's connection on %s): storing paused at most %s (lease %s); %d failed Ingest calls",
+				kill+1, victim, lead.nc.ConnectedUrl(), gap.Round(time.Millisecond), lease, failed)
+
+			mu.Lock()
+			want := uint64(pages * perPage * 3)
+			mu.Unlock()
+			l := leaderOf(t, stores, 10*time.Second)
+			require.Eventually(t, func() bool { h, _ := l.Head(); return h >= want }, 10*time.Second, 10*time.Millisecond)
+			evs, err := l.Read(ctx, 0, int(want)+100)
+			require.NoError(t, err)
+			require.Len(t, evs, int(want), "every page stored once")
+			ids := map[string]bool{}
+			for i, ev := range evs {
+				require.Equal(t, uint64(i+1), ev.Offset)
+				require.False(t, ids[ev.ID], "event %s stored twice", ev.ID)
+				ids[ev.ID] = true
+			}
+			// The client case must resume within about a lease. When the
+			// stream's Raft leader dies, nothing is stored until its
+			// followers elect another: nats-server waits 4-9s (its election
+			// timeout) before one campaigns, whatever the lease, and longer
+			// on a loaded machine; only its resumption is checked (above).
+			if victim == "client" {
+				require.Less(t, gap, lease+time.Second, "storing paused longer than a lease")
+			}
+		})
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// An event message ("<Name>.ev.<partition>") packs events of one
+// An event message ("$INCS.<Name>.ev.<partition>") packs events of one
 // partition committed in one batch, in offset order, so a page costs a
 // message per partition rather than one per event. Each event is a line
 // "<offset> <task> <commit time, unix ns> <type, Go-quoted>" followed by

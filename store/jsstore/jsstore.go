@@ -4,17 +4,18 @@
 // relay can share them, one of them polling (the leader) and all of them
 // delivering.
 //
-// Layout, every name prefixed with Options.Name ("incs"):
+// Layout, every name prefixed with Options.Name ("incs"), every subject
+// with "$INCS.<Name>." (SubjectPrefix says why):
 //
 //   - the stream "<Name>" holds what must commit together: events on
-//     "<Name>.ev.<partition>" (a batch's events of one partition packed in
-//     one message, each with its offset, task, type and commit time and its
-//     JSON exactly as the bbolt outbox stores it; see frame.go), seen
-//     records on "<Name>.seen.<task>" and rule states on
-//     "<Name>.rule.<task>" and "<Name>.rtask.<task>" (one message a
-//     subject, Nats-Rollup: sub), the head offset on "<Name>.head", the
-//     leader's epoch records on "<Name>.epoch" and prune notes on
-//     "<Name>.pruned";
+//     "$INCS.<Name>.ev.<partition>" (a batch's events of one partition
+//     packed in one message, each with its offset, task, type and commit
+//     time and its JSON exactly as the bbolt outbox stores it; see
+//     frame.go), seen records on "$INCS.<Name>.seen.<task>" and rule
+//     states on "$INCS.<Name>.rule.<task>" and "$INCS.<Name>.rtask.<task>"
+//     (one message a subject, Nats-Rollup: sub), the head offset on
+//     "$INCS.<Name>.head", the leader's epoch records on
+//     "$INCS.<Name>.epoch" and prune notes on "$INCS.<Name>.pruned";
 //   - the KV bucket "<Name>-lease" holds the leader lease (a per-key TTL),
 //     "<Name>-members" the live replicas, and "<Name>-state" the cursors,
 //     dead letters, sink states, small values and the partition
@@ -39,6 +40,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"regexp"
 	"strconv"
@@ -101,7 +103,8 @@ type Store struct {
 	js   jetstream.JetStream
 	o    Options
 	log  zerolog.Logger
-	name string // stream name and subject prefix
+	name string // stream name, prefix of the buckets' names
+	subj string // prefix of the stream's subjects: SubjectPrefix(name)
 
 	stream  jetstream.Stream
 	leaseKV jetstream.KeyValue
@@ -118,7 +121,10 @@ type Store struct {
 	v     *view
 	state *kvState
 
-	appendMu sync.Mutex // one append at a time
+	appendMu sync.Mutex // one append at a time (but an Ingest's commit: see pipeBatch)
+	inflight *pipeBatch // the last Ingest's batch, maybe still being committed (appendMu)
+	stagedMu sync.Mutex
+	staged   map[int64]stagedSeen // seen records of batches being committed
 
 	leadMu     sync.Mutex
 	lead       *leadership // nil unless this replica leads
@@ -136,6 +142,17 @@ type Store struct {
 }
 
 var _ store.Store = (*Store)(nil)
+
+// SubjectPrefix returns the prefix of every subject of the store named
+// name: "$INCS.<name>.". The stream and the buckets keep names beginning
+// with name, but the subjects begin with "$INCS": NATS reserves a first
+// token beginning with "$" for the system and its libraries by convention
+// ($SYS, $JS, and JetStream's own KV buckets and object stores on
+// "$KV.<bucket>." and "$O.<store>."), so applications' ordinary subjects,
+// such as the NATS sink's default "incs.tasks.…", never fall under the
+// store's, whatever store.name is. (Under "<name>." the default name
+// "incs" took the sink's default subjects.)
+func SubjectPrefix(name string) string { return "$INCS." + name + "." }
 
 // nameRE is what Options.Name may be: a stream name that is also a single
 // subject token and a bucket name prefix.
@@ -191,10 +208,11 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
 	s := &Store{
-		nc: nc, js: js, o: o, log: o.Logger, name: o.Name,
+		nc: nc, js: js, o: o, log: o.Logger, name: o.Name, subj: SubjectPrefix(o.Name),
 		changes: make(chan struct{}, 1),
 		rewound: make(chan string, 256),
 		subs:    map[chan struct{}]struct{}{},
+		staged:  map[int64]stagedSeen{},
 	}
 	s.role = Role{Self: o.ReplicaID, Assignments: map[string][]int{}}
 	if err := s.setup(ctx); err != nil {
@@ -251,45 +269,103 @@ func versionParts(v string) [3]int {
 	return out
 }
 
-// setup creates or binds the stream and the buckets.
+// setup binds the stream and the buckets, creating those not found.
 func (s *Store) setup(ctx context.Context) error {
 	cfg := jetstream.StreamConfig{
 		Name:               s.name,
 		Description:        "incs-relay outbox, seen-set and rule states",
-		Subjects:           []string{s.name + ".>"},
+		Subjects:           []string{s.subj + ">"},
 		Storage:            jetstream.FileStorage,
 		Replicas:           s.o.Replicas,
 		AllowRollup:        true,
 		AllowAtomicPublish: true,
 		Metadata:           map[string]string{"incs.partitions": strconv.Itoa(s.o.Partitions)},
 	}
-	if old, err := s.js.Stream(ctx, s.name); err == nil {
-		if p, err := strconv.Atoi(old.CachedInfo().Config.Metadata["incs.partitions"]); err == nil && p != s.o.Partitions {
-			return fmt.Errorf("jsstore: stream %s was created with %d partitions, not %d: partitions are fixed when the stream is created", s.name, p, s.o.Partitions)
-		}
-	}
-	st, err := s.js.CreateOrUpdateStream(ctx, cfg)
+	st, err := ensure(ctx, "stream "+s.name,
+		func(ctx context.Context) (jetstream.Stream, error) { return s.js.Stream(ctx, s.name) },
+		func(ctx context.Context) (jetstream.Stream, error) { return s.js.CreateStream(ctx, cfg) },
+		func(err error) bool { return errors.Is(err, jetstream.ErrStreamNotFound) })
 	if err != nil {
-		return fmt.Errorf("jsstore: stream %s: %w", s.name, err)
+		return err
+	}
+	if p, err := strconv.Atoi(st.CachedInfo().Config.Metadata["incs.partitions"]); err == nil && p != s.o.Partitions {
+		return fmt.Errorf("jsstore: stream %s was created with %d partitions, not %d: partitions are fixed when the stream is created", s.name, p, s.o.Partitions)
+	}
+	if r := st.CachedInfo().Config.Replicas; r != s.o.Replicas {
+		s.log.Warn().Int("stream", r).Int("configured", s.o.Replicas).Msg("jsstore: the stream " + s.name + " exists with another replica count; it keeps its own (change it with the nats CLI)")
 	}
 	s.stream = st
-	var err2 error
-	bucket := func(suffix, desc string, cfg jetstream.KeyValueConfig) jetstream.KeyValue {
-		if err2 != nil {
-			return nil
-		}
+	bucket := func(suffix, desc string, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 		cfg.Bucket, cfg.Description = s.name+"-"+suffix, desc
 		cfg.Replicas, cfg.Storage = s.o.Replicas, jetstream.FileStorage
-		kv, err := s.js.CreateOrUpdateKeyValue(ctx, cfg)
-		if err != nil {
-			err2 = fmt.Errorf("jsstore: bucket %s: %w", cfg.Bucket, err)
-		}
-		return kv
+		return ensure(ctx, "bucket "+cfg.Bucket,
+			func(ctx context.Context) (jetstream.KeyValue, error) { return s.js.KeyValue(ctx, cfg.Bucket) },
+			func(ctx context.Context) (jetstream.KeyValue, error) { return s.js.CreateKeyValue(ctx, cfg) },
+			func(err error) bool { return errors.Is(err, jetstream.ErrBucketNotFound) })
 	}
-	s.leaseKV = bucket("lease", "incs-relay leader lease", jetstream.KeyValueConfig{LimitMarkerTTL: s.o.Lease})
-	s.members = bucket("members", "incs-relay live replicas", jetstream.KeyValueConfig{TTL: s.o.Lease})
-	s.stateKV = bucket("state", "incs-relay cursors, dead letters, sink states and small values", jetstream.KeyValueConfig{})
-	return err2
+	if s.leaseKV, err = bucket("lease", "incs-relay leader lease", jetstream.KeyValueConfig{LimitMarkerTTL: s.o.Lease}); err != nil {
+		return err
+	}
+	if s.members, err = bucket("members", "incs-relay live replicas", jetstream.KeyValueConfig{TTL: s.o.Lease}); err != nil {
+		return err
+	}
+	s.stateKV, err = bucket("state", "incs-relay cursors, dead letters, sink states and small values", jetstream.KeyValueConfig{})
+	return err
+}
+
+// Bounds of ensure: replicas started together contend for the same
+// stream's creation on a replicated cluster, where one create may take
+// seconds while the Raft group forms and the others time out or get "in
+// use", and a request may hang until its timeout (seen in
+// TestOpenConcurrent). A short timeout per attempt and a few jittered
+// retries bind to whichever create won.
+var (
+	setupAttempts   = 8
+	setupTimeout    = 2 * time.Second        // per bind or create request
+	setupBackoffMax = 800 * time.Millisecond // before jitter
+)
+
+// ensure binds what (a stream or a bucket) and creates it only when the
+// bind finds nothing. A create that fails for any reason (another replica
+// created it first: "already in use" or "exists"; a timeout while the
+// cluster forms its group) is followed by a fresh bind after a jittered
+// pause, at most setupAttempts times, so replicas started at the same
+// moment end up bound to the one that won.
+func ensure[T any](ctx context.Context, what string, bind, create func(context.Context) (T, error), notFound func(error) bool) (T, error) {
+	var zero T
+	var last error
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		v, err := attemptWith(ctx, bind)
+		if err == nil {
+			return v, nil
+		}
+		last = err
+		if notFound(err) {
+			if v, err = attemptWith(ctx, create); err == nil {
+				return v, nil
+			}
+			last = err
+		}
+		if ctx.Err() != nil || attempt >= setupAttempts {
+			return zero, fmt.Errorf("jsstore: %s: neither bound nor created after %d attempts: %w", what, attempt, last)
+		}
+		// Full jitter, so contending replicas spread out.
+		pause := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
+		backoff = min(2*backoff, setupBackoffMax)
+		select {
+		case <-ctx.Done():
+			return zero, fmt.Errorf("jsstore: %s: %w (last attempt: %v)", what, ctx.Err(), last)
+		case <-time.After(pause):
+		}
+	}
+}
+
+// attemptWith runs fn with setupTimeout.
+func attemptWith[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	return fn(ctx)
 }
 
 // Partitions returns the number of delivery partitions.

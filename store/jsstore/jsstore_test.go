@@ -2,13 +2,18 @@ package jsstore
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/store"
 	"github.com/incs-relay/incs-relay/store/storetest"
 )
@@ -168,4 +173,175 @@ func TestOpenOptions(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s2.Close())
 	require.NoError(t, s2.Close(), "a second Close is harmless")
+}
+
+// TestEnsure: a create that loses to another replica's ("in use") binds
+// to the winner's on the next attempt; a store that can be neither bound
+// nor created fails after setupAttempts with the last error.
+func TestEnsure(t *testing.T) {
+	ctx := context.Background()
+	binds := 0
+	bind := func(context.Context) (int, error) {
+		if binds++; binds == 1 {
+			return 0, jetstream.ErrStreamNotFound
+		}
+		return 42, nil
+	}
+	create := func(context.Context) (int, error) { return 0, jetstream.ErrStreamNameAlreadyInUse }
+	notFound := func(err error) bool { return errors.Is(err, jetstream.ErrStreamNotFound) }
+	v, err := ensure(ctx, "stream x", bind, create, notFound)
+	require.NoError(t, err)
+	require.Equal(t, 42, v)
+	require.Equal(t, 2, binds)
+
+	defer func(n int) { setupAttempts = n }(setupAttempts)
+	setupAttempts = 3
+	creates := 0
+	_, err = ensure(ctx, "stream x",
+		func(context.Context) (int, error) { return 0, jetstream.ErrStreamNotFound },
+		func(context.Context) (int, error) { creates++; return 0, context.DeadlineExceeded }, notFound)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "stream x: neither bound nor created after 3 attempts")
+	require.Equal(t, 3, creates)
+}
+
+// TestLostAck: a commit the server stored but whose answer was lost is
+// sent again; the server refuses the second attempt (it expects the head
+// the first one replaced), the leader sees its own head stored and
+// counts the batch once: no event stored twice, offsets dense.
+func TestLostAck(t *testing.T) {
+	srv := runServer(t)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	_, err := s.Ingest(ctx, []diff.Task{storetest.Task(1, 10)}, loc, true)
+	require.NoError(t, err)
+
+	dropped := 0
+	dropAck = func() bool { dropped++; return dropped == 1 }
+	defer func() { dropAck = nil }()
+	before, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	res, err := s.Ingest(ctx, []diff.Task{storetest.Task(2, 20, 21), storetest.Task(1, 10, 11)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 2, dropped, "two answers: the first commit's (dropped), the second attempt's (a refusal)")
+	require.Equal(t, 3, res.Events)
+	require.Equal(t, uint64(2), res.FirstOffset)
+	require.Equal(t, uint64(4), res.LastOffset)
+	after, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	// One batch: the seen records of tasks 1 and 2, one event message
+	// per partition (tasks 1 and 2: two), the head.
+	require.Equal(t, before.State.LastSeq+5, after.State.LastSeq, "the batch stored once")
+
+	// The page again, and the next one: nothing twice, offsets go on.
+	res, err = s.Ingest(ctx, []diff.Task{storetest.Task(2, 20, 21), storetest.Task(1, 10, 11), storetest.Task(3, 30)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Events)
+	require.Equal(t, uint64(5), res.FirstOffset)
+	// A replica that only tails agrees.
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
+	for _, st := range []*Store{s, b} {
+		require.Eventually(t, func() bool { h, _ := st.Head(); return h == 5 }, 5*time.Second, 10*time.Millisecond)
+		evs, err := st.Read(ctx, 0, 100)
+		require.NoError(t, err)
+		require.Len(t, evs, 5)
+		for i, ev := range evs {
+			require.Equal(t, uint64(i+1), ev.Offset)
+		}
+	}
+}
+
+// TestPipelinedIngest: Ingests called as the relay calls them, the next
+// page while the previous one commits, with a task getting new logs on
+// consecutive pages: every log gets one event, in order, offsets dense,
+// and a batch following one that failed fails too (nothing stored out of
+// order, nothing twice).
+func TestPipelinedIngest(t *testing.T) {
+	srv := runServer(t)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	page := func(k int) []diff.Task {
+		// Task 1 gains a log on every page; each page has 20 new tasks.
+		logs := make([]int64, k+1)
+		for i := range logs {
+			logs[i] = int64(10 + i)
+		}
+		tasks := []diff.Task{storetest.Task(1, logs...)}
+		for j := range 20 {
+			id := int64(100 + 20*k + j)
+			tasks = append(tasks, storetest.Task(id, 10*id, 10*id+1))
+		}
+		return tasks
+	}
+	inflight := func() *pipeBatch {
+		s.appendMu.Lock()
+		defer s.appendMu.Unlock()
+		return s.inflight
+	}
+	const pages = 30
+	var prev chan error
+	events := 0
+	for k := range pages {
+		ch := make(chan error, 1)
+		before := inflight()
+		go func() {
+			res, err := s.Ingest(ctx, page(k), loc, true)
+			if err == nil && res.Events != 41 {
+				err = fmt.Errorf("page %d: %d events", k, res.Events)
+			}
+			ch <- err
+		}()
+		// Page k is under way (as the poller hands pages in order) before
+		// page k-1's outcome is awaited.
+		require.Eventually(t, func() bool { return inflight() != before }, 5*time.Second, time.Millisecond)
+		if prev != nil {
+			require.NoError(t, <-prev)
+			events += 41
+		}
+		prev = ch
+	}
+	require.NoError(t, <-prev)
+	events += 41
+	evs, err := s.Read(ctx, 0, 10000)
+	require.NoError(t, err)
+	require.Len(t, evs, events)
+	ids := map[string]bool{}
+	var task1 []int64
+	for i, ev := range evs {
+		require.Equal(t, uint64(i+1), ev.Offset)
+		require.False(t, ids[ev.ID], "%s twice", ev.ID)
+		ids[ev.ID] = true
+		if ev.Data.TaskID == 1 {
+			var l struct {
+				ID int64 `json:"id"`
+			}
+			require.NoError(t, json.Unmarshal(ev.Data.Log, &l))
+			task1 = append(task1, l.ID)
+		}
+	}
+	require.Len(t, task1, pages)
+	require.IsIncreasing(t, task1, "task 1's events in order")
+	res, err := s.Ingest(ctx, page(pages-1), loc, true)
+	require.NoError(t, err)
+	require.Zero(t, res.Events, "all seen")
+
+	// A batch built on one that fails is not sent: fence the leader with
+	// a newer epoch while two Ingests are under way.
+	s.appendMu.Lock()
+	s.drain()
+	s.appendMu.Unlock()
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
+	require.NoError(t, b.becomeLeader(ctx, 0, time.Now()))
+	head, _ := b.Head()
+	e1, e2 := make(chan error, 1), make(chan error, 1)
+	before := inflight()
+	go func() { _, err := s.Ingest(ctx, page(pages), loc, true); e1 <- err }()
+	require.Eventually(t, func() bool { return inflight() != before }, 5*time.Second, time.Millisecond)
+	go func() { _, err := s.Ingest(ctx, page(pages+1), loc, true); e2 <- err }()
+	require.ErrorIs(t, <-e1, ErrFenced)
+	require.Error(t, <-e2)
+	after, _ := b.Head()
+	require.Equal(t, head, after, "the fenced leader stored nothing")
 }

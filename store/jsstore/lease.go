@@ -259,7 +259,7 @@ func (s *Store) checkLeaderHash(ctx context.Context) error {
 // (so two winners cannot both write one), waits until the tail read it
 // (and with it everything the previous leader committed) and leads.
 func (s *Store) becomeLeader(ctx context.Context, leaseRev uint64, started time.Time) error {
-	subj := s.name + ".epoch"
+	subj := s.subj + "epoch"
 	var last epochRec
 	var lastSeq uint64
 	m, err := s.stream.GetLastMsgForSubject(ctx, subj)
@@ -279,7 +279,7 @@ func (s *Store) becomeLeader(ctx context.Context, leaseRev uint64, started time.
 	if err != nil {
 		return fmt.Errorf("epoch record: %w", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	wctx, cancel := context.WithTimeout(ctx, s.commitWait())
 	defer cancel()
 	if err := s.v.waitApplied(wctx, ack.Sequence); err != nil {
 		return err

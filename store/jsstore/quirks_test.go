@@ -206,7 +206,7 @@ func TestAtomicBatch(t *testing.T) {
 	b := s.newBatcher(lead)
 	msgs := append(b.packEvents([]evOut{b.event(2, 2, diff.TypeTaskCreated, []byte(`{}`), b.at)}),
 		b.rollupMsg("seen", 2, []byte{1}),
-		outMsg{subj: s.name + ".head", hdr: nats.Header{hdrExpSubjSeq: []string{"999999"}}, data: []byte("2")})
+		outMsg{subj: s.subj + "head", hdr: nats.Header{hdrExpSubjSeq: []string{"999999"}}, data: []byte("2")})
 	_, err = s.publishBatch(ctx, lead, msgs)
 	require.True(t, isWrongLastSeq(err), "%v", err)
 	require.Equal(t, seq0, lastSeq(), "nothing of the refused batch is stored")
@@ -215,7 +215,7 @@ func TestAtomicBatch(t *testing.T) {
 	// whole at its commit.
 	id := "gap"
 	for i, seqNo := range []int{1, 3} {
-		m := nats.NewMsg(s.name + ".ev.0")
+		m := nats.NewMsg(s.subj + "ev.0")
 		m.Header.Set(hdrBatchID, id)
 		m.Header.Set(hdrBatchSeq, strconv.Itoa(seqNo))
 		if i == 1 {
@@ -235,7 +235,7 @@ func TestAtomicBatch(t *testing.T) {
 	s.v.mu.RLock()
 	seenHead := s.v.headSeq
 	s.v.mu.RUnlock()
-	ack, err := s.js.Publish(ctx, s.name+".head", []byte("1"))
+	ack, err := s.js.Publish(ctx, s.subj+"head", []byte("1"))
 	require.NoError(t, err)
 	require.NoError(t, s.v.waitApplied(ctx, ack.Sequence))
 	s.v.mu.Lock()

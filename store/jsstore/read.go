@@ -315,7 +315,7 @@ func (s *Store) pruneEvents(ctx context.Context, sinks []string, cutoff int64) (
 		n++
 	}
 	body, _ := json.Marshal(note)
-	ack, err := s.js.Publish(ctx, s.name+".pruned", body)
+	ack, err := s.js.Publish(ctx, s.subj+"pruned", body)
 	if err != nil {
 		return 0, fmt.Errorf("jsstore: prune: %w", err)
 	}
@@ -342,6 +342,7 @@ func (s *Store) pruneSeen(ctx context.Context, cutoff int64) (int, error) {
 	slices.Sort(ids)
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
+	s.drain()
 	lead := s.leading()
 	if lead == nil {
 		return 0, nil

@@ -37,8 +37,9 @@ type epochRec struct {
 	At     time.Time `json:"at"`
 }
 
-// pruneNote is the body of a "<Name>.pruned" message: offsets deleted from
-// the stream, as inclusive ranges, so every replica drops them.
+// pruneNote is the body of a "$INCS.<Name>.pruned" message: offsets
+// deleted from the stream, as inclusive ranges, so every replica drops
+// them.
 type pruneNote struct {
 	Ranges [][2]uint64 `json:"ranges"`
 }
@@ -88,12 +89,12 @@ func (s *Store) startTail(ctx context.Context) error {
 		return fmt.Errorf("jsstore: stream %s: %w", s.name, err)
 	}
 	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{s.name + ".>"},
+		FilterSubjects: []string{s.subj + ">"},
 	})
 	if err != nil {
 		return fmt.Errorf("jsstore: tail %s: %w", s.name, err)
 	}
-	prefix := s.name + "."
+	prefix := s.subj
 	cc, err := cons.Consume(func(m jetstream.Msg) { s.v.apply(prefix, m) },
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Debug().Err(err).Msg("jsstore: tail")
@@ -144,16 +145,51 @@ func (v *view) apply(prefix string, m jetstream.Msg) {
 	if err != nil {
 		return
 	}
-	seq := md.Sequence.Stream
-	subj := strings.TrimPrefix(m.Subject(), prefix)
-	kind, arg, _ := strings.Cut(subj, ".")
-	data := m.Data()
-	notify := false
-
 	v.mu.Lock()
-	if seq <= v.applied {
+	notify := v.applyLocked(prefix, m.Subject(), md.Sequence.Stream, m.Data(), md.NumPending == 0)
+	v.mu.Unlock()
+	if notify && v.wake != nil {
+		v.wake()
+	}
+}
+
+// applyOwn reads a batch this replica committed, msgs at stream
+// sequences first onwards, into the view without waiting for the tail to
+// read it back, when the view holds every message before first (else it
+// reports false: wait for the tail). The tail skips these messages when it
+// reads them. This keeps a leader going when its tail stalls, e.g. while
+// its ordered consumer is recreated after a node died.
+func (v *view) applyOwn(prefix string, msgs []outMsg, first uint64) bool {
+	last := first + uint64(len(msgs)) - 1
+	v.mu.Lock()
+	if v.applied >= last {
 		v.mu.Unlock()
-		return
+		return true
+	}
+	if v.applied+1 != first {
+		v.mu.Unlock()
+		return false
+	}
+	notify := false
+	for i, m := range msgs {
+		notify = v.applyLocked(prefix, m.subj, first+uint64(i), m.data, false) || notify
+	}
+	v.flushPending()
+	v.mu.Unlock()
+	if notify && v.wake != nil {
+		v.wake()
+	}
+	return true
+}
+
+// applyLocked reads one message into the view (v.mu held) and reports
+// whether Notify subscribers should wake. last says the stream holds
+// nothing after it.
+func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last bool) (notify bool) {
+	subj := strings.TrimPrefix(subject, prefix)
+	kind, arg, _ := strings.Cut(subj, ".")
+	if seq <= v.applied {
+		return false
 	}
 	if kind != "ev" {
 		v.flushPending()
@@ -204,16 +240,13 @@ func (v *view) apply(prefix string, m jetstream.Msg) {
 		}
 	}
 	v.applied = seq
-	if md.NumPending == 0 {
+	if last {
 		v.flushPending()
 		v.caughtUp = true
 	}
 	close(v.signal)
 	v.signal = make(chan struct{})
-	v.mu.Unlock()
-	if notify && v.wake != nil {
-		v.wake()
-	}
+	return notify
 }
 
 // flushPending adds the events read since the last other message: a
