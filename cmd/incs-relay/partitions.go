@@ -185,6 +185,13 @@ func (p *partitioned) sync(ctx context.Context, owned []int) {
 			if paused == "" {
 				paused = "paused by another replica or an earlier run"
 			}
+			// The stored state already says paused: this replica's
+			// saves must not write that pause again over a resume made
+			// elsewhere (replicaPause), and nothing reports this pause
+			// to the state saver, since the dispatcher starts with it.
+			p.mu.Lock()
+			p.pauseSaved = true
+			p.mu.Unlock()
 		}
 		d := p.newDisp(newGuardedOutbox(p.store.Partition(part), p.rewound), part, paused)
 		rctx, cancel := context.WithCancel(ctx)

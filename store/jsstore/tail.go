@@ -191,7 +191,12 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last
 	if seq <= v.applied {
 		return false
 	}
-	if kind != "ev" {
+	switch kind {
+	case "ev", "seen", "rule", "rtask":
+		// A batch's event messages (one per partition) are added
+		// together, in offset order, when its head comes: seen and rule
+		// records between them touch no event.
+	default:
 		v.flushPending()
 	}
 	switch kind {
@@ -283,7 +288,9 @@ func (v *view) addEvent(e entry) {
 		return
 	}
 	if i < v.evictAt {
-		v.evictAt++
+		// Behind the eviction mark: evict scans again from here, so
+		// this body counts against the bound like any other.
+		v.evictAt = i
 	}
 	v.events = slices.Insert(v.events, i, e)
 	p := v.byPart[e.part]
