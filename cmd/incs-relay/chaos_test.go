@@ -141,7 +141,7 @@ func TestChaos_JetStreamReplicas(t *testing.T) {
 	}
 
 	// 2. kill -9 a NATS node, keep going without it, bring it back.
-	// Stored is judged by the head offset (the stream's "<name>.head"
+	// Stored is judged by the head offset (the stream's "$INCS.<name>.head"
 	// subject), which the test's own consumer cannot miss while it moves.
 	n := rng.IntN(len(cl.nodes))
 	li := waitChaosLeader(t, obs, relays, 30*time.Second)
@@ -522,7 +522,7 @@ func newChaosObserver(t *testing.T, urls string) *chaosObserver {
 	return &chaosObserver{nc: nc, js: js}
 }
 
-// head is the outbox's head offset as the stream says it now ("<name>.head"
+// head is the outbox's head offset as the stream says it now ("$INCS.<name>.head"
 // holds the last offset assigned), 0 if unknown.
 func (o *chaosObserver) head() uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -531,7 +531,7 @@ func (o *chaosObserver) head() uint64 {
 	if err != nil {
 		return 0
 	}
-	m, err := st.GetLastMsgForSubject(ctx, chaosName+".head")
+	m, err := st.GetLastMsgForSubject(ctx, jsstore.SubjectPrefix(chaosName)+"head")
 	if err != nil {
 		return 0
 	}
