@@ -479,7 +479,13 @@ func waitChaosLeader(t *testing.T, obs *chaosObserver, relays []*chaosRelay, tim
 	t.Helper()
 	leader := -1
 	ok := waitFor(timeout, func() bool {
+		// A replica leads once it holds the lease and wrote its epoch
+		// record: one that won the lease but could not write the record
+		// (a NATS node just died) releases it again without leading.
 		id := obs.leaseHolder()
+		if id == "" || obs.epochLeader() != id {
+			return false
+		}
 		for i, r := range relays {
 			if !r.stopped && !slices.Contains(not, i) && id == r.id() {
 				leader = i
@@ -511,6 +517,7 @@ type storedRecord struct {
 	at     time.Time // when the server stored it
 	offset uint64
 	id     string
+	leader string // an epoch record's leader
 }
 
 func newChaosObserver(t *testing.T, urls string) *chaosObserver {
@@ -589,7 +596,11 @@ func (o *chaosObserver) watchOutbox(t *testing.T) {
 		if err != nil {
 			return
 		}
-		recs := []storedRecord{{seq: md.Sequence.Stream, at: md.Timestamp, epoch: true}}
+		var rec struct {
+			Leader string `json:"leader"`
+		}
+		_ = json.Unmarshal(m.Data(), &rec)
+		recs := []storedRecord{{seq: md.Sequence.Stream, at: md.Timestamp, epoch: true, leader: rec.Leader}}
 		if m.Subject() != jsstore.SubjectPrefix(chaosName)+"epoch" {
 			recs = nil
 			lines := strings.Split(strings.TrimSuffix(string(m.Data()), "\n"), "\n")
@@ -609,6 +620,18 @@ func (o *chaosObserver) watchOutbox(t *testing.T) {
 		o.stored = append(o.stored, recs...)
 		o.mu.Unlock()
 	}, jsstore.SubjectPrefix(chaosName)+"ev.>", jsstore.SubjectPrefix(chaosName)+"epoch")
+}
+
+// epochLeader is the replica named by the last epoch record stored.
+func (o *chaosObserver) epochLeader() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := len(o.stored) - 1; i >= 0; i-- {
+		if o.stored[i].epoch {
+			return o.stored[i].leader
+		}
+	}
+	return ""
 }
 
 func (o *chaosObserver) evCount() int { return len(o.events()) }
