@@ -291,7 +291,7 @@ func (b *batcher) event(taskID int64, off uint64, typ string, body []byte, at in
 }
 
 // packEvents returns evs as event messages: one per partition (more if
-// large), each in offset order, compressed (compressFrames).
+// large), each in offset order.
 func (b *batcher) packEvents(evs []evOut) []outMsg {
 	var out []outMsg
 	cur := map[int]int{}  // partition -> index in out of its open message
@@ -311,9 +311,6 @@ func (b *batcher) packEvents(evs []evOut) []outMsg {
 		}
 		size[e.part] -= n
 		out[j].data = appendFrame(out[j].data, e)
-	}
-	for i := range out {
-		out[i].data = compressFrames(out[i].data)
 	}
 	return out
 }

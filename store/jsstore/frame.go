@@ -5,8 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-
-	"github.com/klauspost/compress/s2"
 )
 
 // An event message ("$INCS.<Name>.ev.<partition>") packs events of one
@@ -15,15 +13,6 @@ import (
 // "<offset> <task> <commit time, unix ns> <type, Go-quoted>" followed by
 // its JSON body on one line: JSON as the outbox stores it has no raw
 // newline.
-//
-// The frames go compressed (s2's block format) behind a first byte
-// encS2 when that is smaller, as it is for any page of JSON events
-// (about 4 times smaller for the API's tasks): the server writes every
-// byte of an atomic batch twice (staged, then stored), and on a
-// replicas-1 file stream it syncs the staged copy, so the relay's
-// throughput follows the bytes it sends. A frame begins with a digit, so
-// encS2 is unambiguous, and event messages written uncompressed read as
-// before.
 
 // maxEventMsg bounds the body of an event message, well under the
 // server's default max_payload of 1 MiB.
@@ -40,25 +29,6 @@ type evOut struct {
 }
 
 var errBadFrame = errors.New("bad event message")
-
-// encS2 begins an event message whose frames are s2-compressed.
-const encS2 = 's'
-
-// maxDecoded bounds the decompressed size of an event message: a packed
-// message holds at most maxEventMsg of frames, or one larger event.
-const maxDecoded = 64 << 20
-
-// compressFrames returns frames as an event message's data: compressed
-// behind encS2 when that is smaller, else as they are.
-func compressFrames(frames []byte) []byte {
-	buf := make([]byte, 1+s2.MaxEncodedLen(len(frames)))
-	enc := s2.Encode(buf[1:], frames)
-	if len(enc)+1 >= len(frames) {
-		return frames
-	}
-	buf[0] = encS2
-	return buf[:1+len(enc)]
-}
 
 // appendFrame appends e's frame to dst.
 func appendFrame(dst []byte, e *evOut) []byte {
@@ -78,18 +48,8 @@ func appendFrame(dst []byte, e *evOut) []byte {
 func frameLen(e *evOut) int { return 3*20 + len(e.typ)*2 + 6 + len(e.body) }
 
 // parseFrames calls fn with every event of an event message. body is a
-// slice of data (of its decompressed copy) with its capacity cut to its
-// length.
+// slice of data with its capacity cut to its length.
 func parseFrames(data []byte, fn func(off uint64, task, at int64, typ string, body []byte)) error {
-	if len(data) > 0 && data[0] == encS2 {
-		n, err := s2.DecodedLen(data[1:])
-		if err != nil || n > maxDecoded {
-			return errBadFrame
-		}
-		if data, err = s2.Decode(make([]byte, n), data[1:]); err != nil {
-			return errBadFrame
-		}
-	}
 	for len(data) > 0 {
 		nl := bytes.IndexByte(data, '\n')
 		if nl < 0 {
