@@ -124,9 +124,6 @@ func newClusterView(cfg *Config, h *jsHandle) *clusterView {
 // lines is the cluster part of `status`.
 func (v *clusterView) lines() []string {
 	lead := "none (no replica holds the lease)"
-	if v.Self == "" {
-		lead = "unknown here: no replica's admin API answers at admin.addr"
-	}
 	if v.Leader != "" {
 		lead = v.Leader
 		if v.LeaseExpires != nil {
@@ -142,10 +139,16 @@ func (v *clusterView) lines() []string {
 		out = append(out, "partitions: not assigned yet")
 	}
 	for _, id := range slices.Sorted(maps.Keys(v.Assignments)) {
-		out = append(out, fmt.Sprintf("delivers: %s partitions %s", id, intList(v.Assignments[id])))
+		live := ""
+		if !slices.Contains(v.Members, id) {
+			live = " (not live: they move to a live replica)"
+		}
+		out = append(out, fmt.Sprintf("delivers: %s partitions %s%s", id, intList(v.Assignments[id]), live))
 	}
 	if len(v.Members) > 0 {
 		out = append(out, "replicas: "+strings.Join(v.Members, ", "))
+	} else {
+		out = append(out, "replicas: none live")
 	}
 	if !v.Connected {
 		out = append(out, "warning: this replica is not connected to the cluster")
@@ -199,9 +202,10 @@ func openStoreOnce(cfg *Config) (store.Store, *adminClient, error) {
 	return h, nil, nil
 }
 
-// storeClusterView is the cluster as a one-off command sees it: who leads
-// and the lease from a replica's admin API (admin.addr) when one answers;
-// else only the partition assignment the store holds.
+// storeClusterView is the cluster as a one-off command sees it: a
+// replica's own view from its admin API (admin.addr) when one answers;
+// else the lease, the live replicas and the partition assignment as the
+// store holds them.
 func storeClusterView(ctx context.Context, cfg *Config, h *jsHandle) *clusterView {
 	if cfg.Admin.Addr != "" {
 		ac := &adminClient{base: "http://" + cfg.Admin.Addr, token: cfg.Admin.Token, http: &http.Client{Timeout: 3 * time.Second}}
@@ -210,8 +214,9 @@ func storeClusterView(ctx context.Context, cfg *Config, h *jsHandle) *clusterVie
 			return &v
 		}
 	}
+	h.Refresh(ctx)
 	v := newClusterView(cfg, h)
-	v.Self, v.Leader, v.LeaseExpires, v.Leading = "", "", nil, false
+	v.Self, v.Leading = "", false
 	return v
 }
 

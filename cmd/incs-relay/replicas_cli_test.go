@@ -118,7 +118,10 @@ func TestJetStreamCLI(t *testing.T) {
 	code, out, errOut = run("status")
 	require.Equal(t, exitOK, code, errOut)
 	assert.Contains(t, out, `store: jetstream "cli", 4 partitions`)
-	assert.Contains(t, out, "leader: unknown here")
+	// No replica runs: the lease and the members are read from the store.
+	assert.Contains(t, out, "leader: none (no replica holds the lease)")
+	assert.Contains(t, out, "partitions 0-3 (not live: they move to a live replica)")
+	assert.Contains(t, out, "replicas: none live")
 
 	code, out, errOut = run("replay", "--sink", "hooks", "--from", "100")
 	require.Equal(t, exitOK, code, errOut)

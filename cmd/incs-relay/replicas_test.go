@@ -185,6 +185,16 @@ func TestReplicas_Failover(t *testing.T) {
 	assert.Contains(t, out.String(), "delivers: replica-a partitions")
 	assert.Contains(t, out.String(), "delivers: replica-b partitions")
 	t.Logf("status:\n%s", out.String())
+
+	// With no admin API answering, it reads the lease and the members
+	// from the store.
+	writeFileT(t, file, jsCLIConfig(ns.ClientURL(), "relay", ""))
+	out.Reset()
+	require.Equal(t, exitOK, m.Run(context.Background(), []string{"status", "--config", file}), errb.String())
+	assert.Contains(t, out.String(), `store: jetstream "relay", 4 partitions`+"\n")
+	assert.Contains(t, out.String(), "leader: replica-a, epoch")
+	assert.Contains(t, out.String(), "replicas: replica-a, replica-b")
+	assert.NotContains(t, out.String(), "not live")
 	hooks.mu.Lock()
 	t.Logf("before the leader stops: webhook redeliveries %d (partitions handed over to the second replica)", hooks.dups)
 	hooks.mu.Unlock()

@@ -357,6 +357,14 @@ func (s *Store) heartbeat(ctx context.Context) {
 	}
 }
 
+// Refresh reads who holds the lease and which replicas are live into
+// Role, for a store that does not Run (a one-off command such as status);
+// Run keeps Role current by itself.
+func (s *Store) Refresh(ctx context.Context) {
+	s.refreshRole(ctx)
+	s.refreshAssignment()
+}
+
 // refreshRole reads the lease and the members.
 func (s *Store) refreshRole(ctx context.Context) {
 	var leader string
