@@ -95,7 +95,14 @@ func (s *Store) startTail(ctx context.Context) error {
 		return fmt.Errorf("jsstore: tail %s: %w", s.name, err)
 	}
 	prefix := s.subj
+	// The ordered consumer notices a dead server by missed heartbeats,
+	// two in a row, and then recreates itself elsewhere. Its default
+	// heartbeat (5s) left the tail, and a leader whose commit's ack was
+	// lost with the node, stalled for 10s; a quarter lease keeps that
+	// within half a lease.
+	hb := max(s.o.Lease/4, 500*time.Millisecond)
 	cc, err := cons.Consume(func(m jetstream.Msg) { s.v.apply(prefix, m) },
+		jetstream.PullHeartbeat(hb), jetstream.PullExpiry(max(4*hb, time.Second)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Debug().Err(err).Msg("jsstore: tail")
 		}))
