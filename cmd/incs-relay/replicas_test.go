@@ -458,8 +458,9 @@ func TestReplicas_PartitionedLeader(t *testing.T) {
 	require.Eventually(t, func() bool { return b.r.js.IsLeader() }, 15*time.Second, 20*time.Millisecond, "the follower takes the lapsed lease")
 	failover := time.Since(cutAt)
 	require.Eventually(t, func() bool { return !a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the cut-off leader steps down")
-	code, body := b.get(t, "/readyz")
-	assert.Equal(t, http.StatusOK, code, body)
+	// The new leader is ready once its first poll completed.
+	assert.Eventually(t, func() bool { code, _ := b.get(t, "/readyz"); return code == http.StatusOK }, 10*time.Second, 50*time.Millisecond,
+		"the new leader is ready within 10s of winning the lease")
 
 	time.Sleep(2 * time.Second)
 	proxy.heal()
