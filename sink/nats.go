@@ -139,7 +139,7 @@ func NewNATS(ctx context.Context, cfg NATSConfig) (*NATS, error) {
 			return nil, fmt.Errorf("nats %s: stream: no name", cfg.Name)
 		}
 		if len(sc.Subjects) == 0 {
-			sc.Subjects = []string{tmpl.wildcard()}
+			sc.Subjects = []string{tmpl.Wildcard()}
 		}
 		for _, s := range sc.Subjects {
 			if !server.IsValidSubject(s) {

@@ -212,8 +212,8 @@ func TestNATS_SubjectTemplate(t *testing.T) {
 			p, err := ParseSubject(tmpl)
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, p.Render(ev))
-			assert.Equal(t, tc.wildcard, p.wildcard())
-			assert.True(t, server.SubjectMatchesFilter(tc.want, p.wildcard()))
+			assert.Equal(t, tc.wildcard, p.Wildcard())
+			assert.True(t, server.SubjectMatchesFilter(tc.want, p.Wildcard()))
 		})
 	}
 	bad := []struct{ name, template, want string }{

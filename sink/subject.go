@@ -82,9 +82,9 @@ func (s Subject) Render(ev *diff.Event) string {
 	return b.String()
 }
 
-// wildcard returns the subject filter matching every subject s renders:
+// Wildcard returns the subject filter matching every subject s renders:
 // each token holding a placeholder becomes "*" ({type} spans two tokens).
-func (s Subject) wildcard() string {
+func (s Subject) Wildcard() string {
 	const mark = "\x00"
 	var b strings.Builder
 	for _, p := range s.parts {

@@ -13,9 +13,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/store/jsstore"
 )
 
@@ -225,19 +227,25 @@ func streamSubjects(s *SinkConfig) []string {
 
 // subjectsOverlap reports whether some subject matches both NATS subject
 // patterns a and b ("*" one token, ">" one or more at the end). A sink
-// subject's template token ("{task_id}") may become any one token.
+// subject's template tokens ("{task_id}") may become any token.
 func subjectsOverlap(a, b string) bool {
-	ta, tb := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(ta) && i < len(tb); i++ {
-		x, y := ta[i], tb[i]
-		if x == ">" || y == ">" {
-			return true
-		}
-		if x != y && x != "*" && y != "*" && !strings.Contains(x, "{") && !strings.Contains(y, "{") {
-			return false
+	return server.SubjectsCollide(subjectFilter(a), subjectFilter(b))
+}
+
+// subjectFilter is the NATS filter a subject or a sink's subject template
+// covers (sink.Subject.Wildcard); a pattern that is no valid template (it
+// has wildcards) keeps its tokens, a template token becoming "*".
+func subjectFilter(subj string) string {
+	if t, err := sink.ParseSubject(subj); err == nil {
+		return t.Wildcard()
+	}
+	toks := strings.Split(subj, ".")
+	for i, tok := range toks {
+		if strings.Contains(tok, "{") {
+			toks[i] = "*"
 		}
 	}
-	return len(ta) == len(tb)
+	return strings.Join(toks, ".")
 }
 
 // sharesHost reports whether two comma-separated URL lists name a common

@@ -257,10 +257,8 @@ func (s *SinkConfig) validate(key string, known func(eventType string) bool, bad
 			return bad(key+".url", "required: a nats:// URL or \"embedded\"")
 		}
 		if s.URL != sink.NATSEmbedded {
-			for _, u := range strings.Split(s.URL, ",") {
-				if err := checkURL(strings.TrimSpace(u), "nats", "tls", "ws", "wss"); err != nil {
-					return bad(key+".url", "%v", err)
-				}
+			if err := checkNATSURLs(s.URL); err != nil {
+				return bad(key+".url", "%v", err)
 			}
 		}
 		if s.Subject == "" {
