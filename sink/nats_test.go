@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/store/storetest"
 )
 
 // natsTestServer runs an in-process NATS server with JetStream on
@@ -395,12 +396,11 @@ func TestNATS_MaxPayloadIsPermanent(t *testing.T) {
 	assert.ErrorIs(t, err, ErrPermanent)
 }
 
+// natsFreePort is a port for a NATS server a test stops and starts again
+// on the same address (storetest.FreePort).
 func natsFreePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
-	return port
+	t.Helper()
+	return storetest.FreePort(t)
 }
 
 func TestNATS_ServerDown(t *testing.T) {

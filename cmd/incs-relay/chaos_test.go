@@ -26,6 +26,7 @@ import (
 
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store/jsstore"
+	"github.com/incs-relay/incs-relay/store/storetest"
 )
 
 // The chaos test's timing: a short lease, as the issue asks, and a poll
@@ -698,12 +699,8 @@ func (o *chaosObserver) appendsSince(mark int) []storedRecord {
 	return bad
 }
 
-// freePortT returns a loopback port free right now.
+// freePortT returns a loopback port free right now (storetest.FreePort).
 func freePortT(t *testing.T) int {
 	t.Helper()
-	_, p, err := net.SplitHostPort(freeLoopbackAddrT(t))
-	require.NoError(t, err)
-	port, err := strconv.Atoi(p)
-	require.NoError(t, err)
-	return port
+	return storetest.FreePort(t)
 }

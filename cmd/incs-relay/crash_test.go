@@ -31,6 +31,7 @@ import (
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
 	"github.com/incs-relay/incs-relay/store"
+	"github.com/incs-relay/incs-relay/store/storetest"
 )
 
 // TestMain lets the test binary act as the incs-relay binary: with
@@ -694,13 +695,12 @@ func (n *natsBox) jetStream(t testing.TB) jetstream.JetStream {
 	return js
 }
 
-// freeLoopbackAddrT returns a loopback address with a port free right now.
+// freeLoopbackAddrT returns a loopback address with a port free right now
+// (storetest.FreeAddr: not from the ephemeral range, which an outgoing
+// connection may take before the child process binds it).
 func freeLoopbackAddrT(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	return storetest.FreeAddr(t)
 }
 
 func writeFileT(t testing.TB, path, content string) {

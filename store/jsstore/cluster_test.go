@@ -319,9 +319,16 @@ func TestNodeFailure(t *testing.T) {
 	for range 3 {
 		ingest(20 * time.Second)
 	}
+	// A follower's tail whose consumer lived on the dead node is
+	// recreated by the client with retries 1s, 2s, 4s … 10s apart, after
+	// the meta leader's election if that was on the dead node too: under
+	// the race detector and the suite's load that once took over 10s.
 	want := uint64(2 * (next - 1))
+	tailStart := time.Now()
 	for _, s := range stores {
-		require.Eventually(t, func() bool { h, _ := s.Head(); return h == want }, 10*time.Second, 20*time.Millisecond, "%s tails every append", s.o.ReplicaID)
+		h, _ := s.Head()
+		require.Eventually(t, func() bool { h, _ := s.Head(); return h == want }, 45*time.Second, 20*time.Millisecond, "%s tails every append", s.o.ReplicaID)
+		t.Logf("%s at head %d of %d when the appends ended, at %d after %s", s.o.ReplicaID, h, want, want, time.Since(tailStart).Round(time.Millisecond))
 		evs, err := s.Read(ctx, 0, 1000)
 		require.NoError(t, err)
 		require.Len(t, evs, int(want))

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/store/storetest"
 )
 
 // cutProxy forwards TCP connections to a target until cut: then it resets
@@ -160,15 +162,13 @@ func (c *faultCluster) kill(i int) {
 	c.nodes[i].Shutdown()
 }
 
-// freePorts returns n free TCP ports on 127.0.0.1.
+// freePorts returns n ports free now (storetest.FreePort): a route port
+// must be known before the nodes start and kept when one restarts.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	ports := make([]int, n)
 	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		require.NoError(t, l.Close())
+		ports[i] = storetest.FreePort(t)
 	}
 	return ports
 }

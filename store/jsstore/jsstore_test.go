@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
@@ -51,6 +53,10 @@ func openStore(t testing.TB, url string, o Options) *Store {
 	}
 	if o.Partitions == 0 {
 		o.Partitions = 4
+	}
+	// INCS_DEBUG=1 logs each store's lease and tail events to the test.
+	if os.Getenv("INCS_DEBUG") != "" {
+		o.Logger = zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Str("r", o.ReplicaID).Logger().Level(zerolog.DebugLevel)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
