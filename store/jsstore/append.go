@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -59,6 +58,8 @@ type outMsg struct {
 	subj string
 	hdr  nats.Header
 	data []byte
+	seen bool  // a seen record, of task: an Ingest under way stages it (Store.staged)
+	task int64 // the task of a rolled-up message
 }
 
 // pubAck is the server's answer to a batch's commit.
@@ -321,7 +322,8 @@ func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 	h := nats.Header{}
 	h.Set(hdrRollup, "sub")
 	// A copy: the view keeps it once committed (applyOwn).
-	return outMsg{subj: b.s.subj + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: bytes.Clone(data)}
+	return outMsg{subj: b.s.subj + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: bytes.Clone(data),
+		seen: kind == "seen", task: taskID}
 }
 
 // add appends a unit's events and rolled-up messages, flushing first if
@@ -428,13 +430,10 @@ func (b *batcher) flushPipelined(ctx context.Context, unlock func()) error {
 	if err := s.sendBody(b.lead, id, msgs[:len(msgs)-1]); err != nil {
 		id = "" // commit sends the whole batch again
 	}
-	seenPrefix := s.subj + "seen."
 	s.stagedMu.Lock()
 	for _, m := range msgs {
-		if task, ok := strings.CutPrefix(m.subj, seenPrefix); ok {
-			if tid, err := strconv.ParseInt(task, 10, 64); err == nil {
-				s.staged[tid] = stagedSeen{rec: m.data, by: p}
-			}
+		if m.seen {
+			s.staged[m.task] = stagedSeen{rec: m.data, by: p}
 		}
 	}
 	s.stagedMu.Unlock()
@@ -522,11 +521,20 @@ func (s *Store) storedEarlier(ctx context.Context, lead *leadership, headSeq, he
 	return m.Sequence, true
 }
 
-// waitConnected waits until the connection is up again, at most d.
+// waitConnected waits until the connection is up again (or closed), at
+// most d.
 func (s *Store) waitConnected(ctx context.Context, d time.Duration) {
-	deadline := time.Now().Add(d)
-	for !s.nc.IsConnected() && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
+	up := s.nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	defer s.nc.RemoveStatusListener(up)
+	if s.nc.IsConnected() || s.nc.IsClosed() {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-up:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

@@ -84,17 +84,17 @@ func migrateAppends(ctx context.Context, dst *Store, lead *leadership, src Migra
 		next = evs[len(evs)-1].Offset + 1
 	}
 	if err := src.ForEachSeen(func(id int64, rec []byte) error {
-		return b.add(ctx, nil, []outMsg{b.rollupMsg("seen", id, append([]byte(nil), rec...))}, func() { res.Tasks++ })
+		return b.add(ctx, nil, []outMsg{b.rollupMsg("seen", id, rec)}, func() { res.Tasks++ })
 	}); err != nil {
 		return err
 	}
 	if err := src.RuleStates(func(id int64, rec []byte) error {
-		return b.add(ctx, nil, []outMsg{b.rollupMsg("rule", id, append([]byte(nil), rec...))}, func() { res.Rules++ })
+		return b.add(ctx, nil, []outMsg{b.rollupMsg("rule", id, rec)}, func() { res.Rules++ })
 	}); err != nil {
 		return err
 	}
 	if err := src.ForEachRuleTask(func(id int64, task []byte) error {
-		return b.add(ctx, nil, []outMsg{b.rollupMsg("rtask", id, append([]byte(nil), task...))}, nil)
+		return b.add(ctx, nil, []outMsg{b.rollupMsg("rtask", id, task)}, nil)
 	}); err != nil {
 		return err
 	}

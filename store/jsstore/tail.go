@@ -98,8 +98,10 @@ func (s *Store) startTail(ctx context.Context) error {
 	// The ordered consumer notices a dead server by missed heartbeats,
 	// two in a row, and then recreates itself elsewhere. Its default
 	// heartbeat (5s) left the tail, and a leader whose commit's ack was
-	// lost with the node, stalled for 10s; a quarter lease keeps that
-	// within half a lease.
+	// lost with the node, stalled for 10s; a quarter lease notices within
+	// half a lease. Recreating the consumer may take longer: the client
+	// retries 1s, 2s, 4s … 10s apart while the cluster cannot place it
+	// (docs/ha.md, one NATS node dies).
 	hb := max(s.o.Lease/4, 500*time.Millisecond)
 	cc, err := cons.Consume(func(m jetstream.Msg) { s.v.apply(prefix, m) },
 		jetstream.PullHeartbeat(hb), jetstream.PullExpiry(max(4*hb, time.Second)),
