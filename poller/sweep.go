@@ -111,6 +111,12 @@ func (c *Client) SweepSkip(ctx context.Context, q Query, skip Skipper, fn func(c
 			err = r.err
 			break
 		}
+		if ctx.Err() != nil {
+			// The fetcher may have handed over a page as ctx ended (its
+			// select picks either ready case): fn sees no page after
+			// cancellation.
+			break
+		}
 		p := r.page
 		st.Pages++
 		if received && p.Total != total {

@@ -385,3 +385,43 @@ func BenchmarkClient_Sweep(b *testing.B) {
 	}
 	b.ReportMetric(float64(logs), "logs/sweep")
 }
+
+// cancelSkipper holds the fetcher on the first head of page 2 until fn
+// cancelled the sweep, and then a little longer, so that the fetcher
+// offers page 2 while the sweep already waits for it: both of the
+// fetcher's select cases are ready.
+type cancelSkipper struct {
+	n        int
+	canceled chan struct{}
+}
+
+func (s *cancelSkipper) Unchanged(*poller.TaskHead) bool {
+	s.n++
+	if s.n == 101 {
+		<-s.canceled
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
+}
+
+// TestClient_SweepNoPageAfterCancel: once fn cancelled the sweep's ctx,
+// fn is not called again, even with the next page fetched and offered at
+// that moment (before the fix, fn got page 2 within the 20 rounds).
+func TestClient_SweepNoPageAfterCancel(t *testing.T) {
+	_, srv := newSimServer(t, sim.Options{Tasks: 300, Seed: 1})
+	c := newClient(t, srv)
+	for range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		skip := &cancelSkipper{canceled: make(chan struct{})}
+		var pages []int
+		_, err := c.SweepSkip(ctx, poller.Query{}, skip, func(ctx context.Context, p *poller.Page) error {
+			pages = append(pages, p.Number)
+			cancel()
+			close(skip.canceled)
+			return nil
+		})
+		cancel()
+		require.ErrorIs(t, err, context.Canceled)
+		require.Equal(t, []int{1}, pages, "fn called after the sweep was cancelled")
+	}
+}
