@@ -386,18 +386,20 @@ func BenchmarkClient_Sweep(b *testing.B) {
 	b.ReportMetric(float64(logs), "logs/sweep")
 }
 
-// cancelSkipper holds the fetcher on the first head of page 2 until fn
-// cancelled the sweep, and then a little longer, so that the fetcher
-// offers page 2 while the sweep already waits for it: both of the
-// fetcher's select cases are ready.
+// cancelSkipper holds the fetcher on the last head of page 2 (the page
+// read whole) until fn cancelled the sweep, and then a little longer, so
+// that the fetcher offers page 2 while the sweep already waits for it:
+// both of the fetcher's select cases are ready.
 type cancelSkipper struct {
 	n        int
-	canceled chan struct{}
+	atLast   chan struct{} // closed on page 2's last head
+	canceled chan struct{} // closed by fn once it cancelled
 }
 
 func (s *cancelSkipper) Unchanged(*poller.TaskHead) bool {
 	s.n++
-	if s.n == 101 {
+	if s.n == 200 {
+		close(s.atLast)
 		<-s.canceled
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -406,18 +408,21 @@ func (s *cancelSkipper) Unchanged(*poller.TaskHead) bool {
 
 // TestClient_SweepNoPageAfterCancel: once fn cancelled the sweep's ctx,
 // fn is not called again, even with the next page fetched and offered at
-// that moment (before the fix, fn got page 2 within the 20 rounds).
+// that moment (before the fix, fn got page 2 in about half the rounds).
 func TestClient_SweepNoPageAfterCancel(t *testing.T) {
 	_, srv := newSimServer(t, sim.Options{Tasks: 300, Seed: 1})
 	c := newClient(t, srv)
-	for range 20 {
+	for range 10 {
 		ctx, cancel := context.WithCancel(context.Background())
-		skip := &cancelSkipper{canceled: make(chan struct{})}
+		skip := &cancelSkipper{atLast: make(chan struct{}), canceled: make(chan struct{})}
 		var pages []int
 		_, err := c.SweepSkip(ctx, poller.Query{}, skip, func(ctx context.Context, p *poller.Page) error {
 			pages = append(pages, p.Number)
-			cancel()
-			close(skip.canceled)
+			if p.Number == 1 {
+				<-skip.atLast
+				cancel()
+				close(skip.canceled)
+			}
 			return nil
 		})
 		cancel()
