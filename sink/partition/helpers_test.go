@@ -84,12 +84,13 @@ func ingest(t *testing.T, st *jsstore.Store, first, n int64) uint64 {
 }
 
 // recSink records every acknowledged delivery; while paused it answers
-// with a *sink.PauseError instead.
+// with a *sink.PauseError instead, and counts those attempts in refused.
 type recSink struct {
-	paused atomic.Bool
-	mu     sync.Mutex
-	acked  map[uint64]int // offset -> acknowledged deliveries
-	total  int
+	paused  atomic.Bool
+	refused atomic.Int64
+	mu      sync.Mutex
+	acked   map[uint64]int // offset -> acknowledged deliveries
+	total   int
 }
 
 func newRecSink() *recSink { return &recSink{acked: map[uint64]int{}} }
@@ -98,6 +99,7 @@ func (s *recSink) Name() string { return "hook" }
 
 func (s *recSink) Deliver(_ context.Context, ev *diff.Event) error {
 	if s.paused.Load() {
+		s.refused.Add(1)
 		return &sink.PauseError{Err: errors.New("410 gone")}
 	}
 	s.mu.Lock()

@@ -200,11 +200,13 @@ func TestDispatcher_FollowResume(t *testing.T) {
 	require.Eventually(t, func() bool { return d.State().Paused }, 10*time.Second, 10*time.Millisecond, "the sink pauses")
 	require.NoError(t, a.SetSinkState("hook", store.SinkState{Paused: true, PauseReason: "410 gone"}))
 
+	refused := rec.refused.Load()
 	t0 := time.Now()
 	d.followResume(t0)
 	d.followResume(t0.Add(2 * resumeFollowDelay))
 	time.Sleep(100 * time.Millisecond)
 	require.True(t, d.State().Paused, "the stored state says paused")
+	require.Equal(t, refused, rec.refused.Load(), "no partition resumed: none tried again")
 
 	rec.paused.Store(false)
 	require.NoError(t, a.SetSinkState("hook", store.SinkState{})) // resumed on another replica
