@@ -1,3 +1,7 @@
+// Options, Open (version check, binding or creating the stream and the
+// buckets: setup, ensure), Close and Notify; the package's layout is told
+// below.
+
 // Package jsstore is the JetStream backend of store.Store: the relay's
 // outbox, seen-set, rule states, sink cursors, dead letters and small
 // values live in a NATS JetStream cluster, so two or three replicas of the

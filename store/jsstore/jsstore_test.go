@@ -1,3 +1,7 @@
+// Test helpers (servers, stores, a leading store) and tests of Open, the
+// store.Store conformance suite, ensure, a lost commit reply and
+// pipelined Ingest.
+
 package jsstore
 
 import (

@@ -1,3 +1,6 @@
+// Reads of the outbox from this replica's view (Head, First, Read,
+// Events, Event, OffsetSince, RuleStates, Stats) and Prune.
+
 package jsstore
 
 import (

@@ -1,3 +1,7 @@
+// Per-sink state in the state bucket (cursors per partition, dead
+// letters, sink states, Rewind), small values (Meta, Initialized), and
+// PartitionOutbox, a partition's view of the outbox for its dispatcher.
+
 package jsstore
 
 import (

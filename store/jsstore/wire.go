@@ -1,0 +1,145 @@
+// The wire protocol of an atomic batch: its headers, the messages
+// (outMsg) as sent with their batch id, sequence and expected-sequence
+// fencing headers, the body published ahead of the commit, and the commit
+// request with its reply (pubAck), checked against what was sent.
+
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// Headers of the atomic batch publish and of the server's expectations.
+// nats.go has no batch API yet; the protocol is these headers on plain
+// publishes (the commit message is a request and gets the PubAck).
+const (
+	hdrBatchID       = "Nats-Batch-Id"
+	hdrBatchSeq      = "Nats-Batch-Sequence"
+	hdrBatchCommit   = "Nats-Batch-Commit"
+	hdrExpSubjSeq    = "Nats-Expected-Last-Subject-Sequence"
+	hdrExpSubjSeqFor = "Nats-Expected-Last-Subject-Sequence-Subject"
+	hdrRollup        = "Nats-Rollup"
+)
+
+// commitWait bounds the wait for a batch's PubAck, and then for the tail
+// to read the batch: half a lease, so a commit lost with a dying node
+// fails, and is sent again, well within the lease (before: a fixed 10s,
+// longer than a 2s lease, so storing paused 9-10s when a node died under
+// a commit). A lost connection fails the commit at once (publishBatch).
+func (s *Store) commitWait() time.Duration { return s.o.Lease / 2 }
+
+// dropAck, when set (tests), discards the PubAck of a commit the server
+// stored, as a connection lost at that moment would.
+var dropAck func() bool
+
+// outMsg is one message of a batch.
+type outMsg struct {
+	subj string
+	hdr  nats.Header
+	data []byte
+	seen bool  // a seen record, of task: an Ingest under way stages it (Store.staged)
+	task int64 // the task of a rolled-up message
+}
+
+// pubAck is the server's answer to a batch's commit.
+type pubAck struct {
+	Error  *jetstream.APIError `json:"error,omitempty"`
+	Stream string              `json:"stream"`
+	Seq    uint64              `json:"seq"`
+	Batch  string              `json:"batch,omitempty"`
+	Count  int                 `json:"count,omitempty"`
+}
+
+// publishBatch stores msgs as one atomic batch, each message expecting
+// lead's epoch record as the last on the epoch subject, and returns the
+// commit's stream sequence. The last message is the commit.
+func (s *Store) publishBatch(ctx context.Context, lead *leadership, msgs []outMsg) (uint64, error) {
+	if len(msgs) == 0 || len(msgs) > MaxBatch {
+		return 0, fmt.Errorf("batch of %d messages", len(msgs))
+	}
+	id := nuid.Next()
+	if err := s.sendBody(lead, id, msgs[:len(msgs)-1]); err != nil {
+		return 0, err
+	}
+	return s.sendCommit(ctx, lead, id, len(msgs), msgs[len(msgs)-1])
+}
+
+// batchMsg is m as message i (from 0) of batch id.
+func (s *Store) batchMsg(lead *leadership, id string, i int, m outMsg) *nats.Msg {
+	nm := &nats.Msg{Subject: m.subj, Header: m.hdr, Data: m.data}
+	if nm.Header == nil {
+		nm.Header = nats.Header{}
+	}
+	nm.Header[hdrBatchID] = []string{id}
+	nm.Header[hdrBatchSeq] = []string{strconv.Itoa(i + 1)}
+	if _, ok := nm.Header[hdrExpSubjSeq]; !ok {
+		nm.Header[hdrExpSubjSeq] = []string{strconv.FormatUint(lead.epochSeq, 10)}
+		nm.Header[hdrExpSubjSeqFor] = []string{s.subj + "epoch"}
+	}
+	return nm
+}
+
+// sendBody publishes the messages of batch id before its commit: the
+// server keeps them apart until the commit arrives, and drops them if it
+// never does.
+func (s *Store) sendBody(lead *leadership, id string, msgs []outMsg) error {
+	for i, m := range msgs {
+		if err := s.nc.PublishMsg(s.batchMsg(lead, id, i, m)); err != nil {
+			return fmt.Errorf("%w: %w", errNoAck, err) // nothing committed: safe to send again
+		}
+	}
+	return nil
+}
+
+// sendCommit sends last as message n, the commit, of batch id and
+// returns the commit's stream sequence. It waits for the answer at most
+// commitWait, and not at all once the connection drops: a batch sent to
+// a node that died gets no answer.
+func (s *Store) sendCommit(ctx context.Context, lead *leadership, id string, n int, last outMsg) (uint64, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.commitWait())
+	defer cancel()
+	status := s.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer s.nc.RemoveStatusListener(status)
+	go func() {
+		select {
+		case <-status:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	nm := s.batchMsg(lead, id, n-1, last)
+	nm.Header[hdrBatchCommit] = []string{"1"}
+	resp, err := s.nc.RequestMsgWithContext(cctx, nm)
+	if err == nil && dropAck != nil && dropAck() {
+		err = errNoAck
+	}
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, errNoAck) {
+			// Timed out, cut by a lost connection, or refused by the
+			// client: the batch may be stored or not.
+			err = fmt.Errorf("%w: %w", errNoAck, err)
+		}
+		return 0, fmt.Errorf("batch commit: %w", err)
+	}
+	var ack pubAck
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return 0, fmt.Errorf("batch commit: bad reply %q: %w", resp.Data, err)
+	}
+	if ack.Error != nil {
+		return 0, ack.Error
+	}
+	return ack.Seq, nil
+}
+
+// errNoAck is a commit that got no answer: the server may have stored it
+// or not.
+var errNoAck = errors.New("the batch got no answer (timeout or connection lost)")
