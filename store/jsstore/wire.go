@@ -130,12 +130,22 @@ func (s *Store) sendCommit(ctx context.Context, lead *leadership, id string, n i
 		}
 		return 0, fmt.Errorf("batch commit: %w", err)
 	}
+	return commitReply(resp.Data, id, n)
+}
+
+// commitReply returns the commit's stream sequence from its reply, data,
+// to batch id of n messages: the server's refusal as its error, and an
+// error naming both when the reply is for another batch or count.
+func commitReply(data []byte, id string, n int) (uint64, error) {
 	var ack pubAck
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, fmt.Errorf("batch commit: bad reply %q: %w", resp.Data, err)
+	if err := json.Unmarshal(data, &ack); err != nil {
+		return 0, fmt.Errorf("batch commit: bad reply %q: %w", data, err)
 	}
 	if ack.Error != nil {
 		return 0, ack.Error
+	}
+	if ack.Batch != id || ack.Count != n {
+		return 0, fmt.Errorf("batch commit: the reply is for batch %q of %d messages, but %q of %d was sent", ack.Batch, ack.Count, id, n)
 	}
 	return ack.Seq, nil
 }
