@@ -16,7 +16,7 @@ import (
 // Skipper, has the sweeps skip the decoding of tasks it handled before.
 //
 // Its first cycle sweeps the whole lookback window. Then it splits the
-// window by creation time into slices of about 500 tasks (fixed ranges of
+// window by creation time into bands of about 500 tasks (fixed ranges of
 // WallTime, which tile the API's wall clock without gaps across
 // daylight-saving changes) and each cycle reads:
 //
@@ -24,40 +24,40 @@ import (
 //     seen (or, after a fall-back, since what the wall clock showed at the
 //     last cycle), with no status filter. A new task shows up here at the
 //     next cycle, also one created and finished between two cycles. Once
-//     the window holds 50 tasks older than a minute they become a slice.
+//     the window holds 50 tasks older than a minute they become a band.
 //   - the open tier: the tasks with status 0 and 1, through the status
-//     filter, of the next slices of a ring, as many as it takes for each
-//     slice to be read at least every Config.OpenSweep (default 2
+//     filter, of the next bands of a ring, as many as it takes for each
+//     band to be read at least every Config.OpenSweep (default 2
 //     intervals: half of the open tasks per cycle; with OpenSweep equal to
 //     the interval, all of them every cycle).
-//   - the finished tier: every task of the slices read least recently,
+//   - the finished tier: every task of the bands read least recently,
 //     with no status filter, as many as it takes for each to be read at
-//     least every Config.FullSweep; a slice that would be late at the next
-//     cycle is read at once. A slice is a fixed range of creation times, so
+//     least every Config.FullSweep; a band that would be late at the next
+//     cycle is read at once. A band is a fixed range of creation times, so
 //     unlike a status list its members never change and in an id order its
 //     pages cannot shift; at 10 % open tasks it costs as much as the status
 //     filters 2 and 3, in one query instead of two, and reads its open
 //     tasks as well.
 //   - follow-ups: every task known to be in a range read this cycle (for
 //     the open tier: known to be open) that was not listed is fetched by
-//     task_id in the same cycle, or, when one slice misses more tasks than
-//     it has pages, that slice is read in full. This finds the tasks that
+//     task_id in the same cycle, or, when one band misses more tasks than
+//     it has pages, that band is read in full. This finds the tasks that
 //     left the open tier (completed or terminated) and those a page shift
 //     hid; a task the API no longer returns is forgotten. At most 100
 //     fetches a cycle; the rest wait for the next.
 //
 // Page shifts (a changed total, a task listed twice) hide a task for at
 // most one extra cycle: a hidden task the range was known to hold is
-// fetched in the same cycle; one new to it can only hide in a slice not yet
-// read in full without a shift, and such a slice is read again the next
+// fetched in the same cycle; one new to it can only hide in a band not yet
+// read in full without a shift, and such a band is read again the next
 // cycle. If the first full sweep shifted in a list sorted by updated_at,
 // its head is read again, page by page, until a page lists no task updated
 // since the sweep began: the tasks passed over moved there.
 //
 // Tiered keeps about 100 bytes per task in memory. With a StateStore it
-// saves its slices, schedule and open tasks at most once a minute (about 20
+// saves its bands, schedule and open tasks at most once a minute (about 20
 // bytes per open task) and resumes from them after a restart without a
-// full sweep; finished tasks are learnt again as their slices are read. A
+// full sweep; finished tasks are learnt again as their bands are read. A
 // Tiered is driven by one Poller; Unchanged, Forget and Stats are safe for
 // concurrent use.
 type Tiered struct {
@@ -68,9 +68,9 @@ type Tiered struct {
 
 	mu      sync.RWMutex
 	recs    map[int64]*rec
-	slices  []*slice // closed, contiguous, oldest first
-	newest  slice    // open-ended: from newest.from on
-	ready   bool     // the initial full sweep succeeded, or state was loaded
+	bands   []*band // closed, contiguous, oldest first
+	newest  band    // open-ended: from newest.from on
+	ready   bool    // the initial full sweep succeeded, or state was loaded
 	pending map[int64]struct{}
 
 	// The cycle under way.
@@ -86,7 +86,7 @@ type Tiered struct {
 	lastDur    time.Duration
 	fullCredit float64
 	openCredit float64
-	openCursor WallTime // the open tier's ring goes on at the slice starting here
+	openCursor WallTime // the open tier's ring goes on at the band starting here
 	undo       schedule // the schedule before this cycle, restored if it fails
 	stats      TierStats
 	cur        TierStats // counts of the cycle under way
@@ -126,7 +126,7 @@ type headScan struct {
 
 // Tiered's sizes.
 const (
-	sliceTarget  = 5 * MaxPageSize // tasks per slice
+	bandTarget   = 5 * MaxPageSize // tasks per band
 	newestMax    = MaxPageSize / 2 // tasks in the newest window before it is closed
 	maxFetches   = 100             // task_id fetches per cycle; more wait for the next
 	saveInterval = time.Minute     // least time between two saves of the state
@@ -153,7 +153,7 @@ type rec struct {
 	updated WallTime
 	lastLog int64
 	seen    uint64 // cycle in which it was last listed
-	sl      *slice // nil when not placed
+	band    *band  // nil when not placed
 	logs    int32
 	status  int8
 	handled bool
@@ -176,8 +176,8 @@ func status8(s int) int8 {
 	return int8(s)
 }
 
-// slice is a fixed range of creation times and the tasks known in it.
-type slice struct {
+// band is a fixed range of creation times and the tasks known in it.
+type band struct {
 	from, to   WallTime // inclusive; the newest window has no end
 	recs       []*rec
 	open       [2]int    // known tasks with status 0 and 1
@@ -189,26 +189,26 @@ type slice struct {
 	again      bool // read it in full next cycle: a page shift may have hidden a task new to it
 }
 
-func (s *slice) weight() int { return max(s.size, len(s.recs)) }
-func (s *slice) opens() int  { return s.open[0] + s.open[1] }
+func (b *band) weight() int { return max(b.size, len(b.recs)) }
+func (b *band) opens() int  { return b.open[0] + b.open[1] }
 
-// remove drops r from s's records.
-func (s *slice) remove(r *rec) {
-	if i := slices.Index(s.recs, r); i >= 0 {
-		s.recs = slices.Delete(s.recs, i, i+1)
+// remove drops r from b's records.
+func (b *band) remove(r *rec) {
+	if i := slices.Index(b.recs, r); i >= 0 {
+		b.recs = slices.Delete(b.recs, i, i+1)
 	}
 	if isOpen(r.status) {
-		s.open[r.status]--
+		b.open[r.status]--
 	}
-	r.sl = nil
+	r.band = nil
 }
 
-func (s *slice) add(r *rec) {
-	s.recs = append(s.recs, r)
+func (b *band) add(r *rec) {
+	b.recs = append(b.recs, r)
 	if isOpen(r.status) {
-		s.open[r.status]++
+		b.open[r.status]++
 	}
-	r.sl = s
+	r.band = b
 }
 
 // Kinds of query.
@@ -227,7 +227,7 @@ const (
 // planned is one query of the cycle and what came of it.
 type planned struct {
 	kind   qkind
-	lo, hi int   // slices[lo:hi] for kindOpen and kindFull
+	lo, hi int   // bands[lo:hi] for kindOpen and kindFull
 	status int   // for kindOpen
 	id     int64 // for kindFetch
 	q      Query
@@ -241,18 +241,18 @@ type TierStats struct {
 	// Ready is set once the first full sweep is done; before, every cycle
 	// sweeps the whole lookback window.
 	Ready  bool
-	Slices int // slices of the lookback window
+	Slices int // bands of the lookback window (the README calls them slices)
 	Tasks  int // tasks known
 	Open   int // known tasks with status 0 or 1
 	// Requests of the last successful cycle by tier: the newest window,
-	// the open tier, full reads of slices (the finished tier, the first
-	// full sweep and slices swept as a follow-up) and task_id fetches.
+	// the open tier, full reads of bands (the finished tier, the first
+	// full sweep and bands swept as a follow-up) and task_id fetches.
 	NewestRequests, OpenRequests, SweepRequests, FetchRequests int
 	Fetches                                                    int // task_id fetches in the last cycle
 	Pending                                                    int // tasks that left a range, left to fetch in a later cycle
 	PageShifts                                                 int // sweeps of the last cycle that saw tasks move between pages
 	// ScanRequests read the head of the unfiltered list; BudgetRequests
-	// read finished slices beyond the ceilings, paid for by the budget.
+	// read finished bands beyond the ceilings, paid for by the budget.
 	ScanRequests, BudgetRequests int
 	// Requests is every request of the last cycle, retries included.
 	Requests int
@@ -272,7 +272,7 @@ type TierStats struct {
 	// Ordered is set when the last cycle's head scan showed that the API
 	// lists tasks by updated_at, newest first, and read down to where
 	// nothing changed: every change was then found by it, and the budget
-	// was not spent on finished slices.
+	// was not spent on finished bands.
 	Ordered bool
 	// OpenSeenThrough and FinishedSeenThrough: every open task was read
 	// after the first, every task after the second (zero before the
@@ -399,21 +399,21 @@ func (t *Tiered) queries(from int) []Query {
 }
 
 // trim drops what fell out of the lookback window and covers any part of
-// the window no slice covers (after the lookback was raised) with a new
-// slice, due at once.
+// the window no band covers (after the lookback was raised) with a new
+// band, due at once.
 func (t *Tiered) trim() {
 	lb := t.lbFrom
 	drop := 0
-	for drop < len(t.slices) && t.slices[drop].to < lb {
-		for _, r := range t.slices[drop].recs {
+	for drop < len(t.bands) && t.bands[drop].to < lb {
+		for _, r := range t.bands[drop].recs {
 			t.forget(r)
 		}
 		drop++
 	}
-	t.slices = slices.Delete(t.slices, 0, drop)
+	t.bands = slices.Delete(t.bands, 0, drop)
 	first := &t.newest
-	if len(t.slices) > 0 {
-		first = t.slices[0]
+	if len(t.bands) > 0 {
+		first = t.bands[0]
 	}
 	if first.from < lb {
 		first.from = lb
@@ -432,17 +432,17 @@ func (t *Tiered) trim() {
 		first.recs = kept
 	}
 	if first.from > lb {
-		gap := &slice{from: lb, to: first.from - 1}
-		t.slices = slices.Insert(t.slices, 0, gap)
+		gap := &band{from: lb, to: first.from - 1}
+		t.bands = slices.Insert(t.bands, 0, gap)
 		t.log.Info().Stringer("from", lb).Stringer("to", gap.to).Msg("lookback window grew: sweeping the new part in full")
 	}
 }
 
-// forget drops r from the records (not from its slice).
+// forget drops r from the records (not from its band).
 func (t *Tiered) forget(r *rec) {
 	delete(t.recs, r.id)
 	delete(t.pending, r.id)
-	r.sl = nil
+	r.band = nil
 }
 
 // planMain plans the newest window, the open tier and the finished tier.
@@ -465,37 +465,37 @@ func (t *Tiered) planMain(now time.Time) {
 	t.plan = append(t.plan, planned{kind: kindScan, q: Query{CreatedFrom: t.lbFrom, Page: 1, Pages: 1}})
 	t.plan = append(t.plan, planned{kind: kindNewest, q: Query{CreatedFrom: max(from, t.lbFrom)}})
 
-	n := len(t.slices)
+	n := len(t.bands)
 	gap := t.cfg.Interval
 	if !t.prevStart.IsZero() {
 		gap = min(max(now.Sub(t.prevStart), 0), t.cfg.FullSweep)
 	}
 	nextGap := max(t.cfg.Interval, t.lastDur)
 
-	// Finished tier: whole slices, due first, then oldest read first.
+	// Finished tier: whole bands, due first, then oldest read first.
 	full := make([]bool, n)
 	total := 0
-	for _, s := range t.slices {
+	for _, s := range t.bands {
 		total += s.weight()
 	}
 	t.fullCredit = min(t.fullCredit+float64(total)*float64(gap)/float64(t.cfg.FullSweep), float64(total))
-	for i, s := range t.slices {
+	for i, s := range t.bands {
 		if s.again || s.lastFull.IsZero() || now.Sub(s.lastFull)+nextGap > t.cfg.FullSweep {
 			full[i] = true
 			t.fullCredit -= float64(s.weight())
 		}
 	}
-	for _, i := range t.oldestFirst(full, func(s *slice) int64 { return s.lastFull.UnixNano() }) {
+	for _, i := range t.oldestFirst(full, func(b *band) int64 { return b.lastFull.UnixNano() }) {
 		if t.fullCredit <= 0 {
 			break
 		}
 		full[i] = true
-		t.fullCredit -= float64(t.slices[i].weight())
+		t.fullCredit -= float64(t.bands[i].weight())
 	}
 	t.fullCredit = max(t.fullCredit, -float64(total))
 
 	// The budget: what the ceilings left over the last cycles buys full
-	// reads of the slices read least recently. Chosen before the open tier,
+	// reads of the bands read least recently. Chosen before the open tier,
 	// which then passes over them: a full read reads their open tasks too.
 	// planBudget spends what is still left once the cycle's other reads
 	// are done.
@@ -507,38 +507,38 @@ func (t *Tiered) planMain(now time.Time) {
 		}
 	}
 
-	// Open tier: a ring over the slices, from where the last cycle
-	// stopped, taking slices until this cycle's share of the open tasks is
-	// read: contiguous slices make few ranges, and few partial pages. Slices
+	// Open tier: a ring over the bands, from where the last cycle
+	// stopped, taking bands until this cycle's share of the open tasks is
+	// read: contiguous bands make few ranges, and few partial pages. Bands
 	// read in full this cycle are passed over; one the ring would reach too
 	// late is read anyway.
 	open := make([]bool, n)
 	opens := 0
-	for _, s := range t.slices {
+	for _, s := range t.bands {
 		opens += s.opens()
 	}
 	t.openCredit = min(t.openCredit+float64(opens)/float64(t.openEvery), float64(opens))
 	start := 0
-	if i, ok := slices.BinarySearchFunc(t.slices, t.openCursor, func(s *slice, w WallTime) int { return cmp.Compare(s.from, w) }); ok || i < n {
+	if i, ok := slices.BinarySearchFunc(t.bands, t.openCursor, func(s *band, w WallTime) int { return cmp.Compare(s.from, w) }); ok || i < n {
 		start = i
 	}
 	for k := 0; k < n && t.openCredit > 0; k++ {
 		i := (start + k) % n
-		t.openCursor = t.slices[(i+1)%n].from
-		if full[i] || t.slices[i].opens() == 0 {
+		t.openCursor = t.bands[(i+1)%n].from
+		if full[i] || t.bands[i].opens() == 0 {
 			continue
 		}
 		open[i] = true
-		t.openCredit -= float64(t.slices[i].opens())
+		t.openCredit -= float64(t.bands[i].opens())
 	}
-	for i, s := range t.slices {
+	for i, s := range t.bands {
 		if !full[i] && !open[i] && s.opens() > 0 && t.cycle-s.lastOpen >= t.openEvery {
 			open[i] = true
 			t.openCredit -= float64(s.opens())
 		}
 	}
 	t.openCredit = max(t.openCredit, -float64(opens))
-	// Slices without open tasks between two selected ones join them: one
+	// Bands without open tasks between two selected ones join them: one
 	// range instead of two, at no cost.
 	last := -1
 	for i := range n {
@@ -553,7 +553,7 @@ func (t *Tiered) planMain(now time.Time) {
 				}
 			}
 			last = i
-		} else if t.slices[i].opens() > 0 {
+		} else if t.bands[i].opens() > 0 {
 			last = -1
 		}
 	}
@@ -571,7 +571,7 @@ func (t *Tiered) planMain(now time.Time) {
 				}
 				status := st
 				t.plan = append(t.plan, planned{kind: kindOpen, lo: lo, hi: hi, status: st, q: Query{
-					Status: &status, CreatedFrom: max(t.slices[lo].from, t.lbFrom), CreatedTo: t.slices[hi-1].to}})
+					Status: &status, CreatedFrom: max(t.bands[lo].from, t.lbFrom), CreatedTo: t.bands[hi-1].to}})
 			}
 		case full[lo]:
 			budget := paid != nil && paid[lo]
@@ -588,27 +588,27 @@ func (t *Tiered) planMain(now time.Time) {
 
 func (t *Tiered) fullRead(lo, hi int) planned {
 	return planned{kind: kindFull, lo: lo, hi: hi,
-		q: Query{CreatedFrom: max(t.slices[lo].from, t.lbFrom), CreatedTo: t.slices[hi-1].to}}
+		q: Query{CreatedFrom: max(t.bands[lo].from, t.lbFrom), CreatedTo: t.bands[hi-1].to}}
 }
 
 func (t *Tiered) countOpen(lo, hi, status int) int {
 	n := 0
-	for _, s := range t.slices[lo:hi] {
+	for _, s := range t.bands[lo:hi] {
 		n += s.open[status]
 	}
 	return n
 }
 
-// oldestFirst returns the indexes of the slices not excluded, least
-// recently read first, ties in slice order.
-func (t *Tiered) oldestFirst(exclude []bool, readAt func(*slice) int64) []int {
-	idx := make([]int, 0, len(t.slices))
-	for i := range t.slices {
+// oldestFirst returns the indexes of the bands not excluded, least
+// recently read first, ties in band order.
+func (t *Tiered) oldestFirst(exclude []bool, readAt func(*band) int64) []int {
+	idx := make([]int, 0, len(t.bands))
+	for i := range t.bands {
 		if !exclude[i] {
 			idx = append(idx, i)
 		}
 	}
-	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(readAt(t.slices[a]), readAt(t.slices[b])) })
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(readAt(t.bands[a]), readAt(t.bands[b])) })
 	return idx
 }
 
@@ -644,12 +644,12 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 			r = &rec{id: h.ID, created: h.Created, status: status8(h.Status)}
 			t.recs[h.ID] = r
 			t.place(r)
-		} else if st := status8(h.Status); r.status != st && r.sl != nil {
+		} else if st := status8(h.Status); r.status != st && r.band != nil {
 			if isOpen(r.status) {
-				r.sl.open[r.status]--
+				r.band.open[r.status]--
 			}
 			if isOpen(st) {
-				r.sl.open[st]++
+				r.band.open[st]++
 			}
 		}
 		r.status = status8(h.Status)
@@ -724,7 +724,7 @@ func (t *Tiered) observeScan(p *Page) bool {
 	return true
 }
 
-// place puts a new record into the slice its creation time falls in. Before
+// place puts a new record into the band its creation time falls in. Before
 // the first full sweep ends, records wait to be placed by build.
 func (t *Tiered) place(r *rec) {
 	if !t.ready {
@@ -740,7 +740,7 @@ func (t *Tiered) place(r *rec) {
 		t.newest.add(r)
 		return
 	}
-	i, found := slices.BinarySearchFunc(t.slices, r.created, func(s *slice, w WallTime) int {
+	i, found := slices.BinarySearchFunc(t.bands, r.created, func(s *band, w WallTime) int {
 		switch {
 		case s.to < w:
 			return -1
@@ -750,13 +750,13 @@ func (t *Tiered) place(r *rec) {
 		return 0
 	})
 	if found {
-		t.slices[i].add(r)
+		t.bands[i].add(r)
 	}
 }
 
 // Swept records a finished query and, once a round of queries is
 // complete, returns the follow-ups it calls for: after the main queries,
-// fetches and slice reads; after those, fetches for what the slice reads
+// fetches and band reads; after those, fetches for what the band reads
 // did not list. There is no third round.
 func (t *Tiered) Swept(_ Query, st SweepStats) []Query {
 	t.mu.Lock()
@@ -799,8 +799,8 @@ func (t *Tiered) Swept(_ Query, st SweepStats) []Query {
 		delete(t.pending, p.id)
 		if r := t.recs[p.id]; r != nil && r.seen != t.cycle {
 			// The API no longer lists the task: forget it.
-			if r.sl != nil {
-				r.sl.remove(r)
+			if r.band != nil {
+				r.band.remove(r)
 			}
 			t.forget(r)
 		}
@@ -821,7 +821,7 @@ func (t *Tiered) Swept(_ Query, st SweepStats) []Query {
 }
 
 // nextRound plans the round after the one just swept: two rounds of
-// follow-ups, then the finished slices the budget pays for. An empty round
+// follow-ups, then the finished bands the budget pays for. An empty round
 // is passed over.
 func (t *Tiered) nextRound() []Query {
 	for t.round < 3 {
@@ -841,7 +841,7 @@ func (t *Tiered) nextRound() []Query {
 }
 
 // planBudget spends what is left of the budget after the ceilings on full
-// reads of the slices read least recently, as many as it pays for at one
+// reads of the bands read least recently, as many as it pays for at one
 // request per page. A cycle whose head scan found the list in updated_at
 // order found every change through it and spends nothing here.
 func (t *Tiered) planBudget() {
@@ -849,7 +849,7 @@ func (t *Tiered) planBudget() {
 	if t.cfg.Budget <= 0 || left <= 0 || t.scanOrdered() {
 		return
 	}
-	read := make([]bool, len(t.slices))
+	read := make([]bool, len(t.bands))
 	for i := range t.plan {
 		if p := &t.plan[i]; p.kind == kindFull {
 			for j := p.lo; j < p.hi; j++ {
@@ -872,26 +872,26 @@ func (t *Tiered) planBudget() {
 	}
 }
 
-// chooseBudget picks the slices not excluded that were read least
+// chooseBudget picks the bands not excluded that were read least
 // recently, as many as left pages pay for at one request per page, and
 // counts their reads toward the FullSweep ceiling.
 func (t *Tiered) chooseBudget(exclude []bool, left int) []bool {
-	chosen := make([]bool, len(t.slices))
+	chosen := make([]bool, len(t.bands))
 	if left <= 0 {
 		return chosen
 	}
 	total := 0
-	for _, s := range t.slices {
+	for _, s := range t.bands {
 		total += s.weight()
 	}
-	for _, i := range t.oldestFirst(exclude, func(s *slice) int64 { return s.lastFull.UnixNano() }) {
-		cost := max((t.slices[i].weight()+t.cfg.PageSize-1)/t.cfg.PageSize, 1)
+	for _, i := range t.oldestFirst(exclude, func(b *band) int64 { return b.lastFull.UnixNano() }) {
+		cost := max((t.bands[i].weight()+t.cfg.PageSize-1)/t.cfg.PageSize, 1)
 		if cost > left {
 			break
 		}
 		chosen[i] = true
 		left -= cost
-		t.fullCredit -= float64(t.slices[i].weight())
+		t.fullCredit -= float64(t.bands[i].weight())
 	}
 	t.fullCredit = max(t.fullCredit, -float64(total))
 	return chosen
@@ -908,27 +908,27 @@ func (t *Tiered) scanOrdered() bool {
 // known to be in a range that round read (for the open tier: known to be
 // open) that was not listed this cycle; in the first round, also for the
 // tasks pending from earlier cycles, and a full read instead of fetches
-// for a slice that misses more tasks than it has pages.
+// for a band that misses more tasks than it has pages.
 func (t *Tiered) followUps(from, to int) {
-	missing := make(map[*slice][]int64)
-	var order []*slice // slices in the order found, for a stable plan
-	note := func(s *slice, id int64) {
+	missing := make(map[*band][]int64)
+	var order []*band // bands in the order found, for a stable plan
+	note := func(s *band, id int64) {
 		if _, ok := missing[s]; !ok {
 			order = append(order, s)
 		}
 		missing[s] = append(missing[s], id)
 	}
-	check := func(s *slice, openOnly bool) {
+	check := func(s *band, openOnly bool) {
 		for _, r := range s.recs {
 			if r.seen != t.cycle && (!openOnly || isOpen(r.status)) {
 				note(s, r.id)
 			}
 		}
 	}
-	readInFull := make(map[*slice]bool)
+	readInFull := make(map[*band]bool)
 	for i := range t.plan {
 		if p := &t.plan[i]; p.kind == kindFull && p.done {
-			for _, s := range t.slices[p.lo:p.hi] {
+			for _, s := range t.bands[p.lo:p.hi] {
 				readInFull[s] = true
 			}
 		}
@@ -940,12 +940,12 @@ func (t *Tiered) followUps(from, to int) {
 		case p.kind == kindNewest:
 			check(&t.newest, false)
 		case p.kind == kindFull:
-			for _, s := range t.slices[p.lo:p.hi] {
+			for _, s := range t.bands[p.lo:p.hi] {
 				check(s, false)
 			}
 		case p.kind == kindOpen && (i+1 >= to || t.plan[i+1].kind != kindOpen || t.plan[i+1].lo != p.lo):
 			// The last status list of the range: both were read.
-			for _, s := range t.slices[p.lo:p.hi] {
+			for _, s := range t.bands[p.lo:p.hi] {
 				check(s, true)
 			}
 		}
@@ -957,8 +957,8 @@ func (t *Tiered) followUps(from, to int) {
 				delete(t.pending, id)
 				continue
 			}
-			if !slices.Contains(missing[r.sl], id) {
-				note(r.sl, id)
+			if !slices.Contains(missing[r.band], id) {
+				note(r.band, id)
 			}
 		}
 	}
@@ -967,7 +967,7 @@ func (t *Tiered) followUps(from, to int) {
 		ids := missing[s]
 		if t.round == 0 && s != nil && s != &t.newest && !readInFull[s] &&
 			len(ids) > max((s.weight()+t.cfg.PageSize-1)/t.cfg.PageSize, 2) {
-			i := slices.Index(t.slices, s)
+			i := slices.Index(t.bands, s)
 			t.plan = append(t.plan, t.fullRead(i, i+1))
 			readInFull[s] = true
 			continue
@@ -1022,11 +1022,11 @@ func (t *Tiered) commit() {
 			t.newest.lastFull, t.newest.lastOpen, t.newest.lastOpenAt = t.start, t.cycle, t.start
 			newestShift = p.shift
 		case kindOpen:
-			for _, s := range t.slices[p.lo:p.hi] {
+			for _, s := range t.bands[p.lo:p.hi] {
 				s.lastOpen, s.lastOpenAt = t.cycle, t.start
 			}
 		case kindFull:
-			for _, s := range t.slices[p.lo:p.hi] {
+			for _, s := range t.bands[p.lo:p.hi] {
 				s.lastOpen, s.lastOpenAt = t.cycle, t.start
 				listed := 0
 				for _, r := range s.recs {
@@ -1046,7 +1046,7 @@ func (t *Tiered) commit() {
 					// What the shift hid was known, hence fetched.
 					s.lastFull = t.start
 				default:
-					// A task new to the slice may be hidden: read it again
+					// A task new to the band may be hidden: read it again
 					// next cycle.
 					s.again = true
 					t.log.Debug().Stringer("from", s.from).Stringer("to", s.to).Msg("page shift in a slice not known in full: reading it again")
@@ -1104,7 +1104,7 @@ func (t *Tiered) account() {
 // (the head scan, the newest window, fetches).
 func (t *Tiered) tierCost(fixed float64) float64 {
 	opens, total := t.newest.opens(), 0
-	for _, s := range t.slices {
+	for _, s := range t.bands {
 		opens += s.opens()
 		total += s.weight()
 	}
@@ -1128,10 +1128,10 @@ func EstimateCeilings(cfg Config, state StateStore) (need float64, ok bool) {
 	return math.Round(t.tierCost(2)*10) / 10, true // the head scan and the newest window
 }
 
-// closeNewest turns the older part of the newest window into a slice once
+// closeNewest turns the older part of the newest window into a band once
 // it holds newestMax tasks, keeping in the window the tasks of its newest
 // second and those created within closeLag of the cycle's start. After a
-// page shift it waits, unless the window grew large; the slice made then
+// page shift it waits, unless the window grew large; the band made then
 // is read again next cycle.
 func (t *Tiered) closeNewest(shift bool) {
 	nw := &t.newest
@@ -1152,7 +1152,7 @@ func (t *Tiered) closeNewest(shift bool) {
 	if b <= nw.from || older < newestMax {
 		return
 	}
-	s := &slice{from: nw.from, to: b - 1, lastFull: nw.lastFull, lastOpen: nw.lastOpen, lastOpenAt: nw.lastOpenAt,
+	s := &band{from: nw.from, to: b - 1, lastFull: nw.lastFull, lastOpen: nw.lastOpen, lastOpenAt: nw.lastOpenAt,
 		known: !shift, again: shift}
 	var kept []*rec
 	for _, r := range nw.recs {
@@ -1169,8 +1169,8 @@ func (t *Tiered) closeNewest(shift bool) {
 			nw.open[r.status]++
 		}
 	}
-	if n := len(t.slices); n > 0 && t.slices[n-1].weight()+s.weight() <= sliceTarget && t.slices[n-1].to+1 == s.from {
-		prev := t.slices[n-1]
+	if n := len(t.bands); n > 0 && t.bands[n-1].weight()+s.weight() <= bandTarget && t.bands[n-1].to+1 == s.from {
+		prev := t.bands[n-1]
 		prev.to = s.to
 		for _, r := range s.recs {
 			prev.add(r)
@@ -1183,7 +1183,7 @@ func (t *Tiered) closeNewest(shift bool) {
 		prev.lastOpenAt = earliest(prev.lastOpenAt, s.lastOpenAt)
 		return
 	}
-	t.slices = append(t.slices, s)
+	t.bands = append(t.bands, s)
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -1196,7 +1196,7 @@ func earliest(a, b time.Time) time.Time {
 	return b
 }
 
-// build makes the slices from the first full sweep.
+// build makes the bands from the first full sweep.
 func (t *Tiered) build() {
 	shift := len(t.plan) > 0 && t.plan[0].shift
 	all := make([]*rec, 0, len(t.recs))
@@ -1213,37 +1213,37 @@ func (t *Tiered) build() {
 	})
 	t.ready = true
 	from := min(newestAt, WallTimeOf(t.start.Add(-closeLag), t.cfg.Location))
-	t.newest = slice{from: max(from, t.lbFrom), lastFull: t.start, lastOpen: t.cycle, lastOpenAt: t.start}
-	t.slices = t.slices[:0]
-	cur := &slice{from: t.lbFrom}
+	t.newest = band{from: max(from, t.lbFrom), lastFull: t.start, lastOpen: t.cycle, lastOpenAt: t.start}
+	t.bands = t.bands[:0]
+	cur := &band{from: t.lbFrom}
 	for i, r := range all {
 		if r.created >= t.newest.from {
 			t.newest.add(r)
 			continue
 		}
-		if len(cur.recs) >= sliceTarget && r.created > all[i-1].created {
+		if len(cur.recs) >= bandTarget && r.created > all[i-1].created {
 			cur.to = r.created - 1
-			t.slices = append(t.slices, cur)
-			cur = &slice{from: r.created}
+			t.bands = append(t.bands, cur)
+			cur = &band{from: r.created}
 		}
 		cur.add(r)
 	}
 	if t.newest.from > cur.from {
 		cur.to = t.newest.from - 1
-		t.slices = append(t.slices, cur)
+		t.bands = append(t.bands, cur)
 	}
-	for _, s := range t.slices {
+	for _, s := range t.bands {
 		s.size, s.known = len(s.recs), !shift
 		s.lastFull, s.lastOpen, s.lastOpenAt = t.start, t.cycle, t.start
 	}
-	t.log.Info().Int("tasks", len(all)).Int("slices", len(t.slices)).Bool("page_shift", shift).Msg("full sweep done: polling in tiers from now on")
+	t.log.Info().Int("tasks", len(all)).Int("slices", len(t.bands)).Bool("page_shift", shift).Msg("full sweep done: polling in tiers from now on")
 }
 
 // updateStats fills t.stats after a successful cycle.
 func (t *Tiered) updateStats() {
 	st := t.cur
 	st.Ready = t.ready
-	st.Slices = len(t.slices)
+	st.Slices = len(t.bands)
 	st.Tasks = len(t.recs)
 	st.Pending = len(t.pending)
 	st.Budget = t.cfg.Budget
@@ -1252,7 +1252,7 @@ func (t *Tiered) updateStats() {
 	st.FullSweepLimit = t.cfg.FullSweep + t.cfg.Interval
 	st.Ordered = t.ordered
 	st.OpenSeenThrough, st.FinishedSeenThrough = t.newest.lastOpenAt, t.newest.lastFull
-	for _, s := range t.slices {
+	for _, s := range t.bands {
 		st.Open += s.opens()
 		if s.opens() > 0 {
 			st.OpenSeenThrough = earliest(st.OpenSeenThrough, s.lastOpenAt)

@@ -182,7 +182,7 @@ func TestTiered_SkipsUnchanged(t *testing.T) {
 
 // TestTiered_LeavesOpenTier checks that a task that completes between two
 // cycles is fetched by task_id, and its status change found, within the
-// open period, long before the next full read of its slice.
+// open period, long before the next full read of its band.
 func TestTiered_LeavesOpenTier(t *testing.T) {
 	w := newWorld(t, sim.Options{Tasks: 3000, Seed: 5, OpenFraction: 0.2}, fixedNow)
 	r, l := newLoggedRelay(t, w, nil, nil)
@@ -335,7 +335,7 @@ func TestTiered_State(t *testing.T) {
 
 // TestTiered_Lookback checks that tasks that fall out of the lookback
 // window are forgotten, and that a longer lookback after a restart sweeps
-// the part of the window no slice covers.
+// the part of the window no band covers.
 func TestTiered_Lookback(t *testing.T) {
 	w := newWorld(t, sim.Options{Tasks: 1400, Seed: 5, OpenFraction: 0.2}, fixedNow) // ~100 a day over two weeks
 	state := memState{}
