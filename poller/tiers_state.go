@@ -1,5 +1,9 @@
 package poller
 
+// Saving Tiered's state to its StateStore and loading it after a restart:
+// the bands and their schedule, the newest window, the open tasks and the
+// pending fetches, in a compact varint format.
+
 import (
 	"cmp"
 	"encoding/binary"
