@@ -89,9 +89,7 @@ type Tiered struct {
 	roundEnd   int
 	prevStart  time.Time
 	lastDur    time.Duration
-	fullCredit float64
-	openCredit float64
-	openCursor WallTime // the open tier's ring goes on at the band starting here
+	schedule            // the tiers' credits and the open ring's place, as planned
 	undo       schedule // the schedule before this cycle, restored if it fails
 	stats      TierStats
 	cur        TierStats // counts of the cycle under way
@@ -107,10 +105,10 @@ type Tiered struct {
 
 	scan     headScan // the head scan of the cycle under way
 	scanTop  WallTime // newest updated_at the last complete head scan listed
-	need     float64  // requests the ceilings need per cycle, averaged
-	short    bool     // the budget was below what the ceilings need, last logged
 	ordered  bool     // the last cycle's head scan showed updated_at order
 	orderLog bool     // whether the order was last logged as holding
+
+	budget budgetAccount // what the ceilings cost, and whether Config.Budget covers it
 }
 
 // Tiered's sizes.
@@ -266,7 +264,7 @@ func (t *Tiered) Cycle(now time.Time) []Query {
 	t.plan, t.pos, t.round, t.roundStart = t.plan[:0], 0, 0, 0
 	t.pairs, t.inversions = 0, 0
 	t.scan = headScan{}
-	t.undo = schedule{t.fullCredit, t.openCredit, t.openCursor}
+	t.undo = t.schedule
 	t.cur = TierStats{}
 	t.lbFrom = WallTimeOf(now.Add(-t.cfg.Lookback), t.cfg.Location)
 	if !t.ready {
@@ -346,7 +344,7 @@ func (t *Tiered) End(err error) {
 	end := t.cfg.Now()
 	t.lastDur = max(end.Sub(t.start), 0)
 	if err != nil {
-		t.fullCredit, t.openCredit, t.openCursor = t.undo.fullCredit, t.undo.openCredit, t.undo.openCursor
+		t.schedule = t.undo
 		return
 	}
 	if !t.ready {
@@ -370,8 +368,8 @@ func (t *Tiered) updateStats() {
 	st.Tasks = len(t.recs)
 	st.Pending = len(t.pending)
 	st.Budget = t.cfg.Budget
-	st.CeilingNeed = math.Round(t.need*10) / 10
-	st.BudgetShort = t.short
+	st.CeilingNeed = math.Round(t.budget.need*10) / 10
+	st.BudgetShort = t.budget.short
 	st.FullSweepLimit = t.cfg.FullSweep + t.cfg.Interval
 	st.Ordered = t.ordered
 	st.OpenSeenThrough, st.FinishedSeenThrough = t.newest.lastOpenAt, t.newest.lastFull

@@ -72,6 +72,44 @@ func (t *Tiered) chooseBudget(exclude []bool, left int) []bool {
 // average.
 const needWeight = 0.2
 
+// budgetAccount keeps what the ceilings (the newest window, the head scan,
+// the open tier at Config.OpenSweep, the finished tier at Config.FullSweep
+// and the follow-ups) cost per cycle, and whether Config.Budget covers it.
+type budgetAccount struct {
+	need  float64 // requests the ceilings need per cycle, averaged
+	short bool    // the budget was below what the ceilings need, last logged
+}
+
+// add counts a cycle's ceiling cost into the average.
+func (a *budgetAccount) add(ceiling float64) {
+	if a.need == 0 {
+		a.need = ceiling
+	} else {
+		a.need += needWeight * (ceiling - a.need)
+	}
+}
+
+// spare is what budget leaves after the ceilings' need; negative when
+// short.
+func (a *budgetAccount) spare(budget int) int {
+	return budget - int(math.Ceil(a.need))
+}
+
+// check logs when budget stops or starts covering the ceilings' need.
+func (a *budgetAccount) check(budget int, log zerolog.Logger) {
+	short := budget > 0 && a.need > float64(budget)*1.05
+	if short == a.short {
+		return
+	}
+	a.short = short
+	if short {
+		log.Warn().Int("budget", budget).Int("need", int(math.Ceil(a.need))).
+			Msgf("poll.budget below what the ceilings need (%d requests per cycle): poll.open_sweep and poll.full_sweep are kept, nothing is left to read finished tasks more often", int(math.Ceil(a.need)))
+	} else {
+		log.Info().Int("budget", budget).Msg("poll.budget covers the ceilings again")
+	}
+}
+
 // account learns from a successful cycle what the ceilings cost and
 // whether the head scan showed updated_at order, and logs when either
 // changes the plan.
@@ -81,33 +119,9 @@ func (t *Tiered) account() {
 	// would have cost at one request per page.
 	ceiling := max(float64(t.cur.Requests-t.cur.BudgetRequests),
 		t.tierCost(float64(t.cur.ScanRequests+t.cur.NewestRequests+t.cur.FetchRequests)))
-	if t.need == 0 {
-		t.need = ceiling
-	} else {
-		t.need += needWeight * (ceiling - t.need)
-	}
-	if t.scan.complete {
-		t.scanTop = max(t.scan.top, t.scanTop)
-	}
-	t.ordered = t.scanOrdered()
-	if t.ordered != t.orderLog && (t.ordered || t.scan.negative) {
-		t.orderLog = t.ordered
-		if t.ordered {
-			t.log.Info().Msg("the API lists tasks by updated_at, newest first: reading the head of the list finds every change; finished slices are read at poll.full_sweep")
-		} else {
-			t.log.Info().Msg("the API's list is not in updated_at order (any more): the budget reads finished slices again")
-		}
-	}
-	short := t.cfg.Budget > 0 && t.need > float64(t.cfg.Budget)*1.05
-	if short != t.short {
-		t.short = short
-		if short {
-			t.log.Warn().Int("budget", t.cfg.Budget).Int("need", int(math.Ceil(t.need))).
-				Msgf("poll.budget below what the ceilings need (%d requests per cycle): poll.open_sweep and poll.full_sweep are kept, nothing is left to read finished tasks more often", int(math.Ceil(t.need)))
-		} else {
-			t.log.Info().Int("budget", t.cfg.Budget).Msg("poll.budget covers the ceilings again")
-		}
-	}
+	t.budget.add(ceiling)
+	t.learnOrder()
+	t.budget.check(t.cfg.Budget, t.log)
 }
 
 // tierCost estimates what the open tier at OpenSweep and the finished tier

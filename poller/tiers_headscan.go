@@ -88,3 +88,21 @@ func (t *Tiered) scanOrdered() bool {
 	sc := &t.scan
 	return sc.complete && sc.positive && !sc.negative
 }
+
+// learnOrder keeps what a successful cycle's head scan showed: the newest
+// updated_at it listed, once complete, and whether the list is in
+// updated_at order; it logs when the order starts or stops holding.
+func (t *Tiered) learnOrder() {
+	if t.scan.complete {
+		t.scanTop = max(t.scan.top, t.scanTop)
+	}
+	t.ordered = t.scanOrdered()
+	if t.ordered != t.orderLog && (t.ordered || t.scan.negative) {
+		t.orderLog = t.ordered
+		if t.ordered {
+			t.log.Info().Msg("the API lists tasks by updated_at, newest first: reading the head of the list finds every change; finished slices are read at poll.full_sweep")
+		} else {
+			t.log.Info().Msg("the API's list is not in updated_at order (any more): the budget reads finished slices again")
+		}
+	}
+}

@@ -6,15 +6,16 @@ package poller
 
 import (
 	"cmp"
-	"math"
 	"slices"
 	"time"
 )
 
-// schedule is what planning a cycle changes before the cycle succeeded.
+// schedule is what planning a cycle changes before the cycle succeeded:
+// the finished and the open tier's credits, and the open tier's place in
+// its ring.
 type schedule struct {
 	fullCredit, openCredit float64
-	openCursor             WallTime
+	openCursor             WallTime // the open tier's ring goes on at the band starting here
 }
 
 // Kinds of query.
@@ -98,7 +99,7 @@ func (t *Tiered) planMain(now time.Time) {
 	// are done.
 	var paid []bool
 	if t.cfg.Budget > 0 && !t.ordered {
-		paid = t.chooseBudget(full, t.cfg.Budget-int(math.Ceil(t.need)))
+		paid = t.chooseBudget(full, t.budget.spare(t.cfg.Budget))
 		for i := range paid {
 			full[i] = full[i] || paid[i]
 		}
