@@ -1,5 +1,9 @@
 package poller_test
 
+// Tests of Tiered's budget (tiers_budget.go): simulated worlds read within
+// Config.Budget, the ceilings kept when it falls short, and the head scan's
+// page cap.
+
 import (
 	"net/http"
 	"testing"

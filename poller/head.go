@@ -1,5 +1,9 @@
 package poller
 
+// Task heads (TaskHead), the brief of a task that tells whether it
+// changed, and the fast page decoder that reads them without decoding the
+// tasks a Skipper finds unchanged (pageScanner).
+
 import (
 	"bytes"
 	"net/http"

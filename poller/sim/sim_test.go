@@ -1,5 +1,8 @@
 package sim_test
 
+// Tests of the simulator: the envelope, auth, filters, pagination, faults,
+// changes and their indexes, and determinism.
+
 import (
 	"bytes"
 	"context"
