@@ -93,7 +93,7 @@ type Config struct {
 	OpenSweep time.Duration
 	// Budget is, for the Tiered strategy, the number of API requests per
 	// Interval it aims to spend on average: after the newest window, the
-	// open tier and the follow-ups, it reads as many finished slices as the
+	// open tier and the follow-ups, it reads as many finished bands as the
 	// rest of the budget pays for, least recently read first, so a world
 	// whose full sweep fits is read whole every cycle. OpenSweep and
 	// FullSweep stay ceilings that are kept even beyond the budget; the
