@@ -1,8 +1,8 @@
 package poller_test
 
-// Tests of the fast page decoder that skips unchanged tasks (head.go): it
-// agrees with decodePage, skips what it should, falls back when it must,
-// and is fuzzed.
+// Tests of the fast page decoder that skips unchanged tasks (head.go,
+// pagescan.go): it agrees with decodePage, skips what it should, falls back
+// when it must, and is fuzzed.
 
 import (
 	"bytes"
