@@ -36,6 +36,9 @@ type Role struct {
 type leaseVal struct {
 	Leader string `json:"leader"`
 	Hash   string `json:"hash,omitempty"`
+	// Renewal is a renewal's nonce (none at the winning create): a
+	// read-back tells the renewal whose reply was lost by it.
+	Renewal uint64 `json:"renewal,omitempty"`
 }
 
 // memberVal is a replica's heartbeat in the "<Name>-members" bucket.
