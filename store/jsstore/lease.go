@@ -1,6 +1,7 @@
 // The leader lease and the cluster's roles: Run campaigns for the lease,
-// renews or releases it and writes the epoch record; the members bucket
-// and the partition assignment (Role, Changes, Rewound, Refresh).
+// renews it (lease_renew.go) or releases it and writes the epoch record;
+// the members bucket and the partition assignment (Role, Changes,
+// Rewound, Refresh).
 
 package jsstore
 
@@ -13,7 +14,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -36,6 +36,9 @@ type Role struct {
 type leaseVal struct {
 	Leader string `json:"leader"`
 	Hash   string `json:"hash,omitempty"`
+	// Renewal is a renewal's nonce (none at the winning create): a
+	// read-back tells the renewal whose reply was lost by it.
+	Renewal uint64 `json:"renewal,omitempty"`
 }
 
 // memberVal is a replica's heartbeat in the "<Name>-members" bucket.
@@ -173,38 +176,6 @@ func (s *Store) hasLead() bool {
 	s.leadMu.Lock()
 	defer s.leadMu.Unlock()
 	return s.lead != nil
-}
-
-// renew extends the lease with a compare-and-set publish that carries the
-// TTL: kv.Update would drop the key's TTL (see TestQuirkUpdateDropsTTL).
-func (s *Store) renew(ctx context.Context) {
-	s.leadMu.Lock()
-	l := s.lead
-	s.leadMu.Unlock()
-	if l == nil {
-		return
-	}
-	val, _ := json.Marshal(leaseVal{Leader: s.o.ReplicaID, Hash: s.o.ConfigHash})
-	started := s.o.Now()
-	rctx, cancel := context.WithTimeout(ctx, s.tick())
-	ack, err := s.js.PublishMsg(rctx, &nats.Msg{Subject: "$KV." + s.name + "-lease." + leaseKey, Data: val},
-		jetstream.WithExpectLastSequencePerSubject(l.leaseRev), jetstream.WithMsgTTL(s.o.Lease))
-	cancel()
-	switch {
-	case err == nil:
-		s.leadMu.Lock()
-		if s.lead != nil {
-			s.lead.leaseRev = ack.Sequence
-			s.lead.until = started.Add(s.holdFor())
-		}
-		s.leadMu.Unlock()
-	case isWrongLastSeq(err):
-		s.stepDown("lease lost: another replica holds it")
-	case !s.o.Now().Before(l.until):
-		s.stepDown(fmt.Sprintf("lease lapsed: renewal failing: %v", err))
-	default:
-		s.log.Warn().Err(err).Msg("jsstore: lease renewal failed; retrying")
-	}
 }
 
 // holdFor is how long after sending a renewal (or the winning create) this
