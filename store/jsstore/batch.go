@@ -1,7 +1,8 @@
 // The batcher: gathers whole units (a task's events and seen record, a
-// rule write) into atomic batches of at most MaxBatch messages, assigns
-// offsets, packs events per partition, adds the head message, commits,
-// and puts what committed into this replica's view.
+// rule write) into atomic batches of at most MaxBatch messages, closing a
+// batch only between units, assigns offsets, packs events per partition
+// into messages of at most maxEventMsg bytes, adds the head message,
+// commits, and puts what committed into this replica's view.
 
 package jsstore
 
@@ -17,7 +18,11 @@ import (
 // batcher gathers whole units (a task's events and seen record, a rule
 // write) into atomic batches of at most MaxBatch messages, assigning
 // offsets on from the head. A batch holds the units' rolled-up messages,
-// then their events packed per partition, then the new head.
+// then their events packed per partition, then the new head. It counts
+// the messages a unit's events take as packEvents will pack them, not
+// one per event, and closes a batch only between units: a unit is stored
+// whole or not at all, however many events it has (see add for the
+// bound).
 type batcher struct {
 	s    *Store
 	lead *leadership
@@ -28,7 +33,8 @@ type batcher struct {
 	headSeq   uint64 // stream sequence of the last head message
 	msgs      []outMsg
 	evs       []evOut
-	count     int             // messages the batch may take: each event counted as one
+	count     int             // messages of the batch: msgs and evs as packEvents packs them
+	fill      map[int]msgFill // partition -> its last event message in the batch
 	subjs     map[string]bool // rolled-up subjects in msgs: one each per batch
 	pending   []func()        // result updates once msgs commit
 	prev      *pipeBatch      // the batch being committed that this one follows; nil if none
@@ -42,7 +48,7 @@ func (s *Store) newBatcher(lead *leadership) *batcher {
 		last = s.v.events[n-1].at
 	}
 	s.v.mu.RUnlock()
-	b := &batcher{s: s, lead: lead, head: head, committed: head, headSeq: headSeq, subjs: map[string]bool{}}
+	b := &batcher{s: s, lead: lead, head: head, committed: head, headSeq: headSeq, fill: map[int]msgFill{}, subjs: map[string]bool{}}
 	if p := s.inflight; p != nil && !p.finished() {
 		// Build on the batch still being committed: its offsets, its
 		// head; the head message's sequence is known once it commits.
@@ -65,27 +71,70 @@ func (b *batcher) event(taskID int64, off uint64, typ string, body []byte, at in
 	return evOut{part: b.s.partition(taskID), off: off, task: taskID, at: at, typ: typ, body: body}
 }
 
-// packEvents returns evs as event messages: one per partition (more if
-// large), each in offset order.
+// msgFill is the partition's event message being packed: the sum of its
+// events' frameLen (an upper bound of its size) and, in packEvents, its
+// index. packEvents packs by it and add counts by it, so the two agree.
+type msgFill struct {
+	bytes int
+	open  bool // a message is open
+	i     int  // packEvents: its index in the messages
+}
+
+// put adds an event whose frame takes at most n bytes and reports whether
+// it starts a message: when none is open or it would pass maxEventMsg.
+// An event larger than maxEventMsg gets a message of its own.
+func (f *msgFill) put(n int) (started bool) {
+	if f.open && f.bytes+n <= maxEventMsg {
+		f.bytes += n
+		return false
+	}
+	f.bytes, f.open = n, true
+	return true
+}
+
+// eventMsgs returns how many event messages evs start when packed after
+// fill (partition -> its last message; nil for an empty batch), and the
+// partitions' fills after them.
+func eventMsgs(fill map[int]msgFill, evs []evOut) (n int, after map[int]msgFill) {
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	after = make(map[int]msgFill, 1)
+	for i := range evs {
+		p := evs[i].part
+		f, ok := after[p]
+		if !ok {
+			f = fill[p]
+		}
+		if f.put(frameLen(&evs[i])) {
+			n++
+		}
+		after[p] = f
+	}
+	return n, after
+}
+
+// packEvents returns evs as event messages: one per partition, more where
+// its events pass maxEventMsg, each in offset order.
 func (b *batcher) packEvents(evs []evOut) []outMsg {
 	var out []outMsg
-	cur := map[int]int{}  // partition -> index in out of its open message
-	size := map[int]int{} // partition -> bytes of its events not yet in a message
+	fill := map[int]msgFill{} // partition -> its open message
+	size := map[int]int{}     // partition -> bytes of its events not yet in a message
 	for i := range evs {
 		size[evs[i].part] += frameLen(&evs[i])
 	}
 	for i := range evs {
 		e := &evs[i]
 		n := frameLen(e)
-		j, ok := cur[e.part]
-		if !ok || len(out[j].data)+n > maxEventMsg {
-			j = len(out)
+		f := fill[e.part]
+		if f.put(n) {
+			f.i = len(out)
 			// Room for the partition's remaining events, at most a message.
 			out = append(out, outMsg{subj: b.s.subj + "ev." + strconv.Itoa(e.part), hdr: nats.Header{}, data: make([]byte, 0, min(size[e.part], maxEventMsg))})
-			cur[e.part] = j
 		}
+		fill[e.part] = f
 		size[e.part] -= n
-		out[j].data = appendFrame(out[j].data, e)
+		out[f.i].data = appendFrame(out[f.i].data, e)
 	}
 	return out
 }
@@ -100,25 +149,39 @@ func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 		seen: kind == "seen", task: taskID}
 }
 
-// add appends a unit's events and rolled-up messages, flushing first if
-// they do not fit; done runs once they committed.
+// add appends a unit, one task's events and rolled-up messages (its seen
+// record, its rule state), flushing the batch first if they do not fit:
+// a unit is never split across batches. done runs once it committed.
+//
+// A unit that does not fit even an empty batch is refused, naming its
+// task, rather than stored in parts. Its events are packed in messages of
+// at most maxEventMsg (256 KiB) and a batch holds MaxBatch (1,000)
+// messages, the head and the unit's records among them, so one task can
+// add about 997 x 256 KiB, some 250 MB of events, in one Ingest: about
+// 260,000 new logs of a task like the vendor's example, whose events are
+// 0.86 KB (TestWholeTaskBatch: 5,000 logs take 19 messages).
 func (b *batcher) add(ctx context.Context, evs []evOut, msgs []outMsg, done func()) error {
-	n := len(evs) + len(msgs)
-	if n+1 > MaxBatch {
-		return fmt.Errorf("jsstore: append: %d messages of one task do not fit a batch of %d", n, MaxBatch)
-	}
-	fits := b.count+n+1 <= MaxBatch
+	ne, fill := eventMsgs(b.fill, evs)
+	fits := b.count+len(msgs)+ne+1 <= MaxBatch
 	for _, m := range msgs {
 		fits = fits && !b.subjs[m.subj]
 	}
 	if !fits {
+		ne, fill = eventMsgs(nil, evs)
+		if n := len(msgs) + ne + 1; n > MaxBatch {
+			return fmt.Errorf("jsstore: append: task %d: its %d events and %d records need %d messages with the head, more than the %d of an atomic batch; refused rather than stored in parts",
+				unitTask(evs, msgs), len(evs), len(msgs), n, MaxBatch)
+		}
 		if err := b.flush(ctx); err != nil {
 			return err
 		}
 	}
 	b.evs = append(b.evs, evs...)
 	b.msgs = append(b.msgs, msgs...)
-	b.count += n
+	b.count += len(msgs) + ne
+	for p, f := range fill {
+		b.fill[p] = f
+	}
 	for _, m := range msgs {
 		b.subjs[m.subj] = true
 	}
@@ -154,8 +217,19 @@ func (b *batcher) take() (msgs []outMsg, head uint64, pending []func()) {
 	h := nats.Header{hdrRollup: []string{"sub"}}
 	msgs = append(msgs, outMsg{subj: b.s.subj + "head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
 	pending = b.pending
-	b.msgs, b.evs, b.count, b.subjs, b.pending = nil, nil, 0, map[string]bool{}, nil
+	b.msgs, b.evs, b.count, b.fill, b.subjs, b.pending = nil, nil, 0, map[int]msgFill{}, map[string]bool{}, nil
 	return msgs, head, pending
+}
+
+// unitTask returns the task of a unit's events and records.
+func unitTask(evs []evOut, msgs []outMsg) int64 {
+	if len(evs) > 0 {
+		return evs[0].task
+	}
+	if len(msgs) > 0 {
+		return msgs[0].task
+	}
+	return 0
 }
 
 // commitApply commits msgs (sent already as batch sent, but for the
@@ -184,8 +258,16 @@ func (b *batcher) commitApply(ctx context.Context, msgs []outMsg, head uint64, s
 	for _, fn := range pending {
 		fn()
 	}
+	if afterBatch != nil {
+		afterBatch()
+	}
 	return seq, nil
 }
+
+// afterBatch, when set (tests), runs after each batch committed and was
+// put into the view: a crash test cuts the connection there, between an
+// Ingest's batches.
+var afterBatch func()
 
 // countTypes adds evs to the per-type counts of a result, making the map
 // when the first event comes.

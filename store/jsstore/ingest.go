@@ -63,48 +63,28 @@ func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 	return res, perr
 }
 
-// addTask adds one prepared task: its events and its seen record in one
-// batch. A task with more new logs than a batch holds is split; only its
-// last batch carries the seen record, so a crash between its batches
-// could repeat the first batches' events under new offsets.
+// addTask adds one prepared task whole: its events and its seen record go
+// in one atomic batch, however many new logs it has (add packs its events
+// into as few messages as fit and closes batches only between tasks), so
+// a crash between an Ingest's batches leaves each task stored entirely or
+// not at all, and the next leader emits its logs once, at fresh offsets.
 func (b *batcher) addTask(ctx context.Context, p store.Prepared, res *store.IngestResult) error {
-	seenMsg := b.rollupMsg("seen", p.TaskID(), p.Record())
-	var evs []evOut
-	first, last := uint64(0), uint64(0)
-	unit := func(evs []evOut, msgs []outMsg, first, last uint64, changed bool) error {
-		n := len(evs)
-		return b.add(ctx, evs, msgs, func() {
-			res.Events += n
-			res.Types = countTypes(res.Types, evs)
-			if changed {
-				res.Changed++
-			}
-			if first > 0 && res.FirstOffset == 0 {
-				res.FirstOffset = first
-			}
-			if last > 0 {
-				res.LastOffset = last
-			}
-		})
-	}
-	for i := range p.Len() {
-		if len(evs)+2 > MaxBatch-1 {
-			// A giant task: commit what fits without its seen record.
-			if err := unit(evs, nil, first, last, false); err != nil {
-				return err
-			}
-			if err := b.flush(ctx); err != nil {
-				return err
-			}
-			evs, first = nil, 0
-		}
+	n := p.Len()
+	evs := make([]evOut, n)
+	for i := range n {
 		off := b.next()
 		body, typ := p.Event(i, off)
-		evs = append(evs, b.event(p.TaskID(), off, typ, body, b.at))
-		if first == 0 {
-			first = off
-		}
-		last = off
+		evs[i] = b.event(p.TaskID(), off, typ, body, b.at)
 	}
-	return unit(evs, []outMsg{seenMsg}, first, last, true)
+	return b.add(ctx, evs, []outMsg{b.rollupMsg("seen", p.TaskID(), p.Record())}, func() {
+		res.Events += n
+		res.Types = countTypes(res.Types, evs)
+		res.Changed++
+		if n > 0 {
+			if res.FirstOffset == 0 {
+				res.FirstOffset = evs[0].off
+			}
+			res.LastOffset = evs[n-1].off
+		}
+	})
 }
