@@ -95,7 +95,14 @@ type Tiered struct {
 	cur        TierStats // counts of the cycle under way
 
 	lastSave time.Time
-	unplaced int // tasks without a usable created_at, logged once
+	saveSeq  uint64 // snapshots of the state taken for saving, under mu
+	unplaced int    // tasks without a usable created_at, logged once
+
+	// saveMu orders the writes of the state, which happen without mu held:
+	// savedSeq is the newest snapshot written (or tried), and an older one
+	// is dropped instead of overwriting it.
+	saveMu   sync.Mutex
+	savedSeq uint64
 
 	// The initial sweep's order: pairs of tasks listed one after the other,
 	// and how many of them were not in updated_at descending order.
@@ -338,14 +345,25 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 
 // End commits the cycle's reads to the schedule, or, after a failure,
 // leaves the schedule as it was: what was not read in full is read again.
+// The state is saved after mu is released: a slow StateStore delays only
+// End's caller, not Stats, Unchanged, Forget or Fetch.
 func (t *Tiered) End(err error) {
+	snap, seq := t.end(err)
+	if snap != nil {
+		t.writeState(seq, snap)
+	}
+}
+
+// end does End's work under mu and returns the snapshot of the state to
+// save, if one is due, with its sequence number.
+func (t *Tiered) end(err error) (snap []byte, seq uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	end := t.cfg.Now()
 	t.lastDur = max(end.Sub(t.start), 0)
 	if err != nil {
 		t.schedule = t.undo
-		return
+		return nil, 0
 	}
 	if !t.ready {
 		t.build()
@@ -355,9 +373,11 @@ func (t *Tiered) End(err error) {
 	}
 	t.updateStats()
 	if t.state != nil && (t.lastSave.IsZero() || end.Sub(t.lastSave) >= saveInterval) {
-		t.save()
 		t.lastSave = end
+		t.saveSeq++
+		return t.encodeState(), t.saveSeq
 	}
+	return nil, 0
 }
 
 // updateStats fills t.stats after a successful cycle.
