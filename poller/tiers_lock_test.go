@@ -212,3 +212,44 @@ func isSorted(xs []uint64) bool {
 	}
 	return true
 }
+
+// gatedWriter is a log writer whose first Write blocks until release is
+// closed.
+type gatedWriter struct {
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (w *gatedWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() {
+		close(w.entered)
+		<-w.release
+	})
+	return len(p), nil
+}
+
+// TestTiered_NoLockAcrossLog: while a line End logs (the first full sweep
+// done) blocks in the log writer, Status and the ingester's calls return
+// at once.
+func TestTiered_NoLockAcrossLog(t *testing.T) {
+	w := &gatedWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	now := time.Date(2026, 4, 8, 9, 0, 0, 0, time.UTC)
+	cfg := Config{Location: time.UTC, RateLimit: -1, Now: func() time.Time { return now }}
+	tr := NewTiered(cfg, nil, zerolog.New(w))
+	p := New(nil, cfg, nil, zerolog.Nop())
+	p.Strategy = tr
+
+	tr.Cycle(now)
+	ended := make(chan struct{})
+	go func() { defer close(ended); tr.End(nil) }()
+	wait(t, w.entered, "the log line")
+
+	assert.True(t, within(func() { p.Status() }), "Poller.Status waits for the log writer")
+	assert.True(t, within(func() { tr.Unchanged(&TaskHead{ID: 1}) }), "Unchanged waits for the log writer")
+	assert.True(t, within(func() { tr.Forget(1) }), "Forget waits for the log writer")
+
+	close(w.release)
+	wait(t, ended, "End")
+	assert.True(t, tr.Stats().Ready)
+}
