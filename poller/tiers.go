@@ -95,7 +95,18 @@ type Tiered struct {
 	cur        TierStats // counts of the cycle under way
 
 	lastSave time.Time
-	unplaced int // tasks without a usable created_at, logged once
+	saveSeq  uint64 // snapshots of the state taken for saving, under mu
+	unplaced int    // tasks without a usable created_at, logged once
+
+	// saveMu orders the writes of the state, which happen without mu held:
+	// savedSeq is the newest snapshot written (or tried), and an older one
+	// is dropped instead of overwriting it.
+	saveMu   sync.Mutex
+	savedSeq uint64
+
+	// later holds the log lines made with mu held; unlock writes them once
+	// it has released mu, so that a slow log writer blocks no caller.
+	later []func(zerolog.Logger)
 
 	// The initial sweep's order: pairs of tasks listed one after the other,
 	// and how many of them were not in updated_at descending order.
@@ -205,8 +216,26 @@ func NewTiered(cfg Config, state StateStore, log zerolog.Logger) *Tiered {
 	}
 	if state != nil {
 		t.load()
+		t.mu.Lock()
+		t.unlock() // the lines load queued
 	}
 	return t
+}
+
+// logLater queues a log line made with mu held; unlock writes it.
+func (t *Tiered) logLater(f func(zerolog.Logger)) {
+	t.later = append(t.later, f)
+}
+
+// unlock releases mu and then writes the log lines queued while it was
+// held.
+func (t *Tiered) unlock() {
+	later := t.later
+	t.later = nil
+	t.mu.Unlock()
+	for _, f := range later {
+		f(t.log)
+	}
 }
 
 // Unchanged reports whether the task h describes is the version last
@@ -258,7 +287,7 @@ func (t *Tiered) Stats() TierStats {
 // Cycle plans the main queries of a cycle starting at now.
 func (t *Tiered) Cycle(now time.Time) []Query {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer t.unlock()
 	t.cycle++
 	t.start = now
 	t.plan, t.pos, t.round, t.roundStart = t.plan[:0], 0, 0, 0
@@ -291,7 +320,7 @@ func (t *Tiered) queries(from int) []Query {
 // head of the list at the first page without news.
 func (t *Tiered) Observe(_ Query, p *Page) bool {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer t.unlock()
 	kind := kindNewest
 	if t.pos < len(t.plan) {
 		kind = t.plan[t.pos].kind
@@ -338,14 +367,26 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 
 // End commits the cycle's reads to the schedule, or, after a failure,
 // leaves the schedule as it was: what was not read in full is read again.
+// The state is saved, and the cycle's log lines written, after mu is
+// released: a slow StateStore or log writer delays only End's caller, not
+// Stats, Unchanged, Forget or Fetch.
 func (t *Tiered) End(err error) {
+	snap, seq := t.end(err)
+	if snap != nil {
+		t.writeState(seq, snap)
+	}
+}
+
+// end does End's work under mu and returns the snapshot of the state to
+// save, if one is due, with its sequence number.
+func (t *Tiered) end(err error) (snap []byte, seq uint64) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer t.unlock()
 	end := t.cfg.Now()
 	t.lastDur = max(end.Sub(t.start), 0)
 	if err != nil {
 		t.schedule = t.undo
-		return
+		return nil, 0
 	}
 	if !t.ready {
 		t.build()
@@ -355,9 +396,11 @@ func (t *Tiered) End(err error) {
 	}
 	t.updateStats()
 	if t.state != nil && (t.lastSave.IsZero() || end.Sub(t.lastSave) >= saveInterval) {
-		t.save()
 		t.lastSave = end
+		t.saveSeq++
+		return t.encodeState(), t.saveSeq
 	}
+	return nil, 0
 }
 
 // updateStats fills t.stats after a successful cycle.

@@ -9,6 +9,8 @@ import (
 	"cmp"
 	"slices"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // rec is what Tiered knows of one task: where it is, and which version of
@@ -86,7 +88,10 @@ func (t *Tiered) place(r *rec) {
 	}
 	if r.created == 0 {
 		if t.unplaced++; t.unplaced == 1 {
-			t.log.Warn().Int64("task_id", r.id).Msg("task has no readable created_at: it is read by no tier until it changes")
+			id := r.id
+			t.logLater(func(l zerolog.Logger) {
+				l.Warn().Int64("task_id", id).Msg("task has no readable created_at: it is read by no tier until it changes")
+			})
 		}
 		return
 	}
@@ -151,7 +156,10 @@ func (t *Tiered) trim() {
 	if first.from > lb {
 		gap := &band{from: lb, to: first.from - 1}
 		t.bands = slices.Insert(t.bands, 0, gap)
-		t.log.Info().Stringer("from", lb).Stringer("to", gap.to).Msg("lookback window grew: sweeping the new part in full")
+		to := gap.to
+		t.logLater(func(l zerolog.Logger) {
+			l.Info().Stringer("from", lb).Stringer("to", to).Msg("lookback window grew: sweeping the new part in full")
+		})
 	}
 }
 
@@ -263,5 +271,8 @@ func (t *Tiered) build() {
 		s.size, s.known = len(s.recs), !shift
 		s.lastFull, s.lastOpen, s.lastOpenAt = t.start, t.cycle, t.start
 	}
-	t.log.Info().Int("tasks", len(all)).Int("slices", len(t.bands)).Bool("page_shift", shift).Msg("full sweep done: polling in tiers from now on")
+	tasks, bands := len(all), len(t.bands)
+	t.logLater(func(l zerolog.Logger) {
+		l.Info().Int("tasks", tasks).Int("slices", bands).Bool("page_shift", shift).Msg("full sweep done: polling in tiers from now on")
+	})
 }

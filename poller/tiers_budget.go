@@ -95,17 +95,22 @@ func (a *budgetAccount) spare(budget int) int {
 	return budget - int(math.Ceil(a.need))
 }
 
-// check logs when budget stops or starts covering the ceilings' need.
-func (a *budgetAccount) check(budget int, log zerolog.Logger) {
+// check returns a line to log when budget stops or starts covering the
+// ceilings' need, nil otherwise.
+func (a *budgetAccount) check(budget int) func(zerolog.Logger) {
 	short := budget > 0 && a.need > float64(budget)*1.05
 	if short == a.short {
-		return
+		return nil
 	}
 	a.short = short
+	need := int(math.Ceil(a.need))
 	if short {
-		log.Warn().Int("budget", budget).Int("need", int(math.Ceil(a.need))).
-			Msgf("poll.budget below what the ceilings need (%d requests per cycle): poll.open_sweep and poll.full_sweep are kept, nothing is left to read finished tasks more often", int(math.Ceil(a.need)))
-	} else {
+		return func(log zerolog.Logger) {
+			log.Warn().Int("budget", budget).Int("need", need).
+				Msgf("poll.budget below what the ceilings need (%d requests per cycle): poll.open_sweep and poll.full_sweep are kept, nothing is left to read finished tasks more often", need)
+		}
+	}
+	return func(log zerolog.Logger) {
 		log.Info().Int("budget", budget).Msg("poll.budget covers the ceilings again")
 	}
 }
@@ -121,7 +126,9 @@ func (t *Tiered) account() {
 		t.tierCost(float64(t.cur.ScanRequests+t.cur.NewestRequests+t.cur.FetchRequests)))
 	t.budget.add(ceiling)
 	t.learnOrder()
-	t.budget.check(t.cfg.Budget, t.log)
+	if line := t.budget.check(t.cfg.Budget); line != nil {
+		t.logLater(line)
+	}
 }
 
 // tierCost estimates what the open tier at OpenSweep and the finished tier

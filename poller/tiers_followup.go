@@ -14,7 +14,7 @@ import "slices"
 // did not list. There is no third round.
 func (t *Tiered) Swept(_ Query, st SweepStats) []Query {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer t.unlock()
 	if t.pos >= len(t.plan) {
 		return nil
 	}

@@ -3,6 +3,8 @@ package poller
 // Tiered's head scan (headScan): each page of it read and judged, the
 // order of the list it shows, and when to read the next page.
 
+import "github.com/rs/zerolog"
+
 // headScan is what the head scan of one cycle saw: the unfiltered list,
 // read from its first page while each page shows news, to learn whether
 // the API lists tasks by updated_at, newest first, and, when it does, to
@@ -99,10 +101,10 @@ func (t *Tiered) learnOrder() {
 	t.ordered = t.scanOrdered()
 	if t.ordered != t.orderLog && (t.ordered || t.scan.negative) {
 		t.orderLog = t.ordered
+		msg := "the API's list is not in updated_at order (any more): the budget reads finished slices again"
 		if t.ordered {
-			t.log.Info().Msg("the API lists tasks by updated_at, newest first: reading the head of the list finds every change; finished slices are read at poll.full_sweep")
-		} else {
-			t.log.Info().Msg("the API's list is not in updated_at order (any more): the budget reads finished slices again")
+			msg = "the API lists tasks by updated_at, newest first: reading the head of the list finds every change; finished slices are read at poll.full_sweep"
 		}
+		t.logLater(func(l zerolog.Logger) { l.Info().Msg(msg) })
 	}
 }

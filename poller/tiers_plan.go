@@ -8,6 +8,8 @@ import (
 	"cmp"
 	"slices"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // schedule is what planning a cycle changes before the cycle succeeded:
@@ -250,7 +252,10 @@ func (t *Tiered) commit() {
 					// A task new to the band may be hidden: read it again
 					// next cycle.
 					s.again = true
-					t.log.Debug().Stringer("from", s.from).Stringer("to", s.to).Msg("page shift in a slice not known in full: reading it again")
+					from, to := s.from, s.to
+					t.logLater(func(l zerolog.Logger) {
+						l.Debug().Stringer("from", from).Stringer("to", to).Msg("page shift in a slice not known in full: reading it again")
+					})
 				}
 			}
 		}

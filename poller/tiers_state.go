@@ -19,11 +19,11 @@ const StateKey = "poller/tiers"
 // stateMagic starts a saved state; the last byte is the format version.
 const stateMagic = "incs-tiers\x01"
 
-// save writes the bands, their schedule, the newest window, the open
-// tasks and the pending fetches to the StateStore. Finished tasks are not
-// saved: after a restart the finished tier learns them again. A failure is
-// logged; polling goes on.
-func (t *Tiered) save() {
+// encodeState encodes the bands, their schedule, the newest window, the
+// open tasks and the pending fetches, for the StateStore. Finished tasks
+// are not saved: after a restart the finished tier learns them again. It
+// is called with mu held, and does no I/O.
+func (t *Tiered) encodeState() []byte {
 	b := []byte(stateMagic)
 	b = appendString(b, t.cfg.Location.String())
 	b = binary.AppendUvarint(b, t.cycle)
@@ -64,6 +64,20 @@ func (t *Tiered) save() {
 		b = binary.AppendVarint(b, id-prev)
 		prev = id
 	}
+	return b
+}
+
+// writeState writes snapshot seq of the state (encodeState) to the
+// StateStore, without mu held. Writes are one at a time, and a snapshot
+// older than one already written is dropped: the store never goes back to
+// an older state. A failure is logged; polling goes on.
+func (t *Tiered) writeState(seq uint64, b []byte) {
+	t.saveMu.Lock()
+	defer t.saveMu.Unlock()
+	if seq <= t.savedSeq {
+		return
+	}
+	t.savedSeq = seq
 	if err := t.state.SetMeta(StateKey, b); err != nil {
 		t.log.Warn().Err(err).Msg("save tier state")
 	}
