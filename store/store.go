@@ -109,6 +109,8 @@ type DB struct {
 	gcQueue []*ingestReq
 
 	touched touched // bytes read and written since the mapped pages were released
+
+	bg sync.WaitGroup // background work started by Open (countSeen); Close waits
 }
 
 // Open opens the store at path, creating the file and its parent directory
@@ -172,9 +174,13 @@ func Open(path string, opts Options) (*DB, error) {
 		now:  opts.Now,
 		subs: make(map[chan struct{}]struct{}),
 	}
-	if err := db.init(); err != nil {
+	counted, err := db.init()
+	if err != nil {
 		_ = bdb.Close()
 		return nil, err
+	}
+	if !counted {
+		db.bg.Go(db.countSeen)
 	}
 	if e := db.log.Debug(); e.Enabled() {
 		if s, err := db.Stats(); err == nil {
@@ -188,20 +194,22 @@ func Open(path string, opts Options) (*DB, error) {
 }
 
 // init checks the schema version and creates missing buckets. A store
-// that has them all is not written to.
-func (db *DB) init() error {
+// that has them all is not written to. counted reports whether the store
+// has its seen total (a new store gets it here).
+func (db *DB) init() (counted bool, err error) {
 	complete := false
-	err := db.view(func(tx *bolt.Tx) error {
+	err = db.view(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
 				return nil
 			}
 		}
 		complete = true
+		_, counted = seenCount(tx)
 		return checkSchema(db.path, tx.Bucket(bucketMeta).Get(keySchema))
 	})
 	if err != nil || complete {
-		return db.wrapInit(err)
+		return counted, db.wrapInit(err)
 	}
 	err = db.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
@@ -221,13 +229,20 @@ func (db *DB) init() error {
 			}
 		}
 		meta = tx.Bucket(bucketMeta)
+		_, counted = seenCount(tx)
+		if k, _ := tx.Bucket(bucketSeen).Cursor().First(); k == nil && !counted {
+			if err := meta.Put(keySeenCount, u64(0)); err != nil {
+				return err
+			}
+			counted = true
+		}
 		v := meta.Get(keySchema)
 		if v == nil {
 			return meta.Put(keySchema, u64(schemaVersion))
 		}
 		return checkSchema(db.path, v)
 	})
-	return db.wrapInit(err)
+	return counted, db.wrapInit(err)
 }
 
 func (db *DB) wrapInit(err error) error {
@@ -258,6 +273,7 @@ func (db *DB) Path() string { return db.path }
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		db.closed.Store(true)
+		db.bg.Wait()
 		if err := db.bolt.Close(); err != nil {
 			db.closeErr = fmt.Errorf("store %s: close: %w", db.path, err)
 		}
