@@ -176,9 +176,9 @@ func sampleBucket(b *bolt.Bucket, nested bool) error {
 // value has a valid header. Then, in a write transaction that is rolled
 // back, bbolt's check accounts for every page (reachable exactly once, or
 // free) and checks key order across pages; writers wait for this step
-// (about 0.3 s per GiB in the page cache), which does not look at ctx once
-// started. The pages it reads are dropped from the process's mapping as it
-// goes, so its resident memory stays bounded.
+// (about 0.4 s per GiB in the page cache), which does not look at ctx once
+// started. The pages both steps read are dropped from the process's mapping
+// as they go, so the resident set grows by a few MB, not by the file size.
 func (db *DB) CheckAll(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -236,14 +236,46 @@ func (db *DB) checkPages() (err error) {
 	} else if err != nil {
 		return fmt.Errorf("store %s: check: %w", db.path, err)
 	}
-	defer func() {
-		if canRelease {
-			releasePages(db.bolt.Info().Data, tx.Size())
-		}
-		_ = tx.Rollback()
-	}()
+	defer func() { _ = tx.Rollback() }()
+	defer db.releaseWhile(tx.Size())()
 	if err := bboltCheck(tx); err != nil {
 		return corrupt(db.path, err)
 	}
 	return nil
+}
+
+// releaseInterval is how often releaseWhile drops the mapped pages. bbolt's
+// check reads some 10-20 MB in that time, which bounds what it adds to the
+// resident set (for 1M events: 43-54 MB instead of 941 MB, for 0.4 s of
+// check instead of 0.3 s).
+const releaseInterval = 2 * time.Millisecond
+
+// releaseWhile drops the process's mapping of the first size bytes of the
+// file every releaseInterval, and once more when the returned function is
+// called, which waits for it to stop. The caller must hold a transaction
+// for the whole time, so that bbolt does not remap the file meanwhile.
+func (db *DB) releaseWhile(size int64) (stop func()) {
+	if !canRelease {
+		return func() {}
+	}
+	data := db.bolt.Info().Data
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(releaseInterval)
+		defer t.Stop()
+		for {
+			releasePages(data, size)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+		releasePages(data, size)
+	}
 }

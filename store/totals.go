@@ -37,7 +37,8 @@ func addSeenCount(tx *bolt.Tx, d int64) error {
 
 // countSeen sets the seen total of a store that lacks it, counting the
 // seen-set in one write transaction (writers wait for it; about 50 ms per
-// 100,000 tasks). Open starts it in the background; Close waits for it.
+// 100,000 tasks) and drops the pages it read from the mapping. Open starts
+// it in the background; Close waits for it.
 func (db *DB) countSeen() {
 	err := db.update(func(tx *bolt.Tx) error {
 		if _, ok := seenCount(tx); ok {
@@ -45,6 +46,9 @@ func (db *DB) countSeen() {
 		}
 		return tx.Bucket(bucketMeta).Put(keySeenCount, u64(uint64(tx.Bucket(bucketSeen).Stats().KeyN)))
 	})
+	if err == nil {
+		db.releaseMapped()
+	}
 	if err != nil && !errors.Is(err, ErrClosed) {
 		db.log.Warn().Err(err).Msg("store: counting the seen-set failed; Stats counts it on every call")
 	}
