@@ -6,7 +6,9 @@
 //
 // [Open] takes an exclusive lock on the file (a second process gets
 // [ErrLocked]) and checks it before use (a damaged file gives [ErrCorrupt] and
-// is left in place). [DB.Ingest] diffs polled tasks against the seen-set and,
+// is left in place): completely up to 64 MiB, else with a bounded check whose
+// cost does not grow with the outbox; [DB.CheckAll] runs the full check once
+// the store is in use. [DB.Ingest] diffs polled tasks against the seen-set and,
 // in one transaction, appends an event for every new log and marks it seen,
 // so an event is never lost and never emitted twice. Offsets start at 1, are
 // strictly increasing and are never reused, not even after [DB.Prune] deletes

@@ -367,13 +367,14 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 			}
 		}
 		var cur seenRecord
-		total := 0
+		total, newTasks := 0, 0
 		for _, r := range batch {
 			r.events, r.changed, r.first, r.last, r.types = 0, 0, 0, 0, nil
 			for _, p := range r.tasks {
 				key := u64(uint64(p.id))
 				rec, ids, evs := p.rec, p.newIDs, p.events
-				if v := seen.Get(key); !bytes.Equal(v, p.snap) {
+				v := seen.Get(key)
+				if !bytes.Equal(v, p.snap) {
 					cur.IDs = cur.IDs[:0]
 					if v != nil {
 						if err := decodeRecord(v, &cur); err != nil {
@@ -404,10 +405,16 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 				if err := seen.Put(key, rec); err != nil {
 					return err
 				}
+				if v == nil {
+					newTasks++
+				}
 				r.events += len(evs)
 				r.changed++
 				total += len(evs)
 			}
+		}
+		if err := addSeenCount(tx, int64(newTasks)); err != nil {
+			return err
 		}
 		if total == 0 {
 			return nil

@@ -74,8 +74,10 @@ type Stats struct {
 	FileSize int64  // bytes of the store file
 }
 
-// Stats returns the store's figures. Counting tasks walks the seen-set's
-// pages, which is fast but not free on very large stores.
+// Stats returns the store's figures. It reads a few pages whatever the
+// store's size: the totals are kept as events and seen records are added
+// and pruned. Only a store written by an older version, until the count
+// Open started in the background is done, has its seen-set counted here.
 func (db *DB) Stats() (Stats, error) {
 	var s Stats
 	err := db.view(func(tx *bolt.Tx) error {
@@ -87,7 +89,10 @@ func (db *DB) Stats() (Stats, error) {
 		if v := tx.Bucket(bucketMeta).Get(keyEventCount); len(v) == 8 {
 			s.Events = int(be64(v))
 		}
-		s.Tasks = tx.Bucket(bucketSeen).Stats().KeyN
+		var ok bool
+		if s.Tasks, ok = seenCount(tx); !ok {
+			s.Tasks = tx.Bucket(bucketSeen).Stats().KeyN
+		}
 		s.FileSize = tx.Size()
 		return nil
 	})

@@ -212,7 +212,7 @@ func (db *DB) pruneSeen(cutoff int64, from []byte) (n int, next []byte, err erro
 		if n == 0 {
 			return errNoop
 		}
-		return nil
+		return addSeenCount(tx, -int64(n))
 	})
 	if err == errNoop {
 		err = nil

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -65,12 +64,6 @@ var (
 	keyEventCount  = []byte("event_count")
 )
 
-// fullCheckMaxSize is the largest file Open checks completely (every page
-// walked and bbolt's consistency check: about 0.1 s for 250 MiB in the page
-// cache). Larger files get a bounded check: truncation, meta pages and a few
-// root-to-leaf paths per bucket.
-var fullCheckMaxSize int64 = 1 << 30
-
 // pageSize is the bbolt page size of new store files. Events are about
 // 1 KiB; 16 KiB pages hold a dozen of them and cut the write calls of a
 // commit fourfold compared with 4 KiB pages.
@@ -116,14 +109,18 @@ type DB struct {
 	gcQueue []*ingestReq
 
 	touched touched // bytes read and written since the mapped pages were released
+
+	bg sync.WaitGroup // background work started by Open (countSeen); Close waits
 }
 
 // Open opens the store at path, creating the file and its parent directory
 // if needed, and checks it. It blocks for at most about opts.Timeout waiting
 // for the file lock and returns an error wrapping ErrLocked if the store stays
 // in use. A truncated or damaged file gives an error wrapping ErrCorrupt and
-// is never replaced or modified. Files up to 1 GiB are checked completely;
-// larger ones get a bounded check (see DB.Check for a full one).
+// is never replaced or modified. Files up to 64 MiB are checked completely;
+// larger ones get a bounded check whose cost does not grow with the outbox:
+// run CheckAll once the relay is ready for the rest. Open reads no page in
+// proportion to the store's size.
 func Open(path string, opts Options) (*DB, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 2 * time.Second
@@ -177,9 +174,13 @@ func Open(path string, opts Options) (*DB, error) {
 		now:  opts.Now,
 		subs: make(map[chan struct{}]struct{}),
 	}
-	if err := db.init(); err != nil {
+	counted, err := db.init()
+	if err != nil {
 		_ = bdb.Close()
 		return nil, err
+	}
+	if !counted {
+		db.bg.Go(db.countSeen)
 	}
 	if e := db.log.Debug(); e.Enabled() {
 		if s, err := db.Stats(); err == nil {
@@ -193,20 +194,22 @@ func Open(path string, opts Options) (*DB, error) {
 }
 
 // init checks the schema version and creates missing buckets. A store
-// that has them all is not written to.
-func (db *DB) init() error {
+// that has them all is not written to. counted reports whether the store
+// has its seen total (a new store gets it here).
+func (db *DB) init() (counted bool, err error) {
 	complete := false
-	err := db.view(func(tx *bolt.Tx) error {
+	err = db.view(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
 				return nil
 			}
 		}
 		complete = true
+		_, counted = seenCount(tx)
 		return checkSchema(db.path, tx.Bucket(bucketMeta).Get(keySchema))
 	})
 	if err != nil || complete {
-		return db.wrapInit(err)
+		return counted, db.wrapInit(err)
 	}
 	err = db.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
@@ -226,13 +229,20 @@ func (db *DB) init() error {
 			}
 		}
 		meta = tx.Bucket(bucketMeta)
+		_, counted = seenCount(tx)
+		if k, _ := tx.Bucket(bucketSeen).Cursor().First(); k == nil && !counted {
+			if err := meta.Put(keySeenCount, u64(0)); err != nil {
+				return err
+			}
+			counted = true
+		}
 		v := meta.Get(keySchema)
 		if v == nil {
 			return meta.Put(keySchema, u64(schemaVersion))
 		}
 		return checkSchema(db.path, v)
 	})
-	return db.wrapInit(err)
+	return counted, db.wrapInit(err)
 }
 
 func (db *DB) wrapInit(err error) error {
@@ -263,6 +273,7 @@ func (db *DB) Path() string { return db.path }
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		db.closed.Store(true)
+		db.bg.Wait()
 		if err := db.bolt.Close(); err != nil {
 			db.closeErr = fmt.Errorf("store %s: close: %w", db.path, err)
 		}
@@ -405,122 +416,6 @@ func openError(path string, timeout time.Duration, err error) error {
 	// ErrInvalid, ErrChecksum, ErrVersionMismatch, "file size too small",
 	// invalid meta pages, panics on damaged pages.
 	return corrupt(path, err)
-}
-
-// precheck opens an existing file read-only (shared lock, so it waits for
-// a writer like a normal open) and checks it before bbolt is allowed to
-// write to it.
-func precheck(path string, size int64, timeout time.Duration) error {
-	rdb, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: timeout})
-	if err != nil {
-		return openError(path, timeout, err)
-	}
-	defer rdb.Close()
-	err = func() (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("bbolt panic: %v", r)
-			}
-		}()
-		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-		return rdb.View(func(tx *bolt.Tx) error { return checkTx(tx, size, size <= fullCheckMaxSize) })
-	}()
-	if err != nil {
-		return corrupt(path, err)
-	}
-	return nil
-}
-
-// checkTx checks a store file of the given size. It always checks that the
-// file holds every page the meta page counts and walks a few root-to-leaf
-// paths of every bucket; with full it walks every page of every bucket and
-// runs bbolt's consistency check. It must run with SetPanicOnFault.
-func checkTx(tx *bolt.Tx, size int64, full bool) error {
-	if need := tx.Size(); need > size {
-		return fmt.Errorf("file is truncated: %d bytes, its pages need %d", size, need)
-	}
-	if !full {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			return sampleBucket(b, bytes.Equal(name, bucketDead))
-		})
-	}
-	if err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-		return walkBucket(b, 0)
-	}); err != nil {
-		return err
-	}
-	var errs []error
-	for err := range tx.Check() {
-		if len(errs) < 5 {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// walkBucket visits every key of b and its nested buckets, which makes
-// bbolt read every branch and leaf page.
-func walkBucket(b *bolt.Bucket, depth int) error {
-	if depth > 4 {
-		return errors.New("buckets nested too deep")
-	}
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if v == nil {
-			if nb := b.Bucket(k); nb != nil {
-				if err := walkBucket(nb, depth+1); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// sampleBucket reads the first and last keys of b and a few keys spread
-// between them, which makes bbolt read a few root-to-leaf paths. For the
-// dead-letter bucket it samples every sink's nested bucket.
-func sampleBucket(b *bolt.Bucket, nested bool) error {
-	c := b.Cursor()
-	first, _ := c.First()
-	last, _ := c.Last()
-	if len(first) == 8 && len(last) == 8 {
-		lo, hi := binary.BigEndian.Uint64(first), binary.BigEndian.Uint64(last)
-		for i := uint64(1); i < 16 && hi-lo >= 16; i++ {
-			c.Seek(u64(lo + (hi-lo)/16*i))
-		}
-	}
-	if !nested {
-		return nil
-	}
-	return b.ForEachBucket(func(k []byte) error {
-		return sampleBucket(b.Bucket(k), false)
-	})
-}
-
-// Check runs a full consistency check of the store file: every page is
-// walked and bbolt's consistency check runs. It takes time proportional to
-// the file size and blocks writers meanwhile (readers go on). It returns an
-// error wrapping ErrCorrupt if the file is damaged.
-func (db *DB) Check() (err error) {
-	if db.closed.Load() {
-		return ErrClosed
-	}
-	defer db.recoverCorrupt(&err)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	// bbolt's check is only safe alongside writers when it runs in the
-	// write transaction itself; it is rolled back.
-	tx, err := db.bolt.Begin(true)
-	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-		return ErrClosed
-	} else if err != nil {
-		return fmt.Errorf("store %s: check: %w", db.path, err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if err := checkTx(tx, tx.Size(), true); err != nil {
-		return corrupt(db.path, err)
-	}
-	return nil
 }
 
 func be64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }

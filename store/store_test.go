@@ -377,22 +377,11 @@ func decodePageOrExit(b []byte) []diff.Task {
 func TestOpen_DamagedPages(t *testing.T) {
 	for _, bounded := range []bool{false, true} {
 		t.Run(fmt.Sprintf("bounded=%t", bounded), func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "relay.db")
-			db, err := Open(path, Options{NoSync: true})
-			require.NoError(t, err)
-			for p := range 20 {
-				_, err := db.Ingest(context.Background(), decodePage(t, pageJSON(int64(1+p*50), 50, 4, int64(1+p*200))), shanghai, true)
-				require.NoError(t, err)
-			}
-			require.NoError(t, db.SetCursor("bus", 500))
-			require.NoError(t, db.DeadLetter("bus", 3, 1, "gone"))
-			require.NoError(t, db.Close())
+			path := closedStore(t, 20)
 			orig, err := os.ReadFile(path)
 			require.NoError(t, err)
 			if bounded {
-				old := fullCheckMaxSize
-				fullCheckMaxSize = 0
-				t.Cleanup(func() { fullCheckMaxSize = old })
+				boundedOpen(t)
 			}
 			rng := rand.New(rand.NewPCG(1, 2))
 			pages := len(orig) / pageSize
