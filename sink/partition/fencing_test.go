@@ -40,9 +40,11 @@ func TestFencing_StaleOwner(t *testing.T) {
 	require.False(t, ok, "a is live and holds partition 0")
 
 	require.NoError(t, a.Release("hook", 0, genA))
-	genB, ok, err := b.Claim("hook", 0)
-	require.NoError(t, err)
-	require.True(t, ok, "released: b takes it")
+	var genB uint64
+	require.Eventually(t, func() bool { // once b's copy of the record shows the release
+		genB, ok, err = b.Claim("hook", 0)
+		return err == nil && ok
+	}, 5*time.Second, 10*time.Millisecond, "released: b takes it")
 	assert.Greater(t, genB, genA)
 	off, done, owner, _, err := b.CursorOf("hook", 0)
 	require.NoError(t, err)
@@ -50,6 +52,8 @@ func TestFencing_StaleOwner(t *testing.T) {
 	assert.Equal(t, []uint64{7}, done, "and skips what a did past it")
 	assert.Equal(t, "b", owner)
 
+	require.Eventually(t, func() bool { _, owner, _ := cursorOf(t, a, 0); return owner == "b" }, 5*time.Second, time.Millisecond,
+		"a's copy of the record shows b's claim")
 	ok, owner, now, err := a.SetCursorAs("hook", 0, genA, 9, nil)
 	require.NoError(t, err)
 	assert.False(t, ok, "a stale owner's write is refused")
