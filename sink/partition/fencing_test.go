@@ -51,6 +51,11 @@ func TestFencing_StaleOwner(t *testing.T) {
 	assert.Equal(t, uint64(5), off, "b starts from a's last cursor")
 	assert.Equal(t, []uint64{7}, done, "and skips what a did past it")
 	assert.Equal(t, "b", owner)
+	outB := newFencedOutbox(b.Partition(0), b, "b", 0, genB, func() {}, func() {})
+	_, err = outB.Cursor("hook")
+	require.NoError(t, err)
+	assert.False(t, outB.filter(nil)(&diff.Event{Offset: 7}), "b's dispatcher skips what a did past its cursor")
+	assert.True(t, outB.filter(nil)(&diff.Event{Offset: 6}))
 
 	require.Eventually(t, func() bool { _, owner, _ := cursorOf(t, a, 0); return owner == "b" }, 5*time.Second, time.Millisecond,
 		"a's copy of the record shows b's claim")
