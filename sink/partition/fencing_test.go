@@ -2,6 +2,7 @@ package partition
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -9,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/sink"
+	"github.com/incs-relay/incs-relay/store/jsstore"
 )
 
 // cursorOf returns st's record of the hook sink in partition p.
@@ -159,4 +162,39 @@ func TestFencing_KilledOwner(t *testing.T) {
 	assert.Equal(t, uint64(4), c, "from b's last cursor")
 	assert.Equal(t, "a", owner)
 	t.Logf("taken %s after the kill", took.Round(time.Millisecond))
+}
+
+// failRelease is a store whose first Release calls fail.
+type failRelease struct {
+	*jsstore.Store
+	fails int
+}
+
+func (f *failRelease) Release(sink string, p int, gen uint64) error {
+	if f.fails > 0 {
+		f.fails--
+		return errors.New("no quorum")
+	}
+	return f.Store.Release(sink, p, gen)
+}
+
+// TestDispatcher_ReleaseRetried: a partition stopped here whose release
+// failed stays held (no other replica could claim it) until a later sync
+// releases it.
+func TestDispatcher_ReleaseRetried(t *testing.T) {
+	a := leader(t, jetStream(t), "a")
+	st := &failRelease{Store: a, fails: 1}
+	d := New(Config{Dispatcher: sink.DispatcherConfig{Sink: newRecSink(), CursorFlush: 20 * time.Millisecond},
+		Assignment: st, Outbox: func(p int) sink.Outbox { return a.Partition(p) }, Changes: make(chan struct{})})
+	ctx := context.Background()
+	d.sync(ctx, []int{2})
+	_, owner, _ := cursorOf(t, a, 2)
+	require.Equal(t, "a", owner, "claimed")
+	d.sync(ctx, nil)
+	_, owner, _ = cursorOf(t, a, 2)
+	require.Equal(t, "a", owner, "the release failed: still held")
+	d.sync(ctx, nil)
+	_, owner, _ = cursorOf(t, a, 2)
+	assert.Empty(t, owner, "released at the next sync")
+	assert.Empty(t, d.unreleased)
 }

@@ -2,6 +2,7 @@ package partition
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -86,7 +87,10 @@ type Dispatcher struct {
 	life sync.Mutex // held while partitions start or stop, and by Reset
 	mu   sync.Mutex // guards runs and gone
 	runs map[int]*partRun
-	gone sink.DispatcherState // totals of dispatchers that stopped
+	// unreleased holds the generation of each partition stopped here
+	// whose release the store refused (failed), to try again.
+	unreleased map[int]uint64
+	gone       sink.DispatcherState // totals of dispatchers that stopped
 	// running is true while Run is in its loop.
 	running bool
 	// pausedSince is when followResume first saw a partition paused.
@@ -114,7 +118,7 @@ func New(cfg Config) *Dispatcher {
 	name := dc.Sink.Name()
 	self, _, _ := cfg.Assignment.Ownership()
 	return &Dispatcher{name: name, self: self, store: cfg.Assignment, outbox: cfg.Outbox, changes: cfg.Changes,
-		log: log.With().Str("sink", name).Logger(), rewind: make(chan struct{}, 1), runs: map[int]*partRun{},
+		log: log.With().Str("sink", name).Logger(), rewind: make(chan struct{}, 1), runs: map[int]*partRun{}, unreleased: map[int]uint64{},
 		newDisp: func(out *fencedOutbox, p int, paused string) *sink.Dispatcher {
 			c := dc
 			c.Outbox, c.Paused, c.MaxInFlight = out, paused, perPart
@@ -197,9 +201,15 @@ func (p *Dispatcher) sync(ctx context.Context, owned []int) (waiting bool) {
 			run.cancel()
 		}
 	}
+	retry := maps.Clone(p.unreleased) // of earlier syncs
 	p.mu.Unlock()
 	for _, part := range stopping {
 		p.stop(part)
+	}
+	for part, gen := range retry {
+		if !slices.Contains(owned, part) {
+			p.release(part, gen)
+		}
 	}
 	if ctx.Err() != nil {
 		return false
@@ -220,6 +230,9 @@ func (p *Dispatcher) sync(ctx context.Context, owned []int) (waiting bool) {
 			waiting = true
 			continue
 		}
+		p.mu.Lock()
+		delete(p.unreleased, part)
+		p.mu.Unlock()
 		p.start(ctx, part, gen)
 		started = append(started, part)
 	}
@@ -246,9 +259,23 @@ func (p *Dispatcher) stop(part int) {
 	if fenced {
 		return
 	}
+	p.release(part, gen)
+}
+
+// release releases partition part held at gen; when the store fails, the
+// release is tried again at every sync until it succeeds or this replica
+// runs the partition again: until then no other replica can claim it.
+func (p *Dispatcher) release(part int, gen uint64) {
 	if err := p.store.Release(p.name, part, gen); err != nil {
-		p.log.Warn().Err(err).Int("partition", part).Msg("release partition")
+		p.log.Warn().Err(err).Int("partition", part).Msg("release partition; will try again")
+		p.mu.Lock()
+		p.unreleased[part] = gen
+		p.mu.Unlock()
+		return
 	}
+	p.mu.Lock()
+	delete(p.unreleased, part)
+	p.mu.Unlock()
 }
 
 // start runs a dispatcher for partition part, claimed at gen.
