@@ -42,6 +42,7 @@ type fencedOutbox struct {
 	mu     sync.Mutex
 	gen    uint64
 	last   uint64          // the cursor last read or written
+	read   bool            // the cursor was read
 	done   map[uint64]bool // offsets done above the cursor
 	stale  bool            // a rewind moved the record on: writes wait for a reread
 	fenced bool
@@ -79,7 +80,7 @@ func (f *fencedOutbox) Cursor(name string) (uint64, error) {
 	if owner == f.self && gen >= f.gen && !f.fenced {
 		f.gen, f.stale = gen, false
 	}
-	f.last = off
+	f.last, f.read = off, true
 	clear(f.done)
 	for _, o := range done {
 		f.done[o] = true
@@ -131,15 +132,21 @@ func (f *fencedOutbox) SetCursor(name string, offset uint64) error {
 		f.part, offset, owner, now, gen, errFenced)
 }
 
-// flushDone writes the cursor last written again with the offsets done
-// above it now: the dispatcher writes only when its cursor moves, so its
-// last write may lack the events done since (those ahead of one still
-// under way). It is called once the dispatcher stopped.
-func (f *fencedOutbox) flushDone(name string) error {
+// flushLast writes the partition's last cursor, once its dispatcher
+// stopped: watermark (the dispatcher's last, which its own final write may
+// have failed to store) or the cursor last written if higher, with the
+// offsets done above it now (the dispatcher writes only when its cursor
+// moves, so its last write may lack events done since, those ahead of one
+// still under way). It writes nothing when the cursor was never read (the
+// dispatcher did not start), and when fenced.
+func (f *fencedOutbox) flushLast(name string, watermark uint64) error {
 	f.mu.Lock()
-	last := f.last
+	last, read := f.last, f.read
 	f.mu.Unlock()
-	return f.SetCursor(name, last)
+	if !read {
+		return nil
+	}
+	return f.SetCursor(name, max(last, watermark))
 }
 
 // filter returns the dispatcher's Filter: next's, and none of the offsets

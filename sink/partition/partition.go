@@ -87,9 +87,9 @@ type Dispatcher struct {
 	life sync.Mutex // held while partitions start or stop, and by Reset
 	mu   sync.Mutex // guards runs and gone
 	runs map[int]*partRun
-	// unreleased holds the generation of each partition stopped here
-	// whose release the store refused (failed), to try again.
-	unreleased map[int]uint64
+	// unreleased holds each partition stopped here whose last cursor
+	// write or release the store refused (failed), to try again.
+	unreleased map[int]pendingRelease
 	gone       sink.DispatcherState // totals of dispatchers that stopped
 	// running is true while Run is in its loop.
 	running bool
@@ -118,7 +118,7 @@ func New(cfg Config) *Dispatcher {
 	name := dc.Sink.Name()
 	self, _, _ := cfg.Assignment.Ownership()
 	return &Dispatcher{name: name, self: self, store: cfg.Assignment, outbox: cfg.Outbox, changes: cfg.Changes,
-		log: log.With().Str("sink", name).Logger(), rewind: make(chan struct{}, 1), runs: map[int]*partRun{}, unreleased: map[int]uint64{},
+		log: log.With().Str("sink", name).Logger(), rewind: make(chan struct{}, 1), runs: map[int]*partRun{}, unreleased: map[int]pendingRelease{},
 		newDisp: func(out *fencedOutbox, p int, paused string) *sink.Dispatcher {
 			c := dc
 			c.Outbox, c.Paused, c.MaxInFlight = out, paused, perPart
@@ -206,9 +206,9 @@ func (p *Dispatcher) sync(ctx context.Context, owned []int) (waiting bool) {
 	for _, part := range stopping {
 		p.stop(part)
 	}
-	for part, gen := range retry {
+	for part, pr := range retry {
 		if !slices.Contains(owned, part) {
-			p.release(part, gen)
+			p.finish(part, pr.out, pr.watermark)
 		}
 	}
 	if ctx.Err() != nil {
@@ -243,39 +243,46 @@ func (p *Dispatcher) sync(ctx context.Context, owned []int) (waiting bool) {
 }
 
 // stop waits for partition part's dispatcher, cancelled, to stop (it
-// drains and writes its last cursor), keeps its totals and releases the
-// partition unless it was fenced.
+// drains and writes its last cursor), keeps its totals, and finishes the
+// handoff.
 func (p *Dispatcher) stop(part int) {
 	p.mu.Lock()
 	run := p.runs[part]
 	delete(p.runs, part)
 	p.mu.Unlock()
 	<-run.done
-	p.addGone(run.d.State())
-	if err := run.out.flushDone(p.name); err != nil {
-		p.log.Warn().Err(err).Int("partition", part).Msg("write last cursor")
-	}
-	gen, fenced := run.out.state()
-	if fenced {
-		return
-	}
-	p.release(part, gen)
+	st := run.d.State()
+	p.addGone(st)
+	p.finish(part, run.out, st.Cursor)
 }
 
-// release releases partition part held at gen; when the store fails, the
-// release is tried again at every sync until it succeeds or this replica
-// runs the partition again: until then no other replica can claim it.
-func (p *Dispatcher) release(part int, gen uint64) {
-	if err := p.store.Release(p.name, part, gen); err != nil {
-		p.log.Warn().Err(err).Int("partition", part).Msg("release partition; will try again")
-		p.mu.Lock()
-		p.unreleased[part] = gen
-		p.mu.Unlock()
-		return
+// finish writes a stopped partition's last cursor (watermark, with the
+// offsets done above it) and only then releases the partition, unless it
+// was fenced. When the store fails, both are tried again at every sync
+// until they succeed or this replica runs the partition again: until
+// then no other replica can claim it, and none starts from a cursor
+// older than this replica's.
+func (p *Dispatcher) finish(part int, out *fencedOutbox, watermark uint64) {
+	err := out.flushLast(p.name, watermark)
+	gen, fenced := out.state()
+	if err == nil && !fenced {
+		err = p.store.Release(p.name, part, gen)
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil && !fenced {
+		p.log.Warn().Err(err).Int("partition", part).Msg("hand the partition over; will try again")
+		p.unreleased[part] = pendingRelease{out: out, watermark: watermark}
+		return
+	}
 	delete(p.unreleased, part)
-	p.mu.Unlock()
+}
+
+// pendingRelease is a stopped partition whose last cursor write or
+// release the store refused.
+type pendingRelease struct {
+	out       *fencedOutbox
+	watermark uint64
 }
 
 // start runs a dispatcher for partition part, claimed at gen.
