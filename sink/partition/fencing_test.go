@@ -79,6 +79,7 @@ func TestFencing_StaleOwner(t *testing.T) {
 	assert.Zero(t, rewound)
 	_, err = out.Read(context.Background(), 0, 10)
 	assert.ErrorIs(t, err, errFenced, "and reads nothing more")
+	assert.ErrorIs(t, out.DeadLetter("hook", 1, 3, "boom"), errFenced, "nor records a dead letter")
 	require.ErrorIs(t, out.SetCursor("hook", 12), errFenced)
 	off, _, _ = cursorOf(t, b, 0)
 	assert.Equal(t, uint64(5), off)

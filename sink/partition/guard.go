@@ -22,7 +22,7 @@ var errFenced = errors.New("partition taken by another replica: this dispatcher 
 // names this replica, at a later generation): the write is dropped, the
 // dispatcher told to reread, and writes wait until it has; or the
 // partition was taken (fenced): the dispatcher is stopped at once, reads
-// fail, and nothing more is written.
+// and dead letters fail, and no cursor is written any more.
 //
 // With the cursor it keeps the offsets above it that are done: delivered
 // or dead-lettered (it is the dispatcher's Observer) while an earlier
@@ -65,6 +65,14 @@ func (f *fencedOutbox) Read(ctx context.Context, from uint64, limit int) ([]diff
 		return nil, errFenced
 	}
 	return f.Outbox.Read(ctx, from, limit)
+}
+
+// DeadLetter records a dead letter, unless fenced.
+func (f *fencedOutbox) DeadLetter(name string, offset uint64, attempts int, lastErr string) error {
+	if _, fenced := f.state(); fenced {
+		return errFenced
+	}
+	return f.Outbox.DeadLetter(name, offset, attempts, lastErr)
 }
 
 // Cursor reads the partition's cursor and the offsets done above it; when
