@@ -40,15 +40,28 @@ func jetStream(t *testing.T) string {
 // delivers nothing until Run (a command such as rewind does not run it).
 func open(t *testing.T, url, id string) *jsstore.Store {
 	t.Helper()
+	st, _ := openConn(t, url, id)
+	return st
+}
+
+// openConn is open, also returning the store's connection.
+func openConn(t *testing.T, url, id string) (*jsstore.Store, *nats.Conn) {
+	t.Helper()
+	return openOpts(t, url, jsstore.Options{Name: "relay", Lease: 2 * time.Second, Partitions: testParts, ReplicaID: id})
+}
+
+// openOpts opens the store with o on url until the test ends.
+func openOpts(t *testing.T, url string, o jsstore.Options) (*jsstore.Store, *nats.Conn) {
+	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := jsstore.Open(ctx, nc, jsstore.Options{Name: "relay", Lease: 2 * time.Second, Partitions: testParts, ReplicaID: id})
+	st, err := jsstore.Open(ctx, nc, o)
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
-	return st
+	return st, nc
 }
 
 // replica opens the store as replica id on url and runs it until the test

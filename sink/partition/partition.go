@@ -2,6 +2,7 @@ package partition
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -24,6 +25,24 @@ type Assignment interface {
 	// SinkPaused reports whether the sink's stored state says paused,
 	// and the reason stored with the pause.
 	SinkPaused(sink string) (paused bool, reason string, err error)
+
+	// Claim makes this replica the owner of the sink's partition p if no
+	// other live replica holds it (its record is released, or its
+	// owner's membership lapsed), bumping the owner generation, and
+	// returns that generation; ok is false while another holds it.
+	Claim(sink string, p int) (gen uint64, ok bool, err error)
+	// CursorOf returns the sink's cursor in partition p, the offsets
+	// above it already delivered or dead-lettered, the replica holding p
+	// ("" when released) and the owner generation.
+	CursorOf(sink string, p int) (offset uint64, done []uint64, owner string, gen uint64, err error)
+	// SetCursorAs stores the cursor and the offsets done above it only
+	// while p is this replica's at gen; else it stores nothing and
+	// returns ok false with the owner and generation now (this replica
+	// at a later generation: an operator rewound the cursor).
+	SetCursorAs(sink string, p int, gen, offset uint64, done []uint64) (ok bool, owner string, now uint64, err error)
+	// Release gives up this replica's hold of p (taken at gen, or moved
+	// on by a rewind since), keeping its cursor.
+	Release(sink string, p int, gen uint64) error
 }
 
 // Config configures a Dispatcher. Dispatcher, Assignment and Outbox are
@@ -38,12 +57,16 @@ type Config struct {
 	Dispatcher sink.DispatcherConfig
 	// Assignment is the store's partition assignment.
 	Assignment Assignment
-	// Outbox returns partition p's outbox; each partition's dispatcher
-	// writes its cursor through the rewind guard wrapped around it.
+	// Outbox returns partition p's outbox, which each partition's
+	// dispatcher reads events from and records dead letters in; it reads
+	// and writes the partition's cursor through Assignment (CursorOf,
+	// SetCursorAs), fenced on the generation it claimed, never through
+	// this outbox.
 	Outbox func(p int) sink.Outbox
 	// Changes receives after each change of the assignment (buffered 1,
 	// sent to without blocking); the assignment is also checked every
-	// second. Each Dispatcher needs its own channel.
+	// second, and a partition another replica still holds is asked for
+	// every claimRetry. Each Dispatcher needs its own channel.
 	Changes <-chan struct{}
 }
 
@@ -53,9 +76,10 @@ type Config struct {
 // changes. Its methods are safe for concurrent use.
 type Dispatcher struct {
 	name    string
+	self    string // this replica
 	store   Assignment
 	outbox  func(p int) sink.Outbox
-	newDisp func(out sink.Outbox, p int, paused string) *sink.Dispatcher
+	newDisp func(out *fencedOutbox, p int, paused string) *sink.Dispatcher
 	log     zerolog.Logger
 	changes <-chan struct{} // role changes
 	rewind  chan struct{}   // buffered 1: the sink was rewound somewhere
@@ -63,7 +87,10 @@ type Dispatcher struct {
 	life sync.Mutex // held while partitions start or stop, and by Reset
 	mu   sync.Mutex // guards runs and gone
 	runs map[int]*partRun
-	gone sink.DispatcherState // totals of dispatchers that stopped
+	// unreleased holds each partition stopped here whose last cursor
+	// write or release the store refused (failed), to try again.
+	unreleased map[int]pendingRelease
+	gone       sink.DispatcherState // totals of dispatchers that stopped
 	// running is true while Run is in its loop.
 	running bool
 	// pausedSince is when followResume first saw a partition paused.
@@ -71,15 +98,12 @@ type Dispatcher struct {
 	// pauseSaved is whether the last state save saw a partition paused
 	// (NotePause).
 	pauseSaved bool
-	// lastOwner is each partition's last owner seen, gained when this
-	// replica was given it by another (startable); Run's only.
-	lastOwner map[int]string
-	gained    map[int]time.Time
 }
 
 // partRun is one partition's running dispatcher.
 type partRun struct {
 	d      *sink.Dispatcher
+	out    *fencedOutbox
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -92,11 +116,18 @@ func New(cfg Config) *Dispatcher {
 	perPart := max(1, (dc.MaxInFlight+parts-1)/parts)
 	log := dc.Logger
 	name := dc.Sink.Name()
-	return &Dispatcher{name: name, store: cfg.Assignment, outbox: cfg.Outbox, changes: cfg.Changes,
-		log: log.With().Str("sink", name).Logger(), rewind: make(chan struct{}, 1), runs: map[int]*partRun{},
-		newDisp: func(out sink.Outbox, p int, paused string) *sink.Dispatcher {
+	self, _, _ := cfg.Assignment.Ownership()
+	return &Dispatcher{name: name, self: self, store: cfg.Assignment, outbox: cfg.Outbox, changes: cfg.Changes,
+		log: log.With().Str("sink", name).Logger(), rewind: make(chan struct{}, 1), runs: map[int]*partRun{}, unreleased: map[int]pendingRelease{},
+		newDisp: func(out *fencedOutbox, p int, paused string) *sink.Dispatcher {
 			c := dc
 			c.Outbox, c.Paused, c.MaxInFlight = out, paused, perPart
+			c.Filter = out.filter(dc.Filter)
+			if dc.Observer != nil {
+				c.Observer = sink.MultiObserver{out, dc.Observer}
+			} else {
+				c.Observer = out
+			}
 			c.Logger = log.With().Int("partition", p).Logger()
 			return sink.NewDispatcher(c)
 		}}
@@ -126,14 +157,19 @@ func (p *Dispatcher) Run(ctx context.Context) error {
 	}()
 	check := time.NewTicker(time.Second)
 	defer check.Stop()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
 	for {
-		self, owned, assigned := p.store.Ownership()
-		p.sync(ctx, p.startable(self, owned, assigned, time.Now()))
+		_, owned, _ := p.store.Ownership()
+		if waiting := p.sync(ctx, owned); waiting {
+			retry.Reset(claimRetry)
+		}
 		select {
 		case <-ctx.Done():
 			p.sync(ctx, nil)
 			return nil
 		case <-p.changes:
+		case <-retry.C:
 		case now := <-check.C:
 			p.followResume(now)
 		case <-p.rewind:
@@ -142,73 +178,43 @@ func (p *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
-// handoffDelay is how long a partition that another replica delivered
-// waits before delivery starts here: the other replica stops its
-// dispatcher when the partition is taken from it (or it stops) and stores
-// its cursor, which takes a moment to reach this replica; starting at once
-// would deliver again what it did after the cursor seen here. It adds to
-// the failover of a dead replica's partitions (after its membership
-// lapsed) a second.
-const handoffDelay = time.Second
+// claimRetry is how often a partition assigned to this replica that
+// another replica still holds (draining, writing its last cursor) is
+// asked for again.
+const claimRetry = 100 * time.Millisecond
 
-// startable returns the partitions owned (of replica self, with the
-// assignment assigned) that may run now: all but those just taken from
-// another replica, for handoffDelay.
-func (p *Dispatcher) startable(self string, owned []int, assigned map[string][]int, now time.Time) []int {
-	if p.lastOwner == nil {
-		p.lastOwner, p.gained = map[int]string{}, map[int]time.Time{}
-	}
-	p.mu.Lock()
-	running := make(map[int]bool, len(p.runs))
-	for part := range p.runs {
-		running[part] = true
-	}
-	p.mu.Unlock()
-	var out []int
-	for _, part := range owned {
-		prev := p.lastOwner[part]
-		switch at, waiting := p.gained[part]; {
-		case running[part]:
-		case waiting && now.Sub(at) < handoffDelay:
-			continue
-		case waiting:
-			delete(p.gained, part)
-		case prev != "" && prev != self:
-			p.gained[part] = now
-			continue
-		}
-		out = append(out, part)
-	}
-	for id, parts := range assigned {
-		for _, part := range parts {
-			p.lastOwner[part] = id
-		}
-	}
-	return out
-}
-
-// sync starts a dispatcher for every owned partition without one and
-// stops those of partitions no longer owned, waiting for them to drain.
-func (p *Dispatcher) sync(ctx context.Context, owned []int) {
+// sync stops the dispatchers of partitions no longer owned, waiting for
+// each to drain and write its last cursor before it releases the
+// partition, and starts one for every owned partition without one that it
+// can claim. It reports whether some owned partition is still held by
+// another replica (to ask again after claimRetry). A dispatcher that was
+// fenced (its partition taken while it ran) has stopped by itself and
+// releases nothing.
+func (p *Dispatcher) sync(ctx context.Context, owned []int) (waiting bool) {
 	p.life.Lock()
 	defer p.life.Unlock()
 	p.mu.Lock()
-	var stopping []*partRun
+	var stopping []int
 	for part, run := range p.runs {
-		if !slices.Contains(owned, part) {
-			stopping = append(stopping, run)
-			delete(p.runs, part)
+		if !slices.Contains(owned, part) || run.ended() {
+			stopping = append(stopping, part)
 			run.cancel()
 		}
 	}
+	retry := maps.Clone(p.unreleased) // of earlier syncs
 	p.mu.Unlock()
-	for _, run := range stopping {
-		<-run.done
-		p.addGone(run.d.State())
+	for _, part := range stopping {
+		p.stop(part)
+	}
+	for part, pr := range retry {
+		if !slices.Contains(owned, part) {
+			p.finish(part, pr.out, pr.watermark)
+		}
 	}
 	if ctx.Err() != nil {
-		return
+		return false
 	}
+	var started []int
 	for _, part := range owned {
 		p.mu.Lock()
 		_, ok := p.runs[part]
@@ -216,35 +222,107 @@ func (p *Dispatcher) sync(ctx context.Context, owned []int) {
 		if ok {
 			continue
 		}
-		paused := ""
-		if stored, reason, err := p.store.SinkPaused(p.name); err == nil && stored {
-			paused = reason
-			if paused == "" {
-				paused = "paused by another replica or an earlier run"
-			}
-			// The stored state already says paused: this replica's
-			// saves must not write that pause again over a resume made
-			// elsewhere (NotePause), and nothing reports this pause to
-			// the state saver, since the dispatcher starts with it.
-			p.mu.Lock()
-			p.pauseSaved = true
-			p.mu.Unlock()
+		gen, ok, err := p.store.Claim(p.name, part)
+		if err != nil {
+			p.log.Warn().Err(err).Int("partition", part).Msg("claim partition")
 		}
-		d := p.newDisp(newGuardedOutbox(p.outbox(part), p.Rewound), part, paused)
-		rctx, cancel := context.WithCancel(ctx)
-		run := &partRun{d: d, cancel: cancel, done: make(chan struct{})}
-		go func() {
-			defer close(run.done)
-			if err := d.Run(rctx); err != nil {
-				p.log.Error().Err(err).Int("partition", part).Msg("partition dispatcher stopped")
-			}
-		}()
+		if !ok {
+			waiting = true
+			continue
+		}
 		p.mu.Lock()
-		p.runs[part] = run
+		delete(p.unreleased, part)
+		p.mu.Unlock()
+		p.start(ctx, part, gen)
+		started = append(started, part)
+	}
+	if len(stopping) > 0 || len(started) > 0 {
+		p.log.Debug().Ints("started", started).Ints("stopped", stopping).Msg("delivering partitions")
+	}
+	return waiting
+}
+
+// stop waits for partition part's dispatcher, cancelled, to stop (it
+// drains and writes its last cursor), keeps its totals, and finishes the
+// handoff.
+func (p *Dispatcher) stop(part int) {
+	p.mu.Lock()
+	run := p.runs[part]
+	delete(p.runs, part)
+	p.mu.Unlock()
+	<-run.done
+	st := run.d.State()
+	p.addGone(st)
+	p.finish(part, run.out, st.Cursor)
+}
+
+// finish writes a stopped partition's last cursor (watermark, with the
+// offsets done above it) and only then releases the partition, unless it
+// was fenced. When the store fails, both are tried again at every sync
+// until they succeed or this replica runs the partition again: until
+// then no other replica can claim it, and none starts from a cursor
+// older than this replica's.
+func (p *Dispatcher) finish(part int, out *fencedOutbox, watermark uint64) {
+	err := out.flushLast(p.name, watermark)
+	gen, fenced := out.state()
+	if err == nil && !fenced {
+		err = p.store.Release(p.name, part, gen)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil && !fenced {
+		p.log.Warn().Err(err).Int("partition", part).Msg("hand the partition over; will try again")
+		p.unreleased[part] = pendingRelease{out: out, watermark: watermark}
+		return
+	}
+	delete(p.unreleased, part)
+}
+
+// pendingRelease is a stopped partition whose last cursor write or
+// release the store refused.
+type pendingRelease struct {
+	out       *fencedOutbox
+	watermark uint64
+}
+
+// start runs a dispatcher for partition part, claimed at gen.
+func (p *Dispatcher) start(ctx context.Context, part int, gen uint64) {
+	paused := ""
+	if stored, reason, err := p.store.SinkPaused(p.name); err == nil && stored {
+		paused = reason
+		if paused == "" {
+			paused = "paused by another replica or an earlier run"
+		}
+		// The stored state already says paused: this replica's saves
+		// must not write that pause again over a resume made elsewhere
+		// (NotePause), and nothing reports this pause to the state
+		// saver, since the dispatcher starts with it.
+		p.mu.Lock()
+		p.pauseSaved = true
 		p.mu.Unlock()
 	}
-	if len(stopping) > 0 || len(owned) > 0 {
-		p.log.Debug().Ints("partitions", owned).Msg("delivering partitions")
+	rctx, cancel := context.WithCancel(ctx)
+	out := newFencedOutbox(p.outbox(part), p.store, p.self, part, gen, p.Rewound, cancel)
+	d := p.newDisp(out, part, paused)
+	run := &partRun{d: d, out: out, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(run.done)
+		if err := d.Run(rctx); err != nil {
+			p.log.Error().Err(err).Int("partition", part).Msg("partition dispatcher stopped")
+		}
+	}()
+	p.mu.Lock()
+	p.runs[part] = run
+	p.mu.Unlock()
+}
+
+// ended reports whether the run's dispatcher stopped by itself.
+func (r *partRun) ended() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
 	}
 }
 

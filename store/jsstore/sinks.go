@@ -35,12 +35,8 @@ func cursorKey(sink string, p int) string {
 // partCursor returns a sink's cursor in partition p: every event of p at
 // or below it is done.
 func (s *Store) partCursor(sink string, p int) uint64 {
-	v, ok := s.state.get(cursorKey(sink, p))
-	if !ok {
-		return 0
-	}
-	off, _ := strconv.ParseUint(string(v), 10, 64)
-	return off
+	rec, _, _ := s.cursorRecord(cursorKey(sink, p))
+	return rec.Off
 }
 
 // Cursor returns the highest offset through which every partition of the
@@ -88,10 +84,17 @@ func (s *Store) SetCursor(sink string, offset uint64) error {
 	return nil
 }
 
+// setPartCursor is an operator's write of the sink's cursor in partition
+// p (SetCursor, Rewind, PartitionOutbox.SetCursor): it keeps the record's
+// owner and bumps its generation, so the owner's next write (SetCursorAs)
+// is refused and the owner, still named, rereads the cursor instead of
+// writing its old position back over this one. The offsets done above
+// the old cursor are dropped: everything above the new one is delivered.
 func (s *Store) setPartCursor(sink string, p int, offset uint64) error {
-	ctx, cancel := s.opCtx()
-	defer cancel()
-	if err := s.kvPut(ctx, cursorKey(sink, p), []byte(strconv.FormatUint(offset, 10))); err != nil {
+	_, _, err := s.updateCursor(sink, p, func(cur cursorRec) (cursorRec, bool) {
+		return cursorRec{Off: offset, Owner: cur.Owner, Gen: cur.Gen + 1}, true
+	})
+	if err != nil {
 		return fmt.Errorf("jsstore: set cursor: sink %s: %w", sink, err)
 	}
 	return nil
@@ -360,7 +363,10 @@ func (o *PartitionOutbox) Cursor(sink string) (uint64, error) {
 	return o.s.partCursor(sink, o.p), nil
 }
 
-// SetCursor persists the sink's cursor in this partition.
+// SetCursor persists the sink's cursor in this partition as an operator's
+// write: unconditionally, bumping the record's generation (see
+// setPartCursor). A dispatcher that owns the partition writes with
+// Store.SetCursorAs instead.
 func (o *PartitionOutbox) SetCursor(sink string, offset uint64) error {
 	if err := o.s.checkOpen("set cursor"); err != nil {
 		return err
