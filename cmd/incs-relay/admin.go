@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/sink"
@@ -46,7 +47,7 @@ type adminServer struct {
 	sinkFailing time.Duration
 }
 
-func newAdminServer(r *Relay, cfg AdminConfig) (*adminServer, error) {
+func newAdminServer(r *Relay, cfg config.AdminConfig) (*adminServer, error) {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen on %s: %w", cfg.Addr, err)
@@ -321,7 +322,7 @@ func (r *Relay) sinkStatuses() []sinkStatus {
 }
 
 // storeSinkStatus reads a sink's status from the store alone.
-func storeSinkStatus(db store.Store, sc SinkConfig) (sinkStatus, error) {
+func storeSinkStatus(db store.Store, sc config.SinkConfig) (sinkStatus, error) {
 	s := sinkStatus{Name: sc.Name, Type: sc.Type}
 	st, err := db.Stats()
 	if err != nil {
@@ -452,7 +453,7 @@ func (a *adminServer) sink(w http.ResponseWriter, req *http.Request) {
 // newest K.
 func (a *adminServer) events(w http.ResponseWriter, req *http.Request) {
 	q := req.URL.Query()
-	eq, err := parseEventQuery(q.Get("from"), q.Get("limit"), q.Get("type"), a.r.cfg.knownEventType)
+	eq, err := parseEventQuery(q.Get("from"), q.Get("limit"), q.Get("type"), a.r.cfg.KnownEventType)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return

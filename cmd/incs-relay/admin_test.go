@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
 )
@@ -56,7 +57,7 @@ type obsOptions struct {
 	token string // admin token
 	// sinks returns the sinks given the receiver's URL; default one
 	// webhook "hooks" posting to it.
-	sinks    func(hookURL string) []SinkConfig
+	sinks    func(hookURL string) []config.SinkConfig
 	log      zerolog.Logger // default: test writer, warn level
 	logSet   bool
 	timeout  time.Duration // upstream timeout; default 1s
@@ -70,7 +71,7 @@ type obsOptions struct {
 }
 
 // obsRetry is a fast retry policy for test sinks.
-var obsRetry = &RetryConfig{Initial: Duration(5 * time.Millisecond), Max: Duration(50 * time.Millisecond), MaxElapsed: Duration(time.Minute)}
+var obsRetry = &config.RetryConfig{Initial: config.Duration(5 * time.Millisecond), Max: config.Duration(50 * time.Millisecond), MaxElapsed: config.Duration(time.Minute)}
 
 func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 	t.Helper()
@@ -138,14 +139,14 @@ func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 	t.Cleanup(hook.Close)
 	h.hookURL = hook.URL + "/incs"
 
-	cfg := DefaultConfig()
-	cfg.path = "obs"
+	cfg := config.Default()
+	cfg.SetFile("obs")
 	cfg.Upstream.BaseURL = api.URL
 	cfg.Upstream.Token = "api-token-s3cr3t"
 	cfg.Upstream.RateLimit = 500
-	cfg.Upstream.Timeout = Duration(o.timeout)
-	cfg.Poll.Interval = Duration(o.interval)
-	cfg.Poll.FullSweep = Duration(o.interval)
+	cfg.Upstream.Timeout = config.Duration(o.timeout)
+	cfg.Poll.Interval = config.Duration(o.interval)
+	cfg.Poll.FullSweep = config.Duration(o.interval)
 	cfg.Poll.Initial = "replay"
 	cfg.Store.Path = filepath.Join(t.TempDir(), "relay.db")
 	cfg.Admin.Addr = "127.0.0.1:0"
@@ -154,7 +155,7 @@ func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 	if o.sinks != nil {
 		cfg.Sinks = o.sinks(h.hookURL)
 	} else {
-		cfg.Sinks = []SinkConfig{{Name: "hooks", Type: SinkWebhook, URL: h.hookURL, Secret: e2eSecret, MaxInFlight: 4, Retry: obsRetry}}
+		cfg.Sinks = []config.SinkConfig{{Name: "hooks", Type: config.SinkWebhook, URL: h.hookURL, Secret: e2eSecret, MaxInFlight: 4, Retry: obsRetry}}
 	}
 	require.NoError(t, cfg.Validate())
 
@@ -394,7 +395,7 @@ func TestAdmin_SinksAndEvents(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(body), &sinks))
 	s := sinks.Sinks[0]
 	assert.Equal(t, "hooks", s.Name)
-	assert.Equal(t, SinkWebhook, s.Type)
+	assert.Equal(t, config.SinkWebhook, s.Type)
 	assert.Equal(t, head, s.Head)
 	assert.Zero(t, s.Lag)
 	assert.Zero(t, s.DeadLetters)

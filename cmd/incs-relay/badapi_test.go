@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store"
 )
@@ -31,14 +32,14 @@ func TestRelay_BadAPI(t *testing.T) {
 			api := httptest.NewServer(world)
 			defer api.Close()
 
-			cfg := DefaultConfig()
-			cfg.path = "badapi"
+			cfg := config.Default()
+			cfg.SetFile("badapi")
 			cfg.Upstream.BaseURL = api.URL
 			cfg.Upstream.Token = "tok"
 			cfg.Upstream.RateLimit = 100
-			cfg.Upstream.Timeout = Duration(300 * time.Millisecond)
-			cfg.Poll.Interval = Duration(100 * time.Millisecond)
-			cfg.Poll.FullSweep = Duration(time.Second)
+			cfg.Upstream.Timeout = config.Duration(300 * time.Millisecond)
+			cfg.Poll.Interval = config.Duration(100 * time.Millisecond)
+			cfg.Poll.FullSweep = config.Duration(time.Second)
 			cfg.Poll.Initial = "replay"
 			cfg.Store.Path = filepath.Join(t.TempDir(), "relay.db")
 			cfg.Admin.Addr = ""

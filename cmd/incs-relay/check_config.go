@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/poller"
 )
 
@@ -26,11 +27,11 @@ func (c *CheckConfigCommand) Run(ctx context.Context, args []string) error {
 	if err := buildSinksDryRun(cfg); err != nil {
 		return err
 	}
-	if err := cfg.checkNATSFiles(); err != nil {
+	if err := cfg.CheckNATSFiles(); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.m.Stdout, "%s: ok (%d sinks, store %s, polling %s every %s, budget %d requests per interval)\n",
-		*path, len(cfg.Sinks), cfg.storeLabel(), hostOf(cfg.Upstream.BaseURL), cfg.Poll.Interval.D(), cfg.EffectiveBudget())
+		*path, len(cfg.Sinks), cfg.StoreLabel(), config.HostOf(cfg.Upstream.BaseURL), cfg.Poll.Interval.D(), cfg.EffectiveBudget())
 	if need, ok := ceilingNeed(ctx, cfg); ok {
 		budget := cfg.EffectiveBudget()
 		if need > float64(budget) {
@@ -47,7 +48,7 @@ func (c *CheckConfigCommand) Run(ctx context.Context, args []string) error {
 // a relay runs on it, as that relay measures it. ok is false for a store
 // that does not exist yet or knows no tiers; check-config never creates
 // one.
-func ceilingNeed(ctx context.Context, cfg *Config) (float64, bool) {
+func ceilingNeed(ctx context.Context, cfg *config.Config) (float64, bool) {
 	if cfg.Poll.Strategy != "tiered" || cfg.JetStream() { // check-config stays off the cluster
 		return 0, false
 	}
@@ -60,7 +61,7 @@ func ceilingNeed(ctx context.Context, cfg *Config) (float64, bool) {
 	}
 	if db != nil {
 		defer db.Close()
-		return poller.EstimateCeilings(cfg.pollerConfig(), db)
+		return poller.EstimateCeilings(cfg.PollerConfig(), db)
 	}
 	var pv pollView
 	if err := ac.do(ctx, http.MethodGet, "/v1/poll", nil, &pv); err != nil || pv.Tiers == nil || pv.Tiers.CeilingNeed == 0 {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store"
@@ -106,7 +108,7 @@ func startInProc(t *testing.T, path string) *inProcRelay {
 // relay before it runs.
 func startInProcWith(t *testing.T, path string, opts relayOptions, opened func(*Relay)) *inProcRelay {
 	t.Helper()
-	cfg, err := ReadConfigFile(path)
+	cfg, err := config.ReadFile(path, os.LookupEnv)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ir := &inProcRelay{cancel: cancel, done: make(chan error, 1), log: &syncBuffer{}}

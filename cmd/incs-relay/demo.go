@@ -16,6 +16,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/nats-io/nats.go"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/poller/sim"
@@ -100,20 +101,20 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 	go hookSrv.Serve(hookLn)
 	defer hookSrv.Close()
 
-	cfg := DefaultConfig()
-	cfg.path = "(demo)"
+	cfg := config.Default()
+	cfg.SetFile("(demo)")
 	cfg.Upstream.BaseURL = "http://" + simLn.Addr().String()
 	cfg.Upstream.Token = token
 	cfg.Upstream.RateLimit = 20
-	cfg.Upstream.Timeout = Duration(3 * time.Second)
-	cfg.Poll.Interval = Duration(time.Second)
+	cfg.Upstream.Timeout = config.Duration(3 * time.Second)
+	cfg.Poll.Interval = config.Duration(time.Second)
 	cfg.Poll.Initial = "replay"
 	cfg.Store.Path = filepath.Join(dir, "incs-relay.db")
 	cfg.Admin.Addr = freeAddr(*adminAddr)
-	cfg.Sinks = []SinkConfig{
-		{Name: "bus", Type: SinkNATS, URL: ns.ClientURL(), Subject: sink.DefaultNATSSubject, JetStream: true,
-			Stream: &StreamConfig{Name: defaultStream, Subjects: []string{"incs.tasks.>"}}},
-		{Name: "hooks", Type: SinkWebhook, URL: "http://" + hookLn.Addr().String() + "/incs", Secret: secret},
+	cfg.Sinks = []config.SinkConfig{
+		{Name: "bus", Type: config.SinkNATS, URL: ns.ClientURL(), Subject: sink.DefaultNATSSubject, JetStream: true,
+			Stream: &config.StreamConfig{Name: defaultStream, Subjects: []string{"incs.tasks.>"}}},
+		{Name: "hooks", Type: config.SinkWebhook, URL: "http://" + hookLn.Addr().String() + "/incs", Secret: secret},
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -28,7 +28,7 @@ func (c *EventsCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	q, err := parseEventQuery(*from, *limit, *typ, cfg.knownEventType)
+	q, err := parseEventQuery(*from, *limit, *typ, cfg.KnownEventType)
 	if err != nil {
 		return &usageError{msg: "events: --" + err.Error()}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/store"
 	"github.com/incs-relay/incs-relay/store/jsstore"
 )
@@ -40,8 +41,8 @@ const jsOpenTimeout = 15 * time.Second
 // openJetStream connects to store.url with the store's authentication and
 // opens the jetstream store on it. replicaID is "" for the default
 // (<hostname>-<pid>).
-func openJetStream(cfg *Config, log zerolog.Logger, replicaID string) (*jsHandle, error) {
-	opts, err := cfg.natsOptions("store", cfg.Store.NATSAuth)
+func openJetStream(cfg *config.Config, log zerolog.Logger, replicaID string) (*jsHandle, error) {
+	opts, err := cfg.NATSOptions("store", cfg.Store.NATSAuth)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +64,7 @@ func openJetStream(cfg *Config, log zerolog.Logger, replicaID string) (*jsHandle
 		}),
 	)...)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: connect: %w", cfg.storeLabel(), err)
+		return nil, fmt.Errorf("store %s: connect: %w", cfg.StoreLabel(), err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), jsOpenTimeout)
 	defer cancel()
@@ -73,12 +74,12 @@ func openJetStream(cfg *Config, log zerolog.Logger, replicaID string) (*jsHandle
 		Lease:      cfg.Store.Lease.D(),
 		Partitions: cfg.Store.Partitions,
 		ReplicaID:  replicaID,
-		ConfigHash: cfg.ConfigHash(),
+		ConfigHash: cfg.Hash(),
 		Logger:     log,
 	})
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("store %s: %w", cfg.storeLabel(), err)
+		return nil, fmt.Errorf("store %s: %w", cfg.StoreLabel(), err)
 	}
 	return &jsHandle{Store: js, nc: nc}, nil
 }
@@ -110,11 +111,11 @@ func (r *Relay) clusterView() *clusterView {
 	return newClusterView(r.cfg, r.js)
 }
 
-func newClusterView(cfg *Config, h *jsHandle) *clusterView {
+func newClusterView(cfg *config.Config, h *jsHandle) *clusterView {
 	role := h.Role()
-	v := &clusterView{Store: StoreJetStream, Name: cfg.Store.Name, Self: role.Self, Leader: role.Leader, Leading: h.IsLeader(),
+	v := &clusterView{Store: config.StoreJetStream, Name: cfg.Store.Name, Self: role.Self, Leader: role.Leader, Leading: h.IsLeader(),
 		Epoch: role.Epoch, LeaseExpires: timePtr(role.LeaseExpires), Lease: cfg.Store.Lease.D().String(), Connected: h.connected(),
-		Partitions: h.Partitions(), Owned: role.Owned, Assignments: role.Assignments, Members: role.Members, ConfigHash: cfg.ConfigHash()}
+		Partitions: h.Partitions(), Owned: role.Owned, Assignments: role.Assignments, Members: role.Members, ConfigHash: cfg.Hash()}
 	if v.Owned == nil {
 		v.Owned = []int{}
 	}
@@ -194,7 +195,7 @@ func (a *adminServer) cluster(w http.ResponseWriter, _ *http.Request) {
 }
 
 // openStoreOnce opens the config's jetstream store for a one-off command.
-func openStoreOnce(cfg *Config) (store.Store, *adminClient, error) {
+func openStoreOnce(cfg *config.Config) (store.Store, *adminClient, error) {
 	h, err := openJetStream(cfg, zerolog.Nop(), "")
 	if err != nil {
 		return nil, nil, err
@@ -206,7 +207,7 @@ func openStoreOnce(cfg *Config) (store.Store, *adminClient, error) {
 // replica's own view from its admin API (admin.addr) when one answers;
 // else the lease, the live replicas and the partition assignment as the
 // store holds them.
-func storeClusterView(ctx context.Context, cfg *Config, h *jsHandle) *clusterView {
+func storeClusterView(ctx context.Context, cfg *config.Config, h *jsHandle) *clusterView {
 	if cfg.Admin.Addr != "" {
 		ac := &adminClient{base: "http://" + cfg.Admin.Addr, token: cfg.Admin.Token, http: &http.Client{Timeout: 3 * time.Second}}
 		var v clusterView

@@ -17,6 +17,8 @@ import (
 	"syscall"
 
 	_ "time/tzdata" // the API's zone must load in minimal images too
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 )
 
 // Exit codes.
@@ -92,7 +94,7 @@ func (m *Main) exitCode(err error) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
-	var ce *ConfigError
+	var ce *config.Error
 	var ue *usageError
 	switch {
 	case errors.As(err, &ce), errors.As(err, &ue):
@@ -154,7 +156,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // loadConfig reads the file named by --config.
-func (m *Main) loadConfig(path string) (*Config, error) {
+func (m *Main) loadConfig(path string) (*config.Config, error) {
 	if path == "" {
 		return nil, &usageError{msg: "--config FILE is required"}
 	}
@@ -162,5 +164,5 @@ func (m *Main) loadConfig(path string) (*Config, error) {
 	if getenv == nil {
 		getenv = os.LookupEnv
 	}
-	return readConfigFile(path, getenv)
+	return config.ReadFile(path, getenv)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 )
@@ -119,10 +120,10 @@ func TestMetrics_AfterRun(t *testing.T) {
 		interval: 100 * time.Millisecond,
 		log:      zerolog.New(logs).Level(zerolog.DebugLevel).With().Timestamp().Logger(),
 		logSet:   true,
-		sinks: func(hookURL string) []SinkConfig {
-			return []SinkConfig{
-				{Name: "hooks", Type: SinkWebhook, URL: hookURL, Secret: e2eSecret, MaxInFlight: 4, Retry: obsRetry},
-				{Name: "changes", Type: SinkWebhook, URL: strings.TrimSuffix(hookURL, "/incs") + "/changes", Secret: e2eSecret,
+		sinks: func(hookURL string) []config.SinkConfig {
+			return []config.SinkConfig{
+				{Name: "hooks", Type: config.SinkWebhook, URL: hookURL, Secret: e2eSecret, MaxInFlight: 4, Retry: obsRetry},
+				{Name: "changes", Type: config.SinkWebhook, URL: strings.TrimSuffix(hookURL, "/incs") + "/changes", Secret: e2eSecret,
 					Events: []string{diff.TypeTaskStatusChanged}, Retry: obsRetry},
 			}
 		},
@@ -375,11 +376,11 @@ func TestMetrics_AfterRun(t *testing.T) {
 func TestMetrics_OutboundRefused(t *testing.T) {
 	h := startObsRelay(t, obsOptions{
 		tasks: 5,
-		sinks: func(hookURL string) []SinkConfig {
-			return []SinkConfig{
-				{Name: "denied", Type: SinkWebhook, URL: hookURL, Secret: e2eSecret, Retry: obsRetry, DenyNetworks: []string{"127.0.0.0/8", "::1/128"}},
-				{Name: "metadata", Type: SinkWebhook, URL: "http://169.254.169.254/latest/meta-data/", Secret: e2eSecret, Retry: obsRetry},
-				{Name: "allowed", Type: SinkWebhook, URL: hookURL, Secret: e2eSecret, Retry: obsRetry, AllowNetworks: []string{"127.0.0.0/8"}},
+		sinks: func(hookURL string) []config.SinkConfig {
+			return []config.SinkConfig{
+				{Name: "denied", Type: config.SinkWebhook, URL: hookURL, Secret: e2eSecret, Retry: obsRetry, DenyNetworks: []string{"127.0.0.0/8", "::1/128"}},
+				{Name: "metadata", Type: config.SinkWebhook, URL: "http://169.254.169.254/latest/meta-data/", Secret: e2eSecret, Retry: obsRetry},
+				{Name: "allowed", Type: config.SinkWebhook, URL: hookURL, Secret: e2eSecret, Retry: obsRetry, AllowNetworks: []string{"127.0.0.0/8"}},
 			}
 		},
 	})

@@ -27,7 +27,7 @@ func (c *MigrateCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	if !cfg.JetStream() {
-		return &ConfigError{File: cfg.path, Key: "store.type", Msg: "migrate carries a bbolt store over to a jetstream one: set store.type: jetstream"}
+		return cfg.KeyError("store.type", "migrate carries a bbolt store over to a jetstream one: set store.type: jetstream")
 	}
 	src := firstNonEmpty(*from, cfg.Store.MigrateFrom)
 	if src == "" {
@@ -43,7 +43,7 @@ func (c *MigrateCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	if !empty {
-		return fmt.Errorf("migrate: store %s already holds events or a completed sweep: migrate only into a new store (or choose another store.name)", cfg.storeLabel())
+		return fmt.Errorf("migrate: store %s already holds events or a completed sweep: migrate only into a new store (or choose another store.name)", cfg.StoreLabel())
 	}
 	// Take the lease, so no replica polls while the events go over.
 	runCtx, stop := context.WithCancel(ctx)
@@ -72,6 +72,6 @@ func (c *MigrateCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintf(c.m.Stdout, "migrated %s to %s: %d events (offsets up to %d), %d tasks seen, %d rule states, %d sinks, %d dead letters, %d values\n",
-		src, cfg.storeLabel(), res.Events, res.Head, res.Tasks, res.Rules, res.Sinks, res.DeadLetters, res.Meta)
+		src, cfg.StoreLabel(), res.Events, res.Head, res.Tasks, res.Rules, res.Sinks, res.DeadLetters, res.Meta)
 	return nil
 }

@@ -11,13 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/store"
 )
 
 // storeOrAdmin opens the config's store for a one-off command. When a
 // running relay holds it, it returns an admin client instead: events,
 // status and replay then go through that relay's admin API.
-func storeOrAdmin(ctx context.Context, cfg *Config) (store.Store, *adminClient, error) {
+func storeOrAdmin(ctx context.Context, cfg *config.Config) (store.Store, *adminClient, error) {
 	if cfg.JetStream() {
 		// Replicas share the store and nobody locks it: read it directly,
 		// from any replica or none.
@@ -43,7 +44,7 @@ func storeOrAdmin(ctx context.Context, cfg *Config) (store.Store, *adminClient, 
 // openStore opens the store the config names. Every command opens its
 // store here; a new store backend is added here and in config.go's store
 // section.
-func openStore(cfg *Config, opts store.Options) (store.Store, error) {
+func openStore(cfg *config.Config, opts store.Options) (store.Store, error) {
 	if cfg.JetStream() {
 		h, err := openJetStream(cfg, opts.Logger, "")
 		if err != nil {

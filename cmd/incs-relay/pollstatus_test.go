@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/poller/sim"
 )
 
@@ -34,7 +35,7 @@ func TestPollStatus_MetricsAndStatus(t *testing.T) {
 		"admin: {addr: \"127.0.0.1:0\"}\n"
 	path := filepath.Join(dir, "relay.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(y), 0o600))
-	cfg, err := ReadConfigFile(path)
+	cfg, err := config.ReadFile(path, os.LookupEnv)
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/sink"
 )
@@ -40,7 +41,7 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var sc *SinkConfig
+	var sc *config.SinkConfig
 	for i := range cfg.Sinks {
 		if cfg.Sinks[i].Name == *name {
 			sc = &cfg.Sinks[i]
@@ -68,7 +69,7 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 		evs = append(diff.SampleEvents(), sampleRuleEvents(cfg)...)
 	}
 	var s sink.Sink
-	if sc.Type == SinkNATS {
+	if sc.Type == config.SinkNATS {
 		s = nil // no connection needed to show a NATS message
 	} else if s, err = buildSink(ctx, cfg, *sc, zerolog.Nop()); err != nil {
 		return err
@@ -97,12 +98,12 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 				ev = sink.Redact(ev, *sc.Redact)
 			}
 			body = ev.Body
-			if sc.Type == SinkWebhook {
+			if sc.Type == config.SinkWebhook {
 				if body, err = printWebhookHeaders(c.m.Stdout, sc.Format, ev); err != nil {
 					return fmt.Errorf("preview: %s: %w", sc.Name, err)
 				}
 			}
-			if sc.Type == SinkNATS {
+			if sc.Type == config.SinkNATS {
 				subj, err := sink.NATSSubject(sc.Subject, ev)
 				if err != nil {
 					return fmt.Errorf("preview: %s: %w", sc.Name, err)

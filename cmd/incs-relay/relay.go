@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/sink"
@@ -28,7 +28,7 @@ var (
 // Relay is the whole pipeline of one config: poller → diff → store → sinks,
 // plus the admin API. OpenRelay builds it; Run runs it until ctx ends.
 type Relay struct {
-	cfg *Config
+	cfg *config.Config
 	log zerolog.Logger
 	db  store.Store
 	js  *jsHandle // db in jetstream mode; nil with bbolt
@@ -54,7 +54,7 @@ type Relay struct {
 
 // output is one configured sink with its dispatcher.
 type output struct {
-	cfg   SinkConfig
+	cfg   config.SinkConfig
 	sink  sink.Sink
 	disp  dispatcher      // *sink.Dispatcher, or *partitioned on a jetstream store
 	saved store.SinkState // last state written to the store
@@ -73,7 +73,7 @@ type relayOptions struct {
 
 // OpenRelay opens the store, connects the sinks and binds the admin
 // address. On error everything opened so far is closed again.
-func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayOptions) (_ *Relay, err error) {
+func OpenRelay(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts relayOptions) (_ *Relay, err error) {
 	r := &Relay{cfg: cfg, log: log, started: time.Now()}
 	defer func() {
 		if err != nil {
@@ -105,7 +105,7 @@ func OpenRelay(ctx context.Context, cfg *Config, log zerolog.Logger, opts relayO
 	if httpClient == nil {
 		httpClient = &http.Client{Transport: r.metrics.instrumentAPI(http.DefaultTransport.(*http.Transport).Clone())}
 	}
-	r.pcfg = cfg.pollerConfig()
+	r.pcfg = cfg.PollerConfig()
 	r.pcfg.HTTPClient = httpClient
 	r.client = poller.NewClient(r.pcfg, log.With().Str("component", "poller").Logger())
 	// A jetstream replica builds its pipeline again each time it wins
@@ -203,7 +203,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		defer close(stateDone)
 		r.states.run(pollCtx)
 	}()
-	r.log.Info().Str("store", r.cfg.Store.Path).Str("upstream", hostOf(r.cfg.Upstream.BaseURL)).
+	r.log.Info().Str("store", r.cfg.Store.Path).Str("upstream", config.HostOf(r.cfg.Upstream.BaseURL)).
 		Int("sinks", len(r.outs)).Str("admin", r.adminAddr()).Msg("relay running")
 
 	<-ctx.Done()
@@ -317,53 +317,27 @@ func (r *Relay) pruneLoop(ctx context.Context) {
 	}
 }
 
-// pollerConfig is the poller's view of the config.
-func (c *Config) pollerConfig() poller.Config {
-	return poller.Config{
-		BaseURL:   c.Upstream.BaseURL,
-		Token:     c.Upstream.Token,
-		Location:  c.Location(),
-		PageSize:  c.Upstream.PageSize,
-		RateLimit: c.Upstream.RateLimit,
-		Timeout:   c.Upstream.Timeout.D(),
-		Lookback:  c.Poll.Lookback.D(),
-		Interval:  c.Poll.Interval.D(),
-		FullSweep: c.Poll.FullSweep.D(),
-		OpenSweep: c.Poll.OpenSweep.D(),
-		Budget:    c.EffectiveBudget(),
-	}
-}
-
 // maxInFlight is sc's max_in_flight, or the default for its type.
-func maxInFlight(sc SinkConfig) int {
+func maxInFlight(sc config.SinkConfig) int {
 	if sc.MaxInFlight > 0 {
 		return sc.MaxInFlight
 	}
-	if sc.Type == SinkNATS {
+	if sc.Type == config.SinkNATS {
 		return sink.DefaultNATSMaxInFlight
 	}
 	return sink.DefaultMaxInFlight
 }
 
-func retryPolicy(sc SinkConfig) sink.RetryPolicy {
+func retryPolicy(sc config.SinkConfig) sink.RetryPolicy {
 	if sc.Retry == nil {
 		return sink.RetryPolicy{}.WithDefaults()
 	}
 	return sink.RetryPolicy{Initial: sc.Retry.Initial.D(), Max: sc.Retry.Max.D(), MaxElapsed: sc.Retry.MaxElapsed.D()}.WithDefaults()
 }
 
-// hostOf returns the host of a URL, never its path, query or user info.
-func hostOf(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "?"
-	}
-	return u.Host
-}
-
 // embeddedDir is where an embedded NATS server keeps JetStream data: the
 // sink's data_dir, or next to the store.
-func embeddedDir(cfg *Config, sc SinkConfig) string {
+func embeddedDir(cfg *config.Config, sc config.SinkConfig) string {
 	if sc.DataDir != "" {
 		return sc.DataDir
 	}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 )
 
 // ReplayCommand rewinds one sink so its events are delivered again, with
@@ -29,7 +31,7 @@ func (c *ReplayCommand) Run(ctx context.Context, args []string) error {
 	if *name == "" {
 		return &usageError{msg: "replay: --sink NAME is required"}
 	}
-	if !slices.ContainsFunc(cfg.Sinks, func(s SinkConfig) bool { return s.Name == *name }) {
+	if !slices.ContainsFunc(cfg.Sinks, func(s config.SinkConfig) bool { return s.Name == *name }) {
 		return &usageError{msg: fmt.Sprintf("replay: --sink: no sink %q in %s", *name, *path)}
 	}
 	if (*from == "") == (*since == "") {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/store"
@@ -115,7 +116,7 @@ func (r *Relay) runReplica(ctx context.Context) error {
 		r.states.run(runCtx)
 	}()
 	role := r.js.Role()
-	r.log.Info().Str("store", r.cfg.storeLabel()).Str("replica", role.Self).Str("upstream", hostOf(r.cfg.Upstream.BaseURL)).
+	r.log.Info().Str("store", r.cfg.StoreLabel()).Str("replica", role.Self).Str("upstream", config.HostOf(r.cfg.Upstream.BaseURL)).
 		Int("sinks", len(r.outs)).Str("admin", r.adminAddr()).Msg("relay replica running")
 
 	var runErr error
@@ -300,7 +301,7 @@ func storeEmpty(db store.Store) (bool, error) {
 
 // migrateFile opens the bbolt file from (it must exist and not be in use)
 // and migrates it into dst, which must lead.
-func migrateFile(ctx context.Context, cfg *Config, dst *jsHandle, from string) (jsstore.MigrateResult, error) {
+func migrateFile(ctx context.Context, cfg *config.Config, dst *jsHandle, from string) (jsstore.MigrateResult, error) {
 	if err := checkMigrateFrom(cfg, from); err != nil {
 		return jsstore.MigrateResult{}, err
 	}
@@ -319,15 +320,15 @@ func migrateFile(ctx context.Context, cfg *Config, dst *jsHandle, from string) (
 	return res, nil
 }
 
-// checkMigrateFrom returns a *ConfigError naming store.migrate_from when
+// checkMigrateFrom returns a *config.Error naming store.migrate_from when
 // the file from is not there.
-func checkMigrateFrom(cfg *Config, from string) error {
+func checkMigrateFrom(cfg *config.Config, from string) error {
 	if _, err := os.Stat(from); err != nil {
 		msg := err.Error()
 		if u := errors.Unwrap(err); u != nil {
 			msg = u.Error()
 		}
-		return &ConfigError{File: cfg.path, Key: "store.migrate_from", Msg: "cannot read " + from + ": " + msg}
+		return cfg.KeyError("store.migrate_from", "cannot read "+from+": "+msg)
 	}
 	return nil
 }

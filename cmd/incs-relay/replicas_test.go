@@ -27,6 +27,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config/configtest"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
 )
@@ -39,7 +41,7 @@ type replica struct {
 	done   chan error
 }
 
-func startReplica(t *testing.T, cfg *Config, id string) *replica {
+func startReplica(t *testing.T, cfg *config.Config, id string) *replica {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Str("replica", id).Logger()
@@ -77,28 +79,28 @@ func (rep *replica) get(t *testing.T, path string) (int, string) {
 
 // replicaConfig is a jetstream-mode config on the NATS server at url with
 // a 2s lease, a NATS sink on the same server and a webhook sink.
-func replicaConfig(t *testing.T, apiURL, natsURL, hookURL string) *Config {
+func replicaConfig(t *testing.T, apiURL, natsURL, hookURL string) *config.Config {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.path = "replicas"
+	cfg := config.Default()
+	cfg.SetFile("replicas")
 	cfg.Upstream.BaseURL = apiURL
 	cfg.Upstream.Token = "tok"
 	cfg.Upstream.RateLimit = 200
-	cfg.Upstream.Timeout = Duration(time.Second)
-	cfg.Poll.Interval = Duration(150 * time.Millisecond)
-	cfg.Poll.FullSweep = Duration(time.Second)
+	cfg.Upstream.Timeout = config.Duration(time.Second)
+	cfg.Poll.Interval = config.Duration(150 * time.Millisecond)
+	cfg.Poll.FullSweep = config.Duration(time.Second)
 	cfg.Poll.Initial = "replay"
-	cfg.Store.Type = StoreJetStream
+	cfg.Store.Type = config.StoreJetStream
 	cfg.Store.URL = natsURL
 	cfg.Store.Name = "relay"
-	cfg.Store.Lease = Duration(2 * time.Second)
+	cfg.Store.Lease = config.Duration(2 * time.Second)
 	cfg.Store.Partitions = 4
 	cfg.Admin.Addr = "127.0.0.1:0"
-	cfg.Sinks = []SinkConfig{
-		{Name: "bus", Type: SinkNATS, URL: natsURL, Subject: "incs.tasks.{task_id}.{event}", JetStream: true,
-			Stream: &StreamConfig{Name: "INCS", Subjects: []string{"incs.tasks.>"}}},
-		{Name: "hooks", Type: SinkWebhook, URL: hookURL, Secret: e2eSecret, MaxInFlight: 8,
-			Retry: &RetryConfig{Initial: Duration(5 * time.Millisecond), Max: Duration(50 * time.Millisecond), MaxElapsed: Duration(time.Minute)}},
+	cfg.Sinks = []config.SinkConfig{
+		{Name: "bus", Type: config.SinkNATS, URL: natsURL, Subject: "incs.tasks.{task_id}.{event}", JetStream: true,
+			Stream: &config.StreamConfig{Name: "INCS", Subjects: []string{"incs.tasks.>"}}},
+		{Name: "hooks", Type: config.SinkWebhook, URL: hookURL, Secret: e2eSecret, MaxInFlight: 8,
+			Retry: &config.RetryConfig{Initial: config.Duration(5 * time.Millisecond), Max: config.Duration(50 * time.Millisecond), MaxElapsed: config.Duration(time.Minute)}},
 	}
 	require.NoError(t, cfg.Validate())
 	return &cfg
@@ -331,7 +333,7 @@ func TestReplicas_NkeyAndTLS(t *testing.T) {
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
 	defer hook.Close()
 	cfg := replicaConfig(t, api.URL, url, hook.URL)
-	auth := NATSAuth{NKey: nk, TLS: &TLSFile{CA: ca}}
+	auth := config.NATSAuth{NKey: nk, TLS: &config.TLSFile{CA: ca}}
 	cfg.Store.NATSAuth = auth
 	cfg.Sinks[0].NATSAuth = auth
 
@@ -344,7 +346,7 @@ func TestReplicas_NkeyAndTLS(t *testing.T) {
 	a.stop(t)
 
 	bad := *cfg
-	bad.Store.NATSAuth = NATSAuth{TLS: &TLSFile{CA: ca}}
+	bad.Store.NATSAuth = config.NATSAuth{TLS: &config.TLSFile{CA: ca}}
 	_, err = OpenRelay(context.Background(), &bad, zerolog.Nop(), relayOptions{ReplicaID: "x"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "connect")
@@ -355,7 +357,7 @@ func TestReplicas_NkeyAndTLS(t *testing.T) {
 // signed by it.
 func writeServerTLS(t *testing.T, dir string) (ca, cert, key string) {
 	t.Helper()
-	return writeCertPair(t, dir, "server", &x509.Certificate{Subject: pkix.Name{CommonName: "nats"},
+	return configtest.WriteCertPair(t, dir, "server", &x509.Certificate{Subject: pkix.Name{CommonName: "nats"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 }
 
@@ -583,8 +585,8 @@ func TestReplicas_ConfigMismatch(t *testing.T) {
 	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
 
 	other := *cfg
-	other.Poll.Interval = Duration(300 * time.Millisecond)
-	require.NotEqual(t, cfg.ConfigHash(), other.ConfigHash())
+	other.Poll.Interval = config.Duration(300 * time.Millisecond)
+	require.NotEqual(t, cfg.Hash(), other.Hash())
 	r, err := OpenRelay(context.Background(), &other, zerolog.Nop(), relayOptions{ReplicaID: "replica-b"})
 	require.NoError(t, err)
 	done := make(chan error, 1)
@@ -664,7 +666,7 @@ func TestReplicas_ReplayFromAnywhere(t *testing.T) {
 
 // startPair starts replica-a on cfgA, waits until it leads, then
 // replica-b on cfgB, and waits until b delivers some partitions.
-func startPair(t *testing.T, cfgA, cfgB *Config) (a, b *replica) {
+func startPair(t *testing.T, cfgA, cfgB *config.Config) (a, b *replica) {
 	t.Helper()
 	a = startReplica(t, cfgA, "replica-a")
 	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")

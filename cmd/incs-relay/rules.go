@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/docs"
@@ -178,7 +179,7 @@ func (v *rulesView) line() string {
 // sampleRuleEvents are what preview shows of derived events: a firing of
 // each configured rule (and its resolving event with resolve: true), or of
 // a stalled rule when none is configured.
-func sampleRuleEvents(cfg *Config) []diff.Event {
+func sampleRuleEvents(cfg *config.Config) []diff.Event {
 	rs := cfg.ValidRules()
 	if len(rs) == 0 {
 		return []diff.Event{
@@ -204,15 +205,15 @@ func (a *adminServer) schema(w http.ResponseWriter, req *http.Request) {
 	var body []byte
 	switch {
 	case !ok:
-	case knownType(typ):
+	case slices.Contains(diff.Types, typ):
 		body, ok = docs.Schema(typ, false)
-	case a.r.cfg.isRuleType(typ):
+	case a.r.cfg.IsRuleType(typ):
 		body, ok = docs.Schema(typ, true)
 	default:
 		ok = false
 	}
 	if !ok {
-		httpError(w, http.StatusNotFound, fmt.Sprintf("no schema %q: want /v1/schemas/<type>.json for one of %s", req.PathValue("file"), strings.Join(a.r.cfg.eventTypes(), ", ")))
+		httpError(w, http.StatusNotFound, fmt.Sprintf("no schema %q: want /v1/schemas/<type>.json for one of %s", req.PathValue("file"), strings.Join(a.r.cfg.EventTypes(), ", ")))
 		return
 	}
 	w.Header().Set("Content-Type", "application/schema+json")

@@ -7,8 +7,8 @@ import (
 	"slices"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/sink"
 )
@@ -19,14 +19,14 @@ const defaultStream = "INCS"
 
 // buildSink constructs the sink of sc; NATS sinks connect (or start the
 // embedded server) here.
-func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logger) (sink.Sink, error) {
+func buildSink(ctx context.Context, cfg *config.Config, sc config.SinkConfig, log zerolog.Logger) (sink.Sink, error) {
 	slog := log // sinks add their own "sink" field
 	var (
 		s   sink.Sink
 		err error
 	)
 	switch sc.Type {
-	case SinkNATS:
+	case config.SinkNATS:
 		nc := sink.NATSConfig{
 			Name:      sc.Name,
 			URL:       sc.URL,
@@ -36,8 +36,8 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 			Embedded:  sink.EmbeddedOptions{StoreDir: embeddedDir(cfg, sc), FallbackRandomPort: false},
 			Logger:    slog,
 		}
-		i := slices.IndexFunc(cfg.Sinks, func(s SinkConfig) bool { return s.Name == sc.Name })
-		if nc.Options, err = cfg.natsOptions(fmt.Sprintf("sinks[%d]", i), sc.NATSAuth); err != nil {
+		i := slices.IndexFunc(cfg.Sinks, func(s config.SinkConfig) bool { return s.Name == sc.Name })
+		if nc.Options, err = cfg.NATSOptions(fmt.Sprintf("sinks[%d]", i), sc.NATSAuth); err != nil {
 			return nil, err
 		}
 		if st := sc.Stream; st != nil {
@@ -48,7 +48,7 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 			nc.Stream = &sink.StreamConfig{Name: defaultStream}
 		}
 		s, err = sink.NewNATS(ctx, nc)
-	case SinkWebhook:
+	case config.SinkWebhook:
 		var g *sink.Guard
 		if g, err = sink.NewGuard(sc.DenyNetworks, sc.AllowNetworks); err != nil {
 			break
@@ -63,14 +63,14 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 			Transport:   g.WebhookTransport(maxInFlight(sc)),
 			Logger:      slog,
 		})
-	case SinkSlack, SinkFeishu:
+	case config.SinkSlack, config.SinkFeishu:
 		var g *sink.Guard
 		if g, err = sink.NewGuard(sc.DenyNetworks, sc.AllowNetworks); err != nil {
 			break
 		}
-		cc := chatConfig(sc, slog)
+		cc := sc.ChatConfig(slog)
 		cc.HTTPClient = g.HTTPClient()
-		if sc.Type == SinkSlack {
+		if sc.Type == config.SinkSlack {
 			s, err = sink.NewSlack(cc)
 		} else {
 			s, err = sink.NewFeishu(cc)
@@ -79,12 +79,12 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 			s = &closingIdle{Sink: s, client: cc.HTTPClient}
 		}
 	default:
-		return nil, &ConfigError{File: cfg.path, Key: "sinks." + sc.Name + ".type", Msg: "unknown sink type " + sc.Type}
+		return nil, cfg.KeyError("sinks."+sc.Name+".type", "unknown sink type "+sc.Type)
 	}
 	if err != nil {
 		return nil, sinkError(cfg, sc, err)
 	}
-	if sc.Redact != nil && len(*sc.Redact) > 0 && (sc.Type == SinkNATS || sc.Type == SinkWebhook) {
+	if sc.Redact != nil && len(*sc.Redact) > 0 && (sc.Type == config.SinkNATS || sc.Type == config.SinkWebhook) {
 		s = sink.Redacting(s, *sc.Redact)
 	}
 	return s, nil
@@ -92,42 +92,18 @@ func buildSink(ctx context.Context, cfg *Config, sc SinkConfig, log zerolog.Logg
 
 // sinkError names the sink's config key in construction errors caused by
 // its settings (templates, secrets), so they exit 2 like other bad input.
-func sinkError(cfg *Config, sc SinkConfig, err error) error {
-	if sc.Type == SinkNATS {
+func sinkError(cfg *config.Config, sc config.SinkConfig, err error) error {
+	if sc.Type == config.SinkNATS {
 		return fmt.Errorf("sink %s: %w", sc.Name, err)
 	}
-	i := slices.IndexFunc(cfg.Sinks, func(s SinkConfig) bool { return s.Name == sc.Name })
-	return &ConfigError{File: cfg.path, Key: fmt.Sprintf("sinks[%d]", i), Msg: err.Error()}
-}
-
-func chatConfig(sc SinkConfig, log zerolog.Logger) sink.ChatConfig {
-	cc := sink.ChatConfig{
-		Name:     sc.Name,
-		URL:      sc.URL,
-		Secret:   sc.Secret,
-		Locale:   sc.Locale,
-		Link:     sc.Link,
-		Template: sc.Template,
-		Timeout:  sc.Timeout.D(),
-		Logger:   log,
-	}
-	if sc.Redact != nil {
-		cc.Redact = *sc.Redact
-		if cc.Redact == nil {
-			cc.Redact = []string{}
-		}
-	}
-	if sc.RateLimit > 0 {
-		cc.RateLimit = rate.Limit(sc.RateLimit)
-	}
-	cc.Burst = sc.Burst
-	return cc
+	i := slices.IndexFunc(cfg.Sinks, func(s config.SinkConfig) bool { return s.Name == sc.Name })
+	return cfg.KeyError(fmt.Sprintf("sinks[%d]", i), err.Error())
 }
 
 // buildFilter is the sink's filter, applied by its dispatcher (chat sinks
 // do not filter again): event types, and the statuses, assignees and task
 // types of chat sinks.
-func buildFilter(sc SinkConfig) (sink.Filter, error) {
+func buildFilter(sc config.SinkConfig) (sink.Filter, error) {
 	fc := sink.FilterConfig{Events: sc.Events, Statuses: sc.Statuses, Assignees: sc.Assignees, TaskTypes: sc.TaskTypes}
 	if err := fc.Validate(); err != nil {
 		return nil, err
@@ -137,9 +113,9 @@ func buildFilter(sc SinkConfig) (sink.Filter, error) {
 
 // buildSinksDryRun constructs every sink that can be built without a
 // network (webhook and chat sinks: secrets and templates are checked).
-func buildSinksDryRun(cfg *Config) error {
+func buildSinksDryRun(cfg *config.Config) error {
 	for _, sc := range cfg.Sinks {
-		if sc.Type == SinkNATS {
+		if sc.Type == config.SinkNATS {
 			continue
 		}
 		s, err := buildSink(context.Background(), cfg, sc, zerolog.Nop())

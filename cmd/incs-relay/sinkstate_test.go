@@ -2,12 +2,14 @@ package main
 
 import (
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/sink"
 )
 
@@ -27,7 +29,7 @@ func (p pauseProbe) Paused(s string, err error) { p.paused(s, err) }
 func TestSinkState_SavedWhenReported(t *testing.T) {
 	f := newRelayFixture(t, 5, "{initial: 10ms, max: 100ms, max_elapsed: 1m}", "")
 	f.hooks.setStatus(func(string) int { return http.StatusServiceUnavailable })
-	cfg, err := ReadConfigFile(f.cfgPath)
+	cfg, err := config.ReadFile(f.cfgPath, os.LookupEnv)
 	require.NoError(t, err)
 	sc := cfg.Sinks[0]
 

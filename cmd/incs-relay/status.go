@@ -36,7 +36,7 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 	if db != nil {
 		defer db.Close()
 		if h, ok := db.(*jsHandle); ok {
-			source = "store " + cfg.storeLabel()
+			source = "store " + cfg.StoreLabel()
 			cluster = storeClusterView(ctx, cfg, h)
 		}
 		for _, sc := range cfg.Sinks {

@@ -1,4 +1,4 @@
-package main
+package config
 
 // Reading the YAML: decoding over the defaults, ${VAR} expansion, and
 // placing every error on the file's line and dotted key.
@@ -46,13 +46,10 @@ func (e *durationError) Error() string {
 	return fmt.Sprintf("line %d: bad duration %q: %s", e.line, e.value, e.msg)
 }
 
-// ReadConfigFile reads, expands and validates the config at path, with
-// ${VAR} taken from the process environment.
-func ReadConfigFile(path string) (*Config, error) { return readConfigFile(path, os.LookupEnv) }
-
-// readConfigFile reads, expands with lookup and validates the config at
-// path.
-func readConfigFile(path string, lookup func(string) (string, bool)) (*Config, error) {
+// ReadFile reads the config at path, expands ${VAR} with lookup
+// (os.LookupEnv for the process environment) and validates it. Its errors
+// are *Error values.
+func ReadFile(path string, lookup func(string) (string, bool)) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		msg := err.Error()
@@ -60,19 +57,19 @@ func readConfigFile(path string, lookup func(string) (string, bool)) (*Config, e
 		if errors.As(err, &pe) {
 			msg = "cannot read: " + pe.Err.Error()
 		}
-		return nil, &ConfigError{File: path, Msg: msg}
+		return nil, &Error{File: path, Msg: msg}
 	}
-	return ParseConfig(path, b, lookup)
+	return Parse(path, b, lookup)
 }
 
-var yamlFieldErr = regexp.MustCompile(`line (\d+): field (\S+) not found in type main\.(\w+)`)
+var yamlFieldErr = regexp.MustCompile(`line (\d+): field (\S+) not found in type config\.(\w+)`)
 var yamlLineErr = regexp.MustCompile(`line (\d+): (.*)`)
 
-// ParseConfig decodes YAML laid over DefaultConfig, expands ${VAR} inside
+// Parse decodes YAML laid over Default, expands ${VAR} inside
 // string values with lookup, and validates the result. Unknown keys are
 // errors. The file name is only used in messages.
-func ParseConfig(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
-	cfg := DefaultConfig()
+func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	cfg := Default()
 	cfg.path = file
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -90,7 +87,7 @@ func ParseConfig(file string, data []byte, lookup func(string) (string, bool)) (
 	}
 	cfg.Store.pathSet = lineOfKey(&root, "store.path") != 0
 	if err := cfg.Validate(); err != nil {
-		var ce *ConfigError
+		var ce *Error
 		if errors.As(err, &ce) {
 			ce.File = file
 			if ce.Line == 0 {
@@ -102,17 +99,17 @@ func ParseConfig(file string, data []byte, lookup func(string) (string, bool)) (
 	return &cfg, nil
 }
 
-// yamlError turns a yaml.v3 error into a one-line ConfigError.
+// yamlError turns a yaml.v3 error into a one-line Error.
 func yamlError(file string, root *yaml.Node, err error) error {
 	var de *durationError
 	if errors.As(err, &de) {
-		return &ConfigError{File: file, Line: de.line, Key: keyAtLine(root, de.line), Msg: fmt.Sprintf("bad duration %q: %s", de.value, de.msg)}
+		return &Error{File: file, Line: de.line, Key: keyAtLine(root, de.line), Msg: fmt.Sprintf("bad duration %q: %s", de.value, de.msg)}
 	}
 	msg := err.Error()
 	if m := yamlFieldErr.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		key := keyAtLine(root, line)
-		return &ConfigError{File: file, Line: line, Key: key, Msg: fmt.Sprintf("unknown key %q", m[2])}
+		return &Error{File: file, Line: line, Key: key, Msg: fmt.Sprintf("unknown key %q", m[2])}
 	}
 	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
 	msg = strings.TrimSpace(strings.SplitN(msg, "\n", 2)[0])
@@ -122,9 +119,9 @@ func yamlError(file string, root *yaml.Node, err error) error {
 		inner := m[2]
 		inner = strings.Replace(inner, "cannot unmarshal !!", "wrong type: got a YAML ", 1)
 		inner = strings.ReplaceAll(inner, "`", "")
-		return &ConfigError{File: file, Line: line, Key: keyAtLine(root, line), Msg: inner}
+		return &Error{File: file, Line: line, Key: keyAtLine(root, line), Msg: inner}
 	}
-	return &ConfigError{File: file, Msg: msg}
+	return &Error{File: file, Msg: msg}
 }
 
 // walkYAML calls visit for every mapping value and sequence entry below n
@@ -196,7 +193,7 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // expandEnv replaces ${VAR} in every string value below v. A reference to
 // an unset variable is an error naming the key and the variable; the
 // variable's value is never quoted back.
-func expandEnv(v reflect.Value, path string, lookup func(string) (string, bool)) *ConfigError {
+func expandEnv(v reflect.Value, path string, lookup func(string) (string, bool)) *Error {
 	switch v.Kind() {
 	case reflect.Pointer:
 		if v.IsNil() {
@@ -246,7 +243,7 @@ func expandEnv(v reflect.Value, path string, lookup func(string) (string, bool))
 			return val
 		})
 		if missing != "" {
-			return &ConfigError{Key: path, Msg: fmt.Sprintf("environment variable %s is not set", missing)}
+			return &Error{Key: path, Msg: fmt.Sprintf("environment variable %s is not set", missing)}
 		}
 		v.SetString(out)
 	}

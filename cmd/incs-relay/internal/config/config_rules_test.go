@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"strings"
@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config/configtest"
 )
 
 const rulesConfig = `upstream: {token: t}
@@ -39,7 +41,7 @@ sinks:
 `
 
 func TestParseConfig_Rules(t *testing.T) {
-	cfg, err := ParseConfig("relay.yaml", []byte(rulesConfig), env())
+	cfg, err := Parse("relay.yaml", []byte(rulesConfig), configtest.Env())
 	require.NoError(t, err)
 	rs := cfg.ValidRules()
 	require.Len(t, rs, 3)
@@ -50,9 +52,9 @@ func TestParseConfig_Rules(t *testing.T) {
 	assert.Equal(t, 3, rs[0].Repeat.Max)
 	assert.True(t, rs[1].When.Assignee.Absent)
 	assert.Equal(t, []string{"incs_1", "incs_2"}, rs[2].When.Assignee.Names)
-	assert.True(t, cfg.knownEventType("task.stalled_resolved"))
-	assert.False(t, cfg.knownEventType("task.unassigned_resolved"), "no resolve: no resolving type")
-	assert.Contains(t, cfg.eventTypes(), "task.vip_waiting")
+	assert.True(t, cfg.KnownEventType("task.stalled_resolved"))
+	assert.False(t, cfg.KnownEventType("task.unassigned_resolved"), "no resolve: no resolving type")
+	assert.Contains(t, cfg.EventTypes(), "task.vip_waiting")
 }
 
 func TestParseConfig_RulesErrors(t *testing.T) {
@@ -89,7 +91,7 @@ func TestParseConfig_RulesErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig("relay.yaml", []byte(tt.yaml), env())
+			_, err := Parse("relay.yaml", []byte(tt.yaml), configtest.Env())
 			require.Error(t, err)
 			msg := err.Error()
 			assert.NotContains(t, msg, "\n", "one line")
@@ -98,15 +100,4 @@ func TestParseConfig_RulesErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestRulesView_Line(t *testing.T) {
-	next := time.Date(2026, 4, 8, 13, 0, 0, 0, time.UTC)
-	v := rulesView{Rules: 2, Tracked: 40, Overdue: 3, Waiting: 120, NextDue: &next}
-	line := v.line()
-	assert.Contains(t, line, "rules: 2, 40 tasks tracked, 3 due and waiting for their confirming read")
-	assert.Contains(t, line, "120 task_id reads wait for the follow-up cap")
-	assert.Contains(t, line, "next due 2026-04-08T13:00:00Z")
-	v.Waiting, v.NextDue = 0, nil
-	assert.NotContains(t, v.line(), "cap")
 }

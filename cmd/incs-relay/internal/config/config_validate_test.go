@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"testing"
@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config/configtest"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/sink"
 )
@@ -15,7 +16,7 @@ import (
 // sink.CheckStatuses, rules.Rule.Validate) come back as one line naming
 // the file, the line and the sink's or rule's key, exactly.
 func TestParseConfig_OwnedRules(t *testing.T) {
-	lookup := env("INCS_TOKEN", "t")
+	lookup := configtest.Env("INCS_TOKEN", "t")
 	const slack = "upstream: {token: t}\nsinks:\n  - name: c\n    type: slack\n    url: \"https://hooks.slack.com/services/x\"\n"
 	const nats = "upstream: {token: t}\nsinks:\n  - name: a\n    type: nats\n    url: embedded\n"
 	for _, tc := range []struct{ name, yaml, want string }{
@@ -35,7 +36,7 @@ func TestParseConfig_OwnedRules(t *testing.T) {
 		{"page size", "upstream: {token: t, page_size: 101}\n", `relay.yaml:1: upstream.page_size: must be 1 to 100, got 101`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig("relay.yaml", []byte(tc.yaml), lookup)
+			_, err := Parse("relay.yaml", []byte(tc.yaml), lookup)
 			require.EqualError(t, err, tc.want)
 		})
 	}
@@ -44,7 +45,7 @@ func TestParseConfig_OwnedRules(t *testing.T) {
 // TestDefaultConfig_PollerDefaults: the config's upstream and poll
 // defaults are poller's, so the relay polls as a zero poller.Config would.
 func TestDefaultConfig_PollerDefaults(t *testing.T) {
-	c := DefaultConfig()
+	c := Default()
 	assert.Equal(t, poller.DefaultBaseURL, c.Upstream.BaseURL)
 	assert.Equal(t, poller.DefaultTimezone, c.Upstream.Timezone)
 	assert.Equal(t, poller.DefaultPageSize, c.Upstream.PageSize)
@@ -55,7 +56,7 @@ func TestDefaultConfig_PollerDefaults(t *testing.T) {
 	assert.Equal(t, poller.DefaultFullSweep, c.Poll.FullSweep.D())
 	assert.Equal(t, poller.DefaultBudget(poller.DefaultRateLimit, poller.DefaultInterval), c.EffectiveBudget())
 
-	cfg, err := ParseConfig("relay.yaml", []byte("upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded}\n"), env())
+	cfg, err := Parse("relay.yaml", []byte("upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded}\n"), configtest.Env())
 	require.NoError(t, err)
 	assert.Equal(t, sink.DefaultNATSSubject, cfg.Sinks[0].Subject)
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -65,8 +65,8 @@ type RepeatConfig struct {
 // ValidRules returns the rules built by Validate.
 func (c *Config) ValidRules() []*rules.Rule { return c.rules }
 
-// isRuleType reports whether typ is an event type a configured rule emits.
-func (c *Config) isRuleType(typ string) bool {
+// IsRuleType reports whether typ is an event type a configured rule emits.
+func (c *Config) IsRuleType(typ string) bool {
 	for _, r := range c.rules {
 		if slices.Contains(r.Types(), typ) {
 			return true
@@ -75,12 +75,14 @@ func (c *Config) isRuleType(typ string) bool {
 	return false
 }
 
-// knownEventType reports whether typ is a log or a configured rule's
+// KnownEventType reports whether typ is a log or a configured rule's
 // event type.
-func (c *Config) knownEventType(typ string) bool { return knownType(typ) || c.isRuleType(typ) }
+func (c *Config) KnownEventType(typ string) bool {
+	return slices.Contains(diff.Types, typ) || c.IsRuleType(typ)
+}
 
-// eventTypes lists every event type the relay emits with this config.
-func (c *Config) eventTypes() []string {
+// EventTypes lists every event type the relay emits with this config.
+func (c *Config) EventTypes() []string {
 	out := slices.Clone(diff.Types)
 	for _, r := range c.rules {
 		out = append(out, r.Types()...)
@@ -139,7 +141,7 @@ func (c *Config) validateRules(bad func(key, format string, args ...any) error) 
 	return nil
 }
 
-// fieldError turns a rules.FieldError into a ConfigError under prefix.
+// fieldError turns a rules.FieldError into a Error under prefix.
 func fieldError(bad func(key, format string, args ...any) error, prefix string, err error) error {
 	var fe *rules.FieldError
 	if !errors.As(err, &fe) {

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"os"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config/configtest"
 )
 
 const validConfig = `
@@ -35,18 +37,10 @@ sinks:
     locale: zh
 `
 
-func env(kv ...string) func(string) (string, bool) {
-	m := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
-}
-
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 func TestParseConfig_Valid(t *testing.T) {
-	cfg, err := ParseConfig("relay.yaml", []byte(validConfig), env("INCS_TOKEN", "tok#\"en", "HOOK_SECRET", testSecret))
+	cfg, err := Parse("relay.yaml", []byte(validConfig), configtest.Env("INCS_TOKEN", "tok#\"en", "HOOK_SECRET", testSecret))
 	require.NoError(t, err)
 	assert.Equal(t, `tok#"en`, cfg.Upstream.Token, "a secret with quotes and # survives expansion")
 	assert.Equal(t, 2*time.Second, cfg.Poll.Interval.D())
@@ -59,14 +53,14 @@ func TestParseConfig_Valid(t *testing.T) {
 	assert.Equal(t, "json", cfg.Sinks[1].Format, "the default webhook format")
 	for _, f := range []string{"json", "cloudevents", "binary"} {
 		y := strings.Replace(validConfig, "    events: [\"task.assigned\"]\n", "    format: "+f+"\n", 1)
-		cfg, err := ParseConfig("relay.yaml", []byte(y), env("INCS_TOKEN", "t", "HOOK_SECRET", testSecret))
+		cfg, err := Parse("relay.yaml", []byte(y), configtest.Env("INCS_TOKEN", "t", "HOOK_SECRET", testSecret))
 		require.NoError(t, err, f)
 		assert.Equal(t, f, cfg.Sinks[1].Format)
 	}
 }
 
 func TestParseConfig_Errors(t *testing.T) {
-	base := env("INCS_TOKEN", "t", "HOOK_SECRET", testSecret, "EMPTY", "")
+	base := configtest.Env("INCS_TOKEN", "t", "HOOK_SECRET", testSecret, "EMPTY", "")
 	tests := []struct {
 		name string
 		yaml string
@@ -104,7 +98,7 @@ func TestParseConfig_Errors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig("relay.yaml", []byte(tt.yaml), tt.env)
+			_, err := Parse("relay.yaml", []byte(tt.yaml), tt.env)
 			require.Error(t, err)
 			msg := err.Error()
 			assert.NotContains(t, msg, "\n", "one line")
@@ -119,52 +113,22 @@ func TestParseConfig_Errors(t *testing.T) {
 
 func TestParseConfig_SecretNeverInError(t *testing.T) {
 	y := "upstream: {token: \"${TOK}\", base_url: \"ftp://u:pw@h/x?token=${TOK}\"}\n"
-	_, err := ParseConfig("relay.yaml", []byte(y), env("TOK", "s3cr3t-token"))
+	_, err := Parse("relay.yaml", []byte(y), configtest.Env("TOK", "s3cr3t-token"))
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "s3cr3t-token")
 	assert.NotContains(t, err.Error(), "pw")
 }
 
 func TestConfigFiles_Valid(t *testing.T) {
-	files, err := filepath.Glob("../../configs/*.yaml")
+	files, err := filepath.Glob("../../../../configs/*.yaml")
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			b, err := os.ReadFile(f)
 			require.NoError(t, err)
-			_, err = ParseConfig(f, b, env("INCS_TOKEN", "t", "WEBHOOK_SECRET", testSecret, "FEISHU_SECRET", "x", "SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X", "FEISHU_WEBHOOK_URL", "https://open.feishu.cn/open-apis/bot/v2/hook/x"))
+			_, err = Parse(f, b, configtest.Env("INCS_TOKEN", "t", "WEBHOOK_SECRET", testSecret, "FEISHU_SECRET", "x", "SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X", "FEISHU_WEBHOOK_URL", "https://open.feishu.cn/open-apis/bot/v2/hook/x"))
 			require.NoError(t, err)
 		})
 	}
-}
-
-// TestReadmeRecipes_Valid keeps the README's config recipes working.
-func TestReadmeRecipes_Valid(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
-	require.NoError(t, err)
-	readme := string(b)
-	i := strings.Index(readme, "### Recipes")
-	require.GreaterOrEqual(t, i, 0)
-	section := readme[i:]
-	section = section[:strings.Index(section, "### Commands")]
-	blocks := strings.Split(section, "```yaml\n")[1:]
-	require.Len(t, blocks, 4)
-	lookup := env("INCS_TOKEN", "t", "WEBHOOK_SECRET", testSecret, "SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X",
-		"FEISHU_WEBHOOK_URL", "https://open.feishu.cn/open-apis/bot/v2/hook/x", "FEISHU_SECRET", "s")
-	for n, blk := range blocks {
-		y := blk[:strings.Index(blk, "```")]
-		cfg, err := ParseConfig("README recipe", []byte(y), lookup)
-		require.NoError(t, err, "recipe %d", n)
-		require.NoError(t, buildSinksDryRun(cfg), "recipe %d", n)
-	}
-}
-
-// TestMaxInFlight_Defaults: a sink without max_in_flight gets 16, a NATS
-// sink 512 (publishes pipeline on one connection); a set value wins.
-func TestMaxInFlight_Defaults(t *testing.T) {
-	assert.Equal(t, 16, maxInFlight(SinkConfig{Type: SinkWebhook}))
-	assert.Equal(t, 16, maxInFlight(SinkConfig{Type: SinkSlack}))
-	assert.Equal(t, 512, maxInFlight(SinkConfig{Type: SinkNATS}))
-	assert.Equal(t, 8, maxInFlight(SinkConfig{Type: SinkNATS, MaxInFlight: 8}))
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"crypto/sha256"
@@ -253,10 +253,10 @@ func subjectFilter(subj string) string {
 func sharesHost(a, b string) bool {
 	hosts := map[string]bool{}
 	for _, u := range strings.Split(a, ",") {
-		hosts[hostOf(strings.TrimSpace(u))] = true
+		hosts[HostOf(strings.TrimSpace(u))] = true
 	}
 	for _, u := range strings.Split(b, ",") {
-		if h := hostOf(strings.TrimSpace(u)); h != "?" && hosts[h] {
+		if h := HostOf(strings.TrimSpace(u)); h != "?" && hosts[h] {
 			return true
 		}
 	}
@@ -264,7 +264,7 @@ func sharesHost(a, b string) bool {
 }
 
 // validate checks the shape of the options; the files are read when the
-// connection is made (natsOptions).
+// connection is made (NATSOptions).
 func (a *NATSAuth) validate(prefix string, bad func(key, format string, args ...any) error) error {
 	if a.Creds != "" && a.NKey != "" {
 		return bad(prefix+".nkey", "set creds or nkey, not both")
@@ -290,18 +290,18 @@ func checkNATSURLs(list string) error {
 	return nil
 }
 
-// natsOptions reads the authentication files and returns the connection
-// options. A file that cannot be read or parsed is a *ConfigError naming
+// NATSOptions reads the authentication files and returns the connection
+// options. A file that cannot be read or parsed is a *Error naming
 // prefix's key (e.g. "store.creds", "sinks[0].tls.cert"); its content is
 // never quoted.
-func (c *Config) natsOptions(prefix string, a NATSAuth) ([]nats.Option, error) {
+func (c *Config) NATSOptions(prefix string, a NATSAuth) ([]nats.Option, error) {
 	bad := func(key string, err error) error {
 		msg := err.Error()
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			msg = "cannot read " + pe.Path + ": " + pe.Err.Error()
 		}
-		return &ConfigError{File: c.path, Key: prefix + "." + key, Msg: msg}
+		return &Error{File: c.path, Key: prefix + "." + key, Msg: msg}
 	}
 	var opts []nats.Option
 	if a.Creds != "" {
@@ -359,17 +359,17 @@ func (c *Config) natsOptions(prefix string, a NATSAuth) ([]nats.Option, error) {
 	return opts, nil
 }
 
-// checkNATSFiles reads every authentication file the config names, as a
+// CheckNATSFiles reads every authentication file the config names, as a
 // connection would: check-config reports an unreadable one.
-func (c *Config) checkNATSFiles() error {
+func (c *Config) CheckNATSFiles() error {
 	if c.JetStream() {
-		if _, err := c.natsOptions("store", c.Store.NATSAuth); err != nil {
+		if _, err := c.NATSOptions("store", c.Store.NATSAuth); err != nil {
 			return err
 		}
 	}
 	for i := range c.Sinks {
 		if s := &c.Sinks[i]; s.Type == SinkNATS {
-			if _, err := c.natsOptions(fmt.Sprintf("sinks[%d]", i), s.NATSAuth); err != nil {
+			if _, err := c.NATSOptions(fmt.Sprintf("sinks[%d]", i), s.NATSAuth); err != nil {
 				return err
 			}
 		}
@@ -377,12 +377,12 @@ func (c *Config) checkNATSFiles() error {
 	return nil
 }
 
-// ConfigHash is a digest of what every replica of one jetstream store
+// Hash is a digest of what every replica of one jetstream store
 // must agree on: everything but what is each replica's own (the admin
 // section, logging, the store's and sinks' file paths and data
 // directories). A replica whose hash differs from the leader's refuses to
 // join.
-func (c *Config) ConfigHash() string {
+func (c *Config) Hash() string {
 	cp := *c
 	cp.Admin, cp.Log = AdminConfig{}, LogConfig{}
 	cp.Store.Path, cp.Store.MigrateFrom, cp.Store.NATSAuth = "", "", NATSAuth{}
@@ -399,15 +399,15 @@ func (c *Config) ConfigHash() string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// storeLabel names the store in messages: the bbolt file, or the
+// StoreLabel names the store in messages: the bbolt file, or the
 // jetstream store's name and cluster (without credentials).
-func (c *Config) storeLabel() string {
+func (c *Config) StoreLabel() string {
 	if !c.JetStream() {
 		return c.Store.Path
 	}
 	hosts := make([]string, 0, 3)
 	for _, u := range strings.Split(c.Store.URL, ",") {
-		hosts = append(hosts, hostOf(strings.TrimSpace(u)))
+		hosts = append(hosts, HostOf(strings.TrimSpace(u)))
 	}
 	return fmt.Sprintf("jetstream %q on %s", c.Store.Name, strings.Join(hosts, ","))
 }

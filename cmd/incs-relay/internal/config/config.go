@@ -1,4 +1,4 @@
-package main
+package config
 
 // The config's schema: the types YAML decodes into and the defaults every
 // file is laid over. Reading and positioning the YAML is config_yaml.go;
@@ -6,10 +6,15 @@ package main
 // owns each rule (sink, poller, diff/rules).
 
 import (
+	"net/url"
 	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/poller"
+	"github.com/incs-relay/incs-relay/sink"
 )
 
 // Config is the whole relay configuration as read from YAML.
@@ -75,7 +80,7 @@ type StoreConfig struct {
 
 	JetStreamStoreConfig `yaml:",inline"`
 
-	pathSet bool // the file sets store.path (ParseConfig)
+	pathSet bool // the file sets store.path (Parse)
 }
 
 // AdminConfig is the admin HTTP API.
@@ -168,8 +173,8 @@ type Duration time.Duration
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// DefaultConfig returns the configuration every file is laid over.
-func DefaultConfig() Config {
+// Default returns the configuration every file is laid over.
+func Default() Config {
 	return Config{
 		Upstream: UpstreamConfig{
 			BaseURL:   poller.DefaultBaseURL,
@@ -193,8 +198,68 @@ func DefaultConfig() Config {
 	}
 }
 
+// File is the name of the file c was read from, as error messages give it.
+func (c *Config) File() string { return c.path }
+
+// SetFile sets the name error messages give for a config built in code
+// (the demo's).
+func (c *Config) SetFile(name string) { c.path = name }
+
 // Location returns the API's time zone; valid after Validate.
 func (c *Config) Location() *time.Location { return c.loc }
+
+// PollerConfig is the poller's view of the config.
+func (c *Config) PollerConfig() poller.Config {
+	return poller.Config{
+		BaseURL:   c.Upstream.BaseURL,
+		Token:     c.Upstream.Token,
+		Location:  c.Location(),
+		PageSize:  c.Upstream.PageSize,
+		RateLimit: c.Upstream.RateLimit,
+		Timeout:   c.Upstream.Timeout.D(),
+		Lookback:  c.Poll.Lookback.D(),
+		Interval:  c.Poll.Interval.D(),
+		FullSweep: c.Poll.FullSweep.D(),
+		OpenSweep: c.Poll.OpenSweep.D(),
+		Budget:    c.EffectiveBudget(),
+	}
+}
+
+// ChatConfig is the chat sink's (slack, feishu) view of s; its
+// rate_limit is passed on only when positive.
+func (s SinkConfig) ChatConfig(log zerolog.Logger) sink.ChatConfig {
+	cc := sink.ChatConfig{
+		Name:     s.Name,
+		URL:      s.URL,
+		Secret:   s.Secret,
+		Locale:   s.Locale,
+		Link:     s.Link,
+		Template: s.Template,
+		Timeout:  s.Timeout.D(),
+		Logger:   log,
+	}
+	if s.Redact != nil {
+		cc.Redact = *s.Redact
+		if cc.Redact == nil {
+			cc.Redact = []string{}
+		}
+	}
+	if s.RateLimit > 0 {
+		cc.RateLimit = rate.Limit(s.RateLimit)
+	}
+	cc.Burst = s.Burst
+	return cc
+}
+
+// HostOf returns the host of a URL, never its path, query or user info:
+// what messages and logs may show of a URL.
+func HostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "?"
+	}
+	return u.Host
+}
 
 // AllSecrets returns the webhook secrets, newest first.
 func (s *SinkConfig) AllSecrets() []string {

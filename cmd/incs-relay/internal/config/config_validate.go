@@ -1,4 +1,4 @@
-package main
+package config
 
 // Checking the config's values. A rule that belongs to a package (a NATS
 // subject, a chat locale, a status filter, a guard network, the poll
@@ -23,9 +23,9 @@ import (
 	"github.com/incs-relay/incs-relay/sink"
 )
 
-// ConfigError is an invalid configuration: it names the file, the key and
+// Error is an invalid configuration: it names the file, the key and
 // what is wrong, on one line. Commands exit 2 on it.
-type ConfigError struct {
+type Error struct {
 	File string
 	Key  string // e.g. "sinks[1].secret"; empty when the file as a whole is wrong
 	Line int    // 0 when unknown
@@ -33,7 +33,7 @@ type ConfigError struct {
 }
 
 // Error returns "file:line: key: problem".
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Line > 0 {
@@ -48,14 +48,21 @@ func (e *ConfigError) Error() string {
 	return b.String()
 }
 
+// KeyError returns an *Error naming c's file and the dotted key, for a
+// setting found wrong after validation (a sink's template, a missing
+// file).
+func (c *Config) KeyError(key, msg string) *Error {
+	return &Error{File: c.path, Key: key, Msg: msg}
+}
+
 // Validate checks every value and fills derived ones. Its errors are
-// *ConfigError values naming the key.
+// *Error values naming the key.
 func (c *Config) Validate() error {
 	if c.Log.Format == "" {
 		c.Log.Format = "auto"
 	}
 	bad := func(key, format string, args ...any) error {
-		return &ConfigError{File: c.path, Key: key, Msg: fmt.Sprintf(format, args...)}
+		return &Error{File: c.path, Key: key, Msg: fmt.Sprintf(format, args...)}
 	}
 	u := c.Upstream
 	if err := checkURL(u.BaseURL, "http", "https"); err != nil {
@@ -136,7 +143,7 @@ func (c *Config) Validate() error {
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
 		key := fmt.Sprintf("sinks[%d]", i)
-		if err := s.validate(key, c.knownEventType, bad); err != nil {
+		if err := s.validate(key, c.KnownEventType, bad); err != nil {
 			return err
 		}
 		if err := c.validateNATSOptions(key, s, bad); err != nil {
@@ -303,8 +310,8 @@ func (s *SinkConfig) validate(key string, known func(eventType string) bool, bad
 		if err := checkURL(s.URL, "http", "https"); err != nil {
 			return bad(key+".url", "%v", err)
 		}
-		cc := chatConfig(*s, zerolog.Nop())
-		cc.RateLimit = rate.Limit(s.RateLimit) // chatConfig passes only a positive one on
+		cc := s.ChatConfig(zerolog.Nop())
+		cc.RateLimit = rate.Limit(s.RateLimit) // ChatConfig passes only a positive one on
 		if err := sink.CheckChatConfig(cc); err != nil {
 			return owned(err)
 		}
@@ -314,15 +321,6 @@ func (s *SinkConfig) validate(key string, known func(eventType string) bool, bad
 		return bad(key+".type", "unknown sink type %q (want nats, webhook, slack or feishu)", s.Type)
 	}
 	return nil
-}
-
-func knownType(t string) bool {
-	for _, k := range diff.Types {
-		if k == t {
-			return true
-		}
-	}
-	return false
 }
 
 // checkURL checks u is an absolute URL with one of the schemes. Its error
