@@ -79,11 +79,11 @@ type sinkSnapshot struct {
 
 func (h *obsRelay) snapshot(t *testing.T, name string) sinkSnapshot {
 	t.Helper()
-	c, err := h.r.db.Cursor(name)
+	c, err := h.r.Store().Cursor(name)
 	require.NoError(t, err)
-	ss, err := h.r.db.SinkState(name)
+	ss, err := h.r.Store().SinkState(name)
 	require.NoError(t, err)
-	st := h.r.output(name).disp.State()
+	st := h.r.DeliveryState(name)
 	return sinkSnapshot{storeCursor: c, cursor: st.Cursor, paused: st.Paused, pauseReason: st.PauseReason,
 		storedPaused: ss.Paused, inFlight: st.InFlight, acked: h.ackedAt("/incs")}
 }
@@ -277,7 +277,7 @@ func TestAdmin_EventsRedacted(t *testing.T) {
 				ID     string
 			}
 			require.NoError(t, json.Unmarshal(raw, &env))
-			stored, err := h.r.db.Event(env.Offset)
+			stored, err := h.r.Store().Event(env.Offset)
 			require.NoError(t, err)
 			assert.Equal(t, stored.ID, env.ID)
 			assert.JSONEq(t, string(sink.Redact(&stored, fields).Body), string(raw), "offset %d", env.Offset)

@@ -16,7 +16,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
 )
@@ -26,7 +28,7 @@ import (
 // admin, metrics, readiness and browser tests.
 type obsRelay struct {
 	world *sim.Sim
-	r     *Relay
+	r     *relay.Relay
 	base  string // admin base URL, "http://127.0.0.1:port/"
 	token string // admin token, "" for none
 
@@ -164,16 +166,13 @@ func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r, err := OpenRelay(ctx, &cfg, log, relayOptions{})
+	r, err := admin.Open(ctx, &cfg, log, relay.Options{SinkFailing: o.sinkFailing})
 	if err != nil {
 		cancel()
 		require.NoError(t, err)
 	}
-	if o.sinkFailing > 0 {
-		r.admin.sinkFailing = o.sinkFailing
-	}
 	h.r, h.cancel, h.done = r, cancel, make(chan error, 1)
-	h.base = "http://" + r.admin.Addr() + "/"
+	h.base = "http://" + r.AdminAddr() + "/"
 	go func() { h.done <- r.Run(ctx) }()
 	t.Cleanup(func() { h.stop(t) })
 	return h
@@ -212,7 +211,7 @@ func (h *obsRelay) setHookStatus(fn func(path, id string) int) {
 // head returns the store's highest offset.
 func (h *obsRelay) head(t *testing.T) uint64 {
 	t.Helper()
-	head, err := h.r.db.Head()
+	head, err := h.r.Store().Head()
 	require.NoError(t, err)
 	return head
 }
@@ -386,12 +385,12 @@ func TestAdmin_SinksAndEvents(t *testing.T) {
 	head := h.head(t)
 	require.Eventually(t, func() bool {
 		_, body := h.get(t, "/v1/sinks", true)
-		var got struct{ Sinks []sinkStatus }
+		var got struct{ Sinks []relay.SinkStatus }
 		return json.Unmarshal([]byte(body), &got) == nil && len(got.Sinks) == 1 &&
 			got.Sinks[0].Cursor == head && got.Sinks[0].Delivered == head // counted just after the cursor moves
 	}, 10*time.Second, 20*time.Millisecond)
 	_, body := h.get(t, "/v1/sinks", true)
-	var sinks struct{ Sinks []sinkStatus }
+	var sinks struct{ Sinks []relay.SinkStatus }
 	require.NoError(t, json.Unmarshal([]byte(body), &sinks))
 	s := sinks.Sinks[0]
 	assert.Equal(t, "hooks", s.Name)

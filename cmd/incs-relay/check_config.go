@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller"
 )
 
@@ -24,7 +26,7 @@ func (c *CheckConfigCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := buildSinksDryRun(cfg); err != nil {
+	if err := relay.CheckSinks(cfg); err != nil {
 		return err
 	}
 	if err := cfg.CheckNATSFiles(); err != nil {
@@ -55,7 +57,7 @@ func ceilingNeed(ctx context.Context, cfg *config.Config) (float64, bool) {
 	if _, err := os.Stat(cfg.Store.Path); err != nil {
 		return 0, false
 	}
-	db, ac, err := storeOrAdmin(ctx, cfg)
+	db, ac, err := admin.StoreOrClient(ctx, cfg)
 	if err != nil {
 		return 0, false
 	}
@@ -63,8 +65,8 @@ func ceilingNeed(ctx context.Context, cfg *config.Config) (float64, bool) {
 		defer db.Close()
 		return poller.EstimateCeilings(cfg.PollerConfig(), db)
 	}
-	var pv pollView
-	if err := ac.do(ctx, http.MethodGet, "/v1/poll", nil, &pv); err != nil || pv.Tiers == nil || pv.Tiers.CeilingNeed == 0 {
+	var pv relay.PollView
+	if err := ac.Do(ctx, http.MethodGet, "/v1/poll", nil, &pv); err != nil || pv.Tiers == nil || pv.Tiers.CeilingNeed == 0 {
 		return 0, false
 	}
 	return pv.Tiers.CeilingNeed, true

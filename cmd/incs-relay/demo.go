@@ -16,7 +16,9 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/nats-io/nats.go"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/poller/sim"
@@ -113,7 +115,7 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 	cfg.Admin.Addr = freeAddr(*adminAddr)
 	cfg.Sinks = []config.SinkConfig{
 		{Name: "bus", Type: config.SinkNATS, URL: ns.ClientURL(), Subject: sink.DefaultNATSSubject, JetStream: true,
-			Stream: &config.StreamConfig{Name: defaultStream, Subjects: []string{"incs.tasks.>"}}},
+			Stream: &config.StreamConfig{Name: relay.DefaultStream, Subjects: []string{"incs.tasks.>"}}},
 		{Name: "hooks", Type: config.SinkWebhook, URL: "http://" + hookLn.Addr().String() + "/incs", Secret: secret},
 	}
 	if err := cfg.Validate(); err != nil {
@@ -137,7 +139,7 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	r, err := OpenRelay(ctx, &cfg, log, relayOptions{})
+	r, err := admin.Open(ctx, &cfg, log, relay.Options{})
 	if err != nil {
 		return err
 	}
@@ -145,7 +147,7 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 	out.Line("  API simulator  %s%s (%.0f%% of requests fail on purpose)", cfg.Upstream.BaseURL, poller.TasksPath, *faultRate*100)
 	out.Line("  NATS           %s  subject incs.tasks.{task_id}.{event}, JetStream stream INCS", ns.ClientURL())
 	out.Line("  webhook        %s  (Standard Webhooks signatures verified)", cfg.Sinks[1].URL)
-	out.Line("  admin          http://%s/   metrics at /metrics", r.adminAddr())
+	out.Line("  admin          http://%s/   metrics at /metrics", r.AdminAddr())
 	out.Line("Ctrl-C stops.\n")
 
 	go func() {
@@ -156,7 +158,7 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				head, _ := r.db.Head()
+				head, _ := r.Store().Head()
 				out.Line(out.paint(ansiDim, fmt.Sprintf("— %d events stored · %d seen on NATS · %d webhooks verified (%d bad signatures) · %d API requests",
 					head, printed.Load(), hooked.Load(), badSig.Load(), world.Requests())))
 			}

@@ -19,7 +19,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
@@ -177,7 +179,7 @@ func TestE2E_FaultyAPIAndSinks(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := OpenRelay(ctx, &cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), relayOptions{})
+	r, err := admin.Open(ctx, &cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), relay.Options{})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()

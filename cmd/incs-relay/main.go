@@ -18,6 +18,7 @@ import (
 
 	_ "time/tzdata" // the API's zone must load in minimal images too
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 )
 
@@ -96,8 +97,9 @@ func (m *Main) exitCode(err error) int {
 	}
 	var ce *config.Error
 	var ue *usageError
+	var ae *admin.APIError
 	switch {
-	case errors.As(err, &ce), errors.As(err, &ue):
+	case errors.As(err, &ce), errors.As(err, &ue), errors.As(err, &ae) && ae.BadRequest():
 		fmt.Fprintln(m.Stderr, "incs-relay:", err)
 		return exitBadInput
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 )
 
 // MigrateCommand carries a bbolt store over to the config's jetstream
@@ -33,12 +35,12 @@ func (c *MigrateCommand) Run(ctx context.Context, args []string) error {
 	if src == "" {
 		return &usageError{msg: "migrate: give --from BBOLT_FILE or set store.migrate_from"}
 	}
-	h, err := openJetStream(cfg, zerolog.Nop(), "")
+	h, err := relay.OpenJetStream(cfg, zerolog.Nop(), "")
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	empty, err := storeEmpty(h)
+	empty, err := relay.StoreEmpty(h)
 	if err != nil {
 		return err
 	}
@@ -67,7 +69,7 @@ func (c *MigrateCommand) Run(ctx context.Context, args []string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	res, err := migrateFile(ctx, cfg, h, src)
+	res, err := relay.MigrateFile(ctx, cfg, h, src)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 )
 
@@ -37,13 +38,13 @@ func (c *ReplayCommand) Run(ctx context.Context, args []string) error {
 	if (*from == "") == (*since == "") {
 		return &usageError{msg: "replay: give exactly one of --from OFFSET or --since RFC3339"}
 	}
-	db, ac, err := storeOrAdmin(ctx, cfg)
+	db, ac, err := admin.StoreOrClient(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	if db != nil {
 		defer db.Close()
-		off, err := resolveReplayFrom(db, *from, *since)
+		off, err := admin.ReplayFrom(db, *from, *since)
 		if err != nil {
 			return &usageError{msg: "replay: --" + err.Error()}
 		}
@@ -64,7 +65,7 @@ func (c *ReplayCommand) Run(ctx context.Context, args []string) error {
 		From uint64 `json:"from"`
 		Head uint64 `json:"head"`
 	}
-	if err := ac.do(ctx, http.MethodPost, "/v1/sinks/"+url.PathEscape(*name)+"/replay", q, &res); err != nil {
+	if err := ac.Do(ctx, http.MethodPost, "/v1/sinks/"+url.PathEscape(*name)+"/replay", q, &res); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.m.Stdout, "%s rewound: events %d to %d are being delivered again\n", *name, res.From, res.Head)

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 )
 
@@ -183,7 +184,7 @@ func TestReplay_Offline(t *testing.T) {
 
 	code, out, errOut = cli(t, "status", "--config", f.cfgPath, "--json")
 	require.Equal(t, 0, code, errOut)
-	var st struct{ Sinks []sinkStatus }
+	var st struct{ Sinks []relay.SinkStatus }
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
 	require.Len(t, st.Sinks, 1)
 	assert.Equal(t, from-1, st.Sinks[0].Cursor, "status shows the rewound cursor")

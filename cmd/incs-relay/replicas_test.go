@@ -27,8 +27,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config/configtest"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
 )
@@ -36,7 +38,7 @@ import (
 // replica is one relay of a jetstream store, run in this process.
 type replica struct {
 	id     string
-	r      *Relay
+	r      *relay.Relay
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -45,7 +47,7 @@ func startReplica(t *testing.T, cfg *config.Config, id string) *replica {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Str("replica", id).Logger()
-	r, err := OpenRelay(ctx, cfg, log, relayOptions{ReplicaID: id})
+	r, err := admin.Open(ctx, cfg, log, relay.Options{ReplicaID: id})
 	require.NoError(t, err)
 	rep := &replica{id: id, r: r, cancel: cancel, done: make(chan error, 1)}
 	go func() { rep.done <- r.Run(ctx) }()
@@ -70,7 +72,7 @@ func (rep *replica) stop(t *testing.T) {
 
 func (rep *replica) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + rep.r.adminAddr() + path)
+	resp, err := http.Get("http://" + rep.r.AdminAddr() + path)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -134,13 +136,13 @@ func TestReplicas_Failover(t *testing.T) {
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 
 	a := startReplica(t, cfg, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
+	require.Eventually(t, func() bool { return a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
 	b := startReplica(t, cfg, "replica-b")
 	require.Eventually(t, func() bool {
-		as := b.r.js.Role().Assignments
+		as := b.r.JetStream().Role().Assignments
 		return len(as["replica-a"]) > 0 && len(as["replica-b"]) > 0
 	}, 15*time.Second, 50*time.Millisecond, "partitions spread over both replicas")
-	assert.False(t, b.r.js.IsLeader(), "one leader")
+	assert.False(t, b.r.JetStream().IsLeader(), "one leader")
 
 	for i := 0; i < 20; i++ {
 		world.Step(3)
@@ -151,10 +153,10 @@ func TestReplicas_Failover(t *testing.T) {
 	// delivers which partitions.
 	code, body := b.get(t, "/readyz")
 	assert.Equal(t, http.StatusOK, code, body)
-	assert.Zero(t, b.r.pollView().Cycles, "a follower does not poll")
+	assert.Zero(t, b.r.PollView().Cycles, "a follower does not poll")
 	code, body = b.get(t, "/v1/cluster")
 	require.Equal(t, http.StatusOK, code, body)
-	var cv clusterView
+	var cv relay.ClusterView
 	require.NoError(t, json.Unmarshal([]byte(body), &cv))
 	assert.Equal(t, "replica-a", cv.Leader)
 	assert.Equal(t, "replica-b", cv.Self)
@@ -163,10 +165,10 @@ func TestReplicas_Failover(t *testing.T) {
 	all := slices.Concat(cv.Assignments["replica-a"], cv.Assignments["replica-b"])
 	slices.Sort(all)
 	assert.Equal(t, []int{0, 1, 2, 3}, all, "every partition delivered by one replica")
-	lines := strings.Join(cv.lines(), "\n")
+	lines := strings.Join(clusterLines(&cv), "\n")
 	assert.Contains(t, lines, "leader: replica-a, epoch")
 	assert.Contains(t, lines, "delivers: replica-b partitions")
-	assert.Greater(t, a.r.pollView().Cycles, 0, "the leader polls")
+	assert.Greater(t, a.r.PollView().Cycles, 0, "the leader polls")
 	_, expoB := b.get(t, "/metrics")
 	_, expoA := a.get(t, "/metrics")
 	assert.Equal(t, 0.0, metricValue(t, expoB, "incs_relay_replica_leader"))
@@ -178,7 +180,7 @@ func TestReplicas_Failover(t *testing.T) {
 
 	// `status` as a one-off command asks the replica at admin.addr who leads.
 	file := filepath.Join(t.TempDir(), "relay.yaml")
-	writeFileT(t, file, strings.Replace(jsCLIConfig(ns.ClientURL(), "relay", ""), `addr: "127.0.0.1:1"`, `addr: "`+b.r.adminAddr()+`"`, 1))
+	writeFileT(t, file, strings.Replace(jsCLIConfig(ns.ClientURL(), "relay", ""), `addr: "127.0.0.1:1"`, `addr: "`+b.r.AdminAddr()+`"`, 1))
 	var out, errb strings.Builder
 	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) (string, bool) { return "tok", k == "INCS_TOKEN" }}
 	require.Equal(t, exitOK, m.Run(context.Background(), []string{"status", "--config", file}), errb.String())
@@ -203,9 +205,9 @@ func TestReplicas_Failover(t *testing.T) {
 	// The leader goes; the follower takes over polling and delivery.
 	stopped := time.Now()
 	a.stop(t)
-	require.Eventually(t, func() bool { return b.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the follower takes the lease")
+	require.Eventually(t, func() bool { return b.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond, "the follower takes the lease")
 	took := time.Since(stopped)
-	require.Eventually(t, func() bool { return len(b.r.js.Role().Owned) == 4 }, 15*time.Second, 50*time.Millisecond, "the survivor delivers every partition")
+	require.Eventually(t, func() bool { return len(b.r.JetStream().Role().Owned) == 4 }, 15*time.Second, 50*time.Millisecond, "the survivor delivers every partition")
 	for i := 0; i < 20; i++ {
 		world.Step(3)
 		time.Sleep(50 * time.Millisecond)
@@ -250,7 +252,7 @@ func TestReplicas_Failover(t *testing.T) {
 	for off := uint64(1); off <= uint64(len(logs)); off++ {
 		assert.Contains(t, offsets, off, "offset %d", off)
 	}
-	head, err := b.r.db.Head()
+	head, err := b.r.Store().Head()
 	require.NoError(t, err)
 	assert.Equal(t, uint64(len(logs)), head)
 	t.Logf("%d logs; failover (stop to new leader) %s with a 2s lease; webhook redeliveries %d, nats %d", len(logs), took.Round(time.Millisecond), hooks.dups, bus.dups)
@@ -275,7 +277,7 @@ func TestAdminPage_Replicas(t *testing.T) {
 	cfg.Sinks = cfg.Sinks[1:]
 	_, b := startPair(t, cfg, cfg)
 	var mine []string
-	for _, p := range b.r.js.Role().Assignments["replica-b"] {
+	for _, p := range b.r.JetStream().Role().Assignments["replica-b"] {
 		mine = append(mine, strconv.Itoa(p))
 	}
 
@@ -283,7 +285,7 @@ func TestAdminPage_Replicas(t *testing.T) {
 	defer cancel()
 	bctx, fail := headless(t, ctx, chrome)
 	fail(chromedp.Do(bctx,
-		chromedp.Navigate("http://"+b.r.adminAddr()+"/"),
+		chromedp.Navigate("http://"+b.r.AdminAddr()+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`#replicas tbody tr[data-replica="replica-a"]`)),
 	), "load the follower's admin page")
 	leader, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#leader`)))
@@ -340,14 +342,14 @@ func TestReplicas_NkeyAndTLS(t *testing.T) {
 	a := startReplica(t, cfg, "replica-a")
 	logs := world.Logs()
 	require.Eventually(t, func() bool {
-		c, err := a.r.db.Cursor("bus")
+		c, err := a.r.Store().Cursor("bus")
 		return err == nil && c >= uint64(len(logs))
 	}, 30*time.Second, 50*time.Millisecond, "every event published over the authenticated connection")
 	a.stop(t)
 
 	bad := *cfg
 	bad.Store.NATSAuth = config.NATSAuth{TLS: &config.TLSFile{CA: ca}}
-	_, err = OpenRelay(context.Background(), &bad, zerolog.Nop(), relayOptions{ReplicaID: "x"})
+	_, err = admin.Open(context.Background(), &bad, zerolog.Nop(), relay.Options{ReplicaID: "x"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "connect")
 	assert.NotContains(t, err.Error(), string(seed))
@@ -457,23 +459,23 @@ func TestReplicas_PartitionedLeader(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	require.Eventually(t, func() bool { return b.r.js.IsLeader() }, 15*time.Second, 20*time.Millisecond, "the follower takes the lapsed lease")
+	require.Eventually(t, func() bool { return b.r.JetStream().IsLeader() }, 15*time.Second, 20*time.Millisecond, "the follower takes the lapsed lease")
 	failover := time.Since(cutAt)
-	require.Eventually(t, func() bool { return !a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the cut-off leader steps down")
+	require.Eventually(t, func() bool { return !a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond, "the cut-off leader steps down")
 	// The new leader is ready once its first poll completed.
 	assert.Eventually(t, func() bool { code, _ := b.get(t, "/readyz"); return code == http.StatusOK }, 10*time.Second, 50*time.Millisecond,
 		"the new leader is ready within 10s of winning the lease")
 
 	time.Sleep(2 * time.Second)
 	proxy.heal()
-	require.Eventually(t, func() bool { return a.r.js.connected() && a.r.js.Role().Leader == "replica-b" }, 15*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return a.r.JetStream().Connected() && a.r.JetStream().Role().Leader == "replica-b" }, 15*time.Second, 50*time.Millisecond,
 		"the old leader reconnects and follows")
-	assert.True(t, b.r.js.IsLeader(), "the lease stays with the new leader")
+	assert.True(t, b.r.JetStream().IsLeader(), "the lease stays with the new leader")
 	time.Sleep(time.Second) // the world's last changes
 	logs := world.Logs()
 	require.Eventually(t, func() bool { return hooks.count() >= len(logs) }, 30*time.Second, 50*time.Millisecond,
 		"all %d logs delivered (webhook %d)", len(logs), hooks.count())
-	head, err := b.r.db.Head()
+	head, err := b.r.Store().Head()
 	require.NoError(t, err)
 	assert.Equal(t, uint64(len(logs)), head, "one event per log: nothing appended twice")
 	hooks.checkAgainst(t, "webhook", logs)
@@ -513,14 +515,14 @@ func TestReplicas_PauseAndResume(t *testing.T) {
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
 	a := startReplica(t, cfg, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond)
 	b := startReplica(t, cfg, "replica-b")
 	require.Eventually(t, func() bool {
-		return a.r.output("hooks").disp.State().Paused && b.r.output("hooks").disp.State().Paused
+		return a.r.DeliveryState("hooks").Paused && b.r.DeliveryState("hooks").Paused
 	}, 20*time.Second, 50*time.Millisecond, "both replicas' partitions pause on 410")
 	require.Eventually(t, func() bool {
-		ss, err := b.r.db.SinkState("hooks")
-		return err == nil && ss.Paused && pauseSaved(a) && pauseSaved(b)
+		ss, err := b.r.Store().SinkState("hooks")
+		return err == nil && ss.Paused && a.r.PauseSaved("hooks") && b.r.PauseSaved("hooks")
 	}, 10*time.Second, 50*time.Millisecond, "the pause is stored, by both replicas")
 	code, body := b.get(t, "/readyz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -529,27 +531,18 @@ func TestReplicas_PauseAndResume(t *testing.T) {
 	gone.Lock()
 	isGone = false
 	gone.Unlock()
-	resp, err := http.Post("http://"+a.r.adminAddr()+"/v1/sinks/hooks/resume", "", nil)
+	resp, err := http.Post("http://"+a.r.AdminAddr()+"/v1/sinks/hooks/resume", "", nil)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	logs := world.Logs()
 	require.Eventually(t, func() bool { return hooks.count() >= len(logs) }, 30*time.Second, 50*time.Millisecond,
 		"every event arrives once both replicas resumed (%d of %d)", hooks.count(), len(logs))
-	assert.False(t, b.r.output("hooks").disp.State().Paused, "the follower followed the resume")
-	ss, err := b.r.db.SinkState("hooks")
+	assert.False(t, b.r.DeliveryState("hooks").Paused, "the follower followed the resume")
+	ss, err := b.r.Store().SinkState("hooks")
 	require.NoError(t, err)
 	assert.False(t, ss.Paused, "no replica brought the pause back")
 	hooks.checkAgainst(t, "webhook", logs)
-}
-
-// pauseSaved reports whether the replica stored its partitions' pause of
-// the hooks sink.
-func pauseSaved(rep *replica) bool {
-	p := rep.r.output("hooks").disp.(*partitioned)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.pauseSaved
 }
 
 // recordingHook is a webhook receiver that records every body it
@@ -582,12 +575,12 @@ func TestReplicas_ConfigMismatch(t *testing.T) {
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
 	a := startReplica(t, cfg, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond)
 
 	other := *cfg
 	other.Poll.Interval = config.Duration(300 * time.Millisecond)
 	require.NotEqual(t, cfg.Hash(), other.Hash())
-	r, err := OpenRelay(context.Background(), &other, zerolog.Nop(), relayOptions{ReplicaID: "replica-b"})
+	r, err := admin.Open(context.Background(), &other, zerolog.Nop(), relay.Options{ReplicaID: "replica-b"})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(context.Background()) }()
@@ -598,8 +591,8 @@ func TestReplicas_ConfigMismatch(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("a replica with another config kept running")
 	}
-	assert.Zero(t, r.pollView().Cycles, "it never polled")
-	assert.True(t, a.r.js.IsLeader(), "the leader keeps the lease")
+	assert.Zero(t, r.PollView().Cycles, "it never polled")
+	assert.True(t, a.r.JetStream().IsLeader(), "the leader keeps the lease")
 }
 
 // TestReplicas_ReplayFromAnywhere: while events keep flowing, `replay`
@@ -669,9 +662,9 @@ func TestReplicas_ReplayFromAnywhere(t *testing.T) {
 func startPair(t *testing.T, cfgA, cfgB *config.Config) (a, b *replica) {
 	t.Helper()
 	a = startReplica(t, cfgA, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
+	require.Eventually(t, func() bool { return a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
 	b = startReplica(t, cfgB, "replica-b")
-	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return len(b.r.JetStream().Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond,
 		"the second replica delivers some partitions")
 	return a, b
 }

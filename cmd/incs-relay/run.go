@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 )
 
 // RunCommand runs the relay until SIGINT or SIGTERM.
@@ -35,7 +38,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		}
 		defer stop()
 	}
-	r, err := OpenRelay(ctx, cfg, log, relayOptions{})
+	r, err := admin.Open(ctx, cfg, log, relay.Options{})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

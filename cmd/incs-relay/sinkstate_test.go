@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/sink"
 )
 
@@ -34,25 +35,25 @@ func TestSinkState_SavedWhenReported(t *testing.T) {
 	sc := cfg.Sinks[0]
 
 	type seen struct {
-		s   sinkStatus
+		s   relay.SinkStatus
 		err error
 	}
-	var r *Relay
+	var r *relay.Relay
 	atPause := make(chan seen, 4)
 	probe := pauseProbe{paused: func(_ string, _ error) {
 		// What `status` reads from the store, the moment the pause is
 		// reported.
-		s, err := storeSinkStatus(r.db, sc)
+		s, err := relay.StoreSinkStatus(r.Store(), sc)
 		atPause <- seen{s, err}
 	}}
-	startInProcWith(t, f.cfgPath, relayOptions{Observer: probe}, func(opened *Relay) { r = opened })
+	startInProcWith(t, f.cfgPath, relay.Options{Observer: probe}, func(opened *relay.Relay) { r = opened })
 
 	require.Eventually(t, func() bool {
-		s, err := storeSinkStatus(r.db, sc)
+		s, err := relay.StoreSinkStatus(r.Store(), sc)
 		require.NoError(t, err)
 		return s.LastError != "" && s.LastErrorAt != nil
 	}, 10*time.Second, 20*time.Millisecond, "the last error reaches the store while the relay runs")
-	s, err := storeSinkStatus(r.db, sc)
+	s, err := relay.StoreSinkStatus(r.Store(), sc)
 	require.NoError(t, err)
 	assert.Contains(t, s.LastError, "503")
 	assert.False(t, s.Paused)

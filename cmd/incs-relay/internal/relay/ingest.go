@@ -1,4 +1,7 @@
-package main
+package relay
+
+// The Ingester: the poller's Handler, which stores each page and keeps
+// the snapshot boundary of the first start.
 
 import (
 	"context"
@@ -15,9 +18,9 @@ import (
 	"github.com/incs-relay/incs-relay/store"
 )
 
-// ingester is the poller's Handler: it diffs and stores each page, and
+// Ingester is the poller's Handler: it diffs and stores each page, and
 // ends the first-start snapshot once a sweep completed.
-type ingester struct {
+type Ingester struct {
 	db      store.Store
 	loc     *time.Location
 	log     zerolog.Logger
@@ -37,7 +40,14 @@ type ingester struct {
 	pending chan ingestOutcome
 }
 
-// forgetter is the part of poller.Tiered the ingester uses.
+// NewIngester returns an Ingester of its own, outside a relay: it stores
+// each page in db with no snapshot boundary, tiers or rules (as a
+// relay's does with poll.initial: replay and poll.strategy: full).
+func NewIngester(db store.Store, loc *time.Location, log zerolog.Logger) *Ingester {
+	return &Ingester{db: db, loc: loc, log: log}
+}
+
+// forgetter is the part of poller.Tiered the Ingester uses.
 type forgetter interface{ Forget(ids ...int64) }
 
 // ingestOutcome is what one page's Ingest did.
@@ -57,7 +67,7 @@ type ingestOutcome struct {
 // the tiers, so the next read hands them over again. A task whose logs do
 // not diff is logged and left unseen the same way; it does not fail the
 // sweep.
-func (h *ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
+func (h *Ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
 	ch := make(chan ingestOutcome, 1)
 	h.checkClock(tasks)
 	go func() {
@@ -73,7 +83,7 @@ func (h *ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
 }
 
 // flush waits for the commit under way, if any, and returns its outcome.
-func (h *ingester) flush() error {
+func (h *Ingester) flush() error {
 	if h.pending == nil {
 		return nil
 	}
@@ -82,7 +92,7 @@ func (h *ingester) flush() error {
 	return h.finish(<-ch)
 }
 
-func (h *ingester) finish(o ingestOutcome) error {
+func (h *Ingester) finish(o ingestOutcome) error {
 	h.metrics.ingested(o.res)
 	var de *store.DiffError
 	if errors.As(o.err, &de) {
@@ -103,7 +113,7 @@ func (h *ingester) finish(o ingestOutcome) error {
 }
 
 // SweepDone records that a first sweep completed.
-func (h *ingester) SweepDone(ctx context.Context, s poller.SweepStats) error {
+func (h *Ingester) SweepDone(ctx context.Context, s poller.SweepStats) error {
 	if err := h.flush(); err != nil {
 		return err
 	}
@@ -157,7 +167,7 @@ const futureSlack = 2 * time.Minute
 // checkClock warns once when a task was updated in the future, read in
 // upstream.timezone: the zone is wrong or the clocks differ, and the
 // snapshot boundary and every event time with it are off.
-func (h *ingester) checkClock(tasks []diff.Task) {
+func (h *Ingester) checkClock(tasks []diff.Task) {
 	if h.future.Load() {
 		return
 	}

@@ -1,6 +1,11 @@
-package main
+package relay
+
+// The relay of one config: opening it (store, pipeline, sinks and their
+// dispatchers), running it until its context ends and shutting it down in
+// order, and what the admin API and the commands may ask of it.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
@@ -25,13 +31,15 @@ var (
 	_ poller.StateStore = store.Store(nil)
 )
 
-// Relay is the whole pipeline of one config: poller → diff → store → sinks,
-// plus the admin API. OpenRelay builds it; Run runs it until ctx ends.
+// Relay is the whole pipeline of one config: poller → diff → store → sinks.
+// Open builds it; Run runs it until ctx ends. Its methods that report
+// (SinkStatuses, PollView, NotReady, ...) are safe for concurrent use
+// while it runs.
 type Relay struct {
 	cfg *config.Config
 	log zerolog.Logger
 	db  store.Store
-	js  *jsHandle // db in jetstream mode; nil with bbolt
+	js  *JetStream // db in jetstream mode; nil with bbolt
 	// leadSince is when this jetstream replica last won the lease
 	// (Unix nanoseconds); 0 while it follows.
 	leadSince atomic.Int64
@@ -41,15 +49,17 @@ type Relay struct {
 	// replica replaces each time it wins the lease.
 	pipeMu  sync.RWMutex
 	poll    *poller.Poller
-	ingest  *ingester
+	ingest  *Ingester
 	tiers   *poller.Tiered // nil with poll.strategy: full
 	rules   *rules.Engine  // nil without rules
 	outs    []*output
-	admin   *adminServer
+	admin   Server // the admin API; nil without one
 	metrics *metrics
-	states  *sinkStateSaver
-	started time.Time
-	savedMu sync.Mutex // guards output.saved
+	// sinkFailing bounds how long a sink may fail before NotReady says so.
+	sinkFailing time.Duration
+	states      *sinkStateSaver
+	started     time.Time
+	savedMu     sync.Mutex // guards output.saved
 }
 
 // output is one configured sink with its dispatcher.
@@ -60,8 +70,8 @@ type output struct {
 	saved store.SinkState // last state written to the store
 }
 
-// relayOptions are knobs for tests and the demo.
-type relayOptions struct {
+// Options are knobs for tests and the demo.
+type Options struct {
 	// HTTPClient for the upstream API; nil builds one.
 	HTTPClient *http.Client
 	// Observer also receives every delivery outcome (the demo's printer).
@@ -69,12 +79,31 @@ type relayOptions struct {
 	// ReplicaID names this replica of a jetstream store; "" is
 	// "<hostname>-<pid>".
 	ReplicaID string
+	// SinkFailing is how long a sink may keep failing (its last attempts
+	// failed, none succeeded) before NotReady reports the relay not
+	// ready; 0 is DefaultSinkFailing.
+	SinkFailing time.Duration
 }
 
-// OpenRelay opens the store, connects the sinks and binds the admin
-// address. On error everything opened so far is closed again.
-func OpenRelay(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts relayOptions) (_ *Relay, err error) {
-	r := &Relay{cfg: cfg, log: log, started: time.Now()}
+// DefaultSinkFailing is the default of Options.SinkFailing.
+const DefaultSinkFailing = time.Minute
+
+// Server runs beside a relay, as the admin API does (package admin): Run
+// starts it and stops it before the store closes.
+type Server interface {
+	// Start serves in the background.
+	Start()
+	// Close stops serving.
+	Close(ctx context.Context)
+	// Addr is the address it listens on.
+	Addr() string
+}
+
+// Open opens the store, builds the pipeline and connects the sinks. On
+// error everything opened so far is closed again. A Server attached with
+// SetAdmin runs beside it.
+func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) (_ *Relay, err error) {
+	r := &Relay{cfg: cfg, log: log, started: time.Now(), sinkFailing: cmp.Or(opts.SinkFailing, DefaultSinkFailing)}
 	defer func() {
 		if err != nil {
 			r.close(context.Background())
@@ -82,12 +111,12 @@ func OpenRelay(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts
 	}()
 	storeOpts := store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()}
 	if cfg.JetStream() && opts.ReplicaID != "" {
-		var h *jsHandle
-		if h, err = openJetStream(cfg, storeOpts.Logger, opts.ReplicaID); err == nil {
+		var h *JetStream
+		if h, err = OpenJetStream(cfg, storeOpts.Logger, opts.ReplicaID); err == nil {
 			r.db = h
 		}
 	} else {
-		r.db, err = openStore(cfg, storeOpts)
+		r.db, err = OpenStore(cfg, storeOpts)
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
@@ -95,7 +124,7 @@ func OpenRelay(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts
 		}
 		return nil, err
 	}
-	r.js, _ = r.db.(*jsHandle)
+	r.js, _ = r.db.(*JetStream)
 	r.metrics = newMetrics(r)
 	if r.js != nil {
 		r.metrics.reg.MustRegister(replicaCollector{r.js})
@@ -123,11 +152,11 @@ func OpenRelay(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts
 	}
 	for i := range cfg.Sinks {
 		sc := cfg.Sinks[i]
-		s, err := buildSink(ctx, cfg, sc, log)
+		s, err := BuildSink(ctx, cfg, sc, log)
 		if err != nil {
 			return nil, err
 		}
-		filter, err := buildFilter(sc)
+		filter, err := BuildFilter(sc)
 		if err != nil {
 			return nil, err
 		}
@@ -161,12 +190,6 @@ func OpenRelay(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts
 			o.disp = sink.NewDispatcher(dc)
 		}
 		r.outs = append(r.outs, o)
-	}
-	if cfg.Admin.Addr != "" {
-		r.admin, err = newAdminServer(r, cfg.Admin)
-		if err != nil {
-			return nil, err
-		}
 	}
 	return r, nil
 }
@@ -204,7 +227,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		r.states.run(pollCtx)
 	}()
 	r.log.Info().Str("store", r.cfg.Store.Path).Str("upstream", config.HostOf(r.cfg.Upstream.BaseURL)).
-		Int("sinks", len(r.outs)).Str("admin", r.adminAddr()).Msg("relay running")
+		Int("sinks", len(r.outs)).Str("admin", r.AdminAddr()).Msg("relay running")
 
 	<-ctx.Done()
 	r.log.Info().Msg("stopping: polling stops, deliveries under way finish")
@@ -265,11 +288,84 @@ func (r *Relay) close(ctx context.Context) {
 	}
 }
 
-func (r *Relay) adminAddr() string {
+// SetAdmin attaches the admin API (or another Server) before Run: Run
+// starts it and Close closes it first.
+func (r *Relay) SetAdmin(s Server) { r.admin = s }
+
+// AdminAddr is the address of the attached Server; "" without one.
+func (r *Relay) AdminAddr() string {
 	if r.admin == nil {
 		return ""
 	}
 	return r.admin.Addr()
+}
+
+// Close releases everything of a relay that is not run (Run closes what
+// it runs when it returns).
+func (r *Relay) Close(ctx context.Context) { r.close(ctx) }
+
+// Config is the relay's configuration.
+func (r *Relay) Config() *config.Config { return r.cfg }
+
+// Store is the relay's store.
+func (r *Relay) Store() store.Store { return r.db }
+
+// JetStream is the relay's jetstream store; nil with a bbolt one.
+func (r *Relay) JetStream() *JetStream { return r.js }
+
+// Logger is the relay's logger.
+func (r *Relay) Logger() zerolog.Logger { return r.log }
+
+// Registry holds the relay's Prometheus metrics, for the admin API's
+// /metrics.
+func (r *Relay) Registry() *prometheus.Registry { return r.metrics.reg }
+
+// PollStatus is the poller's status now.
+func (r *Relay) PollStatus() poller.Status {
+	r.pipeMu.RLock()
+	defer r.pipeMu.RUnlock()
+	return r.poll.Status()
+}
+
+// DeliveryState is the state of the named sink's delivery; the zero
+// state when no sink has that name.
+func (r *Relay) DeliveryState(name string) sink.DispatcherState {
+	o := r.output(name)
+	if o == nil {
+		return sink.DispatcherState{}
+	}
+	return o.disp.State()
+}
+
+// ErrUnknownSink is returned for a sink name the config does not have.
+var ErrUnknownSink = errors.New("no such sink")
+
+// Rewind makes the named sink deliver again from offset from: its
+// delivery stops (each partition persisting its cursor), the store
+// rewinds its cursor, and delivery resumes from there, pauses cleared.
+func (r *Relay) Rewind(ctx context.Context, name string, from uint64) error {
+	o := r.output(name)
+	if o == nil {
+		return fmt.Errorf("sink %q: %w", name, ErrUnknownSink)
+	}
+	if err := o.disp.Reset(ctx, func() error { return r.db.Rewind(name, from) }); err != nil {
+		return err
+	}
+	r.log.Info().Str("sink", name).Uint64("offset", from).Msg("replay: sink rewound")
+	return nil
+}
+
+// Resume clears the named sink's pause, and stores that at once, so a
+// crash right after does not bring the pause back.
+func (r *Relay) Resume(name string) error {
+	o := r.output(name)
+	if o == nil {
+		return fmt.Errorf("sink %q: %w", name, ErrUnknownSink)
+	}
+	o.disp.Resume()
+	r.saveResumed(o)
+	r.log.Info().Str("sink", name).Msg("sink resumed")
+	return nil
 }
 
 // output returns the sink named name, or nil.
@@ -282,7 +378,8 @@ func (r *Relay) output(name string) *output {
 	return nil
 }
 
-func (r *Relay) sinkNames() []string {
+// SinkNames lists the configured sinks in order.
+func (r *Relay) SinkNames() []string {
 	names := make([]string, len(r.outs))
 	for i, o := range r.outs {
 		names[i] = o.cfg.Name
@@ -305,7 +402,7 @@ func (r *Relay) pruneLoop(ctx context.Context) {
 		res, err := r.db.Prune(ctx, store.PruneOptions{
 			Retention: r.cfg.Store.Retention.D(),
 			Lookback:  r.cfg.Poll.Lookback.D(),
-			Sinks:     r.sinkNames(),
+			Sinks:     r.SinkNames(),
 			Now:       time.Now(),
 		})
 		if err != nil && !errors.Is(err, context.Canceled) {

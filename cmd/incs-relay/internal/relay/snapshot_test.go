@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"context"
@@ -62,7 +62,7 @@ func TestSnapshot_BoundaryHolds(t *testing.T) {
 				require.NoError(t, err)
 				boundary, err := snapshotBoundary(db, initialized, time.Now())
 				require.NoError(t, err)
-				ing := &ingester{db: db, loc: poller.DefaultLocation(), log: zerolog.Nop(), boundary: boundary}
+				ing := &Ingester{db: db, loc: poller.DefaultLocation(), log: zerolog.Nop(), boundary: boundary}
 				cfg := poller.Config{BaseURL: srv.URL, PageSize: 25, RateLimit: -1, Interval: time.Second, Budget: 100}
 				p := poller.New(poller.NewClient(cfg, zerolog.Nop()), cfg, ing, zerolog.Nop())
 				if strategy == "tiered" {

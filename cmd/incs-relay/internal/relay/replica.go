@@ -1,4 +1,9 @@
-package main
+package relay
+
+// A jetstream replica: building the polling pipeline from the store,
+// polling only while this replica holds the lease, delivering the
+// partitions it is assigned, migrating store.migrate_from on the first
+// start, and the readiness of a replica that follows.
 
 import (
 	"context"
@@ -15,7 +20,7 @@ import (
 	"github.com/incs-relay/incs-relay/store/jsstore"
 )
 
-// buildPipeline builds the polling half of the relay (ingester, poller,
+// buildPipeline builds the polling half of the relay (Ingester, poller,
 // tiers, rules) from the store's state. lead says this process may write:
 // only then is the snapshot boundary decided (it is stored on the first
 // start). A jetstream replica calls it at open (lead false: it shows an
@@ -27,7 +32,7 @@ func (r *Relay) buildPipeline(lead bool) error {
 	if err != nil {
 		return err
 	}
-	ing := &ingester{db: r.db, loc: cfg.Location(), log: r.log.With().Str("component", "ingest").Logger(), metrics: r.metrics}
+	ing := &Ingester{db: r.db, loc: cfg.Location(), log: r.log.With().Str("component", "ingest").Logger(), metrics: r.metrics}
 	if lead && cfg.Poll.Initial == "snapshot" {
 		if ing.boundary, err = snapshotBoundary(r.db, initialized, time.Now()); err != nil {
 			return err
@@ -68,7 +73,7 @@ func (r *Relay) runReplica(ctx context.Context) error {
 	// there is bad input, found before anything starts.
 	awaitMigration := false
 	if from := r.cfg.Store.MigrateFrom; from != "" {
-		empty, err := storeEmpty(r.db)
+		empty, err := StoreEmpty(r.db)
 		awaitMigration = err == nil && empty
 		if err := checkMigrateFrom(r.cfg, from); awaitMigration && err != nil {
 			r.closeStopped()
@@ -117,7 +122,7 @@ func (r *Relay) runReplica(ctx context.Context) error {
 	}()
 	role := r.js.Role()
 	r.log.Info().Str("store", r.cfg.StoreLabel()).Str("replica", role.Self).Str("upstream", config.HostOf(r.cfg.Upstream.BaseURL)).
-		Int("sinks", len(r.outs)).Str("admin", r.adminAddr()).Msg("relay replica running")
+		Int("sinks", len(r.outs)).Str("admin", r.AdminAddr()).Msg("relay replica running")
 
 	var runErr error
 	select {
@@ -249,11 +254,11 @@ func (r *Relay) migrateOnFirstStart(ctx context.Context) error {
 	if from == "" {
 		return nil
 	}
-	empty, err := storeEmpty(r.db)
+	empty, err := StoreEmpty(r.db)
 	if err != nil || !empty {
 		return err
 	}
-	res, err := migrateFile(ctx, r.cfg, r.js, from)
+	res, err := MigrateFile(ctx, r.cfg, r.js, from)
 	if err != nil {
 		return err
 	}
@@ -286,8 +291,8 @@ func (r *Relay) waitMigrated(ctx context.Context) bool {
 	}
 }
 
-// storeEmpty reports whether db holds no event and finished no sweep.
-func storeEmpty(db store.Store) (bool, error) {
+// StoreEmpty reports whether db holds no event and finished no sweep.
+func StoreEmpty(db store.Store) (bool, error) {
 	head, err := db.Head()
 	if err != nil {
 		return false, err
@@ -299,9 +304,9 @@ func storeEmpty(db store.Store) (bool, error) {
 	return head == 0 && !init, nil
 }
 
-// migrateFile opens the bbolt file from (it must exist and not be in use)
+// MigrateFile opens the bbolt file from (it must exist and not be in use)
 // and migrates it into dst, which must lead.
-func migrateFile(ctx context.Context, cfg *config.Config, dst *jsHandle, from string) (jsstore.MigrateResult, error) {
+func MigrateFile(ctx context.Context, cfg *config.Config, dst *JetStream, from string) (jsstore.MigrateResult, error) {
 	if err := checkMigrateFrom(cfg, from); err != nil {
 		return jsstore.MigrateResult{}, err
 	}
@@ -392,7 +397,7 @@ func (r *Relay) replicaNotReady(now time.Time) (reason string, follower bool) {
 	if r.js == nil || r.js.IsLeader() {
 		return "", false
 	}
-	if !r.js.connected() {
+	if !r.js.Connected() {
 		return "not connected to the NATS cluster", true
 	}
 	role := r.js.Role()

@@ -1,18 +1,17 @@
-package main
+package relay
+
+// The rules' hook into polling: every read of a task, decoded or skipped
+// as unchanged, reaches the rules after its page committed, and the
+// derived events they fire are stored with the rule states.
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/diff/rules"
-	"github.com/incs-relay/incs-relay/docs"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/store"
 )
@@ -26,7 +25,7 @@ import (
 type ruleStrategy struct {
 	poller.Strategy
 	eng   *rules.Engine
-	h     *ingester
+	h     *Ingester
 	fetch func(ids ...int64) // nil when every cycle reads every task
 	start time.Time          // start of the cycle under way
 }
@@ -48,7 +47,7 @@ var _ poller.TieredStrategy = (*ruleTieredStrategy)(nil)
 var _ poller.Skipper = (*ruleTieredStrategy)(nil)
 
 // newRuleStrategy wraps inner; tiers is inner when it is a *poller.Tiered.
-func newRuleStrategy(inner poller.Strategy, tiers *poller.Tiered, eng *rules.Engine, h *ingester) poller.Strategy {
+func newRuleStrategy(inner poller.Strategy, tiers *poller.Tiered, eng *rules.Engine, h *Ingester) poller.Strategy {
 	s := &ruleStrategy{Strategy: inner, eng: eng, h: h}
 	if tiers == nil {
 		return s
@@ -76,7 +75,7 @@ func (s *ruleStrategy) Observe(q poller.Query, p *poller.Page) bool {
 // committed, so a derived event always follows the log events of the same
 // read in offset order; the page's outcome is then reported like an
 // ingest's. Called from the poller's goroutine, right after HandlePage.
-func (h *ingester) observeRules(p *poller.Page, at time.Time) {
+func (h *Ingester) observeRules(p *poller.Page, at time.Time) {
 	var unchanged []int64
 	for i := range p.Heads {
 		if p.Heads[i].Skipped {
@@ -127,7 +126,7 @@ func (h *ingester) observeRules(p *poller.Page, at time.Time) {
 }
 
 // applyRules evaluates and persists one page's reads.
-func (h *ingester) applyRules(tasks []diff.Task, unchanged []int64, at time.Time) error {
+func (h *Ingester) applyRules(tasks []diff.Task, unchanged []int64, at time.Time) error {
 	b := h.rules.Evaluate(tasks, unchanged, at)
 	if len(b.Changes) == 0 {
 		return nil
@@ -145,8 +144,8 @@ func (h *ingester) applyRules(tasks []diff.Task, unchanged []int64, at time.Time
 	return nil
 }
 
-// rulesView is what `status` and GET /v1/poll show of the rules.
-type rulesView struct {
+// RulesView is what `status` and GET /v1/poll show of the rules.
+type RulesView struct {
 	Rules   int        `json:"rules"`
 	Tracked int        `json:"tracked_tasks"` // tasks a rule matches or fired for
 	Overdue int        `json:"due_unread"`    // tasks with a step due, not read since
@@ -155,73 +154,11 @@ type rulesView struct {
 }
 
 // rulesView returns the rules' state; nil without rules.
-func (r *Relay) rulesView(ps poller.Status) *rulesView {
+func (r *Relay) rulesView(ps poller.Status) *RulesView {
 	if r.rules == nil {
 		return nil
 	}
-	v := &rulesView{Rules: len(r.rules.Rules()), Tracked: r.rules.Len(), Overdue: r.rules.Overdue(),
+	v := &RulesView{Rules: len(r.rules.Rules()), Tracked: r.rules.Len(), Overdue: r.rules.Overdue(),
 		Waiting: ps.Tiers.Pending, NextDue: timePtr(r.rules.NextDue())}
 	return v
-}
-
-// line is the rules line of `status`.
-func (v *rulesView) line() string {
-	s := fmt.Sprintf("rules: %d, %d tasks tracked, %d due and waiting for their confirming read", v.Rules, v.Tracked, v.Overdue)
-	if v.Waiting > 0 {
-		s += fmt.Sprintf(" (%d task_id reads wait for the follow-up cap of 100 a cycle: firings may come a cycle late)", v.Waiting)
-	}
-	if v.NextDue != nil {
-		s += "; next due " + v.NextDue.Format(time.RFC3339)
-	}
-	return s
-}
-
-// sampleRuleEvents are what preview shows of derived events: a firing of
-// each configured rule (and its resolving event with resolve: true), or of
-// a stalled rule when none is configured.
-func sampleRuleEvents(cfg *config.Config) []diff.Event {
-	rs := cfg.ValidRules()
-	if len(rs) == 0 {
-		return []diff.Event{
-			diff.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, false),
-			diff.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, true),
-		}
-	}
-	var out []diff.Event
-	for _, r := range rs {
-		out = append(out, diff.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, false))
-		if r.Resolve {
-			out = append(out, diff.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, true))
-		}
-	}
-	return out
-}
-
-// schema serves the JSON Schema of an event type the relay emits: a log
-// type's, or for a configured rule's type the derived-event schema with
-// that type.
-func (a *adminServer) schema(w http.ResponseWriter, req *http.Request) {
-	typ, ok := strings.CutSuffix(req.PathValue("file"), ".json")
-	var body []byte
-	switch {
-	case !ok:
-	case slices.Contains(diff.Types, typ):
-		body, ok = docs.Schema(typ, false)
-	case a.r.cfg.IsRuleType(typ):
-		body, ok = docs.Schema(typ, true)
-	default:
-		ok = false
-	}
-	if !ok {
-		httpError(w, http.StatusNotFound, fmt.Sprintf("no schema %q: want /v1/schemas/<type>.json for one of %s", req.PathValue("file"), strings.Join(a.r.cfg.EventTypes(), ", ")))
-		return
-	}
-	w.Header().Set("Content-Type", "application/schema+json")
-	_, _ = w.Write(body)
-}
-
-// asyncAPI serves docs/asyncapi.yaml.
-func (a *adminServer) asyncAPI(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/yaml")
-	_, _ = w.Write(docs.AsyncAPI())
 }

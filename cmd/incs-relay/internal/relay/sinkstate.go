@@ -1,4 +1,7 @@
-package main
+package relay
+
+// Each sink's pause, last error and last delivery, saved to the store as
+// its dispatcher reports them.
 
 import (
 	"context"

@@ -1,4 +1,7 @@
-package main
+package relay
+
+// Partitioned delivery on a jetstream store: a dispatcher per partition
+// this replica owns.
 
 import (
 	"context"
@@ -34,7 +37,7 @@ var (
 // all fall in one partition.
 type partitioned struct {
 	name    string
-	store   *jsHandle
+	store   *JetStream
 	newDisp func(out sink.Outbox, p int, paused string) *sink.Dispatcher
 	log     zerolog.Logger
 	changes <-chan struct{} // role changes; set before Run
@@ -64,7 +67,7 @@ type partRun struct {
 	done   chan struct{}
 }
 
-func newPartitioned(name string, st *jsHandle, log zerolog.Logger, newDisp func(out sink.Outbox, p int, paused string) *sink.Dispatcher) *partitioned {
+func newPartitioned(name string, st *JetStream, log zerolog.Logger, newDisp func(out sink.Outbox, p int, paused string) *sink.Dispatcher) *partitioned {
 	return &partitioned{name: name, store: st, newDisp: newDisp, log: log.With().Str("sink", name).Logger(),
 		rewind: make(chan struct{}, 1), runs: map[int]*partRun{}}
 }
@@ -455,4 +458,22 @@ func (g *guardedOutbox) SetCursor(sink string, offset uint64) error {
 	g.last[sink] = offset
 	g.mu.Unlock()
 	return nil
+}
+
+// PauseSaved reports whether this replica's last save of the named sink's
+// state (on a jetstream store) saw one of its partitions paused: from
+// then on its saves leave the stored pause to whoever resumes it. False
+// with a bbolt store or an unknown sink.
+func (r *Relay) PauseSaved(name string) bool {
+	o := r.output(name)
+	if o == nil {
+		return false
+	}
+	p, ok := o.disp.(*partitioned)
+	if !ok {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pauseSaved
 }

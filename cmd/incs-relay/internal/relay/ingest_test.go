@@ -1,7 +1,8 @@
-package main
+package relay
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 	"testing"
@@ -11,11 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/difftest"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/store"
 )
 
-// recordingForgetter records what the ingester tells the tiers to forget.
+// recordingForgetter records what the Ingester tells the tiers to forget.
 type recordingForgetter struct {
 	mu  sync.Mutex
 	ids []int64
@@ -36,7 +38,7 @@ func TestIngester_CommitsBehind(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	tiers := &recordingForgetter{}
-	ing := &ingester{db: db, loc: benchLocation, log: zerolog.Nop(), tiers: tiers}
+	ing := &Ingester{db: db, loc: poller.DefaultLocation(), log: zerolog.Nop(), tiers: tiers}
 	// No snapshot boundary: every log becomes an event.
 	ctx := context.Background()
 	head := func() uint64 {
@@ -45,7 +47,7 @@ func TestIngester_CommitsBehind(t *testing.T) {
 		return h
 	}
 
-	p1, p2, p3 := syntheticTasks(t, 1, 100, 4), syntheticTasks(t, 101, 100, 4), syntheticTasks(t, 201, 100, 4)
+	p1, p2, p3 := pageOf(t, 1, 100, 4), pageOf(t, 101, 100, 4), pageOf(t, 201, 100, 4)
 	require.NoError(t, ing.HandlePage(ctx, p1))
 	require.NoError(t, ing.HandlePage(ctx, p2), "the first page committed")
 	require.NoError(t, ing.SweepDone(ctx, poller.SweepStats{}), "SweepDone waits for the last page")
@@ -69,6 +71,14 @@ func TestIngester_CommitsBehind(t *testing.T) {
 	require.NoError(t, ing.flush())
 	assert.Equal(t, uint64(1200), head())
 	require.NoError(t, ing.flush(), "nothing under way")
+}
+
+// pageOf decodes n vendor-shaped tasks from id first on, each with
+// logsPer logs, as the poller decodes a page.
+func pageOf(t *testing.T, first int64, n, logsPer int) []diff.Task {
+	var tasks []diff.Task
+	require.NoError(t, json.Unmarshal(difftest.TasksJSON(first, n, logsPer, first*int64(logsPer)), &tasks))
+	return tasks
 }
 
 func taskIDs(tasks []diff.Task) []int64 {

@@ -1,4 +1,7 @@
-package main
+package relay
+
+// The relay's Prometheus metrics: its observer of the API client, the
+// Ingester and the dispatchers, and the gauges read at scrape time.
 
 import (
 	"errors"
@@ -16,7 +19,7 @@ import (
 
 // metrics holds the relay's Prometheus collectors, all named incs_relay_*
 // (docs/metrics.md lists them). Counters are fed by the pipeline: the API
-// client's RoundTripper, the ingester and the dispatchers' Observer hooks;
+// client's RoundTripper, the Ingester and the dispatchers' Observer hooks;
 // gauges (lag, outbox size, ...) and the poll counters are read at scrape
 // time by stateCollector. Its methods are safe for concurrent use.
 type metrics struct {
@@ -259,7 +262,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTasks, prometheus.GaugeValue, float64(st.Tasks))
 		ch <- prometheus.MustNewConstMetric(descFile, prometheus.GaugeValue, float64(st.FileSize))
 	}
-	for _, s := range r.sinkStatuses() {
+	for _, s := range r.SinkStatuses() {
 		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(s.Lag), s.Name)
 		ch <- prometheus.MustNewConstMetric(descLagSec, prometheus.GaugeValue, s.LagSeconds, s.Name)
 		ch <- prometheus.MustNewConstMetric(descCursor, prometheus.GaugeValue, float64(s.Cursor), s.Name)
@@ -275,7 +278,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ok := int(r.ingest.sweeps.Load())
 	tiered := r.tiers != nil
 	r.pipeMu.RUnlock()
-	// A successful cycle is counted by the ingester a moment before the
+	// A successful cycle is counted by the Ingester a moment before the
 	// poller counts the cycle: never let the error count step back.
 	c.mu.Lock()
 	c.pollErrors = max(c.pollErrors, ps.Cycles-ok)
@@ -308,7 +311,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLastPoll, prometheus.GaugeValue, float64(ps.LastSuccess.UnixNano())/1e9)
 	}
 	ch <- prometheus.MustNewConstMetric(descPollFails, prometheus.GaugeValue, float64(ps.ConsecutiveFailures))
-	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(r.notReady(time.Now(), r.sinkFailingBound()) == ""))
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(r.NotReady(time.Now()) == ""))
 }
 
 func b2f(b bool) float64 {

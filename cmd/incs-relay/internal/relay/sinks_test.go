@@ -1,4 +1,4 @@
-package main
+package relay
 
 import (
 	"os"
@@ -12,9 +12,12 @@ import (
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config/configtest"
 )
 
+// testSecret is a valid Standard Webhooks secret.
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
 // TestReadmeRecipes_Valid keeps the README's config recipes working.
 func TestReadmeRecipes_Valid(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+	b, err := os.ReadFile("../../../../README.md")
 	require.NoError(t, err)
 	readme := string(b)
 	i := strings.Index(readme, "### Recipes")
@@ -23,13 +26,13 @@ func TestReadmeRecipes_Valid(t *testing.T) {
 	section = section[:strings.Index(section, "### Commands")]
 	blocks := strings.Split(section, "```yaml\n")[1:]
 	require.Len(t, blocks, 4)
-	lookup := configtest.Env("INCS_TOKEN", "t", "WEBHOOK_SECRET", e2eSecret, "SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X",
+	lookup := configtest.Env("INCS_TOKEN", "t", "WEBHOOK_SECRET", testSecret, "SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X",
 		"FEISHU_WEBHOOK_URL", "https://open.feishu.cn/open-apis/bot/v2/hook/x", "FEISHU_SECRET", "s")
 	for n, blk := range blocks {
 		y := blk[:strings.Index(blk, "```")]
 		cfg, err := config.Parse("README recipe", []byte(y), lookup)
 		require.NoError(t, err, "recipe %d", n)
-		require.NoError(t, buildSinksDryRun(cfg), "recipe %d", n)
+		require.NoError(t, CheckSinks(cfg), "recipe %d", n)
 	}
 }
 

@@ -1,4 +1,6 @@
-package main
+package relay
+
+// Building each configured sink, its filter and its delivery settings.
 
 import (
 	"context"
@@ -13,13 +15,13 @@ import (
 	"github.com/incs-relay/incs-relay/sink"
 )
 
-// defaultStream is the JetStream stream created for a jetstream sink
+// DefaultStream is the JetStream stream created for a jetstream sink
 // without a stream setting, when no stream covers its subjects yet.
-const defaultStream = "INCS"
+const DefaultStream = "INCS"
 
-// buildSink constructs the sink of sc; NATS sinks connect (or start the
+// BuildSink constructs the sink of sc; NATS sinks connect (or start the
 // embedded server) here.
-func buildSink(ctx context.Context, cfg *config.Config, sc config.SinkConfig, log zerolog.Logger) (sink.Sink, error) {
+func BuildSink(ctx context.Context, cfg *config.Config, sc config.SinkConfig, log zerolog.Logger) (sink.Sink, error) {
 	slog := log // sinks add their own "sink" field
 	var (
 		s   sink.Sink
@@ -45,7 +47,7 @@ func buildSink(ctx context.Context, cfg *config.Config, sc config.SinkConfig, lo
 		} else if sc.JetStream {
 			// Without a stream JetStream acknowledges nothing: use a stream
 			// that covers the subjects, or create one named INCS.
-			nc.Stream = &sink.StreamConfig{Name: defaultStream}
+			nc.Stream = &sink.StreamConfig{Name: DefaultStream}
 		}
 		s, err = sink.NewNATS(ctx, nc)
 	case config.SinkWebhook:
@@ -100,10 +102,10 @@ func sinkError(cfg *config.Config, sc config.SinkConfig, err error) error {
 	return cfg.KeyError(fmt.Sprintf("sinks[%d]", i), err.Error())
 }
 
-// buildFilter is the sink's filter, applied by its dispatcher (chat sinks
+// BuildFilter is the sink's filter, applied by its dispatcher (chat sinks
 // do not filter again): event types, and the statuses, assignees and task
 // types of chat sinks.
-func buildFilter(sc config.SinkConfig) (sink.Filter, error) {
+func BuildFilter(sc config.SinkConfig) (sink.Filter, error) {
 	fc := sink.FilterConfig{Events: sc.Events, Statuses: sc.Statuses, Assignees: sc.Assignees, TaskTypes: sc.TaskTypes}
 	if err := fc.Validate(); err != nil {
 		return nil, err
@@ -111,20 +113,27 @@ func buildFilter(sc config.SinkConfig) (sink.Filter, error) {
 	return fc.Filter(), nil
 }
 
-// buildSinksDryRun constructs every sink that can be built without a
-// network (webhook and chat sinks: secrets and templates are checked).
-func buildSinksDryRun(cfg *config.Config) error {
+// CheckSinks constructs every sink that can be built without a network
+// (webhook and chat sinks: secrets and templates are checked), as
+// check-config does.
+func CheckSinks(cfg *config.Config) error {
 	for _, sc := range cfg.Sinks {
 		if sc.Type == config.SinkNATS {
 			continue
 		}
-		s, err := buildSink(context.Background(), cfg, sc, zerolog.Nop())
+		s, err := BuildSink(context.Background(), cfg, sc, zerolog.Nop())
 		if err != nil {
 			return err
 		}
 		_ = s.Close(context.Background())
 	}
 	return nil
+}
+
+// Renderer is a sink that can show the request body it would send, for
+// `preview`: the chat sinks.
+type Renderer interface {
+	Render(ev *diff.Event) ([]byte, error)
 }
 
 // closingIdle closes a chat sink's guarded HTTP client's idle connections
@@ -142,7 +151,7 @@ func (c *closingIdle) Close(ctx context.Context) error {
 
 // Render passes through to the chat sink, for `preview`.
 func (c *closingIdle) Render(ev *diff.Event) ([]byte, error) {
-	r, ok := c.Sink.(renderer)
+	r, ok := c.Sink.(Renderer)
 	if !ok {
 		return nil, fmt.Errorf("sink %s cannot render", c.Sink.Name())
 	}
