@@ -1,5 +1,8 @@
 package main
 
+// The bench command: its flags, checked before anything starts; the
+// harness is package bench.
+
 import (
 	"context"
 	"fmt"

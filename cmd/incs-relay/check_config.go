@@ -1,5 +1,9 @@
 package main
 
+// The check-config command: validate a config, build the sinks that need
+// no network, read the NATS files, and estimate what the poll ceilings
+// need from the store.
+
 import (
 	"context"
 	"fmt"

@@ -1,5 +1,9 @@
 package main
 
+// The demo command: the simulator, an embedded NATS server and a
+// signed-webhook receiver in process, the relay with its admin API, and
+// every event printed as it arrives on NATS.
+
 import (
 	"context"
 	"crypto/rand"

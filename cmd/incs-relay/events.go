@@ -1,5 +1,8 @@
 package main
 
+// The events command: stored events as JSON lines, from the store or a
+// running relay's admin API.
+
 import (
 	"bufio"
 	"bytes"

@@ -2,8 +2,10 @@
 // into one typed CloudEvents event, stores it in a bbolt outbox and delivers
 // it to NATS, signed webhooks, Slack and Feishu.
 //
-// It is the only package that imports the whole pipeline:
-// poller → diff → store → sink.
+// This package holds the commands, one file each: flags, a call into its
+// internal packages (config, relay the runtime, admin the admin API and
+// its client, bench the benchmark harness), output. main.go dispatches
+// and maps errors to exit codes.
 package main
 
 import (

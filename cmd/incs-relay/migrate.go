@@ -1,6 +1,10 @@
 package main
 
+// The migrate command: a bbolt store carried over into the config's
+// jetstream store.
+
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -31,7 +35,7 @@ func (c *MigrateCommand) Run(ctx context.Context, args []string) error {
 	if !cfg.JetStream() {
 		return cfg.KeyError("store.type", "migrate carries a bbolt store over to a jetstream one: set store.type: jetstream")
 	}
-	src := firstNonEmpty(*from, cfg.Store.MigrateFrom)
+	src := cmp.Or(*from, cfg.Store.MigrateFrom)
 	if src == "" {
 		return &usageError{msg: "migrate: give --from BBOLT_FILE or set store.migrate_from"}
 	}

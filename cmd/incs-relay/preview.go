@@ -1,5 +1,8 @@
 package main
 
+// The preview command: what a sink would send for sample events (log
+// types and the configured rules' derived events) or a given one.
+
 import (
 	"bytes"
 	"context"

@@ -1,5 +1,8 @@
 package main
 
+// The replay command: rewind a sink, in the store or through a running
+// relay's admin API.
+
 import (
 	"context"
 	"fmt"

@@ -1,6 +1,10 @@
 package main
 
+// The run command: read the config, open the relay with its admin API
+// and run it until SIGINT or SIGTERM.
+
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -27,7 +31,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(c.m.Stderr, firstNonEmpty(*level, cfg.Log.Level), firstNonEmpty(*format, cfg.Log.Format))
+	log, err := newLogger(c.m.Stderr, cmp.Or(*level, cfg.Log.Level), cmp.Or(*format, cfg.Log.Format))
 	if err != nil {
 		return err
 	}
@@ -57,13 +61,4 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

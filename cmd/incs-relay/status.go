@@ -1,5 +1,8 @@
 package main
 
+// The status command: per sink cursor, head, lag, dead letters and last
+// error, with the poller's and the cluster's state when a relay answers.
+
 import (
 	"context"
 	"encoding/json"

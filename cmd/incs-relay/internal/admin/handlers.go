@@ -1,5 +1,7 @@
 package admin
 
+// The admin API's handlers.
+
 import (
 	"context"
 	"encoding/json"
@@ -13,8 +15,6 @@ import (
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/docs"
 )
-
-// The admin API's handlers.
 
 // page serves the admin page.
 func (a *Server) page(w http.ResponseWriter, _ *http.Request) {

@@ -1,5 +1,8 @@
 package admin
 
+// What a one-off command reads: the store, or a running relay's admin
+// API when the relay holds the store.
+
 import (
 	"context"
 	"errors"
@@ -13,9 +16,6 @@ import (
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/store"
 )
-
-// What a one-off command reads: the store, or a running relay's admin
-// API when the relay holds the store.
 
 // StoreOrClient opens the config's store for a one-off command. When a
 // running relay holds it (a bbolt file is locked), it returns a client of

@@ -1,5 +1,9 @@
 package admin
 
+// What the admin API and the commands share of reading the store: the
+// events query, the first offset of a replay, the redaction of shown
+// events.
+
 import (
 	"encoding/json"
 	"errors"
@@ -12,10 +16,6 @@ import (
 	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/store"
 )
-
-// What the admin API and the commands share of reading the store: the
-// events query, the first offset of a replay, the redaction of shown
-// events.
 
 // RedactedBody returns ev's stored body with the fields masked as a chat
 // sink's redact masks them (envelope fields never are), or the body as

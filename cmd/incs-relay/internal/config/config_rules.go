@@ -1,8 +1,12 @@
 package config
 
+// The rules section: calendars and derived-event rules, checked and
+// built by diff/rules.
+
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -67,12 +71,7 @@ func (c *Config) ValidRules() []*rules.Rule { return c.rules }
 
 // IsRuleType reports whether typ is an event type a configured rule emits.
 func (c *Config) IsRuleType(typ string) bool {
-	for _, r := range c.rules {
-		if slices.Contains(r.Types(), typ) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(c.rules, func(r *rules.Rule) bool { return slices.Contains(r.Types(), typ) })
 }
 
 // KnownEventType reports whether typ is a log or a configured rule's
@@ -93,11 +92,7 @@ func (c *Config) EventTypes() []string {
 // validateRules checks calendars and rules and builds c.rules.
 func (c *Config) validateRules(bad func(key, format string, args ...any) error) error {
 	cals := map[string]*rules.Calendar{}
-	names := make([]string, 0, len(c.Calendars))
-	for name := range c.Calendars {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(c.Calendars))
 	for _, name := range names {
 		cc := c.Calendars[name]
 		cal, err := rules.NewCalendar(name, cc.Timezone, cc.Hours, cc.Holidays)

@@ -1,5 +1,9 @@
 package config
 
+// The store section and NATS: store.type, the jetstream store's keys and
+// defaults, NATS authentication and connection options, the subjects a
+// NATS sink may not share with the store, and the hash replicas agree on.
+
 import (
 	"crypto/sha256"
 	"crypto/tls"

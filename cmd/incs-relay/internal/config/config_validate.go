@@ -201,13 +201,8 @@ func (s *SinkConfig) validate(key string, known func(eventType string) bool, bad
 	}
 	// keys that only apply to some types
 	only := func(field string, set bool, types ...string) error {
-		if !set {
+		if !set || slices.Contains(types, s.Type) {
 			return nil
-		}
-		for _, t := range types {
-			if s.Type == t {
-				return nil
-			}
 		}
 		return bad(key+"."+field, "not a setting of a %s sink (only %s)", s.Type, strings.Join(types, ", "))
 	}

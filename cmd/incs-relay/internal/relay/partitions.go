@@ -5,6 +5,7 @@ package relay
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -231,11 +232,7 @@ func (p *partitioned) addGone(st sink.DispatcherState) {
 func (p *partitioned) runList() []*partRun {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]*partRun, 0, len(p.runs))
-	for _, run := range p.runs {
-		out = append(out, run)
-	}
-	return out
+	return slices.Collect(maps.Values(p.runs))
 }
 
 // reread makes every running partition reread its cursor after a rewind

@@ -138,7 +138,7 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Opti
 	r.pcfg.HTTPClient = httpClient
 	r.client = poller.NewClient(r.pcfg, log.With().Str("component", "poller").Logger())
 	// A jetstream replica builds its pipeline again each time it wins
-	// the lease (leader.go); until then it only delivers.
+	// the lease (replica.go); until then it only delivers.
 	if err := r.buildPipeline(r.js == nil); err != nil {
 		return nil, err
 	}
