@@ -124,3 +124,30 @@ func TestSnapshot_BoundaryHolds(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotBoundary_Kept: the boundary is decided once, on a store
+// whose first sweep has not completed, and kept there, so a restart in a
+// later second (the first sweep interrupted) keeps the first one; a store
+// initialized before boundaries were kept has none.
+func TestSnapshotBoundary_Kept(t *testing.T) {
+	db, err := store.Open(t.TempDir()+"/relay.db", store.Options{NoSync: true})
+	require.NoError(t, err)
+	defer db.Close()
+	start := time.Date(2026, 4, 8, 9, 30, 15, 700_000_000, time.UTC)
+	b, err := snapshotBoundary(db, false, start)
+	require.NoError(t, err)
+	assert.Equal(t, start.Truncate(time.Second), b, "to the second")
+	again, err := snapshotBoundary(db, false, start.Add(time.Hour))
+	require.NoError(t, err)
+	assert.True(t, b.Equal(again), "a restart keeps the first boundary, not %s", again)
+	later, err := snapshotBoundary(db, true, start.Add(2*time.Hour))
+	require.NoError(t, err)
+	assert.True(t, b.Equal(later), "and so does a store whose first sweep completed")
+
+	old, err := store.Open(t.TempDir()+"/old.db", store.Options{NoSync: true})
+	require.NoError(t, err)
+	defer old.Close()
+	none, err := snapshotBoundary(old, true, start)
+	require.NoError(t, err)
+	assert.True(t, none.IsZero(), "an older initialized store has no boundary")
+}
