@@ -1,5 +1,8 @@
 package poller_test
 
+// Benchmarks of the poll path end to end: an idle page through each
+// decoding path, and whole cycles of the naive and the tiered strategy.
+
 import (
 	"context"
 	"net/http"

@@ -1,5 +1,9 @@
 package poller_test
 
+// Tests of Tiered's budget (tiers_budget.go): simulated worlds read within
+// Config.Budget, the ceilings kept when it falls short, and the head scan's
+// page cap.
+
 import (
 	"net/http"
 	"testing"
@@ -119,7 +123,7 @@ func TestSimulation_SmallWorldDefaults(t *testing.T) {
 // TestSimulation_Budget is the large world with a budget of a tenth of a
 // full sweep (100 requests per 10 s cycle at 100,000 tasks), listed by id
 // and, in a second world, by updated_at. By id, the cycle spends the
-// budget within 10 %: the ceilings first, the rest on finished slices, so
+// budget within 10 %: the ceilings first, the rest on finished bands, so
 // finished tasks are read as often as the spare requests pay for. By
 // updated_at the head scan finds every change within a cycle or two, and
 // the spare budget is not spent.
@@ -155,7 +159,7 @@ func TestSimulation_Budget(t *testing.T) {
 			st := r.p.Status()
 			ordered := tierMean(sts, func(s poller.TierStats) float64 { return map[bool]float64{true: 1}[s.Ordered] })
 			ceilings := tierMean(sts, func(s poller.TierStats) float64 { return float64(s.Requests - s.BudgetRequests) })
-			// A full read of a slice reads its open tasks too: the
+			// A full read of a band reads its open tasks too: the
 			// finished tier costs a page per 100 tasks of the window.
 			pages := float64(st.Tiers.Tasks) / 100
 			spare := float64(budget) - ceilings

@@ -1,5 +1,9 @@
 package poller_test
 
+// Tests of the Client's single requests (client.go, query.go): the query
+// string, decoding, error kinds, Retry-After and the rate limit; and the
+// test servers and configs the other tests share.
+
 import (
 	"context"
 	"encoding/json"

@@ -1,5 +1,7 @@
 package poller_test
 
+// Tests, fuzzing and a benchmark of the strict page decoder (decode.go).
+
 import (
 	"encoding/json"
 	"errors"

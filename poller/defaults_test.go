@@ -1,5 +1,7 @@
 package poller
 
+// Tests of Config's defaults (config.go).
+
 import (
 	"testing"
 	"time"

@@ -1,5 +1,8 @@
 package poller
 
+// The errors of a failed request: ErrorKind, which tells the caller what
+// to do about it, and APIError, which carries it with what the server said.
+
 import (
 	"fmt"
 	"strconv"

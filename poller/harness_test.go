@@ -1,5 +1,9 @@
 package poller_test
 
+// The simulation harness the Tiered tests share: a settable clock, a
+// simulated world, an in-process relay with a store, and the measures the
+// simulations report.
+
 import (
 	"bytes"
 	"context"

@@ -1,5 +1,9 @@
 package poller_test
 
+// Tests of the fast page decoder that skips unchanged tasks (head.go,
+// pagescan.go): it agrees with decodePage, skips what it should, falls back
+// when it must, and is fuzzed.
+
 import (
 	"bytes"
 	"errors"

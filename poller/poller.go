@@ -1,5 +1,9 @@
 package poller
 
+// The poll loop (Poller): a cycle every interval, its queries planned by a
+// Strategy, each page handed to a Handler; and the naive Lookback
+// strategy. The Tiered strategy is tiers.go.
+
 import (
 	"context"
 	"errors"

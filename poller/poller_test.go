@@ -1,5 +1,8 @@
 package poller_test
 
+// Tests of the poll loop (poller.go): cycles, handler errors, queries,
+// Trigger and faults of the API.
+
 import (
 	"context"
 	"errors"

@@ -1,5 +1,8 @@
 package poller_test
 
+// TestSimulation_TieredVsNaive: the tiered and the naive strategy side by
+// side over the same simulated world, and what each costs.
+
 import (
 	"syscall"
 	"testing"

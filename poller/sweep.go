@@ -1,5 +1,9 @@
 package poller
 
+// Sweeping: paging through every task a query matches (Client.Sweep), one
+// page fetched ahead, with retries of transient failures, and what a sweep
+// saw (SweepStats).
+
 import (
 	"context"
 	"errors"
@@ -8,6 +12,9 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 )
+
+// retryMaxWait is the longest wait between retries in a sweep.
+const retryMaxWait = 30 * time.Second
 
 // SweepStats describes one sweep.
 type SweepStats struct {

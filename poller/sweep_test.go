@@ -1,5 +1,8 @@
 package poller_test
 
+// Tests of sweeping (sweep.go): paging, fetching ahead, retries, page
+// shifts and cancellation.
+
 import (
 	"context"
 	"errors"

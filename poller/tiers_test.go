@@ -1,5 +1,9 @@
 package poller_test
 
+// Tests of the Tiered strategy against the simulator: the first sweep,
+// skipping, the tiers and follow-ups, failed cycles, the saved state, the
+// lookback window and daylight-saving changes.
+
 import (
 	"context"
 	"net/http"
@@ -182,7 +186,7 @@ func TestTiered_SkipsUnchanged(t *testing.T) {
 
 // TestTiered_LeavesOpenTier checks that a task that completes between two
 // cycles is fetched by task_id, and its status change found, within the
-// open period, long before the next full read of its slice.
+// open period, long before the next full read of its band.
 func TestTiered_LeavesOpenTier(t *testing.T) {
 	w := newWorld(t, sim.Options{Tasks: 3000, Seed: 5, OpenFraction: 0.2}, fixedNow)
 	r, l := newLoggedRelay(t, w, nil, nil)
@@ -335,7 +339,7 @@ func TestTiered_State(t *testing.T) {
 
 // TestTiered_Lookback checks that tasks that fall out of the lookback
 // window are forgotten, and that a longer lookback after a restart sweeps
-// the part of the window no slice covers.
+// the part of the window no band covers.
 func TestTiered_Lookback(t *testing.T) {
 	w := newWorld(t, sim.Options{Tasks: 1400, Seed: 5, OpenFraction: 0.2}, fixedNow) // ~100 a day over two weeks
 	state := memState{}
@@ -373,46 +377,6 @@ func TestTiered_Lookback(t *testing.T) {
 	assert.True(t, gap, "the new part is swept: %v", l2.qs)
 	assert.Less(t, scanned, 10, "no full sweep of the 30-day window: %v", l2.qs)
 	assert.GreaterOrEqual(t, r2.p.Status().Tiers.Tasks, 800, "the tasks of the added week are known")
-}
-
-func TestWallTime(t *testing.T) {
-	ny, err := time.LoadLocation("America/New_York")
-	require.NoError(t, err)
-	tests := []struct {
-		name    string
-		instant time.Time
-		want    string
-	}{
-		{name: "shanghai", instant: time.Date(2026, 4, 8, 9, 22, 1, 0, time.UTC), want: "2026-04-08 17:22:01"},
-		{name: "first 01:30 of a fall-back", instant: time.Date(2026, 11, 1, 5, 30, 0, 0, time.UTC), want: "2026-11-01 01:30:00"},
-		{name: "second 01:30 of a fall-back", instant: time.Date(2026, 11, 1, 6, 30, 0, 0, time.UTC), want: "2026-11-01 01:30:00"},
-		{name: "after a spring-forward", instant: time.Date(2026, 3, 8, 7, 0, 0, 0, time.UTC), want: "2026-03-08 03:00:00"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			loc := ny
-			if tt.name == "shanghai" {
-				loc = shanghai
-			}
-			w := poller.WallTimeOf(tt.instant, loc)
-			assert.Equal(t, tt.want, w.String())
-			back, err := poller.ParseWallTime(tt.want)
-			require.NoError(t, err)
-			assert.Equal(t, w, back)
-		})
-	}
-	// The second before 03:00 on a spring-forward day never shows on the
-	// clock, but it is the wall second before 03:00: ranges stay gapless.
-	w, err := poller.ParseWallTime("2026-03-08 03:00:00")
-	require.NoError(t, err)
-	assert.Equal(t, "2026-03-08 02:59:59", (w - 1).String())
-	for _, bad := range []string{"", "2026-04-08", "2026-04-31 00:00:00", "2026-02-29 00:00:00", "2026-13-01 00:00:00",
-		"2026-04-08T17:22:01", "2026-04-08 24:00:00", "２026-04-08 17:22:01"} {
-		_, err := poller.ParseWallTime(bad)
-		assert.Error(t, err, bad)
-	}
-	_, err = poller.ParseWallTime("2024-02-29 23:59:59")
-	assert.NoError(t, err)
 }
 
 // TestTiered_DaylightSaving runs the tiered poller across both

@@ -1,5 +1,8 @@
 package poller
 
+// WallTime, the API's wall clock to the second, and reading it from the
+// API's time strings without allocating.
+
 import (
 	"time"
 

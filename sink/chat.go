@@ -1,5 +1,9 @@
 package sink
 
+// What the chat sinks (Slack, Feishu) share: ChatConfig and its defaults,
+// ChatError, and chatCore, which renders, rate-limits with digests (package
+// chat) and posts; each platform's own part is slack.go or feishu.go.
+
 import (
 	"bytes"
 	"context"

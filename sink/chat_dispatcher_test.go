@@ -1,5 +1,9 @@
 package sink
 
+// Tests of the chat sinks (Slack, Feishu) under a Dispatcher on the real
+// store: a rate-limited message retried after the wait it asked for, every
+// event delivered exactly once, and a sink's filter run once.
+
 import (
 	"encoding/json"
 	"math/rand/v2"

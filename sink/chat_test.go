@@ -1,5 +1,9 @@
 package sink
 
+// Tests of what the chat sinks share (chat.go): config validation,
+// templates and their golden renderings, rate limits and bursts; also the
+// masking of MaskValue, RedactJSON and Redact (redact.go).
+
 import (
 	"bytes"
 	"context"

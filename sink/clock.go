@@ -1,5 +1,8 @@
 package sink
 
+// Clock, the time source a Dispatcher and the chat sinks read and wait on,
+// and SystemClock, the real one.
+
 import "time"
 
 // Clock is the time source of a Dispatcher and of the chat sinks: Now, and

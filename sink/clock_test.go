@@ -1,5 +1,9 @@
 package sink
 
+// The clocks the tests inject into a Dispatcher and the chat sinks:
+// testClock, the system clock with Now replaced, and fakeClock, on which
+// waits take no wall time and are recorded.
+
 import (
 	"sync"
 	"time"

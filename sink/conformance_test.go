@@ -1,5 +1,9 @@
 package sink
 
+// The conformance suite every sink's test runs with its own receiver (see
+// runSinkConformance below), and the package's TestMain, which fails its
+// tests if any leaves a goroutine behind.
+
 import (
 	"context"
 	"io"

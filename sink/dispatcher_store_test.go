@@ -1,5 +1,8 @@
 package sink
 
+// storeOutbox, the real bbolt store as an Outbox for the dispatcher tests
+// (forEachOutbox in dispatcher_test.go).
+
 import (
 	"context"
 	"encoding/json"

@@ -1,5 +1,9 @@
 package sink
 
+// The Feishu sink: a chat sink (chat.go) that posts to a Feishu custom bot,
+// signed when a secret is set, and reads Feishu's answer codes as
+// delivered, retryable or refused.
+
 import (
 	"context"
 	"crypto/hmac"

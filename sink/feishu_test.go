@@ -1,5 +1,9 @@
 package sink
 
+// Tests of the Feishu sink (feishu.go) against a fake Feishu bot that checks
+// each message: signing, keywords, errors, the platform's limit, and the
+// conformance suite.
+
 import (
 	"bytes"
 	"context"

@@ -1,5 +1,8 @@
 package sink
 
+// Filter, the test a Dispatcher applies to each event before its sink
+// sees it, and FilterConfig, the config it is built from.
+
 import (
 	"encoding/json"
 	"fmt"

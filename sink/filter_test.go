@@ -1,5 +1,8 @@
 package sink
 
+// Tests of FilterConfig (filter.go): the events it lets through and its
+// validation.
+
 import (
 	"encoding/json"
 	"testing"

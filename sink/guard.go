@@ -1,5 +1,9 @@
 package sink
 
+// Guard, the check of every outbound address a sink connects to (deny and
+// allow networks, link-local and the like always refused), at dial time and
+// through a proxy, and RefusedError, what a refusal returns.
+
 import (
 	"context"
 	"errors"

@@ -1,5 +1,9 @@
 package sink
 
+// Tests of the Guard (guard.go): the address check and its lists, a
+// proxy's address, and the webhook and chat sinks refused a denied address
+// when they connect.
+
 import (
 	"context"
 	"errors"

@@ -1,5 +1,8 @@
 package sink
 
+// Tests that the NATS sink's messages read as CloudEvents with the
+// CloudEvents SDK's NATS protocol, equal to the stored events.
+
 import (
 	"context"
 	"testing"

@@ -1,5 +1,9 @@
 package sink
 
+// Tests of the NATS sink (nats.go), and what the NATS tests share: an
+// in-process server, a client connection, a sink, and receivers of core
+// NATS and of a stream.
+
 import (
 	"context"
 	"math/rand/v2"
@@ -285,109 +289,6 @@ func TestNATS_JetStreamErrorAck(t *testing.T) {
 	assert.Equal(t, failRetryable, kind)
 }
 
-// TestNATS_AsyncAcks drives DeliverAsync against a responder standing in
-// for a stream on a real server: each way an ack can go wrong calls done
-// exactly once with a retryable error, and an ack that arrives calls it
-// with nil.
-func TestNATS_AsyncAcks(t *testing.T) {
-	s := natsTestServer(t, t.TempDir(), -1, nil)
-	nc := natsTestConn(t, s)
-	answers := map[string]string{ // task id in the subject -> the answer
-		"1": `{"stream":"FAKE","seq":1}`,
-		"2": `{"stream":"FAKE","seq":2,"duplicate":true}`,
-		"3": `{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`,
-		"4": `not json`,
-		// 5: no answer at all
-	}
-	_, err := nc.Subscribe("incs.tasks.*.*", func(m *nats.Msg) {
-		if a, ok := answers[strings.Split(m.Subject, ".")[2]]; ok {
-			_ = m.Respond([]byte(a))
-		}
-	})
-	require.NoError(t, err)
-	require.NoError(t, nc.Flush())
-	n := newTestNATS(t, NATSConfig{URL: s.ClientURL(), JetStream: true, Timeout: 300 * time.Millisecond})
-
-	deliver := func(ctx context.Context, taskID int64) error {
-		done := make(chan error, 2)
-		n.DeliverAsync(ctx, newConformanceEvent(t, taskID, taskID), func(err error) { done <- err })
-		err := <-done
-		assert.Never(t, func() bool { return len(done) > 0 }, 50*time.Millisecond, 10*time.Millisecond, "done called twice")
-		return err
-	}
-	ctx := context.Background()
-	require.NoError(t, deliver(ctx, 1))
-	require.NoError(t, deliver(ctx, 2), "a duplicate counts as delivered")
-	err = deliver(ctx, 3)
-	assert.ErrorContains(t, err, "maximum messages exceeded")
-	err = deliver(ctx, 4)
-	assert.ErrorIs(t, err, jetstream.ErrInvalidJSAck)
-	start := time.Now()
-	err = deliver(ctx, 5)
-	assert.ErrorIs(t, err, nats.ErrTimeout)
-	assert.Less(t, time.Since(start), 2*time.Second)
-	kind, _ := classifyFailure(err)
-	assert.Equal(t, failRetryable, kind, "a missing ack is retried")
-
-	// An attempt whose ctx ends while it waits ends soon after.
-	ctx2, cancel := context.WithCancel(ctx)
-	time.AfterFunc(50*time.Millisecond, cancel)
-	assert.ErrorIs(t, deliver(ctx2, 5), context.Canceled)
-
-	// Close fails what still waits for its ack.
-	done := make(chan error, 1)
-	long := newTestNATS(t, NATSConfig{URL: s.ClientURL(), JetStream: true, Timeout: time.Minute})
-	long.DeliverAsync(ctx, newConformanceEvent(t, 5, 5), func(err error) { done <- err })
-	require.NoError(t, long.Close(ctx))
-	select {
-	case err := <-done:
-		assert.ErrorContains(t, err, "closed before the ack")
-	case <-time.After(5 * time.Second):
-		t.Fatal("done not called at Close")
-	}
-}
-
-// TestJSAcks_PublishAfterClose: acks closed before their first use never
-// subscribe nor start the sweeper; a publish then fails at once.
-func TestJSAcks_PublishAfterClose(t *testing.T) {
-	s := natsTestServer(t, t.TempDir(), -1, nil)
-	nc := natsTestConn(t, s)
-	a := jsAcks{sink: "bus", timeout: time.Second}
-	a.close()
-	var got error
-	a.publish(context.Background(), nc, &nats.Msg{Subject: "incs.tasks.1.created"}, "log-1", func(err error) { got = err })
-	assert.ErrorContains(t, got, "nats bus: closed")
-	assert.Nil(t, a.sub, "no inbox subscription")
-}
-
-func TestParsePubAck(t *testing.T) {
-	tests := []struct {
-		data string
-		dup  bool
-		err  string
-	}{
-		{data: `{"stream":"INCS","seq":12}`},
-		{data: `{"stream":"INCS","seq":12,"duplicate":true}`, dup: true},
-		{data: `{"stream":"INCS","domain":"hub","seq":3,"duplicate":false}`},
-		{data: `{ "stream": "INCS", "seq": 4, "duplicate": true }`, dup: true},
-		{data: `{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"INCS","seq":0}`, err: "maximum messages exceeded"},
-		{data: `{"stream":"INCS","error":{"code":400,"description":"bad"}}`, err: "bad"},
-		{data: `{"stream":"","seq":1}`, err: jetstream.ErrInvalidJSAck.Error()},
-		{data: `{"stream":"INCS","seq":`, err: jetstream.ErrInvalidJSAck.Error()},
-		{data: ``, err: jetstream.ErrInvalidJSAck.Error()},
-		{data: `+OK`, err: jetstream.ErrInvalidJSAck.Error()},
-	}
-	for _, tt := range tests {
-		dup, err := parsePubAck([]byte(tt.data))
-		if tt.err != "" {
-			assert.ErrorContains(t, err, tt.err, tt.data)
-			continue
-		}
-		assert.NoError(t, err, tt.data)
-		assert.Equal(t, tt.dup, dup, tt.data)
-	}
-}
-
 func TestNATS_MaxPayloadIsPermanent(t *testing.T) {
 	s := natsTestServer(t, t.TempDir(), -1, func(o *server.Options) { o.MaxPayload = 256 })
 	n := newTestNATS(t, NATSConfig{URL: s.ClientURL()})
@@ -444,24 +345,6 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func TestNATS_StreamCheckedOnceReachable(t *testing.T) {
-	dir, port := t.TempDir(), natsFreePort(t)
-	n := newTestNATS(t, NATSConfig{URL: "nats://127.0.0.1:" + strconv.Itoa(port), JetStream: true,
-		Stream: &StreamConfig{Name: "INCS"}, Timeout: 500 * time.Millisecond})
-	err := n.Deliver(context.Background(), newConformanceEvent(t, 1, 1))
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "not connected")
-
-	s := natsTestServer(t, dir, port, nil)
-	require.Eventually(t, func() bool {
-		return n.Deliver(context.Background(), newConformanceEvent(t, 1, 1)) == nil
-	}, 10*time.Second, 20*time.Millisecond)
-	js := must(jetstream.New(natsTestConn(t, s)))
-	st, err := js.Stream(context.Background(), "INCS")
-	require.NoError(t, err)
-	assert.Equal(t, []string{"incs.tasks.*.*"}, st.CachedInfo().Config.Subjects)
-}
-
 func TestNATS_CloseWhileUnreachable(t *testing.T) {
 	n, err := NewNATS(context.Background(), NATSConfig{Name: "bus", URL: "nats://127.0.0.1:" + strconv.Itoa(natsFreePort(t)),
 		JetStream: true, Stream: &StreamConfig{Name: "INCS"}, Timeout: 200 * time.Millisecond})
@@ -470,58 +353,6 @@ func TestNATS_CloseWhileUnreachable(t *testing.T) {
 	defer cancel()
 	assert.NoError(t, n.Close(ctx))
 	assert.NoError(t, n.Close(ctx))
-}
-
-func TestNATS_Stream(t *testing.T) {
-	tests := []struct {
-		name     string
-		existing []jetstream.StreamConfig
-		stream   StreamConfig
-		wantErr  string
-		// wantStream receives the events.
-		wantStream string
-	}{
-		{name: "created", stream: StreamConfig{Name: "INCS", MaxAge: time.Hour}, wantStream: "INCS"},
-		{name: "same stream again", existing: []jetstream.StreamConfig{{Name: "INCS", Subjects: []string{"incs.tasks.*.*"}}},
-			stream: StreamConfig{Name: "INCS"}, wantStream: "INCS"},
-		{name: "covered by another stream", existing: []jetstream.StreamConfig{{Name: "ALL", Subjects: []string{"incs.>"}}},
-			stream: StreamConfig{Name: "INCS"}, wantStream: "ALL"},
-		{name: "name taken by other subjects", existing: []jetstream.StreamConfig{{Name: "INCS", Subjects: []string{"orders.>"}}},
-			stream: StreamConfig{Name: "INCS"}, wantErr: "nats bus: stream INCS: exists with subjects [orders.>], which do not cover [incs.tasks.*.*]"},
-		{name: "overlap", existing: []jetstream.StreamConfig{{Name: "ONE", Subjects: []string{"incs.tasks.1.*"}}},
-			stream: StreamConfig{Name: "INCS"}, wantErr: "overlap stream ONE"},
-		{name: "explicit subjects", stream: StreamConfig{Name: "INCS", Subjects: []string{"incs.>"}}, wantStream: "INCS"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := natsTestServer(t, t.TempDir(), -1, nil)
-			js := must(jetstream.New(natsTestConn(t, s)))
-			ctx := context.Background()
-			for _, sc := range tc.existing {
-				_, err := js.CreateStream(ctx, sc)
-				require.NoError(t, err)
-			}
-			sc := tc.stream
-			n, err := NewNATS(ctx, NATSConfig{Name: "bus", URL: s.ClientURL(), JetStream: true, Stream: &sc})
-			if tc.wantErr != "" {
-				require.Error(t, err)
-				assert.Contains(t, err.Error(), tc.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			defer n.Close(ctx)
-			require.NoError(t, n.Deliver(ctx, newConformanceEvent(t, 1, 1)))
-			rc := &natsStreamReceiver{js: js, stream: tc.wantStream}
-			assert.Len(t, rc.Msgs(t, 1), 1)
-			names := js.StreamNames(ctx)
-			var all []string
-			for name := range names.Name() {
-				all = append(all, name)
-			}
-			require.NoError(t, names.Err())
-			assert.Len(t, all, max(len(tc.existing), 1), "no extra stream")
-		})
-	}
 }
 
 func TestNATS_FlushCoalescing(t *testing.T) {

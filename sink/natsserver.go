@@ -1,5 +1,8 @@
 package sink
 
+// The embedded NATS server a NATS sink starts for the URL "embedded":
+// EmbeddedOptions, StartEmbeddedNATS and its logger over zerolog.
+
 import (
 	"errors"
 	"fmt"

@@ -1,5 +1,9 @@
 package sink
 
+// Observer, what a Dispatcher reports each delivery, retry, dead letter,
+// pause and failing spell to (metrics, logs), with NopObserver and
+// MultiObserver.
+
 import (
 	"time"
 

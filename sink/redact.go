@@ -1,5 +1,8 @@
 package sink
 
+// Redaction: masking configured fields in what a sink sends, for every
+// sink type, and a wrapper that applies it before a sink delivers.
+
 import (
 	"bytes"
 	"context"
@@ -9,9 +12,6 @@ import (
 
 	"github.com/incs-relay/incs-relay/diff"
 )
-
-// Redaction: masking configured fields in what a sink sends, for every
-// sink type, and a wrapper that applies it before a sink delivers.
 
 // MaskValue masks the middle of s, keeping at each end up to four
 // characters and less than a third of it: MaskValue("6281519140316") is

@@ -1,5 +1,7 @@
 package sink
 
+// Tests of the Redacting wrapper (redact.go).
+
 import (
 	"context"
 	"testing"

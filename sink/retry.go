@@ -1,5 +1,9 @@
 package sink
 
+// RetryPolicy and the backoffs a Dispatcher waits on between attempts of an
+// event and after the store's own failures, and classifyFailure, which
+// reads a failed attempt's error as retryable, permanent or a pause.
+
 import (
 	"errors"
 	"time"

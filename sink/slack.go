@@ -1,5 +1,8 @@
 package sink
 
+// The Slack sink: a chat sink (chat.go) that posts to a Slack incoming
+// webhook and reads Slack's answers as retry, pause or refusal.
+
 import (
 	"context"
 	"fmt"

@@ -1,5 +1,9 @@
 package sink
 
+// Tests of the Slack sink (slack.go) against a fake Slack webhook that
+// checks each message: errors, network failures, Close, digests, and the
+// conformance suite.
+
 import (
 	"bytes"
 	"context"

@@ -1,5 +1,8 @@
 package sink
 
+// Subject, the template of a NATS sink's subjects: parsed once, rendered per
+// event, and turned into the wildcard a stream stores.
+
 import (
 	"fmt"
 	"strconv"

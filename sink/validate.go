@@ -1,5 +1,9 @@
 package sink
 
+// The checks of sink settings that need no I/O (statuses, networks, locale,
+// chat settings), each returning a *FieldError that names the config key;
+// the config validation calls them.
+
 import (
 	"fmt"
 	"net/netip"

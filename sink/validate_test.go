@@ -1,5 +1,8 @@
 package sink
 
+// Tests of the setting checks (validate.go), and of ParseSubject's errors
+// (subject.go).
+
 import (
 	"testing"
 

@@ -1,5 +1,10 @@
 package sink
 
+// The webhook sink: WebhookConfig, the POST of each event in one of the
+// body formats, signed per Standard Webhooks, and how its answers count
+// (2xx delivered; 408, 425, 429 and 5xx retried; 410 a pause; the rest
+// permanent).
+
 import (
 	"bytes"
 	"context"

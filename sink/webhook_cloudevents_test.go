@@ -1,5 +1,9 @@
 package sink
 
+// Tests that the webhook sink's requests read as CloudEvents with the
+// CloudEvents SDK and verify with the Standard Webhooks library, and of
+// WebhookMessage's body formats.
+
 import (
 	"bytes"
 	"context"

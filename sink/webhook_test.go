@@ -1,5 +1,8 @@
 package sink
 
+// Tests of the webhook sink (webhook.go): signing, secrets, status classes,
+// keep-alive, validation, under a Dispatcher, and the conformance suite.
+
 import (
 	"context"
 	"crypto/hmac"

@@ -1,5 +1,8 @@
 package sim
 
+// Injected faults: the kinds (FaultKind), how often each is served
+// (Faults), and rolling for one per request.
+
 import (
 	"slices"
 	"strconv"

@@ -1,5 +1,9 @@
 package sim
 
+// Serving the world over HTTP: parsing a request's query, listing the
+// matching tasks in the chosen Order, one page at a time, and the error
+// answers. Faults are faults.go.
+
 import (
 	"cmp"
 	"crypto/subtle"

@@ -1,3 +1,6 @@
+// Benchmarks: Ingest on a single node and on a cluster, Read, and
+// delivery.
+
 package jsstore
 
 import (

@@ -1,3 +1,6 @@
+// Tests on in-process three-node clusters: lease failover, fencing of a
+// stale leader, a node's failure and death, concurrent Open.
+
 package jsstore
 
 import (

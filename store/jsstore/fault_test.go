@@ -1,3 +1,6 @@
+// Test helpers for faults: a TCP proxy that cuts a replica's connection,
+// and a cluster whose nodes listen behind such proxies.
+
 package jsstore
 
 import (

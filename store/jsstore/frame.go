@@ -1,3 +1,7 @@
+// The framing of events packed in one event message: appendFrame writes
+// an event's offset, task, commit time, type and body; parseFrames reads
+// them back.
+
 package jsstore
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the event framing (frame.go).
+
 package jsstore
 
 import (

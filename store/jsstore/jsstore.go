@@ -1,3 +1,7 @@
+// Options, Open (version check, binding or creating the stream and the
+// buckets: setup, ensure), Close and Notify; the package's layout is told
+// below.
+
 // Package jsstore is the JetStream backend of store.Store: the relay's
 // outbox, seen-set, rule states, sink cursors, dead letters and small
 // values live in a NATS JetStream cluster, so two or three replicas of the
@@ -40,7 +44,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"regexp"
 	"strconv"
@@ -49,6 +52,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -332,33 +336,40 @@ var (
 // pause, at most setupAttempts times, so replicas started at the same
 // moment end up bound to the one that won.
 func ensure[T any](ctx context.Context, what string, bind, create func(context.Context) (T, error), notFound func(error) bool) (T, error) {
-	var zero T
 	var last error
-	backoff := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	attempts, pauses := 0, 0
+	v, err := backoff.RetryNotifyWithData(func() (T, error) {
+		attempts++
 		v, err := attemptWith(ctx, bind)
-		if err == nil {
-			return v, nil
+		if err != nil && notFound(err) {
+			v, err = attemptWith(ctx, create)
 		}
 		last = err
-		if notFound(err) {
-			if v, err = attemptWith(ctx, create); err == nil {
-				return v, nil
-			}
-			last = err
-		}
-		if ctx.Err() != nil || attempt >= setupAttempts {
-			return zero, fmt.Errorf("jsstore: %s: neither bound nor created after %d attempts: %w", what, attempt, last)
-		}
-		// Full jitter, so contending replicas spread out.
-		pause := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
-		backoff = min(2*backoff, setupBackoffMax)
-		select {
-		case <-ctx.Done():
-			return zero, fmt.Errorf("jsstore: %s: %w (last attempt: %v)", what, ctx.Err(), last)
-		case <-time.After(pause):
-		}
+		return v, err
+	}, backoff.WithContext(backoff.WithMaxRetries(setupBackOff(), uint64(setupAttempts-1)), ctx),
+		func(error, time.Duration) { pauses++ })
+	var zero T
+	switch {
+	case err == nil:
+		return v, nil
+	case pauses == attempts: // the context ended during a pause
+		return zero, fmt.Errorf("jsstore: %s: %w (last attempt: %v)", what, err, last)
+	default:
+		return zero, fmt.Errorf("jsstore: %s: neither bound nor created after %d attempts: %w", what, attempts, last)
 	}
+}
+
+// setupBackOff is ensure's pause between attempts: 100ms doubling up to
+// setupBackoffMax, each drawn from half to one and a half times that
+// (jitter, so contending replicas spread out), for as long as attempts
+// are left.
+func setupBackOff() backoff.BackOff {
+	return backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithRandomizationFactor(0.5),
+		backoff.WithMultiplier(2),
+		backoff.WithMaxInterval(setupBackoffMax),
+		backoff.WithMaxElapsedTime(0))
 }
 
 // attemptWith runs fn with setupTimeout.

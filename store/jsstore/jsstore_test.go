@@ -1,3 +1,7 @@
+// Test helpers (servers, stores, a leading store) and tests of Open, the
+// store.Store conformance suite, ensure, a lost commit reply and
+// pipelined Ingest.
+
 package jsstore
 
 import (
@@ -209,6 +213,23 @@ func TestEnsure(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "stream x: neither bound nor created after 3 attempts")
 	require.Equal(t, 3, creates)
+
+	// A context that ends during a pause (the first is 50ms or more) ends
+	// ensure with the last attempt's error beside it.
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	_, err = ensure(tctx, "stream x",
+		func(context.Context) (int, error) { return 0, jetstream.ErrStreamNotFound }, create, notFound)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "stream x: context deadline exceeded (last attempt: ")
+
+	// The pauses: 100ms doubling up to setupBackoffMax, each jittered to
+	// half to one and a half times that.
+	b := setupBackOff()
+	for _, want := range []time.Duration{100, 200, 400, 800, 800, 800} {
+		want *= time.Millisecond
+		require.InDelta(t, want, b.NextBackOff(), float64(want/2))
+	}
 }
 
 // TestLostAck: a commit the server stored but whose answer was lost is

@@ -1,3 +1,7 @@
+// The state bucket (cursors, dead letters, sink states, small values,
+// the partition assignment) as this replica's in-memory copy, kept current
+// by a watch, and the writes to it.
+
 package jsstore
 
 import (

@@ -1,3 +1,7 @@
+// The leader lease and the cluster's roles: Run campaigns for the lease,
+// renews or releases it and writes the epoch record; the members bucket
+// and the partition assignment (Role, Changes, Rewound, Refresh).
+
 package jsstore
 
 import (

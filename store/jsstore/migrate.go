@@ -1,3 +1,6 @@
+// Migrate: copying a bbolt store's events (same offsets) and its state
+// into a JetStream store.
+
 package jsstore
 
 import (

@@ -1,3 +1,5 @@
+// Tests of Migrate from a bbolt store.
+
 package jsstore
 
 import (

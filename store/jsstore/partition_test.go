@@ -1,3 +1,6 @@
+// Tests of delivery partitions: their assignment and spread, Rewound,
+// the body cache, delivery across a failover.
+
 package jsstore
 
 import (

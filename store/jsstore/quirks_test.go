@@ -1,3 +1,6 @@
+// Tests pinning server behaviours jsstore relies on (TTL quirks, CAS on
+// replicated buckets) and the atomic batch: stored whole or not at all.
+
 package jsstore
 
 import (

@@ -1,3 +1,5 @@
+// raceEnabled for builds without the race detector.
+
 //go:build !race
 
 package jsstore

@@ -1,3 +1,5 @@
+// raceEnabled for builds with the race detector.
+
 //go:build race
 
 package jsstore

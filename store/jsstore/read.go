@@ -1,3 +1,6 @@
+// Reads of the outbox from this replica's view (Head, First, Read,
+// Events, Event, OffsetSince, RuleStates, Stats) and Prune.
+
 package jsstore
 
 import (
@@ -7,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -265,7 +269,7 @@ func (s *Store) pruneEvents(ctx context.Context, sinks []string, cutoff int64) (
 	}
 	dead := map[uint64]bool{}
 	s.state.prefixed(keyDead, func(key string, _ []byte) {
-		if i := lastDot(key); i >= 0 {
+		if i := strings.LastIndexByte(key, '.'); i >= 0 {
 			if off, err := strconv.ParseUint(key[i+1:], 10, 64); err == nil {
 				dead[off] = true
 			}
@@ -356,13 +360,4 @@ func (s *Store) pruneSeen(ctx context.Context, cutoff int64) (int, error) {
 	}
 	err := b.flush(ctx)
 	return n, err
-}
-
-func lastDot(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '.' {
-			return i
-		}
-	}
-	return -1
 }

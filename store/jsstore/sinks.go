@@ -1,3 +1,7 @@
+// Per-sink state in the state bucket (cursors per partition, dead
+// letters, sink states, Rewind), small values (Meta, Initialized), and
+// PartitionOutbox, a partition's view of the outbox for its dispatcher.
+
 package jsstore
 
 import (
@@ -8,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -218,7 +223,7 @@ func (s *Store) Rewind(sink string, from uint64) error {
 	defer cancel()
 	var drop []string
 	s.state.prefixed(keyDead+keyToken(sink)+".", func(key string, _ []byte) {
-		if off, err := strconv.ParseUint(key[lastDot(key)+1:], 10, 64); err == nil && off >= from {
+		if off, err := strconv.ParseUint(key[strings.LastIndexByte(key, '.')+1:], 10, 64); err == nil && off >= from {
 			drop = append(drop, key)
 		}
 	})

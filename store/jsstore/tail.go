@@ -1,3 +1,8 @@
+// The tail: every replica reads the stream into its in-memory view
+// (events, seen records, rule states, head, epoch, prune notes), which the
+// reads and the leader's diffs use; applyOwn puts the leader's own
+// committed batch in at once.
+
 package jsstore
 
 import (

@@ -1,5 +1,9 @@
 package poller
 
+// Saving Tiered's state to its StateStore and loading it after a restart:
+// the bands and their schedule, the newest window, the open tasks and the
+// pending fetches, in a compact varint format.
+
 import (
 	"cmp"
 	"encoding/binary"
@@ -15,7 +19,7 @@ const StateKey = "poller/tiers"
 // stateMagic starts a saved state; the last byte is the format version.
 const stateMagic = "incs-tiers\x01"
 
-// save writes the slices, their schedule, the newest window, the open
+// save writes the bands, their schedule, the newest window, the open
 // tasks and the pending fetches to the StateStore. Finished tasks are not
 // saved: after a restart the finished tier learns them again. A failure is
 // logged; polling goes on.
@@ -25,8 +29,8 @@ func (t *Tiered) save() {
 	b = binary.AppendUvarint(b, t.cycle)
 	b = binary.AppendVarint(b, int64(t.newest.from))
 	b = appendTime(b, t.newest.lastFull)
-	b = binary.AppendUvarint(b, uint64(len(t.slices)))
-	for _, s := range t.slices {
+	b = binary.AppendUvarint(b, uint64(len(t.bands)))
+	for _, s := range t.bands {
 		b = binary.AppendVarint(b, int64(s.from))
 		b = binary.AppendVarint(b, int64(s.to))
 		b = binary.AppendUvarint(b, uint64(s.weight()))
@@ -77,10 +81,10 @@ func (t *Tiered) load() {
 		t.log.Warn().Err(err).Msg("tier state ignored: the first cycle sweeps in full")
 		t.recs = make(map[int64]*rec)
 		t.pending = make(map[int64]struct{})
-		t.slices, t.newest, t.cycle, t.ready = nil, slice{}, 0, false
+		t.bands, t.newest, t.cycle, t.ready = nil, band{}, 0, false
 		return
 	}
-	t.log.Info().Int("slices", len(t.slices)).Int("open_tasks", len(t.recs)).Msg("tier state loaded")
+	t.log.Info().Int("slices", len(t.bands)).Int("open_tasks", len(t.recs)).Msg("tier state loaded")
 }
 
 var errState = errors.New("truncated or malformed")
@@ -94,19 +98,19 @@ func (t *Tiered) decodeState(b []byte) error {
 		return fmt.Errorf("tier state: made for zone %q, not %q", loc, t.cfg.Location.String())
 	}
 	t.cycle = d.uvarint()
-	t.newest = slice{from: WallTime(d.varint()), lastFull: d.time(), lastOpen: t.cycle}
+	t.newest = band{from: WallTime(d.varint()), lastFull: d.time(), lastOpen: t.cycle}
 	t.newest.lastOpenAt = t.newest.lastFull
 	n := d.count(6)
-	t.slices = make([]*slice, 0, n)
+	t.bands = make([]*band, 0, n)
 	for range n {
-		s := &slice{from: WallTime(d.varint()), to: WallTime(d.varint()), size: int(d.uvarint()),
+		s := &band{from: WallTime(d.varint()), to: WallTime(d.varint()), size: int(d.uvarint()),
 			lastFull: d.time(), lastOpen: d.uvarint(), lastOpenAt: d.time()}
-		if s.to < s.from || (len(t.slices) > 0 && t.slices[len(t.slices)-1].to+1 != s.from) {
+		if s.to < s.from || (len(t.bands) > 0 && t.bands[len(t.bands)-1].to+1 != s.from) {
 			d.err = errState
 		}
-		t.slices = append(t.slices, s)
+		t.bands = append(t.bands, s)
 	}
-	if len(t.slices) > 0 && t.slices[len(t.slices)-1].to+1 != t.newest.from {
+	if len(t.bands) > 0 && t.bands[len(t.bands)-1].to+1 != t.newest.from {
 		d.err = errState
 	}
 	n = d.count(3)
@@ -132,7 +136,7 @@ func (t *Tiered) decodeState(b []byte) error {
 	t.ready = true
 	for _, r := range t.recs {
 		t.place(r)
-		if r.sl == nil {
+		if r.band == nil {
 			delete(t.recs, r.id)
 		}
 	}

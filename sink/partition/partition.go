@@ -1,0 +1,432 @@
+package partition
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/sink"
+)
+
+// Assignment is what a Dispatcher needs of the store: how many partitions
+// there are, which of them this replica delivers and who delivered the
+// others, and the sink state every replica shares. *jsstore.Store
+// satisfies it.
+type Assignment interface {
+	// Partitions returns the number of delivery partitions.
+	Partitions() int
+	// Ownership returns this replica's id, the partitions it delivers
+	// now, and each replica's partitions (replica id -> partitions).
+	Ownership() (self string, owned []int, assigned map[string][]int)
+	// SinkPaused reports whether the sink's stored state says paused,
+	// and the reason stored with the pause.
+	SinkPaused(sink string) (paused bool, reason string, err error)
+}
+
+// Config configures a Dispatcher. Dispatcher, Assignment and Outbox are
+// required.
+type Config struct {
+	// Dispatcher is the sink's dispatcher config as for a single store.
+	// Each partition's dispatcher gets a copy with Outbox, Paused,
+	// MaxInFlight and Logger set: MaxInFlight is shared out over the
+	// partitions (at least one each), so the replicas together keep
+	// about MaxInFlight deliveries under way; the pause comes from the
+	// stored sink state. Dispatcher.Sink names the sink.
+	Dispatcher sink.DispatcherConfig
+	// Assignment is the store's partition assignment.
+	Assignment Assignment
+	// Outbox returns partition p's outbox; each partition's dispatcher
+	// writes its cursor through the rewind guard wrapped around it.
+	Outbox func(p int) sink.Outbox
+	// Changes receives after each change of the assignment (buffered 1,
+	// sent to without blocking); the assignment is also checked every
+	// second. Each Dispatcher needs its own channel.
+	Changes <-chan struct{}
+}
+
+// Dispatcher delivers one sink's events of the partitions the store
+// assigns to this replica: one *sink.Dispatcher per owned partition, each
+// on that partition's outbox, started and stopped as the assignment
+// changes. Its methods are safe for concurrent use.
+type Dispatcher struct {
+	name    string
+	store   Assignment
+	outbox  func(p int) sink.Outbox
+	newDisp func(out sink.Outbox, p int, paused string) *sink.Dispatcher
+	log     zerolog.Logger
+	changes <-chan struct{} // role changes
+	rewind  chan struct{}   // buffered 1: the sink was rewound somewhere
+
+	life sync.Mutex // held while partitions start or stop, and by Reset
+	mu   sync.Mutex // guards runs and gone
+	runs map[int]*partRun
+	gone sink.DispatcherState // totals of dispatchers that stopped
+	// running is true while Run is in its loop.
+	running bool
+	// pausedSince is when followResume first saw a partition paused.
+	pausedSince time.Time
+	// pauseSaved is whether the last state save saw a partition paused
+	// (NotePause).
+	pauseSaved bool
+	// lastOwner is each partition's last owner seen, gained when this
+	// replica was given it by another (startable); Run's only.
+	lastOwner map[int]string
+	gained    map[int]time.Time
+}
+
+// partRun is one partition's running dispatcher.
+type partRun struct {
+	d      *sink.Dispatcher
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns the partitioned delivery of cfg.Dispatcher.Sink; nothing
+// runs until Run.
+func New(cfg Config) *Dispatcher {
+	dc := cfg.Dispatcher
+	parts := cfg.Assignment.Partitions()
+	perPart := max(1, (dc.MaxInFlight+parts-1)/parts)
+	log := dc.Logger
+	name := dc.Sink.Name()
+	return &Dispatcher{name: name, store: cfg.Assignment, outbox: cfg.Outbox, changes: cfg.Changes,
+		log: log.With().Str("sink", name).Logger(), rewind: make(chan struct{}, 1), runs: map[int]*partRun{},
+		newDisp: func(out sink.Outbox, p int, paused string) *sink.Dispatcher {
+			c := dc
+			c.Outbox, c.Paused, c.MaxInFlight = out, paused, perPart
+			c.Logger = log.With().Int("partition", p).Logger()
+			return sink.NewDispatcher(c)
+		}}
+}
+
+// Rewound tells Run that the sink was rewound (by any replica, e.g. a
+// notice on jsstore's Rewound channel): its running partitions reread
+// their cursors. It never blocks.
+func (p *Dispatcher) Rewound() {
+	select {
+	case p.rewind <- struct{}{}:
+	default:
+	}
+}
+
+// Run keeps one dispatcher running per owned partition until ctx ends,
+// then stops them all (each drains and persists its cursor). It returns
+// nil.
+func (p *Dispatcher) Run(ctx context.Context) error {
+	p.mu.Lock()
+	p.running = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.running = false
+		p.mu.Unlock()
+	}()
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
+	for {
+		self, owned, assigned := p.store.Ownership()
+		p.sync(ctx, p.startable(self, owned, assigned, time.Now()))
+		select {
+		case <-ctx.Done():
+			p.sync(ctx, nil)
+			return nil
+		case <-p.changes:
+		case now := <-check.C:
+			p.followResume(now)
+		case <-p.rewind:
+			p.reread(context.WithoutCancel(ctx))
+		}
+	}
+}
+
+// handoffDelay is how long a partition that another replica delivered
+// waits before delivery starts here: the other replica stops its
+// dispatcher when the partition is taken from it (or it stops) and stores
+// its cursor, which takes a moment to reach this replica; starting at once
+// would deliver again what it did after the cursor seen here. It adds to
+// the failover of a dead replica's partitions (after its membership
+// lapsed) a second.
+const handoffDelay = time.Second
+
+// startable returns the partitions owned (of replica self, with the
+// assignment assigned) that may run now: all but those just taken from
+// another replica, for handoffDelay.
+func (p *Dispatcher) startable(self string, owned []int, assigned map[string][]int, now time.Time) []int {
+	if p.lastOwner == nil {
+		p.lastOwner, p.gained = map[int]string{}, map[int]time.Time{}
+	}
+	p.mu.Lock()
+	running := make(map[int]bool, len(p.runs))
+	for part := range p.runs {
+		running[part] = true
+	}
+	p.mu.Unlock()
+	var out []int
+	for _, part := range owned {
+		prev := p.lastOwner[part]
+		switch at, waiting := p.gained[part]; {
+		case running[part]:
+		case waiting && now.Sub(at) < handoffDelay:
+			continue
+		case waiting:
+			delete(p.gained, part)
+		case prev != "" && prev != self:
+			p.gained[part] = now
+			continue
+		}
+		out = append(out, part)
+	}
+	for id, parts := range assigned {
+		for _, part := range parts {
+			p.lastOwner[part] = id
+		}
+	}
+	return out
+}
+
+// sync starts a dispatcher for every owned partition without one and
+// stops those of partitions no longer owned, waiting for them to drain.
+func (p *Dispatcher) sync(ctx context.Context, owned []int) {
+	p.life.Lock()
+	defer p.life.Unlock()
+	p.mu.Lock()
+	var stopping []*partRun
+	for part, run := range p.runs {
+		if !slices.Contains(owned, part) {
+			stopping = append(stopping, run)
+			delete(p.runs, part)
+			run.cancel()
+		}
+	}
+	p.mu.Unlock()
+	for _, run := range stopping {
+		<-run.done
+		p.addGone(run.d.State())
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	for _, part := range owned {
+		p.mu.Lock()
+		_, ok := p.runs[part]
+		p.mu.Unlock()
+		if ok {
+			continue
+		}
+		paused := ""
+		if stored, reason, err := p.store.SinkPaused(p.name); err == nil && stored {
+			paused = reason
+			if paused == "" {
+				paused = "paused by another replica or an earlier run"
+			}
+			// The stored state already says paused: this replica's
+			// saves must not write that pause again over a resume made
+			// elsewhere (NotePause), and nothing reports this pause to
+			// the state saver, since the dispatcher starts with it.
+			p.mu.Lock()
+			p.pauseSaved = true
+			p.mu.Unlock()
+		}
+		d := p.newDisp(newGuardedOutbox(p.outbox(part), p.Rewound), part, paused)
+		rctx, cancel := context.WithCancel(ctx)
+		run := &partRun{d: d, cancel: cancel, done: make(chan struct{})}
+		go func() {
+			defer close(run.done)
+			if err := d.Run(rctx); err != nil {
+				p.log.Error().Err(err).Int("partition", part).Msg("partition dispatcher stopped")
+			}
+		}()
+		p.mu.Lock()
+		p.runs[part] = run
+		p.mu.Unlock()
+	}
+	if len(stopping) > 0 || len(owned) > 0 {
+		p.log.Debug().Ints("partitions", owned).Msg("delivering partitions")
+	}
+}
+
+func (p *Dispatcher) addGone(st sink.DispatcherState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gone.Delivered += st.Delivered
+	p.gone.Retried += st.Retried
+	p.gone.DeadLettered += st.DeadLettered
+	if st.LastDeliveryAt.After(p.gone.LastDeliveryAt) {
+		p.gone.LastDeliveryAt = st.LastDeliveryAt
+	}
+	if st.LastErrorAt.After(p.gone.LastErrorAt) {
+		p.gone.LastError, p.gone.LastErrorAt = st.LastError, st.LastErrorAt
+	}
+}
+
+func (p *Dispatcher) runList() []*partRun {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*partRun, 0, len(p.runs))
+	for _, run := range p.runs {
+		out = append(out, run)
+	}
+	return out
+}
+
+// reread makes every running partition reread its cursor after a rewind
+// made elsewhere.
+func (p *Dispatcher) reread(ctx context.Context) {
+	p.life.Lock()
+	defer p.life.Unlock()
+	for _, run := range p.runList() {
+		if err := run.d.Reset(ctx, nil); err != nil {
+			p.log.Warn().Err(err).Msg("reread cursor after a rewind")
+		}
+	}
+}
+
+// State sums the partitions' states, with the totals of the dispatchers
+// of partitions no longer delivered here. Cursor and Persisted stay 0:
+// the sink's cursor is the store's (the lowest over the partitions).
+func (p *Dispatcher) State() sink.DispatcherState {
+	p.mu.Lock()
+	st := p.gone
+	st.Sink, st.Running = p.name, p.running
+	runs := make([]*partRun, 0, len(p.runs))
+	for _, run := range p.runs {
+		runs = append(runs, run)
+	}
+	p.mu.Unlock()
+	for _, run := range runs {
+		s := run.d.State()
+		st.InFlight += s.InFlight
+		st.Pending += s.Pending
+		st.Delivered += s.Delivered
+		st.Retried += s.Retried
+		st.DeadLettered += s.DeadLettered
+		if s.Paused && !st.Paused {
+			st.Paused, st.PauseReason = true, s.PauseReason
+		}
+		st.Failing = st.Failing || s.Failing
+		if s.LastErrorAt.After(st.LastErrorAt) {
+			st.LastError, st.LastErrorAt = s.LastError, s.LastErrorAt
+		}
+		if s.LastDeliveryAt.After(st.LastDeliveryAt) {
+			st.LastDeliveryAt = s.LastDeliveryAt
+		}
+	}
+	return st
+}
+
+// Reset stops every running partition (each persists its cursor), runs fn
+// once they all stopped (the store's rewind of the sink), and resumes them
+// from the cursors fn left, clearing pauses. fn may be nil.
+func (p *Dispatcher) Reset(ctx context.Context, fn func() error) error {
+	p.life.Lock()
+	defer p.life.Unlock()
+	runs := p.runList()
+	if fn == nil {
+		fn = func() error { return nil }
+	}
+	if len(runs) == 0 {
+		return fn()
+	}
+	stopped := make(chan struct{}, len(runs))
+	release := make(chan struct{})
+	errs := make(chan error, len(runs))
+	for _, run := range runs {
+		go func() {
+			errs <- run.d.Reset(ctx, func() error {
+				stopped <- struct{}{}
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil
+			})
+		}()
+	}
+	var err error
+	for range runs {
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = fn()
+	}
+	close(release)
+	for range runs {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// Resume clears a pause in every running partition.
+func (p *Dispatcher) Resume() {
+	for _, run := range p.runList() {
+		run.d.Resume()
+	}
+}
+
+// NotePause records whether the sink state about to be saved says paused
+// and reports whether that pause is new: paused, while the last state
+// noted (or a partition started under a stored pause) was not. The sink
+// state all replicas share is written only on a new pause, so that a
+// replica neither clears another's pause nor brings back one an operator
+// resumed elsewhere (its own paused partitions follow that resume).
+func (p *Dispatcher) NotePause(paused bool) (newly bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	newly = paused && !p.pauseSaved
+	p.pauseSaved = paused
+	return newly
+}
+
+// PauseSaved reports whether the stored sink state is known to hold this
+// replica's pause: the last NotePause said paused, or a partition started
+// under a stored pause since.
+func (p *Dispatcher) PauseSaved() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pauseSaved
+}
+
+// resumeFollowDelay is how long a partition stays paused before a resume
+// made on another replica (the stored state no longer paused) resumes it:
+// longer than the state loop's period, so that a pause is stored before
+// it is compared.
+const resumeFollowDelay = 5 * time.Second
+
+// followResume resumes this replica's paused partitions once the stored
+// sink state says an operator resumed the sink on another replica.
+func (p *Dispatcher) followResume(now time.Time) {
+	st := p.State()
+	p.mu.Lock()
+	if !st.Paused {
+		p.pausedSince = time.Time{}
+		p.mu.Unlock()
+		return
+	}
+	if p.pausedSince.IsZero() {
+		p.pausedSince = now
+	}
+	since := p.pausedSince
+	p.mu.Unlock()
+	if now.Sub(since) < resumeFollowDelay {
+		return
+	}
+	if paused, _, err := p.store.SinkPaused(p.name); err == nil && !paused {
+		p.log.Info().Msg("resumed on another replica: delivery resumes here too")
+		p.Resume()
+		p.mu.Lock()
+		p.pausedSince = time.Time{}
+		p.mu.Unlock()
+	}
+}

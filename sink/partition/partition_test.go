@@ -1,0 +1,277 @@
+package partition
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/store"
+	"github.com/incs-relay/incs-relay/store/jsstore"
+)
+
+// The JetStream store is the Assignment cmd runs a Dispatcher on.
+var _ Assignment = (*jsstore.Store)(nil)
+
+// TestAssignment_Jsstore: jsstore's Ownership is its Role's, and
+// SinkPaused its stored sink state's.
+func TestAssignment_Jsstore(t *testing.T) {
+	a := leader(t, jetStream(t), "a")
+	self, owned, assigned := a.Ownership()
+	r := a.Role()
+	assert.Equal(t, "a", self)
+	assert.Equal(t, r.Owned, owned)
+	assert.Equal(t, map[string][]int{"a": {0, 1, 2, 3}}, assigned)
+	assert.Equal(t, testParts, a.Partitions())
+
+	paused, reason, err := a.SinkPaused("hook")
+	require.NoError(t, err)
+	assert.False(t, paused)
+	assert.Empty(t, reason)
+	require.NoError(t, a.SetSinkState("hook", store.SinkState{Paused: true, PauseReason: "410 gone"}))
+	paused, reason, err = a.SinkPaused("hook")
+	require.NoError(t, err)
+	assert.True(t, paused)
+	assert.Equal(t, "410 gone", reason)
+}
+
+// TestStartable_HandoffDelay: a partition this replica is given by
+// another waits handoffDelay before it may start; one it never saw owned
+// (a fresh replica), or owned itself before, starts at once.
+func TestStartable_HandoffDelay(t *testing.T) {
+	p := &Dispatcher{runs: map[int]*partRun{}}
+	t0 := time.Now()
+	assert.Equal(t, []int{0}, p.startable("b", []int{0}, map[string][]int{"a": {1, 2, 3}, "b": {0}}, t0),
+		"a fresh replica starts what it is given")
+	gain := map[string][]int{"a": {1, 3}, "b": {0, 2}}
+	assert.Equal(t, []int{0}, p.startable("b", []int{0, 2}, gain, t0), "partition 2 was a's: it waits")
+	assert.Equal(t, []int{0}, p.startable("b", []int{0, 2}, gain, t0.Add(handoffDelay-time.Millisecond)))
+	assert.Equal(t, []int{0, 2}, p.startable("b", []int{0, 2}, gain, t0.Add(handoffDelay)))
+	assert.Equal(t, []int{0, 2}, p.startable("b", []int{0, 2}, gain, t0.Add(handoffDelay+time.Millisecond)),
+		"once started it stays")
+	p.runs[1] = &partRun{} // running already: never waits
+	assert.Equal(t, []int{0, 1, 2}, p.startable("b", []int{0, 1, 2}, map[string][]int{"a": {3}, "b": {0, 1, 2}}, t0))
+}
+
+// TestDispatcher_Handoff: two replicas deliver two partitions each. When
+// b stops, its partitions' dispatchers stop and store their cursors,
+// b's state keeps their totals, and a starts b's partitions only after
+// handoffDelay, from b's cursors: no event is delivered twice.
+func TestDispatcher_Handoff(t *testing.T) {
+	url := jetStream(t)
+	a := leader(t, url, "a")
+	b, stopB := replica(t, url, "b")
+	require.Eventually(t, func() bool {
+		_, ownedA, _ := a.Ownership()
+		_, ownedB, assigned := b.Ownership()
+		return len(ownedA) == 2 && len(ownedB) == 2 && len(assigned["a"]) == 2
+	}, 15*time.Second, 10*time.Millisecond, "a and b deliver two partitions each")
+	_, partsB, _ := b.Ownership()
+	recA, recB := newRecSink(), newRecSink()
+	dA := newDispatcher(t, a, recA, 20*time.Millisecond)
+	dB := newDispatcher(t, b, recB, time.Hour) // persists its cursors only when a partition stops
+	run(t, dA)
+	run(t, dB)
+	require.Eventually(t, func() bool { return len(running(dA)) == 2 && slices.Equal(running(dB), partsB) },
+		5*time.Second, 10*time.Millisecond, "each runs its two partitions")
+
+	head := ingest(t, a, 1, 8)
+	require.Equal(t, uint64(16), head)
+	require.Eventually(t, func() bool {
+		ta, _ := recA.count()
+		tb, _ := recB.count()
+		return ta+tb == 16
+	}, 10*time.Second, 10*time.Millisecond, "every event delivered once")
+	deliveredB, _ := recB.count()
+	require.Positive(t, deliveredB)
+	for _, p := range partsB {
+		require.Zero(t, cursors(t, b)[p], "b's cursor of partition %d is not stored yet", p)
+	}
+
+	stopB() // b leaves: a is given its partitions
+	require.Eventually(t, func() bool { return len(running(dB)) == 0 }, 10*time.Second, 10*time.Millisecond,
+		"b stops the dispatchers of the partitions it lost")
+	require.Eventually(t, func() bool { return dB.State().Delivered == uint64(deliveredB) }, 10*time.Second, 10*time.Millisecond,
+		"b's state keeps what its stopped partitions delivered, once they drained")
+	last := lastOffsets(t, b)
+	got := cursors(t, b)
+	for _, p := range partsB {
+		assert.Equal(t, last[p], got[p], "b stored its cursor of partition %d when it stopped", p)
+	}
+	st := dB.State()
+	assert.True(t, st.Running)
+	assert.Zero(t, st.InFlight)
+
+	require.Eventually(t, func() bool { _, owned, _ := a.Ownership(); return len(owned) == testParts },
+		15*time.Second, time.Millisecond, "a is given b's partitions")
+	gained := time.Now()
+	require.Eventually(t, func() bool { return len(running(dA)) == testParts }, 10*time.Second, time.Millisecond,
+		"a starts b's partitions")
+	waited := time.Since(gained)
+	assert.GreaterOrEqual(t, waited, handoffDelay-150*time.Millisecond, "a waits handoffDelay before it delivers b's partitions")
+
+	require.Equal(t, uint64(32), ingest(t, a, 9, 8))
+	require.Eventually(t, func() bool { ta, _ := recA.count(); return ta == 32-deliveredB }, 10*time.Second, 10*time.Millisecond,
+		"a delivers the new events of every partition")
+	time.Sleep(200 * time.Millisecond)
+	ta, offsetsA := recA.count()
+	assert.Equal(t, 32-deliveredB, ta, "a delivered nothing b had delivered")
+	assert.Equal(t, ta, offsetsA, "nothing twice")
+	assert.Equal(t, uint64(ta), dA.State().Delivered, "a's state sums its partitions")
+	t.Logf("a started b's partitions %s after it was given them", waited.Round(time.Millisecond))
+}
+
+// TestDispatcher_RewindGuard: a rewind made elsewhere (by a store handle
+// that does not deliver, as the CLI's) is not undone by the cursor a
+// running partition flushes next: the write is dropped and every running
+// partition rereads its cursor, so everything is delivered again. The
+// store's rewind notice is not passed on here: the guard alone must do.
+func TestDispatcher_RewindGuard(t *testing.T) {
+	url := jetStream(t)
+	a := leader(t, url, "a")
+	rec := newRecSink()
+	d := newDispatcher(t, a, rec, 20*time.Millisecond)
+	run(t, d)
+	require.Eventually(t, func() bool { return len(running(d)) == testParts }, 5*time.Second, 10*time.Millisecond)
+	ingest(t, a, 1, 8)
+	require.Eventually(t, func() bool { return slices.Equal(cursors(t, a), lastOffsets(t, a)) }, 10*time.Second, 10*time.Millisecond,
+		"every partition delivered and stored its cursor")
+
+	cli := open(t, url, "cli")
+	require.NoError(t, cli.Rewind("hook", 1))
+	require.Eventually(t, func() bool { return slices.Equal(cursors(t, a), make([]uint64, testParts)) }, 5*time.Second, 10*time.Millisecond,
+		"a sees the rewind")
+	ingest(t, a, 9, 8) // the partitions deliver these and flush their cursors
+	require.Eventually(t, func() bool {
+		for off := uint64(1); off <= 16; off++ {
+			if rec.times(off) < 2 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond, "every event before the rewind is delivered again")
+	require.Eventually(t, func() bool { return slices.Equal(cursors(t, a), lastOffsets(t, a)) }, 10*time.Second, 10*time.Millisecond,
+		"the cursors reach the head again")
+}
+
+// TestGuardedOutbox: a cursor write over a cursor lowered elsewhere is
+// dropped and reported; after the cursor is read again, writes go
+// through.
+func TestGuardedOutbox(t *testing.T) {
+	a := leader(t, jetStream(t), "a")
+	rewinds := 0
+	g := newGuardedOutbox(a.Partition(0), func() { rewinds++ })
+	require.NoError(t, g.SetCursor("hook", 5), "nothing read yet: written")
+	c, err := g.Cursor("hook")
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), c)
+	require.NoError(t, g.SetCursor("hook", 7))
+	require.NoError(t, a.Partition(0).SetCursor("hook", 2)) // a rewind elsewhere
+	require.NoError(t, g.SetCursor("hook", 9))
+	assert.Equal(t, 1, rewinds, "the dispatcher is told")
+	c, err = a.Partition(0).Cursor("hook")
+	require.NoError(t, err)
+	assert.Equal(t, uint64(2), c, "the rewind stands")
+	c, err = g.Cursor("hook")
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), c)
+	require.NoError(t, g.SetCursor("hook", 3))
+	c, err = a.Partition(0).Cursor("hook")
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), c, "written once reread")
+	assert.Equal(t, 1, rewinds)
+}
+
+// TestDispatcher_FollowResume: paused partitions stay paused while the
+// stored state says paused, and resume resumeFollowDelay after they
+// paused once it no longer does (resumed on another replica).
+func TestDispatcher_FollowResume(t *testing.T) {
+	a := leader(t, jetStream(t), "a")
+	rec := newRecSink()
+	rec.paused.Store(true)
+	d := newDispatcher(t, a, rec, 20*time.Millisecond)
+	ctx := context.Background()
+	d.sync(ctx, []int{0, 1, 2, 3}) // no Run: followResume is called here, with made-up times
+	t.Cleanup(func() { d.sync(ctx, nil) })
+	ingest(t, a, 1, 4)
+	require.Eventually(t, func() bool { return d.State().Paused }, 10*time.Second, 10*time.Millisecond, "the sink pauses")
+	require.NoError(t, a.SetSinkState("hook", store.SinkState{Paused: true, PauseReason: "410 gone"}))
+
+	refused := rec.refused.Load()
+	t0 := time.Now()
+	d.followResume(t0)
+	d.followResume(t0.Add(2 * resumeFollowDelay))
+	time.Sleep(100 * time.Millisecond)
+	require.True(t, d.State().Paused, "the stored state says paused")
+	require.Equal(t, refused, rec.refused.Load(), "no partition resumed: none tried again")
+
+	rec.paused.Store(false)
+	require.NoError(t, a.SetSinkState("hook", store.SinkState{})) // resumed on another replica
+	d.followResume(t0.Add(resumeFollowDelay - time.Millisecond))
+	time.Sleep(100 * time.Millisecond)
+	require.True(t, d.State().Paused, "not before resumeFollowDelay")
+	d.followResume(t0.Add(resumeFollowDelay))
+	require.Eventually(t, func() bool { _, n := rec.count(); return n == 8 && !d.State().Paused }, 10*time.Second, 10*time.Millisecond,
+		"the partitions follow the resume and deliver")
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	assert.True(t, d.pausedSince.IsZero())
+}
+
+// TestDispatcher_NotePause: a partition started under a stored pause
+// starts paused with its reason and counts as saved; NotePause reports a
+// pause only when it is new.
+func TestDispatcher_NotePause(t *testing.T) {
+	a := leader(t, jetStream(t), "a")
+	require.NoError(t, a.SetSinkState("hook", store.SinkState{Paused: true, PauseReason: "410 gone"}))
+	d := newDispatcher(t, a, newRecSink(), 20*time.Millisecond)
+	assert.False(t, d.PauseSaved())
+	ctx := context.Background()
+	d.sync(ctx, []int{1})
+	t.Cleanup(func() { d.sync(ctx, nil) })
+	st := d.State()
+	assert.True(t, st.Paused)
+	assert.Equal(t, "410 gone", st.PauseReason)
+	assert.True(t, d.PauseSaved(), "a stored pause is not written again")
+	assert.False(t, d.NotePause(true))
+	assert.False(t, d.NotePause(false))
+	assert.False(t, d.PauseSaved())
+	assert.True(t, d.NotePause(true), "a new pause")
+	assert.False(t, d.NotePause(true))
+	assert.True(t, d.PauseSaved())
+}
+
+// TestDispatcher_Reset: Reset stops the partitions, runs fn (the store's
+// rewind) and resumes every partition from the rewound cursors, clearing
+// a pause; with no partition running it only runs fn.
+func TestDispatcher_Reset(t *testing.T) {
+	a := leader(t, jetStream(t), "a")
+	rec := newRecSink()
+	d := newDispatcher(t, a, rec, 20*time.Millisecond)
+	ran := false
+	require.NoError(t, d.Reset(context.Background(), func() error { ran = true; return nil }), "nothing running")
+	require.True(t, ran)
+	run(t, d)
+	require.Eventually(t, func() bool { return len(running(d)) == testParts }, 5*time.Second, 10*time.Millisecond)
+	ingest(t, a, 1, 8)
+	require.Eventually(t, func() bool { _, n := rec.count(); return n == 16 }, 10*time.Second, 10*time.Millisecond)
+	rec.paused.Store(true)
+	ingest(t, a, 9, 1)
+	require.Eventually(t, func() bool { return d.State().Paused }, 10*time.Second, 10*time.Millisecond)
+	rec.paused.Store(false)
+	require.NoError(t, d.Reset(context.Background(), func() error { return a.Rewind("hook", 1) }))
+	require.Eventually(t, func() bool {
+		for off := uint64(1); off <= 16; off++ {
+			if rec.times(off) < 2 {
+				return false
+			}
+		}
+		return rec.times(17) == 1 && rec.times(18) == 1
+	}, 10*time.Second, 10*time.Millisecond, "everything delivered again from the rewound cursors")
+	st := d.State()
+	assert.False(t, st.Paused, "Reset cleared the pause")
+	assert.Equal(t, uint64(34), st.Delivered)
+}
