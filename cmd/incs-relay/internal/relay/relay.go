@@ -40,6 +40,9 @@ type Relay struct {
 	log zerolog.Logger
 	db  store.Store
 	js  *JetStream // db in jetstream mode; nil with bbolt
+	// roles passes the store's role changes on to the lead loop and the
+	// partitioned dispatchers (jetstream mode).
+	roles fanout
 	// leadSince is when this jetstream replica last won the lease
 	// (Unix nanoseconds); 0 while it follows.
 	leadSince atomic.Int64
@@ -66,7 +69,7 @@ type Relay struct {
 type output struct {
 	cfg   config.SinkConfig
 	sink  sink.Sink
-	disp  dispatcher      // *sink.Dispatcher, or *partitioned on a jetstream store
+	disp  dispatcher      // *sink.Dispatcher, or *partition.Dispatcher on a jetstream store
 	saved store.SinkState // last state written to the store
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/poller"
+	"github.com/incs-relay/incs-relay/sink/partition"
 	"github.com/incs-relay/incs-relay/store"
 	"github.com/incs-relay/incs-relay/store/jsstore"
 )
@@ -88,16 +89,10 @@ func (r *Relay) runReplica(ctx context.Context) error {
 	if r.admin != nil {
 		r.admin.Start()
 	}
-	var roles fanout
-	leadCh := roles.sub()
-	for _, o := range r.outs {
-		if p, ok := o.disp.(*partitioned); ok {
-			p.changes = roles.sub()
-		}
-	}
+	leadCh := r.roles.sub()
 	jsDone := make(chan error, 1)
 	go func() { jsDone <- r.js.Run(jsCtx) }()
-	go roles.pump(jsCtx, r.js.Changes())
+	go r.roles.pump(jsCtx, r.js.Changes())
 	go r.pumpRewound(jsCtx)
 
 	deliverCtx, stopDeliver := context.WithCancel(context.WithoutCancel(ctx))
@@ -348,8 +343,8 @@ func (r *Relay) pumpRewound(ctx context.Context) {
 			return
 		case name := <-r.js.Rewound():
 			if o := r.output(name); o != nil {
-				if p, ok := o.disp.(*partitioned); ok {
-					p.rewound()
+				if p, ok := o.disp.(*partition.Dispatcher); ok {
+					p.Rewound()
 				}
 			}
 		}
