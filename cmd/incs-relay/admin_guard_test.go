@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config/configtest"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink"
@@ -77,11 +79,11 @@ type sinkSnapshot struct {
 
 func (h *obsRelay) snapshot(t *testing.T, name string) sinkSnapshot {
 	t.Helper()
-	c, err := h.r.db.Cursor(name)
+	c, err := h.r.Store().Cursor(name)
 	require.NoError(t, err)
-	ss, err := h.r.db.SinkState(name)
+	ss, err := h.r.Store().SinkState(name)
 	require.NoError(t, err)
-	st := h.r.output(name).disp.State()
+	st := h.r.DeliveryState(name)
 	return sinkSnapshot{storeCursor: c, cursor: st.Cursor, paused: st.Paused, pauseReason: st.PauseReason,
 		storedPaused: ss.Paused, inFlight: st.InFlight, acked: h.ackedAt("/incs")}
 }
@@ -275,7 +277,7 @@ func TestAdmin_EventsRedacted(t *testing.T) {
 				ID     string
 			}
 			require.NoError(t, json.Unmarshal(raw, &env))
-			stored, err := h.r.db.Event(env.Offset)
+			stored, err := h.r.Store().Event(env.Offset)
 			require.NoError(t, err)
 			assert.Equal(t, stored.ID, env.ID)
 			assert.JSONEq(t, string(sink.Redact(&stored, fields).Body), string(raw), "offset %d", env.Offset)
@@ -303,13 +305,13 @@ func taskPhone(t *testing.T, task json.RawMessage) string {
 // values load; a bad one is one line naming the file, the key (with its
 // index and line) and the problem.
 func TestParseConfig_AdminKeys(t *testing.T) {
-	lookup := env("RELAY_HOST", "relay.internal")
-	cfg, err := ParseConfig("relay.yaml", []byte("upstream: {token: t}\nadmin:\n  hosts: [\"${RELAY_HOST}\", Metrics.Example.COM, incs_relay]\n  redact: [user_phone, comment]\n"), lookup)
+	lookup := configtest.Env("RELAY_HOST", "relay.internal")
+	cfg, err := config.Parse("relay.yaml", []byte("upstream: {token: t}\nadmin:\n  hosts: [\"${RELAY_HOST}\", Metrics.Example.COM, incs_relay]\n  redact: [user_phone, comment]\n"), lookup)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"relay.internal", "Metrics.Example.COM", "incs_relay"}, cfg.Admin.Hosts)
 	assert.Equal(t, []string{"user_phone", "comment"}, cfg.Admin.Redact)
 
-	cfg, err = ParseConfig("relay.yaml", []byte("upstream: {token: t}\n"), lookup)
+	cfg, err = config.Parse("relay.yaml", []byte("upstream: {token: t}\n"), lookup)
 	require.NoError(t, err)
 	assert.Empty(t, cfg.Admin.Hosts, "default: no names besides localhost and admin.addr's")
 	assert.Empty(t, cfg.Admin.Redact, "default: nothing masked")
@@ -330,7 +332,7 @@ func TestParseConfig_AdminKeys(t *testing.T) {
 		{"empty redact field", "admin:\n  redact: [user_phone, \" \"]\n", []string{"relay.yaml:3", "admin.redact[1]", "empty field name"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseConfig("relay.yaml", []byte("upstream: {token: t}\n"+tt.yaml), lookup)
+			_, err := config.Parse("relay.yaml", []byte("upstream: {token: t}\n"+tt.yaml), lookup)
 			require.Error(t, err)
 			msg := err.Error()
 			assert.NotContains(t, msg, "\n", "one line")

@@ -16,6 +16,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
 )
@@ -25,7 +28,7 @@ import (
 // admin, metrics, readiness and browser tests.
 type obsRelay struct {
 	world *sim.Sim
-	r     *Relay
+	r     *relay.Relay
 	base  string // admin base URL, "http://127.0.0.1:port/"
 	token string // admin token, "" for none
 
@@ -56,7 +59,7 @@ type obsOptions struct {
 	token string // admin token
 	// sinks returns the sinks given the receiver's URL; default one
 	// webhook "hooks" posting to it.
-	sinks    func(hookURL string) []SinkConfig
+	sinks    func(hookURL string) []config.SinkConfig
 	log      zerolog.Logger // default: test writer, warn level
 	logSet   bool
 	timeout  time.Duration // upstream timeout; default 1s
@@ -70,7 +73,7 @@ type obsOptions struct {
 }
 
 // obsRetry is a fast retry policy for test sinks.
-var obsRetry = &RetryConfig{Initial: Duration(5 * time.Millisecond), Max: Duration(50 * time.Millisecond), MaxElapsed: Duration(time.Minute)}
+var obsRetry = &config.RetryConfig{Initial: config.Duration(5 * time.Millisecond), Max: config.Duration(50 * time.Millisecond), MaxElapsed: config.Duration(time.Minute)}
 
 func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 	t.Helper()
@@ -138,14 +141,14 @@ func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 	t.Cleanup(hook.Close)
 	h.hookURL = hook.URL + "/incs"
 
-	cfg := DefaultConfig()
-	cfg.path = "obs"
+	cfg := config.Default()
+	cfg.SetFile("obs")
 	cfg.Upstream.BaseURL = api.URL
 	cfg.Upstream.Token = "api-token-s3cr3t"
 	cfg.Upstream.RateLimit = 500
-	cfg.Upstream.Timeout = Duration(o.timeout)
-	cfg.Poll.Interval = Duration(o.interval)
-	cfg.Poll.FullSweep = Duration(o.interval)
+	cfg.Upstream.Timeout = config.Duration(o.timeout)
+	cfg.Poll.Interval = config.Duration(o.interval)
+	cfg.Poll.FullSweep = config.Duration(o.interval)
 	cfg.Poll.Initial = "replay"
 	cfg.Store.Path = filepath.Join(t.TempDir(), "relay.db")
 	cfg.Admin.Addr = "127.0.0.1:0"
@@ -154,7 +157,7 @@ func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 	if o.sinks != nil {
 		cfg.Sinks = o.sinks(h.hookURL)
 	} else {
-		cfg.Sinks = []SinkConfig{{Name: "hooks", Type: SinkWebhook, URL: h.hookURL, Secret: e2eSecret, MaxInFlight: 4, Retry: obsRetry}}
+		cfg.Sinks = []config.SinkConfig{{Name: "hooks", Type: config.SinkWebhook, URL: h.hookURL, Secret: e2eSecret, MaxInFlight: 4, Retry: obsRetry}}
 	}
 	require.NoError(t, cfg.Validate())
 
@@ -163,16 +166,13 @@ func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r, err := OpenRelay(ctx, &cfg, log, relayOptions{})
+	r, err := admin.Open(ctx, &cfg, log, relay.Options{SinkFailing: o.sinkFailing})
 	if err != nil {
 		cancel()
 		require.NoError(t, err)
 	}
-	if o.sinkFailing > 0 {
-		r.admin.sinkFailing = o.sinkFailing
-	}
 	h.r, h.cancel, h.done = r, cancel, make(chan error, 1)
-	h.base = "http://" + r.admin.Addr() + "/"
+	h.base = "http://" + r.AdminAddr() + "/"
 	go func() { h.done <- r.Run(ctx) }()
 	t.Cleanup(func() { h.stop(t) })
 	return h
@@ -211,7 +211,7 @@ func (h *obsRelay) setHookStatus(fn func(path, id string) int) {
 // head returns the store's highest offset.
 func (h *obsRelay) head(t *testing.T) uint64 {
 	t.Helper()
-	head, err := h.r.db.Head()
+	head, err := h.r.Store().Head()
 	require.NoError(t, err)
 	return head
 }
@@ -385,16 +385,16 @@ func TestAdmin_SinksAndEvents(t *testing.T) {
 	head := h.head(t)
 	require.Eventually(t, func() bool {
 		_, body := h.get(t, "/v1/sinks", true)
-		var got struct{ Sinks []sinkStatus }
+		var got struct{ Sinks []relay.SinkStatus }
 		return json.Unmarshal([]byte(body), &got) == nil && len(got.Sinks) == 1 &&
 			got.Sinks[0].Cursor == head && got.Sinks[0].Delivered == head // counted just after the cursor moves
 	}, 10*time.Second, 20*time.Millisecond)
 	_, body := h.get(t, "/v1/sinks", true)
-	var sinks struct{ Sinks []sinkStatus }
+	var sinks struct{ Sinks []relay.SinkStatus }
 	require.NoError(t, json.Unmarshal([]byte(body), &sinks))
 	s := sinks.Sinks[0]
 	assert.Equal(t, "hooks", s.Name)
-	assert.Equal(t, SinkWebhook, s.Type)
+	assert.Equal(t, config.SinkWebhook, s.Type)
 	assert.Equal(t, head, s.Head)
 	assert.Zero(t, s.Lag)
 	assert.Zero(t, s.DeadLetters)

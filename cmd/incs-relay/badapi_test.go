@@ -12,6 +12,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store"
 )
@@ -31,14 +34,14 @@ func TestRelay_BadAPI(t *testing.T) {
 			api := httptest.NewServer(world)
 			defer api.Close()
 
-			cfg := DefaultConfig()
-			cfg.path = "badapi"
+			cfg := config.Default()
+			cfg.SetFile("badapi")
 			cfg.Upstream.BaseURL = api.URL
 			cfg.Upstream.Token = "tok"
 			cfg.Upstream.RateLimit = 100
-			cfg.Upstream.Timeout = Duration(300 * time.Millisecond)
-			cfg.Poll.Interval = Duration(100 * time.Millisecond)
-			cfg.Poll.FullSweep = Duration(time.Second)
+			cfg.Upstream.Timeout = config.Duration(300 * time.Millisecond)
+			cfg.Poll.Interval = config.Duration(100 * time.Millisecond)
+			cfg.Poll.FullSweep = config.Duration(time.Second)
 			cfg.Poll.Initial = "replay"
 			cfg.Store.Path = filepath.Join(t.TempDir(), "relay.db")
 			cfg.Admin.Addr = ""
@@ -46,27 +49,27 @@ func TestRelay_BadAPI(t *testing.T) {
 
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			r, err := OpenRelay(ctx, &cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel), relayOptions{})
+			r, err := admin.Open(ctx, &cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel), relay.Options{})
 			require.NoError(t, err)
 			done := make(chan error, 1)
 			go func() { done <- r.Run(ctx) }()
 
-			require.Eventually(t, func() bool { return r.poll.Status().ConsecutiveFailures >= 2 }, 20*time.Second, 20*time.Millisecond,
+			require.Eventually(t, func() bool { return r.PollStatus().ConsecutiveFailures >= 2 }, 20*time.Second, 20*time.Millisecond,
 				"the relay keeps polling through failures")
-			st, err := r.db.Stats()
+			st, err := r.Store().Stats()
 			require.NoError(t, err)
 			assert.Zero(t, st.Tasks, "no log marked seen")
 			assert.Zero(t, st.Head, "no event stored")
-			assert.Contains(t, r.notReady(time.Now(), time.Minute), "no poll has succeeded yet")
-			assert.NotContains(t, r.poll.Status().LastError, "tok", "the token never appears in errors")
+			assert.Contains(t, r.NotReady(time.Now()), "no poll has succeeded yet")
+			assert.NotContains(t, r.PollStatus().LastError, "tok", "the token never appears in errors")
 
 			world.SetFaults(sim.Faults{})
 			want := uint64(len(world.Logs()))
 			require.Eventually(t, func() bool {
-				head, err := r.db.Head()
+				head, err := r.Store().Head()
 				return err == nil && head == want
 			}, 20*time.Second, 20*time.Millisecond, "after recovery every log becomes an event")
-			require.Eventually(t, func() bool { return r.notReady(time.Now(), time.Minute) == "" }, 10*time.Second, 20*time.Millisecond)
+			require.Eventually(t, func() bool { return r.NotReady(time.Now()) == "" }, 10*time.Second, 20*time.Millisecond)
 			cancel()
 			require.NoError(t, <-done)
 			db, err := store.Open(cfg.Store.Path, store.Options{})

@@ -1,38 +1,20 @@
 package main
 
+// The bench command: its flags, checked before anything starts; the
+// harness is package bench.
+
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"sync/atomic"
-	"syscall"
-	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
-	"github.com/incs-relay/incs-relay/poller/sim"
-	"github.com/incs-relay/incs-relay/sink"
-	"github.com/incs-relay/incs-relay/sink/consume"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/bench"
 )
 
-// BenchCommand measures the whole relay: it serves a simulated API, an
-// embedded NATS server with JetStream and a webhook receiver in this
-// process, runs `incs-relay run` as a child process with poll.initial:
-// replay, and reports how fast each sink acknowledged every event and the
-// child's peak RSS. With --store jetstream it runs --replicas relays on a
-// JetStream cluster of as many nodes (in this process), store.replicas the
-// same, instead of one relay on a bbolt file.
+// BenchCommand measures the whole relay against the simulator (package
+// bench): the relays run as child processes of this binary.
 type BenchCommand struct{ m *Main }
 
 // Run runs one benchmark and prints its table.
@@ -58,374 +40,22 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	case *replicas > 1 && *storeType != "jetstream":
 		return &usageError{msg: "bench: --replicas: more than one replica needs --store jetstream"}
 	}
-	dir, err := os.MkdirTemp("", "incs-relay-bench-*")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-
-	fmt.Fprintf(c.m.Stderr, "bench: building a world of %d tasks...\n", *tasks)
-	world := sim.New(sim.Options{Token: "bench", Tasks: *tasks, Seed: 1})
-	want := len(world.Logs())
-	api, err := serveLoopback(world)
-	if err != nil {
-		return err
-	}
-	defer api.Close()
-
-	nodes := 1
-	if *storeType == "jetstream" {
-		nodes = *replicas
-	}
-	cluster, err := startBenchCluster(filepath.Join(dir, "nats"), nodes)
-	defer func() {
-		for _, ns := range cluster {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-		}
-	}()
-	if err != nil {
-		return err
-	}
-	var urls []string
-	for _, ns := range cluster {
-		urls = append(urls, ns.ClientURL())
-	}
-	natsURL := strings.Join(urls, ",")
-
-	secret := demoSecret()
-	verifier, _ := consume.NewVerifier([]string{secret})
-	var hooked, badSig atomic.Int64
-	hook, err := serveLoopback(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := hooked.Add(1)
-		if n%100 == 0 { // verify a sample: a receiver's full cost is not what is measured
-			if _, err := verifier.Verify(r); err != nil {
-				badSig.Add(1)
-			}
-		} else {
-			io.Copy(io.Discard, r.Body)
-		}
-		if *delay > 0 {
-			time.Sleep(*delay)
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	if err != nil {
-		return err
-	}
-	defer hook.Close()
-
-	var b strings.Builder
-	fmt.Fprintf(&b, "upstream: {base_url: %q, token: bench, rate_limit: 1000, page_size: 100}\n", "http://"+api.Addr)
-	fmt.Fprintf(&b, "poll: {interval: 1s, initial: replay, strategy: %s}\n", *strategy)
-	if *storeType == "jetstream" {
-		fmt.Fprintf(&b, "store: {type: jetstream, url: %q, replicas: %d, name: bench}\n", natsURL, nodes)
-	} else {
-		fmt.Fprintf(&b, "store: {path: %q}\n", filepath.Join(dir, "relay.db"))
-	}
-	b.WriteString("admin: {addr: \"${INCS_BENCH_ADMIN}\"}\nlog: {level: warn, format: json}\nsinks:\n")
 	var names []string
 	for _, s := range strings.Split(*sinks, ",") {
-		s = strings.TrimSpace(s)
-		fl := ""
-		if *inFlight > 0 {
-			fl = fmt.Sprintf(", max_in_flight: %d", *inFlight)
-		}
-		switch s {
-		case "jetstream":
-			fmt.Fprintf(&b, "  - {name: jetstream, type: nats, url: %q, jetstream: true, stream: {name: BENCH, subjects: [\"incs.>\"], replicas: %d}%s}\n", natsURL, nodes, fl)
-		case "nats":
-			fmt.Fprintf(&b, "  - {name: nats, type: nats, url: %q, subject: \"core.{task_id}.{event}\"%s}\n", natsURL, fl)
-		case "webhook":
-			fmt.Fprintf(&b, "  - {name: webhook, type: webhook, url: %q, secret: %q%s}\n", "http://"+hook.Addr+"/incs", secret, fl)
+		switch s = strings.TrimSpace(s); s {
+		case "jetstream", "nats", "webhook":
+			names = append(names, s)
 		default:
 			return &usageError{msg: fmt.Sprintf("bench: --sinks: unknown sink %q (want jetstream, nats or webhook)", s)}
 		}
-		names = append(names, s)
-	}
-	cfgPath := filepath.Join(dir, "bench.yaml")
-	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o600); err != nil {
-		return err
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	relays := 1
-	if *storeType == "jetstream" {
-		relays = *replicas
-	}
-	fmt.Fprintf(c.m.Stderr, "bench: relaying %d events to %s (%s store, %d relay(s))...\n", want, strings.Join(names, ", "), *storeType, relays)
-	start := time.Now()
-	// Every replica runs the same config but for admin.addr. They start
-	// one after the other, each once the one before answers on its admin
-	// address: replicas opening a new store at the same moment stall in
-	// creating its stream and buckets.
-	var children []*exec.Cmd
-	var exits []chan error // each receives the child's exit once
-	var acs []*adminClient
-	defer func() {
-		for _, child := range children {
-			child.Process.Kill()
-		}
-	}()
-	for range relays {
-		adminAddr, err := freeLoopbackAddr()
-		if err != nil {
-			return err
-		}
-		child := exec.Command(exe, "run", "--config", cfgPath)
-		child.Env = append(os.Environ(), "INCS_BENCH_ADMIN="+adminAddr)
-		child.Stderr = c.m.Stderr
-		if err := child.Start(); err != nil {
-			return err
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- child.Wait() }()
-		ac := &adminClient{base: "http://" + adminAddr, http: &http.Client{Timeout: 5 * time.Second}}
-		children, exits, acs = append(children, child), append(exits, exited), append(acs, ac)
-		for ac.do(ctx, http.MethodGet, "/healthz", nil, nil) != nil {
-			select {
-			case err := <-exited:
-				return fmt.Errorf("bench: relay %d exited before it answered: %v", len(children), err)
-			case <-ctx.Done():
-				return fmt.Errorf("bench: relay %d did not answer on %s", len(children), adminAddr)
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}
-	done := map[string]time.Duration{}
-	var stored time.Duration
-	var peak, peakAnon int64 // peakAnon is sampled: heap and stacks, without the mapped store file
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for len(done) < len(names) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("bench: gave up after %s: %d of %d sinks done", time.Since(start).Round(time.Second), len(done), len(names))
-		case <-tick.C:
-		}
-		for i, exited := range exits {
-			select {
-			case err := <-exited:
-				return fmt.Errorf("bench: relay %d exited: %v", i+1, err)
-			default:
-			}
-		}
-		for _, child := range children {
-			peak = max(peak, peakRSS(child.Process.Pid))
-			peakAnon = max(peakAnon, procStatus(child.Process.Pid, "RssAnon:"))
-		}
-		var body struct {
-			Sinks []sinkStatus `json:"sinks"`
-		}
-		// Any replica answers for the whole store.
-		if acs[0].do(ctx, http.MethodGet, "/v1/sinks", nil, &body) != nil {
-			continue
-		}
-		for _, s := range body.Sinks {
-			if stored == 0 && s.Head >= uint64(want) {
-				stored = time.Since(start)
-			}
-			if _, ok := done[s.Name]; !ok && s.Cursor >= uint64(want) {
-				done[s.Name] = time.Since(start)
-			}
-		}
-	}
-	replayed := map[string]time.Duration{}
-	if *replay {
-		for _, n := range names {
-			d, err := timeReplay(ctx, acs[0], n, uint64(want))
-			if err != nil {
-				return err
-			}
-			replayed[n] = d
-		}
-	}
-	var file int64
-	for _, child := range children {
-		peak = max(peak, peakRSS(child.Process.Pid))
-		file = max(file, procStatus(child.Process.Pid, "RssFile:"))
-		child.Process.Signal(syscall.SIGTERM)
-	}
-	var waitErr error
-	for _, exited := range exits {
-		if err := <-exited; err != nil && waitErr == nil {
-			waitErr = err
-		}
-	}
-
-	tw := tabwriter.NewWriter(c.m.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "world\t%d tasks, %d logs\n", *tasks, want)
-	if *storeType == "jetstream" {
-		fmt.Fprintf(tw, "store\tjetstream: %d relay(s) on %d NATS node(s), store.replicas %d\n", relays, nodes, nodes)
-	} else {
-		fmt.Fprintf(tw, "store\tbbolt\n")
-	}
-	fmt.Fprintf(tw, "stored (poll+decode+diff+store)\t%s\t%.0f events/s\n", stored.Round(time.Millisecond), float64(want)/stored.Seconds())
-	for _, n := range names {
-		fmt.Fprintf(tw, "acknowledged by %s\t%s\t%.0f events/s\n", n, done[n].Round(time.Millisecond), float64(want)/done[n].Seconds())
-	}
-	for _, n := range names {
-		if d, ok := replayed[n]; ok {
-			fmt.Fprintf(tw, "replayed to %s (delivery alone)\t%s\t%.0f events/s\n", n, d.Round(time.Millisecond), float64(want)/d.Seconds())
-		}
-	}
-	fmt.Fprintf(tw, "relay peak RSS (the largest replica)\t%.1f MB\tof which anonymous (heap, stacks) peaked at %.1f MB; file-backed (the binary's code and the store's mapped pages) was %.1f MB at the end\n", float64(peak)/(1<<20), float64(peakAnon)/(1<<20), float64(file)/(1<<20))
-	if *delay > 0 {
-		fmt.Fprintf(tw, "webhook receiver delay\t%s\n", *delay)
-	}
-	tw.Flush()
-	if badSig.Load() > 0 {
-		return fmt.Errorf("bench: %d sampled webhooks had a bad signature", badSig.Load())
-	}
-	var ee *exec.ExitError
-	if errors.As(waitErr, &ee) {
-		return fmt.Errorf("bench: relay exited %d after SIGTERM", ee.ExitCode())
-	}
-	return nil
-}
-
-// timeReplay rewinds sink to offset 1 through the admin API and returns how
-// long it took until its cursor reached want again.
-func timeReplay(ctx context.Context, ac *adminClient, sink string, want uint64) (time.Duration, error) {
-	cursor := func() (uint64, error) {
-		var body struct {
-			Sinks []sinkStatus `json:"sinks"`
-		}
-		if err := ac.do(ctx, http.MethodGet, "/v1/sinks", nil, &body); err != nil {
-			return 0, err
-		}
-		for _, s := range body.Sinks {
-			if s.Name == sink {
-				return s.Cursor, nil
-			}
-		}
-		return 0, fmt.Errorf("bench: no sink %s in /v1/sinks", sink)
-	}
-	start := time.Now()
-	if err := ac.do(ctx, http.MethodPost, "/v1/sinks/"+sink+"/replay", url.Values{"from": {"1"}}, nil); err != nil {
-		return 0, err
-	}
-	rewound := false
-	for {
-		c, err := cursor()
-		if err != nil {
-			return 0, err
-		}
-		rewound = rewound || c < want
-		if rewound && c >= want {
-			return time.Since(start), nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("bench: replay to %s: cursor %d of %d when the time ran out", sink, c, want)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// startBenchCluster starts n in-process NATS servers with JetStream on
-// loopback, routed into one cluster when n > 1, and waits until JetStream
-// has a meta leader. On error the servers started so far are returned, for
-// the caller to shut down.
-func startBenchCluster(dir string, n int) ([]*server.Server, error) {
-	if n == 1 {
-		ns, err := sink.StartEmbeddedNATS(sink.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: dir})
-		if err != nil {
-			return nil, err
-		}
-		return []*server.Server{ns}, nil
-	}
-	var ports []int
-	var routes []string
-	for range n {
-		addr, err := freeLoopbackAddr()
-		if err != nil {
-			return nil, err
-		}
-		_, p, _ := net.SplitHostPort(addr)
-		port, _ := strconv.Atoi(p)
-		ports = append(ports, port)
-		routes = append(routes, "nats://"+addr)
-	}
-	var servers []*server.Server
-	for i := range n {
-		s, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("bench-%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
-			JetStream: true, StoreDir: filepath.Join(dir, strconv.Itoa(i+1)), NoLog: true, NoSigs: true,
-			Cluster: server.ClusterOpts{Name: "bench", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
-		})
-		if err != nil {
-			return servers, err
-		}
-		go s.Start()
-		servers = append(servers, s)
-	}
-	for _, s := range servers {
-		if !s.ReadyForConnections(10 * time.Second) {
-			return servers, fmt.Errorf("bench: nats %s not ready within 10s", s.Name())
-		}
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		for _, s := range servers {
-			if s.JetStreamIsLeader() {
-				return servers, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return servers, errors.New("bench: the JetStream cluster elected no meta leader within 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// loopbackServer is an HTTP server on a random loopback port.
-type loopbackServer struct {
-	Addr string
-	srv  *http.Server
-}
-
-func (s *loopbackServer) Close() { s.srv.Close() }
-
-func serveLoopback(h http.Handler) (*loopbackServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s := &loopbackServer{Addr: ln.Addr().String(), srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
-	go s.srv.Serve(ln)
-	return s, nil
-}
-
-func freeLoopbackAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// peakRSS reads a process's peak resident set size (VmHWM) from /proc.
-func peakRSS(pid int) int64 { return procStatus(pid, "VmHWM:") }
-
-// procStatus reads one kB figure of /proc/PID/status, in bytes.
-func procStatus(pid int, field string) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	return bench.Run(ctx, bench.Options{
+		Tasks: *tasks, Sinks: names, WebhookDelay: *delay, InFlight: *inFlight, Timeout: *timeout,
+		Strategy: *strategy, Replay: *replay, Store: *storeType, Replicas: *replicas,
+		Exe: exe, Stdout: c.m.Stdout, Stderr: c.m.Stderr,
+	})
 }

@@ -58,7 +58,7 @@ func TestAdminPage_Browser(t *testing.T) {
 	head := h.head(t)
 	require.Greater(t, head, uint64(25), "enough events for a page of 20")
 	require.Eventually(t, func() bool {
-		s, err := h.r.db.Cursor("hooks")
+		s, err := h.r.Store().Cursor("hooks")
 		return err == nil && s == head
 	}, 10*time.Second, 20*time.Millisecond, "the sink's cursor reached the head")
 
@@ -99,7 +99,7 @@ func TestAdminPage_Browser(t *testing.T) {
 		`[...document.querySelectorAll('#events tbody tr:first-child td')].map(td => td.textContent.trim())`))
 	fail(err, "read the newest event row")
 	require.Len(t, first, 6)
-	newest, err := h.r.db.Event(head)
+	newest, err := h.r.Store().Event(head)
 	require.NoError(t, err)
 	assert.Equal(t, newest.Type, first[2])
 	assert.Equal(t, newest.ID, first[4])
@@ -178,13 +178,13 @@ func TestAdminPage_Browser(t *testing.T) {
 	h.hooks.mu.Lock()
 	assert.Equal(t, dupsBefore, h.hooks.dups, "the cross-site form replayed nothing")
 	h.hooks.mu.Unlock()
-	cur, err := h.r.db.Cursor("hooks")
+	cur, err := h.r.Store().Cursor("hooks")
 	require.NoError(t, err)
 	assert.Equal(t, head, cur, "the cursor stayed at the head")
 
 	// DNS rebinding: evil.example now points at the relay. The page under
 	// that name is refused, and so is the API it would read.
-	_, port, err := net.SplitHostPort(h.r.admin.Addr())
+	_, port, err := net.SplitHostPort(h.r.AdminAddr())
 	require.NoError(t, err)
 	rebound := "http://evil.example:" + port + "/"
 	fail(chromedp.Do(bctx, chromedp.Navigate(rebound+"?token="+adminToken)), "load the page under a rebound name")

@@ -1,11 +1,18 @@
 package main
 
+// The check-config command: validate a config, build the sinks that need
+// no network, read the NATS files, and estimate what the poll ceilings
+// need from the store.
+
 import (
 	"context"
 	"fmt"
 	"net/http"
 	"os"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller"
 )
 
@@ -23,14 +30,14 @@ func (c *CheckConfigCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := buildSinksDryRun(cfg); err != nil {
+	if err := relay.CheckSinks(cfg); err != nil {
 		return err
 	}
-	if err := cfg.checkNATSFiles(); err != nil {
+	if err := cfg.CheckNATSFiles(); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.m.Stdout, "%s: ok (%d sinks, store %s, polling %s every %s, budget %d requests per interval)\n",
-		*path, len(cfg.Sinks), cfg.storeLabel(), hostOf(cfg.Upstream.BaseURL), cfg.Poll.Interval.D(), cfg.EffectiveBudget())
+		*path, len(cfg.Sinks), cfg.StoreLabel(), config.HostOf(cfg.Upstream.BaseURL), cfg.Poll.Interval.D(), cfg.EffectiveBudget())
 	if need, ok := ceilingNeed(ctx, cfg); ok {
 		budget := cfg.EffectiveBudget()
 		if need > float64(budget) {
@@ -47,23 +54,23 @@ func (c *CheckConfigCommand) Run(ctx context.Context, args []string) error {
 // a relay runs on it, as that relay measures it. ok is false for a store
 // that does not exist yet or knows no tiers; check-config never creates
 // one.
-func ceilingNeed(ctx context.Context, cfg *Config) (float64, bool) {
+func ceilingNeed(ctx context.Context, cfg *config.Config) (float64, bool) {
 	if cfg.Poll.Strategy != "tiered" || cfg.JetStream() { // check-config stays off the cluster
 		return 0, false
 	}
 	if _, err := os.Stat(cfg.Store.Path); err != nil {
 		return 0, false
 	}
-	db, ac, err := storeOrAdmin(ctx, cfg)
+	db, ac, err := admin.StoreOrClient(ctx, cfg)
 	if err != nil {
 		return 0, false
 	}
 	if db != nil {
 		defer db.Close()
-		return poller.EstimateCeilings(cfg.pollerConfig(), db)
+		return poller.EstimateCeilings(cfg.PollerConfig(), db)
 	}
-	var pv pollView
-	if err := ac.do(ctx, http.MethodGet, "/v1/poll", nil, &pv); err != nil || pv.Tiers == nil || pv.Tiers.CeilingNeed == 0 {
+	var pv relay.PollView
+	if err := ac.Do(ctx, http.MethodGet, "/v1/poll", nil, &pv); err != nil || pv.Tiers == nil || pv.Tiers.CeilingNeed == 0 {
 		return 0, false
 	}
 	return pv.Tiers.CeilingNeed, true

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store"
@@ -46,7 +47,7 @@ func TestCheckConfig_BudgetBelowCeilings(t *testing.T) {
 	db, err := store.Open(dbPath, store.Options{NoSync: true})
 	require.NoError(t, err)
 	cfg := poller.Config{BaseURL: api.URL, RateLimit: -1, Interval: 10 * time.Second, OpenSweep: 10 * time.Second}
-	ing := &ingester{db: db, loc: poller.DefaultLocation(), log: zerolog.Nop()}
+	ing := relay.NewIngester(db, poller.DefaultLocation(), zerolog.Nop())
 	p := poller.New(poller.NewClient(cfg, zerolog.Nop()), cfg, ing, zerolog.Nop())
 	p.Strategy = poller.NewTiered(cfg, db, zerolog.Nop())
 	require.NoError(t, p.RunOnce(context.Background()))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +19,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store"
@@ -88,7 +92,7 @@ func (s *syncBuffer) String() string {
 
 // inProcRelay is `incs-relay run` inside the test process.
 type inProcRelay struct {
-	r      *Relay
+	r      *relay.Relay
 	cancel context.CancelFunc
 	done   chan error
 	log    *syncBuffer
@@ -99,18 +103,18 @@ type inProcRelay struct {
 // the test fails.
 func startInProc(t *testing.T, path string) *inProcRelay {
 	t.Helper()
-	return startInProcWith(t, path, relayOptions{}, nil)
+	return startInProcWith(t, path, relay.Options{}, nil)
 }
 
 // startInProcWith is startInProc with opts; opened, if not nil, gets the
 // relay before it runs.
-func startInProcWith(t *testing.T, path string, opts relayOptions, opened func(*Relay)) *inProcRelay {
+func startInProcWith(t *testing.T, path string, opts relay.Options, opened func(*relay.Relay)) *inProcRelay {
 	t.Helper()
-	cfg, err := ReadConfigFile(path)
+	cfg, err := config.ReadFile(path, os.LookupEnv)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ir := &inProcRelay{cancel: cancel, done: make(chan error, 1), log: &syncBuffer{}}
-	ir.r, err = OpenRelay(ctx, cfg, zerolog.New(ir.log).Level(zerolog.InfoLevel), opts)
+	ir.r, err = admin.Open(ctx, cfg, zerolog.New(ir.log).Level(zerolog.InfoLevel), opts)
 	if err == nil && opened != nil {
 		opened(ir.r)
 	}
@@ -176,11 +180,11 @@ func adminDo(t *testing.T, method, addr, path, token string) (int, string) {
 }
 
 // sinkStatusOf reads GET /v1/sinks/{name}.
-func sinkStatusOf(t *testing.T, addr, name string) sinkStatus {
+func sinkStatusOf(t *testing.T, addr, name string) relay.SinkStatus {
 	t.Helper()
 	code, body := adminGet(t, addr, "/v1/sinks/"+name, "")
 	require.Equal(t, http.StatusOK, code, body)
-	var s sinkStatus
+	var s relay.SinkStatus
 	require.NoError(t, json.Unmarshal([]byte(body), &s))
 	return s
 }
@@ -321,7 +325,7 @@ func TestDeadLetter_Webhook(t *testing.T) {
 	// `status` offline (on the store) lists them too, with the last error.
 	code, out, errOut = cli(t, "status", "--config", f.cfgPath, "--json")
 	require.Equal(t, 0, code, errOut)
-	var offline struct{ Sinks []sinkStatus }
+	var offline struct{ Sinks []relay.SinkStatus }
 	require.NoError(t, json.Unmarshal([]byte(out), &offline))
 	require.Len(t, offline.Sinks, 1)
 	assert.Equal(t, 2, offline.Sinks[0].DeadLetters)

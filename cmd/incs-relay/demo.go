@@ -1,5 +1,9 @@
 package main
 
+// The demo command: the simulator, an embedded NATS server and a
+// signed-webhook receiver in process, the relay with its admin API, and
+// every event printed as it arrives on NATS.
+
 import (
 	"context"
 	"crypto/rand"
@@ -16,6 +20,9 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/nats-io/nats.go"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/poller/sim"
@@ -100,20 +107,20 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 	go hookSrv.Serve(hookLn)
 	defer hookSrv.Close()
 
-	cfg := DefaultConfig()
-	cfg.path = "(demo)"
+	cfg := config.Default()
+	cfg.SetFile("(demo)")
 	cfg.Upstream.BaseURL = "http://" + simLn.Addr().String()
 	cfg.Upstream.Token = token
 	cfg.Upstream.RateLimit = 20
-	cfg.Upstream.Timeout = Duration(3 * time.Second)
-	cfg.Poll.Interval = Duration(time.Second)
+	cfg.Upstream.Timeout = config.Duration(3 * time.Second)
+	cfg.Poll.Interval = config.Duration(time.Second)
 	cfg.Poll.Initial = "replay"
 	cfg.Store.Path = filepath.Join(dir, "incs-relay.db")
 	cfg.Admin.Addr = freeAddr(*adminAddr)
-	cfg.Sinks = []SinkConfig{
-		{Name: "bus", Type: SinkNATS, URL: ns.ClientURL(), Subject: sink.DefaultNATSSubject, JetStream: true,
-			Stream: &StreamConfig{Name: defaultStream, Subjects: []string{"incs.tasks.>"}}},
-		{Name: "hooks", Type: SinkWebhook, URL: "http://" + hookLn.Addr().String() + "/incs", Secret: secret},
+	cfg.Sinks = []config.SinkConfig{
+		{Name: "bus", Type: config.SinkNATS, URL: ns.ClientURL(), Subject: sink.DefaultNATSSubject, JetStream: true,
+			Stream: &config.StreamConfig{Name: relay.DefaultStream, Subjects: []string{"incs.tasks.>"}}},
+		{Name: "hooks", Type: config.SinkWebhook, URL: "http://" + hookLn.Addr().String() + "/incs", Secret: secret},
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -136,7 +143,7 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	r, err := OpenRelay(ctx, &cfg, log, relayOptions{})
+	r, err := admin.Open(ctx, &cfg, log, relay.Options{})
 	if err != nil {
 		return err
 	}
@@ -144,7 +151,7 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 	out.Line("  API simulator  %s%s (%.0f%% of requests fail on purpose)", cfg.Upstream.BaseURL, poller.TasksPath, *faultRate*100)
 	out.Line("  NATS           %s  subject incs.tasks.{task_id}.{event}, JetStream stream INCS", ns.ClientURL())
 	out.Line("  webhook        %s  (Standard Webhooks signatures verified)", cfg.Sinks[1].URL)
-	out.Line("  admin          http://%s/   metrics at /metrics", r.adminAddr())
+	out.Line("  admin          http://%s/   metrics at /metrics", r.AdminAddr())
 	out.Line("Ctrl-C stops.\n")
 
 	go func() {
@@ -155,7 +162,7 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				head, _ := r.db.Head()
+				head, _ := r.Store().Head()
 				out.Line(out.paint(ansiDim, fmt.Sprintf("— %d events stored · %d seen on NATS · %d webhooks verified (%d bad signatures) · %d API requests",
 					head, printed.Load(), hooked.Load(), badSig.Load(), world.Requests())))
 			}

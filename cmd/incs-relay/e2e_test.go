@@ -19,6 +19,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
@@ -155,28 +158,28 @@ func TestE2E_FaultyAPIAndSinks(t *testing.T) {
 	defer hook.Close()
 
 	dir := t.TempDir()
-	cfg := DefaultConfig()
-	cfg.path = "e2e"
+	cfg := config.Default()
+	cfg.SetFile("e2e")
 	cfg.Upstream.BaseURL = api.URL
 	cfg.Upstream.Token = "tok"
 	cfg.Upstream.RateLimit = 200
-	cfg.Upstream.Timeout = Duration(time.Second)
-	cfg.Poll.Interval = Duration(150 * time.Millisecond)
-	cfg.Poll.FullSweep = Duration(time.Second)
+	cfg.Upstream.Timeout = config.Duration(time.Second)
+	cfg.Poll.Interval = config.Duration(150 * time.Millisecond)
+	cfg.Poll.FullSweep = config.Duration(time.Second)
 	cfg.Poll.Initial = "replay"
 	cfg.Store.Path = filepath.Join(dir, "relay.db")
 	cfg.Admin.Addr = "127.0.0.1:0"
-	cfg.Sinks = []SinkConfig{
-		{Name: "bus", Type: SinkNATS, URL: ns.ClientURL(), Subject: "incs.tasks.{task_id}.{event}", JetStream: true,
-			Stream: &StreamConfig{Name: "INCS", Subjects: []string{"incs.tasks.>"}}},
-		{Name: "hooks", Type: SinkWebhook, URL: hook.URL + "/incs", Secret: e2eSecret, MaxInFlight: 8,
-			Retry: &RetryConfig{Initial: Duration(5 * time.Millisecond), Max: Duration(50 * time.Millisecond), MaxElapsed: Duration(time.Minute)}},
+	cfg.Sinks = []config.SinkConfig{
+		{Name: "bus", Type: config.SinkNATS, URL: ns.ClientURL(), Subject: "incs.tasks.{task_id}.{event}", JetStream: true,
+			Stream: &config.StreamConfig{Name: "INCS", Subjects: []string{"incs.tasks.>"}}},
+		{Name: "hooks", Type: config.SinkWebhook, URL: hook.URL + "/incs", Secret: e2eSecret, MaxInFlight: 8,
+			Retry: &config.RetryConfig{Initial: config.Duration(5 * time.Millisecond), Max: config.Duration(50 * time.Millisecond), MaxElapsed: config.Duration(time.Minute)}},
 	}
 	require.NoError(t, cfg.Validate())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := OpenRelay(ctx, &cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), relayOptions{})
+	r, err := admin.Open(ctx, &cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), relay.Options{})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()

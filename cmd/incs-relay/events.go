@@ -1,5 +1,8 @@
 package main
 
+// The events command: stored events as JSON lines, from the store or a
+// running relay's admin API.
+
 import (
 	"bufio"
 	"bytes"
@@ -9,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 )
 
 // EventsCommand prints stored events as JSON lines.
@@ -28,11 +33,11 @@ func (c *EventsCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	q, err := parseEventQuery(*from, *limit, *typ, cfg.knownEventType)
+	q, err := admin.ParseEventQuery(*from, *limit, *typ, cfg.KnownEventType)
 	if err != nil {
 		return &usageError{msg: "events: --" + err.Error()}
 	}
-	db, ac, err := storeOrAdmin(ctx, cfg)
+	db, ac, err := admin.StoreOrClient(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -45,7 +50,7 @@ func (c *EventsCommand) Run(ctx context.Context, args []string) error {
 			return err
 		}
 		for i := range evs {
-			w.Write(redactedBody(&evs[i], cfg.Admin.Redact))
+			w.Write(admin.RedactedBody(&evs[i], cfg.Admin.Redact))
 			w.WriteByte('\n')
 		}
 		return nil
@@ -57,7 +62,7 @@ func (c *EventsCommand) Run(ctx context.Context, args []string) error {
 	if q.Type != "" {
 		v.Set("type", q.Type)
 	}
-	if err := ac.do(ctx, http.MethodGet, "/v1/events", v, &body); err != nil {
+	if err := ac.Do(ctx, http.MethodGet, "/v1/events", v, &body); err != nil {
 		return err
 	}
 	// The admin API indents its answer, events included; compacting gives

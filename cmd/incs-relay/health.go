@@ -1,5 +1,8 @@
 package main
 
+// The health command: one check of a running relay's /healthz or
+// /readyz, for the container's HEALTHCHECK.
+
 import (
 	"context"
 	"fmt"

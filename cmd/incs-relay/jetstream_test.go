@@ -12,6 +12,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller/sim"
 )
 
@@ -24,18 +27,18 @@ func TestRelay_JetStreamWithoutStreamSetting(t *testing.T) {
 	defer api.Close()
 	ns := runNATS(t)
 
-	cfg := DefaultConfig()
-	cfg.path = "js"
+	cfg := config.Default()
+	cfg.SetFile("js")
 	cfg.Upstream.BaseURL, cfg.Upstream.Token, cfg.Upstream.RateLimit = api.URL, "tok", 100
-	cfg.Poll.Interval, cfg.Poll.FullSweep, cfg.Poll.Initial = Duration(100*time.Millisecond), Duration(time.Second), "replay"
+	cfg.Poll.Interval, cfg.Poll.FullSweep, cfg.Poll.Initial = config.Duration(100*time.Millisecond), config.Duration(time.Second), "replay"
 	cfg.Store.Path = filepath.Join(t.TempDir(), "relay.db")
 	cfg.Admin.Addr = ""
-	cfg.Sinks = []SinkConfig{{Name: "bus", Type: SinkNATS, URL: ns.ClientURL(), JetStream: true}}
+	cfg.Sinks = []config.SinkConfig{{Name: "bus", Type: config.SinkNATS, URL: ns.ClientURL(), JetStream: true}}
 	require.NoError(t, cfg.Validate())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := OpenRelay(ctx, &cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), relayOptions{})
+	r, err := admin.Open(ctx, &cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), relay.Options{})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()

@@ -1,5 +1,7 @@
 package main
 
+// The process logger the commands build from flags and log settings.
+
 import (
 	"io"
 	"os"

@@ -2,8 +2,10 @@
 // into one typed CloudEvents event, stores it in a bbolt outbox and delivers
 // it to NATS, signed webhooks, Slack and Feishu.
 //
-// It is the only package that imports the whole pipeline:
-// poller → diff → store → sink.
+// This package holds the commands, one file each: flags, a call into its
+// internal packages (config, relay the runtime, admin the admin API and
+// its client, bench the benchmark harness), output. main.go dispatches
+// and maps errors to exit codes.
 package main
 
 import (
@@ -17,6 +19,9 @@ import (
 	"syscall"
 
 	_ "time/tzdata" // the API's zone must load in minimal images too
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 )
 
 // Exit codes.
@@ -92,10 +97,11 @@ func (m *Main) exitCode(err error) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
-	var ce *ConfigError
+	var ce *config.Error
 	var ue *usageError
+	var ae *admin.APIError
 	switch {
-	case errors.As(err, &ce), errors.As(err, &ue):
+	case errors.As(err, &ce), errors.As(err, &ue), errors.As(err, &ae) && ae.BadRequest():
 		fmt.Fprintln(m.Stderr, "incs-relay:", err)
 		return exitBadInput
 	}
@@ -154,7 +160,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // loadConfig reads the file named by --config.
-func (m *Main) loadConfig(path string) (*Config, error) {
+func (m *Main) loadConfig(path string) (*config.Config, error) {
 	if path == "" {
 		return nil, &usageError{msg: "--config FILE is required"}
 	}
@@ -162,5 +168,5 @@ func (m *Main) loadConfig(path string) (*Config, error) {
 	if getenv == nil {
 		getenv = os.LookupEnv
 	}
-	return readConfigFile(path, getenv)
+	return config.ReadFile(path, getenv)
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 )
@@ -119,10 +121,10 @@ func TestMetrics_AfterRun(t *testing.T) {
 		interval: 100 * time.Millisecond,
 		log:      zerolog.New(logs).Level(zerolog.DebugLevel).With().Timestamp().Logger(),
 		logSet:   true,
-		sinks: func(hookURL string) []SinkConfig {
-			return []SinkConfig{
-				{Name: "hooks", Type: SinkWebhook, URL: hookURL, Secret: e2eSecret, MaxInFlight: 4, Retry: obsRetry},
-				{Name: "changes", Type: SinkWebhook, URL: strings.TrimSuffix(hookURL, "/incs") + "/changes", Secret: e2eSecret,
+		sinks: func(hookURL string) []config.SinkConfig {
+			return []config.SinkConfig{
+				{Name: "hooks", Type: config.SinkWebhook, URL: hookURL, Secret: e2eSecret, MaxInFlight: 4, Retry: obsRetry},
+				{Name: "changes", Type: config.SinkWebhook, URL: strings.TrimSuffix(hookURL, "/incs") + "/changes", Secret: e2eSecret,
 					Events: []string{diff.TypeTaskStatusChanged}, Retry: obsRetry},
 			}
 		},
@@ -167,7 +169,7 @@ func TestMetrics_AfterRun(t *testing.T) {
 		return n
 	}
 	// Change the world until some requests and some cycles failed.
-	for i := 0; i < 400 && (i < 20 || failedCodes() < 3 || h.r.poll.Status().LastFailure.IsZero()); i++ {
+	for i := 0; i < 400 && (i < 20 || failedCodes() < 3 || h.r.PollStatus().LastFailure.IsZero()); i++ {
 		h.world.Step(2)
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -230,9 +232,9 @@ func TestMetrics_AfterRun(t *testing.T) {
 	var s scrape
 	var want map[string]int
 	require.Eventually(t, func() bool {
-		before, cycles := apiCodes(), h.r.poll.Status().Cycles
+		before, cycles := apiCodes(), h.r.PollStatus().Cycles
 		s = h.scrapeMetrics(t)
-		after, cycles2 := apiCodes(), h.r.poll.Status().Cycles
+		after, cycles2 := apiCodes(), h.r.PollStatus().Cycles
 		if len(before) != len(after) || cycles != cycles2 {
 			return false
 		}
@@ -270,7 +272,7 @@ func TestMetrics_AfterRun(t *testing.T) {
 	})
 
 	t.Run("polls", func(t *testing.T) {
-		ps := h.r.poll.Status()
+		ps := h.r.PollStatus()
 		ok := s.value("incs_relay_polls_total", "outcome", "ok")
 		assert.Greater(t, ok, 0.0)
 		assert.Equal(t, float64(ps.Cycles), ok+s.value("incs_relay_polls_total", "outcome", "error"))
@@ -297,7 +299,7 @@ func TestMetrics_AfterRun(t *testing.T) {
 		assert.Equal(t, float64(len(tasks)), s.value("incs_relay_seen_tasks"))
 		assert.Greater(t, s.value("incs_relay_ingested_tasks_total", "result", "changed"), 0.0)
 		assert.Greater(t, s.value("incs_relay_ingested_tasks_total", "result", "unchanged"), 0.0)
-		fi, err := os.Stat(h.r.cfg.Store.Path)
+		fi, err := os.Stat(h.r.Config().Store.Path)
 		require.NoError(t, err)
 		assert.Equal(t, float64(fi.Size()), s.value("incs_relay_store_file_bytes"))
 	})
@@ -375,11 +377,11 @@ func TestMetrics_AfterRun(t *testing.T) {
 func TestMetrics_OutboundRefused(t *testing.T) {
 	h := startObsRelay(t, obsOptions{
 		tasks: 5,
-		sinks: func(hookURL string) []SinkConfig {
-			return []SinkConfig{
-				{Name: "denied", Type: SinkWebhook, URL: hookURL, Secret: e2eSecret, Retry: obsRetry, DenyNetworks: []string{"127.0.0.0/8", "::1/128"}},
-				{Name: "metadata", Type: SinkWebhook, URL: "http://169.254.169.254/latest/meta-data/", Secret: e2eSecret, Retry: obsRetry},
-				{Name: "allowed", Type: SinkWebhook, URL: hookURL, Secret: e2eSecret, Retry: obsRetry, AllowNetworks: []string{"127.0.0.0/8"}},
+		sinks: func(hookURL string) []config.SinkConfig {
+			return []config.SinkConfig{
+				{Name: "denied", Type: config.SinkWebhook, URL: hookURL, Secret: e2eSecret, Retry: obsRetry, DenyNetworks: []string{"127.0.0.0/8", "::1/128"}},
+				{Name: "metadata", Type: config.SinkWebhook, URL: "http://169.254.169.254/latest/meta-data/", Secret: e2eSecret, Retry: obsRetry},
+				{Name: "allowed", Type: config.SinkWebhook, URL: hookURL, Secret: e2eSecret, Retry: obsRetry, AllowNetworks: []string{"127.0.0.0/8"}},
 			}
 		},
 	})
@@ -401,7 +403,7 @@ func TestMetrics_OutboundRefused(t *testing.T) {
 	assert.Equal(t, h.hooks.count(), int(h.head(t)), "only the allowed sink reached the receiver")
 
 	_, body := h.get(t, "/v1/sinks", true)
-	var got struct{ Sinks []sinkStatus }
+	var got struct{ Sinks []relay.SinkStatus }
 	require.NoError(t, json.Unmarshal([]byte(body), &got))
 	require.Len(t, got.Sinks, 3)
 	assert.Contains(t, got.Sinks[0].LastError, "outbound guard: refused to connect to 127.0.0.1: in deny_networks 127.0.0.0/8")

@@ -1,11 +1,17 @@
 package main
 
+// The migrate command: a bbolt store carried over into the config's
+// jetstream store.
+
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 )
 
 // MigrateCommand carries a bbolt store over to the config's jetstream
@@ -27,23 +33,23 @@ func (c *MigrateCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	if !cfg.JetStream() {
-		return &ConfigError{File: cfg.path, Key: "store.type", Msg: "migrate carries a bbolt store over to a jetstream one: set store.type: jetstream"}
+		return cfg.KeyError("store.type", "migrate carries a bbolt store over to a jetstream one: set store.type: jetstream")
 	}
-	src := firstNonEmpty(*from, cfg.Store.MigrateFrom)
+	src := cmp.Or(*from, cfg.Store.MigrateFrom)
 	if src == "" {
 		return &usageError{msg: "migrate: give --from BBOLT_FILE or set store.migrate_from"}
 	}
-	h, err := openJetStream(cfg, zerolog.Nop(), "")
+	h, err := relay.OpenJetStream(cfg, zerolog.Nop(), "")
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	empty, err := storeEmpty(h)
+	empty, err := relay.StoreEmpty(h)
 	if err != nil {
 		return err
 	}
 	if !empty {
-		return fmt.Errorf("migrate: store %s already holds events or a completed sweep: migrate only into a new store (or choose another store.name)", cfg.storeLabel())
+		return fmt.Errorf("migrate: store %s already holds events or a completed sweep: migrate only into a new store (or choose another store.name)", cfg.StoreLabel())
 	}
 	// Take the lease, so no replica polls while the events go over.
 	runCtx, stop := context.WithCancel(ctx)
@@ -67,11 +73,11 @@ func (c *MigrateCommand) Run(ctx context.Context, args []string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	res, err := migrateFile(ctx, cfg, h, src)
+	res, err := relay.MigrateFile(ctx, cfg, h, src)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(c.m.Stdout, "migrated %s to %s: %d events (offsets up to %d), %d tasks seen, %d rule states, %d sinks, %d dead letters, %d values\n",
-		src, cfg.storeLabel(), res.Events, res.Head, res.Tasks, res.Rules, res.Sinks, res.DeadLetters, res.Meta)
+		src, cfg.StoreLabel(), res.Events, res.Head, res.Tasks, res.Rules, res.Sinks, res.DeadLetters, res.Meta)
 	return nil
 }

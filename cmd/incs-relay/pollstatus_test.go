@@ -17,6 +17,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller/sim"
 )
 
@@ -34,19 +37,19 @@ func TestPollStatus_MetricsAndStatus(t *testing.T) {
 		"admin: {addr: \"127.0.0.1:0\"}\n"
 	path := filepath.Join(dir, "relay.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(y), 0o600))
-	cfg, err := ReadConfigFile(path)
+	cfg, err := config.ReadFile(path, os.LookupEnv)
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := OpenRelay(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), relayOptions{})
+	r, err := admin.Open(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), relay.Options{})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	require.Eventually(t, func() bool { return r.poll.Status().Cycles >= 4 && r.poll.Status().Tiers.Ready }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return r.PollStatus().Cycles >= 4 && r.PollStatus().Tiers.Ready }, 30*time.Second, 20*time.Millisecond)
 
 	get := func(p string) string {
-		resp, err := http.Get("http://" + r.adminAddr() + p)
+		resp, err := http.Get("http://" + r.AdminAddr() + p)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
@@ -78,7 +81,7 @@ func TestPollStatus_MetricsAndStatus(t *testing.T) {
 
 	// status while running goes through the admin API; the admin address
 	// of the config says port 0, so point a copy at the real one.
-	y2 := strings.Replace(y, "127.0.0.1:0", r.adminAddr(), 1)
+	y2 := strings.Replace(y, "127.0.0.1:0", r.AdminAddr(), 1)
 	require.NoError(t, os.WriteFile(path, []byte(y2), 0o600))
 	var out, errb bytes.Buffer
 	m := &Main{Stdout: &out, Stderr: &errb, Getenv: os.LookupEnv}

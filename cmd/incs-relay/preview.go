@@ -1,5 +1,8 @@
 package main
 
+// The preview command: what a sink would send for sample events (log
+// types and the configured rules' derived events) or a given one.
+
 import (
 	"bytes"
 	"context"
@@ -10,10 +13,14 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/sink"
 )
 
@@ -21,11 +28,6 @@ import (
 // (one per type) or a given event, so a template can be checked before it
 // reaches a channel. Nothing is sent.
 type PreviewCommand struct{ m *Main }
-
-// renderer is a sink that can show its request body.
-type renderer interface {
-	Render(ev *diff.Event) ([]byte, error)
-}
 
 // Run renders and prints.
 func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
@@ -40,7 +42,7 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var sc *SinkConfig
+	var sc *config.SinkConfig
 	for i := range cfg.Sinks {
 		if cfg.Sinks[i].Name == *name {
 			sc = &cfg.Sinks[i]
@@ -68,15 +70,15 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 		evs = append(diff.SampleEvents(), sampleRuleEvents(cfg)...)
 	}
 	var s sink.Sink
-	if sc.Type == SinkNATS {
+	if sc.Type == config.SinkNATS {
 		s = nil // no connection needed to show a NATS message
-	} else if s, err = buildSink(ctx, cfg, *sc, zerolog.Nop()); err != nil {
+	} else if s, err = relay.BuildSink(ctx, cfg, *sc, zerolog.Nop()); err != nil {
 		return err
 	}
 	if s != nil {
 		defer s.Close(ctx)
 	}
-	filter, _ := buildFilter(*sc)
+	filter, _ := relay.BuildFilter(*sc)
 	for i := range evs {
 		ev := &evs[i]
 		fmt.Fprintf(c.m.Stdout, "# %s %s (task %d)", ev.Type, ev.ID, ev.Data.TaskID)
@@ -87,7 +89,7 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.m.Stdout)
 		var body []byte
 		switch r := s.(type) {
-		case renderer:
+		case relay.Renderer:
 			body, err = r.Render(ev)
 			if err != nil {
 				return fmt.Errorf("preview: %s: %w", sc.Name, err)
@@ -97,12 +99,12 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 				ev = sink.Redact(ev, *sc.Redact)
 			}
 			body = ev.Body
-			if sc.Type == SinkWebhook {
+			if sc.Type == config.SinkWebhook {
 				if body, err = printWebhookHeaders(c.m.Stdout, sc.Format, ev); err != nil {
 					return fmt.Errorf("preview: %s: %w", sc.Name, err)
 				}
 			}
-			if sc.Type == SinkNATS {
+			if sc.Type == config.SinkNATS {
 				subj, err := sink.NATSSubject(sc.Subject, ev)
 				if err != nil {
 					return fmt.Errorf("preview: %s: %w", sc.Name, err)
@@ -131,4 +133,25 @@ func printWebhookHeaders(w io.Writer, format string, ev *diff.Event) ([]byte, er
 		fmt.Fprintf(w, "%s: %s\n", strings.ToLower(k), h.Get(k))
 	}
 	return body, nil
+}
+
+// sampleRuleEvents are what preview shows of derived events: a firing of
+// each configured rule (and its resolving event with resolve: true), or of
+// a stalled rule when none is configured.
+func sampleRuleEvents(cfg *config.Config) []diff.Event {
+	rs := cfg.ValidRules()
+	if len(rs) == 0 {
+		return []diff.Event{
+			diff.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, false),
+			diff.SampleDerivedEvent("stalled", "task.stalled", rules.SinceLastLog, 4*time.Hour, true),
+		}
+	}
+	var out []diff.Event
+	for _, r := range rs {
+		out = append(out, diff.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, false))
+		if r.Resolve {
+			out = append(out, diff.SampleDerivedEvent(r.Name, r.Event, r.Since, r.After, true))
+		}
+	}
+	return out
 }

@@ -1,5 +1,7 @@
 package main
 
+// The demo's event printer: one readable line per event.
+
 import (
 	"encoding/json"
 	"fmt"

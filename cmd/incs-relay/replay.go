@@ -1,11 +1,17 @@
 package main
 
+// The replay command: rewind a sink, in the store or through a running
+// relay's admin API.
+
 import (
 	"context"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 )
 
 // ReplayCommand rewinds one sink so its events are delivered again, with
@@ -29,19 +35,19 @@ func (c *ReplayCommand) Run(ctx context.Context, args []string) error {
 	if *name == "" {
 		return &usageError{msg: "replay: --sink NAME is required"}
 	}
-	if !slices.ContainsFunc(cfg.Sinks, func(s SinkConfig) bool { return s.Name == *name }) {
+	if !slices.ContainsFunc(cfg.Sinks, func(s config.SinkConfig) bool { return s.Name == *name }) {
 		return &usageError{msg: fmt.Sprintf("replay: --sink: no sink %q in %s", *name, *path)}
 	}
 	if (*from == "") == (*since == "") {
 		return &usageError{msg: "replay: give exactly one of --from OFFSET or --since RFC3339"}
 	}
-	db, ac, err := storeOrAdmin(ctx, cfg)
+	db, ac, err := admin.StoreOrClient(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	if db != nil {
 		defer db.Close()
-		off, err := resolveReplayFrom(db, *from, *since)
+		off, err := admin.ReplayFrom(db, *from, *since)
 		if err != nil {
 			return &usageError{msg: "replay: --" + err.Error()}
 		}
@@ -62,7 +68,7 @@ func (c *ReplayCommand) Run(ctx context.Context, args []string) error {
 		From uint64 `json:"from"`
 		Head uint64 `json:"head"`
 	}
-	if err := ac.do(ctx, http.MethodPost, "/v1/sinks/"+url.PathEscape(*name)+"/replay", q, &res); err != nil {
+	if err := ac.Do(ctx, http.MethodPost, "/v1/sinks/"+url.PathEscape(*name)+"/replay", q, &res); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.m.Stdout, "%s rewound: events %d to %d are being delivered again\n", *name, res.From, res.Head)

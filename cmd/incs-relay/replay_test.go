@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 )
 
@@ -182,7 +184,7 @@ func TestReplay_Offline(t *testing.T) {
 
 	code, out, errOut = cli(t, "status", "--config", f.cfgPath, "--json")
 	require.Equal(t, 0, code, errOut)
-	var st struct{ Sinks []sinkStatus }
+	var st struct{ Sinks []relay.SinkStatus }
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
 	require.Len(t, st.Sinks, 1)
 	assert.Equal(t, from-1, st.Sinks[0].Cursor, "status shows the rewound cursor")
@@ -260,7 +262,7 @@ func TestEvents_OnlineOffline(t *testing.T) {
 // from the config, gets through.
 func TestReplay_AdminToken(t *testing.T) {
 	f := newRelayFixture(t, 10, "{initial: 10ms, max: 100ms}", "")
-	cfg, err := ReadConfigFile(f.cfgPath)
+	cfg, err := config.ReadFile(f.cfgPath, os.LookupEnv)
 	require.NoError(t, err)
 	for _, tc := range []struct {
 		name, addr, token string
@@ -276,13 +278,13 @@ func TestReplay_AdminToken(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := *cfg
-			c.Admin = AdminConfig{Addr: tc.addr, Token: tc.token}
+			c.Admin = config.AdminConfig{Addr: tc.addr, Token: tc.token}
 			err := c.Validate()
 			if tc.ok {
 				assert.NoError(t, err)
 				return
 			}
-			var ce *ConfigError
+			var ce *config.Error
 			require.ErrorAs(t, err, &ce)
 			assert.Equal(t, "admin.token", ce.Key)
 			assert.Contains(t, ce.Msg, "required when admin.addr is not a loopback address")

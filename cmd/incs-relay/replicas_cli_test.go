@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store"
@@ -105,8 +106,8 @@ func TestJetStreamCLI(t *testing.T) {
 	code, out, errOut = run("status", "--json")
 	require.Equal(t, exitOK, code, errOut)
 	var st struct {
-		Sinks   []sinkStatus `json:"sinks"`
-		Cluster *clusterView `json:"cluster"`
+		Sinks   []relay.SinkStatus `json:"sinks"`
+		Cluster *relay.ClusterView `json:"cluster"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
 	require.Len(t, st.Sinks, 1)
@@ -169,7 +170,7 @@ func TestReplicas_MigrateFrom(t *testing.T) {
 	logs := world.Logs()
 	require.Eventually(t, func() bool { return hooks.count() >= 250+len(logs) }, 30*time.Second, 50*time.Millisecond,
 		"events 151..400 from the bbolt store and one per log of the API (%d)", hooks.count())
-	head, err := a.r.db.Head()
+	head, err := a.r.Store().Head()
 	require.NoError(t, err)
 	assert.Equal(t, uint64(400+len(logs)), head)
 	a.stop(t)

@@ -27,6 +27,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config/configtest"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
 )
@@ -34,16 +38,16 @@ import (
 // replica is one relay of a jetstream store, run in this process.
 type replica struct {
 	id     string
-	r      *Relay
+	r      *relay.Relay
 	cancel context.CancelFunc
 	done   chan error
 }
 
-func startReplica(t *testing.T, cfg *Config, id string) *replica {
+func startReplica(t *testing.T, cfg *config.Config, id string) *replica {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Str("replica", id).Logger()
-	r, err := OpenRelay(ctx, cfg, log, relayOptions{ReplicaID: id})
+	r, err := admin.Open(ctx, cfg, log, relay.Options{ReplicaID: id})
 	require.NoError(t, err)
 	rep := &replica{id: id, r: r, cancel: cancel, done: make(chan error, 1)}
 	go func() { rep.done <- r.Run(ctx) }()
@@ -68,7 +72,7 @@ func (rep *replica) stop(t *testing.T) {
 
 func (rep *replica) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + rep.r.adminAddr() + path)
+	resp, err := http.Get("http://" + rep.r.AdminAddr() + path)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -77,28 +81,28 @@ func (rep *replica) get(t *testing.T, path string) (int, string) {
 
 // replicaConfig is a jetstream-mode config on the NATS server at url with
 // a 2s lease, a NATS sink on the same server and a webhook sink.
-func replicaConfig(t *testing.T, apiURL, natsURL, hookURL string) *Config {
+func replicaConfig(t *testing.T, apiURL, natsURL, hookURL string) *config.Config {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.path = "replicas"
+	cfg := config.Default()
+	cfg.SetFile("replicas")
 	cfg.Upstream.BaseURL = apiURL
 	cfg.Upstream.Token = "tok"
 	cfg.Upstream.RateLimit = 200
-	cfg.Upstream.Timeout = Duration(time.Second)
-	cfg.Poll.Interval = Duration(150 * time.Millisecond)
-	cfg.Poll.FullSweep = Duration(time.Second)
+	cfg.Upstream.Timeout = config.Duration(time.Second)
+	cfg.Poll.Interval = config.Duration(150 * time.Millisecond)
+	cfg.Poll.FullSweep = config.Duration(time.Second)
 	cfg.Poll.Initial = "replay"
-	cfg.Store.Type = StoreJetStream
+	cfg.Store.Type = config.StoreJetStream
 	cfg.Store.URL = natsURL
 	cfg.Store.Name = "relay"
-	cfg.Store.Lease = Duration(2 * time.Second)
+	cfg.Store.Lease = config.Duration(2 * time.Second)
 	cfg.Store.Partitions = 4
 	cfg.Admin.Addr = "127.0.0.1:0"
-	cfg.Sinks = []SinkConfig{
-		{Name: "bus", Type: SinkNATS, URL: natsURL, Subject: "incs.tasks.{task_id}.{event}", JetStream: true,
-			Stream: &StreamConfig{Name: "INCS", Subjects: []string{"incs.tasks.>"}}},
-		{Name: "hooks", Type: SinkWebhook, URL: hookURL, Secret: e2eSecret, MaxInFlight: 8,
-			Retry: &RetryConfig{Initial: Duration(5 * time.Millisecond), Max: Duration(50 * time.Millisecond), MaxElapsed: Duration(time.Minute)}},
+	cfg.Sinks = []config.SinkConfig{
+		{Name: "bus", Type: config.SinkNATS, URL: natsURL, Subject: "incs.tasks.{task_id}.{event}", JetStream: true,
+			Stream: &config.StreamConfig{Name: "INCS", Subjects: []string{"incs.tasks.>"}}},
+		{Name: "hooks", Type: config.SinkWebhook, URL: hookURL, Secret: e2eSecret, MaxInFlight: 8,
+			Retry: &config.RetryConfig{Initial: config.Duration(5 * time.Millisecond), Max: config.Duration(50 * time.Millisecond), MaxElapsed: config.Duration(time.Minute)}},
 	}
 	require.NoError(t, cfg.Validate())
 	return &cfg
@@ -132,13 +136,13 @@ func TestReplicas_Failover(t *testing.T) {
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 
 	a := startReplica(t, cfg, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
+	require.Eventually(t, func() bool { return a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
 	b := startReplica(t, cfg, "replica-b")
 	require.Eventually(t, func() bool {
-		as := b.r.js.Role().Assignments
+		as := b.r.JetStream().Role().Assignments
 		return len(as["replica-a"]) > 0 && len(as["replica-b"]) > 0
 	}, 15*time.Second, 50*time.Millisecond, "partitions spread over both replicas")
-	assert.False(t, b.r.js.IsLeader(), "one leader")
+	assert.False(t, b.r.JetStream().IsLeader(), "one leader")
 
 	for i := 0; i < 20; i++ {
 		world.Step(3)
@@ -149,10 +153,10 @@ func TestReplicas_Failover(t *testing.T) {
 	// delivers which partitions.
 	code, body := b.get(t, "/readyz")
 	assert.Equal(t, http.StatusOK, code, body)
-	assert.Zero(t, b.r.pollView().Cycles, "a follower does not poll")
+	assert.Zero(t, b.r.PollView().Cycles, "a follower does not poll")
 	code, body = b.get(t, "/v1/cluster")
 	require.Equal(t, http.StatusOK, code, body)
-	var cv clusterView
+	var cv relay.ClusterView
 	require.NoError(t, json.Unmarshal([]byte(body), &cv))
 	assert.Equal(t, "replica-a", cv.Leader)
 	assert.Equal(t, "replica-b", cv.Self)
@@ -161,10 +165,10 @@ func TestReplicas_Failover(t *testing.T) {
 	all := slices.Concat(cv.Assignments["replica-a"], cv.Assignments["replica-b"])
 	slices.Sort(all)
 	assert.Equal(t, []int{0, 1, 2, 3}, all, "every partition delivered by one replica")
-	lines := strings.Join(cv.lines(), "\n")
+	lines := strings.Join(clusterLines(&cv), "\n")
 	assert.Contains(t, lines, "leader: replica-a, epoch")
 	assert.Contains(t, lines, "delivers: replica-b partitions")
-	assert.Greater(t, a.r.pollView().Cycles, 0, "the leader polls")
+	assert.Greater(t, a.r.PollView().Cycles, 0, "the leader polls")
 	_, expoB := b.get(t, "/metrics")
 	_, expoA := a.get(t, "/metrics")
 	assert.Equal(t, 0.0, metricValue(t, expoB, "incs_relay_replica_leader"))
@@ -176,7 +180,7 @@ func TestReplicas_Failover(t *testing.T) {
 
 	// `status` as a one-off command asks the replica at admin.addr who leads.
 	file := filepath.Join(t.TempDir(), "relay.yaml")
-	writeFileT(t, file, strings.Replace(jsCLIConfig(ns.ClientURL(), "relay", ""), `addr: "127.0.0.1:1"`, `addr: "`+b.r.adminAddr()+`"`, 1))
+	writeFileT(t, file, strings.Replace(jsCLIConfig(ns.ClientURL(), "relay", ""), `addr: "127.0.0.1:1"`, `addr: "`+b.r.AdminAddr()+`"`, 1))
 	var out, errb strings.Builder
 	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) (string, bool) { return "tok", k == "INCS_TOKEN" }}
 	require.Equal(t, exitOK, m.Run(context.Background(), []string{"status", "--config", file}), errb.String())
@@ -201,9 +205,9 @@ func TestReplicas_Failover(t *testing.T) {
 	// The leader goes; the follower takes over polling and delivery.
 	stopped := time.Now()
 	a.stop(t)
-	require.Eventually(t, func() bool { return b.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the follower takes the lease")
+	require.Eventually(t, func() bool { return b.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond, "the follower takes the lease")
 	took := time.Since(stopped)
-	require.Eventually(t, func() bool { return len(b.r.js.Role().Owned) == 4 }, 15*time.Second, 50*time.Millisecond, "the survivor delivers every partition")
+	require.Eventually(t, func() bool { return len(b.r.JetStream().Role().Owned) == 4 }, 15*time.Second, 50*time.Millisecond, "the survivor delivers every partition")
 	for i := 0; i < 20; i++ {
 		world.Step(3)
 		time.Sleep(50 * time.Millisecond)
@@ -248,7 +252,7 @@ func TestReplicas_Failover(t *testing.T) {
 	for off := uint64(1); off <= uint64(len(logs)); off++ {
 		assert.Contains(t, offsets, off, "offset %d", off)
 	}
-	head, err := b.r.db.Head()
+	head, err := b.r.Store().Head()
 	require.NoError(t, err)
 	assert.Equal(t, uint64(len(logs)), head)
 	t.Logf("%d logs; failover (stop to new leader) %s with a 2s lease; webhook redeliveries %d, nats %d", len(logs), took.Round(time.Millisecond), hooks.dups, bus.dups)
@@ -273,7 +277,7 @@ func TestAdminPage_Replicas(t *testing.T) {
 	cfg.Sinks = cfg.Sinks[1:]
 	_, b := startPair(t, cfg, cfg)
 	var mine []string
-	for _, p := range b.r.js.Role().Assignments["replica-b"] {
+	for _, p := range b.r.JetStream().Role().Assignments["replica-b"] {
 		mine = append(mine, strconv.Itoa(p))
 	}
 
@@ -281,7 +285,7 @@ func TestAdminPage_Replicas(t *testing.T) {
 	defer cancel()
 	bctx, fail := headless(t, ctx, chrome)
 	fail(chromedp.Do(bctx,
-		chromedp.Navigate("http://"+b.r.adminAddr()+"/"),
+		chromedp.Navigate("http://"+b.r.AdminAddr()+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`#replicas tbody tr[data-replica="replica-a"]`)),
 	), "load the follower's admin page")
 	leader, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#leader`)))
@@ -331,21 +335,21 @@ func TestReplicas_NkeyAndTLS(t *testing.T) {
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
 	defer hook.Close()
 	cfg := replicaConfig(t, api.URL, url, hook.URL)
-	auth := NATSAuth{NKey: nk, TLS: &TLSFile{CA: ca}}
+	auth := config.NATSAuth{NKey: nk, TLS: &config.TLSFile{CA: ca}}
 	cfg.Store.NATSAuth = auth
 	cfg.Sinks[0].NATSAuth = auth
 
 	a := startReplica(t, cfg, "replica-a")
 	logs := world.Logs()
 	require.Eventually(t, func() bool {
-		c, err := a.r.db.Cursor("bus")
+		c, err := a.r.Store().Cursor("bus")
 		return err == nil && c >= uint64(len(logs))
 	}, 30*time.Second, 50*time.Millisecond, "every event published over the authenticated connection")
 	a.stop(t)
 
 	bad := *cfg
-	bad.Store.NATSAuth = NATSAuth{TLS: &TLSFile{CA: ca}}
-	_, err = OpenRelay(context.Background(), &bad, zerolog.Nop(), relayOptions{ReplicaID: "x"})
+	bad.Store.NATSAuth = config.NATSAuth{TLS: &config.TLSFile{CA: ca}}
+	_, err = admin.Open(context.Background(), &bad, zerolog.Nop(), relay.Options{ReplicaID: "x"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "connect")
 	assert.NotContains(t, err.Error(), string(seed))
@@ -355,7 +359,7 @@ func TestReplicas_NkeyAndTLS(t *testing.T) {
 // signed by it.
 func writeServerTLS(t *testing.T, dir string) (ca, cert, key string) {
 	t.Helper()
-	return writeCertPair(t, dir, "server", &x509.Certificate{Subject: pkix.Name{CommonName: "nats"},
+	return configtest.WriteCertPair(t, dir, "server", &x509.Certificate{Subject: pkix.Name{CommonName: "nats"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}})
 }
 
@@ -455,23 +459,23 @@ func TestReplicas_PartitionedLeader(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	require.Eventually(t, func() bool { return b.r.js.IsLeader() }, 15*time.Second, 20*time.Millisecond, "the follower takes the lapsed lease")
+	require.Eventually(t, func() bool { return b.r.JetStream().IsLeader() }, 15*time.Second, 20*time.Millisecond, "the follower takes the lapsed lease")
 	failover := time.Since(cutAt)
-	require.Eventually(t, func() bool { return !a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the cut-off leader steps down")
+	require.Eventually(t, func() bool { return !a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond, "the cut-off leader steps down")
 	// The new leader is ready once its first poll completed.
 	assert.Eventually(t, func() bool { code, _ := b.get(t, "/readyz"); return code == http.StatusOK }, 10*time.Second, 50*time.Millisecond,
 		"the new leader is ready within 10s of winning the lease")
 
 	time.Sleep(2 * time.Second)
 	proxy.heal()
-	require.Eventually(t, func() bool { return a.r.js.connected() && a.r.js.Role().Leader == "replica-b" }, 15*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return a.r.JetStream().Connected() && a.r.JetStream().Role().Leader == "replica-b" }, 15*time.Second, 50*time.Millisecond,
 		"the old leader reconnects and follows")
-	assert.True(t, b.r.js.IsLeader(), "the lease stays with the new leader")
+	assert.True(t, b.r.JetStream().IsLeader(), "the lease stays with the new leader")
 	time.Sleep(time.Second) // the world's last changes
 	logs := world.Logs()
 	require.Eventually(t, func() bool { return hooks.count() >= len(logs) }, 30*time.Second, 50*time.Millisecond,
 		"all %d logs delivered (webhook %d)", len(logs), hooks.count())
-	head, err := b.r.db.Head()
+	head, err := b.r.Store().Head()
 	require.NoError(t, err)
 	assert.Equal(t, uint64(len(logs)), head, "one event per log: nothing appended twice")
 	hooks.checkAgainst(t, "webhook", logs)
@@ -511,14 +515,14 @@ func TestReplicas_PauseAndResume(t *testing.T) {
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
 	a := startReplica(t, cfg, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond)
 	b := startReplica(t, cfg, "replica-b")
 	require.Eventually(t, func() bool {
-		return a.r.output("hooks").disp.State().Paused && b.r.output("hooks").disp.State().Paused
+		return a.r.DeliveryState("hooks").Paused && b.r.DeliveryState("hooks").Paused
 	}, 20*time.Second, 50*time.Millisecond, "both replicas' partitions pause on 410")
 	require.Eventually(t, func() bool {
-		ss, err := b.r.db.SinkState("hooks")
-		return err == nil && ss.Paused && pauseSaved(a) && pauseSaved(b)
+		ss, err := b.r.Store().SinkState("hooks")
+		return err == nil && ss.Paused && a.r.PauseSaved("hooks") && b.r.PauseSaved("hooks")
 	}, 10*time.Second, 50*time.Millisecond, "the pause is stored, by both replicas")
 	code, body := b.get(t, "/readyz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -527,27 +531,18 @@ func TestReplicas_PauseAndResume(t *testing.T) {
 	gone.Lock()
 	isGone = false
 	gone.Unlock()
-	resp, err := http.Post("http://"+a.r.adminAddr()+"/v1/sinks/hooks/resume", "", nil)
+	resp, err := http.Post("http://"+a.r.AdminAddr()+"/v1/sinks/hooks/resume", "", nil)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	logs := world.Logs()
 	require.Eventually(t, func() bool { return hooks.count() >= len(logs) }, 30*time.Second, 50*time.Millisecond,
 		"every event arrives once both replicas resumed (%d of %d)", hooks.count(), len(logs))
-	assert.False(t, b.r.output("hooks").disp.State().Paused, "the follower followed the resume")
-	ss, err := b.r.db.SinkState("hooks")
+	assert.False(t, b.r.DeliveryState("hooks").Paused, "the follower followed the resume")
+	ss, err := b.r.Store().SinkState("hooks")
 	require.NoError(t, err)
 	assert.False(t, ss.Paused, "no replica brought the pause back")
 	hooks.checkAgainst(t, "webhook", logs)
-}
-
-// pauseSaved reports whether the replica stored its partitions' pause of
-// the hooks sink.
-func pauseSaved(rep *replica) bool {
-	p := rep.r.output("hooks").disp.(*partitioned)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.pauseSaved
 }
 
 // recordingHook is a webhook receiver that records every body it
@@ -580,12 +575,12 @@ func TestReplicas_ConfigMismatch(t *testing.T) {
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
 	a := startReplica(t, cfg, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond)
 
 	other := *cfg
-	other.Poll.Interval = Duration(300 * time.Millisecond)
-	require.NotEqual(t, cfg.ConfigHash(), other.ConfigHash())
-	r, err := OpenRelay(context.Background(), &other, zerolog.Nop(), relayOptions{ReplicaID: "replica-b"})
+	other.Poll.Interval = config.Duration(300 * time.Millisecond)
+	require.NotEqual(t, cfg.Hash(), other.Hash())
+	r, err := admin.Open(context.Background(), &other, zerolog.Nop(), relay.Options{ReplicaID: "replica-b"})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(context.Background()) }()
@@ -596,8 +591,8 @@ func TestReplicas_ConfigMismatch(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("a replica with another config kept running")
 	}
-	assert.Zero(t, r.pollView().Cycles, "it never polled")
-	assert.True(t, a.r.js.IsLeader(), "the leader keeps the lease")
+	assert.Zero(t, r.PollView().Cycles, "it never polled")
+	assert.True(t, a.r.JetStream().IsLeader(), "the leader keeps the lease")
 }
 
 // TestReplicas_ReplayFromAnywhere: while events keep flowing, `replay`
@@ -664,12 +659,12 @@ func TestReplicas_ReplayFromAnywhere(t *testing.T) {
 
 // startPair starts replica-a on cfgA, waits until it leads, then
 // replica-b on cfgB, and waits until b delivers some partitions.
-func startPair(t *testing.T, cfgA, cfgB *Config) (a, b *replica) {
+func startPair(t *testing.T, cfgA, cfgB *config.Config) (a, b *replica) {
 	t.Helper()
 	a = startReplica(t, cfgA, "replica-a")
-	require.Eventually(t, func() bool { return a.r.js.IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
+	require.Eventually(t, func() bool { return a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond, "the first replica leads")
 	b = startReplica(t, cfgB, "replica-b")
-	require.Eventually(t, func() bool { return len(b.r.js.Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return len(b.r.JetStream().Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond,
 		"the second replica delivers some partitions")
 	return a, b
 }

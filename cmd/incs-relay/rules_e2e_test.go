@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/docs"
 	"github.com/incs-relay/incs-relay/poller/sim"
@@ -154,7 +155,7 @@ sinks:
 	sleepRandom(after + time.Second)
 	resp, err := http.Get("http://" + adminAddr + "/v1/poll")
 	require.NoError(t, err)
-	var pv pollView
+	var pv relay.PollView
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&pv))
 	resp.Body.Close()
 	require.NotNil(t, pv.Rules, "GET /v1/poll shows the rules")

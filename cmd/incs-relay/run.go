@@ -1,10 +1,17 @@
 package main
 
+// The run command: read the config, open the relay with its admin API
+// and run it until SIGINT or SIGTERM.
+
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"runtime/pprof"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 )
 
 // RunCommand runs the relay until SIGINT or SIGTERM.
@@ -24,7 +31,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(c.m.Stderr, firstNonEmpty(*level, cfg.Log.Level), firstNonEmpty(*format, cfg.Log.Format))
+	log, err := newLogger(c.m.Stderr, cmp.Or(*level, cfg.Log.Level), cmp.Or(*format, cfg.Log.Format))
 	if err != nil {
 		return err
 	}
@@ -35,7 +42,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		}
 		defer stop()
 	}
-	r, err := OpenRelay(ctx, cfg, log, relayOptions{})
+	r, err := admin.Open(ctx, cfg, log, relay.Options{})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -54,13 +61,4 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

@@ -1,5 +1,7 @@
 package main
 
+// The sim command: serve a simulated incsapp task API.
+
 import (
 	"context"
 	"errors"

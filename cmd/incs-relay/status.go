@@ -1,12 +1,21 @@
 package main
 
+// The status command: per sink cursor, head, lag, dead letters and last
+// error, with the poller's and the cluster's state when a relay answers.
+
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 )
 
 // StatusCommand shows per sink: cursor, head offset, lag, dead letters and
@@ -25,22 +34,22 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	db, ac, err := storeOrAdmin(ctx, cfg)
+	db, ac, err := admin.StoreOrClient(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	var sinks []sinkStatus
-	var poll *pollView
-	var cluster *clusterView
+	var sinks []relay.SinkStatus
+	var poll *relay.PollView
+	var cluster *relay.ClusterView
 	source := "store " + cfg.Store.Path + " (relay not running)"
 	if db != nil {
 		defer db.Close()
-		if h, ok := db.(*jsHandle); ok {
-			source = "store " + cfg.storeLabel()
-			cluster = storeClusterView(ctx, cfg, h)
+		if h, ok := db.(*relay.JetStream); ok {
+			source = "store " + cfg.StoreLabel()
+			cluster = admin.ClusterView(ctx, cfg, h)
 		}
 		for _, sc := range cfg.Sinks {
-			s, err := storeSinkStatus(db, sc)
+			s, err := relay.StoreSinkStatus(db, sc)
 			if err != nil {
 				return err
 			}
@@ -48,14 +57,14 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 		}
 	} else {
 		source = "running relay at " + cfg.Admin.Addr
-		poll = &pollView{}
-		if err := ac.do(ctx, http.MethodGet, "/v1/poll", nil, poll); err != nil {
+		poll = &relay.PollView{}
+		if err := ac.Do(ctx, http.MethodGet, "/v1/poll", nil, poll); err != nil {
 			return err
 		}
 		cluster = poll.Cluster
 		for _, sc := range cfg.Sinks {
-			var s sinkStatus
-			if err := ac.do(ctx, http.MethodGet, "/v1/sinks/"+sc.Name, nil, &s); err != nil {
+			var s relay.SinkStatus
+			if err := ac.Do(ctx, http.MethodGet, "/v1/sinks/"+sc.Name, nil, &s); err != nil {
 				return err
 			}
 			sinks = append(sinks, s)
@@ -68,7 +77,7 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(c.m.Stdout, "%s\n", source)
 	if cluster != nil {
-		for _, l := range cluster.lines() {
+		for _, l := range clusterLines(cluster) {
 			fmt.Fprintln(c.m.Stdout, l)
 		}
 	}
@@ -103,7 +112,7 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 			}
 		}
 		if ru := poll.Rules; ru != nil {
-			fmt.Fprintln(c.m.Stdout, ru.line())
+			fmt.Fprintln(c.m.Stdout, rulesLine(ru))
 		}
 		if poll.ConsecutiveFailures > 0 {
 			fmt.Fprintf(c.m.Stdout, "poll failing (%d in a row): %s\n", poll.ConsecutiveFailures, poll.LastError)
@@ -153,4 +162,75 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 // secs formats seconds as a duration rounded to the second.
 func secs(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(time.Second).String()
+}
+
+// rulesLine is the rules line of `status`.
+func rulesLine(v *relay.RulesView) string {
+	s := fmt.Sprintf("rules: %d, %d tasks tracked, %d due and waiting for their confirming read", v.Rules, v.Tracked, v.Overdue)
+	if v.Waiting > 0 {
+		s += fmt.Sprintf(" (%d task_id reads wait for the follow-up cap of 100 a cycle: firings may come a cycle late)", v.Waiting)
+	}
+	if v.NextDue != nil {
+		s += "; next due " + v.NextDue.Format(time.RFC3339)
+	}
+	return s
+}
+
+// clusterLines is the cluster part of `status`.
+func clusterLines(v *relay.ClusterView) []string {
+	lead := "none (no replica holds the lease)"
+	if v.Leader != "" {
+		lead = v.Leader
+		if v.LeaseExpires != nil {
+			lead += fmt.Sprintf(", epoch %d, lease %s, expires in %s unless renewed", v.Epoch, v.Lease, relay.RoundDuration(max(time.Until(*v.LeaseExpires), 0)))
+		}
+	}
+	self := ""
+	if v.Self != "" {
+		self = ", as replica " + v.Self + " sees it"
+	}
+	out := []string{fmt.Sprintf("store: jetstream %q, %d partitions%s", v.Name, v.Partitions, self), "leader: " + lead}
+	if len(v.Assignments) == 0 {
+		out = append(out, "partitions: not assigned yet")
+	}
+	for _, id := range slices.Sorted(maps.Keys(v.Assignments)) {
+		live := ""
+		if !slices.Contains(v.Members, id) {
+			live = " (not live: they move to a live replica)"
+		}
+		out = append(out, fmt.Sprintf("delivers: %s partitions %s%s", id, intList(v.Assignments[id]), live))
+	}
+	if len(v.Members) > 0 {
+		out = append(out, "replicas: "+strings.Join(v.Members, ", "))
+	} else {
+		out = append(out, "replicas: none live")
+	}
+	if !v.Connected {
+		out = append(out, "warning: this replica is not connected to the cluster")
+	}
+	return out
+}
+
+// intList formats partitions compactly: "0-3,7".
+func intList(ps []int) string {
+	var b strings.Builder
+	for i := 0; i < len(ps); {
+		j := i
+		for j+1 < len(ps) && ps[j+1] == ps[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		if j > i {
+			fmt.Fprintf(&b, "%d-%d", ps[i], ps[j])
+		} else {
+			fmt.Fprintf(&b, "%d", ps[i])
+		}
+		i = j + 1
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
 }

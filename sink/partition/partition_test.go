@@ -2,6 +2,7 @@ package partition
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -150,7 +151,8 @@ func TestDispatcher_FollowResume(t *testing.T) {
 	d.sync(ctx, []int{0, 1, 2, 3}) // no Run: followResume is called here, with made-up times
 	t.Cleanup(func() { d.sync(ctx, nil) })
 	ingest(t, a, 1, 4)
-	require.Eventually(t, func() bool { return d.State().Paused }, 10*time.Second, 10*time.Millisecond, "the sink pauses")
+	require.Eventually(t, func() bool { return allPaused(t, d, a) }, 10*time.Second, 10*time.Millisecond,
+		"every partition with events pauses")
 	require.NoError(t, a.SetSinkState("hook", store.SinkState{Paused: true, PauseReason: "410 gone"}))
 
 	refused := rec.refused.Load()
@@ -172,6 +174,24 @@ func TestDispatcher_FollowResume(t *testing.T) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	assert.True(t, d.pausedSince.IsZero())
+}
+
+// allPaused reports whether every running partition that has events in
+// the store is paused: only then has each made the attempt that paused
+// it (the sink's State is paused as soon as one partition is).
+func allPaused(t *testing.T, d *Dispatcher, st *jsstore.Store) bool {
+	t.Helper()
+	d.mu.Lock()
+	runs := maps.Clone(d.runs)
+	d.mu.Unlock()
+	for p, run := range runs {
+		evs, err := st.Partition(p).Read(context.Background(), 1, 1)
+		require.NoError(t, err)
+		if len(evs) > 0 && !run.d.State().Paused {
+			return false
+		}
+	}
+	return true
 }
 
 // TestDispatcher_NotePause: a partition started under a stored pause

@@ -1,0 +1,183 @@
+package relay
+
+// The Ingester: the poller's Handler, which stores each page and keeps
+// the snapshot boundary of the first start.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/rules"
+	"github.com/incs-relay/incs-relay/poller"
+	"github.com/incs-relay/incs-relay/store"
+)
+
+// Ingester is the poller's Handler: it diffs and stores each page, and
+// ends the first-start snapshot once a sweep completed.
+type Ingester struct {
+	db      store.Store
+	loc     *time.Location
+	log     zerolog.Logger
+	metrics *metrics
+	// boundary is the snapshot boundary (poll.initial: snapshot): a log
+	// created before it never becomes an event. Zero with initial: replay
+	// and on stores initialized before the boundary was kept.
+	boundary time.Time
+	future   atomic.Bool   // a created_at in the future was logged
+	sweeps   atomic.Int64  // cycles that completed
+	tiers    forgetter     // told to re-read tasks left unseen; nil without tiers
+	rules    *rules.Engine // evaluates every read; nil without rules
+
+	// pending receives the outcome of the page whose commit is under way;
+	// nil when none is. Only the poller's goroutine (or Run, once the
+	// poller stopped) touches it.
+	pending chan ingestOutcome
+}
+
+// NewIngester returns an Ingester of its own, outside a relay: it stores
+// each page in db with no snapshot boundary, tiers or rules (as a
+// relay's does with poll.initial: replay and poll.strategy: full).
+func NewIngester(db store.Store, loc *time.Location, log zerolog.Logger) *Ingester {
+	return &Ingester{db: db, loc: loc, log: log}
+}
+
+// forgetter is the part of poller.Tiered the Ingester uses.
+type forgetter interface{ Forget(ids ...int64) }
+
+// ingestOutcome is what one page's Ingest did.
+type ingestOutcome struct {
+	tasks []diff.Task
+	res   store.IngestResult
+	err   error
+}
+
+// HandlePage hands one page to the store and returns the outcome of the
+// previous page's commit, without waiting for this one: the poller fetches
+// and decodes the next page while the store syncs the file, and a commit
+// whose fsync takes long (100-300 ms happen on a busy disk) no longer
+// stalls polling; pages handed over meanwhile commit together. A failed
+// commit is reported by the next HandlePage, SweepDone or flush, which all
+// come after the poller observed the page: its tasks are then forgotten by
+// the tiers, so the next read hands them over again. A task whose logs do
+// not diff is logged and left unseen the same way; it does not fail the
+// sweep.
+func (h *Ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
+	ch := make(chan ingestOutcome, 1)
+	h.checkClock(tasks)
+	go func() {
+		res, err := h.db.IngestAfter(ctx, tasks, h.loc, h.boundary)
+		ch <- ingestOutcome{tasks: tasks, res: res, err: err}
+	}()
+	prev := h.pending
+	h.pending = ch
+	if prev == nil {
+		return nil
+	}
+	return h.finish(<-prev)
+}
+
+// flush waits for the commit under way, if any, and returns its outcome.
+func (h *Ingester) flush() error {
+	if h.pending == nil {
+		return nil
+	}
+	ch := h.pending
+	h.pending = nil
+	return h.finish(<-ch)
+}
+
+func (h *Ingester) finish(o ingestOutcome) error {
+	h.metrics.ingested(o.res)
+	var de *store.DiffError
+	if errors.As(o.err, &de) {
+		if h.tiers != nil {
+			h.tiers.Forget(de.TaskIDs...)
+		}
+		h.log.Warn().Ints64("task_ids", de.TaskIDs).Err(de.Err).Msg("tasks left unseen: their logs do not parse")
+		return nil
+	}
+	if o.err != nil && h.tiers != nil {
+		ids := make([]int64, len(o.tasks))
+		for i := range o.tasks {
+			ids[i] = o.tasks[i].ID
+		}
+		h.tiers.Forget(ids...)
+	}
+	return o.err
+}
+
+// SweepDone records that a first sweep completed.
+func (h *Ingester) SweepDone(ctx context.Context, s poller.SweepStats) error {
+	if err := h.flush(); err != nil {
+		return err
+	}
+	if h.sweeps.Add(1) > 1 {
+		return nil
+	}
+	ok, err := h.db.Initialized()
+	if err != nil || ok {
+		return err
+	}
+	if err := h.db.SetInitialized(); err != nil {
+		return err
+	}
+	if !h.boundary.IsZero() {
+		h.log.Info().Int("tasks", s.Tasks).Time("boundary", h.boundary).
+			Msg("first sweep done: logs created before the boundary are marked seen without events (poll.initial: snapshot); every later log becomes an event")
+	}
+	return nil
+}
+
+// snapshotKey is the store meta key of the snapshot boundary.
+const snapshotKey = "snapshot/boundary"
+
+// snapshotBoundary returns the snapshot boundary of the store, deciding
+// it as now, to the second, on a store that has none and whose first sweep
+// has not completed. It is kept before the first request, so a restart
+// during the first sweep keeps it. A store initialized before boundaries
+// were kept has none (zero): every new log becomes an event, as before.
+func snapshotBoundary(db store.Store, initialized bool, now time.Time) (time.Time, error) {
+	if b, err := db.Meta(snapshotKey); err == nil {
+		t, perr := time.Parse(time.RFC3339, string(b))
+		if perr != nil {
+			return time.Time{}, fmt.Errorf("store: snapshot boundary %q: %w", b, perr)
+		}
+		return t, nil
+	}
+	if initialized {
+		return time.Time{}, nil
+	}
+	b := now.Truncate(time.Second)
+	if err := db.SetMeta(snapshotKey, []byte(b.UTC().Format(time.RFC3339))); err != nil {
+		return time.Time{}, err
+	}
+	return b, nil
+}
+
+// futureSlack is how far a task's updated_at may lie ahead of this host's
+// clock before the relay warns that upstream.timezone is likely wrong.
+const futureSlack = 2 * time.Minute
+
+// checkClock warns once when a task was updated in the future, read in
+// upstream.timezone: the zone is wrong or the clocks differ, and the
+// snapshot boundary and every event time with it are off.
+func (h *Ingester) checkClock(tasks []diff.Task) {
+	if h.future.Load() {
+		return
+	}
+	limit := time.Now().Add(futureSlack)
+	for i := range tasks {
+		at, err := diff.ParseTime(tasks[i].UpdatedAt, h.loc)
+		if err == nil && at.After(limit) && h.future.CompareAndSwap(false, true) {
+			h.log.Warn().Int64("task_id", tasks[i].ID).Str("updated_at", tasks[i].UpdatedAt).Str("timezone", h.loc.String()).
+				Msg("a task was updated in the future by this host's clock: check upstream.timezone and the clocks; the snapshot boundary and event times depend on them")
+			return
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/diff/difftest"
+	"github.com/incs-relay/incs-relay/poller"
+	"github.com/incs-relay/incs-relay/store"
+)
+
+// recordingForgetter records what the Ingester tells the tiers to forget.
+type recordingForgetter struct {
+	mu  sync.Mutex
+	ids []int64
+}
+
+func (f *recordingForgetter) Forget(ids ...int64) {
+	f.mu.Lock()
+	f.ids = append(f.ids, ids...)
+	f.mu.Unlock()
+}
+
+// TestIngester_CommitsBehind: HandlePage returns before its page is
+// committed and reports the previous page's outcome; a failed commit is
+// reported by the next call, its tasks are forgotten so that they are read
+// again, and nothing of the page is stored until it is handed over again.
+func TestIngester_CommitsBehind(t *testing.T) {
+	db, err := store.Open(t.TempDir()+"/relay.db", store.Options{NoSync: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	tiers := &recordingForgetter{}
+	ing := &Ingester{db: db, loc: poller.DefaultLocation(), log: zerolog.Nop(), tiers: tiers}
+	// No snapshot boundary: every log becomes an event.
+	ctx := context.Background()
+	head := func() uint64 {
+		h, err := db.Head()
+		require.NoError(t, err)
+		return h
+	}
+
+	p1, p2, p3 := pageOf(t, 1, 100, 4), pageOf(t, 101, 100, 4), pageOf(t, 201, 100, 4)
+	require.NoError(t, ing.HandlePage(ctx, p1))
+	require.NoError(t, ing.HandlePage(ctx, p2), "the first page committed")
+	require.NoError(t, ing.SweepDone(ctx, poller.SweepStats{}), "SweepDone waits for the last page")
+	assert.Equal(t, uint64(800), head())
+	assert.Equal(t, int64(1), ing.sweeps.Load())
+
+	// A commit that fails (here: its context ended first) fails the sweep
+	// at the next call, and its tasks are forgotten.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	require.NoError(t, ing.HandlePage(cancelled, p3), "nothing was under way")
+	err = ing.SweepDone(ctx, poller.SweepStats{})
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, int64(1), ing.sweeps.Load(), "a failed sweep is not counted")
+	assert.Equal(t, uint64(800), head(), "nothing of the failed page stored")
+	assert.Equal(t, taskIDs(p3), tiers.ids, "the failed page's tasks are read again")
+
+	// Read again, the page is stored once.
+	require.NoError(t, ing.HandlePage(ctx, p3))
+	require.NoError(t, ing.HandlePage(ctx, p3), "the same page twice: the second adds nothing")
+	require.NoError(t, ing.flush())
+	assert.Equal(t, uint64(1200), head())
+	require.NoError(t, ing.flush(), "nothing under way")
+}
+
+// pageOf decodes n vendor-shaped tasks from id first on, each with
+// logsPer logs, as the poller decodes a page.
+func pageOf(t *testing.T, first int64, n, logsPer int) []diff.Task {
+	var tasks []diff.Task
+	require.NoError(t, json.Unmarshal(difftest.TasksJSON(first, n, logsPer, first*int64(logsPer)), &tasks))
+	return tasks
+}
+
+func taskIDs(tasks []diff.Task) []int64 {
+	ids := make([]int64, len(tasks))
+	for i := range tasks {
+		ids[i] = tasks[i].ID
+	}
+	return slices.Clip(ids)
+}

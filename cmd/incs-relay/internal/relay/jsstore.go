@@ -1,0 +1,159 @@
+package relay
+
+// The jetstream store as the relay uses it: connecting to the cluster
+// with the store's options, what a replica shows of the cluster, and the
+// replica's metrics.
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/store"
+	"github.com/incs-relay/incs-relay/store/jsstore"
+)
+
+// JetStream is a jetstream store with the NATS connection it owns: Close
+// closes both.
+type JetStream struct {
+	*jsstore.Store
+	nc *nats.Conn
+}
+
+// Close closes the store, then drains and closes its connection.
+func (h *JetStream) Close() error {
+	err := h.Store.Close()
+	h.nc.Close()
+	return err
+}
+
+// Connected reports whether the connection to the cluster is up.
+func (h *JetStream) Connected() bool { return h.nc.IsConnected() }
+
+// jsOpenTimeout bounds connecting to the cluster and opening the store.
+const jsOpenTimeout = 15 * time.Second
+
+// openJetStream connects to store.url with the store's authentication and
+// opens the jetstream store on it. replicaID is "" for the default
+// (<hostname>-<pid>).
+func OpenJetStream(cfg *config.Config, log zerolog.Logger, replicaID string) (*JetStream, error) {
+	opts, err := cfg.NATSOptions("store", cfg.Store.NATSAuth)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(cfg.Store.URL, append(opts,
+		nats.Name("incs-relay store "+cfg.Store.Name),
+		nats.Timeout(5*time.Second),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("store: nats disconnected")
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info().Str("server", c.ConnectedUrlRedacted()).Msg("store: nats reconnected")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error().Err(err).Msg("store: nats")
+		}),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: connect: %w", cfg.StoreLabel(), err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), jsOpenTimeout)
+	defer cancel()
+	js, err := jsstore.Open(ctx, nc, jsstore.Options{
+		Name:       cfg.Store.Name,
+		Replicas:   cfg.Store.Replicas,
+		Lease:      cfg.Store.Lease.D(),
+		Partitions: cfg.Store.Partitions,
+		ReplicaID:  replicaID,
+		ConfigHash: cfg.Hash(),
+		Logger:     log,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("store %s: %w", cfg.StoreLabel(), err)
+	}
+	return &JetStream{Store: js, nc: nc}, nil
+}
+
+// ClusterView is what `status`, GET /v1/cluster and the admin page show
+// of a jetstream store's replicas.
+type ClusterView struct {
+	Store        string           `json:"store"` // "jetstream"
+	Name         string           `json:"name"`
+	Self         string           `json:"self"`
+	Leader       string           `json:"leader"` // "" while none holds the lease
+	Leading      bool             `json:"leading"`
+	Epoch        uint64           `json:"epoch"`
+	LeaseExpires *time.Time       `json:"lease_expires,omitempty"`
+	Lease        string           `json:"lease"`
+	Connected    bool             `json:"connected"`
+	Partitions   int              `json:"partitions"`
+	Owned        []int            `json:"owned"`
+	Assignments  map[string][]int `json:"assignments"`
+	Members      []string         `json:"members"`
+	ConfigHash   string           `json:"config_hash"`
+}
+
+// ClusterView returns the replica's view, or nil in bbolt mode.
+func (r *Relay) ClusterView() *ClusterView {
+	if r.js == nil {
+		return nil
+	}
+	return NewClusterView(r.cfg, r.js)
+}
+
+// NewClusterView is the cluster as h sees it.
+func NewClusterView(cfg *config.Config, h *JetStream) *ClusterView {
+	role := h.Role()
+	v := &ClusterView{Store: config.StoreJetStream, Name: cfg.Store.Name, Self: role.Self, Leader: role.Leader, Leading: h.IsLeader(),
+		Epoch: role.Epoch, LeaseExpires: timePtr(role.LeaseExpires), Lease: cfg.Store.Lease.D().String(), Connected: h.Connected(),
+		Partitions: h.Partitions(), Owned: role.Owned, Assignments: role.Assignments, Members: role.Members, ConfigHash: cfg.Hash()}
+	if v.Owned == nil {
+		v.Owned = []int{}
+	}
+	return v
+}
+
+var _ store.Store = (*JetStream)(nil)
+
+// Metrics of a jetstream replica.
+var (
+	descLeader     = prometheus.NewDesc(ns+"_replica_leader", "1 while this replica holds the lease and polls (store.type: jetstream).", nil, nil)
+	descLeaseLeft  = prometheus.NewDesc(ns+"_replica_lease_remaining_seconds", "Seconds until the lease lapses unless its holder renews it; absent while nobody holds it.", nil, nil)
+	descOwned      = prometheus.NewDesc(ns+"_replica_partitions", "Delivery partitions this replica delivers now.", nil, nil)
+	descMembers    = prometheus.NewDesc(ns+"_replica_members", "Live replicas of the store, as this replica sees them.", nil, nil)
+	descEpoch      = prometheus.NewDesc(ns+"_replica_epoch", "The leader's epoch: it goes up by one at every change of leader.", nil, nil)
+	descConnected  = prometheus.NewDesc(ns+"_replica_connected", "1 while this replica's connection to the NATS cluster is up.", nil, nil)
+	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected}
+)
+
+// replicaCollector reads a jetstream replica's role at scrape time.
+type replicaCollector struct{ h *JetStream }
+
+func (c replicaCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range replicaMetrics {
+		ch <- d
+	}
+}
+
+func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
+	role := c.h.Role()
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	gauge(descLeader, b2f(c.h.IsLeader()))
+	if role.Leader != "" && !role.LeaseExpires.IsZero() {
+		gauge(descLeaseLeft, max(time.Until(role.LeaseExpires).Seconds(), 0))
+	}
+	gauge(descOwned, float64(len(role.Owned)))
+	gauge(descMembers, float64(len(role.Members)))
+	gauge(descEpoch, float64(role.Epoch))
+	gauge(descConnected, b2f(c.h.Connected()))
+}

@@ -1,0 +1,445 @@
+package relay
+
+// The relay of one config: opening it (store, pipeline, sinks and their
+// dispatchers), running it until its context ends and shutting it down in
+// order, and what the admin API and the commands may ask of it.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/diff/rules"
+	"github.com/incs-relay/incs-relay/poller"
+	"github.com/incs-relay/incs-relay/sink"
+	"github.com/incs-relay/incs-relay/store"
+)
+
+// Every store backend serves the dispatcher and the poller's tier state.
+var (
+	_ sink.Outbox       = store.Store(nil)
+	_ poller.StateStore = store.Store(nil)
+)
+
+// Relay is the whole pipeline of one config: poller → diff → store → sinks.
+// Open builds it; Run runs it until ctx ends. Its methods that report
+// (SinkStatuses, PollView, NotReady, ...) are safe for concurrent use
+// while it runs.
+type Relay struct {
+	cfg *config.Config
+	log zerolog.Logger
+	db  store.Store
+	js  *JetStream // db in jetstream mode; nil with bbolt
+	// roles passes the store's role changes on to the lead loop and the
+	// partitioned dispatchers (jetstream mode).
+	roles fanout
+	// leadSince is when this jetstream replica last won the lease
+	// (Unix nanoseconds); 0 while it follows.
+	leadSince atomic.Int64
+	client    *poller.Client
+	pcfg      poller.Config
+	// pipeMu guards poll, ingest, tiers and rules, which a jetstream
+	// replica replaces each time it wins the lease.
+	pipeMu  sync.RWMutex
+	poll    *poller.Poller
+	ingest  *Ingester
+	tiers   *poller.Tiered // nil with poll.strategy: full
+	rules   *rules.Engine  // nil without rules
+	outs    []*output
+	admin   Server // the admin API; nil without one
+	metrics *metrics
+	// sinkFailing bounds how long a sink may fail before NotReady says so.
+	sinkFailing time.Duration
+	states      *sinkStateSaver
+	started     time.Time
+	savedMu     sync.Mutex // guards output.saved
+}
+
+// output is one configured sink with its dispatcher.
+type output struct {
+	cfg   config.SinkConfig
+	sink  sink.Sink
+	disp  dispatcher      // *sink.Dispatcher, or *partition.Dispatcher on a jetstream store
+	saved store.SinkState // last state written to the store
+}
+
+// Options are knobs for tests and the demo.
+type Options struct {
+	// HTTPClient for the upstream API; nil builds one.
+	HTTPClient *http.Client
+	// Observer also receives every delivery outcome (the demo's printer).
+	Observer sink.Observer
+	// ReplicaID names this replica of a jetstream store; "" is
+	// "<hostname>-<pid>".
+	ReplicaID string
+	// SinkFailing is how long a sink may keep failing (its last attempts
+	// failed, none succeeded) before NotReady reports the relay not
+	// ready; 0 is DefaultSinkFailing.
+	SinkFailing time.Duration
+}
+
+// DefaultSinkFailing is the default of Options.SinkFailing.
+const DefaultSinkFailing = time.Minute
+
+// Server runs beside a relay, as the admin API does (package admin): Run
+// starts it and stops it before the store closes.
+type Server interface {
+	// Start serves in the background.
+	Start()
+	// Close stops serving.
+	Close(ctx context.Context)
+	// Addr is the address it listens on.
+	Addr() string
+}
+
+// Open opens the store, builds the pipeline and connects the sinks. On
+// error everything opened so far is closed again. A Server attached with
+// SetAdmin runs beside it.
+func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) (_ *Relay, err error) {
+	r := &Relay{cfg: cfg, log: log, started: time.Now(), sinkFailing: cmp.Or(opts.SinkFailing, DefaultSinkFailing)}
+	defer func() {
+		if err != nil {
+			r.close(context.Background())
+		}
+	}()
+	storeOpts := store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()}
+	if cfg.JetStream() && opts.ReplicaID != "" {
+		var h *JetStream
+		if h, err = OpenJetStream(cfg, storeOpts.Logger, opts.ReplicaID); err == nil {
+			r.db = h
+		}
+	} else {
+		r.db, err = OpenStore(cfg, storeOpts)
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, fmt.Errorf("store %s is taken: another incs-relay is running on it (stop it, or use its admin API at %s)", cfg.Store.Path, cfg.Admin.Addr)
+		}
+		return nil, err
+	}
+	r.js, _ = r.db.(*JetStream)
+	r.metrics = newMetrics(r)
+	if r.js != nil {
+		r.metrics.reg.MustRegister(replicaCollector{r.js})
+	}
+
+	httpClient := opts.HTTPClient
+	if httpClient == nil {
+		httpClient = &http.Client{Transport: r.metrics.instrumentAPI(http.DefaultTransport.(*http.Transport).Clone())}
+	}
+	r.pcfg = cfg.PollerConfig()
+	r.pcfg.HTTPClient = httpClient
+	r.client = poller.NewClient(r.pcfg, log.With().Str("component", "poller").Logger())
+	// A jetstream replica builds its pipeline again each time it wins
+	// the lease (replica.go); until then it only delivers.
+	if err := r.buildPipeline(r.js == nil); err != nil {
+		return nil, err
+	}
+
+	// The state saver comes first: when the others hear of a pause, it
+	// is on disk.
+	r.states = newSinkStateSaver(r)
+	obs := sink.MultiObserver{r.states, r.metrics}
+	if opts.Observer != nil {
+		obs = append(obs, opts.Observer)
+	}
+	for i := range cfg.Sinks {
+		sc := cfg.Sinks[i]
+		s, err := BuildSink(ctx, cfg, sc, log)
+		if err != nil {
+			return nil, err
+		}
+		filter, err := BuildFilter(sc)
+		if err != nil {
+			return nil, err
+		}
+		o := &output{cfg: sc, sink: s}
+		prev, err := r.db.SinkState(sc.Name)
+		if err != nil {
+			return nil, err
+		}
+		o.saved = prev
+		pausedReason := ""
+		if prev.Paused {
+			pausedReason = prev.PauseReason
+			if pausedReason == "" {
+				pausedReason = "paused by an earlier run"
+			}
+			log.Warn().Str("sink", sc.Name).Str("reason", pausedReason).Msg("sink is paused since an earlier run; replay or resume it to deliver")
+		}
+		dc := sink.DispatcherConfig{
+			Paused:      pausedReason,
+			Sink:        s,
+			Filter:      filter,
+			MaxInFlight: maxInFlight(sc),
+			Retry:       retryPolicy(sc),
+			Outbox:      r.db,
+			Logger:      log, // the dispatcher adds "sink"
+			Observer:    obs,
+		}
+		if r.js != nil {
+			o.disp = r.partitionedDispatcher(dc)
+		} else {
+			o.disp = sink.NewDispatcher(dc)
+		}
+		r.outs = append(r.outs, o)
+	}
+	return r, nil
+}
+
+// Run polls and delivers until ctx ends, then stops polling, lets deliveries
+// under way finish, closes the sinks and the store, and returns nil.
+func (r *Relay) Run(ctx context.Context) error {
+	if r.js != nil {
+		return r.runReplica(ctx)
+	}
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	defer stopPoll()
+	deliverCtx, stopDeliver := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDeliver()
+
+	if r.admin != nil {
+		r.admin.Start()
+	}
+	delivering := r.runDispatchers(deliverCtx)
+	pollDone := make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		if err := r.poll.Run(pollCtx); err != nil && !errors.Is(err, context.Canceled) {
+			r.log.Error().Err(err).Msg("poller stopped")
+		}
+	}()
+	pruneDone := make(chan struct{})
+	go func() {
+		defer close(pruneDone)
+		r.pruneLoop(pollCtx)
+	}()
+	stateDone := make(chan struct{})
+	go func() {
+		defer close(stateDone)
+		r.states.run(pollCtx)
+	}()
+	r.log.Info().Str("store", r.cfg.Store.Path).Str("upstream", config.HostOf(r.cfg.Upstream.BaseURL)).
+		Int("sinks", len(r.outs)).Str("admin", r.AdminAddr()).Msg("relay running")
+
+	<-ctx.Done()
+	r.log.Info().Msg("stopping: polling stops, deliveries under way finish")
+	stopPoll()
+	<-pollDone
+	if err := r.ingest.flush(); err != nil && !errors.Is(err, context.Canceled) {
+		r.log.Warn().Err(err).Msg("last page not stored; it is read again on the next start")
+	}
+	<-pruneDone
+	<-stateDone
+	stopDeliver() // dispatchers drain within their DrainTimeout
+	delivering.Wait()
+	r.saveSinkStates()
+	r.closeStopped()
+	return nil
+}
+
+// runDispatchers runs every sink's dispatcher until ctx ends.
+func (r *Relay) runDispatchers(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for _, o := range r.outs {
+		wg.Add(1)
+		go func(o *output) {
+			defer wg.Done()
+			if err := o.disp.Run(ctx); err != nil {
+				r.log.Error().Err(err).Str("sink", o.cfg.Name).Msg("dispatcher stopped")
+			}
+		}(o)
+	}
+	return &wg
+}
+
+// closeStopped closes everything once polling and delivery stopped.
+func (r *Relay) closeStopped() {
+	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r.close(closeCtx)
+	r.log.Info().Msg("stopped")
+}
+
+// close releases everything; safe on a partly opened relay.
+func (r *Relay) close(ctx context.Context) {
+	if r.admin != nil {
+		r.admin.Close(ctx)
+	}
+	for _, o := range r.outs {
+		if err := o.sink.Close(ctx); err != nil {
+			r.log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("close sink")
+		}
+	}
+	if r.client != nil {
+		r.client.CloseIdleConnections()
+	}
+	if r.db != nil {
+		if err := r.db.Close(); err != nil {
+			r.log.Warn().Err(err).Msg("close store")
+		}
+	}
+}
+
+// SetAdmin attaches the admin API (or another Server) before Run: Run
+// starts it and Close closes it first.
+func (r *Relay) SetAdmin(s Server) { r.admin = s }
+
+// AdminAddr is the address of the attached Server; "" without one.
+func (r *Relay) AdminAddr() string {
+	if r.admin == nil {
+		return ""
+	}
+	return r.admin.Addr()
+}
+
+// Close releases everything of a relay that is not run (Run closes what
+// it runs when it returns).
+func (r *Relay) Close(ctx context.Context) { r.close(ctx) }
+
+// Config is the relay's configuration.
+func (r *Relay) Config() *config.Config { return r.cfg }
+
+// Store is the relay's store.
+func (r *Relay) Store() store.Store { return r.db }
+
+// JetStream is the relay's jetstream store; nil with a bbolt one.
+func (r *Relay) JetStream() *JetStream { return r.js }
+
+// Logger is the relay's logger.
+func (r *Relay) Logger() zerolog.Logger { return r.log }
+
+// Registry holds the relay's Prometheus metrics, for the admin API's
+// /metrics.
+func (r *Relay) Registry() *prometheus.Registry { return r.metrics.reg }
+
+// PollStatus is the poller's status now.
+func (r *Relay) PollStatus() poller.Status {
+	r.pipeMu.RLock()
+	defer r.pipeMu.RUnlock()
+	return r.poll.Status()
+}
+
+// DeliveryState is the state of the named sink's delivery; the zero
+// state when no sink has that name.
+func (r *Relay) DeliveryState(name string) sink.DispatcherState {
+	o := r.output(name)
+	if o == nil {
+		return sink.DispatcherState{}
+	}
+	return o.disp.State()
+}
+
+// ErrUnknownSink is returned for a sink name the config does not have.
+var ErrUnknownSink = errors.New("no such sink")
+
+// Rewind makes the named sink deliver again from offset from: its
+// delivery stops (each partition persisting its cursor), the store
+// rewinds its cursor, and delivery resumes from there, pauses cleared.
+func (r *Relay) Rewind(ctx context.Context, name string, from uint64) error {
+	o := r.output(name)
+	if o == nil {
+		return fmt.Errorf("sink %q: %w", name, ErrUnknownSink)
+	}
+	if err := o.disp.Reset(ctx, func() error { return r.db.Rewind(name, from) }); err != nil {
+		return err
+	}
+	r.log.Info().Str("sink", name).Uint64("offset", from).Msg("replay: sink rewound")
+	return nil
+}
+
+// Resume clears the named sink's pause, and stores that at once, so a
+// crash right after does not bring the pause back.
+func (r *Relay) Resume(name string) error {
+	o := r.output(name)
+	if o == nil {
+		return fmt.Errorf("sink %q: %w", name, ErrUnknownSink)
+	}
+	o.disp.Resume()
+	r.saveResumed(o)
+	r.log.Info().Str("sink", name).Msg("sink resumed")
+	return nil
+}
+
+// output returns the sink named name, or nil.
+func (r *Relay) output(name string) *output {
+	for _, o := range r.outs {
+		if o.cfg.Name == name {
+			return o
+		}
+	}
+	return nil
+}
+
+// SinkNames lists the configured sinks in order.
+func (r *Relay) SinkNames() []string {
+	names := make([]string, len(r.outs))
+	for i, o := range r.outs {
+		names[i] = o.cfg.Name
+	}
+	return names
+}
+
+// pruneLoop removes delivered events past retention and seen records of
+// tasks beyond the lookback window, at start and then every interval.
+func (r *Relay) pruneLoop(ctx context.Context) {
+	every := min(max(r.cfg.Store.Retention.D()/20, time.Minute), time.Hour)
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := r.db.Prune(ctx, store.PruneOptions{
+			Retention: r.cfg.Store.Retention.D(),
+			Lookback:  r.cfg.Poll.Lookback.D(),
+			Sinks:     r.SinkNames(),
+			Now:       time.Now(),
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			r.log.Warn().Err(err).Msg("prune")
+		} else if res.Events > 0 || res.Tasks > 0 {
+			r.log.Info().Int("events", res.Events).Int("tasks", res.Tasks).Msg("pruned")
+		}
+		t.Reset(every)
+	}
+}
+
+// maxInFlight is sc's max_in_flight, or the default for its type.
+func maxInFlight(sc config.SinkConfig) int {
+	if sc.MaxInFlight > 0 {
+		return sc.MaxInFlight
+	}
+	if sc.Type == config.SinkNATS {
+		return sink.DefaultNATSMaxInFlight
+	}
+	return sink.DefaultMaxInFlight
+}
+
+func retryPolicy(sc config.SinkConfig) sink.RetryPolicy {
+	if sc.Retry == nil {
+		return sink.RetryPolicy{}.WithDefaults()
+	}
+	return sink.RetryPolicy{Initial: sc.Retry.Initial.D(), Max: sc.Retry.Max.D(), MaxElapsed: sc.Retry.MaxElapsed.D()}.WithDefaults()
+}
+
+// embeddedDir is where an embedded NATS server keeps JetStream data: the
+// sink's data_dir, or next to the store.
+func embeddedDir(cfg *config.Config, sc config.SinkConfig) string {
+	if sc.DataDir != "" {
+		return sc.DataDir
+	}
+	return filepath.Join(filepath.Dir(cfg.Store.Path), "nats")
+}
