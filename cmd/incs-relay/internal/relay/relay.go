@@ -229,6 +229,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		defer close(stateDone)
 		r.states.run(pollCtx)
 	}()
+	checkDone := make(chan struct{})
+	go func() {
+		defer close(checkDone)
+		_ = checkStore(pollCtx, r.db, r.log, storeCheckDelay)
+	}()
 	r.log.Info().Str("store", r.cfg.Store.Path).Str("upstream", config.HostOf(r.cfg.Upstream.BaseURL)).
 		Int("sinks", len(r.outs)).Str("admin", r.AdminAddr()).Msg("relay running")
 
@@ -241,6 +246,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	<-pruneDone
 	<-stateDone
+	<-checkDone
 	stopDeliver() // dispatchers drain within their DrainTimeout
 	delivering.Wait()
 	r.saveSinkStates()
