@@ -1,5 +1,8 @@
 package store
 
+// Encoding events exactly as json.Marshal would, without encoding/json,
+// on the ingest path.
+
 import (
 	"bytes"
 	"encoding"

@@ -1,5 +1,8 @@
 package store
 
+// Ingest: diffing a page of tasks against the seen-set and appending
+// their events and seen marks in one transaction.
+
 import (
 	"bytes"
 	"cmp"

@@ -1,5 +1,8 @@
 package store
 
+// The outbox: the value layout of a stored event, reading events by
+// offset, filtering them, and finding offsets by time.
+
 import (
 	"bytes"
 	"context"

@@ -1,5 +1,8 @@
 package store
 
+// The ingest pipeline exported for other backends: diff against a seen
+// record and encode events as the outbox stores them.
+
 import (
 	"bytes"
 	"encoding/json"

@@ -1,5 +1,8 @@
 package store
 
+// Retention: pruning delivered events and old seen records in bounded
+// transactions.
+
 import (
 	"bytes"
 	"context"

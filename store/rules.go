@@ -1,5 +1,8 @@
 package store
 
+// Rule states: storing what the rules engine changed on a read of a
+// task, with its derived events, in one transaction.
+
 import (
 	"bytes"
 	"context"

@@ -1,5 +1,7 @@
 package store
 
+// Per-sink records: cursors, dead letters and the saved sink state.
+
 import (
 	"bytes"
 	"encoding/binary"

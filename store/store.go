@@ -1,5 +1,8 @@
 package store
 
+// The bbolt store: opening (with its bounded check), the schema version,
+// the buckets, errors and closing.
+
 import (
 	"encoding/binary"
 	"errors"

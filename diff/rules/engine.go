@@ -1,5 +1,8 @@
 package rules
 
+// The engine: per task and rule, the current occurrence, its due time
+// and what fired; evaluating each read of a task, and the heap of due tasks.
+
 import (
 	"container/heap"
 	"encoding/json"

@@ -1,5 +1,8 @@
 package rules
 
+// A rule's definition and its validation: when it applies (status, type,
+// assignee), what it counts from (Since), its deadline and repeats.
+
 import (
 	"fmt"
 	"regexp"

@@ -1,5 +1,8 @@
 package chat
 
+// The Batcher: keeps a chat sink within its rate limit by grouping
+// bursts of events into digests.
+
 import (
 	"context"
 	"errors"

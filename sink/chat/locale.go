@@ -1,5 +1,7 @@
 package chat
 
+// The words of chat messages in each locale (en, zh).
+
 import (
 	"fmt"
 	"maps"

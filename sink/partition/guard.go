@@ -1,5 +1,9 @@
 package partition
 
+// The fenced outbox of one claimed partition: cursor reads and writes
+// through the Assignment's record, compare-and-set on the owner's
+// generation, and what a fenced owner answers from then on.
+
 import (
 	"context"
 	"errors"

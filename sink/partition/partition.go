@@ -1,5 +1,9 @@
 package partition
 
+// The Dispatcher: one sink's dispatchers for the partitions this replica
+// owns, started and stopped as the assignment changes, and the
+// Assignment interface it is driven by.
+
 import (
 	"context"
 	"maps"

@@ -1,5 +1,7 @@
 package storetest
 
+// Ports for test servers that must start on an address known beforehand.
+
 import (
 	"fmt"
 	"math/rand/v2"
