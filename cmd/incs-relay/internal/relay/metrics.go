@@ -35,9 +35,6 @@ type metrics struct {
 	deliveryLat *prometheus.HistogramVec
 	sinkFailing *prometheus.CounterVec
 	refused     *prometheus.CounterVec
-
-	mu           sync.Mutex
-	failingSince map[string]time.Time // sink -> when it turned failing; cleared on a delivery
 }
 
 const ns = "incs_relay"
@@ -49,7 +46,7 @@ const (
 )
 
 func newMetrics(r *Relay) *metrics {
-	m := &metrics{r: r, reg: prometheus.NewRegistry(), failingSince: map[string]time.Time{}}
+	m := &metrics{r: r, reg: prometheus.NewRegistry()}
 	m.apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Name: "api_requests_total",
 		Help: "Requests to the incsapp API by HTTP outcome: ok (2xx), unauthorized (401, 403), rate_limited (429), server_error (5xx), client_error (other), error (no response).",
@@ -135,9 +132,6 @@ func (m *metrics) eventsAppended(types map[string]int) {
 
 // Delivered implements sink.Observer.
 func (m *metrics) Delivered(s string, ev *diff.Event, _ time.Duration) {
-	m.mu.Lock()
-	delete(m.failingSince, s)
-	m.mu.Unlock()
 	m.deliveries.WithLabelValues(s, outcomeDelivered).Inc()
 	if !ev.Time.IsZero() {
 		m.deliveryLat.WithLabelValues(s).Observe(max(time.Since(ev.Time).Seconds(), 0))
@@ -165,19 +159,7 @@ func (m *metrics) Paused(s string, _ error) { m.sinkFailing.WithLabelValues(s, "
 
 // Failing implements sink.Observer.
 func (m *metrics) Failing(s string, _ error) {
-	m.mu.Lock()
-	m.failingSince[s] = time.Now()
-	m.mu.Unlock()
 	m.sinkFailing.WithLabelValues(s, "failing").Inc()
-}
-
-// failingFor returns since when sink s has been failing, as the Failing
-// hook saw it; false if it has not turned failing since its last delivery.
-func (m *metrics) failingFor(s string) (time.Time, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t, ok := m.failingSince[s]
-	return t, ok
 }
 
 // instrumentAPI counts and times every request to the API.

@@ -5,7 +5,6 @@ package relay
 // order, and what the admin API and the commands may ask of it.
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,11 +57,9 @@ type Relay struct {
 	outs    []*output
 	admin   Server // the admin API; nil without one
 	metrics *metrics
-	// sinkFailing bounds how long a sink may fail before NotReady says so.
-	sinkFailing time.Duration
-	states      *sinkStateSaver
-	started     time.Time
-	savedMu     sync.Mutex // guards output.saved
+	states  *sinkStateSaver
+	started time.Time
+	savedMu sync.Mutex // guards output.saved
 }
 
 // output is one configured sink with its dispatcher.
@@ -82,14 +79,7 @@ type Options struct {
 	// ReplicaID names this replica of a jetstream store; "" is
 	// "<hostname>-<pid>".
 	ReplicaID string
-	// SinkFailing is how long a sink may keep failing (its last attempts
-	// failed, none succeeded) before NotReady reports the relay not
-	// ready; 0 is DefaultSinkFailing.
-	SinkFailing time.Duration
 }
-
-// DefaultSinkFailing is the default of Options.SinkFailing.
-const DefaultSinkFailing = time.Minute
 
 // Server runs beside a relay, as the admin API does (package admin): Run
 // starts it and stops it before the store closes.
@@ -106,7 +96,7 @@ type Server interface {
 // error everything opened so far is closed again. A Server attached with
 // SetAdmin runs beside it.
 func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) (_ *Relay, err error) {
-	r := &Relay{cfg: cfg, log: log, started: time.Now(), sinkFailing: cmp.Or(opts.SinkFailing, DefaultSinkFailing)}
+	r := &Relay{cfg: cfg, log: log, started: time.Now()}
 	defer func() {
 		if err != nil {
 			r.close(context.Background())

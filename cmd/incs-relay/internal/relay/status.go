@@ -22,13 +22,15 @@ func (r *Relay) pollStaleBound(ps poller.Status) time.Duration {
 	return max(3*interval, interval+2*r.cfg.Upstream.Timeout.D()) + ps.LastSweep.Duration
 }
 
-// NotReady returns why the relay is not ready, or "": the store is not
-// open; no poll cycle succeeded yet; the last success is older than
-// pollStaleBound; a sink is paused; or a sink has been failing for longer
-// than Options.SinkFailing. A jetstream replica that does not lead is
-// ready when it reaches the cluster and a live replica holds the lease.
+// NotReady returns why the relay cannot do its own job, or "": the store
+// is not open; no poll cycle succeeded yet; or the last success is older
+// than pollStaleBound. A jetstream replica that does not lead is ready
+// when it reaches the cluster and a live replica holds the lease. A
+// failing or paused sink never makes the relay unready: restarting or
+// unlisting it would help no receiver (and would take away the admin API
+// that resumes the sink); it shows in SinkStatus (failing, paused), the
+// metrics and the alert rules instead.
 func (r *Relay) NotReady(now time.Time) string {
-	sinkFailing := r.sinkFailing
 	if r.db == nil {
 		return "store not open"
 	}
@@ -39,24 +41,6 @@ func (r *Relay) NotReady(now time.Time) string {
 	} else if !follower {
 		if reason := r.pollNotReady(now); reason != "" {
 			return reason
-		}
-	}
-	for _, o := range r.outs {
-		st := o.disp.State()
-		if st.Paused {
-			return fmt.Sprintf("sink %s paused: %s (resume or replay it)", o.cfg.Name, st.PauseReason)
-		}
-		if st.Failing {
-			since, ok := r.metrics.failingFor(o.cfg.Name)
-			if !ok { // not seen turning failing: the most it can be
-				since = r.started
-				if st.LastDeliveryAt.After(since) {
-					since = st.LastDeliveryAt
-				}
-			}
-			if now.Sub(since) > sinkFailing {
-				return fmt.Sprintf("sink %s failing for %s: %s", o.cfg.Name, RoundDuration(now.Sub(since)), st.LastError)
-			}
 		}
 	}
 	return ""
