@@ -1,9 +1,11 @@
 package sink
 
-// Tests of the Redacting wrapper (redact.go).
+// Tests of masking and redaction (redact.go): MaskValue, RedactJSON,
+// Redact and the Redacting wrapper.
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -53,3 +55,72 @@ func TestRedacting_KeepsAsync(t *testing.T) {
 
 // syncOnly hides a sink's DeliverAsync.
 type syncOnly struct{ Sink }
+
+func TestMaskValue(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"phone", "6281519140316", "6281****0316"},
+		{"china mobile", "13812345678", "138****678"},
+		{"short", "12345", "1****5"},
+		{"eight", "12345678", "12****78"},
+		{"four", "1234", "****"},
+		{"one", "x", "****"},
+		{"empty", "", ""},
+		{"runes", "王小明先生", "王****生"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, MaskValue(tt.in))
+		})
+	}
+}
+
+func TestRedactJSON(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     string
+		fields []string
+		want   string
+	}{
+		{name: "top level", in: `{"id":237,"user_phone":"6281519140316","name":"x"}`, fields: []string{"user_phone"},
+			want: `{"id":237,"user_phone":"6281****0316","name":"x"}`},
+		{name: "number", in: `{"user_phone":6281519140316}`, fields: []string{"user_phone"}, want: `{"user_phone":"6281****0316"}`},
+		{name: "nested and arrays", in: `{"a":{"user_phone":"13812345678"},"l":[{"user_phone":"12345"},1]}`, fields: []string{"user_phone"},
+			want: `{"a":{"user_phone":"138****678"},"l":[{"user_phone":"1****5"},1]}`},
+		{name: "object value", in: `{"user":{"phone":"1"},"k":2}`, fields: []string{"user"}, want: `{"user":"****","k":2}`},
+		{name: "null and empty kept", in: `{"user_phone":null,"email":""}`, fields: []string{"user_phone", "email"}, want: `{"user_phone":null,"email":""}`},
+		{name: "no match keeps bytes", in: `{ "id" : 1 }`, fields: []string{"user_phone"}, want: `{ "id" : 1 }`},
+		{name: "no fields", in: `{"user_phone":"6281519140316"}`, want: `{"user_phone":"6281519140316"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := RedactJSON(json.RawMessage(tt.in), tt.fields)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, string(got))
+		})
+	}
+	_, err := RedactJSON(json.RawMessage(`{"user_phone":`), []string{"user_phone"})
+	assert.Error(t, err)
+}
+
+func TestRedact(t *testing.T) {
+	ev := diff.SampleEvents()[3] // commented
+	orig := diff.SampleEvents()[3]
+	red := Redact(&ev, []string{"user_phone", "comment", "id"})
+
+	assert.Equal(t, orig, ev, "the input is not modified")
+	assert.Contains(t, string(red.Data.Task), `"user_phone":"6281****0316"`)
+	assert.Contains(t, string(red.Data.Task), `"id":"****"`, "task id is masked when asked")
+	assert.Equal(t, MaskValue(orig.Data.Comment), red.Data.Comment)
+
+	var body map[string]any
+	require.NoError(t, json.Unmarshal(red.Body, &body))
+	assert.Equal(t, orig.ID, body["id"], "envelope fields are never masked")
+	data := body["data"].(map[string]any)
+	assert.Equal(t, MaskValue(orig.Data.Comment), data["comment"])
+	assert.Equal(t, "6281****0316", data["task"].(map[string]any)["user_phone"])
+	assert.NotContains(t, string(red.Body), "6281519140316")
+
+	plain := Redact(&ev, nil)
+	assert.Equal(t, ev, *plain)
+	assert.NotSame(t, &ev, plain)
+}
