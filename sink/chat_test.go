@@ -1,8 +1,7 @@
 package sink
 
 // Tests of what the chat sinks share (chat.go): config validation,
-// templates and their golden renderings, rate limits and bursts; also the
-// masking of MaskValue, RedactJSON and Redact (redact.go).
+// templates and their golden renderings, rate limits and bursts.
 
 import (
 	"bytes"
