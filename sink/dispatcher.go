@@ -161,7 +161,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		close(done)
 	}()
 
-	notify := d.cfg.Outbox.Notify()
+	notify := d.cfg.Outbox.Notify(ctx)
 	d.log.Debug().Uint64("cursor", cursor).Msg("dispatcher started")
 	for {
 		req, flushErr := d.runSession(ctx, cursor, notify)

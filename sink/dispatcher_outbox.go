@@ -30,8 +30,11 @@ type Outbox interface {
 	DeadLetter(sink string, offset uint64, attempts int, lastErr string) error
 	// Notify returns a new subscription: a channel (buffered 1, sent to
 	// without blocking) that receives after each commit that appended
-	// events.
-	Notify() <-chan struct{}
+	// events. The subscription lasts until ctx ends: then the store drops
+	// it and sends nothing more on the channel (which it does not close).
+	// Pass a context that ends when the consumer stops (a dispatcher its
+	// Run's), or every call leaks one subscription for the store's life.
+	Notify(ctx context.Context) <-chan struct{}
 }
 
 // flush persists the watermark if it moved.

@@ -159,11 +159,16 @@ func (o *memOutbox) DeadLetter(sink string, offset uint64, attempts int, lastErr
 	return nil
 }
 
-func (o *memOutbox) Notify() <-chan struct{} {
+func (o *memOutbox) Notify(ctx context.Context) <-chan struct{} {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	c := make(chan struct{}, 1)
 	o.subs = append(o.subs, c)
+	context.AfterFunc(ctx, func() {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		o.subs = slices.DeleteFunc(o.subs, func(s chan struct{}) bool { return s == c })
+	})
 	return c
 }
 

@@ -31,8 +31,11 @@ type Store interface {
 
 	// Notify returns a new subscription: a channel (buffered 1, sent to
 	// without blocking) that receives after each commit that appended
-	// events.
-	Notify() <-chan struct{}
+	// events. The subscription lasts until ctx ends: then the store drops
+	// it and sends nothing more on the channel (which it does not close).
+	// Pass a context that ends when the consumer stops (a dispatcher its
+	// Run's), or every call leaks one subscription for the store's life.
+	Notify(ctx context.Context) <-chan struct{}
 	// Prune deletes events every sink in p.Sinks has passed and that are
 	// older than p.Retention, and seen records older than p.Lookback.
 	Prune(ctx context.Context, p PruneOptions) (PruneResult, error)

@@ -242,7 +242,7 @@ func logIDOf(t *testing.T, id string) int64 {
 
 func TestIngest_Notify(t *testing.T) {
 	db := mustOpen(t)
-	ch := db.Notify()
+	ch := db.Notify(context.Background())
 	sub, unsubscribe := db.Subscribe()
 
 	ingest(t, db, true, task(1, 1))

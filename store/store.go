@@ -4,6 +4,7 @@ package store
 // the buckets, errors and closing.
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -292,11 +293,20 @@ func (db *DB) Close() error {
 
 // Notify returns a new channel that receives a value (non-blocking send,
 // buffer 1) after every commit that appended events. The subscription lasts
-// until Close, which closes the channel: call it once per consumer, or use
-// Subscribe for a subscription that ends earlier.
-func (db *DB) Notify() <-chan struct{} {
-	ch, _ := db.Subscribe()
+// until ctx ends, which drops it (the channel is not closed), or until
+// Close, which closes the channel.
+func (db *DB) Notify(ctx context.Context) <-chan struct{} {
+	ch, unsubscribe := db.Subscribe()
+	context.AfterFunc(ctx, unsubscribe)
 	return ch
+}
+
+// Subscribers returns how many Notify and Subscribe subscriptions the
+// store holds (for tests: a released one is not counted).
+func (db *DB) Subscribers() int {
+	db.subMu.Lock()
+	defer db.subMu.Unlock()
+	return len(db.subs)
 }
 
 // Subscribe is Notify with an unsubscribe function, which is idempotent and

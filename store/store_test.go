@@ -302,7 +302,7 @@ func TestDB_CorruptValue(t *testing.T) {
 func TestDB_Close(t *testing.T) {
 	db, err := Open(filepath.Join(t.TempDir(), "relay.db"), Options{})
 	require.NoError(t, err)
-	ch := db.Notify()
+	ch := db.Notify(context.Background())
 	require.NoError(t, db.Close())
 	require.NoError(t, db.Close())
 	_, ok := <-ch

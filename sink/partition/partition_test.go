@@ -248,3 +248,29 @@ func TestDispatcher_Reset(t *testing.T) {
 	assert.False(t, st.Paused, "Reset cleared the pause")
 	assert.Equal(t, uint64(34), st.Delivered)
 }
+
+// TestDispatcher_RebalanceReleasesNotify: every partition dispatcher
+// subscribes to the store's Notify; partitions started and stopped many
+// times (here the whole delivery, each start claiming all four) leave no
+// subscription behind, so the store's count stays bounded.
+func TestDispatcher_RebalanceReleasesNotify(t *testing.T) {
+	a := leader(t, jetStream(t), "a")
+	base := a.Subscribers()
+	const cycles = 10
+	var held []int // what each cycle left behind
+	left := 0
+	for i := range cycles {
+		d := newDispatcher(t, a, newRecSink(), 20*time.Millisecond)
+		stop := run(t, d)
+		require.Eventually(t, func() bool { return len(running(d)) == testParts }, 10*time.Second, time.Millisecond,
+			"cycle %d: every partition starts", i)
+		assert.Eventually(t, func() bool { return a.Subscribers()-left == base+testParts }, time.Second, time.Millisecond,
+			"cycle %d: one subscription per running partition", i)
+		stop()
+		assert.Eventually(t, func() bool { return a.Subscribers() == base }, time.Second, time.Millisecond,
+			"cycle %d: stopped partitions hold no subscription", i)
+		left = a.Subscribers() - base
+		held = append(held, left)
+	}
+	require.Equal(t, make([]int, cycles), held, "subscriptions left after each cycle")
+}

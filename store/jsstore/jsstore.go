@@ -409,13 +409,27 @@ func (s *Store) checkOpen(op string) error {
 
 // Notify returns a new subscription: a channel (buffered 1, sent to
 // without blocking) that receives after each commit that appended events,
-// by this replica or, once tailed, any other.
-func (s *Store) Notify() <-chan struct{} {
+// by this replica or, once tailed, any other. The subscription lasts until
+// ctx ends, which drops it (the channel is not closed).
+func (s *Store) Notify(ctx context.Context) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	s.subMu.Lock()
 	s.subs[ch] = struct{}{}
 	s.subMu.Unlock()
+	context.AfterFunc(ctx, func() {
+		s.subMu.Lock()
+		delete(s.subs, ch)
+		s.subMu.Unlock()
+	})
 	return ch
+}
+
+// Subscribers returns how many Notify subscriptions the store holds (for
+// tests: one whose context ended is not counted).
+func (s *Store) Subscribers() int {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	return len(s.subs)
 }
 
 func (s *Store) wake() {

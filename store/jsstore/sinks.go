@@ -383,5 +383,5 @@ func (o *PartitionOutbox) DeadLetter(sink string, offset uint64, attempts int, l
 }
 
 // Notify returns a new subscription woken after each commit that
-// appended events (to any partition).
-func (o *PartitionOutbox) Notify() <-chan struct{} { return o.s.Notify() }
+// appended events (to any partition), until ctx ends.
+func (o *PartitionOutbox) Notify(ctx context.Context) <-chan struct{} { return o.s.Notify(ctx) }

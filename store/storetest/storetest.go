@@ -46,6 +46,7 @@ func Run(t *testing.T, newStore NewFunc) {
 		{"Meta", testMeta},
 		{"Rules", testRules},
 		{"Notify", testNotify},
+		{"NotifyRelease", testNotifyRelease},
 		{"Prune", testPrune},
 		{"OffsetSince", testOffsetSince},
 		{"Reopen", testReopen},
@@ -406,13 +407,51 @@ func testRules(t *testing.T, newStore NewFunc) {
 func testNotify(t *testing.T, newStore NewFunc) {
 	s, _ := newStore(t)
 	defer s.Close()
-	a, b := s.Notify(), s.Notify()
+	ctx := t.Context()
+	a, b := s.Notify(ctx), s.Notify(ctx)
 	ingest(t, s, true, Task(1, 10))
 	for i, ch := range []<-chan struct{}{a, b} {
 		select {
 		case <-ch:
 		case <-time.After(5 * time.Second):
 			t.Fatalf("subscriber %d not woken by a commit that appended events", i)
+		}
+	}
+}
+
+// subscriberCounter is what both backends' concrete types expose for this
+// test: how many Notify subscriptions the store holds.
+type subscriberCounter interface{ Subscribers() int }
+
+// testNotifyRelease: a subscription whose context ended is dropped and
+// receives nothing more; the others still do.
+func testNotifyRelease(t *testing.T, newStore NewFunc) {
+	s, _ := newStore(t)
+	defer s.Close()
+	counter, ok := s.(subscriberCounter)
+	require.True(t, ok, "%T has no Subscribers() int", s)
+	before := counter.Subscribers()
+	keep := s.Notify(t.Context())
+	ctx, cancel := context.WithCancel(t.Context())
+	subs := make([]<-chan struct{}, 10)
+	for i := range subs {
+		subs[i] = s.Notify(ctx)
+	}
+	require.Equal(t, before+11, counter.Subscribers())
+	cancel()
+	require.Eventually(t, func() bool { return counter.Subscribers() == before+1 },
+		5*time.Second, 5*time.Millisecond, "subscriptions of an ended context released")
+	ingest(t, s, true, Task(1, 10))
+	select {
+	case <-keep:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a live subscription not woken by a commit that appended events")
+	}
+	for i, ch := range subs {
+		select {
+		case <-ch:
+			t.Fatalf("released subscription %d woken", i)
+		default:
 		}
 	}
 }
