@@ -72,6 +72,45 @@ type view struct {
 	evictAt   int    // events before this index have no body
 	signal    chan struct{}
 	wake      func() // wakes Notify subscribers
+	errs      TailStatus
+}
+
+// TailStatus is what the tail reports of the stream messages it could not
+// read (no metadata, or a record that does not parse): it skips each one,
+// counts it and logs it at warn with its subject and sequence.
+type TailStatus struct {
+	// Errors counts the messages skipped since the store opened.
+	Errors uint64
+	// LastError says which message and why: "<subject> seq <n>: <err>".
+	LastError   string
+	LastErrorAt time.Time
+	// Consecutive counts the errors since the tail last read a message
+	// without one: a single bad message sets it to 1, a tail that can
+	// read nothing keeps raising it.
+	Consecutive int
+}
+
+// TailBrokenAfter is how many consecutive errors make the tail broken
+// (TailStatus.Broken): one skipped bad message is not.
+const TailBrokenAfter = 3
+
+// Broken reports whether the tail has stopped reading: its last
+// TailBrokenAfter messages or more all failed.
+func (t TailStatus) Broken() bool { return t.Consecutive >= TailBrokenAfter }
+
+// TailErrors returns what the tail could not read.
+func (s *Store) TailErrors() TailStatus {
+	s.v.mu.RLock()
+	defer s.v.mu.RUnlock()
+	return s.v.errs
+}
+
+// noteErr records a message the tail skipped (v.mu held).
+func (v *view) noteErr(subject string, seq uint64, err error) {
+	v.errs.Errors++
+	v.errs.Consecutive++
+	v.errs.LastError = fmt.Sprintf("%s seq %d: %v", subject, seq, err)
+	v.errs.LastErrorAt = time.Now()
 }
 
 func newView(parts int, wake func()) *view {
@@ -108,7 +147,11 @@ func (s *Store) startTail(ctx context.Context) error {
 	// retries 1s, 2s, 4s … 10s apart while the cluster cannot place it
 	// (docs/ha.md, one NATS node dies).
 	hb := max(s.o.Lease/4, 500*time.Millisecond)
-	cc, err := cons.Consume(func(m jetstream.Msg) { s.v.apply(prefix, m) },
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if subject, seq, err := s.v.apply(prefix, m); err != nil {
+			s.log.Warn().Err(err).Str("subject", subject).Uint64("seq", seq).Msg("jsstore: tail skipped a message it cannot read")
+		}
+	},
 		jetstream.PullHeartbeat(hb), jetstream.PullExpiry(max(4*hb, time.Second)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Debug().Err(err).Msg("jsstore: tail")
@@ -153,18 +196,27 @@ func (v *view) waitApplied(ctx context.Context, seq uint64) error {
 	return v.wait(ctx, func(v *view) bool { return v.applied >= seq })
 }
 
-// apply reads one message of the stream into the view.
-func (v *view) apply(prefix string, m jetstream.Msg) {
+// apply reads one message of the stream into the view. A message it
+// cannot read is skipped and counted (TailStatus); its subject, sequence
+// (0 without metadata) and error are returned to log.
+func (v *view) apply(prefix string, m jetstream.Msg) (subject string, seq uint64, err error) {
+	subject = m.Subject()
 	md, err := m.Metadata()
 	if err != nil {
-		return
+		err = fmt.Errorf("metadata: %w", err)
+		v.mu.Lock()
+		v.noteErr(subject, 0, err)
+		v.mu.Unlock()
+		return subject, 0, err
 	}
+	seq = md.Sequence.Stream
 	v.mu.Lock()
-	notify := v.applyLocked(prefix, m.Subject(), md.Sequence.Stream, m.Data(), md.NumPending == 0)
+	notify, err := v.applyLocked(prefix, subject, seq, m.Data(), md.NumPending == 0)
 	v.mu.Unlock()
 	if notify && v.wake != nil {
 		v.wake()
 	}
+	return subject, seq, err
 }
 
 // applyOwn reads a batch this replica committed, msgs at stream
@@ -186,7 +238,8 @@ func (v *view) applyOwn(prefix string, msgs []outMsg, first uint64) bool {
 	}
 	notify := false
 	for i, m := range msgs {
-		notify = v.applyLocked(prefix, m.subj, first+uint64(i), m.data, false) || notify
+		n, _ := v.applyLocked(prefix, m.subj, first+uint64(i), m.data, false) // counted; its own batch
+		notify = n || notify
 	}
 	v.flushPending()
 	v.mu.Unlock()
@@ -198,12 +251,13 @@ func (v *view) applyOwn(prefix string, msgs []outMsg, first uint64) bool {
 
 // applyLocked reads one message into the view (v.mu held) and reports
 // whether Notify subscribers should wake. last says the stream holds
-// nothing after it.
-func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last bool) (notify bool) {
+// nothing after it. A record that does not parse is skipped (the sequence
+// still counts as read), counted in v.errs and returned.
+func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last bool) (notify bool, bad error) {
 	subj := strings.TrimPrefix(subject, prefix)
 	kind, arg, _ := strings.Cut(subj, ".")
 	if seq <= v.applied {
-		return false
+		return false, nil
 	}
 	switch kind {
 	case "ev", "seen", "rule", "rtask":
@@ -217,16 +271,20 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last
 	case "ev":
 		part, err := strconv.Atoi(arg)
 		if err != nil || part < 0 || part >= len(v.byPart) {
+			bad = fmt.Errorf("partition %q: not one of 0..%d", arg, len(v.byPart)-1)
 			break
 		}
-		_ = parseFrames(data, func(off uint64, task, at int64, typ string, body []byte) {
+		if err := parseFrames(data, func(off uint64, task, at int64, typ string, body []byte) {
 			if off > 0 {
 				v.pending = append(v.pending, entry{off: off, seq: seq, task: task, at: at, part: part, typ: typ, body: body})
 			}
-		})
+		}); err != nil {
+			bad = fmt.Errorf("events: %w", err)
+		}
 	case "seen", "rule", "rtask":
 		id, err := strconv.ParseInt(arg, 10, 64)
 		if err != nil {
+			bad = fmt.Errorf("%s record: task id %q: %w", kind, arg, err)
 			break
 		}
 		mp := v.seen
@@ -242,19 +300,25 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last
 			mp[id] = data
 		}
 	case "head":
-		if h, err := strconv.ParseUint(string(data), 10, 64); err == nil && h > v.head {
+		if h, err := strconv.ParseUint(string(data), 10, 64); err != nil {
+			bad = fmt.Errorf("head: %w", err)
+		} else if h > v.head {
 			v.head = h
 		}
 		v.headSeq = seq
 		notify = true
 	case "epoch":
 		var e epochRec
-		if json.Unmarshal(data, &e) == nil {
+		if err := json.Unmarshal(data, &e); err != nil {
+			bad = fmt.Errorf("epoch record: %w", err)
+		} else {
 			v.epoch, v.epochSeq = e, seq
 		}
 	case "pruned":
 		var n pruneNote
-		if json.Unmarshal(data, &n) == nil {
+		if err := json.Unmarshal(data, &n); err != nil {
+			bad = fmt.Errorf("prune note: %w", err)
+		} else {
 			v.drop(n.Ranges)
 		}
 	}
@@ -265,7 +329,12 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last
 	}
 	close(v.signal)
 	v.signal = make(chan struct{})
-	return notify
+	if bad != nil {
+		v.noteErr(subject, seq, bad)
+	} else {
+		v.errs.Consecutive = 0
+	}
+	return notify, bad
 }
 
 // flushPending adds the events read since the last other message: a
