@@ -33,6 +33,7 @@ import (
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/sink/consume"
+	"github.com/incs-relay/incs-relay/store/jsstore"
 )
 
 // replica is one relay of a jetstream store, run in this process.
@@ -562,17 +563,25 @@ func recordingHook(t *testing.T, got *received, gone func() bool) *httptest.Serv
 	return hook
 }
 
-// TestReplicas_ConfigMismatch: a replica whose config differs from the
-// leader's (here poll.interval) refuses to join: its Run returns an error
-// naming the mismatch, so `run` exits 1, and it never polls.
-func TestReplicas_ConfigMismatch(t *testing.T) {
+// smallReplicaConfig is replicaConfig on a simulated world of five tasks
+// with the webhook sink only.
+func smallReplicaConfig(t *testing.T) *config.Config {
+	t.Helper()
 	world := sim.New(sim.Options{Token: "tok", Tasks: 5, Seed: 1})
 	api := httptest.NewServer(world)
-	defer api.Close()
+	t.Cleanup(api.Close)
 	ns := runNATS(t)
 	hook := recordingHook(t, newReceived(), nil)
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
+	return cfg
+}
+
+// TestReplicas_ConfigMismatch: a replica whose config differs from the
+// leader's (here poll.interval) refuses to join: its Run returns an error
+// naming the mismatch, so `run` exits 1, and it never polls.
+func TestReplicas_ConfigMismatch(t *testing.T) {
+	cfg := smallReplicaConfig(t)
 	a := startReplica(t, cfg, "replica-a")
 	require.Eventually(t, func() bool { return a.r.JetStream().IsLeader() }, 10*time.Second, 20*time.Millisecond)
 
@@ -666,4 +675,51 @@ func startPair(t *testing.T, cfgA, cfgB *config.Config) (a, b *replica) {
 	require.Eventually(t, func() bool { return len(b.r.JetStream().Role().Assignments["replica-b"]) > 0 }, 15*time.Second, 50*time.Millisecond,
 		"the second replica delivers some partitions")
 	return a, b
+}
+
+// TestReplicas_TailErrors: a malformed message on the store's stream is
+// skipped by every replica's tail and counted in
+// incs_relay_replica_tail_errors_total; one leaves the follower ready, a
+// run of them (its tail reads nothing) makes it not ready, saying why.
+func TestReplicas_TailErrors(t *testing.T) {
+	cfg := smallReplicaConfig(t)
+	a, b := startPair(t, cfg, cfg)
+	require.Eventually(t, func() bool { code, _ := b.get(t, "/readyz"); return code == http.StatusOK }, 15*time.Second, 50*time.Millisecond,
+		"the follower is ready")
+
+	nc, err := nats.Connect(cfg.Store.URL)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	bad := func() {
+		t.Helper()
+		_, err := js.Publish(context.Background(), jsstore.SubjectPrefix(cfg.Store.Name)+"seen.not-a-task", []byte("{}"))
+		require.NoError(t, err)
+	}
+	errorsAt := func(rep *replica) float64 {
+		_, expo := rep.get(t, "/metrics")
+		return metricValue(t, expo, "incs_relay_replica_tail_errors_total")
+	}
+
+	bad()
+	require.Eventually(t, func() bool { return errorsAt(b) == 1 && errorsAt(a) == 1 }, 10*time.Second, 20*time.Millisecond,
+		"both tails count the bad message")
+	code, body := b.get(t, "/readyz")
+	assert.Equal(t, http.StatusOK, code, "one skipped message leaves the follower ready: %s", body)
+
+	// A run of them: the follower's tail reads nothing. A commit of the
+	// leader in between would end the run, so publish until it shows.
+	require.Eventually(t, func() bool {
+		for range jsstore.TailBrokenAfter {
+			bad()
+		}
+		code, _ := b.get(t, "/readyz")
+		return code == http.StatusServiceUnavailable
+	}, 15*time.Second, 100*time.Millisecond, "a follower whose tail reads nothing is not ready")
+	_, body = b.get(t, "/readyz")
+	assert.Contains(t, body, "the store's tail cannot read the stream")
+	assert.Contains(t, body, "seen.not-a-task seq ")
+	assert.NotContains(t, body, "{}", "never a body")
+	assert.GreaterOrEqual(t, errorsAt(b), 1.0+jsstore.TailBrokenAfter)
 }

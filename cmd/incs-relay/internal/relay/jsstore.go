@@ -133,7 +133,8 @@ var (
 	descMembers    = prometheus.NewDesc(ns+"_replica_members", "Live replicas of the store, as this replica sees them.", nil, nil)
 	descEpoch      = prometheus.NewDesc(ns+"_replica_epoch", "The leader's epoch: it goes up by one at every change of leader.", nil, nil)
 	descConnected  = prometheus.NewDesc(ns+"_replica_connected", "1 while this replica's connection to the NATS cluster is up.", nil, nil)
-	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected}
+	descTailErrors = prometheus.NewDesc(ns+"_replica_tail_errors_total", "Stream messages this replica's tail skipped because it could not read them (no metadata, a record that does not parse).", nil, nil)
+	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected, descTailErrors}
 )
 
 // replicaCollector reads a jetstream replica's role at scrape time.
@@ -156,4 +157,5 @@ func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descMembers, float64(len(role.Members)))
 	gauge(descEpoch, float64(role.Epoch))
 	gauge(descConnected, b2f(c.h.Connected()))
+	ch <- prometheus.MustNewConstMetric(descTailErrors, prometheus.CounterValue, float64(c.h.TailErrors().Errors))
 }

@@ -386,8 +386,9 @@ func (f *fanout) pump(ctx context.Context, src <-chan struct{}) {
 }
 
 // replicaNotReady is the readiness of a jetstream replica that does not
-// lead: it is ready when it reaches the cluster and a live replica holds
-// the lease. ok is false on the leader, whose polls decide instead.
+// lead: it is ready when it reaches the cluster, a live replica holds
+// the lease and its tail reads the stream (not TailStatus.Broken). ok is
+// false on the leader, whose polls decide instead.
 func (r *Relay) replicaNotReady(now time.Time) (reason string, follower bool) {
 	if r.js == nil || r.js.IsLeader() {
 		return "", false
@@ -398,6 +399,11 @@ func (r *Relay) replicaNotReady(now time.Time) (reason string, follower bool) {
 	role := r.js.Role()
 	if role.Leader == "" || !role.LeaseExpires.After(now) {
 		return "no replica holds the lease: polling stopped until one wins it", true
+	}
+	// One skipped bad message is logged and counted, not a reason: only a
+	// tail that fails message after message (so it stopped following).
+	if ts := r.js.TailErrors(); ts.Broken() {
+		return fmt.Sprintf("the store's tail cannot read the stream (%d messages in a row): %s", ts.Consecutive, ts.LastError), true
 	}
 	return "", true
 }
