@@ -6,6 +6,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,7 +26,8 @@ func TestDispatcher_RetryBackoff(t *testing.T) {
 			times []time.Time
 		)
 		clock := newFakeClock()
-		sink := newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
+		var sink *dispatchTestSink
+		sink = newDispatchTestSink("s", func(ctx context.Context, ev *diff.Event) error {
 			if ev.Offset != evs[0].Offset {
 				return nil
 			}
@@ -34,6 +36,16 @@ func TestDispatcher_RetryBackoff(t *testing.T) {
 			times = append(times, clock.Now())
 			if len(times) <= 3 {
 				return errors.New("HTTP 503")
+			}
+			// The fake clock lets the retries run at once, so the success
+			// could beat task 2's first attempt by scheduling alone: it
+			// waits (boundedly) for task 2's event, which a dispatcher
+			// holding task 2 back would never deliver first.
+			task2Acked := func() bool {
+				return slices.ContainsFunc(sink.Acked(), func(a diff.Event) bool { return a.Offset == evs[2].Offset })
+			}
+			for deadline := time.Now().Add(5 * time.Second); !task2Acked() && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
 			}
 			return nil
 		})
