@@ -76,7 +76,7 @@ func replica(t *testing.T, url, id string) (st *jsstore.Store, stop func()) {
 func leader(t *testing.T, url, id string) *jsstore.Store {
 	t.Helper()
 	st, _ := replica(t, url, id)
-	require.Eventually(t, func() bool { _, owned, _ := st.Ownership(); return st.IsLeader() && len(owned) == testParts },
+	require.Eventually(t, func() bool { _, owned := st.Ownership(); return st.IsLeader() && len(owned) == testParts },
 		10*time.Second, 10*time.Millisecond, "%s leads and delivers every partition", id)
 	return st
 }

@@ -23,9 +23,9 @@ import (
 type Assignment interface {
 	// Partitions returns the number of delivery partitions.
 	Partitions() int
-	// Ownership returns this replica's id, the partitions it delivers
-	// now, and each replica's partitions (replica id -> partitions).
-	Ownership() (self string, owned []int, assigned map[string][]int)
+	// Ownership returns this replica's id and the partitions it
+	// delivers now.
+	Ownership() (self string, owned []int)
 	// SinkPaused reports whether the sink's stored state says paused,
 	// and the reason stored with the pause.
 	SinkPaused(sink string) (paused bool, reason string, err error)
@@ -120,7 +120,7 @@ func New(cfg Config) *Dispatcher {
 	perPart := max(1, (dc.MaxInFlight+parts-1)/parts)
 	log := dc.Logger
 	name := dc.Sink.Name()
-	self, _, _ := cfg.Assignment.Ownership()
+	self, _ := cfg.Assignment.Ownership()
 	return &Dispatcher{name: name, self: self, store: cfg.Assignment, outbox: cfg.Outbox, changes: cfg.Changes,
 		log: log.With().Str("sink", name).Logger(), rewind: make(chan struct{}, 1), runs: map[int]*partRun{}, unreleased: map[int]pendingRelease{},
 		newDisp: func(out *fencedOutbox, p int, paused string) *sink.Dispatcher {
@@ -164,7 +164,7 @@ func (p *Dispatcher) Run(ctx context.Context) error {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	for {
-		_, owned, _ := p.store.Ownership()
+		_, owned := p.store.Ownership()
 		if waiting := p.sync(ctx, owned); waiting {
 			retry.Reset(claimRetry)
 		}

@@ -21,11 +21,10 @@ var _ Assignment = (*jsstore.Store)(nil)
 // SinkPaused its stored sink state's.
 func TestAssignment_Jsstore(t *testing.T) {
 	a := leader(t, jetStream(t), "a")
-	self, owned, assigned := a.Ownership()
-	r := a.Role()
+	self, owned := a.Ownership()
 	assert.Equal(t, "a", self)
-	assert.Equal(t, r.Owned, owned)
-	assert.Equal(t, map[string][]int{"a": {0, 1, 2, 3}}, assigned)
+	assert.Equal(t, a.Role().Owned, owned)
+	assert.Equal(t, []int{0, 1, 2, 3}, owned)
 	assert.Equal(t, testParts, a.Partitions())
 
 	paused, reason, err := a.SinkPaused("hook")
@@ -48,11 +47,11 @@ func TestDispatcher_Handoff(t *testing.T) {
 	a := leader(t, url, "a")
 	b, stopB := replica(t, url, "b")
 	require.Eventually(t, func() bool {
-		_, ownedA, _ := a.Ownership()
-		_, ownedB, assigned := b.Ownership()
-		return len(ownedA) == 2 && len(ownedB) == 2 && len(assigned["a"]) == 2
+		_, ownedA := a.Ownership()
+		_, ownedB := b.Ownership()
+		return len(ownedA) == 2 && len(ownedB) == 2 && len(b.Role().Assignments["a"]) == 2
 	}, 15*time.Second, 10*time.Millisecond, "a and b deliver two partitions each")
-	_, partsB, _ := b.Ownership()
+	_, partsB := b.Ownership()
 	recA, recB := newRecSink(), newRecSink()
 	dA := newDispatcher(t, a, recA, 20*time.Millisecond)
 	dB := newDispatcher(t, b, recB, time.Hour) // persists its cursors only when a partition stops
@@ -88,7 +87,7 @@ func TestDispatcher_Handoff(t *testing.T) {
 	assert.True(t, st.Running)
 	assert.Zero(t, st.InFlight)
 
-	require.Eventually(t, func() bool { _, owned, _ := a.Ownership(); return len(owned) == testParts },
+	require.Eventually(t, func() bool { _, owned := a.Ownership(); return len(owned) == testParts },
 		15*time.Second, time.Millisecond, "a is given b's partitions")
 	gained := time.Now()
 	require.Eventually(t, func() bool { return len(running(dA)) == testParts }, 10*time.Second, time.Millisecond,

@@ -5,13 +5,11 @@ package jsstore
 // interface with *Store) what it needs of Role and the sink state as plain
 // values.
 
-// Ownership returns Role's Self, Owned and Assignments: this replica's id,
-// the partitions it delivers now, and the partitions of each replica
-// (replica id -> partitions) as this replica knows them. The slices and
-// the map are the caller's.
-func (s *Store) Ownership() (self string, owned []int, assigned map[string][]int) {
+// Ownership returns Role's Self and Owned: this replica's id and the
+// partitions it delivers now. The slice is the caller's.
+func (s *Store) Ownership() (self string, owned []int) {
 	r := s.Role()
-	return r.Self, r.Owned, r.Assignments
+	return r.Self, r.Owned
 }
 
 // SinkPaused reports whether the sink's persisted state (SinkState, shared
