@@ -25,6 +25,13 @@ type storeOutbox struct {
 	*store.DB
 }
 
+// ingester is what Append needs of a store: storeOutbox's bbolt store,
+// jsOutbox's JetStream store.
+type ingester interface {
+	Head() (uint64, error)
+	Ingest(ctx context.Context, tasks []diff.Task, loc *time.Location, emit bool) (store.IngestResult, error)
+}
+
 func newStoreOutbox(t testing.TB) dispatchTestOutbox {
 	db, err := store.Open(filepath.Join(t.TempDir(), "relay.db"), store.Options{NoSync: true})
 	require.NoError(t, err)
@@ -37,14 +44,20 @@ var _ Outbox = storeOutbox{}
 // Append ingests one task per event, each carrying the event's log, in
 // batches of distinct tasks so that offsets follow the order of evs.
 func (o storeOutbox) Append(t testing.TB, evs ...diff.Event) []diff.Event {
+	return appendByIngest(t, o.DB, o.DB, evs)
+}
+
+// appendByIngest is Append on a store: ingest a task per event into s and
+// read the events back from ob.
+func appendByIngest(t testing.TB, s ingester, ob Outbox, evs []diff.Event) []diff.Event {
 	ctx := context.Background()
-	head, err := o.Head()
+	head, err := s.Head()
 	require.NoError(t, err)
 	var batch []diff.Task
 	inBatch := map[int64]bool{}
 	flush := func() {
 		if len(batch) > 0 {
-			res, err := o.Ingest(ctx, batch, time.UTC, true)
+			res, err := s.Ingest(ctx, batch, time.UTC, true)
 			require.NoError(t, err)
 			require.Equal(t, len(batch), res.Events, "every log is new")
 		}
@@ -59,7 +72,7 @@ func (o storeOutbox) Append(t testing.TB, evs ...diff.Event) []diff.Event {
 		batch = append(batch, task)
 	}
 	flush()
-	out, err := o.Read(ctx, head+1, len(evs))
+	out, err := ob.Read(ctx, head+1, len(evs))
 	require.NoError(t, err)
 	require.Len(t, out, len(evs))
 	for i := range out {
@@ -94,6 +107,10 @@ func storeOutboxTask(t testing.TB, ev *diff.Event) diff.Task {
 func (o storeOutbox) DeadLetters(t testing.TB, sink string) []dispatchDeadLetter {
 	dls, err := o.DB.DeadLetters(sink)
 	require.NoError(t, err)
+	return deadLettersOf(dls)
+}
+
+func deadLettersOf(dls []store.DeadLetter) []dispatchDeadLetter {
 	out := make([]dispatchDeadLetter, len(dls))
 	for i, d := range dls {
 		out[i] = dispatchDeadLetter{Offset: d.Offset, Attempts: d.Attempts, LastErr: d.Error}

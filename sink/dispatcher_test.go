@@ -26,8 +26,9 @@ import (
 
 // The dispatcher tests run against each dispatchTestOutbox of
 // dispatchTestOutboxes, as subtests named after it (forEachOutbox): memOutbox
-// below, in memory, and storeOutbox (dispatcher_store_test.go), the real
-// bbolt store in t.TempDir().
+// below, in memory, storeOutbox (dispatcher_store_test.go), the real
+// bbolt store in t.TempDir(), and jsOutbox, a partition of the JetStream
+// store on a NATS server in this process.
 type dispatchTestOutbox interface {
 	Outbox
 	// Append stores evs in order and returns them as stored: Offset, Body
@@ -52,6 +53,7 @@ var dispatchTestOutboxes = []struct {
 }{
 	{"mem", func(testing.TB) dispatchTestOutbox { return newMemOutbox() }},
 	{"bbolt", func(t testing.TB) dispatchTestOutbox { return newStoreOutbox(t) }},
+	{"jsstore", func(t testing.TB) dispatchTestOutbox { return newJSOutbox(t) }},
 }
 
 // forEachOutbox runs test once on each of dispatchTestOutboxes, as a

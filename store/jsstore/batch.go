@@ -42,11 +42,7 @@ type batcher struct {
 
 func (s *Store) newBatcher(lead *leadership) *batcher {
 	s.v.mu.RLock()
-	head, headSeq := s.v.head, s.v.headSeq
-	var last int64
-	if n := len(s.v.events); n > 0 {
-		last = s.v.events[n-1].at
-	}
+	head, headSeq, last := s.v.head, s.v.headSeq, s.v.lastAt
 	s.v.mu.RUnlock()
 	b := &batcher{s: s, lead: lead, head: head, committed: head, headSeq: headSeq, fill: map[int]msgFill{}, subjs: map[string]bool{}}
 	if p := s.inflight; p != nil && !p.finished() {
@@ -214,7 +210,7 @@ func (b *batcher) take() (msgs []outMsg, head uint64, pending []func()) {
 		head = max(head, e.off)
 	}
 	msgs = append(b.msgs, b.packEvents(b.evs)...)
-	h := nats.Header{hdrRollup: []string{"sub"}}
+	h := nats.Header{hdrRollup: []string{"sub"}, hdrAt: []string{strconv.FormatInt(b.at, 10)}}
 	msgs = append(msgs, outMsg{subj: b.s.subj + "head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
 	pending = b.pending
 	b.msgs, b.evs, b.count, b.fill, b.subjs, b.pending = nil, nil, 0, map[int]msgFill{}, map[string]bool{}, nil

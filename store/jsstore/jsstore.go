@@ -74,6 +74,11 @@ var (
 // batch publish, which commits a page whole, came with 2.12.
 const MinServerVersion = "2.12.0"
 
+// formatSuffix ends the config hash every replica publishes: replicas of
+// versions that tail the events into memory (their hash has no suffix)
+// and this one refuse to run together (checkLeaderHash).
+const formatSuffix = "/outbox-in-stream"
+
 // MaxBatch is the most messages one atomic batch holds (the server's
 // limit).
 const MaxBatch = 1000
@@ -99,6 +104,10 @@ type Options struct {
 	Logger zerolog.Logger
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
+	// CacheBytes bounds the event messages kept in memory for
+	// delivery (the newest read or committed); default
+	// DefaultCacheBytes, negative for none.
+	CacheBytes int
 }
 
 // Store is a store.Store on JetStream. It is safe for concurrent use.
@@ -123,6 +132,8 @@ type Store struct {
 	runWG  sync.WaitGroup // Run
 
 	v     *view
+	cache *msgCache // event messages read or committed lately
+	prune pruneState
 	state *kvState
 
 	appendMu sync.Mutex // one append at a time (but an Ingest's commit: see pipeBatch)
@@ -191,6 +202,12 @@ func (o *Options) setDefaults() error {
 		}
 		o.ReplicaID = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
+	if o.ConfigHash != "" && !strings.HasSuffix(o.ConfigHash, formatSuffix) {
+		o.ConfigHash += formatSuffix
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = DefaultCacheBytes
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -223,7 +240,8 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.v = newView(o.Partitions, s.wake)
+	s.cache = newMsgCache(o.Partitions, o.CacheBytes)
+	s.v = newView(s.wake, s.cache)
 	s.state = newKVState()
 	if err := s.startTail(ctx); err != nil {
 		s.cancel()

@@ -65,9 +65,11 @@ func (s *Store) appendFailed(ctx context.Context, lead *leadership, err error) e
 	if gerr != nil {
 		return fmt.Errorf("jsstore: append: %w; reading the epoch: %v", err, gerr)
 	}
-	// The head moved under this leader: catch up and let the caller retry.
-	if info, ierr := s.stream.Info(ctx); ierr == nil {
-		_ = s.v.waitApplied(ctx, info.State.LastSeq)
+	// The head moved under this leader (a batch stored whose answer was
+	// lost): read it into the view, not waiting for the tail, which may
+	// be recreating its consumer, and let the caller retry.
+	if cerr := s.catchUp(ctx); cerr != nil {
+		s.log.Debug().Err(cerr).Msg("jsstore: append: catching up after the head moved")
 	}
 	return fmt.Errorf("jsstore: append: the outbox head moved, retry: %w", err)
 }

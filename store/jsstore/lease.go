@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -226,6 +227,9 @@ func (s *Store) checkLeaderHash(ctx context.Context) error {
 	// seen on two rounds in a row.
 	if s.mismatches++; s.mismatches < 2 {
 		return nil
+	}
+	if !strings.HasSuffix(lv.Hash, formatSuffix) {
+		return fmt.Errorf("jsstore: replica %s: %w: the leader %s runs an older incs-relay, which reads the stream's events into memory and prunes them one by one: old and new replicas cannot run side by side; stop every replica, then start them all on this version (docs/ha.md, Upgrades)", s.o.ReplicaID, ErrConfigMismatch, lv.Leader)
 	}
 	return fmt.Errorf("jsstore: replica %s: %w (leader %s): run every replica with the same config", s.o.ReplicaID, ErrConfigMismatch, lv.Leader)
 }

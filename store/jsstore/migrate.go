@@ -52,7 +52,7 @@ func Migrate(ctx context.Context, dst *Store, src store.Store) (MigrateResult, e
 	}
 	defer unlock()
 	dst.v.mu.RLock()
-	empty := dst.v.head == 0 && len(dst.v.events) == 0 && len(dst.v.seen) == 0 && len(dst.v.rules) == 0
+	empty := dst.v.head == 0 && len(dst.v.seen) == 0 && len(dst.v.rules) == 0
 	dst.v.mu.RUnlock()
 	if !empty {
 		return res, errors.New("jsstore: migrate: the jetstream store is not empty")

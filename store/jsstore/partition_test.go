@@ -173,40 +173,55 @@ func TestRewound(t *testing.T) {
 	require.NoError(t, b.SetMeta("k", []byte("v")), "a follower writes state")
 }
 
-// TestBodyCache: bodies beyond the cache's bound are read back from the
-// stream byte for byte, by Read, Event, a partition and DeadLetter.
-func TestBodyCache(t *testing.T) {
-	defer func(n int) { maxCachedBodies = n }(maxCachedBodies)
-	maxCachedBodies = 10
+// TestOutboxFromStream: with no cache at all, every read (Read, Event, a
+// partition, DeadLetter, a query by task and by type) fetches the events
+// from the stream byte for byte; a prune purges the event messages below
+// the floor, keeps the dead letter's event readable from its copy, and a
+// replica opened afterwards reads the same outbox.
+func TestOutboxFromStream(t *testing.T) {
 	srv := runServer(t)
 	ctx := context.Background()
 	loc := time.FixedZone("CST", 8*3600)
-	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", Partitions: 3})
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", Partitions: 3, CacheBytes: -1})
 	_, err := s.Ingest(ctx, []diff.Task{storetest.Task(1, 10, 11, 12), storetest.Task(2, 20, 21)}, loc, true)
 	require.NoError(t, err)
 	before, err := s.Read(ctx, 0, 100)
 	require.NoError(t, err)
+	require.Len(t, before, 5)
 	var tasks []diff.Task
 	for i := range int64(20) {
 		tasks = append(tasks, storetest.Task(10+i, 100*(i+1), 100*(i+1)+1))
 	}
-	_, err = s.Ingest(ctx, tasks, loc, true)
-	require.NoError(t, err)
-	s.v.mu.RLock()
-	require.LessOrEqual(t, s.v.cached, 10)
-	require.Nil(t, s.v.events[0].body, "the oldest body was evicted")
-	s.v.mu.RUnlock()
+	for i := 0; i < len(tasks); i += 4 {
+		_, err = s.Ingest(ctx, tasks[i:i+4], loc, true)
+		require.NoError(t, err)
+	}
 	after, err := s.Read(ctx, 0, 100)
 	require.NoError(t, err)
 	require.Len(t, after, 45)
-	for i, ev := range before {
-		require.Equal(t, string(ev.Body), string(after[i].Body), "offset %d", ev.Offset)
-		require.Equal(t, ev.ID, after[i].ID)
-		require.True(t, ev.StoredAt.Equal(after[i].StoredAt))
+	for i, ev := range after {
+		require.Equal(t, uint64(i+1), ev.Offset)
+		if i < len(before) {
+			require.Equal(t, string(before[i].Body), string(ev.Body), "offset %d", ev.Offset)
+			require.Equal(t, before[i].ID, ev.ID)
+			require.True(t, before[i].StoredAt.Equal(ev.StoredAt))
+		}
 	}
-	one, err := s.Event(2)
+	// Every window of the outbox reads the same from any start.
+	for from := uint64(1); from <= 45; from += 7 {
+		got, err := s.Read(ctx, from, 5)
+		require.NoError(t, err)
+		require.Equal(t, after[from-1:min(from-1+5, 45)], got, "from %d", from)
+		one, err := s.Event(from)
+		require.NoError(t, err)
+		require.Equal(t, after[from-1], one)
+	}
+	byTask, err := s.Events(ctx, store.EventQuery{TaskID: 15})
 	require.NoError(t, err)
-	require.Equal(t, string(before[1].Body), string(one.Body))
+	require.Len(t, byTask, 2)
+	byType, err := s.Events(ctx, store.EventQuery{Type: diff.TypeTaskCreated, From: 10, Limit: 3})
+	require.NoError(t, err)
+	require.Len(t, byType, 3)
 	part, err := s.Partition(1).Read(ctx, 0, 100)
 	require.NoError(t, err)
 	require.Equal(t, "log-10", part[0].ID)
@@ -214,33 +229,43 @@ func TestBodyCache(t *testing.T) {
 	dls, err := s.DeadLetters("hook")
 	require.NoError(t, err)
 	require.Equal(t, "log-10", dls[0].EventID)
-	// A prune keeps the count right.
-	require.NoError(t, s.SetCursor("hook", 45))
-	_, err = s.Prune(ctx, store.PruneOptions{Retention: time.Nanosecond, Sinks: []string{"hook"}, Now: time.Now().Add(time.Hour)})
-	require.NoError(t, err)
-	s.v.mu.RLock()
-	events, cached := slices.Clone(s.v.events), s.v.cached
-	s.v.mu.RUnlock()
-	require.Len(t, events, 1, "only the dead letter stays")
-	n := 0
-	for _, e := range events {
-		if e.body != nil {
-			n++
-		}
-	}
-	require.Equal(t, n, cached)
 
-	// A replica reading the stream from the start sees the same outbox:
-	// the kept dead letter's message holds pruned events too.
+	// A prune up to 40 purges every message below, the dead letter's
+	// among them; its event stays readable from its copy.
+	info, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	msgsBefore := info.State.Msgs
+	require.NoError(t, s.SetCursor("hook", 40))
+	res, err := s.Prune(ctx, store.PruneOptions{Retention: time.Nanosecond, Sinks: []string{"hook"}, Now: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	require.Equal(t, 40, res.Events)
+	info, err = s.stream.Info(ctx)
+	require.NoError(t, err)
+	require.Less(t, info.State.Msgs, msgsBefore, "event messages purged")
+	first, err := s.First()
+	require.NoError(t, err)
+	require.Equal(t, uint64(41), first)
+	dead, err := s.Event(1)
+	require.NoError(t, err)
+	require.Equal(t, after[0], dead, "the dead letter's event, from its copy")
+	_, err = s.Event(2)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	st, err := s.Stats()
+	require.NoError(t, err)
+	require.Equal(t, 5, st.Events)
+	require.Zero(t, s.PruneStatus().PurgeFailures)
+
+	// A replica opened now reads the same outbox.
 	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r", Partitions: 3})
 	got, err := r.Read(ctx, 0, 100)
 	require.NoError(t, err)
-	require.Len(t, got, 1)
-	require.Equal(t, uint64(1), got[0].Offset)
-	require.Equal(t, string(before[0].Body), string(got[0].Body))
+	require.Equal(t, after[40:], got)
 	head, err := r.Head()
 	require.NoError(t, err)
 	require.Equal(t, uint64(45), head)
+	first, err = r.First()
+	require.NoError(t, err)
+	require.Equal(t, uint64(41), first)
 }
 
 // TestDeliveryAcrossFailover runs three replicas, each delivering its

@@ -1,18 +1,16 @@
-// Reads of the outbox from this replica's view (Head, First, Read,
-// Events, Event, OffsetSince, RuleStates, Stats) and Prune.
+// Reads of the outbox (Head, First, Read, Events, Event, OffsetSince,
+// RuleStates, Stats): the head and records from this replica's view, the
+// events from the stream (outbox.go).
 
 package jsstore
 
 import (
-	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/store"
@@ -33,15 +31,27 @@ func (s *Store) First() (uint64, error) {
 	if err := s.checkOpen("first"); err != nil {
 		return 0, err
 	}
-	s.v.mu.RLock()
-	defer s.v.mu.RUnlock()
-	if len(s.v.events) == 0 {
-		return 0, nil
-	}
-	return s.v.events[0].off, nil
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	return s.first(ctx)
 }
 
-// decode turns a tailed entry into an event; its body must be loaded.
+// first is the lowest offset above the prune floor: the first event
+// message starts the lowest (outbox.go), and offsets above the floor are
+// dense.
+func (s *Store) first(ctx context.Context) (uint64, error) {
+	floor, head := s.floorHead()
+	m, err := s.fetch(ctx, -1, 1)
+	if err != nil || m == nil {
+		return 0, err
+	}
+	if f := max(m.first(), floor+1); f <= head {
+		return f, nil
+	}
+	return 0, nil
+}
+
+// decode turns an entry into an event.
 func decode(e entry) (diff.Event, error) {
 	ev, err := store.DecodeBody(e.body)
 	if err != nil {
@@ -58,7 +68,8 @@ func (s *Store) Read(ctx context.Context, from uint64, limit int) ([]diff.Event,
 	return s.Events(ctx, store.EventQuery{From: from, Limit: limit})
 }
 
-// Events returns the events matching q, in offset order.
+// Events returns the events matching q, in offset order. A task's events
+// are read from its partition's messages only.
 func (s *Store) Events(ctx context.Context, q store.EventQuery) ([]diff.Event, error) {
 	if err := s.checkOpen("events"); err != nil {
 		return nil, err
@@ -66,61 +77,20 @@ func (s *Store) Events(ctx context.Context, q store.EventQuery) ([]diff.Event, e
 	if q.Limit <= 0 {
 		q.Limit = store.DefaultLimit
 	}
-	var picked []entry
-	s.v.mu.RLock()
-	for i := s.v.find(q.From); i < len(s.v.events) && len(picked) < q.Limit; i++ {
-		e := s.v.events[i]
-		if q.Type != "" && e.typ != q.Type || q.TaskID != 0 && e.task != q.TaskID {
-			continue
-		}
-		picked = append(picked, e)
+	p := -1
+	if q.TaskID != 0 {
+		p = s.partition(q.TaskID)
 	}
-	s.v.mu.RUnlock()
-	return s.decodeAll(ctx, picked)
-}
-
-// loadBodies fills in the bodies the view no longer caches (see
-// maxCachedBodies) from the stream, a few requests at a time.
-func (s *Store) loadBodies(ctx context.Context, es []entry) error {
-	var (
-		wg    sync.WaitGroup
-		slots = make(chan struct{}, 8)
-		errMu sync.Mutex
-		first error
-	)
-	for i := range es {
-		if es[i].body != nil {
-			continue
-		}
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			m, err := s.stream.GetMsg(ctx, es[i].seq)
-			if err == nil {
-				err = parseFrames(m.Data, func(off uint64, _, _ int64, _ string, body []byte) {
-					if off == es[i].off {
-						es[i].body = body
-					}
-				})
-			}
-			if err == nil && es[i].body == nil {
-				err = store.ErrNotFound
-			}
-			if err != nil {
-				errMu.Lock()
-				first = cmp.Or(first, fmt.Errorf("jsstore: event %d: %w", es[i].off, err))
-				errMu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return first
-}
-
-func (s *Store) decodeAll(ctx context.Context, es []entry) ([]diff.Event, error) {
-	if err := s.loadBodies(ctx, es); err != nil {
+	picked, err := s.collect(ctx, p, q.From, q.Limit, func(e *entry) bool {
+		return (q.Type == "" || e.typ == q.Type) && (q.TaskID == 0 || e.task == q.TaskID)
+	})
+	if err != nil {
 		return nil, err
 	}
+	return decodeAll(ctx, picked)
+}
+
+func decodeAll(ctx context.Context, es []entry) ([]diff.Event, error) {
 	out := make([]diff.Event, 0, len(es))
 	for i, e := range es {
 		if i%1024 == 1023 {
@@ -142,40 +112,62 @@ func (s *Store) Event(off uint64) (diff.Event, error) {
 	if err := s.checkOpen("event"); err != nil {
 		return diff.Event{}, err
 	}
-	s.v.mu.RLock()
-	e, ok := s.v.get(off)
-	s.v.mu.RUnlock()
-	if !ok {
-		return diff.Event{}, fmt.Errorf("jsstore: event %d: %w", off, store.ErrNotFound)
-	}
 	ctx, cancel := s.opCtx()
 	defer cancel()
-	evs, err := s.decodeAll(ctx, []entry{e})
+	e, ok, err := s.find(ctx, off)
 	if err != nil {
 		return diff.Event{}, err
 	}
-	return evs[0], nil
+	if !ok {
+		return diff.Event{}, fmt.Errorf("jsstore: event %d: %w", off, store.ErrNotFound)
+	}
+	return decode(e)
 }
 
 // OffsetSince returns the lowest offset stored at or after t, or Head+1 if
-// there is none.
+// there is none. Commit times ascend with offsets, so a binary search over
+// the event messages finds it.
 func (s *Store) OffsetSince(t time.Time) (uint64, error) {
 	if err := s.checkOpen("offset since"); err != nil {
 		return 0, err
 	}
-	want := t.UnixNano()
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	return s.offsetSince(ctx, t.UnixNano())
+}
+
+func (s *Store) offsetSince(ctx context.Context, want int64) (uint64, error) {
+	floor, head := s.floorHead()
 	s.v.mu.RLock()
-	defer s.v.mu.RUnlock()
-	i, _ := slices.BinarySearchFunc(s.v.events, want, func(e entry, w int64) int {
-		if e.at < w {
-			return -1
+	hi := s.v.headSeq
+	s.v.mu.RUnlock()
+	// The first event message whose last event is at or after want.
+	lo, found := uint64(1), (*evMsg)(nil)
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		m, err := s.fetch(ctx, -1, mid)
+		if err != nil {
+			return 0, err
 		}
-		return 1
-	})
-	if i < len(s.v.events) {
-		return s.v.events[i].off, nil
+		if m == nil || m.seq > hi {
+			hi = mid - 1
+			continue
+		}
+		if m.lastAt() >= want {
+			found, hi = m, mid-1
+		} else {
+			lo = m.seq + 1
+		}
 	}
-	return s.v.head + 1, nil
+	if found == nil {
+		return head + 1, nil
+	}
+	for _, e := range found.evs {
+		if e.at >= want {
+			return max(e.off, floor+1), nil
+		}
+	}
+	return head + 1, nil
 }
 
 // RuleStates calls fn with every stored rule state, in task id order.
@@ -202,162 +194,31 @@ func (s *Store) RuleStates(fn func(taskID int64, rec []byte) error) error {
 	return nil
 }
 
-// Stats returns the store's figures; FileSize is the stream's bytes.
+// Stats returns the store's figures; FileSize is the stream's bytes, and
+// Events the offsets from First to Head (dense but for events a store
+// migrated from bbolt had pruned).
 func (s *Store) Stats() (store.Stats, error) {
 	if err := s.checkOpen("stats"); err != nil {
 		return store.Stats{}, err
 	}
-	var st store.Stats
-	s.v.mu.RLock()
-	st.Head = s.v.head
-	if len(s.v.events) > 0 {
-		st.First = s.v.events[0].off
-	}
-	st.Events = len(s.v.events)
-	st.Tasks = len(s.v.seen)
-	s.v.mu.RUnlock()
 	ctx, cancel := s.opCtx()
 	defer cancel()
-	if info, err := s.stream.Info(ctx); err == nil {
+	var st store.Stats
+	first, err := s.first(ctx)
+	if err != nil {
+		return st, err
+	}
+	s.v.mu.RLock()
+	st.Head = s.v.head
+	st.Tasks = len(s.v.seen)
+	s.v.mu.RUnlock()
+	if first > 0 {
+		st.First = first
+		st.Events = int(st.Head - first + 1)
+	}
+	var info *jetstream.StreamInfo
+	if info, err = s.stream.Info(ctx); err == nil {
 		st.FileSize = int64(info.State.Bytes)
 	}
 	return st, nil
-}
-
-// Prune deletes events every sink in p.Sinks has passed, that are no
-// sink's dead letter and that are older than p.Retention, and (on the
-// leader only, as an append) seen records of tasks created more than
-// p.Lookback+24h ago. Every replica drops the deleted events from its view
-// when it reads the prune note that follows the deletions.
-func (s *Store) Prune(ctx context.Context, p store.PruneOptions) (store.PruneResult, error) {
-	var res store.PruneResult
-	if err := s.checkOpen("prune"); err != nil {
-		return res, err
-	}
-	now := p.Now
-	if now.IsZero() {
-		now = s.o.Now()
-	}
-	if p.Retention > 0 {
-		n, err := s.pruneEvents(ctx, p.Sinks, now.Add(-p.Retention).UnixNano())
-		res.Events = n
-		if err != nil {
-			return res, err
-		}
-	}
-	if p.Lookback > 0 && s.IsLeader() {
-		n, err := s.pruneSeen(ctx, now.Add(-p.Lookback-24*time.Hour).Unix())
-		res.Tasks = n
-		if err != nil {
-			return res, err
-		}
-	}
-	return res, nil
-}
-
-func (s *Store) pruneEvents(ctx context.Context, sinks []string, cutoff int64) (int, error) {
-	upto := uint64(0)
-	s.v.mu.RLock()
-	upto = s.v.head
-	s.v.mu.RUnlock()
-	for _, sink := range sinks {
-		c, err := s.Cursor(sink)
-		if err != nil {
-			return 0, err
-		}
-		upto = min(upto, c)
-	}
-	dead := map[uint64]bool{}
-	s.state.prefixed(keyDead, func(key string, _ []byte) {
-		if i := strings.LastIndexByte(key, '.'); i >= 0 {
-			if off, err := strconv.ParseUint(key[i+1:], 10, 64); err == nil {
-				dead[off] = true
-			}
-		}
-	})
-	var victims []entry
-	left := map[uint64]int{} // event message -> its events still in the view
-	s.v.mu.RLock()
-	for _, e := range s.v.events {
-		left[e.seq]++
-	}
-	for _, e := range s.v.events {
-		if e.off > upto || e.at >= cutoff {
-			break
-		}
-		if !dead[e.off] {
-			victims = append(victims, e)
-			left[e.seq]--
-		}
-	}
-	s.v.mu.RUnlock()
-	if len(victims) == 0 {
-		return 0, nil
-	}
-	// An event message goes once none of its events is left; the prune
-	// note drops the others from every view, also when a replica reads
-	// the stream again from the start.
-	var note pruneNote
-	n := 0
-	for i, e := range victims {
-		if i%256 == 0 {
-			if err := ctx.Err(); err != nil {
-				break
-			}
-		}
-		if left[e.seq] == 0 {
-			left[e.seq] = -1 // deleted
-			if err := s.stream.DeleteMsg(ctx, e.seq); err != nil {
-				s.log.Debug().Err(err).Uint64("offset", e.off).Msg("jsstore: prune")
-			}
-		}
-		if k := len(note.Ranges); k > 0 && note.Ranges[k-1][1]+1 == e.off {
-			note.Ranges[k-1][1] = e.off
-		} else {
-			note.Ranges = append(note.Ranges, [2]uint64{e.off, e.off})
-		}
-		n++
-	}
-	body, _ := json.Marshal(note)
-	ack, err := s.js.Publish(ctx, s.subj+"pruned", body)
-	if err != nil {
-		return 0, fmt.Errorf("jsstore: prune: %w", err)
-	}
-	if err := s.v.waitApplied(ctx, ack.Sequence); err != nil {
-		return n, err
-	}
-	return n, ctx.Err()
-}
-
-// pruneSeen deletes, in fenced batches, the seen records of tasks created
-// before cutoff (unix seconds).
-func (s *Store) pruneSeen(ctx context.Context, cutoff int64) (int, error) {
-	var ids []int64
-	s.v.mu.RLock()
-	for id, rec := range s.v.seen {
-		if at, err := store.SeenCreatedAt(rec); err == nil && at != 0 && at < cutoff {
-			ids = append(ids, id)
-		}
-	}
-	s.v.mu.RUnlock()
-	if len(ids) == 0 {
-		return 0, nil
-	}
-	slices.Sort(ids)
-	s.appendMu.Lock()
-	defer s.appendMu.Unlock()
-	s.drain()
-	lead := s.leading()
-	if lead == nil {
-		return 0, nil
-	}
-	b := s.newBatcher(lead)
-	n := 0
-	for _, id := range ids {
-		if err := b.add(ctx, nil, []outMsg{b.rollupMsg("seen", id, nil)}, func() { n++ }); err != nil {
-			return n, err
-		}
-	}
-	err := b.flush(ctx)
-	return n, err
 }

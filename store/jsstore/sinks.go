@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,19 +46,22 @@ func (s *Store) Cursor(sink string) (uint64, error) {
 	if err := s.checkOpen("cursor"); err != nil {
 		return 0, err
 	}
-	curs := make([]uint64, s.o.Partitions)
-	for p := range curs {
-		curs[p] = s.partCursor(sink, p)
-	}
-	s.v.mu.RLock()
-	defer s.v.mu.RUnlock()
-	out := s.v.head
-	for p, c := range curs {
-		offs := s.v.byPart[p]
-		// The partition's first event not done.
-		i, _ := slices.BinarySearch(offs, c+1)
-		if i < len(offs) {
-			out = min(out, offs[i]-1)
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	return s.cursor(ctx, sink)
+}
+
+// cursor is Cursor: below the lowest event, in any partition, above that
+// partition's cursor.
+func (s *Store) cursor(ctx context.Context, sink string) (uint64, error) {
+	_, out := s.floorHead()
+	for p := range s.o.Partitions {
+		next, err := s.nextIn(ctx, p, s.partCursor(sink, p)+1)
+		if err != nil {
+			return 0, err
+		}
+		if next > 0 {
+			out = min(out, next-1)
 		}
 	}
 	return out, nil
@@ -113,15 +117,21 @@ func (s *Store) DeadLetter(sink string, offset uint64, attempts int, lastErr str
 	if err := checkSink(sink); err != nil {
 		return fmt.Errorf("jsstore: dead letter: %w", err)
 	}
-	s.v.mu.RLock()
-	e, ok := s.v.get(offset)
-	s.v.mu.RUnlock()
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	e, ok, err := s.find(ctx, offset)
+	if err != nil {
+		return fmt.Errorf("jsstore: dead letter: event %d: %w", offset, err)
+	}
 	if !ok {
 		return fmt.Errorf("jsstore: dead letter: sink %s: event %d: %w", sink, offset, store.ErrNotFound)
 	}
-	ev, err := s.Event(offset)
+	ev, err := decode(e)
 	if err != nil {
-		return fmt.Errorf("jsstore: dead letter: event %d: %w", offset, err)
+		return fmt.Errorf("jsstore: dead letter: %w", err)
+	}
+	if err := s.keepDeadCopy(ctx, e); err != nil {
+		return fmt.Errorf("jsstore: dead letter: copying event %d aside: %w", offset, err)
 	}
 	b, err := json.Marshal(store.DeadLetter{
 		Offset: offset, EventID: ev.ID, Type: e.typ, TaskID: e.task,
@@ -130,8 +140,6 @@ func (s *Store) DeadLetter(sink string, offset uint64, attempts int, lastErr str
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.opCtx()
-	defer cancel()
 	if err := s.kvPut(ctx, deadKey(sink, offset), b); err != nil {
 		return fmt.Errorf("jsstore: dead letter: %w", err)
 	}
@@ -209,21 +217,22 @@ func (s *Store) Rewind(sink string, from uint64) error {
 	if err := checkSink(sink); err != nil {
 		return fmt.Errorf("jsstore: rewind: %w", err)
 	}
-	s.v.mu.RLock()
-	head := s.v.head
-	first := head + 1
-	if len(s.v.events) > 0 {
-		first = s.v.events[0].off
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	_, head := s.floorHead()
+	first, err := s.first(ctx)
+	if err != nil {
+		return fmt.Errorf("jsstore: rewind: %w", err)
 	}
-	s.v.mu.RUnlock()
+	if first == 0 {
+		first = head + 1
+	}
 	from = min(max(from, first), head+1)
 	for p := range s.o.Partitions {
 		if err := s.setPartCursor(sink, p, from-1); err != nil {
 			return err
 		}
 	}
-	ctx, cancel := s.opCtx()
-	defer cancel()
 	var drop []string
 	s.state.prefixed(keyDead+keyToken(sink)+".", func(key string, _ []byte) {
 		if off, err := strconv.ParseUint(key[strings.LastIndexByte(key, '.')+1:], 10, 64); err == nil && off >= from {
@@ -318,10 +327,18 @@ func (s *Store) SetInitialized() error {
 
 // PartitionOutbox is one delivery partition's view of the outbox: the
 // method set of sink.Outbox, so a dispatcher per (sink, partition) runs on
-// it. Offsets it reads ascend but are not dense.
+// it. Offsets it reads ascend but are not dense. It reads the partition's
+// event messages from the stream in order, remembering where the last
+// Read ended, so a dispatcher reading on from there costs one message
+// fetch per message (none for a message the cache holds).
 type PartitionOutbox struct {
 	s *Store
 	p int
+
+	mu    sync.Mutex
+	next  uint64  // the offset a Read reading on starts at; 0: none yet
+	after uint64  // stream sequence of the last message taken
+	buf   []entry // that message's events not returned yet
 }
 
 // Partition returns partition p's outbox (0 <= p < Partitions()).
@@ -341,18 +358,43 @@ func (o *PartitionOutbox) Read(ctx context.Context, from uint64, limit int) ([]d
 	if limit <= 0 {
 		limit = store.DefaultLimit
 	}
-	v := o.s.v
-	var picked []entry
-	v.mu.RLock()
-	offs := v.byPart[o.p]
-	i, _ := slices.BinarySearch(offs, from)
-	for ; i < len(offs) && len(picked) < limit; i++ {
-		if e, ok := v.get(offs[i]); ok {
-			picked = append(picked, e)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	floor, _ := o.s.floorHead()
+	from = max(from, floor+1)
+	// Reading on (or a little further, within the message at hand) needs
+	// no search.
+	if o.next == 0 || from < o.next || from > o.next && (len(o.buf) == 0 || o.buf[len(o.buf)-1].off < from) {
+		seq, err := o.s.locate(ctx, o.p, from)
+		if err != nil {
+			return nil, err
+		}
+		o.after, o.buf = seq-1, nil
+	}
+	var out []entry
+	for len(out) < limit {
+		if len(o.buf) == 0 {
+			m, err := o.s.fetch(ctx, o.p, o.after+1)
+			if err != nil {
+				o.next = 0
+				return nil, err
+			}
+			if m == nil {
+				break
+			}
+			o.after, o.buf = m.seq, m.evs
+		}
+		e := o.buf[0]
+		o.buf = o.buf[1:]
+		if e.off >= from {
+			out = append(out, e)
 		}
 	}
-	v.mu.RUnlock()
-	return o.s.decodeAll(ctx, picked)
+	o.next = from
+	if len(out) > 0 {
+		o.next = out[len(out)-1].off + 1
+	}
+	return decodeAll(ctx, out)
 }
 
 // Cursor returns the sink's cursor in this partition.

@@ -1,16 +1,16 @@
-// The tail: every replica reads the stream into its in-memory view
-// (events, seen records, rule states, head, epoch, prune notes), which the
-// reads and the leader's diffs use; applyOwn puts the leader's own
-// committed batch in at once.
+// The tail: every replica reads the stream's small records into its
+// in-memory view (seen records, rule states, head, epoch, prune floor),
+// which the leader diffs against and Notify follows; applyOwn puts the
+// leader's own committed batch in at once. Event messages are not tailed:
+// reads fetch them from the stream (outbox.go), so memory and start-up do
+// not grow with the outbox.
 
 package jsstore
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,21 +19,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// entry is one event of the outbox as the tail read it.
+// entry is one event of the outbox as an event message holds it.
 type entry struct {
 	off  uint64
-	seq  uint64 // stream sequence of its event message
 	task int64
 	at   int64 // commit time, unix nanoseconds
-	part int
 	typ  string
 	body []byte
 }
-
-// maxCachedBodies bounds the event bodies a view keeps in memory: the
-// newest ones, which delivery reads. Older bodies are read from the stream
-// when asked for (a replay, a sink far behind). About 1 KiB each.
-var maxCachedBodies = 100_000
 
 // epochRec is the body of an epoch record.
 type epochRec struct {
@@ -42,37 +35,50 @@ type epochRec struct {
 	At     time.Time `json:"at"`
 }
 
-// pruneNote is the body of a "$INCS.<Name>.pruned" message: offsets
-// deleted from the stream, as inclusive ranges, so every replica drops
-// them.
+// pruneNote is the body of a "$INCS.<Name>.pruned" message (rolled up):
+// every event at or below Floor is pruned, whether or not its message was
+// purged yet. Ranges is what versions before the floor wrote: offsets
+// deleted one message at a time; a view takes their highest end as the
+// floor.
 type pruneNote struct {
-	Ranges [][2]uint64 `json:"ranges"`
+	Floor  uint64      `json:"floor,omitempty"`
+	Ranges [][2]uint64 `json:"ranges,omitempty"`
 }
 
-// view is a replica's in-memory copy of the stream, kept by the tail: the
-// events in offset order, the seen-set, the rule states, the head and the
-// current epoch. The leader diffs against its seen-set: after each commit
-// it waits for the tail to read the commit, so the view is exact there.
+// hdrAt is the head message's header with the batch's commit time (unix
+// nanoseconds): a new leader keeps commit times in offset order from it.
+const hdrAt = "Incs-At"
+
+// tailSubjects are the stream's subjects every replica tails (after the
+// prefix): everything but the events ("ev.<p>") and the dead letters'
+// copies ("dl.<off>").
+var tailSubjects = []string{"seen.>", "rule.>", "rtask.>", "head", "epoch", "pruned"}
+
+// view is what a replica keeps of the stream, kept by the tail: the
+// seen-set, the rule states, the head, the prune floor and the current
+// epoch. Its size follows the tasks in poll.lookback, not the outbox. The
+// leader diffs against its seen-set: after each commit it waits for the
+// tail to read the commit (or applies it itself), so the view is exact
+// there.
 type view struct {
 	mu        sync.RWMutex
-	events    []entry
-	pending   []entry    // events of a batch being read, added at its end
-	byPart    [][]uint64 // offsets per partition, ascending
 	seen      map[int64][]byte
 	rules     map[int64][]byte
 	ruleTasks map[int64][]byte
 	head      uint64
 	headSeq   uint64 // stream sequence of the last head message
+	lastAt    int64  // commit time of the last batch (its head's Incs-At); 0 if unknown
+	floor     uint64 // every event at or below it is pruned
 	epoch     epochRec
 	epochSeq  uint64 // stream sequence of the current epoch record
 	applied   uint64 // stream sequence of the last message read
 	caughtUp  bool   // read the whole stream once
-	maxBodies int    // bodies kept: maxCachedBodies when the view was made
-	cached    int    // events with their body in memory
-	evictAt   int    // events before this index have no body
 	signal    chan struct{}
 	wake      func() // wakes Notify subscribers
 	errs      TailStatus
+	// cache, when set, receives the event messages of this replica's own
+	// batches (applyOwn), so its dispatchers need not fetch them.
+	cache *msgCache
 }
 
 // TailStatus is what the tail reports of the stream messages it could not
@@ -113,31 +119,40 @@ func (v *view) noteErr(subject string, seq uint64, err error) {
 	v.errs.LastErrorAt = time.Now()
 }
 
-func newView(parts int, wake func()) *view {
+func newView(wake func(), cache *msgCache) *view {
 	return &view{
-		byPart:    make([][]uint64, parts),
 		seen:      map[int64][]byte{},
 		rules:     map[int64][]byte{},
 		ruleTasks: map[int64][]byte{},
 		signal:    make(chan struct{}),
 		wake:      wake,
-		maxBodies: maxCachedBodies,
+		cache:     cache,
 	}
 }
 
-// startTail starts the ordered consumer that reads the whole stream into
-// the view, and waits until it read what the stream held at the start.
-func (s *Store) startTail(ctx context.Context) error {
-	info, err := s.stream.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("jsstore: stream %s: %w", s.name, err)
+// tailConfig is the ordered consumer reading tailSubjects from start (1
+// for the whole stream).
+func (s *Store) tailConfig(start uint64) jetstream.OrderedConsumerConfig {
+	filter := make([]string, len(tailSubjects))
+	for i, t := range tailSubjects {
+		filter[i] = s.subj + t
 	}
-	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{s.subj + ">"},
-	})
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filter}
+	if start > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	return cfg
+}
+
+// startTail starts the ordered consumer that reads the stream's records
+// (not its events) into the view, and waits until it read what the
+// stream held at the start.
+func (s *Store) startTail(ctx context.Context) error {
+	cons, err := s.stream.OrderedConsumer(ctx, s.tailConfig(1))
 	if err != nil {
 		return fmt.Errorf("jsstore: tail %s: %w", s.name, err)
 	}
+	pending := cons.CachedInfo().NumPending
 	prefix := s.subj
 	// The ordered consumer notices a dead server by missed heartbeats,
 	// two in a row, and then recreates itself elsewhere. Its default
@@ -145,7 +160,8 @@ func (s *Store) startTail(ctx context.Context) error {
 	// lost with the node, stalled for 10s; a quarter lease notices within
 	// half a lease. Recreating the consumer may take longer: the client
 	// retries 1s, 2s, 4s … 10s apart while the cluster cannot place it
-	// (docs/ha.md, one NATS node dies).
+	// (docs/ha.md, one NATS node dies); a leader that needs the view
+	// meanwhile reads what it lacks itself (catchUp).
 	hb := max(s.o.Lease/4, 500*time.Millisecond)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		if subject, seq, err := s.v.apply(prefix, m); err != nil {
@@ -164,13 +180,50 @@ func (s *Store) startTail(ctx context.Context) error {
 		cc.Stop()
 		<-cc.Closed()
 	})
-	if info.State.Msgs == 0 {
+	if pending == 0 {
 		s.v.mu.Lock()
 		s.v.caughtUp = true
 		s.v.mu.Unlock()
 		return nil
 	}
-	return s.v.wait(ctx, func(v *view) bool { return v.caughtUp || v.applied >= info.State.LastSeq })
+	return s.v.wait(ctx, func(v *view) bool { return v.caughtUp })
+}
+
+// catchUp reads into the view, with a consumer of its own, the records
+// the tail has not read yet up to the stream's last head message: a
+// leader whose batch was refused because the head moved (an earlier
+// attempt's answer was lost) needs them now, while the tail may be
+// waiting to recreate its consumer on another node.
+func (s *Store) catchUp(ctx context.Context) error {
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"head")
+	if err != nil {
+		return fmt.Errorf("reading the head: %w", err)
+	}
+	s.v.mu.RLock()
+	from := s.v.applied + 1
+	s.v.mu.RUnlock()
+	if from > m.Sequence {
+		return nil
+	}
+	cons, err := s.stream.OrderedConsumer(ctx, s.tailConfig(from))
+	if err != nil {
+		return fmt.Errorf("reading the stream from %d: %w", from, err)
+	}
+	for {
+		s.v.mu.RLock()
+		done := s.v.applied >= m.Sequence
+		s.v.mu.RUnlock()
+		if done {
+			return nil
+		}
+		msg, err := cons.Next(jetstream.FetchContext(ctx))
+		if err != nil {
+			return fmt.Errorf("reading the stream from %d: %w", from, err)
+		}
+		if subject, seq, err := s.v.apply(s.subj, msg); err != nil {
+			s.log.Warn().Err(err).Str("subject", subject).Uint64("seq", seq).Msg("jsstore: catch-up skipped a message it cannot read")
+		}
+	}
 }
 
 // wait blocks until cond (called with v locked) holds or ctx ends.
@@ -210,8 +263,12 @@ func (v *view) apply(prefix string, m jetstream.Msg) (subject string, seq uint64
 		return subject, 0, err
 	}
 	seq = md.Sequence.Stream
+	var at int64
+	if h := m.Headers(); h != nil {
+		at, _ = strconv.ParseInt(h.Get(hdrAt), 10, 64)
+	}
 	v.mu.Lock()
-	notify, err := v.applyLocked(prefix, subject, seq, m.Data(), md.NumPending == 0)
+	notify, err := v.applyLocked(prefix, subject, seq, m.Data(), at, md.NumPending == 0)
 	v.mu.Unlock()
 	if notify && v.wake != nil {
 		v.wake()
@@ -221,12 +278,16 @@ func (v *view) apply(prefix string, m jetstream.Msg) (subject string, seq uint64
 
 // applyOwn reads a batch this replica committed, msgs at stream
 // sequences first onwards, into the view without waiting for the tail to
-// read it back, when the view holds every message before first (else it
+// read it back, when the view holds every record before first (else it
 // reports false: wait for the tail). The tail skips these messages when it
 // reads them. This keeps a leader going when its tail stalls, e.g. while
-// its ordered consumer is recreated after a node died.
+// its ordered consumer is recreated after a node died. The batch's event
+// messages go to the cache.
 func (v *view) applyOwn(prefix string, msgs []outMsg, first uint64) bool {
 	last := first + uint64(len(msgs)) - 1
+	if v.cache != nil {
+		v.cache.own(prefix, msgs, first)
+	}
 	v.mu.Lock()
 	if v.applied >= last {
 		v.mu.Unlock()
@@ -238,10 +299,13 @@ func (v *view) applyOwn(prefix string, msgs []outMsg, first uint64) bool {
 	}
 	notify := false
 	for i, m := range msgs {
-		n, _ := v.applyLocked(prefix, m.subj, first+uint64(i), m.data, false) // counted; its own batch
+		var at int64
+		if m.hdr != nil {
+			at, _ = strconv.ParseInt(m.hdr.Get(hdrAt), 10, 64)
+		}
+		n, _ := v.applyLocked(prefix, m.subj, first+uint64(i), m.data, at, false) // counted; its own batch
 		notify = n || notify
 	}
-	v.flushPending()
 	v.mu.Unlock()
 	if notify && v.wake != nil {
 		v.wake()
@@ -250,37 +314,17 @@ func (v *view) applyOwn(prefix string, msgs []outMsg, first uint64) bool {
 }
 
 // applyLocked reads one message into the view (v.mu held) and reports
-// whether Notify subscribers should wake. last says the stream holds
-// nothing after it. A record that does not parse is skipped (the sequence
-// still counts as read), counted in v.errs and returned.
-func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last bool) (notify bool, bad error) {
+// whether Notify subscribers should wake. at is a head message's commit
+// time; last says the stream holds nothing after it. A record that does
+// not parse is skipped (the sequence still counts as read), counted in
+// v.errs and returned.
+func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, at int64, last bool) (notify bool, bad error) {
 	subj := strings.TrimPrefix(subject, prefix)
 	kind, arg, _ := strings.Cut(subj, ".")
 	if seq <= v.applied {
 		return false, nil
 	}
 	switch kind {
-	case "ev", "seen", "rule", "rtask":
-		// A batch's event messages (one per partition) are added
-		// together, in offset order, when its head comes: seen and rule
-		// records between them touch no event.
-	default:
-		v.flushPending()
-	}
-	switch kind {
-	case "ev":
-		part, err := strconv.Atoi(arg)
-		if err != nil || part < 0 || part >= len(v.byPart) {
-			bad = fmt.Errorf("partition %q: not one of 0..%d", arg, len(v.byPart)-1)
-			break
-		}
-		if err := parseFrames(data, func(off uint64, task, at int64, typ string, body []byte) {
-			if off > 0 {
-				v.pending = append(v.pending, entry{off: off, seq: seq, task: task, at: at, part: part, typ: typ, body: body})
-			}
-		}); err != nil {
-			bad = fmt.Errorf("events: %w", err)
-		}
 	case "seen", "rule", "rtask":
 		id, err := strconv.ParseInt(arg, 10, 64)
 		if err != nil {
@@ -306,6 +350,7 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last
 			v.head = h
 		}
 		v.headSeq = seq
+		v.lastAt = max(v.lastAt, at)
 		notify = true
 	case "epoch":
 		var e epochRec
@@ -318,13 +363,16 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last
 		var n pruneNote
 		if err := json.Unmarshal(data, &n); err != nil {
 			bad = fmt.Errorf("prune note: %w", err)
-		} else {
-			v.drop(n.Ranges)
+			break
 		}
+		f := n.Floor
+		for _, r := range n.Ranges {
+			f = max(f, r[1])
+		}
+		v.floor = max(v.floor, f)
 	}
 	v.applied = seq
 	if last {
-		v.flushPending()
 		v.caughtUp = true
 	}
 	close(v.signal)
@@ -335,102 +383,4 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, last
 		v.errs.Consecutive = 0
 	}
 	return notify, bad
-}
-
-// flushPending adds the events read since the last other message: a
-// batch's event messages (one per partition) come together, before its
-// head, and are added in offset order.
-func (v *view) flushPending() {
-	if len(v.pending) == 0 {
-		return
-	}
-	slices.SortStableFunc(v.pending, func(a, b entry) int { return cmp.Compare(a.off, b.off) })
-	for _, e := range v.pending {
-		v.addEvent(e)
-	}
-	v.pending = nil
-}
-
-// addEvent adds e, keeping offset order.
-func (v *view) addEvent(e entry) {
-	if e.off > v.head {
-		v.head = e.off
-	}
-	v.cached++
-	defer v.evict()
-	n := len(v.events)
-	if n == 0 || v.events[n-1].off < e.off {
-		v.events = append(v.events, e)
-		v.byPart[e.part] = append(v.byPart[e.part], e.off)
-		return
-	}
-	// Not expected (the leader appends in offset order); keep order anyway.
-	i, found := slices.BinarySearchFunc(v.events, e.off, func(a entry, off uint64) int { return cmp.Compare(a.off, off) })
-	if found {
-		v.cached--
-		return
-	}
-	if i < v.evictAt {
-		// Behind the eviction mark: evict scans again from here, so
-		// this body counts against the bound like any other.
-		v.evictAt = i
-	}
-	v.events = slices.Insert(v.events, i, e)
-	p := v.byPart[e.part]
-	j, _ := slices.BinarySearch(p, e.off)
-	v.byPart[e.part] = slices.Insert(p, j, e.off)
-}
-
-// drop removes the events with offsets in ranges.
-func (v *view) drop(ranges [][2]uint64) {
-	in := func(off uint64) bool {
-		for _, r := range ranges {
-			if off >= r[0] && off <= r[1] {
-				return true
-			}
-		}
-		return false
-	}
-	v.events = slices.DeleteFunc(v.events, func(e entry) bool {
-		if !in(e.off) {
-			return false
-		}
-		if e.body != nil {
-			v.cached--
-		}
-		return true
-	})
-	for p := range v.byPart {
-		v.byPart[p] = slices.DeleteFunc(v.byPart[p], in)
-	}
-	v.evictAt = 0
-	for v.evictAt < len(v.events) && v.events[v.evictAt].body == nil {
-		v.evictAt++
-	}
-}
-
-// evict drops the oldest bodies beyond maxBodies.
-func (v *view) evict() {
-	for v.cached > v.maxBodies && v.evictAt < len(v.events) {
-		if v.events[v.evictAt].body != nil {
-			v.events[v.evictAt].body = nil
-			v.cached--
-		}
-		v.evictAt++
-	}
-}
-
-// find returns the index of the first event with offset >= off.
-func (v *view) find(off uint64) int {
-	i, _ := slices.BinarySearchFunc(v.events, off, func(a entry, off uint64) int { return cmp.Compare(a.off, off) })
-	return i
-}
-
-// get returns the event at off.
-func (v *view) get(off uint64) (entry, bool) {
-	i := v.find(off)
-	if i < len(v.events) && v.events[i].off == off {
-		return v.events[i], true
-	}
-	return entry{}, false
 }

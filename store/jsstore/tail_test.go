@@ -19,6 +19,27 @@ import (
 	"github.com/incs-relay/incs-relay/store/storetest"
 )
 
+// TestTail_BadEventMessage: the tail does not read event messages; a
+// read that meets one it cannot parse fails naming it, without its body.
+func TestTail_BadEventMessage(t *testing.T) {
+	srv := runServer(t)
+	s := leadingStore(t, srv.ClientURL(), Options{Name: "badev", ReplicaID: "r1", Partitions: 1})
+	ctx := context.Background()
+	_, err := s.Ingest(ctx, []diff.Task{storetest.Task(1, 10)}, time.UTC, true)
+	require.NoError(t, err)
+	js, err := jetstream.New(connect(t, srv.ClientURL()))
+	require.NoError(t, err)
+	ack, err := js.Publish(ctx, s.subj+"ev.0", []byte("secret-body"))
+	require.NoError(t, err)
+	_, err = s.Ingest(ctx, []diff.Task{storetest.Task(2, 20)}, time.UTC, true)
+	require.NoError(t, err)
+	_, err = s.Partition(0).Read(ctx, 0, 10)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), fmt.Sprintf("event message %d", ack.Sequence))
+	assert.NotContains(t, err.Error(), "secret-body")
+	assert.Zero(t, s.TailErrors().Errors, "the tail never read it")
+}
+
 // TestTail_Errors: malformed messages published onto the store's
 // subjects are skipped, counted, and logged at warn with subject and
 // sequence but not their body; one is not Broken, three in a row are,
@@ -54,8 +75,8 @@ func TestTail_Errors(t *testing.T) {
 	assert.Zero(t, s.TailErrors().Consecutive, "a message read clears the run")
 	assert.Equal(t, uint64(1), s.TailErrors().Errors)
 
-	publish("ev.99", "secret-body-2")
-	publish("ev.0", "secret-body-3") // no frames
+	publish("epoch", "secret-body-2")
+	publish("seen.99x", "secret-body-3")
 	require.False(t, s.TailErrors().Broken())
 	last := publish("rule.x", "secret-body-4")
 	st = s.TailErrors()
@@ -66,7 +87,7 @@ func TestTail_Errors(t *testing.T) {
 	require.NoError(t, s.Close())
 	out := logs.String()
 	assert.Contains(t, out, `"level":"warn"`)
-	assert.Contains(t, out, fmt.Sprintf(`"subject":"%sev.99"`, s.subj))
+	assert.Contains(t, out, fmt.Sprintf(`"subject":"%sepoch"`, s.subj))
 	assert.Contains(t, out, fmt.Sprintf(`"seq":%d`, last))
 	assert.NotContains(t, out, "secret-body", "never a message body")
 }

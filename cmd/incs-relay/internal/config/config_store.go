@@ -37,6 +37,7 @@ const (
 	defaultStoreReplicas   = 1
 	defaultStoreLease      = 10 * time.Second
 	defaultStorePartitions = 12
+	defaultStoreCacheMB    = 64
 )
 
 // JetStreamStoreConfig is the part of the store section that selects the
@@ -61,6 +62,10 @@ type JetStreamStoreConfig struct {
 	// MigrateFrom is a bbolt file carried over on the first start on an
 	// empty store.
 	MigrateFrom string `yaml:"migrate_from"`
+	// CacheMB bounds, in MiB, the event messages a replica keeps in memory
+	// for delivery (the newest it stored or read); the rest are read from
+	// the stream. Each replica's own: not in Hash.
+	CacheMB int `yaml:"cache_mb"`
 
 	NATSAuth `yaml:",inline"`
 }
@@ -117,7 +122,7 @@ func (c *Config) validateStore(bad func(key, format string, args ...any) error) 
 			set bool
 		}{
 			{"url", s.URL != ""}, {"replicas", s.Replicas != 0}, {"lease", s.Lease != 0}, {"name", s.Name != ""},
-			{"partitions", s.Partitions != 0}, {"migrate_from", s.MigrateFrom != ""},
+			{"partitions", s.Partitions != 0}, {"migrate_from", s.MigrateFrom != ""}, {"cache_mb", s.CacheMB != 0},
 			{"creds", s.Creds != ""}, {"nkey", s.NKey != ""}, {"tls", s.TLS != nil},
 		} {
 			if k.set {
@@ -168,6 +173,12 @@ func (c *Config) validateStore(bad func(key, format string, args ...any) error) 
 	}
 	if s.Partitions < 1 || s.Partitions > 256 {
 		return bad("store.partitions", "must be 1 to 256, got %d", s.Partitions)
+	}
+	if s.CacheMB == 0 {
+		s.CacheMB = defaultStoreCacheMB
+	}
+	if s.CacheMB < 1 || s.CacheMB > 65536 {
+		return bad("store.cache_mb", "must be 1 to 65536 (MiB of event messages kept in memory), got %d", s.CacheMB)
 	}
 	if s.MigrateFrom != "" && strings.TrimSpace(s.MigrateFrom) == "" {
 		return bad("store.migrate_from", "empty file name")
@@ -391,6 +402,7 @@ func (c *Config) Hash() string {
 	cp.Admin, cp.Log = AdminConfig{}, LogConfig{}
 	cp.Store.Path, cp.Store.MigrateFrom, cp.Store.NATSAuth = "", "", NATSAuth{}
 	cp.Store.URL = "" // each replica may list the cluster's nodes in its own order
+	cp.Store.CacheMB = 0
 	cp.Sinks = append([]SinkConfig(nil), c.Sinks...)
 	for i := range cp.Sinks {
 		cp.Sinks[i].NATSSinkOptions = NATSSinkOptions{}

@@ -73,6 +73,7 @@ func OpenJetStream(cfg *config.Config, log zerolog.Logger, replicaID string) (*J
 		Replicas:   cfg.Store.Replicas,
 		Lease:      cfg.Store.Lease.D(),
 		Partitions: cfg.Store.Partitions,
+		CacheBytes: cfg.Store.CacheMB << 20,
 		ReplicaID:  replicaID,
 		ConfigHash: cfg.Hash(),
 		Logger:     log,
@@ -134,7 +135,9 @@ var (
 	descEpoch      = prometheus.NewDesc(ns+"_replica_epoch", "The leader's epoch: it goes up by one at every change of leader.", nil, nil)
 	descConnected  = prometheus.NewDesc(ns+"_replica_connected", "1 while this replica's connection to the NATS cluster is up.", nil, nil)
 	descTailErrors = prometheus.NewDesc(ns+"_replica_tail_errors_total", "Stream messages this replica's tail skipped because it could not read them (no metadata, a record that does not parse).", nil, nil)
-	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected, descTailErrors}
+	descPurgeFail  = prometheus.NewDesc(ns+"_store_purge_failures_total", "Purges of pruned event messages (one partition each) that failed; the next prune retries them (store.type: jetstream).", nil, nil)
+	descPruneFloor = prometheus.NewDesc(ns+"_store_prune_floor", "The prune floor: events at or below this offset are pruned (store.type: jetstream).", nil, nil)
+	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected, descTailErrors, descPurgeFail, descPruneFloor}
 )
 
 // replicaCollector reads a jetstream replica's role at scrape time.
@@ -158,4 +161,7 @@ func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descEpoch, float64(role.Epoch))
 	gauge(descConnected, b2f(c.h.Connected()))
 	ch <- prometheus.MustNewConstMetric(descTailErrors, prometheus.CounterValue, float64(c.h.TailErrors().Errors))
+	ps := c.h.PruneStatus()
+	ch <- prometheus.MustNewConstMetric(descPurgeFail, prometheus.CounterValue, float64(ps.PurgeFailures))
+	gauge(descPruneFloor, float64(ps.Floor))
 }

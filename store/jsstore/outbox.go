@@ -1,0 +1,448 @@
+// Reading the outbox from the stream, not from memory: event messages
+// are fetched by sequence and subject (the server's per-subject index)
+// and found by offset with a binary search over sequences, narrowed by a
+// few remembered (offset, sequence) pairs; a cache bounded in bytes keeps
+// the newest messages, among them this replica's own batches, so that
+// dispatchers rarely fetch what their leader just stored.
+
+package jsstore
+
+import (
+	"cmp"
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultCacheBytes is the default Options.CacheBytes.
+const DefaultCacheBytes = 64 << 20
+
+// evMsg is an event message as read: its stream sequence, its partition
+// and its events, in offset order.
+type evMsg struct {
+	seq  uint64
+	part int
+	evs  []entry
+	size int
+	// The cache's bookkeeping: the sequence after which it is its
+	// partition's next event message, and its element in the eviction
+	// order.
+	after uint64
+	elem  *list.Element
+}
+
+func (m *evMsg) first() uint64 { return m.evs[0].off }
+func (m *evMsg) last() uint64  { return m.evs[len(m.evs)-1].off }
+func (m *evMsg) lastAt() int64 { return m.evs[len(m.evs)-1].at }
+
+// parseEvMsg reads an event message; it has at least one event.
+func parseEvMsg(prefix, subject string, seq uint64, data []byte) (*evMsg, error) {
+	part, err := strconv.Atoi(strings.TrimPrefix(subject, prefix+"ev."))
+	if err != nil || !strings.HasPrefix(subject, prefix+"ev.") {
+		return nil, fmt.Errorf("jsstore: message %d: %s is not an event message", seq, subject)
+	}
+	m := &evMsg{seq: seq, part: part, size: len(data) + 64}
+	if err := parseFrames(data, func(off uint64, task, at int64, typ string, body []byte) {
+		m.evs = append(m.evs, entry{off: off, task: task, at: at, typ: typ, body: body})
+	}); err != nil {
+		return nil, fmt.Errorf("jsstore: event message %d: %w", seq, err)
+	}
+	if len(m.evs) == 0 {
+		return nil, fmt.Errorf("jsstore: event message %d: %w", seq, errBadFrame)
+	}
+	m.size += len(m.evs) * 64
+	return m, nil
+}
+
+// hint is an event message's first offset and its sequence.
+type hint struct{ off, seq uint64 }
+
+// maxHints bounds the hints kept per subject.
+const maxHints = 512
+
+// msgCache keeps the newest event messages read or committed by this
+// replica, at most max bytes, linked per partition: next[p][s] is
+// partition p's first event message after stream sequence s. It also
+// keeps, per partition and for all partitions together (index
+// len(next)), up to maxHints (first offset, sequence) pairs that narrow
+// the search for an offset.
+type msgCache struct {
+	mu    sync.Mutex
+	max   int
+	size  int
+	next  []map[uint64]*evMsg
+	order *list.List // oldest first
+	hints [][]hint   // ascending by offset (and so by sequence)
+	// ownEnd is the sequence of the last message of this replica's last
+	// own batch, ownLast[p] that batch's last event message of p: a next
+	// batch right after it links on from them.
+	ownEnd  uint64
+	ownLast []uint64
+}
+
+func newMsgCache(parts, max int) *msgCache {
+	c := &msgCache{max: max, next: make([]map[uint64]*evMsg, parts), order: list.New(),
+		hints: make([][]hint, parts+1), ownLast: make([]uint64, parts)}
+	for p := range c.next {
+		c.next[p] = map[uint64]*evMsg{}
+	}
+	return c
+}
+
+// get returns partition p's first event message after sequence after, if
+// cached.
+func (c *msgCache) get(p int, after uint64) *evMsg {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.next[p][after]
+	if m != nil {
+		c.order.MoveToBack(m.elem)
+	}
+	return m
+}
+
+// put caches m as partition m.part's first event message after sequence
+// after, and remembers its first offset.
+func (c *msgCache) put(after uint64, m *evMsg) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(after, m)
+}
+
+func (c *msgCache) putLocked(after uint64, m *evMsg) {
+	c.hintLocked(m.part, m)
+	c.hintLocked(len(c.next), m)
+	if c.max <= 0 || m.part < 0 || m.part >= len(c.next) {
+		return
+	}
+	if old := c.next[m.part][after]; old != nil {
+		c.dropLocked(old)
+	}
+	m.after = after
+	m.elem = c.order.PushBack(m)
+	c.next[m.part][after] = m
+	c.size += m.size
+	for c.size > c.max && c.order.Len() > 1 {
+		c.dropLocked(c.order.Front().Value.(*evMsg))
+	}
+}
+
+func (c *msgCache) dropLocked(m *evMsg) {
+	if c.next[m.part][m.after] == m {
+		delete(c.next[m.part], m.after)
+	}
+	c.order.Remove(m.elem)
+	c.size -= m.size
+}
+
+// hintLocked remembers m's first offset for the searches in partition i
+// (or, with i == partitions, in all of them).
+func (c *msgCache) hintLocked(i int, m *evMsg) {
+	if i < 0 || i >= len(c.hints) {
+		return
+	}
+	h := c.hints[i]
+	at, found := slices.BinarySearchFunc(h, m.first(), func(a hint, off uint64) int { return cmp.Compare(a.off, off) })
+	if found {
+		h[at].seq = max(h[at].seq, m.seq)
+		return
+	}
+	h = slices.Insert(h, at, hint{m.first(), m.seq})
+	if len(h) > maxHints {
+		// Thin out: every other one, keeping the newest.
+		k := 0
+		for j := len(h) % 2; j < len(h); j += 2 {
+			h[k] = h[j]
+			k++
+		}
+		h = h[:k]
+	}
+	c.hints[i] = h
+}
+
+// bounds returns the sequences of the remembered messages around off in
+// search i: the last one starting at or below off (0 if none) and the
+// first one starting above it (0 if none).
+func (c *msgCache) bounds(i int, off uint64) (below, above uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.hints[i]
+	j, _ := slices.BinarySearchFunc(h, off+1, func(a hint, off uint64) int {
+		if a.off < off {
+			return -1
+		}
+		return 1
+	})
+	if j > 0 {
+		below = h[j-1].seq
+	}
+	if j < len(h) {
+		above = h[j].seq
+	}
+	return below, above
+}
+
+// own caches the event messages of a batch this replica committed, msgs
+// at sequences first onwards, linking each partition's first one to that
+// partition's last one in the batch before when the two batches are
+// adjacent in the stream (nothing else came between them).
+func (c *msgCache) own(prefix string, msgs []outMsg, first uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ownEnd == 0 || c.ownEnd+1 != first {
+		clear(c.ownLast)
+	}
+	for i, om := range msgs {
+		seq := first + uint64(i)
+		if !strings.HasPrefix(om.subj, prefix+"ev.") {
+			continue
+		}
+		m, err := parseEvMsg(prefix, om.subj, seq, om.data)
+		if err != nil {
+			continue
+		}
+		if prev := c.ownLast[m.part]; prev != 0 {
+			c.putLocked(prev, m)
+		} else {
+			c.hintLocked(m.part, m)
+			c.hintLocked(len(c.next), m)
+		}
+		c.ownLast[m.part] = seq
+	}
+	c.ownEnd = first + uint64(len(msgs)) - 1
+}
+
+// evSubject is the subject of partition p's events, or of every
+// partition's with p < 0.
+func (s *Store) evSubject(p int) string {
+	if p < 0 {
+		return s.subj + "ev.>"
+	}
+	return s.subj + "ev." + strconv.Itoa(p)
+}
+
+// fetch returns the first event message of partition p (every partition
+// with p < 0) at or after sequence from; nil if there is none.
+func (s *Store) fetch(ctx context.Context, p int, from uint64) (*evMsg, error) {
+	if p >= 0 {
+		if m := s.cache.get(p, from-1); m != nil {
+			return m, nil
+		}
+	}
+	raw, err := s.stream.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(s.evSubject(p)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: reading the events after %d: %w", from, err)
+	}
+	m, err := parseEvMsg(s.subj, raw.Subject, raw.Sequence, raw.Data)
+	if err != nil {
+		return nil, err
+	}
+	// The first of m's partition after from-1, also when read across
+	// partitions: no event message of any partition came between.
+	s.cache.put(from-1, m)
+	return m, nil
+}
+
+// locate returns the sequence to read partition p's events (every
+// partition's with p < 0) from to meet offset off: that of the last event
+// message starting at or below off, or 1 if none does. Event messages
+// start in offset order within a partition and across the stream (a
+// batch packs its events in offset order; packEvents opens a partition's
+// message at its first event), so a binary search over sequences finds
+// it, in about log2(messages) reads, fewer near a remembered message.
+func (s *Store) locate(ctx context.Context, p int, off uint64) (uint64, error) {
+	s.v.mu.RLock()
+	hi := s.v.headSeq
+	s.v.mu.RUnlock()
+	i := p
+	if p < 0 {
+		i = len(s.cache.next)
+	}
+	lo, cand := uint64(1), uint64(0)
+	if below, above := s.cache.bounds(i, off); below > 0 || above > 0 {
+		if below > 0 {
+			lo, cand = below+1, below
+		}
+		if above > 0 && above-1 < hi {
+			hi = above - 1
+		}
+	}
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		m, err := s.fetch(ctx, p, mid)
+		if err != nil {
+			return 0, err
+		}
+		if m == nil || m.seq > hi {
+			hi = mid - 1
+			continue
+		}
+		if m.first() <= off {
+			cand, lo = m.seq, m.seq+1
+		} else {
+			hi = mid - 1
+		}
+	}
+	return max(cand, 1), nil
+}
+
+// batchStart returns the sequence of the first event message of the
+// batch holding the event message at seq: event messages from other
+// partitions before it in its batch may hold lower offsets than its
+// first, and higher ones too.
+func (s *Store) batchStart(ctx context.Context, seq uint64) (uint64, error) {
+	for n := 0; seq > 1 && n < MaxBatch; n++ {
+		raw, err := s.stream.GetMsg(ctx, seq-1)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("jsstore: reading message %d: %w", seq-1, err)
+		}
+		if !strings.HasPrefix(raw.Subject, s.subj+"ev.") {
+			break
+		}
+		seq--
+	}
+	return seq, nil
+}
+
+// floorHead returns the prune floor and the head.
+func (s *Store) floorHead() (floor, head uint64) {
+	s.v.mu.RLock()
+	defer s.v.mu.RUnlock()
+	return s.v.floor, s.v.head
+}
+
+// scan calls fn with partition p's events (every partition's with p <
+// 0) from sequence from on, message by message, until fn returns false
+// or the stream ends.
+func (s *Store) scan(ctx context.Context, p int, from uint64, fn func(m *evMsg) bool) error {
+	for {
+		m, err := s.fetch(ctx, p, from)
+		if err != nil || m == nil {
+			return err
+		}
+		if !fn(m) {
+			return nil
+		}
+		from = m.seq + 1
+	}
+}
+
+// collect returns up to limit events with offset >= from that keep
+// selects, in offset order: from partition p's messages, or with p < 0
+// from every partition's, merged.
+func (s *Store) collect(ctx context.Context, p int, from uint64, limit int, keep func(e *entry) bool) ([]entry, error) {
+	floor, _ := s.floorHead()
+	from = max(from, floor+1)
+	seq, err := s.locate(ctx, p, from)
+	if err != nil {
+		return nil, err
+	}
+	if p < 0 {
+		if seq, err = s.batchStart(ctx, seq); err != nil {
+			return nil, err
+		}
+	}
+	var out []entry
+	err = s.scan(ctx, p, seq, func(m *evMsg) bool {
+		// Every later message starts at or above m's first offset: once
+		// limit events below it are picked, none can come before them.
+		if len(out) >= limit {
+			slices.SortFunc(out, func(a, b entry) int { return cmp.Compare(a.off, b.off) })
+			out = out[:limit]
+			if out[limit-1].off < m.first() {
+				return false
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return false
+		}
+		for i := range m.evs {
+			if e := &m.evs[i]; e.off >= from && (keep == nil || keep(e)) {
+				out = append(out, *e)
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b entry) int { return cmp.Compare(a.off, b.off) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// find returns the event at off from the stream, or ok false.
+func (s *Store) find(ctx context.Context, off uint64) (e entry, ok bool, err error) {
+	floor, head := s.floorHead()
+	if off == 0 || off > head {
+		return e, false, nil
+	}
+	if off > floor {
+		evs, err := s.collect(ctx, -1, off, 1, nil)
+		if err != nil {
+			return e, false, err
+		}
+		if len(evs) == 1 && evs[0].off == off {
+			return evs[0], true, nil
+		}
+	}
+	return s.deadCopy(ctx, off)
+}
+
+// nextIn returns the lowest offset at or above from in partition p, or 0
+// if there is none.
+func (s *Store) nextIn(ctx context.Context, p int, from uint64) (uint64, error) {
+	evs, err := s.collect(ctx, p, from, 1, nil)
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	return evs[0].off, nil
+}
+
+// deadCopy returns the copy of a dead-lettered event kept aside
+// ("$INCS.<Name>.dl.<offset>") for when pruning takes its message.
+func (s *Store) deadCopy(ctx context.Context, off uint64) (e entry, ok bool, err error) {
+	raw, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"dl."+strconv.FormatUint(off, 10))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, fmt.Errorf("jsstore: event %d: %w", off, err)
+	}
+	err = parseFrames(raw.Data, func(o uint64, task, at int64, typ string, body []byte) {
+		if o == off {
+			e, ok = entry{off: o, task: task, at: at, typ: typ, body: body}, true
+		}
+	})
+	return e, ok, err
+}
+
+// keepDeadCopy copies the event e aside for a dead letter: pruning purges
+// whole event messages up to the lowest kept event, and a dead letter is
+// not kept back by them.
+func (s *Store) keepDeadCopy(ctx context.Context, e entry) error {
+	if _, ok, err := s.deadCopy(ctx, e.off); err != nil || ok {
+		return err
+	}
+	out := evOut{off: e.off, task: e.task, at: e.at, typ: e.typ, body: e.body}
+	_, err := s.js.Publish(ctx, s.subj+"dl."+strconv.FormatUint(e.off, 10), appendFrame(nil, &out))
+	return err
+}

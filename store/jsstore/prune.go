@@ -1,0 +1,198 @@
+// Prune: raising the prune floor (a rolled-up note every replica tails)
+// and purging each partition's event messages below it, by subject and
+// sequence; and, on the leader, deleting old seen records.
+
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/incs-relay/incs-relay/store"
+)
+
+// PruneStatus is what the pruning of events reports.
+type PruneStatus struct {
+	// PurgeFailures counts the purges of a partition's event messages
+	// the server refused or did not answer; each is retried at the next
+	// Prune.
+	PurgeFailures uint64
+	// Floor is the prune floor: events at or below it are pruned.
+	Floor uint64
+}
+
+// pruneState is the Store's pruning bookkeeping.
+type pruneState struct {
+	failures atomic.Uint64
+	purged   atomic.Uint64 // the floor every partition was purged up to
+}
+
+// PruneStatus returns what pruning did so far.
+func (s *Store) PruneStatus() PruneStatus {
+	floor, _ := s.floorHead()
+	return PruneStatus{PurgeFailures: s.prune.failures.Load(), Floor: floor}
+}
+
+// Prune, on the leader, prunes the events every sink in p.Sinks has
+// passed and that are older than p.Retention, and deletes (as an append)
+// the seen records of tasks created more than p.Lookback+24h ago. Pruning
+// raises the prune floor, below which no replica reads an event, and then
+// purges each partition's event messages wholly below it; several events
+// share a message, so a few pruned ones may stay stored until their
+// message goes. A dead letter does not hold pruning back: its event was
+// copied aside when it was recorded. On other replicas Prune does
+// nothing.
+func (s *Store) Prune(ctx context.Context, p store.PruneOptions) (store.PruneResult, error) {
+	var res store.PruneResult
+	if err := s.checkOpen("prune"); err != nil {
+		return res, err
+	}
+	if !s.IsLeader() {
+		return res, nil
+	}
+	now := p.Now
+	if now.IsZero() {
+		now = s.o.Now()
+	}
+	if p.Retention > 0 {
+		n, err := s.pruneEvents(ctx, p.Sinks, now.Add(-p.Retention).UnixNano())
+		res.Events = n
+		if err != nil {
+			return res, err
+		}
+	}
+	if p.Lookback > 0 {
+		n, err := s.pruneSeen(ctx, now.Add(-p.Lookback-24*time.Hour).Unix())
+		res.Tasks = n
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// pruneEvents raises the floor to the lowest of the sinks' cursors and
+// the last event committed before cutoff (unix ns), then purges.
+func (s *Store) pruneEvents(ctx context.Context, sinks []string, cutoff int64) (int, error) {
+	floor, head := s.floorHead()
+	upto := head
+	for _, sink := range sinks {
+		c, err := s.cursor(ctx, sink)
+		if err != nil {
+			return 0, err
+		}
+		upto = min(upto, c)
+	}
+	since, err := s.offsetSince(ctx, cutoff)
+	if err != nil {
+		return 0, err
+	}
+	upto = min(upto, since-1)
+	n := 0
+	if upto > floor {
+		first, err := s.first(ctx)
+		if err != nil {
+			return 0, err
+		}
+		body, _ := json.Marshal(pruneNote{Floor: upto})
+		msg := &nats.Msg{Subject: s.subj + "pruned", Data: body, Header: nats.Header{hdrRollup: []string{"sub"}}}
+		ack, err := s.js.PublishMsg(ctx, msg)
+		if err != nil {
+			return 0, fmt.Errorf("jsstore: prune: %w", err)
+		}
+		if err := s.v.waitApplied(ctx, ack.Sequence); err != nil {
+			return 0, err
+		}
+		if first > 0 {
+			n = int(upto - max(first, floor+1) + 1)
+		}
+		floor = upto
+	}
+	if s.prune.purged.Load() < floor {
+		if err := s.purge(ctx, floor); err != nil {
+			return n, err
+		}
+		s.prune.purged.Store(floor)
+	}
+	return n, ctx.Err()
+}
+
+// purge deletes every partition's event messages wholly at or below
+// floor: each partition up to the message holding the lowest event above
+// it, by subject and sequence, in one request each. It holds no lock of
+// the view's. A failed purge is counted and left to the next Prune.
+func (s *Store) purge(ctx context.Context, floor uint64) error {
+	var first error
+	for p := range s.o.Partitions {
+		keep, err := s.keepFrom(ctx, p, floor)
+		if err == nil && keep > 1 {
+			err = s.stream.Purge(ctx, jetstream.WithPurgeSubject(s.evSubject(p)), jetstream.WithPurgeSequence(keep))
+		}
+		if err != nil {
+			s.prune.failures.Add(1)
+			s.log.Warn().Err(err).Int("partition", p).Msg("jsstore: prune: purging the pruned event messages failed; the next prune retries")
+			if first == nil {
+				first = fmt.Errorf("jsstore: prune: partition %d: %w", p, err)
+			}
+		}
+	}
+	return first
+}
+
+// keepFrom returns the sequence of partition p's first event message
+// holding an event above floor: every message of p before it is pruned
+// whole. 1 keeps all.
+func (s *Store) keepFrom(ctx context.Context, p int, floor uint64) (uint64, error) {
+	seq, err := s.locate(ctx, p, floor+1)
+	if err != nil {
+		return 0, err
+	}
+	m, err := s.fetch(ctx, p, seq)
+	switch {
+	case err != nil || m == nil:
+		return 1, err
+	case m.last() > floor:
+		return m.seq, nil
+	}
+	return m.seq + 1, nil
+}
+
+// pruneSeen deletes, in fenced batches, the seen records of tasks created
+// before cutoff (unix seconds).
+func (s *Store) pruneSeen(ctx context.Context, cutoff int64) (int, error) {
+	var ids []int64
+	s.v.mu.RLock()
+	for id, rec := range s.v.seen {
+		if at, err := store.SeenCreatedAt(rec); err == nil && at != 0 && at < cutoff {
+			ids = append(ids, id)
+		}
+	}
+	s.v.mu.RUnlock()
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	slices.Sort(ids)
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	s.drain()
+	lead := s.leading()
+	if lead == nil {
+		return 0, nil
+	}
+	b := s.newBatcher(lead)
+	n := 0
+	for _, id := range ids {
+		if err := b.add(ctx, nil, []outMsg{b.rollupMsg("seen", id, nil)}, func() { n++ }); err != nil {
+			return n, err
+		}
+	}
+	err := b.flush(ctx)
+	return n, err
+}
