@@ -78,6 +78,7 @@ type msgCache struct {
 	max   int
 	size  int
 	next  []map[uint64]*evMsg
+	bySeq map[uint64]*evMsg
 	order *list.List // oldest first
 	hints [][]hint   // ascending by offset (and so by sequence)
 	// ownEnd is the sequence of the last message of this replica's last
@@ -88,7 +89,7 @@ type msgCache struct {
 }
 
 func newMsgCache(parts, max int) *msgCache {
-	c := &msgCache{max: max, next: make([]map[uint64]*evMsg, parts), order: list.New(),
+	c := &msgCache{max: max, next: make([]map[uint64]*evMsg, parts), bySeq: map[uint64]*evMsg{}, order: list.New(),
 		hints: make([][]hint, parts+1), ownLast: make([]uint64, parts)}
 	for p := range c.next {
 		c.next[p] = map[uint64]*evMsg{}
@@ -96,16 +97,83 @@ func newMsgCache(parts, max int) *msgCache {
 	return c
 }
 
-// get returns partition p's first event message after sequence after, if
-// cached.
+// get returns partition p's (any partition's with p < 0) first event
+// message after sequence after, if cached: linked from after, or at
+// after+1.
 func (c *msgCache) get(p int, after uint64) *evMsg {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := c.next[p][after]
+	var m *evMsg
+	if p >= 0 && p < len(c.next) {
+		m = c.next[p][after]
+	}
+	if m == nil {
+		if n := c.bySeq[after+1]; n != nil && (p < 0 || n.part == p) {
+			m = n
+		}
+	}
 	if m != nil {
 		c.order.MoveToBack(m.elem)
 	}
 	return m
+}
+
+// noneAfter reports whether partition p surely has no event message
+// after sequence after up to sequence upto: after is p's last message of
+// this replica's own batches, which reach upto without a gap.
+func (c *msgCache) noneAfter(p int, after, upto uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return after != 0 && p >= 0 && p < len(c.ownLast) && c.ownLast[p] == after && c.ownEnd >= upto
+}
+
+// walk returns the sequence of partition p's last event message starting
+// at or below off, following the cached links from the message at
+// sequence from (which starts at or below off), and whether the message
+// after it is known to start above off (else the walk ran out of links).
+func (c *msgCache) walk(p int, from, off uint64) (seq uint64, sure bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.bySeq[from]
+	if m == nil || m.part != p {
+		return from, false
+	}
+	for range 4096 {
+		n := c.next[p][m.seq]
+		if n == nil {
+			return m.seq, false
+		}
+		if n.first() > off {
+			return m.seq, true
+		}
+		m = n
+	}
+	return m.seq, false
+}
+
+// holding returns a cached event message holding the event at off, found
+// by the remembered first offsets at or below it: the few messages of one
+// batch, across partitions.
+func (c *msgCache) holding(off uint64) *evMsg {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.hints[len(c.next)]
+	j, _ := slices.BinarySearchFunc(h, off+1, func(a hint, off uint64) int {
+		if a.off < off {
+			return -1
+		}
+		return 1
+	})
+	for k := j - 1; k >= 0 && k >= j-len(c.next)-1; k-- {
+		m := c.bySeq[h[k].seq]
+		if m == nil || m.last() < off {
+			continue
+		}
+		if _, found := slices.BinarySearchFunc(m.evs, off, func(e entry, off uint64) int { return cmp.Compare(e.off, off) }); found {
+			return m
+		}
+	}
+	return nil
 }
 
 // put caches m as partition m.part's first event message after sequence
@@ -125,7 +193,11 @@ func (c *msgCache) putLocked(after uint64, m *evMsg) {
 	if old := c.next[m.part][after]; old != nil {
 		c.dropLocked(old)
 	}
+	if old := c.bySeq[m.seq]; old != nil {
+		c.dropLocked(old)
+	}
 	m.after = after
+	c.bySeq[m.seq] = m
 	m.elem = c.order.PushBack(m)
 	c.next[m.part][after] = m
 	c.size += m.size
@@ -137,6 +209,9 @@ func (c *msgCache) putLocked(after uint64, m *evMsg) {
 func (c *msgCache) dropLocked(m *evMsg) {
 	if c.next[m.part][m.after] == m {
 		delete(c.next[m.part], m.after)
+	}
+	if c.bySeq[m.seq] == m {
+		delete(c.bySeq, m.seq)
 	}
 	c.order.Remove(m.elem)
 	c.size -= m.size
@@ -208,12 +283,11 @@ func (c *msgCache) own(prefix string, msgs []outMsg, first uint64) {
 		if err != nil {
 			continue
 		}
-		if prev := c.ownLast[m.part]; prev != 0 {
-			c.putLocked(prev, m)
-		} else {
-			c.hintLocked(m.part, m)
-			c.hintLocked(len(c.next), m)
+		after := c.ownLast[m.part]
+		if after == 0 {
+			after = seq - 1 // not a link (none of p may be just before): found by its sequence
 		}
+		c.putLocked(after, m)
 		c.ownLast[m.part] = seq
 	}
 	c.ownEnd = first + uint64(len(msgs)) - 1
@@ -231,10 +305,8 @@ func (s *Store) evSubject(p int) string {
 // fetch returns the first event message of partition p (every partition
 // with p < 0) at or after sequence from; nil if there is none.
 func (s *Store) fetch(ctx context.Context, p int, from uint64) (*evMsg, error) {
-	if p >= 0 {
-		if m := s.cache.get(p, from-1); m != nil {
-			return m, nil
-		}
+	if m := s.cache.get(p, from-1); m != nil {
+		return m, nil
 	}
 	raw, err := s.stream.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(s.evSubject(p)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -270,6 +342,13 @@ func (s *Store) locate(ctx context.Context, p int, off uint64) (uint64, error) {
 	}
 	lo, cand := uint64(1), uint64(0)
 	if below, above := s.cache.bounds(i, off); below > 0 || above > 0 {
+		if below > 0 && p >= 0 {
+			seq, sure := s.cache.walk(p, below, off)
+			if sure {
+				return seq, nil
+			}
+			below = seq
+		}
 		if below > 0 {
 			lo, cand = below+1, below
 		}
@@ -396,6 +475,13 @@ func (s *Store) find(ctx context.Context, off uint64) (e entry, ok bool, err err
 		return e, false, nil
 	}
 	if off > floor {
+		if m := s.cache.holding(off); m != nil {
+			for _, e := range m.evs {
+				if e.off == off {
+					return e, true, nil
+				}
+			}
+		}
 		evs, err := s.collect(ctx, -1, off, 1, nil)
 		if err != nil {
 			return e, false, err

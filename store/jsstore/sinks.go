@@ -339,6 +339,10 @@ type PartitionOutbox struct {
 	next  uint64  // the offset a Read reading on starts at; 0: none yet
 	after uint64  // stream sequence of the last message taken
 	buf   []entry // that message's events not returned yet
+	// A read that found nothing after the message at sequence
+	// emptyAfter while the last head was at emptyHead: until the head
+	// moves, reading again finds nothing either.
+	emptyAfter, emptyHead uint64
 }
 
 // Partition returns partition p's outbox (0 <= p < Partitions()).
@@ -371,15 +375,25 @@ func (o *PartitionOutbox) Read(ctx context.Context, from uint64, limit int) ([]d
 		}
 		o.after, o.buf = seq-1, nil
 	}
+	o.s.v.mu.RLock()
+	headSeq := o.s.v.headSeq
+	o.s.v.mu.RUnlock()
 	var out []entry
 	for len(out) < limit {
 		if len(o.buf) == 0 {
+			// At the end of what is committed, a read asks the server
+			// only once per commit, and not at all for this replica's
+			// own batches.
+			if o.emptyAfter == o.after && o.emptyHead == headSeq || o.s.cache.noneAfter(o.p, o.after, headSeq) {
+				break
+			}
 			m, err := o.s.fetch(ctx, o.p, o.after+1)
 			if err != nil {
 				o.next = 0
 				return nil, err
 			}
 			if m == nil {
+				o.emptyAfter, o.emptyHead = o.after, headSeq
 				break
 			}
 			o.after, o.buf = m.seq, m.evs
