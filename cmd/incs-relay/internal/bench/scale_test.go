@@ -55,7 +55,7 @@ func TestRunScale(t *testing.T) {
 	var rows []string
 	for _, line := range strings.Split(runs, "\n")[1:] {
 		f := strings.Fields(line)
-		require.Len(t, f, 17, "12 columns, 5 of them in MB: %q", line)
+		require.Len(t, f, 18, "13 columns, 5 of them in MB: %q", line)
 		assert.Equal(t, "100", f[2], "tasks: %s", line)
 		rows = append(rows, f[0]+" "+f[1])
 	}
