@@ -5,18 +5,15 @@ package bench
 // in both store modes side by side.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -77,7 +74,8 @@ type scaleRow struct {
 	AnonAfter, HWMAfter int64
 
 	Status    time.Duration // `status --config FILE`, wall time, the relay stopped
-	StatusHWM int64         // its peak RSS (rusage maxrss)
+	StatusHWM int64         // its peak RSS
+	StatusHow string        // how StatusHWM was read
 }
 
 // RunScale builds, for each of opts.Events, a simulated world of
@@ -255,19 +253,11 @@ func scaleRun(ctx context.Context, opts ScaleOptions, api, storeType string, n i
 	// status with the relay stopped: it opens the store itself in both
 	// modes (a bbolt store a relay holds it would ask over the admin API).
 	fmt.Fprintf(opts.Stderr, "bench: %s: status on %d events...\n", storeType, n)
-	var out bytes.Buffer
-	st := exec.CommandContext(ctx, opts.Exe, "status", "--config", cfgPath)
-	st.Env = append(os.Environ(), adminEnv+"="+addr)
-	st.Stdout, st.Stderr = &out, &out
-	start = time.Now()
-	err = st.Run()
-	row.Status = time.Since(start)
+	r, err := runPeak(ctx, append(os.Environ(), adminEnv+"="+addr), opts.Exe, "status", "--config", cfgPath)
 	if err != nil {
-		return row, fmt.Errorf("status: %v: %s", err, strings.TrimSpace(out.String()))
+		return row, err
 	}
-	if ru, ok := st.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		row.StatusHWM = ru.Maxrss << 10 // KiB on Linux
-	}
+	row.Status, row.StatusHWM, row.StatusHow = r.Wall, r.Peak, r.How
 	return row, nil
 }
 
@@ -293,6 +283,9 @@ func writeScaleTables(w io.Writer, rows []scaleRow) {
 	tw.Flush()
 	fmt.Fprintln(w, "\nstore open is the first /healthz answer: the relay opens its store and connects its sinks before it serves the admin API.")
 	fmt.Fprintln(w, "status runs with the relay stopped, so it opens the store itself in both modes.")
+	if len(rows) > 0 {
+		fmt.Fprintf(w, "status peak RSS: %s.\n", rows[0].StatusHow)
+	}
 	fmt.Fprintln(w, "timeout(N): --timeout passed with N events delivered; the restart and status ran on the store as it was.")
 	fmt.Fprintln(w)
 

@@ -2,8 +2,10 @@ package bench
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -65,4 +67,25 @@ func TestRunScale(t *testing.T) {
 	assert.Contains(t, table, "status ≤ 1s (4000)")
 	assert.Contains(t, table, "status peak RSS at 4000 ≤ 1.2 × at 2000")
 	assert.Contains(t, table, "cores")
+}
+
+// TestRunPeak: a command's peak RSS is its own, not this process's, which
+// a child's rusage maxrss would report; a failing command is an error
+// with its output.
+func TestRunPeak(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("no /proc")
+	}
+	ballast := make([]byte, 256<<20)
+	for i := range ballast {
+		ballast[i] = 1
+	}
+	r, err := runPeak(t.Context(), os.Environ(), "/bin/sh", "-c", "echo hi")
+	require.NoError(t, err)
+	assert.Less(t, r.Peak, int64(64<<20), "sh's peak, not this process's 256 MB (%s)", r.How)
+	assert.Equal(t, "hi\n", r.Out)
+	runtime.KeepAlive(ballast)
+
+	_, err = runPeak(t.Context(), os.Environ(), "/bin/sh", "-c", "echo broken >&2; exit 3")
+	assert.ErrorContains(t, err, "broken")
 }
