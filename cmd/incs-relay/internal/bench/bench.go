@@ -130,35 +130,22 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer hook.Close()
 
-	var b strings.Builder
-	fmt.Fprintf(&b, "upstream: {base_url: %q, token: bench, rate_limit: 1000, page_size: 100}\n", "http://"+api.Addr)
-	fmt.Fprintf(&b, "poll: {interval: 1s, initial: replay, strategy: %s}\n", opts.Strategy)
-	if opts.Store == "jetstream" {
-		fmt.Fprintf(&b, "store: {type: jetstream, url: %q, replicas: %d, name: bench}\n", natsURL, nodes)
-	} else {
-		fmt.Fprintf(&b, "store: {path: %q}\n", filepath.Join(dir, "relay.db"))
-	}
-	b.WriteString("admin: {addr: \"${INCS_BENCH_ADMIN}\"}\nlog: {level: warn, format: json}\nsinks:\n")
 	var names []string
 	for _, s := range opts.Sinks {
-		fl := ""
-		if opts.InFlight > 0 {
-			fl = fmt.Sprintf(", max_in_flight: %d", opts.InFlight)
-		}
 		switch s {
-		case "jetstream":
-			fmt.Fprintf(&b, "  - {name: jetstream, type: nats, url: %q, jetstream: true, stream: {name: BENCH, subjects: [\"incs.>\"], replicas: %d}%s}\n", natsURL, nodes, fl)
-		case "nats":
-			fmt.Fprintf(&b, "  - {name: nats, type: nats, url: %q, subject: \"core.{task_id}.{event}\"%s}\n", natsURL, fl)
-		case "webhook":
-			fmt.Fprintf(&b, "  - {name: webhook, type: webhook, url: %q, secret: %q%s}\n", "http://"+hook.Addr+"/incs", secret, fl)
+		case "jetstream", "nats", "webhook":
+			names = append(names, s)
 		default:
 			return fmt.Errorf("bench: unknown sink %q (want jetstream, nats or webhook)", s)
 		}
-		names = append(names, s)
 	}
 	cfgPath := filepath.Join(dir, "bench.yaml")
-	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o600); err != nil {
+	rc := relayConfig{
+		API: api.Addr, Strategy: opts.Strategy, Store: opts.Store, NATSURL: natsURL, Nodes: nodes,
+		DBPath: filepath.Join(dir, "relay.db"), Sinks: names, InFlight: opts.InFlight,
+		HookURL: "http://" + hook.Addr + "/incs", Secret: secret,
+	}
+	if err := rc.write(cfgPath); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
@@ -173,38 +160,18 @@ func Run(ctx context.Context, opts Options) error {
 	// one after the other, each once the one before answers on its admin
 	// address: replicas opening a new store at the same moment stall in
 	// creating its stream and buckets.
-	var children []*exec.Cmd
-	var exits []chan error // each receives the child's exit once
-	var acs []*admin.Client
+	var children []*child
 	defer func() {
-		for _, child := range children {
-			child.Process.Kill()
+		for _, c := range children {
+			c.kill()
 		}
 	}()
-	for range relays {
-		adminAddr, err := freeLoopbackAddr()
+	for i := range relays {
+		c, err := startChild(ctx, opts.Exe, cfgPath, opts.Stderr)
 		if err != nil {
-			return err
+			return fmt.Errorf("bench: relay %d: %v", i+1, err)
 		}
-		child := exec.Command(opts.Exe, "run", "--config", cfgPath)
-		child.Env = append(os.Environ(), "INCS_BENCH_ADMIN="+adminAddr)
-		child.Stderr = opts.Stderr
-		if err := child.Start(); err != nil {
-			return err
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- child.Wait() }()
-		ac := admin.NewClient(adminAddr, "", 5*time.Second)
-		children, exits, acs = append(children, child), append(exits, exited), append(acs, ac)
-		for ac.Do(ctx, http.MethodGet, "/healthz", nil, nil) != nil {
-			select {
-			case err := <-exited:
-				return fmt.Errorf("bench: relay %d exited before it answered: %v", len(children), err)
-			case <-ctx.Done():
-				return fmt.Errorf("bench: relay %d did not answer on %s", len(children), adminAddr)
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
+		children = append(children, c)
 	}
 	done := map[string]time.Duration{}
 	var stored time.Duration
@@ -217,25 +184,21 @@ func Run(ctx context.Context, opts Options) error {
 			return fmt.Errorf("bench: gave up after %s: %d of %d sinks done", time.Since(start).Round(time.Second), len(done), len(names))
 		case <-tick.C:
 		}
-		for i, exited := range exits {
-			select {
-			case err := <-exited:
+		for i, c := range children {
+			if err := c.exitedErr(); err != nil {
 				return fmt.Errorf("bench: relay %d exited: %v", i+1, err)
-			default:
 			}
 		}
-		for _, child := range children {
-			peak = max(peak, peakRSS(child.Process.Pid))
-			peakAnon = max(peakAnon, procStatus(child.Process.Pid, "RssAnon:"))
-		}
-		var body struct {
-			Sinks []sinkProgress `json:"sinks"`
+		for _, c := range children {
+			peak = max(peak, peakRSS(c.pid()))
+			peakAnon = max(peakAnon, procStatus(c.pid(), "RssAnon:"))
 		}
 		// Any replica answers for the whole store.
-		if acs[0].Do(ctx, http.MethodGet, "/v1/sinks", nil, &body) != nil {
+		sinks, err := children[0].sinks(ctx)
+		if err != nil {
 			continue
 		}
-		for _, s := range body.Sinks {
+		for _, s := range sinks {
 			if stored == 0 && s.Head >= uint64(want) {
 				stored = time.Since(start)
 			}
@@ -247,7 +210,7 @@ func Run(ctx context.Context, opts Options) error {
 	replayed := map[string]time.Duration{}
 	if opts.Replay {
 		for _, n := range names {
-			d, err := timeReplay(ctx, acs[0], n, uint64(want))
+			d, err := timeReplay(ctx, children[0].ac, n, uint64(want))
 			if err != nil {
 				return err
 			}
@@ -255,14 +218,16 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	var file int64
-	for _, child := range children {
-		peak = max(peak, peakRSS(child.Process.Pid))
-		file = max(file, procStatus(child.Process.Pid, "RssFile:"))
-		child.Process.Signal(syscall.SIGTERM)
+	for _, c := range children {
+		peak = max(peak, peakRSS(c.pid()))
+		file = max(file, procStatus(c.pid(), "RssFile:"))
+		c.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	var waitErr error
-	for _, exited := range exits {
-		if err := <-exited; err != nil && waitErr == nil {
+	for _, c := range children {
+		err := <-c.exited
+		c.exited <- err
+		if err != nil && waitErr == nil {
 			waitErr = err
 		}
 	}
