@@ -127,6 +127,19 @@ func (c *msgCache) noneAfter(p int, after, upto uint64) bool {
 	return after != 0 && p >= 0 && p < len(c.ownLast) && c.ownLast[p] == after && c.ownEnd >= upto
 }
 
+// lastBelow reports whether partition p's last event message ends below
+// off, as known when this replica's own batches reach sequence upto (the
+// last head) without a gap.
+func (c *msgCache) lastBelow(p int, off, upto uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p < 0 || p >= len(c.ownLast) || c.ownLast[p] == 0 {
+		return false
+	}
+	m := c.bySeq[c.ownLast[p]]
+	return m != nil && m.last() < off && c.ownEnd >= upto
+}
+
 // walk returns the sequence of partition p's last event message starting
 // at or below off, following the cached links from the message at
 // sequence from (which starts at or below off), and whether the message
@@ -233,7 +246,7 @@ func (c *msgCache) hintLocked(i int, m *evMsg) {
 	if len(h) > maxHints {
 		// Thin out: every other one, keeping the newest.
 		k := 0
-		for j := len(h) % 2; j < len(h); j += 2 {
+		for j := (len(h) - 1) % 2; j < len(h); j += 2 {
 			h[k] = h[j]
 			k++
 		}
@@ -333,9 +346,7 @@ func (s *Store) fetch(ctx context.Context, p int, from uint64) (*evMsg, error) {
 // message at its first event), so a binary search over sequences finds
 // it, in about log2(messages) reads, fewer near a remembered message.
 func (s *Store) locate(ctx context.Context, p int, off uint64) (uint64, error) {
-	s.v.mu.RLock()
-	hi := s.v.headSeq
-	s.v.mu.RUnlock()
+	hi := s.lastHeadSeq()
 	i := p
 	if p < 0 {
 		i = len(s.cache.next)
@@ -394,6 +405,15 @@ func (s *Store) batchStart(ctx context.Context, seq uint64) (uint64, error) {
 		seq--
 	}
 	return seq, nil
+}
+
+// lastHeadSeq returns the stream sequence of the last head message this
+// replica read: every event message committed before it is at a lower
+// sequence.
+func (s *Store) lastHeadSeq() uint64 {
+	s.v.mu.RLock()
+	defer s.v.mu.RUnlock()
+	return s.v.headSeq
 }
 
 // floorHead returns the prune floor and the head.
@@ -494,8 +514,26 @@ func (s *Store) find(ctx context.Context, off uint64) (e entry, ok bool, err err
 }
 
 // nextIn returns the lowest offset at or above from in partition p, or 0
-// if there is none.
+// if there is none. A partition whose last message ends below from (one
+// a sink is done with) costs one read, not a search.
 func (s *Store) nextIn(ctx context.Context, p int, from uint64) (uint64, error) {
+	if s.cache.lastBelow(p, from, s.lastHeadSeq()) {
+		return 0, nil
+	}
+	last, err := s.stream.GetLastMsgForSubject(ctx, s.evSubject(p))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("jsstore: reading partition %d's last events: %w", p, err)
+	}
+	m, err := parseEvMsg(s.subj, last.Subject, last.Sequence, last.Data)
+	if err != nil {
+		return 0, err
+	}
+	if m.last() < from {
+		return 0, nil
+	}
 	evs, err := s.collect(ctx, p, from, 1, nil)
 	if err != nil || len(evs) == 0 {
 		return 0, err

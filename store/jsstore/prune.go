@@ -7,6 +7,7 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -124,17 +125,22 @@ func (s *Store) pruneEvents(ctx context.Context, sinks []string, cutoff int64) (
 	return n, ctx.Err()
 }
 
+// purgeStride is how many stream sequences one purge request spans at
+// most: the server holds the stream while it deletes, so a purge of a
+// million events' messages in one request held commits for over a second;
+// in strides of this size each request is short and commits pass between
+// them.
+var purgeStride uint64 = 4096
+
 // purge deletes every partition's event messages wholly at or below
 // floor: each partition up to the message holding the lowest event above
-// it, by subject and sequence, in one request each. It holds no lock of
-// the view's. A failed purge is counted and left to the next Prune.
+// it, by subject and sequence, in requests of at most purgeStride
+// sequences, each bounded by half a lease. It holds no lock of the
+// view's. A failed purge is counted and left to the next Prune.
 func (s *Store) purge(ctx context.Context, floor uint64) error {
 	var first error
 	for p := range s.o.Partitions {
-		keep, err := s.keepFrom(ctx, p, floor)
-		if err == nil && keep > 1 {
-			err = s.stream.Purge(ctx, jetstream.WithPurgeSubject(s.evSubject(p)), jetstream.WithPurgeSequence(keep))
-		}
+		err := s.purgePart(ctx, p, floor)
 		if err != nil {
 			s.prune.failures.Add(1)
 			s.log.Warn().Err(err).Int("partition", p).Msg("jsstore: prune: purging the pruned event messages failed; the next prune retries")
@@ -144,6 +150,31 @@ func (s *Store) purge(ctx context.Context, floor uint64) error {
 		}
 	}
 	return first
+}
+
+// purgePart purges partition p's event messages wholly at or below floor.
+func (s *Store) purgePart(ctx context.Context, p int, floor uint64) error {
+	keep, err := s.keepFrom(ctx, p, floor)
+	if err != nil || keep <= 1 {
+		return err
+	}
+	// The partition's oldest message, from the server: the cache may
+	// still hold one purged before.
+	oldest, err := s.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(s.evSubject(p)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil || oldest.Sequence >= keep {
+		return err
+	}
+	for upto := min(oldest.Sequence+purgeStride, keep); ; upto = min(upto+purgeStride, keep) {
+		rctx, cancel := context.WithTimeout(ctx, s.commitWait())
+		err := s.stream.Purge(rctx, jetstream.WithPurgeSubject(s.evSubject(p)), jetstream.WithPurgeSequence(upto))
+		cancel()
+		if err != nil || upto == keep {
+			return err
+		}
+	}
 }
 
 // keepFrom returns the sequence of partition p's first event message

@@ -138,9 +138,7 @@ func (s *Store) OffsetSince(t time.Time) (uint64, error) {
 
 func (s *Store) offsetSince(ctx context.Context, want int64) (uint64, error) {
 	floor, head := s.floorHead()
-	s.v.mu.RLock()
-	hi := s.v.headSeq
-	s.v.mu.RUnlock()
+	hi := s.lastHeadSeq()
 	// The first event message whose last event is at or after want.
 	lo, found := uint64(1), (*evMsg)(nil)
 	for lo <= hi {

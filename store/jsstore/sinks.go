@@ -375,9 +375,7 @@ func (o *PartitionOutbox) Read(ctx context.Context, from uint64, limit int) ([]d
 		}
 		o.after, o.buf = seq-1, nil
 	}
-	o.s.v.mu.RLock()
-	headSeq := o.s.v.headSeq
-	o.s.v.mu.RUnlock()
+	headSeq := o.s.lastHeadSeq()
 	var out []entry
 	for len(out) < limit {
 		if len(o.buf) == 0 {
