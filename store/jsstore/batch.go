@@ -131,6 +131,7 @@ func (b *batcher) packEvents(evs []evOut) []outMsg {
 		fill[e.part] = f
 		size[e.part] -= n
 		out[f.i].data = appendFrame(out[f.i].data, e)
+		out[f.i].evs = append(out[f.i].evs, entry{off: e.off, task: e.task, at: e.at, typ: e.typ, body: e.body})
 	}
 	return out
 }

@@ -63,11 +63,11 @@ func (b *batcher) commit(ctx context.Context, msgs []outMsg, head uint64, sent s
 func (s *Store) storedEarlier(ctx context.Context, lead *leadership, headSeq, head uint64) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.commitWait())
 	defer cancel()
-	m, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"head")
+	m, err := s.lastMsg(ctx, s.subj+"head")
 	if err != nil || m.Sequence <= headSeq || string(m.Data) != strconv.FormatUint(head, 10) {
 		return 0, false
 	}
-	e, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"epoch")
+	e, err := s.lastMsg(ctx, s.subj+"epoch")
 	if err != nil || e.Sequence != lead.epochSeq {
 		return 0, false
 	}

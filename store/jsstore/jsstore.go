@@ -131,10 +131,11 @@ type Store struct {
 	wg     sync.WaitGroup // the tail and the state watcher
 	runWG  sync.WaitGroup // Run
 
-	v     *view
-	cache *msgCache // event messages read or committed lately
-	prune pruneState
-	state *kvState
+	v      *view
+	cache  *msgCache // event messages read or committed lately
+	prune  pruneState
+	direct directState
+	state  *kvState
 
 	appendMu sync.Mutex // one append at a time (but an Ingest's commit: see pipeBatch)
 	inflight *pipeBatch // the last Ingest's batch, maybe still being committed (appendMu)
@@ -301,6 +302,7 @@ func (s *Store) setup(ctx context.Context) error {
 		Replicas:           s.o.Replicas,
 		AllowRollup:        true,
 		AllowAtomicPublish: true,
+		AllowDirect:        true,
 		Metadata:           map[string]string{"incs.partitions": strconv.Itoa(s.o.Partitions)},
 	}
 	st, err := ensure(ctx, "stream "+s.name,
@@ -315,6 +317,21 @@ func (s *Store) setup(ctx context.Context) error {
 	}
 	if r := st.CachedInfo().Config.Replicas; r != s.o.Replicas {
 		s.log.Warn().Int("stream", r).Int("configured", s.o.Replicas).Msg("jsstore: the stream " + s.name + " exists with another replica count; it keeps its own (change it with the nats CLI)")
+	}
+	if !st.CachedInfo().Config.AllowDirect {
+		// A stream made by an older version: turn direct gets on, or
+		// read through the leader's API if that is not allowed.
+		up := st.CachedInfo().Config
+		up.AllowDirect = true
+		uctx, cancel := context.WithTimeout(ctx, setupTimeout)
+		st2, err := s.js.UpdateStream(uctx, up)
+		cancel()
+		if err == nil {
+			st = st2
+		} else {
+			s.direct.off.Store(true)
+			s.log.Warn().Err(err).Msg("jsstore: could not turn on direct gets on the stream " + s.name + "; events are read through its leader")
+		}
 	}
 	s.stream = st
 	bucket := func(suffix, desc string, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {

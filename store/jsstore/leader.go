@@ -57,7 +57,7 @@ func (s *Store) appendFailed(ctx context.Context, lead *leadership, err error) e
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.commitWait())
 	defer cancel()
-	m, gerr := s.stream.GetLastMsgForSubject(ctx, s.subj+"epoch")
+	m, gerr := s.lastMsg(ctx, s.subj+"epoch")
 	if gerr == nil && m.Sequence != lead.epochSeq {
 		s.stepDown("fenced: a newer epoch record exists")
 		return fmt.Errorf("jsstore: append: %w (%v)", ErrFenced, err)

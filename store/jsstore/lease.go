@@ -241,7 +241,7 @@ func (s *Store) becomeLeader(ctx context.Context, leaseRev uint64, started time.
 	subj := s.subj + "epoch"
 	var last epochRec
 	var lastSeq uint64
-	m, err := s.stream.GetLastMsgForSubject(ctx, subj)
+	m, err := s.lastMsg(ctx, subj)
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(m.Data, &last); err != nil {

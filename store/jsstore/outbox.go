@@ -22,7 +22,7 @@ import (
 )
 
 // DefaultCacheBytes is the default Options.CacheBytes.
-const DefaultCacheBytes = 64 << 20
+const DefaultCacheBytes = 16 << 20
 
 // evMsg is an event message as read: its stream sequence, its partition
 // and its events, in offset order.
@@ -59,6 +59,19 @@ func parseEvMsg(prefix, subject string, seq uint64, data []byte) (*evMsg, error)
 	}
 	m.size += len(m.evs) * 64
 	return m, nil
+}
+
+// ownEvMsg is the event message om of this replica's own batch, at
+// sequence seq: from the events packEvents packed into it, else parsed.
+func ownEvMsg(prefix string, om outMsg, seq uint64) (*evMsg, error) {
+	if len(om.evs) == 0 {
+		return parseEvMsg(prefix, om.subj, seq, om.data)
+	}
+	part, err := strconv.Atoi(strings.TrimPrefix(om.subj, prefix+"ev."))
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: message %d: %s is not an event message", seq, om.subj)
+	}
+	return &evMsg{seq: seq, part: part, evs: om.evs, size: len(om.data) + 64 + len(om.evs)*64}, nil
 }
 
 // hint is an event message's first offset and its sequence.
@@ -292,7 +305,7 @@ func (c *msgCache) own(prefix string, msgs []outMsg, first uint64) {
 		if !strings.HasPrefix(om.subj, prefix+"ev.") {
 			continue
 		}
-		m, err := parseEvMsg(prefix, om.subj, seq, om.data)
+		m, err := ownEvMsg(prefix, om, seq)
 		if err != nil {
 			continue
 		}
@@ -321,7 +334,7 @@ func (s *Store) fetch(ctx context.Context, p int, from uint64) (*evMsg, error) {
 	if m := s.cache.get(p, from-1); m != nil {
 		return m, nil
 	}
-	raw, err := s.stream.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(s.evSubject(p)))
+	raw, err := s.getNext(ctx, max(from, 1), s.evSubject(p))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}
@@ -392,7 +405,7 @@ func (s *Store) locate(ctx context.Context, p int, off uint64) (uint64, error) {
 // first, and higher ones too.
 func (s *Store) batchStart(ctx context.Context, seq uint64) (uint64, error) {
 	for n := 0; seq > 1 && n < MaxBatch; n++ {
-		raw, err := s.stream.GetMsg(ctx, seq-1)
+		raw, err := s.getMsg(ctx, msgReq{Seq: seq - 1})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -520,7 +533,7 @@ func (s *Store) nextIn(ctx context.Context, p int, from uint64) (uint64, error) 
 	if s.cache.lastBelow(p, from, s.lastHeadSeq()) {
 		return 0, nil
 	}
-	last, err := s.stream.GetLastMsgForSubject(ctx, s.evSubject(p))
+	last, err := s.lastMsg(ctx, s.evSubject(p))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return 0, nil
@@ -544,7 +557,7 @@ func (s *Store) nextIn(ctx context.Context, p int, from uint64) (uint64, error) 
 // deadCopy returns the copy of a dead-lettered event kept aside
 // ("$INCS.<Name>.dl.<offset>") for when pruning takes its message.
 func (s *Store) deadCopy(ctx context.Context, off uint64) (e entry, ok bool, err error) {
-	raw, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"dl."+strconv.FormatUint(off, 10))
+	raw, err := s.lastMsg(ctx, s.subj+"dl."+strconv.FormatUint(off, 10))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return e, false, nil
 	}

@@ -160,7 +160,7 @@ func (s *Store) purgePart(ctx context.Context, p int, floor uint64) error {
 	}
 	// The partition's oldest message, from the server: the cache may
 	// still hold one purged before.
-	oldest, err := s.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(s.evSubject(p)))
+	oldest, err := s.getMsg(ctx, msgReq{Seq: 1, NextBySubj: s.evSubject(p)})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil
 	}

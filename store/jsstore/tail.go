@@ -195,7 +195,7 @@ func (s *Store) startTail(ctx context.Context) error {
 // attempt's answer was lost) needs them now, while the tail may be
 // waiting to recreate its consumer on another node.
 func (s *Store) catchUp(ctx context.Context) error {
-	m, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"head")
+	m, err := s.lastMsg(ctx, s.subj+"head")
 	if err != nil {
 		return fmt.Errorf("reading the head: %w", err)
 	}

@@ -71,6 +71,9 @@ type outMsg struct {
 	data []byte
 	seen bool  // a seen record, of task: an Ingest under way stages it (Store.staged)
 	task int64 // the task of a rolled-up message
+	// evs are an event message's events as packed (packEvents): the
+	// cache takes them once the batch committed, without parsing data.
+	evs []entry
 }
 
 // pubAck is the server's answer to a batch's commit.

@@ -37,7 +37,7 @@ const (
 	defaultStoreReplicas   = 1
 	defaultStoreLease      = 10 * time.Second
 	defaultStorePartitions = 12
-	defaultStoreCacheMB    = 64
+	defaultStoreCacheMB    = 16
 )
 
 // JetStreamStoreConfig is the part of the store section that selects the
