@@ -277,8 +277,16 @@ func TestAdminPage_Replicas(t *testing.T) {
 	cfg := replicaConfig(t, api.URL, ns.ClientURL(), hook.URL)
 	cfg.Sinks = cfg.Sinks[1:]
 	_, b := startPair(t, cfg, cfg)
+	// The page shows the partitions this replica delivers: those
+	// assigned to it once the leader handed them over (a fenced handoff,
+	// which takes a moment after the join).
 	var mine []string
-	for _, p := range b.r.JetStream().Role().Assignments["replica-b"] {
+	require.Eventually(t, func() bool {
+		role := b.r.JetStream().Role()
+		assigned := role.Assignments["replica-b"]
+		return len(assigned) > 0 && slices.Equal(assigned, role.Owned)
+	}, 15*time.Second, 20*time.Millisecond, "replica-b delivers what is assigned to it")
+	for _, p := range b.r.JetStream().Role().Owned {
 		mine = append(mine, strconv.Itoa(p))
 	}
 

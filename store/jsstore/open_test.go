@@ -1,0 +1,77 @@
+package jsstore
+
+// Opening a replica reads the stream's records, never its events.
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/store/storetest"
+)
+
+// TestOpenReadsNoEvents: a replica opened on a stream of 2,000 events
+// makes no request for an event message (it watches every message get,
+// direct get and consumer creation on the server's API: no consumer
+// over the whole stream), and its view
+// holds the head and the seen-set; its first read of an event then asks
+// for event messages.
+func TestOpenReadsNoEvents(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", Partitions: 4})
+	for i := range int64(20) {
+		var tasks []diff.Task
+		for j := range int64(25) {
+			id := i*25 + j + 1
+			tasks = append(tasks, storetest.Task(id, 10*id, 10*id+1, 10*id+2, 10*id+3))
+		}
+		_, err := s.Ingest(ctx, tasks, time.UTC, true)
+		require.NoError(t, err)
+	}
+	head, err := s.Head()
+	require.NoError(t, err)
+	require.Equal(t, uint64(2000), head)
+
+	spy := connect(t, srv.ClientURL())
+	var mu sync.Mutex
+	var asked []string // API requests that name an event subject
+	_, err = spy.Subscribe("$JS.API.>", func(m *nats.Msg) {
+		body := string(m.Data)
+		// A consumer over the whole prefix reads the events too.
+		// (JSON from Go escapes '>'.)
+		whole := strings.Contains(m.Subject, "CONSUMER.CREATE") &&
+			(strings.Contains(body, `"`+s.subj+`>"`) || strings.Contains(body, `"`+s.subj+`\u003e"`))
+		if whole || strings.Contains(body, s.subj+"ev.") || strings.Contains(m.Subject, "DIRECT.GET") {
+			mu.Lock()
+			asked = append(asked, m.Subject+" "+string(m.Data))
+			mu.Unlock()
+		}
+	})
+	require.NoError(t, err)
+	require.NoError(t, spy.Flush())
+
+	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r", Partitions: 4})
+	rh, err := r.Head()
+	require.NoError(t, err)
+	require.Equal(t, head, rh)
+	r.v.mu.RLock()
+	require.Len(t, r.v.seen, 500)
+	r.v.mu.RUnlock()
+	require.NoError(t, spy.Flush())
+	mu.Lock()
+	require.Empty(t, asked, "opening asked for event messages")
+	mu.Unlock()
+
+	// The first read does.
+	ev, err := r.Event(1234)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1234), ev.Offset)
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(asked) > 0 }, 5*time.Second, 10*time.Millisecond)
+}
