@@ -42,13 +42,16 @@ func TestOpenReadsNoEvents(t *testing.T) {
 	spy := connect(t, srv.ClientURL())
 	var mu sync.Mutex
 	var asked []string // API requests that name an event subject
+	direct := "$JS.API.DIRECT.GET." + s.name
+	// Direct gets on the outbox's stream only: the leading replica's
+	// lease and membership KV reads are direct gets on their own buckets.
 	_, err = spy.Subscribe("$JS.API.>", func(m *nats.Msg) {
 		body := string(m.Data)
 		// A consumer over the whole prefix reads the events too.
 		// (JSON from Go escapes '>'.)
 		whole := strings.Contains(m.Subject, "CONSUMER.CREATE") &&
 			(strings.Contains(body, `"`+s.subj+`>"`) || strings.Contains(body, `"`+s.subj+`\u003e"`))
-		if whole || strings.Contains(body, s.subj+"ev.") || strings.Contains(m.Subject, "DIRECT.GET") {
+		if whole || strings.Contains(body, s.subj+"ev.") || m.Subject == direct || strings.HasPrefix(m.Subject, direct+".") {
 			mu.Lock()
 			asked = append(asked, m.Subject+" "+string(m.Data))
 			mu.Unlock()
