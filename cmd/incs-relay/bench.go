@@ -64,6 +64,15 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if path := os.Getenv("INCS_BENCH_CPUPROFILE"); path != "" {
+		// The bench process's own profile: the simulator, the NATS
+		// server(s) and the receivers (the relays': INCS_RELAY_CPUPROFILE).
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	return bench.Run(ctx, bench.Options{
 		Tasks: *tasks, Sinks: names, WebhookDelay: *delay, InFlight: *inFlight, Timeout: *timeout,
 		Strategy: *strategy, Replay: *replay, Store: *storeType, Replicas: *replicas,
