@@ -8,7 +8,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
@@ -46,7 +51,30 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	return r.Run(ctx)
+	err = r.Run(ctx)
+	if path := os.Getenv("INCS_RELAY_MEMPROFILE"); path != "" {
+		// What the relay holds as it stops (its store and caches are
+		// still referenced here).
+		writeHeapProfile(path, log)
+		runtime.KeepAlive(r)
+	}
+	return err
+}
+
+// writeHeapProfile writes the live heap to path ("%d" in it becomes the
+// pid, for bench's several relays): a developer's aid
+// (INCS_RELAY_MEMPROFILE, written when the relay stops).
+func writeHeapProfile(path string, log zerolog.Logger) {
+	f, err := os.Create(strings.ReplaceAll(path, "%d", strconv.Itoa(os.Getpid())))
+	if err != nil {
+		log.Warn().Err(err).Msg("heap profile")
+		return
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		log.Warn().Err(err).Msg("heap profile")
+	}
 }
 
 // startCPUProfile writes a CPU profile to path until stop is called: a

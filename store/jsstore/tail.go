@@ -8,6 +8,7 @@
 package jsstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -341,7 +342,8 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, at i
 		if len(data) == 0 {
 			delete(mp, id)
 		} else {
-			mp[id] = data
+			// A copy: data shares its buffer with the message's headers.
+			mp[id] = bytes.Clone(data)
 		}
 	case "head":
 		if h, err := strconv.ParseUint(string(data), 10, 64); err != nil {

@@ -144,6 +144,16 @@ func (c *child) sinks(ctx context.Context) ([]sinkProgress, error) {
 	return body.Sinks, err
 }
 
+// pollCycles reads the poll cycles finished since the relay started
+// (GET /v1/poll).
+func (c *child) pollCycles(ctx context.Context) (int, error) {
+	var body struct {
+		Cycles int `json:"cycles"`
+	}
+	err := c.ac.Do(ctx, http.MethodGet, "/v1/poll", nil, &body)
+	return body.Cycles, err
+}
+
 // stop sends SIGTERM and waits up to timeout for the exit, then kills.
 // It returns an error when the relay did not exit 0 in time.
 func (c *child) stop(timeout time.Duration) error {
