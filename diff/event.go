@@ -8,7 +8,8 @@ import (
 )
 
 // Event types, one per upstream log type. TypeTaskLogged carries log types
-// this version does not know; their raw log is kept in Data.Log.
+// this version does not know; their raw log is kept in Data.Log. The
+// changes that leave no log have theirs in edit.go.
 const (
 	TypeTaskCreated       = "task.created"
 	TypeTaskAssigned      = "task.assigned"
@@ -17,8 +18,10 @@ const (
 	TypeTaskLogged        = "task.logged"
 )
 
-// Types lists every event type the relay emits, in log type order.
-var Types = []string{TypeTaskCreated, TypeTaskAssigned, TypeTaskStatusChanged, TypeTaskCommented, TypeTaskLogged}
+// Types lists every event type the relay emits but a rule's: the log
+// types in log type order, then the changes that leave no log.
+var Types = []string{TypeTaskCreated, TypeTaskAssigned, TypeTaskStatusChanged, TypeTaskCommented, TypeTaskLogged,
+	TypeTaskUpdated, TypeTaskLogUpdated, TypeTaskDeleted}
 
 // Envelope constants of every event.
 const (
@@ -72,6 +75,10 @@ type Data struct {
 	// assignee_username describe the task as last read, and Derived's
 	// fields follow. See Data.MarshalJSON.
 	*Derived
+	// Edit is set on the events of changes that leave no log
+	// (task.updated, task.log_updated, task.deleted): their data is
+	// task_id, task, log (task.log_updated only) and changes.
+	*Edit
 }
 
 // Derived is what a rule adds to the data of a derived event.
@@ -100,9 +107,21 @@ type derivedData struct {
 	*Derived
 }
 
-// MarshalJSON encodes d as the struct's fields for a log event, and
-// without the log, previous_* and comment members for a derived event.
+// editData is the JSON shape of the data of a change that leaves no log.
+type editData struct {
+	TaskID  int64           `json:"task_id"`
+	Task    json.RawMessage `json:"task"`
+	Log     json.RawMessage `json:"log,omitempty"`
+	Changes []Change        `json:"changes,omitempty"`
+}
+
+// MarshalJSON encodes d as the struct's fields for a log event, without
+// the log, previous_* and comment members for a derived event, and as
+// task_id, task, log and changes for a change that leaves no log.
 func (d Data) MarshalJSON() ([]byte, error) {
+	if d.Edit != nil {
+		return json.Marshal(editData{TaskID: d.TaskID, Task: d.Task, Log: d.Log, Changes: d.Changes})
+	}
 	if d.Derived == nil {
 		return json.Marshal((*plainData)(&d))
 	}
@@ -110,7 +129,7 @@ func (d Data) MarshalJSON() ([]byte, error) {
 		AssigneeUsername: d.AssigneeUsername, Derived: d.Derived})
 }
 
-// IsDerived reports whether typ is not the type of a log event: a rule's.
+// IsDerived reports whether typ is none of Types: a rule's.
 func IsDerived(typ string) bool { return !slices.Contains(Types, typ) }
 
 // ResolvedType returns the type of the event that resolves a rule's event

@@ -2,6 +2,8 @@ package diff
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -19,7 +21,9 @@ const sampleTask = `{"id":237,"creation_id":104,"auth_id":30058,"name":"Callback
 
 // SampleEvents returns one realistic event per event type, in the order of
 // Types: created, assigned (a reassignment), status_changed (not
-// started → in progress), commented, and logged (an unknown log type 9).
+// started → in progress), commented, logged (an unknown log type 9), and
+// the changes that leave no log: updated (renamed, the phone number
+// corrected), log_updated (the comment edited) and deleted.
 // They come from one task decoded and diffed as the relay does, with times
 // in UTC+8, offsets from 1 and Body set. Each call returns fresh copies.
 func SampleEvents() []Event {
@@ -31,6 +35,7 @@ func SampleEvents() []Event {
 	if err != nil {
 		panic("diff: sample task: " + err.Error())
 	}
+	all = append(all, sampleEdits(&t)...)
 	var out []Event
 	for _, typ := range Types {
 		var pick *Event
@@ -54,12 +59,36 @@ func SampleEvents() []Event {
 	return out
 }
 
+// sampleEdits returns the sample task's edits, as Edits finds them the
+// next time the task is read: renamed with its phone number corrected
+// and its comment edited; then its deletion, confirmed a minute later.
+func sampleEdits(t *Task) []Event {
+	loc := time.FixedZone("UTC+8", 8*3600)
+	all := func(int64) bool { return true }
+	before := Observe(t, nil, all)
+	var e Task
+	raw := strings.Replace(sampleTask, `"name":"Callback 4.8"`, `"name":"Callback 4.8 (VIP)"`, 1)
+	raw = strings.Replace(raw, `"user_phone":"6281519140316"`, `"user_phone":"6281519140361"`, 1)
+	raw = strings.Replace(raw, `"updated_at":"2026-04-08 17:25:01","logs"`, `"updated_at":"2026-04-08 17:31:12","logs"`, 1)
+	raw = strings.Replace(raw, `"comment":"已经跟进 — customer will call back <tomorrow> & confirm","created_at":"2026-04-08 17:25:01","updated_at":"2026-04-08 17:25:01"`,
+		`"comment":"已经跟进 — customer will call back <Thursday> & confirm","created_at":"2026-04-08 17:25:01","updated_at":"2026-04-08 17:30:40"`, 1)
+	if err := json.Unmarshal([]byte(raw), &e); err != nil {
+		panic("diff: sample edit: " + err.Error())
+	}
+	evs, after, err := Edits(&e, &before, all, func(int64) bool { return false }, loc)
+	if err != nil {
+		panic("diff: sample edit: " + err.Error())
+	}
+	confirmed, _ := ParseTime("2026-04-08 17:32:15", loc)
+	return append(evs, Deleted(t.ID, &after, confirmed))
+}
+
 // SampleDerivedEvent returns a realistic event of a rule that fired on the
 // sample task (step 0, after after since its last log), or its resolving
 // event: for previews and tests.
 func SampleDerivedEvent(rule, eventType, since string, after time.Duration, resolved bool) Event {
 	samples := SampleEvents()
-	last := samples[len(samples)-1]
+	last := samples[slices.Index(Types, TypeTaskLogged)]
 	var l Log
 	_ = json.Unmarshal(last.Data.Log, &l)
 	anchor := last.Time

@@ -23,8 +23,9 @@ import (
 // diff.Event and diff.Data have exactly the fields it knows (fastEncoding);
 // otherwise, and for any value it is not sure about, the store falls back
 // to json.Marshal. TestEncodeEvent pins the equivalence. diff.Data encodes
-// itself (MarshalJSON) only to drop the log members of a derived event; a
-// log event's data is the plain struct encoding, which encodeEvent writes.
+// itself (MarshalJSON) only to drop the log members of a derived event and
+// of a change that leaves no log; a log event's data is the plain struct
+// encoding, which encodeEvent writes.
 
 // fastEncoding reports whether diff.Event and diff.Data have the layout
 // encodeEvent was written for.
@@ -52,6 +53,7 @@ var fastEncoding = !customMarshaler[diff.Event]() && eventLayoutIs(reflect.TypeF
 	"PreviousAssignee string json:\"previous_assignee_username,omitempty\"",
 	"Comment string json:\"comment\"",
 	"Derived *diff.Derived ",
+	"Edit *diff.Edit ",
 })
 
 // customMarshaler reports whether T or *T encodes itself.
@@ -100,7 +102,7 @@ type eventEncoder struct {
 // it, except that the offset's value is offsetSlack bytes of room starting
 // at the returned index; patchOffset fills it in.
 func (e *eventEncoder) encode(dst []byte, ev *diff.Event) ([]byte, int, error) {
-	if !fastEncoding || len(ev.Data.Task) == 0 || len(ev.Data.Log) == 0 || ev.Data.Derived != nil {
+	if !fastEncoding || len(ev.Data.Task) == 0 || len(ev.Data.Log) == 0 || ev.Data.Derived != nil || ev.Data.Edit != nil {
 		return encodeSlow(dst, ev)
 	}
 	if !sameSlice(ev.Data.Task, e.task) {

@@ -53,6 +53,16 @@ type Ingester interface {
 	// IngestAfter is Ingest with emit set, except that logs created before
 	// boundary are marked seen without an event.
 	IngestAfter(ctx context.Context, tasks []diff.Task, loc *time.Location, boundary time.Time) (IngestResult, error)
+	// Delete appends a task.deleted event (diff.Deleted, its time
+	// confirmed) for each task of ids that has a seen record, a look-up
+	// by id having confirmed it gone, and forgets the record: each task's
+	// event and the removal in one commit. Tasks without a record are
+	// skipped (counted in Skipped).
+	Delete(ctx context.Context, ids []int64, confirmed time.Time) (IngestResult, error)
+	// Tracked calls fn with every task that has a seen record and was
+	// created at or after since (Unix seconds; a task whose created_at
+	// was unknown is included), until fn returns false.
+	Tracked(since int64, fn func(taskID int64) bool) error
 }
 
 // Reader reads the outbox.

@@ -88,7 +88,7 @@ func TestParseConfig_Errors(t *testing.T) {
 		{"subject on webhook", "upstream: {token: t}\nsinks:\n  - {name: h, type: webhook, url: \"https://x.example\", secret: \"" + testSecret + "\", subject: a.b}\n", base, []string{"sinks[0].subject", "not a setting of a webhook sink"}},
 		{"unknown webhook format", "upstream: {token: t}\nsinks:\n  - name: h\n    type: webhook\n    url: \"https://x.example/h\"\n    secret: \"" + testSecret + "\"\n    format: xml\n", base, []string{"relay.yaml:7", "sinks[0].format", `unknown format "xml" (want json, cloudevents, binary)`}},
 		{"format on nats", "upstream: {token: t}\nsinks:\n  - name: a\n    type: nats\n    url: embedded\n    format: binary\n", base, []string{"relay.yaml:6", "sinks[0].format", "not a setting of a nats sink (only webhook)"}},
-		{"unknown event type", "upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded, events: [task.deleted]}\n", base, []string{"sinks[0].events[0]", "task.deleted"}},
+		{"unknown event type", "upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded, events: [task.archived]}\n", base, []string{"sinks[0].events[0]", "task.archived"}},
 		{"bad subject placeholder", "upstream: {token: t}\nsinks:\n  - {name: a, type: nats, url: embedded, subject: \"x.{task}\"}\n", base, []string{"sinks[0].subject", "{task}"}},
 		{"bad locale", "upstream: {token: t}\nsinks:\n  - {name: c, type: slack, url: \"https://hooks.slack.com/services/x\", locale: fr}\n", base, []string{"sinks[0].locale", "en or zh"}},
 		{"admin off loopback without token", "upstream: {token: t}\nadmin: {addr: \"0.0.0.0:8086\"}\n", base, []string{"admin.token", "loopback"}},
