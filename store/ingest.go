@@ -124,7 +124,8 @@ func (db *DB) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location,
 	return res, diffErr
 }
 
-// pendingTask is a task of the batch with logs the snapshot did not see.
+// pendingTask is a task of the batch that changed since the snapshot:
+// new logs, new values, or a record of version 1.
 type pendingTask struct {
 	id   int64
 	snap []byte     // its seen record when the snapshot was taken; nil if none
@@ -134,26 +135,50 @@ type pendingTask struct {
 	// Set by prepare.
 	createdAt int64
 	updatedAt string
+	logsAt    string  // newest log updated_at
 	newIDs    []int64 // log ids to mark seen, strictly increasing
 	events    []preparedEvent
-	rec       []byte  // the record to write: base plus newIDs
-	skipped   int     // occurrences without unseen logs
-	errs      []error // diff errors of occurrences left out
+	edits     []preparedEvent // changes that left no log, after events
+	before    []byte          // the record's rest: the diff.Before to keep
+	rec       []byte          // the record to write: base plus newIDs; nil if nothing changed
+	skipped   int             // occurrences without changes
+	errs      []error         // diff errors of occurrences left out
+}
+
+// event returns the i-th event to store: events, then edits.
+func (p *pendingTask) event(i int) *preparedEvent {
+	if i < len(p.events) {
+		return &p.events[i]
+	}
+	return &p.edits[i-len(p.events)]
 }
 
 // prepare diffs and encodes p's occurrences: the work done outside the
 // write lock. Logs of an occurrence that fails to diff stay unseen.
 func (p *pendingTask) prepare(loc *time.Location, emit bool, boundary time.Time) {
-	var ids, quiet []int64
+	var (
+		ids, quiet []int64
+		before     *diff.Before
+	)
+	if p.base.V2 {
+		b, err := decodeBefore(p.base.Rest)
+		if err != nil {
+			p.errs = append(p.errs, fmt.Errorf("task %d: seen record: %w", p.id, err))
+			p.occ = nil
+			return
+		}
+		b.UpdatedAt = p.base.UpdatedAt
+		before = &b
+	}
 	contributed := 0
 	for _, t := range p.occ {
 		ids = unseenLogIDs(t, &p.base, p.newIDs, ids[:0])
-		if len(ids) == 0 {
+		if len(ids) == 0 && before != nil && t.UpdatedAt == before.UpdatedAt && newestLogAt(t) == p.logsAtOr() {
 			p.skipped++
 			continue
 		}
 		var evs []preparedEvent
-		if emit {
+		if emit && len(ids) > 0 {
 			quiet = quietLogIDs(t, ids, loc, boundary, quiet[:0])
 			var err error
 			if evs, err = prepareEvents(t, &p.base, p.newIDs, quiet, loc, len(ids)-len(quiet)); err != nil {
@@ -161,20 +186,60 @@ func (p *pendingTask) prepare(loc *time.Location, emit bool, boundary time.Time)
 				continue
 			}
 		}
+		isNew := func(id int64) bool { _, ok := slices.BinarySearch(ids, id); return ok }
+		seen := func(id int64) bool {
+			if p.base.has(id) || isNew(id) {
+				return true
+			}
+			_, ok := slices.BinarySearch(p.newIDs, id)
+			return ok
+		}
+		edits, after, err := diff.Edits(t, before, seen, isNew, loc)
+		if err != nil {
+			p.errs = append(p.errs, err)
+			continue
+		}
+		var encoded []preparedEvent
+		if emit && len(edits) > 0 {
+			if encoded, err = encodeEvents(t.ID, edits); err != nil {
+				p.errs = append(p.errs, err)
+				continue
+			}
+		}
 		contributed++
+		before = &after
 		p.newIDs = mergeIDs(p.newIDs, ids)
 		p.events = append(p.events, evs...)
+		p.edits = append(p.edits, encoded...)
 		p.createdAt = createdUnix(t, loc)
 		p.updatedAt = t.UpdatedAt
+		p.logsAt = newestLogAt(t)
 	}
 	p.occ = nil
-	if len(p.newIDs) == 0 {
+	if contributed == 0 {
 		return
 	}
 	if contributed > 1 {
 		slices.SortStableFunc(p.events, func(a, b preparedEvent) int { return cmp.Compare(a.logID, b.logID) })
 	}
-	p.rec = appendRecord(nil, &seenRecord{CreatedAt: p.createdAt, UpdatedAt: p.updatedAt, IDs: mergeIDs(p.base.IDs, p.newIDs)})
+	p.before = appendBefore(nil, before)
+	p.rec = p.record(p.base.IDs, p.newIDs)
+}
+
+// logsAtOr is the newest log updated_at the task was last seen with: this
+// batch's, else the record's.
+func (p *pendingTask) logsAtOr() string {
+	if p.logsAt != "" {
+		return p.logsAt
+	}
+	return p.base.LogsAt
+}
+
+// record encodes the seen record to write: seen plus ids, with the values
+// prepare found.
+func (p *pendingTask) record(seen, ids []int64) []byte {
+	return appendRecord(nil, &seenRecord{CreatedAt: p.createdAt, UpdatedAt: p.updatedAt, IDs: mergeIDs(seen, ids),
+		V2: true, LogsAt: p.logsAt, Rest: p.before})
 }
 
 // forEach calls fn(0..n-1), spread over up to GOMAXPROCS goroutines when n
@@ -287,6 +352,23 @@ func prepareEvents(t *diff.Task, base *seenRecord, newIDs, quiet []int64, loc *t
 	return out, nil
 }
 
+// encodeEvents encodes events of task taskID without a log of their own
+// (the changes that left no log) as prepared outbox values.
+func encodeEvents(taskID int64, evs []diff.Event) ([]preparedEvent, error) {
+	out := make([]preparedEvent, len(evs))
+	var enc eventEncoder
+	for i := range evs {
+		ev := &evs[i]
+		v := appendHeader(nil, header{taskID: taskID, typ: ev.Type})
+		v, at, err := enc.encode(v, ev)
+		if err != nil {
+			return nil, fmt.Errorf("task %d: encode %s: %w", taskID, ev.ID, err)
+		}
+		out[i] = preparedEvent{typ: ev.Type, value: v, at: at}
+	}
+	return out, nil
+}
+
 // ingestReq is one Ingest call waiting for the group commit.
 type ingestReq struct {
 	tasks []*pendingTask
@@ -378,6 +460,9 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 				rec, ids, evs := p.rec, p.newIDs, p.events
 				v := seen.Get(key)
 				if !bytes.Equal(v, p.snap) {
+					// Another commit wrote the task since the snapshot: its
+					// logs seen since are dropped, and so are this read's
+					// edits (they were found against the older values).
 					cur.IDs = cur.IDs[:0]
 					if v != nil {
 						if err := decodeRecord(v, &cur); err != nil {
@@ -388,7 +473,9 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 					if len(ids) == 0 {
 						continue
 					}
-					rec = appendRecord(nil, &seenRecord{CreatedAt: p.createdAt, UpdatedAt: p.updatedAt, IDs: mergeIDs(cur.IDs, ids)})
+					rec = p.record(cur.IDs, ids)
+				} else {
+					evs = append(evs[:len(evs):len(evs)], p.edits...)
 				}
 				written += len(rec)
 				for i := range evs {

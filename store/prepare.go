@@ -40,16 +40,17 @@ func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending [
 				return nil, 0, fmt.Errorf("seen record of task %d: %w", t.ID, err)
 			}
 		} else {
-			scratch.IDs = scratch.IDs[:0]
+			scratch.IDs, scratch.V2 = scratch.IDs[:0], false
 		}
-		if allSeen(ids, scratch.IDs) {
+		if v != nil && unchanged(t, ids, &scratch) {
 			skipped++
 			continue
 		}
 		p := &pendingTask{id: t.ID, occ: []*diff.Task{t}}
 		if v != nil {
 			p.snap = bytes.Clone(v)
-			p.base = seenRecord{CreatedAt: scratch.CreatedAt, UpdatedAt: scratch.UpdatedAt, IDs: slices.Clone(scratch.IDs)}
+			p.base = seenRecord{CreatedAt: scratch.CreatedAt, UpdatedAt: scratch.UpdatedAt, IDs: slices.Clone(scratch.IDs),
+				V2: scratch.V2, LogsAt: scratch.LogsAt, Rest: slices.Clone(scratch.Rest)}
 		}
 		if byID == nil {
 			byID = make(map[int64]*pendingTask)
@@ -58,6 +59,25 @@ func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending [
 		pending = append(pending, p)
 	}
 	return pending, skipped, nil
+}
+
+// unchanged reports whether t, whose distinct log ids are ids, is as its
+// (version 2) seen record last saw it: every log seen, the same
+// updated_at, and the same newest log updated_at (a comment edit moves
+// its log's; whether it moves the task's is not documented). A version-1
+// record is never unchanged: its values are recorded on the first read.
+func unchanged(t *diff.Task, ids []int64, r *seenRecord) bool {
+	return r.V2 && t.UpdatedAt == r.UpdatedAt && newestLogAt(t) == r.LogsAt && allSeen(ids, r.IDs)
+}
+
+// newestLogAt returns the newest updated_at among t's logs (the API's
+// layout sorts as text), or "".
+func newestLogAt(t *diff.Task) string {
+	var at string
+	for i := range t.Logs {
+		at = max(at, t.Logs[i].UpdatedAt)
+	}
+	return at
 }
 
 // Prepared is one task's share of an ingest: its new seen record and its
@@ -73,14 +93,16 @@ func (p Prepared) TaskID() int64 { return p.p.id }
 // against plus the logs it marks seen.
 func (p Prepared) Record() []byte { return p.p.rec }
 
-// Len returns the number of events, in the order they are to be stored.
-func (p Prepared) Len() int { return len(p.p.events) }
+// Len returns the number of events, in the order they are to be stored:
+// the new logs' events, then the changes that left no log.
+func (p Prepared) Len() int { return len(p.p.events) + len(p.p.edits) }
 
 // Event returns the i-th event's body with offset off (the JSON exactly as
 // the bbolt outbox stores it) and its type. Call it once per event: it
 // completes the encoding in place.
 func (p Prepared) Event(i int, off uint64) (body []byte, typ string) {
-	v := p.p.events[i].finish(off, 0)
+	e := p.p.event(i)
+	v := e.finish(off, 0)
 	h, err := decodeHeader(v)
 	if err != nil {
 		panic("store: prepared event without header") // appendHeader wrote it
@@ -127,7 +149,7 @@ func keepPrepared(pending []*pendingTask, res *IngestResult) ([]*pendingTask, er
 			failedIDs = append(failedIDs, p.id)
 			failErrs = append(failErrs, p.errs...)
 		}
-		if len(p.newIDs) > 0 {
+		if p.rec != nil {
 			kept = append(kept, p)
 		}
 	}

@@ -225,7 +225,7 @@ func (db *DB) pruneSeen(cutoff int64, from []byte) (n int, next []byte, err erro
 
 // recordCreatedAt returns the created_at of an encoded seen record.
 func recordCreatedAt(v []byte, scratch *seenRecord) (int64, error) {
-	if len(v) > 1 && v[0] == recordVersion {
+	if len(v) > 1 && (v[0] == recordVersion || v[0] == recordVersion1) {
 		if c, n := binary.Varint(v[1:]); n > 0 {
 			return c, nil
 		}

@@ -8,9 +8,10 @@ import (
 
 // seenRecord is the seen-set entry of one task: the log IDs already turned
 // into events (or marked seen by a snapshot), plus what Prune and the fast
-// path need to know about the task.
+// path need to know about the task, and (version 2) what the relay last
+// saw of it, for the changes that leave no log (diff.Before).
 //
-// Encoding (recordVersion 1):
+// Encoding (recordVersion 1, which version 2 begins with):
 //
 //	version    byte
 //	createdAt  varint   unix seconds of the task's created_at; 0 if unknown
@@ -18,13 +19,27 @@ import (
 //	newest     varint   highest seen log id; 0 if IDs is empty
 //	count      uvarint  number of IDs
 //	ids        varint first id, then uvarint deltas (each >= 1)
+//
+// Version 2 goes on with:
+//
+//	logsAt     uvarint length + bytes, the newest updated_at among the
+//	           task's logs as sent (the fast path compares it)
+//	rest       uvarint length + bytes: the values (diff.Before), decoded
+//	           only for a task that changed (decodeBefore)
 type seenRecord struct {
 	CreatedAt int64
 	UpdatedAt string
 	IDs       []int64 // strictly increasing
+	// Version 2; V2 false for a record of version 1 (no values yet).
+	V2     bool
+	LogsAt string // newest log updated_at
+	Rest   []byte // the encoded diff.Before (appendBefore); aliases the input
 }
 
-const recordVersion = 1
+const (
+	recordVersion1 = 1
+	recordVersion  = 2
+)
 
 var errBadRecord = errors.New("bad seen record")
 
@@ -42,9 +57,14 @@ func (r *seenRecord) has(id int64) bool {
 	return ok
 }
 
-// appendRecord appends the encoding of r to dst.
+// appendRecord appends the encoding of r to dst: version 2, or version 1
+// when r is not V2 (tests of old stores).
 func appendRecord(dst []byte, r *seenRecord) []byte {
-	dst = append(dst, recordVersion)
+	v := byte(recordVersion1)
+	if r.V2 {
+		v = recordVersion
+	}
+	dst = append(dst, v)
 	dst = binary.AppendVarint(dst, r.CreatedAt)
 	dst = binary.AppendUvarint(dst, uint64(len(r.UpdatedAt)))
 	dst = append(dst, r.UpdatedAt...)
@@ -57,15 +77,22 @@ func appendRecord(dst []byte, r *seenRecord) []byte {
 		}
 		dst = binary.AppendUvarint(dst, uint64(id)-uint64(r.IDs[i-1]))
 	}
-	return dst
+	if !r.V2 {
+		return dst
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(r.LogsAt)))
+	dst = append(dst, r.LogsAt...)
+	dst = binary.AppendUvarint(dst, uint64(len(r.Rest)))
+	return append(dst, r.Rest...)
 }
 
 // decodeRecord decodes b into r, reusing r.IDs' storage. It rejects
 // anything appendRecord would not produce, except non-minimal varints.
 func decodeRecord(b []byte, r *seenRecord) error {
-	if len(b) == 0 || b[0] != recordVersion {
+	if len(b) == 0 || (b[0] != recordVersion && b[0] != recordVersion1) {
 		return errBadRecord
 	}
+	r.V2, r.LogsAt, r.Rest = b[0] == recordVersion, "", nil
 	b = b[1:]
 	var n int
 	if r.CreatedAt, n = binary.Varint(b); n <= 0 {
@@ -113,7 +140,24 @@ func decodeRecord(b []byte, r *seenRecord) error {
 		ids = append(ids, prev)
 	}
 	r.IDs = ids
-	if len(b) != 0 || newest != r.newest() {
+	if newest != r.newest() {
+		return errBadRecord
+	}
+	if r.V2 {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return errBadRecord
+		}
+		r.LogsAt = string(b[n : n+int(l)])
+		b = b[n+int(l):]
+		l, n = binary.Uvarint(b)
+		if n <= 0 || l != uint64(len(b)-n) {
+			return errBadRecord
+		}
+		r.Rest = b[n:]
+		b = b[len(b):]
+	}
+	if len(b) != 0 {
 		return errBadRecord
 	}
 	return nil

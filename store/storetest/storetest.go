@@ -1,6 +1,7 @@
 // Package storetest is the conformance suite every store.Store backend
 // passes: offsets dense and stable, one event per log under repeats and
-// concurrency, the snapshot boundary, sink cursors, dead letters, pauses,
+// concurrency, the snapshot boundary, the changes that leave no log
+// (edits and deletions), sink cursors, dead letters, pauses,
 // rule states, small values, pruning, durability across a reopen and
 // ErrClosed after Close. A backend's test calls Run with a function that
 // opens a fresh, empty store.
@@ -50,6 +51,9 @@ func Run(t *testing.T, newStore NewFunc) {
 		{"Prune", testPrune},
 		{"OffsetSince", testOffsetSince},
 		{"Reopen", testReopen},
+		{"Edits", testEdits},
+		{"EditsSnapshot", testEditsSnapshot},
+		{"Delete", testDelete},
 		{"Closed", testClosed},
 	}
 	for _, c := range cases {
