@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store"
@@ -99,6 +100,13 @@ func TestSnapshot_BoundaryHolds(t *testing.T) {
 			require.NoError(t, err)
 			got := make(map[int64]bool, len(evs))
 			for _, ev := range evs {
+				if diff.IsEdit(ev.Type) {
+					// An edit without a log, found on a task the relay
+					// had seen: after the boundary by construction (the
+					// first sight of a task records its values and
+					// emits nothing).
+					continue
+				}
 				id, err := strconv.ParseInt(strings.TrimPrefix(ev.ID, "log-"), 10, 64)
 				require.NoError(t, err)
 				require.False(t, got[id], "one event per log: %s", ev.ID)
@@ -120,7 +128,7 @@ func TestSnapshot_BoundaryHolds(t *testing.T) {
 			}
 			t.Logf("%s: %d logs existed, %d made since, all with events; %d requests", strategy, existing, after, requests.Load())
 			assert.Greater(t, after, 100, "the world changed")
-			assert.Equal(t, len(logs)-existing, len(evs))
+			assert.Equal(t, len(logs)-existing, len(got), "one event per log made since")
 		})
 	}
 }
