@@ -120,6 +120,7 @@ func (s *Sim) ordered(yield func(*task) bool) {
 	case UpdatedDesc:
 		if s.byUpdated == nil || s.byUpdatedAt != s.version {
 			s.byUpdated = append(s.byUpdated[:0], s.tasks...)
+			clear(s.byUpdated[len(s.byUpdated):cap(s.byUpdated)]) // deleted tasks
 			slices.SortFunc(s.byUpdated, func(a, b *task) int {
 				return cmp.Or(cmp.Compare(b.updated, a.updated), cmp.Compare(b.w.ID, a.w.ID))
 			})
