@@ -263,7 +263,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	fault, slow, variant := s.rollFault()
+	fault, slow, variant := s.rollFault(func() bool { return r.URL.Query().Get("task_id") != "" })
 	switch fault {
 	case Status401:
 		writeError(w, http.StatusUnauthorized, 401, "unauthorized: token expired")
