@@ -38,8 +38,9 @@ type DemoCommand struct{ m *Main }
 // Run runs the demo until ctx ends.
 func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 	fs := c.m.newFlagSet("demo")
-	tasks := fs.Int("tasks", 12, "tasks in the simulated world at start")
-	tick := fs.Duration("tick", 800*time.Millisecond, "the world changes every tick")
+	living := sim.DemoOptions()
+	tasks := fs.Int("tasks", living.Tasks, "tasks in the simulated world at start")
+	tick := fs.Duration("tick", living.Tick, "the world changes every tick")
 	faultRate := fs.Float64("fault-rate", 0.05, "fraction of API requests that fail (the relay retries)")
 	adminAddr := fs.String("admin", "127.0.0.1:8086", "admin address (a free port is taken if it is busy)")
 	level := fs.String("log-level", "warn", "relay log level")
@@ -66,8 +67,9 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 
 	// The upstream API: an evolving simulated world.
 	const token = "demo-token"
-	world := sim.New(sim.Options{Token: token, Tasks: *tasks, Seed: time.Now().UnixNano(), Tick: *tick, ChangesPerTick: 1,
-		Faults: sim.Faults{Rate: *faultRate, Kinds: []sim.FaultKind{sim.Status429RetryAfter, sim.Status503, sim.Truncated, sim.ErrorEnvelope}}})
+	living.Token, living.Tasks, living.Seed, living.Tick = token, *tasks, time.Now().UnixNano(), *tick
+	living.Faults = sim.Faults{Rate: *faultRate, Kinds: []sim.FaultKind{sim.Status429RetryAfter, sim.Status503, sim.Truncated, sim.ErrorEnvelope}}
+	world := sim.New(living)
 	simLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ package sim
 // by-status indexes).
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -89,7 +88,9 @@ func (s *Sim) StepFinished(n int) {
 // Step applies n random changes at the current time: new tasks (a created
 // log and often an assigned one), assignments, status changes 0→1→2 or →3,
 // comments in Chinese with emoji, edits of name or description that touch
-// updated_at without a log, and now and then a log of unknown type 9.
+// updated_at without a log, and now and then a log of unknown type 9; with
+// the rates of Options, comment edits, other field edits and deletions
+// too. Then it deletes tasks past Options.MaxTasks.
 func (s *Sim) Step(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -97,6 +98,7 @@ func (s *Sim) Step(n int) {
 	for range n {
 		s.change(now)
 	}
+	s.age(now)
 }
 
 // Run calls Step(ChangesPerTick) every Tick until ctx ends. It blocks.
@@ -113,8 +115,12 @@ func (s *Sim) Run(ctx context.Context) {
 	}
 }
 
-// change applies one random change at unix time now.
+// change applies one random change at unix time now: one that leaves no
+// log at the rates of Options (edits.go), else one of the mix below.
 func (s *Sim) change(now int64) {
+	if s.edit(now) {
+		return
+	}
 	r := s.rng
 	pNew := 0.12
 	if float64(len(s.open)) < s.o.OpenFraction*float64(len(s.tasks))/2 {
@@ -155,11 +161,10 @@ func (s *Sim) change(now int64) {
 	case x < pNew+0.85:
 		t := pick(r, s.tasks)
 		if r.IntN(2) == 0 {
-			t.w.Description = pick(r, descs) + "（已修改）"
+			s.setField(t, fieldDescription, pick(r, descs)+"（已修改）", now)
 		} else {
-			t.w.Name = fmt.Sprintf("%s #%d", pick(r, taskNames), t.w.ID)
+			s.setField(t, fieldName, fmt.Sprintf("%s #%d", pick(r, taskNames), t.w.ID), now)
 		}
-		s.touch(t, max(now, t.updated))
 	default:
 		t := pick(r, s.open)
 		s.appendLog(t, now, wireLog{Type: LogUnknown, Status: t.w.Status, PreStatus: t.w.Status,
@@ -245,7 +250,6 @@ func (s *Sim) setStatus(t *task, to int) {
 	if !s.indexed || from == to {
 		return
 	}
-	byID := func(x *task, id int64) int { return cmp.Compare(x.w.ID, id) }
 	if i, ok := slices.BinarySearchFunc(s.byStatus[from], t.w.ID, byID); ok {
 		s.byStatus[from] = slices.Delete(s.byStatus[from], i, i+1)
 	}
@@ -290,6 +294,7 @@ func (s *Sim) appendLog(t *task, at int64, l wireLog) {
 	t.lastLog = at
 	s.touch(t, at)
 	s.logs = append(s.logs, LogRef{TaskID: t.w.ID, LogID: l.ID, Type: l.Type, CreatedAt: l.CreatedAt, PreStatus: l.PreStatus})
+	s.logsBase += trim(&s.logs, s.o.HistoryLimit)
 }
 
 // touch marks t changed at unix time at.

@@ -2,8 +2,9 @@
 // (GET /external/tasks): a seeded, evolving world of tasks and their history
 // logs served over HTTP exactly as the vendor page shows it, with injectable
 // faults. Tests, `incs-relay demo` and `incs-relay sim` use it; Logs returns
-// every log it ever created, the ground truth a relay's events are checked
-// against.
+// every log it ever created and Edits every change it made that leaves no
+// log (a task's field or a comment edited, a task deleted): the ground
+// truth a relay's events are checked against.
 //
 // Contract details the vendor page leaves open, chosen here:
 //   - page counts from 1; page < 1 is page 1. page_size defaults to 20 and

@@ -52,7 +52,20 @@ type Faults struct {
 	// SlowDelay is how long a Slow answer takes; default 12s, more than the
 	// poller's default timeout.
 	SlowDelay time.Duration
+	// Scope is which requests may fail; default every one.
+	Scope FaultScope
 }
+
+// FaultScope is which requests faults are injected into.
+type FaultScope int
+
+// Fault scopes. A look-up is a request with a task_id parameter; a list,
+// any other.
+const (
+	AllRequests FaultScope = iota
+	LookupsOnly
+	ListsOnly
+)
 
 func normFaults(f Faults) Faults {
 	f.Rate = min(max(f.Rate, 0), 1)
@@ -74,12 +87,15 @@ func (s *Sim) SetFaults(f Faults) {
 	s.mu.Unlock()
 }
 
-// rollFault decides whether this request fails, and how.
-func (s *Sim) rollFault() (FaultKind, time.Duration, int) {
+// rollFault decides whether this request fails, and how. lookup reports
+// whether it is a look-up by task_id; it is called only for a Scope other
+// than AllRequests.
+func (s *Sim) rollFault(lookup func() bool) (FaultKind, time.Duration, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := s.faults
-	if f.Rate <= 0 || s.faultRng.Float64() >= f.Rate {
+	if f.Rate <= 0 || f.Scope != AllRequests && lookup() != (f.Scope == LookupsOnly) ||
+		s.faultRng.Float64() >= f.Rate {
 		return 0, 0, 0
 	}
 	return f.Kinds[s.faultRng.IntN(len(f.Kinds))], f.SlowDelay, s.faultRng.IntN(2)

@@ -1,9 +1,12 @@
 package sim_test
 
-// Tests of injected faults (faults.go): each kind as served, and the rate.
+// Tests of injected faults (faults.go): each kind as served, the rate, and
+// faults on task_id look-ups as the relay's client sees them.
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/poller"
 	"github.com/incs-relay/incs-relay/poller/sim"
 )
 
@@ -83,4 +87,47 @@ func TestSim_FaultRate(t *testing.T) {
 	for range 50 {
 		assert.Equal(t, http.StatusOK, get(s, "").Code)
 	}
+}
+
+// TestSim_LookupFaults serves task_id look-ups through a real client: a
+// failed look-up is an error, never a page listing nothing, while a
+// deleted task's look-up is a page listing nothing.
+func TestSim_LookupFaults(t *testing.T) {
+	s := newSim(t, sim.Options{Tasks: 40, Seed: 3})
+	require.True(t, s.Delete(5))
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	cl := client(srv, 200*time.Millisecond)
+	ctx := context.Background()
+	lookup := func(id int64) (*poller.Page, error) { return cl.List(ctx, poller.Query{TaskID: &id}) }
+
+	p, err := lookup(5)
+	require.NoError(t, err)
+	assert.Zero(t, p.Total)
+	assert.Empty(t, p.Tasks)
+
+	kinds := []sim.FaultKind{sim.Status401, sim.Status429, sim.Status500, sim.Status503, sim.ErrorEnvelope, sim.Truncated, sim.NotJSON, sim.Slow}
+	for _, k := range kinds {
+		s.SetFaults(sim.Faults{Rate: 1, Kinds: []sim.FaultKind{k}, Scope: sim.LookupsOnly, SlowDelay: 2 * time.Second})
+		for _, id := range []int64{5, 6} {
+			for range 3 { // both ErrorEnvelope variants, likely
+				p, err := lookup(id)
+				var ae *poller.APIError
+				assert.True(t, errors.As(err, &ae), "%s: look-up of %d: %v", k, id, err)
+				assert.Nil(t, p, "%s: look-up of %d gave a page", k, id)
+			}
+		}
+		_, err := cl.List(ctx, poller.Query{PageSize: 10})
+		assert.NoError(t, err, "%s: lists do not fail", k)
+	}
+	s.SetFaults(sim.Faults{Rate: 1, Kinds: []sim.FaultKind{sim.Status500}, Scope: sim.ListsOnly})
+	p, err = lookup(6)
+	require.NoError(t, err, "look-ups do not fail")
+	assert.Equal(t, 1, p.Total)
+	_, err = cl.List(ctx, poller.Query{PageSize: 10})
+	assert.Error(t, err)
+	s.SetFaults(sim.Faults{Rate: 1, Kinds: []sim.FaultKind{sim.Status500}})
+	_, err = lookup(6)
+	assert.Error(t, err, "AllRequests: look-ups fail too")
+	cl.CloseIdleConnections()
 }

@@ -120,6 +120,7 @@ func (s *Sim) ordered(yield func(*task) bool) {
 	case UpdatedDesc:
 		if s.byUpdated == nil || s.byUpdatedAt != s.version {
 			s.byUpdated = append(s.byUpdated[:0], s.tasks...)
+			clear(s.byUpdated[len(s.byUpdated):cap(s.byUpdated)]) // deleted tasks
 			slices.SortFunc(s.byUpdated, func(a, b *task) int {
 				return cmp.Or(cmp.Compare(b.updated, a.updated), cmp.Compare(b.w.ID, a.w.ID))
 			})
@@ -262,7 +263,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	fault, slow, variant := s.rollFault()
+	fault, slow, variant := s.rollFault(func() bool { return r.URL.Query().Get("task_id") != "" })
 	switch fault {
 	case Status401:
 		writeError(w, http.StatusUnauthorized, 401, "unauthorized: token expired")

@@ -5,6 +5,7 @@ package sim
 // the world is changes.go and history.go; serving it, server.go.
 
 import (
+	"cmp"
 	"encoding/json"
 	"math/rand/v2"
 	"slices"
@@ -43,7 +44,49 @@ type Options struct {
 	// Extra adds members the vendor page does not list ("priority" and
 	// "tags" on tasks, "source" on logs), as a newer API version might.
 	Extra bool
+
+	// Changes that leave no log (edits.go). Each rate is the fraction,
+	// 0..1, of Step's changes of that kind; all default to 0, which keeps
+	// the world, and every random choice, as without them. Rates summing
+	// to more than 1 are scaled down to sum to 1.
+
+	// CommentEdits is the rate of comment edits: an existing comment log
+	// (type 4) gets a new comment and its updated_at moves to the edit
+	// time; its id and created_at stay.
+	CommentEdits float64
+	// CommentEditTouch says whether a comment edit also moves its task's
+	// updated_at, which the vendor page leaves open; default TouchEither.
+	CommentEditTouch Touch
+	// FieldEdits is the rate of edits of one of a task's own fields
+	// (EditFields), moving the task's updated_at.
+	FieldEdits float64
+	// EditFields are the fields FieldEdits picks from, named as in
+	// diff.Fields; default all of them (status and assignee_username
+	// included: changed with no log, as an administrator might).
+	EditFields []string
+	// Deletions is the rate of deletions of a task picked at random: it is
+	// listed no more and a task_id look-up finds nothing.
+	Deletions float64
+	// MaxTasks, when positive, bounds the world: a Step that leaves more
+	// tasks deletes the oldest finished ones (the oldest ones when none
+	// is finished) down to MaxTasks. Each is an Edit of kind TaskDeleted.
+	MaxTasks int
+	// HistoryLimit, when positive, bounds the ground truth kept: Logs and
+	// Edits keep at least the newest HistoryLimit records (at most twice
+	// that). LogCount, EditCount, LogsFrom and EditsFrom still count from
+	// the first record ever made. Default 0: everything is kept.
+	HistoryLimit int
 }
+
+// Touch says whether a comment edit moves its task's updated_at.
+type Touch int
+
+// Touch values.
+const (
+	TouchEither  Touch = iota // each edit picks at random: both kinds happen
+	TouchTask                 // the task's updated_at moves too
+	TouchLogOnly              // only the log's updated_at moves
+)
 
 // LogRef names one log the simulator created: the ground truth for tests.
 type LogRef struct {
@@ -69,10 +112,15 @@ type Sim struct {
 	faultRng *rand.Rand // fault decisions, apart so requests do not change the world
 	faults   Faults
 
-	tasks      []*task    // in id order; task i has id i+1
+	tasks      []*task    // in id order; deleted tasks removed
 	open       []*task    // tasks with status 0 or 1, in no order
 	byStatus   [4][]*task // tasks of each status, in id order
 	logs       []LogRef
+	logsBase   int // records of logs dropped by HistoryLimit
+	edits      []Edit
+	editsBase  int // records of edits dropped by HistoryLimit
+	rates      rates
+	editFields []int // indexes into diff.Fields
 	nextTaskID int64
 	nextLogID  int64
 	creationID int64
@@ -165,6 +213,7 @@ func New(o Options) *Sim {
 		createdSorted: true,
 	}
 	s.faults = normFaults(o.Faults)
+	s.rates, s.editFields = normEdits(o)
 	s.populate(o.Tasks)
 	for _, t := range s.tasks {
 		s.encode(t)
@@ -179,7 +228,8 @@ func New(o Options) *Sim {
 // ones included.
 func (s *Sim) Requests() int64 { return s.requests.Load() }
 
-// Logs returns a copy of every log ever created, in log id order.
+// Logs returns a copy of every log ever created, in log id order, those
+// of deleted tasks included (with HistoryLimit, of the newest ones).
 func (s *Sim) Logs() []LogRef {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -190,7 +240,7 @@ func (s *Sim) Logs() []LogRef {
 func (s *Sim) LogCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.logs)
+	return s.logsBase + len(s.logs)
 }
 
 // LogsFrom returns a copy of the logs created after the first i, in log id
@@ -198,10 +248,15 @@ func (s *Sim) LogCount() int {
 func (s *Sim) LogsFrom(i int) []LogRef {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if i >= len(s.logs) {
+	return from(s.logs, i-s.logsBase)
+}
+
+// from returns a copy of xs[i:], all of xs for i < 0, nil for i past it.
+func from[T any](xs []T, i int) []T {
+	if i >= len(xs) {
 		return nil
 	}
-	return slices.Clone(s.logs[max(i, 0):])
+	return slices.Clone(xs[max(i, 0):])
 }
 
 // TaskStatus returns the status of the task with the given id.
@@ -215,12 +270,28 @@ func (s *Sim) TaskStatus(id int64) (status int, ok bool) {
 	return t.w.Status, true
 }
 
+// TaskCount returns how many tasks the world holds (deleted ones gone).
+func (s *Sim) TaskCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tasks)
+}
+
 // task returns the task with the given id, or nil. Call with s.mu held.
 func (s *Sim) task(id int64) *task {
-	if id < 1 || id > int64(len(s.tasks)) {
-		return nil
+	if id >= 1 && id <= int64(len(s.tasks)) && s.tasks[id-1].w.ID == id {
+		return s.tasks[id-1] // no task deleted before it
 	}
-	return s.tasks[id-1]
+	if i, ok := s.taskIndex(id); ok {
+		return s.tasks[i]
+	}
+	return nil
+}
+
+// taskIndex finds the task with the given id in s.tasks. Call with s.mu
+// held.
+func (s *Sim) taskIndex(id int64) (int, bool) {
+	return slices.BinarySearchFunc(s.tasks, id, func(t *task, id int64) int { return cmp.Compare(t.w.ID, id) })
 }
 
 // encode returns t's cached JSON, encoding it after a change. A cached
