@@ -115,19 +115,27 @@ func (s *pageScanner) task() (TaskHead, bool) {
 			return true
 		case "logs":
 			if s.literal("null") {
-				h.Logs, h.LastLog = 0, 0
+				h.Logs, h.LastLog, h.LogUpdated = 0, 0, 0
 				return true
 			}
-			h.Logs, h.LastLog = 0, 0
+			h.Logs, h.LastLog, h.LogUpdated = 0, 0, 0
 			return s.array(func() bool {
 				var id int64
 				ok := s.object(func(key []byte) bool {
-					if string(key) == "id" {
+					switch string(key) {
+					case "id":
 						v, ok := s.int()
 						id = v
 						return ok
+					case "updated_at":
+						start, end, esc, ok := s.str()
+						if ok && !esc {
+							w, _ := parseWall(s.b[start:end])
+							h.LogUpdated = max(h.LogUpdated, w)
+						}
+						return ok
 					}
-					return !folds(key, "id") && s.skip()
+					return !folds(key, "id", "updated_at") && s.skip()
 				})
 				if !ok || id <= 0 {
 					return false

@@ -360,6 +360,7 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 		r.seen = t.cycle
 		if !h.Skipped {
 			r.updated, r.lastLog, r.logs, r.handled = h.Updated, h.LastLog, int32(min(h.Logs, 1<<31-1)), true
+			r.logUpd = h.LogUpdated
 		}
 	}
 	return more
