@@ -42,11 +42,14 @@ func headOf(t *diff.Task) TaskHead {
 	h := TaskHead{ID: t.ID, Status: t.Status, Logs: len(t.Logs)}
 	h.Created, _ = parseWall([]byte(t.CreatedAt))
 	h.Updated, _ = parseWall([]byte(t.UpdatedAt))
+	var top string // the newest log updated_at: the layout sorts as it reads
 	for i := range t.Logs {
 		h.LastLog = max(h.LastLog, t.Logs[i].ID)
-		w, _ := parseWall([]byte(t.Logs[i].UpdatedAt))
-		h.LogUpdated = max(h.LogUpdated, w)
+		if u := t.Logs[i].UpdatedAt; len(u) == wallLen && u > top {
+			top = u
+		}
 	}
+	h.LogUpdated, _ = parseWall([]byte(top))
 	return h
 }
 

@@ -119,7 +119,8 @@ func (s *pageScanner) task() (TaskHead, bool) {
 				return true
 			}
 			h.Logs, h.LastLog, h.LogUpdated = 0, 0, 0
-			return s.array(func() bool {
+			var top []byte // the newest updated_at of the logs
+			ok := s.array(func() bool {
 				var id int64
 				ok := s.object(func(key []byte) bool {
 					switch string(key) {
@@ -128,10 +129,11 @@ func (s *pageScanner) task() (TaskHead, bool) {
 						id = v
 						return ok
 					case "updated_at":
+						// The layout sorts as it reads: only the newest is
+						// parsed, after the array.
 						start, end, esc, ok := s.str()
-						if ok && !esc {
-							w, _ := parseWall(s.b[start:end])
-							h.LogUpdated = max(h.LogUpdated, w)
+						if u := s.b[start:end]; ok && !esc && len(u) == wallLen && bytes.Compare(u, top) > 0 {
+							top = u
 						}
 						return ok
 					}
@@ -144,6 +146,8 @@ func (s *pageScanner) task() (TaskHead, bool) {
 				h.LastLog = max(h.LastLog, id)
 				return true
 			})
+			h.LogUpdated, _ = parseWall(top)
+			return ok
 		}
 		return !folds(key, "id", "status", "created_at", "updated_at", "logs") && s.skip()
 	})
