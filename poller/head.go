@@ -19,17 +19,22 @@ type TaskHead struct {
 	Updated WallTime // updated_at; 0 if it does not parse
 	LastLog int64    // the highest log id; 0 without logs
 	Logs    int      // number of logs
+	// LogUpdated is the newest updated_at of the task's logs (0 without
+	// logs, or if none parses): a comment edit moves its log's updated_at,
+	// and whether the task's own updated_at moves with it is undocumented.
+	LogUpdated WallTime
 	// Skipped is set when a Skipper found the task unchanged: it was not
 	// decoded and is not in Page.Tasks.
 	Skipped bool
 }
 
 // Unchanged reports whether h and old describe the same version of a task:
-// same status, updated_at, newest log and log count. A head whose
+// same status, updated_at, newest log, log count and newest log
+// updated_at. A head whose
 // updated_at did not parse is never unchanged.
 func (h *TaskHead) Unchanged(old *TaskHead) bool {
 	return h.Updated != 0 && h.ID == old.ID && h.Status == old.Status && h.Updated == old.Updated &&
-		h.LastLog == old.LastLog && h.Logs == old.Logs
+		h.LastLog == old.LastLog && h.Logs == old.Logs && h.LogUpdated == old.LogUpdated
 }
 
 // headOf returns the head of a decoded task.
@@ -37,9 +42,14 @@ func headOf(t *diff.Task) TaskHead {
 	h := TaskHead{ID: t.ID, Status: t.Status, Logs: len(t.Logs)}
 	h.Created, _ = parseWall([]byte(t.CreatedAt))
 	h.Updated, _ = parseWall([]byte(t.UpdatedAt))
+	var top string // the newest log updated_at: the layout sorts as it reads
 	for i := range t.Logs {
 		h.LastLog = max(h.LastLog, t.Logs[i].ID)
+		if u := t.Logs[i].UpdatedAt; len(u) == wallLen && u > top {
+			top = u
+		}
 	}
+	h.LogUpdated, _ = parseWall([]byte(top))
 	return h
 }
 

@@ -232,3 +232,29 @@ func BenchmarkIdlePage(b *testing.B) {
 		})
 	}
 }
+
+// TestDecodePageSkip_LogEdit checks that a task whose only change is a
+// log's updated_at (a comment edit; whether the task's own updated_at moves
+// is undocumented) is not skipped, on the fast path and the strict one.
+func TestDecodePageSkip_LogEdit(t *testing.T) {
+	page := func(logUpdated string) []byte {
+		return []byte(`{"status":"success","code":200,"data":{"total":1,"data":[{"id":2,"status":1,` +
+			`"created_at":"2026-04-08 17:00:00","updated_at":"2026-04-08 17:22:01",` +
+			`"logs":[{"id":3,"updated_at":"2026-04-08 17:22:01"},{"id":4,"updated_at":"` + logUpdated + `"}]}]}}`)
+	}
+	first, err := poller.DecodePage(page("2026-04-08 17:22:05"), 1, 100)
+	require.NoError(t, err)
+	require.Len(t, first.Heads, 1)
+	assert.NotZero(t, first.Heads[0].LogUpdated)
+	known := skipSet{}.learn(first.Heads)
+
+	same, err := poller.DecodePageSkip(page("2026-04-08 17:22:05"), 1, 100, known)
+	require.NoError(t, err)
+	assert.True(t, same.Heads[0].Skipped, "unchanged task skipped")
+	assert.Equal(t, first.Heads[0].LogUpdated, same.Heads[0].LogUpdated, "fast path reads the same head")
+
+	edited, err := poller.DecodePageSkip(page("2026-04-08 17:30:00"), 1, 100, known)
+	require.NoError(t, err)
+	assert.False(t, edited.Heads[0].Skipped, "a log's updated_at moved: not skipped")
+	require.Len(t, edited.Tasks, 1)
+}

@@ -115,19 +115,29 @@ func (s *pageScanner) task() (TaskHead, bool) {
 			return true
 		case "logs":
 			if s.literal("null") {
-				h.Logs, h.LastLog = 0, 0
+				h.Logs, h.LastLog, h.LogUpdated = 0, 0, 0
 				return true
 			}
-			h.Logs, h.LastLog = 0, 0
-			return s.array(func() bool {
+			h.Logs, h.LastLog, h.LogUpdated = 0, 0, 0
+			var top []byte // the newest updated_at of the logs
+			ok := s.array(func() bool {
 				var id int64
 				ok := s.object(func(key []byte) bool {
-					if string(key) == "id" {
+					switch string(key) {
+					case "id":
 						v, ok := s.int()
 						id = v
 						return ok
+					case "updated_at":
+						// The layout sorts as it reads: only the newest is
+						// parsed, after the array.
+						start, end, esc, ok := s.str()
+						if u := s.b[start:end]; ok && !esc && len(u) == wallLen && bytes.Compare(u, top) > 0 {
+							top = u
+						}
+						return ok
 					}
-					return !folds(key, "id") && s.skip()
+					return !folds(key, "id", "updated_at") && s.skip()
 				})
 				if !ok || id <= 0 {
 					return false
@@ -136,6 +146,8 @@ func (s *pageScanner) task() (TaskHead, bool) {
 				h.LastLog = max(h.LastLog, id)
 				return true
 			})
+			h.LogUpdated, _ = parseWall(top)
+			return ok
 		}
 		return !folds(key, "id", "status", "created_at", "updated_at", "logs") && s.skip()
 	})

@@ -17,7 +17,9 @@ import (
 )
 
 // Handler consumes what a Poller finds. Its methods are called from the
-// goroutine running Poller.Run, one at a time.
+// goroutine running Poller.Run, one at a time. A Handler that is also a
+// Deleter is told of the tasks a task_id look-up confirmed gone; with the
+// Lookback strategy it must be a Tracker too (delete.go).
 type Handler interface {
 	// HandlePage diffs and stores one complete page of tasks. An error ends
 	// the sweep; pages handled before stay handled. A handler may store a
@@ -116,6 +118,11 @@ type Status struct {
 	// Tiers describes the Tiered strategy's state; zero for other
 	// strategies.
 	Tiers TierStats
+	// DeletionsHeld is how many tasks confirmed gone the mass-deletion
+	// guard held back in the last cycle that confirmed any (0 once a
+	// cycle reported them); DeletionsReported counts the tasks reported
+	// to the handler's HandleDeleted since the Poller was made.
+	DeletionsHeld, DeletionsReported int
 }
 
 // Poller runs a sweep every interval and hands its pages to a Handler.
@@ -132,6 +139,16 @@ type Poller struct {
 	now      func() time.Time
 	trigger  chan struct{}
 
+	// Deletions (delete.go): the handler's optional parts, and for the
+	// Lookback strategy the window, the budget and the look-ups' place.
+	deleter     Deleter
+	tracker     Tracker
+	lookback    time.Duration
+	budget      int
+	fullCursor  int64 // last task looked up by a settled Lookback cycle
+	nextCursor  int64 // last task looked up by the cycle under way
+	trackWarned bool
+
 	mu     sync.Mutex
 	status Status
 }
@@ -140,7 +157,7 @@ type Poller struct {
 // Lookback and Now are read from cfg, with defaults filled in.
 func New(c *Client, cfg Config, h Handler, log zerolog.Logger) *Poller {
 	cfg = cfg.withDefaults()
-	return &Poller{
+	p := &Poller{
 		Strategy: Lookback(cfg.Lookback),
 		c:        c,
 		h:        h,
@@ -148,7 +165,12 @@ func New(c *Client, cfg Config, h Handler, log zerolog.Logger) *Poller {
 		interval: cfg.Interval,
 		now:      cfg.Now,
 		trigger:  make(chan struct{}, 1),
+		lookback: cfg.Lookback,
+		budget:   cfg.Budget,
 	}
+	p.deleter, _ = h.(Deleter)
+	p.tracker, _ = h.(Tracker)
+	return p
 }
 
 // Run sweeps at once and then every interval, or sooner when Trigger is
@@ -216,6 +238,17 @@ func (p *Poller) RunOnce(ctx context.Context) error {
 	return p.cycle(ctx)
 }
 
+// pageHandler hands q's pages to the handler: the look-ups of the
+// Lookback strategy's deletion check, which its Observe never sees.
+func (p *Poller) pageHandler(Query) func(context.Context, *Page) error {
+	return func(ctx context.Context, pg *Page) error {
+		if len(pg.Tasks) > 0 {
+			return p.h.HandlePage(ctx, pg.Tasks)
+		}
+		return nil
+	}
+}
+
 // cycle sweeps every query of one cycle, records the outcome and returns
 // the cycle's error.
 func (p *Poller) cycle(ctx context.Context) error {
@@ -226,6 +259,11 @@ func (p *Poller) cycle(ctx context.Context) error {
 	)
 	start := p.now()
 	skip, _ := p.Strategy.(Skipper)
+	finder, _ := p.Strategy.(DeletionFinder)
+	var fc *fullCheck // the Lookback strategy's deletion check
+	if finder == nil && p.deleter != nil && p.tracker != nil {
+		fc = &fullCheck{}
+	}
 	queue := p.Strategy.Cycle(start)
 	for ; n < len(queue); n++ {
 		if n == maxQueries {
@@ -233,13 +271,24 @@ func (p *Poller) cycle(ctx context.Context) error {
 			break
 		}
 		q := queue[n]
+		full := fc != nil && covers(q, start.Add(-p.lookback))
+		if full && fc.listed == nil {
+			fc.listed = make(map[int64]struct{})
+		}
+		stopped := false
 		handle := func(ctx context.Context, pg *Page) error {
 			if len(pg.Tasks) > 0 {
 				if err := p.h.HandlePage(ctx, pg.Tasks); err != nil {
 					return err
 				}
 			}
+			if full {
+				for i := range pg.Heads {
+					fc.listed[pg.Heads[i].ID] = struct{}{}
+				}
+			}
 			if !p.Strategy.Observe(q, pg) {
+				stopped = true
 				return errStop
 			}
 			return nil
@@ -253,11 +302,32 @@ func (p *Poller) cycle(ctx context.Context) error {
 		if err != nil {
 			break
 		}
+		if full && !stopped {
+			fc.covered = true
+		}
 		queue = append(queue, p.Strategy.Swept(q, st)...)
+	}
+	var (
+		gone             []int64
+		waiting, tracked int
+	)
+	if err == nil && fc != nil && fc.covered {
+		gone, waiting, tracked, err = p.lookUpTracked(ctx, start, fc, &total, &n, p.pageHandler)
 	}
 	if err == nil {
 		if err = p.h.SweepDone(ctx, total); err != nil {
 			err = fmt.Errorf("poller: sweep done: %w", err)
+		}
+	}
+	if err == nil && ctx.Err() == nil {
+		if finder != nil {
+			gone, waiting, tracked = finder.Gone()
+		}
+		reported, again := p.settleDeletions(ctx, gone, waiting, tracked)
+		if finder != nil {
+			finder.Settle(reported, again)
+		} else if fc != nil && fc.covered && len(again) == 0 {
+			p.fullCursor = p.nextCursor
 		}
 	}
 	if ctx.Err() != nil {

@@ -9,6 +9,7 @@ package poller
 
 import (
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,8 +49,12 @@ import (
 //     task_id in the same cycle, or, when one band misses more tasks than
 //     it has pages, that band is read in full. This finds the tasks that
 //     left the open tier (completed or terminated) and those a page shift
-//     hid; a task the API no longer returns is forgotten. At most 100
-//     fetches a cycle; the rest wait for the next.
+//     hid. A task whose fetch lists nothing is gone: the Poller reports
+//     it to a Handler that is a Deleter, within its mass-deletion guard
+//     (Gone, Settle), and it is forgotten; a fetch that fails is sent
+//     again next cycle. At most 100 fetches a cycle; the rest wait for
+//     the next. A task that ages out of the lookback window is forgotten
+//     without a deletion.
 //
 // Page shifts (a changed total, a task listed twice) hide a task for at
 // most one extra cycle: a hidden task the range was known to hold is
@@ -77,6 +82,7 @@ type Tiered struct {
 	newest  band    // open-ended: from newest.from on
 	ready   bool    // the initial full sweep succeeded, or state was loaded
 	pending map[int64]struct{}
+	gone    []int64 // tasks whose look-up in this cycle listed nothing (Gone)
 
 	// The cycle under way.
 	cycle      uint64
@@ -135,6 +141,7 @@ const (
 
 var _ Strategy = (*Tiered)(nil)
 var _ Skipper = (*Tiered)(nil)
+var _ DeletionFinder = (*Tiered)(nil)
 
 // TierStats describes a Tiered strategy after its last cycle.
 type TierStats struct {
@@ -276,6 +283,37 @@ func (t *Tiered) Fetch(ids ...int64) {
 	t.mu.Unlock()
 }
 
+// Gone returns the tasks whose task_id look-up in this cycle listed
+// nothing, the tasks still waiting for a look-up, and the tasks known
+// (DeletionFinder).
+func (t *Tiered) Gone() (ids []int64, waiting, tracked int) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return slices.Clone(t.gone), len(t.pending), len(t.recs)
+}
+
+// Settle forgets the reported tasks and queues the others for a look-up
+// in the next cycle (DeletionFinder). A task that ages out of the
+// lookback window meanwhile is forgotten without a deletion.
+func (t *Tiered) Settle(reported, again []int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, id := range reported {
+		if r := t.recs[id]; r != nil {
+			if r.band != nil {
+				r.band.remove(r)
+			}
+			t.forget(r)
+		}
+	}
+	for _, id := range again {
+		if t.recs[id] != nil {
+			t.pending[id] = struct{}{}
+		}
+	}
+	t.gone = t.gone[:0]
+}
+
 // Stats returns the state after the last cycle. It is safe for concurrent
 // use.
 func (t *Tiered) Stats() TierStats {
@@ -295,6 +333,7 @@ func (t *Tiered) Cycle(now time.Time) []Query {
 	t.scan = headScan{}
 	t.undo = t.schedule
 	t.cur = TierStats{}
+	t.gone = t.gone[:0]
 	t.lbFrom = WallTimeOf(now.Add(-t.cfg.Lookback), t.cfg.Location)
 	if !t.ready {
 		t.plan = append(t.plan, planned{kind: kindInitial, q: Query{CreatedFrom: t.lbFrom}})
@@ -360,6 +399,7 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 		r.seen = t.cycle
 		if !h.Skipped {
 			r.updated, r.lastLog, r.logs, r.handled = h.Updated, h.LastLog, int32(min(h.Logs, 1<<31-1)), true
+			r.logUpd = h.LogUpdated
 		}
 	}
 	return more
@@ -386,6 +426,20 @@ func (t *Tiered) end(err error) (snap []byte, seq uint64) {
 	t.lastDur = max(end.Sub(t.start), 0)
 	if err != nil {
 		t.schedule = t.undo
+		// Look-ups that failed or were not sent, and tasks found gone but
+		// not reported, are looked up again next cycle: a failed look-up
+		// is never taken for a deletion.
+		for i := range t.plan {
+			if p := &t.plan[i]; p.kind == kindFetch && !p.done && t.recs[p.id] != nil {
+				t.pending[p.id] = struct{}{}
+			}
+		}
+		for _, id := range t.gone {
+			if t.recs[id] != nil {
+				t.pending[id] = struct{}{}
+			}
+		}
+		t.gone = t.gone[:0]
 		return nil, 0
 	}
 	if !t.ready {

@@ -21,8 +21,9 @@ type rec struct {
 	created WallTime
 	updated WallTime
 	lastLog int64
-	seen    uint64 // cycle in which it was last listed
-	band    *band  // nil when not placed
+	logUpd  WallTime // newest updated_at of its logs
+	seen    uint64   // cycle in which it was last listed
+	band    *band    // nil when not placed
 	logs    int32
 	status  int8
 	handled bool
@@ -31,7 +32,7 @@ type rec struct {
 // unchanged reports whether h is the version handled last.
 func (r *rec) unchanged(h *TaskHead) bool {
 	return r.handled && h.Updated != 0 && h.Updated == r.updated && h.LastLog == r.lastLog &&
-		h.Logs == int(r.logs) && h.Status == int(r.status)
+		h.Logs == int(r.logs) && h.Status == int(r.status) && h.LogUpdated == r.logUpd
 }
 
 func isOpen(status int8) bool { return status == 0 || status == 1 }

@@ -51,12 +51,13 @@ func (t *Tiered) Swept(_ Query, st SweepStats) []Query {
 		t.cur.FetchRequests += st.Requests
 		t.cur.Fetches++
 		delete(t.pending, p.id)
-		if r := t.recs[p.id]; r != nil && r.seen != t.cycle {
-			// The API no longer lists the task: forget it.
-			if r.band != nil {
-				r.band.remove(r)
-			}
-			t.forget(r)
+		if r := t.recs[p.id]; r != nil && r.seen != t.cycle && st.Tasks == 0 {
+			// The look-up lists nothing: the task is gone. The Poller
+			// reports it (Gone) and Settle forgets it, or, held back or
+			// not stored, has it looked up again next cycle. Marked seen
+			// so that no other follow-up of this cycle fetches it again.
+			t.gone = append(t.gone, p.id)
+			r.seen = t.cycle
 		}
 	}
 	if p.kind == kindInitial && p.shift && t.inversions*20 < t.pairs {

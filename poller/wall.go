@@ -34,6 +34,9 @@ func (w WallTime) String() string {
 	return time.Unix(int64(w), 0).UTC().Format(diff.TimeLayout)
 }
 
+// wallLen is the length of a time in the API's layout.
+const wallLen = len(diff.TimeLayout)
+
 // parseWall reads "YYYY-MM-DD HH:MM:SS" without allocating. It rejects any
 // other layout and out-of-range fields, such as a 31st of April.
 func parseWall(b []byte) (WallTime, bool) {

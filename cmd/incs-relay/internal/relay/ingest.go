@@ -134,6 +134,36 @@ func (h *Ingester) SweepDone(ctx context.Context, s poller.SweepStats) error {
 	return nil
 }
 
+// HandleDeleted stores a task.deleted event for each task a look-up
+// confirmed gone and forgets its seen record (store.Ingester.Delete), once
+// the pages before are committed. It is poller.Deleter: on error the
+// poller looks the tasks up again next cycle. Like Ingest, only a leading
+// jetstream replica's store accepts it; a replica that lost the lease
+// refuses, and the next leader confirms the deletions again.
+func (h *Ingester) HandleDeleted(ctx context.Context, ids []int64, confirmed time.Time) error {
+	if err := h.flush(); err != nil {
+		return err
+	}
+	res, err := h.db.Delete(ctx, ids, confirmed)
+	if err != nil {
+		return err
+	}
+	h.metrics.deleted(res, len(ids))
+	return nil
+}
+
+// Tracked calls fn with the tasks the store has seen created at or after
+// since (Unix seconds): poller.Tracker, for the deletions of poll.strategy:
+// full.
+func (h *Ingester) Tracked(since int64, fn func(taskID int64) bool) error {
+	return h.db.Tracked(since, fn)
+}
+
+var (
+	_ poller.Deleter = (*Ingester)(nil)
+	_ poller.Tracker = (*Ingester)(nil)
+)
+
 // snapshotKey is the store meta key of the snapshot boundary.
 const snapshotKey = "snapshot/boundary"
 

@@ -3,14 +3,17 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/diff/difftest"
 	"github.com/incs-relay/incs-relay/poller"
@@ -87,4 +90,43 @@ func taskIDs(tasks []diff.Task) []int64 {
 		ids[i] = tasks[i].ID
 	}
 	return slices.Clip(ids)
+}
+
+// deleteStore records the deletions handed to the store, failing them
+// with err.
+type deleteStore struct {
+	store.Store
+	ids []int64
+	err error
+}
+
+func (s *deleteStore) Delete(_ context.Context, ids []int64, _ time.Time) (store.IngestResult, error) {
+	if s.err != nil {
+		return store.IngestResult{}, s.err
+	}
+	s.ids = append(s.ids, ids...)
+	return store.IngestResult{Events: len(ids), Types: map[string]int{"task.deleted": len(ids)}}, nil
+}
+
+// TestIngester_HandleDeleted: the poller's deletions reach store.Delete
+// once the pages before committed, and a failed Delete is returned (the
+// poller then looks the tasks up again) and counts nothing.
+func TestIngester_HandleDeleted(t *testing.T) {
+	db, err := store.Open(t.TempDir()+"/relay.db", store.Options{NoSync: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	ds := &deleteStore{Store: db}
+	m := newMetrics(&Relay{cfg: &config.Config{}})
+	ing := &Ingester{db: ds, loc: poller.DefaultLocation(), log: zerolog.Nop(), metrics: m}
+	ctx := context.Background()
+
+	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 1, 3, 1)))
+	require.NoError(t, ing.HandleDeleted(ctx, []int64{2, 3}, time.Now()))
+	assert.Nil(t, ing.pending, "the page before was committed first")
+	assert.Equal(t, []int64{2, 3}, ds.ids)
+	assert.Equal(t, 2.0, value(t, m.deletions))
+
+	ds.err = errors.New("disk full")
+	require.ErrorIs(t, ing.HandleDeleted(ctx, []int64{1}, time.Now()), ds.err)
+	assert.Equal(t, 2.0, value(t, m.deletions), "a failed deletion is not counted")
 }

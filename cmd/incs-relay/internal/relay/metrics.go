@@ -35,6 +35,7 @@ type metrics struct {
 	deliveryLat *prometheus.HistogramVec
 	sinkFailing *prometheus.CounterVec
 	refused     *prometheus.CounterVec
+	deletions   prometheus.Counter
 }
 
 const ns = "incs_relay"
@@ -85,7 +86,11 @@ func newMetrics(r *Relay) *metrics {
 		Namespace: ns, Name: "outbound_refused_total",
 		Help: "Delivery attempts the outbound guard refused before connecting (link-local target, deny_networks, allow_networks), by sink.",
 	}, []string{"sink"})
-	m.reg.MustRegister(m.apiRequests, m.apiLatency, m.events, m.ingestTasks, m.deliveries, m.retries, m.deliveryLat, m.sinkFailing, m.refused,
+	m.deletions = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "deletions_total",
+		Help: "Tasks confirmed gone by a task_id look-up and handed to the store, which appends task.deleted for those it has seen.",
+	})
+	m.reg.MustRegister(m.apiRequests, m.apiLatency, m.events, m.ingestTasks, m.deliveries, m.retries, m.deliveryLat, m.sinkFailing, m.refused, m.deletions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{r: r})
 	for _, t := range diff.Types {
 		m.events.WithLabelValues(t)
@@ -117,6 +122,15 @@ func (m *metrics) ingested(res store.IngestResult) {
 	m.ingestTasks.WithLabelValues("changed").Add(float64(res.Changed))
 	m.ingestTasks.WithLabelValues("unchanged").Add(float64(res.Skipped))
 	m.ingestTasks.WithLabelValues("failed").Add(float64(res.Failed))
+	m.eventsAppended(res.Types)
+}
+
+// deleted counts the tasks of a stored deletion and its events.
+func (m *metrics) deleted(res store.IngestResult, tasks int) {
+	if m == nil {
+		return
+	}
+	m.deletions.Add(float64(tasks))
 	m.eventsAppended(res.Types)
 }
 
@@ -227,10 +241,11 @@ var (
 	descLastPoll  = prometheus.NewDesc(ns+"_last_poll_success_timestamp_seconds", "Unix time of the last successful poll cycle.", nil, nil)
 	descPollFails = prometheus.NewDesc(ns+"_poll_consecutive_failures", "Poll cycles failed in a row.", nil, nil)
 	descReady     = prometheus.NewDesc(ns+"_ready", "1 when /readyz answers 200.", nil, nil)
+	descHeld      = prometheus.NewDesc(ns+"_deletions_held", "Tasks confirmed gone that the mass-deletion guard holds back (more than max(10, 5% of the tracked tasks) in one cycle); looked up again every cycle.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLag, descLagSec, descCursor, descDead, descPaused, descSinkUp, descLastDeliv, descHead, descOutbox, descTasks, descFile, descPolls, descPollReqs, descTierReqs, descUnseenAge, descBudget, descNeed, descShort, descMissed, descFresh, descOrdered, descOpenTasks, descLastPoll, descPollFails, descReady} {
+	for _, d := range []*prometheus.Desc{descLag, descLagSec, descCursor, descDead, descPaused, descSinkUp, descLastDeliv, descHead, descOutbox, descTasks, descFile, descPolls, descPollReqs, descTierReqs, descUnseenAge, descBudget, descNeed, descShort, descMissed, descFresh, descOrdered, descOpenTasks, descLastPoll, descPollFails, descReady, descHeld} {
 		ch <- d
 	}
 }
@@ -293,6 +308,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLastPoll, prometheus.GaugeValue, float64(ps.LastSuccess.UnixNano())/1e9)
 	}
 	ch <- prometheus.MustNewConstMetric(descPollFails, prometheus.GaugeValue, float64(ps.ConsecutiveFailures))
+	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(ps.DeletionsHeld))
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(r.NotReady(time.Now()) == ""))
 }
 

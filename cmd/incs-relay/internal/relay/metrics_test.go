@@ -47,6 +47,9 @@ func TestMetrics_Counted(t *testing.T) {
 	assert.Equal(t, 4.0, value(t, m.events.WithLabelValues(diff.TypeTaskCreated)))
 	assert.Equal(t, 1.0, value(t, m.events.WithLabelValues(diff.TypeTaskAssigned)))
 	assert.Equal(t, 2.0, value(t, m.events.WithLabelValues("task.stalled")))
+	m.deleted(store.IngestResult{Events: 2, Types: map[string]int{"task.deleted": 2}}, 3)
+	assert.Equal(t, 3.0, value(t, m.deletions), "tasks handed to the store")
+	assert.Equal(t, 2.0, value(t, m.events.WithLabelValues("task.deleted")), "events the store appended")
 
 	ev := &diff.Event{Time: time.Now().Add(-time.Second)}
 	m.Failing("hooks", errors.New("503"))

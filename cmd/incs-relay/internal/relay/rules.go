@@ -43,7 +43,14 @@ func (s *ruleTieredStrategy) Unchanged(h *poller.TaskHead) bool { return s.tiers
 // Stats returns the tiers' stats.
 func (s *ruleTieredStrategy) Stats() poller.TierStats { return s.tiers.Stats() }
 
+// Gone passes on the tiers' confirmed deletions.
+func (s *ruleTieredStrategy) Gone() ([]int64, int, int) { return s.tiers.Gone() }
+
+// Settle passes on what became of them.
+func (s *ruleTieredStrategy) Settle(reported, again []int64) { s.tiers.Settle(reported, again) }
+
 var _ poller.TieredStrategy = (*ruleTieredStrategy)(nil)
+var _ poller.DeletionFinder = (*ruleTieredStrategy)(nil)
 var _ poller.Skipper = (*ruleTieredStrategy)(nil)
 
 // newRuleStrategy wraps inner; tiers is inner when it is a *poller.Tiered.
