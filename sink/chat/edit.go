@@ -22,7 +22,7 @@ func (r *Renderer) editCard(c *Card, ev *diff.Event, lm map[string]any, name str
 	switch ev.Type {
 	case diff.TypeTaskUpdated:
 		c.Title = fmt.Sprintf(l.titleUpdated, name)
-		c.Changes, c.ChangesTag = l.changeLines(ev.Data.Changes, 200), l.labelChanges
+		c.Changes, c.ChangesTag = l.changeLines(changesOf(ev), 200), l.labelChanges
 	case diff.TypeTaskLogUpdated:
 		from, edited := commentChange(ev)
 		if edited {
@@ -31,7 +31,7 @@ func (r *Renderer) editCard(c *Card, ev *diff.Event, lm map[string]any, name str
 			c.Changes, c.ChangesTag = []string{truncate(orEmpty(from, l), 500)}, l.labelWas
 		} else {
 			c.Title = fmt.Sprintf(l.titleLogUpdated, name)
-			c.Changes, c.ChangesTag = l.changeLines(ev.Data.Changes, 200), l.labelChanges
+			c.Changes, c.ChangesTag = l.changeLines(changesOf(ev), 200), l.labelChanges
 		}
 	default: // diff.TypeTaskDeleted
 		c.Title = fmt.Sprintf(l.titleDeleted, name)
@@ -46,7 +46,7 @@ func (r *Renderer) editLine(ev *diff.Event, lm map[string]any, n int) string {
 	l := r.loc
 	switch ev.Type {
 	case diff.TypeTaskUpdated:
-		return strings.Join(l.changeLines(ev.Data.Changes, n), "; ")
+		return strings.Join(l.changeLines(changesOf(ev), n), "; ")
 	case diff.TypeTaskLogUpdated:
 		if _, edited := commentChange(ev); edited {
 			return fmt.Sprintf(l.lineCommentEdited, truncate(oneLine(orEmpty(str(lm["comment"]), l)), n*3/2))
@@ -69,7 +69,7 @@ func (r *Renderer) editTemplateData(d *TemplateData, ev *diff.Event, tm, lm map[
 	d.Status, d.PreviousStatus = status, status
 	d.Assignee = str(tm["assignee_username"])
 	d.PreviousAssignee = ""
-	for _, ch := range ev.Data.Changes {
+	for _, ch := range changesOf(ev) {
 		switch ch.Field {
 		case "status":
 			if v, err := strconv.Atoi(jsonText(ch.From)); err == nil {
@@ -84,7 +84,7 @@ func (r *Renderer) editTemplateData(d *TemplateData, ev *diff.Event, tm, lm map[
 	if ev.Type == diff.TypeTaskLogUpdated {
 		d.Comment = esc(str(lm["comment"]))
 	}
-	for _, line := range l.changeLines(ev.Data.Changes, 200) {
+	for _, line := range l.changeLines(changesOf(ev), 200) {
 		d.Changes = append(d.Changes, esc(line))
 	}
 }
@@ -92,7 +92,7 @@ func (r *Renderer) editTemplateData(d *TemplateData, ev *diff.Event, tm, lm map[
 // commentChange returns the comment before a task.log_updated event's
 // edit, and whether its comment was edited.
 func commentChange(ev *diff.Event) (string, bool) {
-	for _, ch := range ev.Data.Changes {
+	for _, ch := range changesOf(ev) {
 		if ch.Field == "comment" {
 			return jsonText(ch.From), true
 		}
@@ -153,4 +153,13 @@ func jsonText(raw json.RawMessage) string {
 		return s
 	}
 	return string(raw)
+}
+
+// changesOf returns ev's changes: none for a task.deleted, whose Edit a
+// decoded event may not have (its JSON has no member to set it).
+func changesOf(ev *diff.Event) []diff.Change {
+	if ev.Data.Edit == nil {
+		return nil
+	}
+	return ev.Data.Changes
 }

@@ -96,6 +96,18 @@ func TestCard_Deleted(t *testing.T) {
 	assert.Equal(t, "任务已删除：Callback 4.8 (VIP) — 已删除", c.Fallback)
 	assert.Len(t, c.Fields, 3)
 
+	// As the store decodes it: its JSON has no changes, so no Edit.
+	var decoded diff.Event
+	require.NoError(t, json.Unmarshal(ev.Body, &decoded))
+	require.Nil(t, decoded.Data.Edit)
+	tr, err := NewRenderer(RendererConfig{Locale: "zh", Template: "{{.StatusName}} {{.Changes}}"})
+	require.NoError(t, err)
+	c, err = tr.Card(&decoded)
+	require.NoError(t, err)
+	assert.Equal(t, "任务已删除：Callback 4.8 (VIP)", c.Title)
+	assert.Equal(t, "进行中 []", c.Custom)
+	assert.Len(t, r.Digest([]*diff.Event{&decoded}).Lines, 1)
+
 	bare := diff.Deleted(237, &diff.Before{}, time.Date(2026, 4, 8, 17, 32, 15, 0, time.UTC))
 	c, err = r.Card(&bare)
 	require.NoError(t, err)
