@@ -170,3 +170,25 @@ func mustJSON(t *testing.T, v any) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// TestTemplate_EditsLenient: a template that served before the changes
+// that leave no log existed still loads, naming a log member or a task
+// member a task.deleted lacks, or rendering nothing for them; such an
+// event gets the default body. Other errors on their samples still fail.
+func TestTemplate_EditsLenient(t *testing.T) {
+	for _, tmpl := range []string{
+		"{{.Log.comment}} {{.Task.created_at}}",
+		`{{if not (eq .ShortType "updated" "log_updated" "deleted")}}{{.TaskName}}{{end}}`,
+	} {
+		r, err := NewRenderer(RendererConfig{Locale: "en", Template: tmpl})
+		require.NoError(t, err, tmpl)
+		del := sampleOf(diff.TypeTaskDeleted)
+		c, err := r.Card(&del)
+		if err == nil {
+			assert.Empty(t, c.Custom, tmpl)
+		}
+		assert.Equal(t, "Task deleted: Callback 4.8 (VIP)", c.Title, tmpl)
+	}
+	_, err := NewRenderer(RendererConfig{Locale: "en", Template: `{{if eq .ShortType "deleted"}}{{index .Changes 3}}{{end}}x`})
+	assert.ErrorContains(t, err, "index out of range")
+}
