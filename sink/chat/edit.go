@@ -100,6 +100,18 @@ func commentChange(ev *diff.Event) (string, bool) {
 	return "", false
 }
 
+// ChangeLines returns the changes of a task.updated or task.log_updated
+// event as chat messages show them, one line per change in locale ("en"
+// or "zh"; another is "en"): "renamed: A → B", "status: not started → in
+// progress", each value on one line and shortened to n characters.
+func ChangeLines(locale string, changes []diff.Change, n int) []string {
+	l, ok := locales[locale]
+	if !ok {
+		l = locales["en"]
+	}
+	return l.changeLines(changes, max(n, 1))
+}
+
 // changeLines returns one line per change: "renamed: A → B", each value
 // on one line and shortened to n characters.
 func (l *locale) changeLines(changes []diff.Change, n int) []string {
