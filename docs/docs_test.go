@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -36,13 +38,18 @@ func TestSchemas_Events(t *testing.T) {
 	evs, err := diff.Diff(&task, nil, loc)
 	require.NoError(t, err)
 	require.Len(t, evs, 5)
+	edits := editEvents(t, &task, loc)
 	seen := map[string]bool{}
-	for i := range evs {
-		evs[i].Offset = uint64(i + 1)
-		b, err := json.Marshal(&evs[i])
+	for i, e := range append(slices.Clone(evs), edits...) {
+		e.Offset = uint64(i + 1)
+		b, err := json.Marshal(&e)
 		require.NoError(t, err)
-		assert.NoError(t, v.Validate(b), evs[i].Type)
-		seen[evs[i].Type] = true
+		assert.NoError(t, v.Validate(b), "%s %s", e.Type, b)
+		seen[e.Type] = true
+	}
+	for _, e := range diff.SampleEvents() {
+		assert.NoError(t, v.Validate(e.Body), "sample %s", e.Type)
+		seen[e.Type] = true
 	}
 	for _, typ := range diff.Types {
 		assert.True(t, seen[typ], "no sample of %s", typ)
@@ -74,6 +81,64 @@ func TestSchemas_Events(t *testing.T) {
 	} {
 		assert.Error(t, v.Validate([]byte(bad)), name)
 	}
+	samples := diff.SampleEvents()
+	body := func(typ string) string { return string(samples[slices.Index(diff.Types, typ)].Body) }
+	upd, logUpd, del := body(diff.TypeTaskUpdated), body(diff.TypeTaskLogUpdated), body(diff.TypeTaskDeleted)
+	for name, bad := range map[string]string{
+		"updated with a log id":         strings.Replace(upd, `"id":"upd-237-`, `"id":"log-`, 1),
+		"updated without changes":       regexp.MustCompile(`,"changes":\[.*\]\}\}$`).ReplaceAllString(upd, `}}`),
+		"updated with no change":        regexp.MustCompile(`"changes":\[.*\]\}\}$`).ReplaceAllString(upd, `"changes":[]}}`),
+		"updated, unknown field":        strings.Replace(upd, `{"field":"name"`, `{"field":"priority"`, 1),
+		"updated, change without to":    strings.Replace(upd, `,"to":"Callback 4.8 (VIP)"`, ``, 1),
+		"updated with status members":   strings.Replace(upd, `"data":{`, `"data":{"status":1,`, 1),
+		"updated as log_updated":        strings.Replace(upd, `"type":"task.updated"`, `"type":"task.log_updated"`, 1),
+		"log_updated without its log":   regexp.MustCompile(`,"log":\{[^}]*\}`).ReplaceAllString(logUpd, ``),
+		"log_updated, a task's field":   strings.Replace(logUpd, `{"field":"comment"`, `{"field":"name"`, 1),
+		"deleted with changes":          strings.Replace(del, `}}}`, `},"changes":[{"field":"name","from":"a","to":"b"}]}}`, 1),
+		"deleted with a suffixed id":    strings.Replace(del, `"id":"del-237"`, `"id":"del-237-1"`, 1),
+		"deleted without its task":      regexp.MustCompile(`,"task":\{.*\}\}\}$`).ReplaceAllString(del, `}}`),
+		"deleted, a task without an id": strings.Replace(del, `"task":{"id":237,`, `"task":{`, 1),
+	} {
+		require.NotEqual(t, bad, upd, name)
+		assert.Error(t, v.Validate([]byte(bad)), name)
+	}
+}
+
+// editEvents returns the changes that leave no log of the test's task
+// read again: every task field changed (a long description cut, status
+// and assignee with no log to explain them), a comment edited, then the
+// same again without updated_at moving (ids with -1), and task.deleted
+// both with the last values seen and for a task seen by a version that
+// kept none.
+func editEvents(t *testing.T, task *diff.Task, loc *time.Location) []diff.Event {
+	t.Helper()
+	all := func(int64) bool { return true }
+	none := func(int64) bool { return false }
+	before := diff.Observe(task, nil, all)
+	long := strings.Repeat("长", diff.MaxValue)
+	raw := strings.NewReplacer(
+		`"creation_id":3,"auth_id":1,"name":"回访","description":"","type":1,"user_name":"Erin","user_phone":"62815","assignee_username":"incs_1","status":1`,
+		`"creation_id":4,"auth_id":2,"name":"回访 2","description":"`+long+`","type":2,"user_name":"Erin W","user_phone":"62816","assignee_username":"incs_2","status":2`,
+		`"updated_at":"2026-04-08 10:00:00"`, `"updated_at":"2026-04-08 11:00:00"`,
+		`"comment":"已经跟进","created_at":"2026-04-08 09:03:00","updated_at":"2026-04-08 09:03:00"`,
+		`"comment":"已经跟进 (edited)","created_at":"2026-04-08 09:03:00","updated_at":"2026-04-08 10:30:00"`,
+	).Replace(sampleTask)
+	var edited diff.Task
+	require.NoError(t, json.Unmarshal([]byte(raw), &edited))
+	out, after, err := diff.Edits(&edited, &before, all, none, loc)
+	require.NoError(t, err)
+	require.Len(t, out, 2)
+	require.Len(t, out[1].Data.Changes, len(diff.Fields))
+	raw = strings.NewReplacer(`"name":"回访 2"`, `"name":"回访 3"`, `"comment":"已经跟进 (edited)"`, `"comment":"已经跟进 (edited twice)"`).Replace(raw)
+	var again diff.Task
+	require.NoError(t, json.Unmarshal([]byte(raw), &again))
+	more, after, err := diff.Edits(&again, &after, all, none, loc)
+	require.NoError(t, err)
+	require.Len(t, more, 2)
+	require.True(t, strings.HasSuffix(more[0].ID, "-1") && strings.HasSuffix(more[1].ID, "-1"), "%s %s", more[0].ID, more[1].ID)
+	out = append(out, more...)
+	confirmed := time.Date(2026, 4, 8, 12, 0, 0, 0, loc)
+	return append(out, diff.Deleted(task.ID, &after, confirmed), diff.Deleted(task.ID, &diff.Before{}, confirmed))
 }
 
 func TestSchema_PerRule(t *testing.T) {
@@ -99,9 +164,17 @@ func TestAsyncAPI_Valid(t *testing.T) {
 	m := doc.(map[string]any)
 	assert.Equal(t, "3.0.0", m["asyncapi"])
 	schemas := Schemas()
+	named := map[string]int{}
 	for name, msg := range m["components"].(map[string]any)["messages"].(map[string]any) {
 		ref := msg.(map[string]any)["payload"].(map[string]any)["$ref"].(string)
 		assert.Contains(t, schemas, strings.TrimPrefix(ref, "schemas/"), "message %s", name)
+		named[msg.(map[string]any)["name"].(string)]++
+	}
+	// Every type the relay emits has its own schema and a message on
+	// both channels (NATS and webhooks).
+	for _, typ := range diff.Types {
+		assert.Contains(t, schemas, typ+".json")
+		assert.Equal(t, 2, named[typ], "messages named %s", typ)
 	}
 
 	path := os.Getenv("INCS_ASYNCAPI_SCHEMA")

@@ -320,6 +320,7 @@ func TestFeishu_Deliver(t *testing.T) {
 		require.NoError(t, err)
 		assert.JSONEq(t, string(want), string(got), "Deliver posts what Render shows, plus the signature")
 		assert.NotContains(t, string(reqs[i].Body), "6281519140316")
+		assert.NotContains(t, string(reqs[i].Body), "6281519140361", "the edits' samples' corrected phone number")
 		assert.NotContains(t, string(reqs[i].Body), secret)
 	}
 }

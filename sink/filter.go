@@ -21,7 +21,10 @@ type FilterConfig struct {
 	// Events lists event types, e.g. "task.status_changed".
 	Events []string
 	// Statuses lists task statuses (0-3): the event's status, for
-	// task.status_changed the new one.
+	// task.status_changed the new one; for the changes that leave no log
+	// (task.updated, task.log_updated, task.deleted), whose data has no
+	// status, the task's (for task.deleted the last seen; none when the
+	// relay kept none, which matches no status).
 	Statuses []int
 	// Assignees lists usernames: the log's assignee or, when the log
 	// names none, the task's.
@@ -56,17 +59,22 @@ func (c FilterConfig) Filter() Filter {
 		if len(events) > 0 && !events[ev.Type] {
 			return false
 		}
-		if len(statuses) > 0 && !slices.Contains(statuses, ev.Data.Status) {
+		edit := diff.IsEdit(ev.Type) // its status is the task's
+		if len(statuses) > 0 && !edit && !slices.Contains(statuses, ev.Data.Status) {
 			return false
 		}
-		if len(assignees) == 0 && len(types) == 0 {
+		if len(assignees) == 0 && len(types) == 0 && (!edit || len(statuses) == 0) {
 			return true
 		}
 		var t struct {
 			Type     *int   `json:"type"`
 			Assignee string `json:"assignee_username"`
+			Status   *int   `json:"status"`
 		}
 		_ = json.Unmarshal(ev.Data.Task, &t) // a task that does not decode matches no type
+		if edit && len(statuses) > 0 && (t.Status == nil || !slices.Contains(statuses, *t.Status)) {
+			return false
+		}
 		if len(assignees) > 0 {
 			a := ev.Data.AssigneeUsername
 			if a == "" {

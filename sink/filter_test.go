@@ -5,7 +5,9 @@ package sink
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -59,6 +61,35 @@ func TestFilterConfig_Events(t *testing.T) {
 		assert.Equal(t, ev.Type == diff.TypeTaskCommented, f(&ev), ev.Type)
 	}
 	assert.False(t, FilterConfig{Events: []string{diff.TypeTaskCommented}, Statuses: []int{2}}.Filter()(&evs[3]), "every list must match")
+}
+
+// TestFilterConfig_Edits: the changes that leave no log pass an events
+// list naming them, and their status and assignee are the task's, since
+// their data has none.
+func TestFilterConfig_Edits(t *testing.T) {
+	evs := diff.SampleEvents() // the task: in progress (1), incs_1, type 3
+	edits := evs[slices.Index(diff.Types, diff.TypeTaskUpdated):]
+	require.Len(t, edits, 3)
+	for _, ev := range edits {
+		require.Zero(t, ev.Data.Status, "no status member of its own")
+		for name, tt := range map[string]struct {
+			cfg  FilterConfig
+			want bool
+		}{
+			"its type":          {FilterConfig{Events: []string{ev.Type}}, true},
+			"another type":      {FilterConfig{Events: []string{diff.TypeTaskCommented}}, false},
+			"the task's status": {FilterConfig{Statuses: []int{1}}, true},
+			"another status":    {FilterConfig{Statuses: []int{0}}, false},
+			"the assignee":      {FilterConfig{Assignees: []string{"incs_1"}}, true},
+			"another assignee":  {FilterConfig{Assignees: []string{"incs_2"}}, false},
+			"all of them":       {FilterConfig{Events: diff.Types, Statuses: []int{1}, Assignees: []string{"incs_1"}, TaskTypes: []int{3}}, true},
+		} {
+			assert.Equal(t, tt.want, tt.cfg.Filter()(&ev), "%s: %s", ev.Type, name)
+		}
+	}
+	bare := diff.Deleted(9, nil, time.Now())
+	assert.False(t, FilterConfig{Statuses: []int{0}}.Filter()(&bare), "no status kept: matches no status")
+	assert.True(t, FilterConfig{Events: []string{diff.TypeTaskDeleted}}.Filter()(&bare))
 }
 
 func TestFilterConfig_Validate(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/incs-relay/incs-relay/diff"
@@ -45,9 +46,11 @@ func RedactJSON(raw json.RawMessage, fields []string) (json.RawMessage, error) {
 
 // Redact returns a copy of ev whose Data.Task and Data.Log have the named
 // fields masked (see RedactJSON), as have the string members of Data with
-// those JSON names (e.g. "comment", "assignee_username"), and whose Body,
-// when set, is the stored body with the same members masked under "data".
-// Envelope fields are never masked. A Task or Log that is not JSON becomes
+// those JSON names (e.g. "comment", "assignee_username") and the "from"
+// and "to" of each of Data's changes (task.updated, task.log_updated)
+// whose "field" is a named one, and whose Body, when set, is the stored
+// body with the same members masked under "data". Envelope fields are
+// never masked. A Task or Log that is not JSON becomes
 // null rather than leak. With no fields it returns a plain copy. Safe for
 // concurrent use; ev is not modified.
 func Redact(ev *diff.Event, fields []string) *diff.Event {
@@ -79,6 +82,16 @@ func Redact(ev *diff.Event, fields []string) *diff.Event {
 			*p = MaskValue(*p)
 		}
 	}
+	if ev.Data.Edit != nil {
+		e := *ev.Data.Edit
+		e.Changes = slices.Clone(e.Changes)
+		for i := range e.Changes {
+			if ch := &e.Changes[i]; set[ch.Field] {
+				ch.From, ch.To = chatMaskJSON(ch.From), chatMaskJSON(ch.To)
+			}
+		}
+		c.Data.Edit = &e
+	}
 	if len(ev.Body) > 0 {
 		out, _, err := chatRedact(ev.Body, set, 0)
 		if err != nil {
@@ -103,7 +116,9 @@ func chatFieldSet(fields []string) map[string]bool {
 }
 
 // chatRedact masks the named members of raw. depth 0 is an event body:
-// there only the "data" member is looked into. depth -1 looks everywhere.
+// there only the "data" member is looked into. depth 1 is an event's
+// data: as -1, and the "from" and "to" of a change in its "changes" are
+// masked when the change's "field" is named. depth -1 looks everywhere.
 // It reports whether anything changed; unchanged input is returned as is.
 func chatRedact(raw json.RawMessage, set map[string]bool, depth int) (json.RawMessage, bool, error) {
 	trimmed := bytes.TrimSpace(raw)
@@ -136,7 +151,19 @@ func chatRedact(raw json.RawMessage, set map[string]bool, depth int) (json.RawMe
 				changed = changed || !bytes.Equal(m, v)
 				v = m
 			case depth == 0 && k == "data", depth != 0:
-				nv, ch, err := chatRedact(v, set, -1)
+				var (
+					nv  json.RawMessage
+					ch  bool
+					err error
+				)
+				switch {
+				case depth == 0:
+					nv, ch, err = chatRedact(v, set, 1)
+				case depth == 1 && k == "changes":
+					nv, ch, err = redactChanges(v, set)
+				default:
+					nv, ch, err = chatRedact(v, set, -1)
+				}
 				if err != nil {
 					return raw, false, err
 				}
@@ -163,29 +190,54 @@ func chatRedact(raw json.RawMessage, set map[string]bool, depth int) (json.RawMe
 		if depth == 0 {
 			return raw, false, nil
 		}
-		var elems []json.RawMessage
-		if err := json.Unmarshal(trimmed, &elems); err != nil {
-			return raw, false, fmt.Errorf("redact: %w", err)
-		}
-		changed := false
-		for i, e := range elems {
-			ne, ch, err := chatRedact(e, set, -1)
-			if err != nil {
-				return raw, false, err
-			}
-			elems[i], changed = ne, changed || ch
-		}
-		if !changed {
-			return raw, false, nil
-		}
-		b, err := json.Marshal(elems)
-		return b, true, err
+		return redactElems(raw, func(json.RawMessage) map[string]bool { return set })
 	default:
 		if !json.Valid(trimmed) {
 			return raw, false, fmt.Errorf("redact: invalid JSON value")
 		}
 		return raw, false, nil
 	}
+}
+
+// redactChanges masks the named members of the changes of an event's
+// data, and the "from" and "to" of a change whose "field" is named.
+func redactChanges(raw json.RawMessage, set map[string]bool) (json.RawMessage, bool, error) {
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '[' {
+		return chatRedact(raw, set, -1) // not a list of changes: as any value
+	}
+	return redactElems(raw, func(e json.RawMessage) map[string]bool {
+		var c struct{ Field any }
+		_ = json.Unmarshal(e, &c)
+		if f, ok := c.Field.(string); !ok || !set[f] {
+			return set
+		}
+		with := maps.Clone(set)
+		with["from"], with["to"] = true, true
+		return with
+	})
+}
+
+// redactElems masks, at any depth, the members of each element of the
+// JSON array raw that setOf names for it. It reports whether anything
+// changed; unchanged input is returned as is.
+func redactElems(raw json.RawMessage, setOf func(elem json.RawMessage) map[string]bool) (json.RawMessage, bool, error) {
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return raw, false, fmt.Errorf("redact: %w", err)
+	}
+	changed := false
+	for i, e := range elems {
+		ne, ch, err := chatRedact(e, setOf(e), -1)
+		if err != nil {
+			return raw, false, err
+		}
+		elems[i], changed = ne, changed || ch
+	}
+	if !changed {
+		return raw, false, nil
+	}
+	b, err := json.Marshal(elems)
+	return b, true, err
 }
 
 // chatMaskJSON masks one JSON value.

@@ -6,6 +6,7 @@ package sink
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -123,4 +124,77 @@ func TestRedact(t *testing.T) {
 	plain := Redact(&ev, nil)
 	assert.Equal(t, ev, *plain)
 	assert.NotSame(t, &ev, plain)
+}
+
+// TestRedact_Changes checks that a redacted field is masked in the
+// changes of task.updated and task.log_updated too, "from" and "to",
+// in the body and in the decoded event, and that other changes and the
+// input are left as they are.
+func TestRedact_Changes(t *testing.T) {
+	samples := diff.SampleEvents()
+	ev := samples[slices.Index(diff.Types, diff.TypeTaskUpdated)]
+	orig := diff.SampleEvents()[slices.Index(diff.Types, diff.TypeTaskUpdated)]
+	red := Redact(&ev, []string{"user_phone"})
+	assert.Equal(t, orig, ev, "the input is not modified")
+	require.NotNil(t, red.Data.Edit)
+	want := []diff.Change{
+		{Field: "name", From: json.RawMessage(`"Callback 4.8"`), To: json.RawMessage(`"Callback 4.8 (VIP)"`)},
+		{Field: "user_phone", From: json.RawMessage(`"6281****0316"`), To: json.RawMessage(`"6281****0361"`)},
+	}
+	assert.Equal(t, want, red.Data.Changes)
+	for _, b := range [][]byte{red.Body, mustMarshal(t, red)} {
+		assert.NotContains(t, string(b), "6281519140316")
+		assert.NotContains(t, string(b), "6281519140361")
+		var body struct {
+			Data struct {
+				Task    map[string]any
+				Changes []diff.Change
+			}
+		}
+		require.NoError(t, json.Unmarshal(b, &body))
+		assert.Equal(t, want, body.Data.Changes)
+		assert.Equal(t, "6281****0361", body.Data.Task["user_phone"])
+	}
+	assert.JSONEq(t, string(mustMarshal(t, red)), string(red.Body), "the body is the redacted event")
+
+	// A field named in changes but not redacted is kept; a number is
+	// masked as its text, as the field itself is.
+	num := Redact(&ev, []string{"auth_id", "name"})
+	require.Len(t, num.Data.Changes, 2)
+	assert.Equal(t, `"Call****VIP)"`, string(num.Data.Changes[0].To))
+	assert.Equal(t, orig.Data.Changes[1], num.Data.Changes[1])
+	assert.Contains(t, string(num.Body), `"auth_id":"3****8"`)
+	assert.Contains(t, string(num.Body), `{"field":"user_phone","from":"6281519140316","to":"6281519140361"}`)
+	assert.JSONEq(t, string(mustMarshal(t, num)), string(num.Body))
+
+	// task.log_updated: the comment, and its updated_at when asked.
+	lu := samples[slices.Index(diff.Types, diff.TypeTaskLogUpdated)]
+	red = Redact(&lu, []string{"comment", "updated_at"})
+	require.Len(t, red.Data.Changes, 2)
+	for i, c := range red.Data.Changes {
+		assert.Equal(t, string(chatMaskJSON(lu.Data.Changes[i].From)), string(c.From), c.Field)
+		assert.Equal(t, string(chatMaskJSON(lu.Data.Changes[i].To)), string(c.To), c.Field)
+		assert.NotEqual(t, string(lu.Data.Changes[i].To), string(c.To), c.Field)
+	}
+	assert.NotContains(t, string(red.Body), "Thursday")
+	assert.NotContains(t, string(red.Body), "tomorrow")
+	assert.NotContains(t, string(red.Body), "2026-04-08 17:30:40", "updated_at masked in the log and in changes")
+	assert.Contains(t, string(red.Body), `"time":"2026-04-08T17:30:40+08:00"`, "envelope fields are never masked")
+	assert.JSONEq(t, string(mustMarshal(t, red)), string(red.Body))
+
+	// task.deleted has no changes; its last values are masked as a task.
+	del := samples[slices.Index(diff.Types, diff.TypeTaskDeleted)]
+	red = Redact(&del, []string{"user_phone"})
+	assert.Contains(t, string(red.Body), `"user_phone":"6281****0361"`)
+	assert.NotContains(t, string(red.Body), `changes`)
+	assert.JSONEq(t, string(mustMarshal(t, red)), string(red.Body))
+}
+
+func mustMarshal(t *testing.T, ev *diff.Event) []byte {
+	t.Helper()
+	c := *ev
+	c.Body = nil
+	b, err := json.Marshal(&c)
+	require.NoError(t, err)
+	return b
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 )
 
@@ -103,6 +104,23 @@ func TestAdminPage_Browser(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, newest.Type, first[2])
 	assert.Equal(t, newest.ID, first[4])
+
+	// The change column of each event type, as the page writes it.
+	want := map[string]string{
+		diff.TypeTaskCreated:       "created",
+		diff.TypeTaskAssigned:      "→ incs_1",
+		diff.TypeTaskStatusChanged: "not_started → in_progress",
+		diff.TypeTaskCommented:     "已经跟进 — customer will call back <tomorrow> & confirm",
+		diff.TypeTaskLogged:        "log kept raw",
+		diff.TypeTaskUpdated:       "renamed: Callback 4.8 → Callback 4.8 (VIP); phone: 6281519140316 → 6281519140361",
+		diff.TypeTaskLogUpdated:    "comment edited: 已经跟进 — customer will call back <Thursday> & confirm",
+		diff.TypeTaskDeleted:       "deleted",
+	}
+	for _, ev := range diff.SampleEvents() {
+		got, err := chromedp.Run(bctx, chromedp.Evaluate[string](`change(`+string(ev.Body)+`)`))
+		fail(err, "the change of a "+ev.Type)
+		assert.Equal(t, want[ev.Type], got, ev.Type)
+	}
 
 	ready, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#ready`)))
 	fail(err, "read the readiness line")

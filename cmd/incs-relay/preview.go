@@ -63,6 +63,10 @@ func (c *PreviewCommand) Run(ctx context.Context, args []string) error {
 			if err := dec.Decode(&ev); err != nil {
 				return &usageError{msg: fmt.Sprintf("preview: --event %s: not an event JSON: %v", *evFile, err)}
 			}
+			if diff.IsEdit(ev.Type) && ev.Data.Edit == nil {
+				// A task.deleted's JSON has no member that sets it.
+				ev.Data.Edit = &diff.Edit{}
+			}
 			ev.Body, _ = json.Marshal(ev)
 			evs = append(evs, ev)
 		}

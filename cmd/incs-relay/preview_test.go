@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,11 @@ sinks:
 	assert.Contains(t, out, "任务已停滞 4 小时")
 	assert.NotContains(t, out, "s3cr3t")
 	assert.NotContains(t, out, "6281519140316", "phone numbers are redacted by default in chat sinks")
+	assert.NotContains(t, out, "6281519140361", "in the changes of task.updated too")
+	assert.Contains(t, out, "任务已修改：Callback 4.8 (VIP)", "the changes that leave no log are previewed")
+	assert.Contains(t, out, `名称：Callback 4.8 → Callback 4.8 (VIP)\n电话：6281****0316 → 6281****0361`)
+	assert.Contains(t, out, "任务备注已修改：Callback 4.8 (VIP)")
+	assert.Contains(t, out, "任务已删除：Callback 4.8 (VIP)")
 
 	code, out, stderr = run("preview", "--config", path, "--sink", "slack")
 	require.Equal(t, 0, code, stderr)
@@ -93,6 +99,13 @@ sinks:
 	code, out, stderr = run("preview", "--config", path, "--sink", "slack", "--event", evPath)
 	require.Equal(t, 0, code, stderr)
 	assert.Equal(t, 1, strings.Count(out, "# "), out)
+	// a task.deleted, whose data has no changes, keeps its shape
+	del := diff.SampleEvents()[slices.Index(diff.Types, diff.TypeTaskDeleted)]
+	require.NoError(t, os.WriteFile(evPath, del.Body, 0o600))
+	code, out, stderr = run("preview", "--config", path, "--sink", "ops", "--event", evPath)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "任务已删除：Callback 4.8 (VIP)")
+	assert.Contains(t, out, "**状态**\\n进行中", "the last status seen")
 
 	code, _, stderr = run("preview", "--config", path, "--sink", "nope")
 	assert.Equal(t, 2, code)
@@ -151,7 +164,20 @@ sinks:
 	assert.Contains(t, out, "# "+ev.Type+" "+ev.ID+" (task 237)\nce-id: "+ev.ID+"\nce-offset: 2\nce-source: incsapp/tasks\nce-specversion: 1.0\nce-subject: 237\nce-time: "+ev.Time.Format(time.RFC3339)+"\nce-type: "+ev.Type+"\ncontent-type: application/json\n{\n  \"task_id\": 237,", out)
 	assert.NotContains(t, out, `"specversion"`, "binary mode: the body is the data alone")
 	assert.NotContains(t, out, "6281519140316", "redact applies to the data sent")
+	assert.NotContains(t, out, "6281519140361", "and to the changes of a redacted field")
+	assert.Contains(t, out, `"from": "6281****0316",`)
 	assert.NotContains(t, out, "whsec_")
+
+	// a task.deleted from a file keeps its shape: its data has no changes
+	// and no log members
+	del := samples[slices.Index(diff.Types, diff.TypeTaskDeleted)]
+	evPath := filepath.Join(dir, "ev.json")
+	require.NoError(t, os.WriteFile(evPath, del.Body, 0o600))
+	code, out, stderr = run("preview", "--config", path, "--sink", "plain", "--event", evPath)
+	require.Equal(t, 0, code, stderr)
+	var shown bytes.Buffer
+	require.NoError(t, json.Compact(&shown, []byte(out[strings.Index(out, "{"):])))
+	assert.JSONEq(t, string(del.Body), shown.String())
 
 	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(cfg, "format: binary", "format: protobuf", 1)), 0o600))
 	code, _, stderr = run("check-config", "--config", path)

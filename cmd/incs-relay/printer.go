@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/sink/chat"
 )
 
 // eventPrinter writes one readable line per event, for the demo.
@@ -60,6 +62,26 @@ func (p *eventPrinter) Print(ev *diff.Event) {
 		if d.AssigneeUsername != "" {
 			change += " — " + d.AssigneeUsername
 		}
+	case diff.TypeTaskUpdated, diff.TypeTaskLogUpdated:
+		var l struct {
+			ID      int64  `json:"id"`
+			Comment string `json:"comment"`
+		}
+		_ = json.Unmarshal(d.Log, &l)
+		var changes []diff.Change
+		if d.Edit != nil {
+			changes = d.Changes
+		}
+		switch {
+		case ev.Type == diff.TypeTaskUpdated:
+			change = strings.Join(chat.ChangeLines("en", changes, 30), "; ")
+		case slices.ContainsFunc(changes, func(c diff.Change) bool { return c.Field == "comment" }):
+			change = "comment edited: “" + oneLine(l.Comment, 60) + "”"
+		default:
+			change = fmt.Sprintf("log %d updated", l.ID)
+		}
+	case diff.TypeTaskDeleted:
+		change = "deleted"
 	default:
 		var l struct {
 			Type int `json:"type"`
@@ -105,8 +127,10 @@ func typeColor(t string) string {
 		return ansiCyan
 	case diff.TypeTaskStatusChanged:
 		return ansiYellow
-	case diff.TypeTaskCommented:
+	case diff.TypeTaskCommented, diff.TypeTaskLogUpdated:
 		return ansiBlue
+	case diff.TypeTaskUpdated:
+		return ansiCyan
 	}
 	return ansiRed
 }

@@ -83,8 +83,12 @@ func feishuColor(c *Card) string {
 		return "turquoise"
 	case diff.TypeTaskAssigned:
 		return "indigo"
-	case diff.TypeTaskCommented:
+	case diff.TypeTaskCommented, diff.TypeTaskLogUpdated:
 		return "wathet"
+	case diff.TypeTaskUpdated:
+		return "yellow"
+	case diff.TypeTaskDeleted:
+		return "carmine"
 	case "digest":
 		return "orange"
 	}
@@ -121,9 +125,14 @@ func FeishuPayload(c *Card, timestamp, sign string) ([]byte, error) {
 			div.Fields = append(div.Fields, feishuField{IsShort: true,
 				Text: feishuText{Tag: "lark_md", Content: "**" + FeishuEscape(fl.Label) + "**\n" + FeishuEscape(fl.Value)}})
 		}
-		card.Elements = append(card.Elements, div)
+		if len(div.Fields) > 0 { // none for a task.deleted of a task whose values were not kept
+			card.Elements = append(card.Elements, div)
+		}
 		if c.Quote != "" {
 			card.Elements = append(card.Elements, feishuElement{Tag: "div", Text: feishuMD("**" + FeishuEscape(c.QuoteTag) + "**\n" + FeishuEscape(c.Quote))})
+		}
+		if len(c.Changes) > 0 {
+			card.Elements = append(card.Elements, feishuElement{Tag: "div", Text: feishuMD("**" + FeishuEscape(c.ChangesTag) + "**\n" + FeishuEscape(strings.Join(c.Changes, "\n")))})
 		}
 	}
 	if c.Link != "" {

@@ -31,6 +31,13 @@ type locale struct {
 	labelSince, labelRule, labelStep          string
 	unitDay, unitHour, unitMinute, unitSecond string
 	derivedWords                              map[string]string
+	// Changes that leave no log: titles, "renamed: A → B" (lineChange
+	// with the field's word), the one-line changes, and the words of the
+	// task's fields.
+	titleUpdated, titleCommentEdited, titleLogUpdated, titleDeleted string
+	labelChanges, labelWas, empty                                   string
+	lineChange, lineCommentEdited, lineLogUpdated, lineDeleted      string
+	fieldWords                                                      map[string]string
 }
 
 // Locales returns the locales a Renderer knows, sorted: "en", "zh".
@@ -70,6 +77,21 @@ var locales = map[string]*locale{
 		labelStep:     "Reminder",
 		unitDay:       "%d d", unitHour: "%d h", unitMinute: "%d min", unitSecond: "%d s",
 		derivedWords: map[string]string{"stalled": "stalled", "overdue": "overdue", "late": "late", "unassigned": "unassigned"},
+
+		titleUpdated:       "Task edited: %s",
+		titleCommentEdited: "Comment edited on %s",
+		titleLogUpdated:    "Task log updated: %s",
+		titleDeleted:       "Task deleted: %s",
+		labelChanges:       "Changes",
+		labelWas:           "Before the edit",
+		empty:              "(empty)",
+		lineChange:         "%s: %s → %s",
+		lineCommentEdited:  "comment edited: %s",
+		lineLogUpdated:     "log %s updated",
+		lineDeleted:        "deleted",
+		fieldWords: map[string]string{"name": "renamed", "description": "description", "type": "type",
+			"creation_id": "creation id", "auth_id": "auth id", "user_name": "user", "user_phone": "phone",
+			"status": "status", "assignee_username": "reassigned", "comment": "comment", "updated_at": "updated at"},
 	},
 	"zh": {
 		status:        [4]string{"未开始", "进行中", "已完成", "被终止"},
@@ -104,6 +126,21 @@ var locales = map[string]*locale{
 		labelStep:     "提醒",
 		unitDay:       "%d 天", unitHour: "%d 小时", unitMinute: "%d 分钟", unitSecond: "%d 秒",
 		derivedWords: map[string]string{"stalled": "已停滞", "overdue": "已逾期", "late": "已超时", "unassigned": "无人负责"},
+
+		titleUpdated:       "任务已修改：%s",
+		titleCommentEdited: "任务备注已修改：%s",
+		titleLogUpdated:    "任务日志已更新：%s",
+		titleDeleted:       "任务已删除：%s",
+		labelChanges:       "修改",
+		labelWas:           "修改前",
+		empty:              "（空）",
+		lineChange:         "%s：%s → %s",
+		lineCommentEdited:  "备注已修改：%s",
+		lineLogUpdated:     "日志 %s 已更新",
+		lineDeleted:        "已删除",
+		fieldWords: map[string]string{"name": "名称", "description": "描述", "type": "类型",
+			"creation_id": "创建 ID", "auth_id": "授权 ID", "user_name": "用户", "user_phone": "电话",
+			"status": "状态", "assignee_username": "负责人", "comment": "备注", "updated_at": "更新时间"},
 	},
 }
 

@@ -48,7 +48,10 @@ import (
 //	.PreviousStatus     status before the log; .PreviousStatusName in the locale
 //	.Assignee           the log's assignee (new assignee for task.assigned)
 //	.PreviousAssignee   the assignee before a task.assigned log, if known
-//	.Comment            the comment of a task.commented event
+//	                    (task.updated, task.log_updated, task.deleted: the task's status and
+//	                    assignee, the previous ones those a task.updated changed)
+//	.Comment            the comment of a task.commented event; the log's comment now for task.log_updated
+//	.Changes            the changes of task.updated and task.log_updated, one line each in the locale: "renamed: A → B"
 //	.UserName           the task's user_name; .UserPhone its user_phone (masked by default)
 //	.Time               the log's time (time.Time); .TimeText formatted "2006-01-02 15:04:05 -07:00"
 //	.Link               the link built from the sink's link template, or ""
@@ -68,6 +71,7 @@ type TemplateData struct {
 	Assignee           string
 	PreviousAssignee   string
 	Comment            string
+	Changes            []string
 	UserName           string
 	UserPhone          string
 	Time               time.Time
@@ -113,7 +117,13 @@ type Renderer struct {
 
 // NewRenderer checks cfg and returns its Renderer. A template is parsed
 // and executed on the sample events (diff.SampleEvents and
-// diff.SampleStatusChanges), so a broken template is an error here.
+// diff.SampleStatusChanges), so a broken template is an error here. The
+// samples of the changes that leave no log are held to less: a template
+// may name a task or log member they lack (they have no log, and a
+// task.deleted's task has only the last values seen) or render nothing
+// for them; such an event gets the default body at delivery, as any
+// event does whose template fails, so that a template that served before
+// these types existed still loads.
 func NewRenderer(cfg RendererConfig) (*Renderer, error) {
 	loc, ok := locales[cfg.Locale]
 	if !ok {
@@ -145,10 +155,14 @@ func NewRenderer(cfg RendererConfig) (*Renderer, error) {
 	r.tmpl = t
 	for _, ev := range append(diff.SampleEvents(), diff.SampleStatusChanges()...) {
 		out, err := r.execute(&ev)
+		edit := diff.IsEdit(ev.Type)
+		if edit && err != nil && strings.Contains(err.Error(), "map has no entry for key") {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("template: %w", err)
 		}
-		if out == "" {
+		if out == "" && !edit {
 			return nil, fmt.Errorf("template: renders empty text for the %s sample event", ev.Type)
 		}
 	}
@@ -174,14 +188,18 @@ type Card struct {
 	Fields   []Field
 	Quote    string // the comment, or a raw unknown log
 	QuoteTag string // the label of Quote
-	Custom   string // template output, already markup
-	Lines    []Line // digest lines
-	Summary  string // digest summary sentence
-	Link     string
-	LinkText string
-	Time     time.Time
-	Ref      string // "log-533 · #237"
-	Fallback string // one-line plain summary
+	// Changes are the lines of a change that leaves no log ("renamed:
+	// A → B"), or an edited comment's text before, labelled ChangesTag.
+	Changes    []string
+	ChangesTag string
+	Custom     string // template output, already markup
+	Lines      []Line // digest lines
+	Summary    string // digest summary sentence
+	Link       string
+	LinkText   string
+	Time       time.Time
+	Ref        string // "log-533 · #237"
+	Fallback   string // one-line plain summary
 }
 
 // taskView is what messages show of the task JSON.
@@ -263,7 +281,7 @@ func CheckLink(link string) error {
 // Card renders one event. A template that fails falls back to the default
 // body; the error is returned with the card.
 func (r *Renderer) Card(ev *diff.Event) (Card, error) {
-	red, t, _, lm := r.view(ev)
+	red, t, tm, lm := r.view(ev)
 	l := r.loc
 	name := truncate(oneLine(r.taskLabel(red, t)), 100)
 	c := Card{
@@ -279,6 +297,14 @@ func (r *Renderer) Card(ev *diff.Event) (Card, error) {
 	status := l.statusName(red.Data.Status)
 	statusField := Field{l.labelStatus, status}
 	assignee := red.Data.AssigneeUsername
+	if diff.IsEdit(red.Type) {
+		// No status or assignee members in their data: the task's.
+		status, assignee = "", str(tm["assignee_username"])
+		if s, err := strconv.Atoi(str(tm["status"])); err == nil {
+			status = l.statusName(s)
+		}
+		statusField.Value = status
+	}
 	var user string
 	if t.UserName != "" || str(t.UserPhone) != "" {
 		user = strings.TrimSpace(t.UserName + paren(str(t.UserPhone), r.locale))
@@ -319,13 +345,17 @@ func (r *Renderer) Card(ev *diff.Event) (Card, error) {
 		c.Title = fmt.Sprintf(l.titleComment, name)
 		c.Quote, c.QuoteTag = truncate(red.Data.Comment, 2000), l.labelComment
 		change = fmt.Sprintf(l.lineComment, truncate(oneLine(red.Data.Comment), 80))
+	case diff.IsEdit(red.Type):
+		change = r.editCard(&c, red, lm, name)
 	default:
 		c.Title = fmt.Sprintf(l.titleLogged, name)
 		lt := str(lm["type"])
 		change = fmt.Sprintf(l.lineLogged, lt)
 		c.Quote, c.QuoteTag = truncate(string(red.Data.Log), 1000), l.labelLog
 	}
-	c.Fields = append(c.Fields, statusField)
+	if statusField.Value != "" {
+		c.Fields = append(c.Fields, statusField)
+	}
 	if assignee != "" {
 		c.Fields = append(c.Fields, Field{l.labelAssignee, truncate(assignee, 500)})
 	}
@@ -383,6 +413,9 @@ func (r *Renderer) execute(ev *diff.Event) (string, error) {
 		Link:               r.linkFor(red),
 		Locale:             r.locale,
 	}
+	if diff.IsEdit(red.Type) {
+		r.editTemplateData(&d, red, tm, lm)
+	}
 	var buf bytes.Buffer
 	if err := r.tmpl.Execute(&buf, &d); err != nil {
 		return "", err
@@ -437,6 +470,8 @@ func (r *Renderer) Digest(evs []*diff.Event) Card {
 			change = l.statusName(red.Data.PreviousStatus) + " → " + l.statusName(red.Data.Status)
 		case red.Type == diff.TypeTaskCommented:
 			change = fmt.Sprintf(l.lineComment, truncate(oneLine(red.Data.Comment), 60))
+		case diff.IsEdit(red.Type):
+			change = r.editLine(red, lm, 20)
 		default:
 			change = fmt.Sprintf(l.lineLogged, str(lm["type"]))
 		}

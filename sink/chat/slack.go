@@ -66,6 +66,10 @@ func slackEmoji(c *Card) string {
 		return ":bust_in_silhouette:"
 	case diff.TypeTaskCommented:
 		return ":speech_balloon:"
+	case diff.TypeTaskUpdated, diff.TypeTaskLogUpdated:
+		return ":pencil2:"
+	case diff.TypeTaskDeleted:
+		return ":wastebasket:"
 	case "digest":
 		return ":bookmark_tabs:"
 	}
@@ -117,15 +121,21 @@ func SlackPayload(c *Card) ([]byte, error) {
 			sec.Fields = append(sec.Fields, slackText{Type: "mrkdwn",
 				Text: truncate("*"+SlackEscape(f.Label)+"*\n"+SlackEscape(f.Value), slackFieldMax)})
 		}
-		m.Blocks = append(m.Blocks, sec)
+		if len(sec.Fields) > 0 { // none for a task.deleted of a task whose values were not kept
+			m.Blocks = append(m.Blocks, sec)
+		}
 		if c.Quote != "" {
 			var text string
-			if c.Type == diff.TypeTaskCommented {
+			if c.Type == diff.TypeTaskCommented || c.Type == diff.TypeTaskLogUpdated {
 				text = ">" + strings.ReplaceAll(SlackEscape(c.Quote), "\n", "\n>")
 			} else {
 				text = "```" + SlackEscape(c.Quote) + "```"
 			}
 			text = "*" + SlackEscape(c.QuoteTag) + "*\n" + text
+			m.Blocks = append(m.Blocks, slackBlock{Type: "section", Text: slackMrkdwn(truncate(text, slackSectionMax))})
+		}
+		if len(c.Changes) > 0 {
+			text := "*" + SlackEscape(c.ChangesTag) + "*\n" + SlackEscape(strings.Join(c.Changes, "\n"))
 			m.Blocks = append(m.Blocks, slackBlock{Type: "section", Text: slackMrkdwn(truncate(text, slackSectionMax))})
 		}
 	}

@@ -17,6 +17,14 @@
 // rules emits derived events (id "rule-<rule>-<task>-<anchor log>-<step>"
 // or "...-resolved", type "task.<name>" or "task.<name>_resolved"): their
 // data has no log, and [Derived] returns what the rule adds.
+//
+// Changes that leave no log have their own events: task.updated (id
+// "upd-<task>-<updated_at>[-<n>]": a task's own fields changed),
+// task.log_updated (id "logupd-<log>-<updated_at>[-<n>]": a seen log's
+// comment edited) and task.deleted (id "del-<task>"). Their data is
+// task_id, task (for task.deleted the last values the relay saw), log
+// (task.log_updated only) and changes; [IsEdit] tells them, [Changes]
+// returns their changes, each a field with its JSON values from and to.
 package consume
 
 import (
@@ -55,6 +63,40 @@ func Derived(ev *Event) *DerivedData { return ev.Data.Derived }
 // (a derived type is "task." plus the rule's event name, or that plus
 // "_resolved").
 func IsDerived(eventType string) bool { return diff.IsDerived(eventType) }
+
+// Change is one field's change in a task.updated or task.log_updated
+// event: Field ("name", "user_phone", "status", "comment" …) and its JSON
+// values From and To (a string, or a number for auth_id, creation_id,
+// status and type), cut to 4 KiB when Truncated.
+type Change = diff.Change
+
+// The event types of changes that leave no log.
+const (
+	TypeTaskUpdated    = diff.TypeTaskUpdated
+	TypeTaskLogUpdated = diff.TypeTaskLogUpdated
+	TypeTaskDeleted    = diff.TypeTaskDeleted
+)
+
+// IsEdit reports whether an event type is that of a change that leaves
+// no log: task.updated, task.log_updated or task.deleted.
+func IsEdit(eventType string) bool { return diff.IsEdit(eventType) }
+
+// Changes returns the changes of a task.updated or task.log_updated
+// event, sorted by field; none for any other event.
+func Changes(ev *Event) []Change {
+	if ev.Data.Edit == nil {
+		return nil
+	}
+	return ev.Data.Changes
+}
+
+// editIDPrefix is the id prefix of each type of a change that leaves no
+// log.
+var editIDPrefix = map[string]string{
+	diff.TypeTaskUpdated:    "upd-",
+	diff.TypeTaskLogUpdated: "logupd-",
+	diff.TypeTaskDeleted:    "del-",
+}
 
 // Errors returned by Verify. Match them with errors.Is.
 var (
@@ -212,11 +254,33 @@ func Decode(body []byte) (*Event, error) {
 }
 
 // relayEvent reports whether ev is an event the relay emits: a log's
-// (id log-…) or a rule's derived event (id rule-…, with the rule's data).
+// (id log-…), a change's that left no log (upd-…, logupd-…, del-…) or a
+// rule's derived event (id rule-…, with the rule's data). An edit event
+// gets its Data.Edit, which a task.deleted's JSON has no member to set,
+// so that its data encodes back to the same shape.
 func relayEvent(ev *Event) bool {
+	if ev.SpecVersion != diff.SpecVersion || ev.Type == "" {
+		return false
+	}
+	if prefix, ok := editIDPrefix[ev.Type]; ok {
+		if ev.Data.Edit == nil {
+			ev.Data.Edit = &diff.Edit{}
+		}
+		return strings.HasPrefix(ev.ID, prefix)
+	}
 	logEvent := strings.HasPrefix(ev.ID, "log-") && !diff.IsDerived(ev.Type)
 	ruleEvent := strings.HasPrefix(ev.ID, "rule-") && diff.IsDerived(ev.Type) && ev.Data.Derived != nil
-	return ev.SpecVersion == diff.SpecVersion && ev.Type != "" && (logEvent || ruleEvent)
+	return logEvent || ruleEvent
+}
+
+// knownID reports whether id has the prefix of some relay event's id.
+func knownID(id string) bool {
+	for _, p := range [...]string{"log-", "rule-", "upd-", "logupd-", "del-"} {
+		if strings.HasPrefix(id, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // DecodeHTTP decodes a webhook delivery in any of the relay's formats,
@@ -264,7 +328,7 @@ func decodeBinary(h http.Header, data []byte) (*Event, error) {
 	if bad != nil {
 		return nil, bad
 	}
-	if ev.SpecVersion != diff.SpecVersion || ev.Type == "" || !strings.HasPrefix(ev.ID, "log-") && !strings.HasPrefix(ev.ID, "rule-") {
+	if ev.SpecVersion != diff.SpecVersion || ev.Type == "" || !knownID(ev.ID) {
 		return nil, fmt.Errorf("%w: not a CloudEvents 1.0 incs-relay event", ErrBody)
 	}
 	var err error
@@ -289,18 +353,24 @@ func decodeBinary(h http.Header, data []byte) (*Event, error) {
 	return &ev, nil
 }
 
-// Task decodes the task carried in an event (without its logs).
+// Task decodes the task carried in an event (without its logs). For
+// task.deleted it is the last values the relay saw: id, the fields
+// task.updated reports and updated_at, or only the id.
 func Task(ev *Event) (diff.Task, error) {
 	var t diff.Task
 	err := json.Unmarshal(ev.Data.Task, &t)
 	return t, err
 }
 
-// Log decodes the log carried in an event; a derived event carries none.
+// Log decodes the log carried in an event; a derived event carries none,
+// nor do task.updated and task.deleted.
 func Log(ev *Event) (diff.Log, error) {
 	var l diff.Log
 	if ev.Data.Derived != nil {
 		return l, fmt.Errorf("%w: event %s is derived by a rule: it carries no log", ErrBody, ev.ID)
+	}
+	if IsEdit(ev.Type) && len(ev.Data.Log) == 0 {
+		return l, fmt.Errorf("%w: event %s (%s) carries no log", ErrBody, ev.ID, ev.Type)
 	}
 	err := json.Unmarshal(ev.Data.Log, &l)
 	return l, err
