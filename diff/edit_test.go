@@ -161,3 +161,18 @@ func TestDeleted(t *testing.T) {
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestDeleted_RoundTrip: a task.deleted decoded from its JSON (which has
+// no changes) keeps its shape when encoded again.
+func TestDeleted_RoundTrip(t *testing.T) {
+	ev := Deleted(7, nil, time.Date(2026, 4, 9, 2, 0, 0, 0, time.UTC))
+	b, err := json.Marshal(&ev)
+	require.NoError(t, err)
+	var back Event
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.NotNil(t, back.Data.Edit)
+	assert.Empty(t, back.Data.Changes)
+	again, err := json.Marshal(&back)
+	require.NoError(t, err)
+	assert.JSONEq(t, string(b), string(again))
+}

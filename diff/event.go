@@ -52,6 +52,22 @@ type Event struct {
 	StoredAt time.Time `json:"-"`
 }
 
+type plainEvent Event
+
+// UnmarshalJSON decodes an event. One of the changes that leave no log
+// always gets its Data.Edit, also a task.deleted, whose JSON has no
+// changes to make one: it encodes back the same and its Changes can be
+// read.
+func (e *Event) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, (*plainEvent)(e)); err != nil {
+		return err
+	}
+	if IsEdit(e.Type) && e.Data.Edit == nil {
+		e.Data.Edit = &Edit{}
+	}
+	return nil
+}
+
 // Data is the payload of an event.
 type Data struct {
 	TaskID int64 `json:"task_id"`
