@@ -23,12 +23,22 @@ type Deleter interface {
 	HandleDeleted(ctx context.Context, ids []int64, confirmed time.Time) error
 }
 
-// Tracker is an optional interface of a Handler that is a Deleter, used
-// with the Lookback strategy: Tracked calls fn with every task the
-// handler has seen created at or after since (Unix seconds), until fn
-// returns false. store.Ingester's Tracked has this form.
+// Tracker is an optional interface of a Handler that is a Deleter: with
+// the Lookback strategy the Poller looks up the tracked tasks a sweep of
+// the whole window did not list, and the Tiered strategy learns from it,
+// after a restart, the tasks its saved state does not hold (finished
+// ones), so that one deleted meanwhile is still found. Tracked calls fn
+// with every task the handler has seen created at or after since (Unix
+// seconds; created is 0 when unknown), until fn returns false.
+// store.Ingester's Tracked has this form.
 type Tracker interface {
-	Tracked(since int64, fn func(taskID int64) bool) error
+	Tracked(since int64, fn func(taskID, created int64) bool) error
+}
+
+// trackedSeeder is a Strategy that learns the tracked tasks once
+// (Tiered.SeedTracked).
+type trackedSeeder interface {
+	SeedTracked(tr Tracker, since time.Time)
 }
 
 // DeletionFinder is a Strategy that confirms deletions with look-ups of
@@ -82,7 +92,7 @@ func (p *Poller) lookUpTracked(ctx context.Context, start time.Time, fc *fullChe
 	handle func(Query) func(context.Context, *Page) error) (gone []int64, waiting, tracked int, err error) {
 	since := start.Add(-p.lookback).Add(closeLag).Unix() // a minute's margin at the window's edge
 	var missing []int64
-	if terr := p.tracker.Tracked(since, func(id int64) bool {
+	if terr := p.tracker.Tracked(since, func(id, _ int64) bool {
 		tracked++
 		if _, ok := fc.listed[id]; !ok {
 			missing = append(missing, id)
@@ -162,4 +172,37 @@ func (p *Poller) setHeld(n int) {
 	p.mu.Lock()
 	p.status.DeletionsHeld = n
 	p.mu.Unlock()
+}
+
+// SeedTracked learns, once its saved state was loaded, the tasks tr
+// tracks that were created since and that the state does not hold (it
+// keeps the open ones): each is placed in its band as finished, so that
+// the band's next read finds it or, when it does not list it, looks it
+// up. Without this a finished task deleted while the relay was stopped
+// was never reported. A task it learns that is listed again is handled
+// as a changed one once (the store finds it unchanged).
+func (t *Tiered) SeedTracked(tr Tracker, since time.Time) {
+	t.mu.Lock()
+	defer t.unlock()
+	if !t.ready {
+		return // the first full sweep learns every task
+	}
+	added := 0
+	err := tr.Tracked(since.Unix(), func(id, created int64) bool {
+		if _, ok := t.recs[id]; ok || created == 0 {
+			return true
+		}
+		r := &rec{id: id, created: WallTimeOf(time.Unix(created, 0), t.cfg.Location), status: 2}
+		t.recs[id] = r
+		t.place(r)
+		added++
+		return true
+	})
+	if err != nil {
+		t.log.Warn().Err(err).Msg("tracked tasks not readable: a task deleted while the relay was stopped may go unreported")
+		return
+	}
+	if added > 0 {
+		t.log.Info().Int("tasks", added).Msg("tracked tasks the tier state did not hold are placed in their slices")
+	}
 }

@@ -172,17 +172,17 @@ func (h *delHandler) HandleDeleted(_ context.Context, ids []int64, _ time.Time) 
 	return nil
 }
 
-func (h *delHandler) Tracked(since int64, fn func(int64) bool) error {
+func (h *delHandler) Tracked(since int64, fn func(id, created int64) bool) error {
 	h.mu.Lock()
-	var ids []int64
+	var ids, created []int64
 	for id, c := range h.seen {
 		if c.Unix() >= since {
-			ids = append(ids, id)
+			ids, created = append(ids, id), append(created, c.Unix())
 		}
 	}
 	h.mu.Unlock()
-	for _, id := range ids {
-		if !fn(id) {
+	for i, id := range ids {
+		if !fn(id, created[i]) {
 			break
 		}
 	}

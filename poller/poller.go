@@ -143,6 +143,7 @@ type Poller struct {
 	// Lookback strategy the window, the budget and the look-ups' place.
 	deleter     Deleter
 	tracker     Tracker
+	seeded      bool // the strategy learnt the tracked tasks (trackedSeeder)
 	lookback    time.Duration
 	budget      int
 	fullCursor  int64 // last task looked up by a settled Lookback cycle
@@ -263,6 +264,10 @@ func (p *Poller) cycle(ctx context.Context) error {
 	var fc *fullCheck // the Lookback strategy's deletion check
 	if finder == nil && p.deleter != nil && p.tracker != nil {
 		fc = &fullCheck{}
+	}
+	if s, ok := p.Strategy.(trackedSeeder); ok && !p.seeded && p.deleter != nil && p.tracker != nil {
+		p.seeded = true
+		s.SeedTracked(p.tracker, start.Add(-p.lookback))
 	}
 	queue := p.Strategy.Cycle(start)
 	for ; n < len(queue); n++ {

@@ -368,6 +368,7 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 	if kind == kindScan {
 		t.scan.more = t.observeScan(p)
 	}
+	startWall := WallTimeOf(t.start, t.cfg.Location)
 	for i := range p.Heads {
 		h := &p.Heads[i]
 		if kind == kindInitial {
@@ -398,12 +399,22 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 		r.status = status8(h.Status)
 		r.seen = t.cycle
 		if !h.Skipped {
-			r.updated, r.lastLog, r.logs, r.handled = h.Updated, h.LastLog, int32(min(h.Logs, 1<<31-1)), true
+			// A task changed in the seconds around this cycle's start may
+			// change again within the same second, which its updated_at
+			// cannot show: it is not called unchanged until a read made
+			// well after its last change (hot).
+			hot := max(h.Updated, h.LogUpdated)+hotSeconds > startWall
+			r.updated, r.lastLog, r.logs, r.handled = h.Updated, h.LastLog, int32(min(h.Logs, 1<<31-1)), !hot
 			r.logUpd = h.LogUpdated
 		}
 	}
 	return more
 }
+
+// hotSeconds is how long after its last change a task read is not
+// trusted to show the task's last version: updated_at has whole seconds,
+// and the API's clock may be a second off the relay's.
+const hotSeconds = 3
 
 // End commits the cycle's reads to the schedule, or, after a failure,
 // leaves the schedule as it was: what was not read in full is read again.

@@ -130,7 +130,7 @@ func (db *DB) Delete(ctx context.Context, ids []int64, confirmed time.Time) (Ing
 
 // Tracked calls fn with every task with a seen record created at or
 // after since (see Ingester).
-func (db *DB) Tracked(since int64, fn func(taskID int64) bool) error {
+func (db *DB) Tracked(since int64, fn func(taskID, created int64) bool) error {
 	stop := errors.New("stop")
 	var scratch seenRecord
 	err := db.forEachID(bucketSeen, func(id int64, v []byte) error {
@@ -141,7 +141,7 @@ func (db *DB) Tracked(since int64, fn func(taskID int64) bool) error {
 		if at != 0 && at < since {
 			return nil
 		}
-		if !fn(id) {
+		if !fn(id, at) {
 			return stop
 		}
 		return nil

@@ -61,8 +61,8 @@ type Ingester interface {
 	Delete(ctx context.Context, ids []int64, confirmed time.Time) (IngestResult, error)
 	// Tracked calls fn with every task that has a seen record and was
 	// created at or after since (Unix seconds; a task whose created_at
-	// was unknown is included), until fn returns false.
-	Tracked(since int64, fn func(taskID int64) bool) error
+	// was unknown is included, with created 0), until fn returns false.
+	Tracked(since int64, fn func(taskID, created int64) bool) error
 }
 
 // Reader reads the outbox.

@@ -136,6 +136,7 @@ type pendingTask struct {
 	createdAt int64
 	updatedAt string
 	logsAt    string  // newest log updated_at
+	hot       bool    // read within hotSeconds of its last change
 	newIDs    []int64 // log ids to mark seen, strictly increasing
 	events    []preparedEvent
 	edits     []preparedEvent // changes that left no log, after events
@@ -173,7 +174,7 @@ func (p *pendingTask) prepare(loc *time.Location, emit bool, boundary time.Time)
 	contributed := 0
 	for _, t := range p.occ {
 		ids = unseenLogIDs(t, &p.base, p.newIDs, ids[:0])
-		if len(ids) == 0 && before != nil && t.UpdatedAt == before.UpdatedAt && newestLogAt(t) == p.logsAtOr() {
+		if len(ids) == 0 && before != nil && !p.base.Hot && t.UpdatedAt == before.UpdatedAt && newestLogAt(t) == p.logsAtOr() {
 			p.skipped++
 			continue
 		}
@@ -214,6 +215,7 @@ func (p *pendingTask) prepare(loc *time.Location, emit bool, boundary time.Time)
 		p.createdAt = createdUnix(t, loc)
 		p.updatedAt = t.UpdatedAt
 		p.logsAt = newestLogAt(t)
+		p.hot = isHot(t, p.logsAt, loc, time.Now())
 	}
 	p.occ = nil
 	if contributed == 0 {
@@ -239,7 +241,24 @@ func (p *pendingTask) logsAtOr() string {
 // prepare found.
 func (p *pendingTask) record(seen, ids []int64) []byte {
 	return appendRecord(nil, &seenRecord{CreatedAt: p.createdAt, UpdatedAt: p.updatedAt, IDs: mergeIDs(seen, ids),
-		V2: true, LogsAt: p.logsAt, Rest: p.before})
+		V2: true, LogsAt: p.logsAt, Hot: p.hot, Rest: p.before})
+}
+
+// hotSeconds is how long after its last change a task read is not trusted
+// to show its last version: updated_at has whole seconds (a second change
+// in the same second does not move it), and the API's clock may be a
+// second off the relay's.
+const hotSeconds = 3
+
+// isHot reports whether t, whose newest log updated_at is logsAt, changed
+// within hotSeconds of now (its updated_at or a log's, read in loc).
+func isHot(t *diff.Task, logsAt string, loc *time.Location, now time.Time) bool {
+	for _, s := range []string{t.UpdatedAt, logsAt} {
+		if at, err := diff.ParseTime(s, loc); err == nil && at.Unix()+hotSeconds > now.Unix() {
+			return true
+		}
+	}
+	return false
 }
 
 // forEach calls fn(0..n-1), spread over up to GOMAXPROCS goroutines when n

@@ -50,7 +50,7 @@ func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending [
 		if v != nil {
 			p.snap = bytes.Clone(v)
 			p.base = seenRecord{CreatedAt: scratch.CreatedAt, UpdatedAt: scratch.UpdatedAt, IDs: slices.Clone(scratch.IDs),
-				V2: scratch.V2, LogsAt: scratch.LogsAt, Rest: slices.Clone(scratch.Rest)}
+				V2: scratch.V2, LogsAt: scratch.LogsAt, Hot: scratch.Hot, Rest: slices.Clone(scratch.Rest)}
 		}
 		if byID == nil {
 			byID = make(map[int64]*pendingTask)
@@ -65,9 +65,11 @@ func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending [
 // (version 2) seen record last saw it: every log seen, the same
 // updated_at, and the same newest log updated_at (a comment edit moves
 // its log's; whether it moves the task's is not documented). A version-1
-// record is never unchanged: its values are recorded on the first read.
+// record is never unchanged: its values are recorded on the first read;
+// nor is a hot one (read within seconds of its last change, which may
+// have changed again within the same second).
 func unchanged(t *diff.Task, ids []int64, r *seenRecord) bool {
-	return r.V2 && t.UpdatedAt == r.UpdatedAt && newestLogAt(t) == r.LogsAt && allSeen(ids, r.IDs)
+	return r.V2 && !r.Hot && t.UpdatedAt == r.UpdatedAt && newestLogAt(t) == r.LogsAt && allSeen(ids, r.IDs)
 }
 
 // newestLogAt returns the newest updated_at among t's logs (the API's

@@ -24,6 +24,8 @@ import (
 //
 //	logsAt     uvarint length + bytes, the newest updated_at among the
 //	           task's logs as sent (the fast path compares it)
+//	flags      uvarint: 1 hot (read within seconds of its last change,
+//	           so compared in full on its next read)
 //	rest       uvarint length + bytes: the values (diff.Before), decoded
 //	           only for a task that changed (decodeBefore)
 type seenRecord struct {
@@ -33,6 +35,7 @@ type seenRecord struct {
 	// Version 2; V2 false for a record of version 1 (no values yet).
 	V2     bool
 	LogsAt string // newest log updated_at
+	Hot    bool   // read within seconds of its last change: compare the next read in full
 	Rest   []byte // the encoded diff.Before (appendBefore); aliases the input
 }
 
@@ -82,6 +85,7 @@ func appendRecord(dst []byte, r *seenRecord) []byte {
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(r.LogsAt)))
 	dst = append(dst, r.LogsAt...)
+	dst = binary.AppendUvarint(dst, bit(r.Hot))
 	dst = binary.AppendUvarint(dst, uint64(len(r.Rest)))
 	return append(dst, r.Rest...)
 }
@@ -92,7 +96,7 @@ func decodeRecord(b []byte, r *seenRecord) error {
 	if len(b) == 0 || (b[0] != recordVersion && b[0] != recordVersion1) {
 		return errBadRecord
 	}
-	r.V2, r.LogsAt, r.Rest = b[0] == recordVersion, "", nil
+	r.V2, r.LogsAt, r.Rest, r.Hot = b[0] == recordVersion, "", nil, false
 	b = b[1:]
 	var n int
 	if r.CreatedAt, n = binary.Varint(b); n <= 0 {
@@ -150,6 +154,12 @@ func decodeRecord(b []byte, r *seenRecord) error {
 		}
 		r.LogsAt = string(b[n : n+int(l)])
 		b = b[n+int(l):]
+		flags, n := binary.Uvarint(b)
+		if n <= 0 || flags > 1 {
+			return errBadRecord
+		}
+		r.Hot = flags == 1
+		b = b[n:]
 		l, n = binary.Uvarint(b)
 		if n <= 0 || l != uint64(len(b)-n) {
 			return errBadRecord

@@ -166,7 +166,23 @@ sinks:
 		}
 		return done && time.Since(lastAt) > 3*time.Second
 	})
-	require.True(t, ok, "caught up: %d events at the webhook\n%s", hooks.got.total(), relay.output())
+	if !ok {
+		hooks.got.mu.Lock()
+		var missLogs, missDel []string
+		for _, l := range logs {
+			if _, ok := hooks.got.bodies[diff.EventID(l.LogID)]; !ok {
+				missLogs = append(missLogs, fmt.Sprintf("%d(task %d)", l.LogID, l.TaskID))
+			}
+		}
+		for _, id := range deleted {
+			if _, ok := hooks.got.bodies["del-"+strconv.FormatInt(id, 10)]; !ok {
+				missDel = append(missDel, strconv.FormatInt(id, 10))
+			}
+		}
+		hooks.got.mu.Unlock()
+		t.Fatalf("not caught up: %d events at the webhook; logs missing %v; deletions missing %v (of %d)\n%s",
+			hooks.got.total(), missLogs, missDel, len(deleted), relay.output())
+	}
 	relay.terminate(t, 20*time.Second)
 
 	got := hooks.got
@@ -286,7 +302,18 @@ sinks:
 		if owner == "log" {
 			id, _ := strconv.ParseInt(field, 10, 64)
 			if !gone[taskOfLog(world, id)] {
-				assert.Equal(t, v, lastComment[id], "comment of log %d: the final text reported", id)
+				if !assert.Equal(t, v, lastComment[id], "comment of log %d: the final text reported", id) {
+					for _, e := range world.EditsFrom(0) {
+						if e.LogID == id {
+							t.Logf("edit %+v", e)
+						}
+					}
+					for _, ev := range evs {
+						if ev.Data.TaskID == taskOfLog(world, id) {
+							t.Logf("event %s at %s: %s", ev.ID, ev.Time, ev.Data.Log)
+						}
+					}
+				}
 			}
 			continue
 		}
@@ -298,7 +325,18 @@ sinks:
 		if !assert.True(t, ok, "task %d was edited and never reported", id) {
 			continue
 		}
-		assert.Equal(t, v, valueText(task[field]), "task %d %s: the final value reported", id, field)
+		if !assert.Equal(t, v, valueText(task[field]), "task %d %s: the final value reported", id, field) {
+			for _, e := range world.EditsFrom(0) {
+				if e.TaskID == id {
+					t.Logf("edit %+v", e)
+				}
+			}
+			for _, ev := range evs {
+				if ev.Data.TaskID == id {
+					t.Logf("event %s at %s: %s", ev.ID, ev.Time, ev.Data.Task)
+				}
+			}
+		}
 	}
 	t.Logf("%s: %d logs since the snapshot (%d before), %d edits; events: %d task.updated, %d task.log_updated, %d task.deleted (%d deletions of seen tasks); %d redeliveries",
 		mode, len(logs), existing, len(edits), counts[diff.TypeTaskUpdated], counts[diff.TypeTaskLogUpdated], counts[diff.TypeTaskDeleted], len(deleted), got.dups)

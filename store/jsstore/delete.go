@@ -57,7 +57,7 @@ func (s *Store) Delete(ctx context.Context, ids []int64, confirmed time.Time) (s
 
 // Tracked calls fn with every task with a seen record created at or
 // after since (see store.Ingester), from this replica's view.
-func (s *Store) Tracked(since int64, fn func(taskID int64) bool) error {
+func (s *Store) Tracked(since int64, fn func(taskID, created int64) bool) error {
 	type task struct {
 		id int64
 		at int64
@@ -77,7 +77,7 @@ func (s *Store) Tracked(since int64, fn func(taskID int64) bool) error {
 		if t.at != 0 && t.at < since {
 			continue
 		}
-		if !fn(t.id) {
+		if !fn(t.id, t.at) {
 			return nil
 		}
 	}

@@ -135,11 +135,11 @@ func testDelete(t *testing.T, newStore NewFunc) {
 	ingest(t, s, true, task, Task(2, 20), Task(3, 30))
 
 	var tracked []int64
-	require.NoError(t, s.Tracked(0, func(id int64) bool { tracked = append(tracked, id); return true }))
+	require.NoError(t, s.Tracked(0, func(id, _ int64) bool { tracked = append(tracked, id); return true }))
 	assert.ElementsMatch(t, []int64{1, 2, 3}, tracked)
 	created, _ := diff.ParseTime("2026-04-08 17:22:01", loc)
 	tracked = nil
-	require.NoError(t, s.Tracked(created.Unix()+1, func(id int64) bool { tracked = append(tracked, id); return true }))
+	require.NoError(t, s.Tracked(created.Unix()+1, func(id, _ int64) bool { tracked = append(tracked, id); return true }))
 	assert.Empty(t, tracked, "created before since")
 
 	confirmed := time.Date(2026, 4, 9, 10, 0, 0, 0, time.UTC)

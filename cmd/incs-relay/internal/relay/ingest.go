@@ -155,7 +155,7 @@ func (h *Ingester) HandleDeleted(ctx context.Context, ids []int64, confirmed tim
 // Tracked calls fn with the tasks the store has seen created at or after
 // since (Unix seconds): poller.Tracker, for the deletions of poll.strategy:
 // full.
-func (h *Ingester) Tracked(since int64, fn func(taskID int64) bool) error {
+func (h *Ingester) Tracked(since int64, fn func(taskID, created int64) bool) error {
 	return h.db.Tracked(since, fn)
 }
 

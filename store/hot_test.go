@@ -1,0 +1,27 @@
+package store
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/diff"
+)
+
+// TestIngest_HotTask: a task read within seconds of its last change may
+// change again within the same second, which its updated_at cannot show:
+// its next read is compared in full, and the second edit is found.
+func TestIngest_HotTask(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Now().In(shanghai).Format(diff.TimeLayout)
+	tk := task(1, 10, 11, 12, 13)
+	tk.UpdatedAt = now
+	tk.Logs[3].Comment, tk.Logs[3].CreatedAt, tk.Logs[3].UpdatedAt = "first", now, now
+	res := ingest(t, db, true, tk)
+	require.Equal(t, 4, res.Events)
+	tk.Logs[3].Comment = "edited in the same second"
+	tk.Name = "renamed in the same second"
+	res = ingest(t, db, true, tk)
+	require.Equal(t, map[string]int{diff.TypeTaskLogUpdated: 1, diff.TypeTaskUpdated: 1}, res.Types)
+}
