@@ -76,6 +76,8 @@ func TestCLI_ExitCodes(t *testing.T) {
 		{name: "check-config without --config", args: []string{"check-config"}, code: exitBadInput, stderr: []string{"--config FILE is required"}},
 		{name: "unknown flag", args: []string{"check-config", "--konfig", good}, code: exitBadInput, stderr: []string{"-konfig"}},
 		{name: "bench --scale-tasks alone", args: []string{"bench", "--scale-tasks", "5"}, code: exitBadInput, stderr: []string{"--scale-tasks needs --scale"}},
+		{name: "sim --edits out of range", args: []string{"sim", "--edits", "0.9"}, code: exitBadInput, stderr: []string{"--edits", "0 to 0.3"}},
+		{name: "sim --deletions negative", args: []string{"sim", "--deletions", "-1"}, code: exitBadInput, stderr: []string{"--deletions"}},
 		{name: "bench --scale not numbers", args: []string{"bench", "--scale", "100k"}, code: exitBadInput, stderr: []string{"--scale"}},
 		{name: "bench --scale with --store", args: []string{"bench", "--scale", "1000", "--store", "jetstream"}, code: exitBadInput, stderr: []string{"--store"}},
 		{name: "unreadable file", args: []string{"check-config", "--config", filepath.Join(dir, "missing.yaml")}, code: exitBadInput,

@@ -28,6 +28,8 @@ func (c *SimCommand) Run(ctx context.Context, args []string) error {
 	changes := fs.Int("changes", 0, "changes per tick (0: scaled to the world)")
 	faults := fs.Float64("fault-rate", 0, "fraction of requests answered with an injected fault (0..1)")
 	order := fs.String("order", "id_desc", "list order: id_desc, id_asc or updated_desc")
+	edits := fs.Float64("edits", 0.05, "share of changes that edit a field and of those that edit a comment, without a log (0..0.3)")
+	deletions := fs.Float64("deletions", 0.01, "share of changes that delete a task (0..0.3)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -44,6 +46,14 @@ func (c *SimCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"edits", *edits}, {"deletions", *deletions}} {
+		if f.v < 0 || f.v > 0.3 {
+			return &usageError{msg: fmt.Sprintf("sim: --%s: %g: want 0 to 0.3", f.name, f.v)}
+		}
+	}
 	s := sim.New(sim.Options{
 		Token:          *token,
 		Tasks:          *tasks,
@@ -52,6 +62,9 @@ func (c *SimCommand) Run(ctx context.Context, args []string) error {
 		ChangesPerTick: *changes,
 		Order:          o,
 		Faults:         sim.Faults{Rate: *faults},
+		CommentEdits:   *edits,
+		FieldEdits:     *edits,
+		Deletions:      *deletions,
 	})
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
