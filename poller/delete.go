@@ -38,7 +38,7 @@ type Tracker interface {
 // trackedSeeder is a Strategy that learns the tracked tasks once
 // (Tiered.SeedTracked).
 type trackedSeeder interface {
-	SeedTracked(tr Tracker, since time.Time)
+	SeedTracked(tr Tracker, since time.Time) (done bool)
 }
 
 // DeletionFinder is a Strategy that confirms deletions with look-ups of
@@ -174,18 +174,20 @@ func (p *Poller) setHeld(n int) {
 	p.mu.Unlock()
 }
 
-// SeedTracked learns, once its saved state was loaded, the tasks tr
-// tracks that were created since and that the state does not hold (it
-// keeps the open ones): each is placed in its band as finished, so that
-// the band's next read finds it or, when it does not list it, looks it
-// up. Without this a finished task deleted while the relay was stopped
-// was never reported. A task it learns that is listed again is handled
-// as a changed one once (the store finds it unchanged).
-func (t *Tiered) SeedTracked(tr Tracker, since time.Time) {
+// SeedTracked learns the tasks tr tracks that were created since and
+// that its state does not hold: once its saved state was loaded (it keeps
+// the open tasks), or else once the first full sweep learnt every task
+// it listed; it reports false, to be called again next cycle, before
+// that. Each is placed in its band as finished, so that the band's next
+// read finds it or, when it does not list it, looks it up. Without this a
+// finished task deleted while the relay was stopped was never reported.
+// A task it learns that is listed again is handled as a changed one once
+// (the store finds it unchanged).
+func (t *Tiered) SeedTracked(tr Tracker, since time.Time) bool {
 	t.mu.Lock()
 	defer t.unlock()
 	if !t.ready {
-		return // the first full sweep learns every task
+		return false
 	}
 	added := 0
 	err := tr.Tracked(since.Unix(), func(id, created int64) bool {
@@ -200,9 +202,10 @@ func (t *Tiered) SeedTracked(tr Tracker, since time.Time) {
 	})
 	if err != nil {
 		t.log.Warn().Err(err).Msg("tracked tasks not readable: a task deleted while the relay was stopped may go unreported")
-		return
+		return true
 	}
 	if added > 0 {
 		t.log.Info().Int("tasks", added).Msg("tracked tasks the tier state did not hold are placed in their slices")
 	}
+	return true
 }

@@ -266,8 +266,7 @@ func (p *Poller) cycle(ctx context.Context) error {
 		fc = &fullCheck{}
 	}
 	if s, ok := p.Strategy.(trackedSeeder); ok && !p.seeded && p.deleter != nil && p.tracker != nil {
-		p.seeded = true
-		s.SeedTracked(p.tracker, start.Add(-p.lookback))
+		p.seeded = s.SeedTracked(p.tracker, start.Add(-p.lookback))
 	}
 	queue := p.Strategy.Cycle(start)
 	for ; n < len(queue); n++ {

@@ -250,7 +250,7 @@ func (t *Tiered) unlock() {
 func (t *Tiered) Unchanged(h *TaskHead) bool {
 	t.mu.RLock()
 	r := t.recs[h.ID]
-	ok := r != nil && r.unchanged(h)
+	ok := r != nil && r.unchanged(h) && !r.hot
 	t.mu.RUnlock()
 	return ok
 }
@@ -404,7 +404,7 @@ func (t *Tiered) Observe(_ Query, p *Page) bool {
 			// cannot show: it is not called unchanged until a read made
 			// well after its last change (hot).
 			hot := max(h.Updated, h.LogUpdated)+hotSeconds > startWall
-			r.updated, r.lastLog, r.logs, r.handled = h.Updated, h.LastLog, int32(min(h.Logs, 1<<31-1)), !hot
+			r.updated, r.lastLog, r.logs, r.handled, r.hot = h.Updated, h.LastLog, int32(min(h.Logs, 1<<31-1)), true, hot
 			r.logUpd = h.LogUpdated
 		}
 	}

@@ -27,6 +27,7 @@ type rec struct {
 	logs    int32
 	status  int8
 	handled bool
+	hot     bool // handled within hotSeconds of its last change: not skipped on its next read
 }
 
 // unchanged reports whether h is the version handled last.

@@ -235,8 +235,8 @@ func (h *obsRelay) waitCaughtUp(t *testing.T, want func(logs []sim.LogRef) int) 
 	t.Helper()
 	require.Eventually(t, func() bool {
 		logs := h.world.Logs()
-		return h.storedLogEvents(t) == len(logs) && h.hooks.count() >= want(logs)
-	}, 30*time.Second, 20*time.Millisecond, "stored %d of %d logs, receiver has %d", h.storedLogEvents(t), len(h.world.Logs()), h.hooks.count())
+		return h.storedLogEvents(t) == len(logs) && h.hooks.logCount() >= want(logs)
+	}, 30*time.Second, 20*time.Millisecond, "stored %d of %d logs, receiver has %d", h.storedLogEvents(t), len(h.world.Logs()), h.hooks.logCount())
 }
 
 // sinkStatus reads the hooks sink's status from GET /v1/sinks/hooks.

@@ -275,7 +275,7 @@ sinks:
 
 	js := nb.jetStream(t)
 	ok := waitFor(60*time.Second, func() bool {
-		return hooks.got.count() >= len(logs) && streamCount(t, js) >= uint64(len(logs))
+		return hooks.got.logCount() >= len(logs) && streamCount(t, js) >= uint64(len(logs))
 	})
 	require.True(t, ok, "all %d logs delivered: webhook has %d, stream %d\n%s",
 		len(logs), hooks.got.count(), streamCount(t, js), final.output())

@@ -262,7 +262,9 @@ func TestMetrics_AfterRun(t *testing.T) {
 			// the observer counts a delivery just after the cursor moves
 			s.value("incs_relay_deliveries_total", "sink", "hooks", "outcome", "delivered") == float64(head-1) &&
 			s.value("incs_relay_deliveries_total", "sink", "changes", "outcome", "delivered") == float64(statusChanges)
-	}, 20*time.Second, 50*time.Millisecond, "API requests and poll cycles as the API saw them")
+	}, 20*time.Second, 50*time.Millisecond, "API requests and poll cycles as the API saw them: polls %v, cursors %v %v of %d, delivered %v %v of %d and %d",
+		s.value("incs_relay_polls_total"), s.value("incs_relay_sink_cursor", "sink", "hooks"), s.value("incs_relay_sink_cursor", "sink", "changes"), head,
+		s.value("incs_relay_deliveries_total", "sink", "hooks", "outcome", "delivered"), s.value("incs_relay_deliveries_total", "sink", "changes", "outcome", "delivered"), head-1, statusChanges)
 
 	t.Run("api", func(t *testing.T) {
 		total := 0

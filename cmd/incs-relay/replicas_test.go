@@ -222,7 +222,7 @@ func TestReplicas_Failover(t *testing.T) {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		return hooks.count() >= len(logs) && streamCount(t, js) >= uint64(len(logs))
+		return hooks.logCount() >= len(logs) && streamCount(t, js) >= uint64(len(logs))
 	}, 60*time.Second, 50*time.Millisecond, "all %d logs delivered (webhook %d)", len(logs), hooks.count())
 	// The world's edits without a log are events too: every event.
 	head, err := b.r.Store().Head()
@@ -487,8 +487,8 @@ func TestReplicas_PartitionedLeader(t *testing.T) {
 	assert.True(t, b.r.JetStream().IsLeader(), "the lease stays with the new leader")
 	time.Sleep(time.Second) // the world's last changes
 	logs := world.Logs()
-	require.Eventually(t, func() bool { return hooks.count() >= len(logs) }, 30*time.Second, 50*time.Millisecond,
-		"all %d logs delivered (webhook %d)", len(logs), hooks.count())
+	require.Eventually(t, func() bool { return hooks.logCount() >= len(logs) }, 30*time.Second, 50*time.Millisecond,
+		"all %d logs delivered (webhook %d)", len(logs), hooks.logCount())
 	var head uint64
 	require.Eventually(t, func() bool {
 		h, err := b.r.Store().Head()

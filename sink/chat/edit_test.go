@@ -96,10 +96,16 @@ func TestCard_Deleted(t *testing.T) {
 	assert.Equal(t, "任务已删除：Callback 4.8 (VIP) — 已删除", c.Fallback)
 	assert.Len(t, c.Fields, 3)
 
-	// As the store decodes it: its JSON has no changes, so no Edit.
+	// As the store decodes it: its JSON has no changes; the decoded
+	// event still has its Edit (diff.Event.UnmarshalJSON), and a card
+	// without one renders too.
 	var decoded diff.Event
 	require.NoError(t, json.Unmarshal(ev.Body, &decoded))
-	require.Nil(t, decoded.Data.Edit)
+	require.NotNil(t, decoded.Data.Edit)
+	noEdit := decoded
+	noEdit.Data.Edit = nil
+	_, err = r.Card(&noEdit)
+	require.NoError(t, err)
 	tr, err := NewRenderer(RendererConfig{Locale: "zh", Template: "{{.StatusName}} {{.Changes}}"})
 	require.NoError(t, err)
 	c, err = tr.Card(&decoded)
