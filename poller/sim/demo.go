@@ -17,7 +17,7 @@ func DemoOptions() Options {
 		ChangesPerTick: 1,
 		CommentEdits:   0.05,
 		FieldEdits:     0.05,
-		Deletions:      0.01,
+		Deletions:      0.04,
 		MaxTasks:       30,
 		HistoryLimit:   1000,
 	}
