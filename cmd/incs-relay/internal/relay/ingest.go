@@ -144,7 +144,8 @@ func (h *Ingester) HandleDeleted(ctx context.Context, ids []int64, confirmed tim
 	if err := h.flush(); err != nil {
 		return err
 	}
-	res, err := h.db.Delete(ctx, ids, confirmed)
+	// In the API's zone, as every other event's time, to the second.
+	res, err := h.db.Delete(ctx, ids, confirmed.In(h.loc).Truncate(time.Second))
 	if err != nil {
 		return err
 	}
@@ -154,7 +155,7 @@ func (h *Ingester) HandleDeleted(ctx context.Context, ids []int64, confirmed tim
 
 // Tracked calls fn with the tasks the store has seen created at or after
 // since (Unix seconds): poller.Tracker, for the deletions of poll.strategy:
-// full.
+// full, and for what tiered polling did not keep across a restart.
 func (h *Ingester) Tracked(since int64, fn func(taskID, created int64) bool) error {
 	return h.db.Tracked(since, fn)
 }
