@@ -25,3 +25,17 @@ func TestIngest_HotTask(t *testing.T) {
 	res = ingest(t, db, true, tk)
 	require.Equal(t, map[string]int{diff.TypeTaskLogUpdated: 1, diff.TypeTaskUpdated: 1}, res.Types)
 }
+
+// TestIngest_HotUnchanged: a hot task read again without a change is
+// counted as skipped (unchanged), not changed, though its record is
+// written.
+func TestIngest_HotUnchanged(t *testing.T) {
+	db := mustOpen(t)
+	tk := task(1, 10, 11)
+	tk.UpdatedAt = time.Now().In(shanghai).Format(diff.TimeLayout)
+	ingest(t, db, true, tk)
+	res := ingest(t, db, true, tk)
+	require.Equal(t, 0, res.Events)
+	require.Equal(t, 0, res.Changed)
+	require.Equal(t, 1, res.Skipped)
+}

@@ -146,6 +146,11 @@ type pendingTask struct {
 	errs      []error         // diff errors of occurrences left out
 }
 
+// touchOnly reports whether p changed nothing but its record's
+// bookkeeping (a hot task read again, unchanged): it counts as skipped,
+// not changed.
+func (p *pendingTask) touchOnly() bool { return len(p.newIDs) == 0 && len(p.edits) == 0 && p.base.V2 }
+
 // event returns the i-th event to store: events, then edits.
 func (p *pendingTask) event(i int) *preparedEvent {
 	if i < len(p.events) {
@@ -208,6 +213,9 @@ func (p *pendingTask) prepare(loc *time.Location, emit bool, boundary time.Time)
 			}
 		}
 		contributed++
+		if len(ids) == 0 && len(edits) == 0 && p.base.V2 {
+			p.skipped++ // a hot task read again, unchanged: only its record is written
+		}
 		before = &after
 		p.newIDs = mergeIDs(p.newIDs, ids)
 		p.events = append(p.events, evs...)
@@ -518,7 +526,9 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 					newTasks++
 				}
 				r.events += len(evs)
-				r.changed++
+				if !p.touchOnly() {
+					r.changed++
+				}
 				total += len(evs)
 			}
 		}

@@ -88,6 +88,11 @@ type Prepared struct {
 	p *pendingTask
 }
 
+// TouchOnly reports whether the task changed nothing but its record's
+// bookkeeping (read again soon after a change, unchanged): Ingest counts
+// it as skipped, not changed.
+func (p Prepared) TouchOnly() bool { return p.p.touchOnly() }
+
 // TaskID returns the task's id.
 func (p Prepared) TaskID() int64 { return p.p.id }
 

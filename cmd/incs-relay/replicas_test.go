@@ -306,9 +306,18 @@ func TestAdminPage_Replicas(t *testing.T) {
 	fail(err, "read the leader line")
 	assert.Contains(t, leader, "leader replica-a, epoch")
 	assert.Contains(t, leader, "lease 2s, expires in")
-	rows, err := chromedp.Run(bctx, chromedp.Evaluate[[][]string](
-		`[...document.querySelectorAll('#replicas tbody tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.textContent.trim()))`))
-	fail(err, "read the replicas table")
+	// The page refreshes the table every few seconds; the handoff may
+	// land after its first load.
+	var rows [][]string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		rows, err = chromedp.Run(bctx, chromedp.Evaluate[[][]string](
+			`[...document.querySelectorAll('#replicas tbody tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.textContent.trim()))`))
+		fail(err, "read the replicas table")
+		if (len(rows) == 2 && len(rows[1]) > 2 && rows[1][2] == strings.Join(mine, ", ")) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	require.Len(t, rows, 2)
 	assert.Equal(t, []string{"replica-a", "leader"}, rows[0][:2])
 	assert.Equal(t, []string{"replica-b (this one)", "follower"}, rows[1][:2])
