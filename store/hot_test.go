@@ -27,7 +27,7 @@ func TestIngest_HotTask(t *testing.T) {
 }
 
 // TestIngest_HotUnchanged: a hot task read again without a change is
-// counted as skipped (unchanged), not changed, though its record is
+// compared in full and counted as skipped (unchanged); nothing is
 // written.
 func TestIngest_HotUnchanged(t *testing.T) {
 	db := mustOpen(t)

@@ -212,10 +212,14 @@ func (p *pendingTask) prepare(loc *time.Location, emit bool, boundary time.Time)
 				continue
 			}
 		}
-		contributed++
 		if len(ids) == 0 && len(edits) == 0 && p.base.V2 {
-			p.skipped++ // a hot task read again, unchanged: only its record is written
+			// A hot task read again, unchanged: nothing is written. Its
+			// record stays hot, so its reads are compared in full until
+			// it changes again.
+			p.skipped++
+			continue
 		}
+		contributed++
 		before = &after
 		p.newIDs = mergeIDs(p.newIDs, ids)
 		p.events = append(p.events, evs...)

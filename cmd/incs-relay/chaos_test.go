@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/poller/sim"
 	"github.com/incs-relay/incs-relay/store/jsstore"
 	"github.com/incs-relay/incs-relay/store/storetest"
@@ -197,8 +198,25 @@ func TestChaos_JetStreamReplicas(t *testing.T) {
 	ok = waitFor(90*time.Second, func() bool {
 		return hooks.got.logCount() >= len(logs) && bus.logCount() >= len(logs) && obs.evCount() >= len(logs)
 	})
-	require.True(t, ok, "all %d logs delivered within 90s: webhook %d, subscriber %d, outbox %d\n%s",
-		len(logs), hooks.got.logCount(), bus.logCount(), obs.evCount(), chaosOutputs(relays))
+	if !ok {
+		inOutbox := map[string]bool{}
+		for _, e := range obs.events() {
+			inOutbox[e.id] = true
+		}
+		var notStored, notDelivered []string
+		hooks.got.mu.Lock()
+		for _, l := range logs {
+			id := diff.EventID(l.LogID)
+			if !inOutbox[id] {
+				notStored = append(notStored, fmt.Sprintf("%s(task %d)", id, l.TaskID))
+			} else if _, ok := hooks.got.bodies[id]; !ok {
+				notDelivered = append(notDelivered, fmt.Sprintf("%s(task %d)", id, l.TaskID))
+			}
+		}
+		hooks.got.mu.Unlock()
+		t.Fatalf("all %d logs delivered within 90s: webhook %d, subscriber %d, outbox %d; not in the outbox %v; stored, not at the webhook %v\n%s",
+			len(logs), hooks.got.logCount(), bus.logCount(), obs.evCount(), notStored, notDelivered, chaosOutputs(relays))
+	}
 	// The world's edits without a log are events too: every event at
 	// both sinks.
 	ok = waitFor(30*time.Second, func() bool {
