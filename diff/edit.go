@@ -7,6 +7,7 @@ package diff
 // Deleted builds the task.deleted event from the last Before.
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -121,15 +122,7 @@ type Before struct {
 
 // log returns the seen log id's entry, or nil.
 func (b *Before) log(id int64) *LogBefore {
-	i, ok := slices.BinarySearchFunc(b.Logs, id, func(l LogBefore, id int64) int {
-		switch {
-		case l.ID < id:
-			return -1
-		case l.ID > id:
-			return 1
-		}
-		return 0
-	})
+	i, ok := slices.BinarySearchFunc(b.Logs, id, func(l LogBefore, id int64) int { return cmp.Compare(l.ID, id) })
 	if !ok {
 		return nil
 	}
@@ -206,25 +199,21 @@ func Observe(t *Task, prev *Before, seen func(logID int64) bool) Before {
 		logs = append(logs, lb)
 	}
 	if prev != nil {
+		// Seen logs the API no longer lists keep their entry.
+		listed := make([]int64, len(t.Logs))
+		for i := range t.Logs {
+			listed[i] = t.Logs[i].ID
+		}
+		slices.Sort(listed)
 		for _, p := range prev.Logs {
-			if !slices.ContainsFunc(t.Logs, func(l Log) bool { return l.ID == p.ID }) {
+			if _, ok := slices.BinarySearch(listed, p.ID); !ok {
 				logs = append(logs, p)
 			}
 		}
 	}
-	slices.SortFunc(logs, func(a, b LogBefore) int { return cmpInt(a.ID, b.ID) })
+	slices.SortFunc(logs, func(a, b LogBefore) int { return cmp.Compare(a.ID, b.ID) })
 	b.Logs = slices.CompactFunc(logs, func(a, b LogBefore) bool { return a.ID == b.ID })
 	return b
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Edits returns the events of the changes of t since prev that left no

@@ -1,9 +1,12 @@
 package diff
 
 import (
+	"cmp"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -160,7 +163,7 @@ func TestDeleted(t *testing.T) {
 	assert.JSONEq(t, `{"id":7}`, string(ev.Data.Task), "nothing kept: the id alone")
 }
 
-func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // TestDeleted_RoundTrip: a task.deleted decoded from its JSON (which has
 // no changes) keeps its shape when encoded again.
@@ -175,4 +178,17 @@ func TestDeleted_RoundTrip(t *testing.T) {
 	again, err := json.Marshal(&back)
 	require.NoError(t, err)
 	assert.JSONEq(t, string(b), string(again))
+}
+
+// TestObserve_KeepsUnlistedLogs: a seen log the API no longer lists
+// keeps its entry (and its id counter); a log not seen is not kept.
+func TestObserve_KeepsUnlistedLogs(t *testing.T) {
+	task, before := editFixture(t)
+	before.Logs = append(before.Logs, LogBefore{ID: 9999, Comment: "gone", Upd: IDCounter{At: 5}})
+	now := Observe(&task, &before, func(id int64) bool { return id != task.Logs[0].ID })
+	require.NotNil(t, now.log(9999))
+	assert.Equal(t, IDCounter{At: 5}, now.log(9999).Upd)
+	assert.Nil(t, now.log(task.Logs[0].ID), "not seen: not kept")
+	assert.Len(t, now.Logs, len(task.Logs))
+	assert.True(t, slices.IsSortedFunc(now.Logs, func(a, b LogBefore) int { return cmp.Compare(a.ID, b.ID) }))
 }

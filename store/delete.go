@@ -71,14 +71,10 @@ func (db *DB) Delete(ctx context.Context, ids []int64, confirmed time.Time) (Ing
 	err := db.update(func(tx *bolt.Tx) error {
 		res = IngestResult{Tasks: len(ids)}
 		events := tx.Bucket(bucketEvents)
+		events.FillPercent = 1 // keys only ever grow
 		seen := tx.Bucket(bucketSeen)
 		seq := events.Sequence()
-		storedAt := db.now().UnixNano()
-		if _, v := events.Cursor().Last(); v != nil {
-			if h, err := decodeHeader(v); err == nil && h.storedAt > storedAt {
-				storedAt = h.storedAt
-			}
-		}
+		storedAt := db.commitTime(events)
 		for _, id := range ids {
 			key := u64(uint64(id))
 			rec := seen.Get(key)

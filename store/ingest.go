@@ -146,11 +146,6 @@ type pendingTask struct {
 	errs      []error         // diff errors of occurrences left out
 }
 
-// touchOnly reports whether p changed nothing but its record's
-// bookkeeping (a hot task read again, unchanged): it counts as skipped,
-// not changed.
-func (p *pendingTask) touchOnly() bool { return len(p.newIDs) == 0 && len(p.edits) == 0 && p.base.V2 }
-
 // event returns the i-th event to store: events, then edits.
 func (p *pendingTask) event(i int) *preparedEvent {
 	if i < len(p.events) {
@@ -475,13 +470,7 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 		events.FillPercent = 1 // keys only ever grow
 		seen := tx.Bucket(bucketSeen)
 		seq := events.Sequence()
-		storedAt := db.now().UnixNano()
-		if _, v := events.Cursor().Last(); v != nil {
-			// Keep commit times in offset order even if the clock steps back.
-			if h, err := decodeHeader(v); err == nil && h.storedAt > storedAt {
-				storedAt = h.storedAt
-			}
-		}
+		storedAt := db.commitTime(events)
 		var cur seenRecord
 		total, newTasks := 0, 0
 		for _, r := range batch {
@@ -530,9 +519,7 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 					newTasks++
 				}
 				r.events += len(evs)
-				if !p.touchOnly() {
-					r.changed++
-				}
+				r.changed++
 				total += len(evs)
 			}
 		}
@@ -548,6 +535,19 @@ func (db *DB) applyIngest(batch []*ingestReq) error {
 		return addEventCount(tx, int64(total))
 	})
 	return db.wrap("ingest: commit", err)
+}
+
+// commitTime returns the commit time of a transaction appending to
+// events: now, or the last event's if the clock stepped back, so commit
+// times keep offset order.
+func (db *DB) commitTime(events *bolt.Bucket) int64 {
+	at := db.now().UnixNano()
+	if _, v := events.Cursor().Last(); v != nil {
+		if h, err := decodeHeader(v); err == nil && h.storedAt > at {
+			at = h.storedAt
+		}
+	}
+	return at
 }
 
 // dropSeen returns ids and evs without the logs rec has seen. evs is either

@@ -88,11 +88,6 @@ type Prepared struct {
 	p *pendingTask
 }
 
-// TouchOnly reports whether the task changed nothing but its record's
-// bookkeeping (read again soon after a change, unchanged): Ingest counts
-// it as skipped, not changed.
-func (p Prepared) TouchOnly() bool { return p.p.touchOnly() }
-
 // TaskID returns the task's id.
 func (p Prepared) TaskID() int64 { return p.p.id }
 
@@ -184,10 +179,7 @@ func EncodeEvent(ev *diff.Event, off uint64) ([]byte, error) {
 // unknown) kept in a seen record, which Prune's lookback compares.
 func SeenCreatedAt(rec []byte) (int64, error) {
 	var r seenRecord
-	if err := decodeRecord(rec, &r); err != nil {
-		return 0, err
-	}
-	return r.CreatedAt, nil
+	return recordCreatedAt(rec, &r)
 }
 
 // DecodeBody decodes an event body as the outbox stores it. The event

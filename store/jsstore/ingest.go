@@ -79,9 +79,7 @@ func (b *batcher) addTask(ctx context.Context, p store.Prepared, res *store.Inge
 	return b.add(ctx, evs, []outMsg{b.rollupMsg("seen", p.TaskID(), p.Record())}, func() {
 		res.Events += n
 		res.Types = countTypes(res.Types, evs)
-		if !p.TouchOnly() {
-			res.Changed++
-		}
+		res.Changed++
 		if n > 0 {
 			if res.FirstOffset == 0 {
 				res.FirstOffset = evs[0].off
