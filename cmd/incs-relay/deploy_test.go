@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
+
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 )
 
 // deployDir is the repository's deploy/ directory, seen from this package.
@@ -54,6 +56,7 @@ func TestDeploy_ComposeCheckConfig(t *testing.T) {
 	for _, name := range relays {
 		s := compose.Services[name]
 		t.Run(name, func(t *testing.T) {
+			assert.Equal(t, []string{"run", "--config", "/etc/incs-relay/config.yaml", "--watch"}, s.Command, "--watch applies an edit of the config")
 			require.Len(t, s.Volumes, 1, "the config is mounted")
 			host, target, ok := strings.Cut(strings.TrimSuffix(s.Volumes[0], ":ro"), ":")
 			require.True(t, ok, "volume %q", s.Volumes[0])
@@ -72,10 +75,12 @@ func TestDeploy_ComposeCheckConfig(t *testing.T) {
 }
 
 // TestDeploy_K8sCheckConfig runs check-config on the config in
-// deploy/k8s/configmap.yaml with the environment and files the Deployment
-// gives it from the Secret, and checks the Deployment: two replicas, probes
-// on /healthz and /readyz, the ConfigMap and the Secret mounted where the
-// config expects them.
+// deploy/k8s/configmap.yaml with the files the Deployment mounts from the
+// Secret, and checks the Deployment: two replicas, probes on /healthz and
+// /readyz, `run --watch`, the ConfigMap and the Secret mounted as
+// directories (never subPath, which never sees an update) where the config
+// expects them, and every secret read from a file (${file:}), none from the
+// environment, so a rotation needs no restart.
 func TestDeploy_K8sCheckConfig(t *testing.T) {
 	var cm struct {
 		Kind string            `yaml:"kind"`
@@ -102,16 +107,13 @@ func TestDeploy_K8sCheckConfig(t *testing.T) {
 			Replicas int `yaml:"replicas"`
 			Template struct {
 				Spec struct {
+					SecurityContext struct {
+						FSGroup int `yaml:"fsGroup"`
+					} `yaml:"securityContext"`
 					Containers []struct {
 						Args []string `yaml:"args"`
 						Env  []struct {
-							Name      string `yaml:"name"`
-							ValueFrom struct {
-								SecretKeyRef struct {
-									Name string `yaml:"name"`
-									Key  string `yaml:"key"`
-								} `yaml:"secretKeyRef"`
-							} `yaml:"valueFrom"`
+							Name string `yaml:"name"`
 						} `yaml:"env"`
 						VolumeMounts []struct {
 							Name      string `yaml:"name"`
@@ -122,9 +124,13 @@ func TestDeploy_K8sCheckConfig(t *testing.T) {
 						ReadinessProbe probe `yaml:"readinessProbe"`
 					} `yaml:"containers"`
 					Volumes []struct {
-						Name   string `yaml:"name"`
-						Secret struct {
-							Items []struct {
+						Name      string `yaml:"name"`
+						ConfigMap *struct {
+							Name string `yaml:"name"`
+						} `yaml:"configMap"`
+						Secret *struct {
+							SecretName string `yaml:"secretName"`
+							Items      []struct {
 								Key  string `yaml:"key"`
 								Path string `yaml:"path"`
 							} `yaml:"items"`
@@ -141,56 +147,67 @@ func TestDeploy_K8sCheckConfig(t *testing.T) {
 	c := dep.Spec.Template.Spec.Containers[0]
 	assert.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path, "liveness probe")
 	assert.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path, "readiness probe")
+	assert.Empty(t, c.Env, "secrets come from files, not the environment (an environment never changes in a running process)")
+	assert.NotZero(t, dep.Spec.Template.Spec.SecurityContext.FSGroup, "the non-root user reads the Secret's files through fsGroup")
+	const cfgFile = "/etc/incs-relay/config.yaml"
+	assert.Equal(t, []string{"run", "--config", cfgFile, "--watch"}, c.Args)
+	cfg := cm.Data["config.yaml"]
+	require.NotEmpty(t, cfg, "the ConfigMap has config.yaml")
+	assert.NotRegexp(t, `\$\{[A-Za-z_][A-Za-z0-9_]*\}`, cfg, "no ${VAR}: every secret is a ${file:}")
+	for _, key := range []string{"INCS_TOKEN", "INCS_ADMIN_TOKEN", "WEBHOOK_SECRET"} {
+		assert.Contains(t, cfg, `"${file:/etc/incs-relay/secrets/`+key+`}"`)
+	}
 
-	// The container's view: environment from the Secret, the config and
-	// the Secret's files under /etc/incs-relay, here under a temp dir.
-	// First with the Secret as shipped, whose placeholders check-config
-	// must refuse; then filled in as an operator would (a user nkey seed in
-	// the credentials file).
+	// The container's view: the ConfigMap's and the Secret's files under
+	// /etc/incs-relay, here under a temp dir. First with the Secret as
+	// shipped, whose placeholders check-config must refuse; then filled in
+	// as an operator would (a user nkey seed in the credentials file).
 	root := t.TempDir()
-	cfgPath := filepath.Join(root, "relay.yaml")
-	mount := func() map[string]string {
-		env := map[string]string{}
-		for _, e := range c.Env {
-			v, ok := secret.StringData[e.ValueFrom.SecretKeyRef.Key]
-			require.True(t, ok, "env %s: the Secret has no key %q", e.Name, e.ValueFrom.SecretKeyRef.Key)
-			env[e.Name] = v
-		}
-		var cfgMount string
+	cfgPath := filepath.Join(root, cfgFile)
+	mount := func() {
+		var cfgDir string
 		for _, m := range c.VolumeMounts {
-			switch m.Name {
-			case "config":
-				cfgMount = m.MountPath
-				require.Contains(t, cm.Data, m.SubPath, "the ConfigMap has the mounted key")
-			default:
-				for _, v := range dep.Spec.Template.Spec.Volumes {
-					if v.Name != m.Name {
-						continue
+			assert.Empty(t, m.SubPath, "volume %s: subPath never sees an update", m.Name)
+			for _, v := range dep.Spec.Template.Spec.Volumes {
+				if v.Name != m.Name {
+					continue
+				}
+				switch {
+				case v.ConfigMap != nil:
+					cfgDir = m.MountPath
+				case v.Secret != nil:
+					items := map[string]string{}
+					for k := range secret.StringData {
+						items[k] = k
 					}
-					for _, it := range v.Secret.Items {
-						data, ok := secret.StringData[it.Key]
-						require.True(t, ok, "volume %s: the Secret has no key %q", v.Name, it.Key)
-						p := filepath.Join(root, m.MountPath, it.Path)
+					if len(v.Secret.Items) > 0 {
+						items = map[string]string{}
+						for _, it := range v.Secret.Items {
+							items[it.Key] = it.Path
+						}
+					}
+					for k, path := range items {
+						data, ok := secret.StringData[k]
+						require.True(t, ok, "volume %s: the Secret has no key %q", v.Name, k)
+						p := filepath.Join(root, m.MountPath, path)
 						require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o700))
 						writeFileT(t, p, data)
 					}
 				}
 			}
 		}
-		require.Equal(t, "/etc/incs-relay/config.yaml", cfgMount)
-		assert.Equal(t, []string{"run", "--config", cfgMount}, c.Args)
-		cfg := cm.Data["relay.yaml"]
-		for _, p := range regexp.MustCompile(`/etc/incs-relay/[^\s"']+`).FindAllString(cfg, -1) {
+		require.Equal(t, filepath.Dir(cfgFile), cfgDir, "the ConfigMap is mounted as the directory of --config")
+		for _, p := range regexp.MustCompile(`/etc/incs-relay/[^\s"'}]+`).FindAllString(cfg, -1) {
 			_, err := os.Stat(filepath.Join(root, p))
 			require.NoError(t, err, "the config names %s, which the Deployment does not mount", p)
 		}
 		writeFileT(t, cfgPath, strings.ReplaceAll(cfg, "/etc/incs-relay/", filepath.Join(root, "etc/incs-relay")+"/"))
-		return env
 	}
+	noEnv := map[string]string{}
 
 	var out, errb bytes.Buffer
-	env := mount()
-	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
+	mount()
+	m := &Main{Stdout: &out, Stderr: &errb, Getenv: func(string) (string, bool) { return "", false }}
 	assert.Equal(t, exitBadInput, m.Run(context.Background(), []string{"check-config", "--config", cfgPath}),
 		"the Secret's placeholder credentials are refused")
 	assert.Contains(t, errb.String(), "store.creds", "the error names the key")
@@ -203,7 +220,23 @@ func TestDeploy_K8sCheckConfig(t *testing.T) {
 	filled := strings.Replace(creds, "replace-me\n------END USER NKEY SEED", string(seed)+"\n------END USER NKEY SEED", 1)
 	require.NotEqual(t, creds, filled, "the Secret's credentials have a seed placeholder")
 	secret.StringData["relay.creds"] = filled
-	checkConfigT(t, cfgPath, mount())
+	mount()
+	checkConfigT(t, cfgPath, noEnv)
+
+	// The values are the Secret's; rotating one is rewriting its file, and
+	// the config read again says which sink changed.
+	before, err := config.ReadFile(cfgPath, func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	assert.Equal(t, strings.TrimRight(secret.StringData["INCS_TOKEN"], "\n"), before.Upstream.Token)
+	assert.Equal(t, strings.TrimRight(secret.StringData["INCS_ADMIN_TOKEN"], "\n"), before.Admin.Token)
+	secret.StringData["WEBHOOK_SECRET"] = "whsec_cm90YXRlZC1yb3RhdGVkLXJvdGF0ZWQ="
+	mount()
+	after, err := config.ReadFile(cfgPath, func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	ch, err := config.Compare(before, after)
+	require.NoError(t, err)
+	assert.Equal(t, "sinks: ~hooks (secret)", ch.Summary())
+	assert.Equal(t, before.Digest(), after.Digest(), "the file is the same: only the secret changed")
 }
 
 // checkConfigT runs `incs-relay check-config` on path with exactly env as

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
+	"gopkg.in/yaml.v3"
 
 	"github.com/incs-relay/incs-relay/diff/rules"
 	"github.com/incs-relay/incs-relay/poller"
@@ -29,9 +30,12 @@ type Config struct {
 	Calendars map[string]CalendarConfig `yaml:"calendars"`
 	Rules     []RuleConfig              `yaml:"rules"`
 
-	path  string // file the config was read from, for error messages
-	loc   *time.Location
-	rules []*rules.Rule // built from Rules by Validate
+	path   string // file the config was read from, for error messages
+	loc    *time.Location
+	rules  []*rules.Rule // built from Rules by Validate
+	digest string        // Digest: of the YAML as read, before expansion
+	root   *yaml.Node    // the YAML as read, for the lines of keys (Compare)
+	files  []string      // FileRefs
 }
 
 // UpstreamConfig is the incsapp API.
@@ -125,6 +129,11 @@ type SinkConfig struct {
 
 	Events []string `yaml:"events"`
 
+	// Start is where a sink the store has never seen begins: "now" (the
+	// default; empty means now), "earliest", or a decimal offset ≥ 1.
+	// See StartAt.
+	Start string `yaml:"start"`
+
 	// nats
 	Subject   string        `yaml:"subject"`
 	JetStream bool          `yaml:"jetstream"`
@@ -166,6 +175,35 @@ const (
 	SinkSlack   = "slack"
 	SinkFeishu  = "feishu"
 )
+
+// Where a sink new to the store starts (SinkConfig.StartAt).
+const (
+	// StartNow: the events stored from when the sink was added.
+	StartNow = "now"
+	// StartEarliest: every event the store still keeps.
+	StartEarliest = "earliest"
+	// StartOffset: the events from a given offset on.
+	StartOffset = "offset"
+)
+
+// StartAt says where the sink begins when the store has never seen it (a
+// sink added at runtime or between restarts): mode StartNow, StartEarliest,
+// or StartOffset with offset ≥ 1. A sink the store knows keeps its cursor:
+// changing start later does nothing (rewinding is replay). Valid after
+// Validate, which refuses any other value; an empty or invalid start is
+// StartNow.
+func (s SinkConfig) StartAt() (mode string, offset uint64) {
+	switch s.Start {
+	case StartEarliest:
+		return StartEarliest, 0
+	case "", StartNow:
+		return StartNow, 0
+	}
+	if n, ok := parseStartOffset(s.Start); ok {
+		return StartOffset, n
+	}
+	return StartNow, 0
+}
 
 // Duration is a time.Duration written as a Go duration string ("10s").
 type Duration time.Duration

@@ -392,22 +392,25 @@ func (c *Config) CheckNATSFiles() error {
 	return nil
 }
 
-// Hash is a digest of what every replica of one jetstream store
-// must agree on: everything but what is each replica's own (the admin
-// section, logging, the store's and sinks' file paths and data
-// directories). A replica whose hash differs from the leader's refuses to
-// join.
+// Hash is a digest of what every replica of one jetstream store must
+// agree on, which is what cannot change while a relay runs (Compare): the
+// store section, upstream.base_url and upstream.timezone. Each replica's
+// own store keys (the bbolt path, migrate_from, the NATS authentication
+// files, the order of the cluster's URLs, cache_mb) do not count, nor does
+// anything a reload applies (sinks, poll, upstream's token and limits,
+// rules, calendars, admin, log): replicas reload one by one, so they may
+// differ there for a while. A replica whose hash differs from the
+// leader's refuses to join.
 func (c *Config) Hash() string {
-	cp := *c
-	cp.Admin, cp.Log = AdminConfig{}, LogConfig{}
-	cp.Store.Path, cp.Store.MigrateFrom, cp.Store.NATSAuth = "", "", NATSAuth{}
-	cp.Store.URL = "" // each replica may list the cluster's nodes in its own order
-	cp.Store.CacheMB = 0
-	cp.Sinks = append([]SinkConfig(nil), c.Sinks...)
-	for i := range cp.Sinks {
-		cp.Sinks[i].NATSSinkOptions = NATSSinkOptions{}
-	}
-	b, err := json.Marshal(cp)
+	st := c.Store
+	st.Path, st.MigrateFrom, st.NATSAuth = "", "", NATSAuth{}
+	st.URL = "" // each replica may list the cluster's nodes in its own order
+	st.CacheMB = 0
+	b, err := json.Marshal(struct {
+		Store    StoreConfig
+		BaseURL  string
+		Timezone string
+	}{st, c.Upstream.BaseURL, c.Upstream.Timezone})
 	if err != nil { // only plain values: cannot happen
 		panic(err)
 	}

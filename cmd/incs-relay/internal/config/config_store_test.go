@@ -101,8 +101,9 @@ func TestParseConfig_JetStreamStoreErrors(t *testing.T) {
 	}
 }
 
-// TestConfigHash: replicas agree on everything but their own admin
-// address, logging and file paths.
+// TestConfigHash: replicas agree on what cannot change while a relay
+// runs (the store section but each replica's own keys, upstream.base_url
+// and upstream.timezone), and on nothing a reload applies.
 func TestConfigHash(t *testing.T) {
 	parse := func(y string) string {
 		cfg, err := Parse("relay.yaml", []byte(y), configtest.Env())
@@ -111,10 +112,28 @@ func TestConfigHash(t *testing.T) {
 	}
 	base := parse(configtest.JetStreamYAML)
 	assert.Len(t, base, 16)
-	assert.Equal(t, base, parse(configtest.JetStreamYAML+"admin: {addr: \"127.0.0.1:9999\"}\nlog: {level: debug}\n"), "own admin address and log level")
-	assert.Equal(t, base, parse(strings.Replace(configtest.JetStreamYAML, "  url: \"nats://n1:4222,nats://n2:4222\"", "  url: \"nats://n2:4222,nats://n1:4222\"\n  creds: /mine.creds", 1)), "own node order and credentials file")
-	assert.NotEqual(t, base, parse(configtest.JetStreamYAML+"poll: {interval: 3s}\n"), "a polling difference")
-	assert.NotEqual(t, base, parse(configtest.JetStreamYAML+"  - {name: x, type: nats, url: \"nats://n1:4222\", subject: \"x.{task_id}\"}\n"), "another sink")
+	for what, y := range map[string]string{
+		"own admin section and log": configtest.JetStreamYAML + "admin: {addr: \"0.0.0.0:9999\", token: x, hosts: [a.example]}\nlog: {level: debug, format: json}\n",
+		"own node order and credentials file": strings.Replace(configtest.JetStreamYAML, "  url: \"nats://n1:4222,nats://n2:4222\"",
+			"  url: \"nats://n2:4222,nats://n1:4222\"\n  creds: /mine.creds\n  cache_mb: 64", 1),
+		"poll":                        configtest.JetStreamYAML + "poll: {interval: 3s}\n",
+		"another sink":                configtest.JetStreamYAML + "  - {name: x, type: nats, url: \"nats://n1:4222\", subject: \"x.{task_id}\"}\n",
+		"a sink's key":                configtest.JetStreamYAML + "    start: earliest\n",
+		"upstream's token and limits": strings.Replace(configtest.JetStreamYAML, "  token: t\n", "  token: other\n  page_size: 50\n  rate_limit: 2\n  timeout: 3s\n", 1),
+		"rules and calendars":         configtest.JetStreamYAML + "calendars:\n  office: {timezone: UTC, hours: {mon-fri: [\"09:00-17:00\"]}}\nrules:\n  - {name: r, event: task.stalled, since: created, after: 1h, calendar: office}\n",
+	} {
+		assert.Equal(t, base, parse(y), what)
+	}
+	for what, y := range map[string]string{
+		"store.name":        strings.Replace(configtest.JetStreamYAML, "name: relay", "name: other", 1),
+		"store.partitions":  strings.Replace(configtest.JetStreamYAML, "  name: relay\n", "  name: relay\n  partitions: 6\n", 1),
+		"upstream.base_url": strings.Replace(configtest.JetStreamYAML, "  token: t\n", "  token: t\n  base_url: \"https://other.example\"\n", 1),
+		"upstream.timezone": strings.Replace(configtest.JetStreamYAML, "  token: t\n", "  token: t\n  timezone: UTC\n", 1),
+		"store.retention":   strings.Replace(configtest.JetStreamYAML, "  name: relay\n", "  name: relay\n  retention: 24h\n", 1),
+		"store.lease":       strings.Replace(configtest.JetStreamYAML, "  name: relay\n", "  name: relay\n  lease: 4s\n", 1),
+	} {
+		assert.NotEqual(t, base, parse(y), what)
+	}
 }
 
 // TestNATSOptions_Files: the auth files are read when connecting; an

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -231,6 +232,17 @@ func (s *SinkConfig) validate(key string, known func(eventType string) bool, bad
 			return err
 		}
 	}
+	switch s.Start {
+	case "", StartNow:
+		s.Start = StartNow
+	case StartEarliest:
+	default:
+		n, ok := parseStartOffset(s.Start)
+		if !ok {
+			return bad(key+".start", "want now, earliest or an offset ≥ 1, got %q", s.Start)
+		}
+		s.Start = strconv.FormatUint(n, 10)
+	}
 	if s.MaxInFlight < 0 || s.MaxInFlight > 4096 {
 		return bad(key+".max_in_flight", "must be 1 to 4096, got %d", s.MaxInFlight)
 	}
@@ -316,6 +328,16 @@ func (s *SinkConfig) validate(key string, known func(eventType string) bool, bad
 		return bad(key+".type", "unknown sink type %q (want nats, webhook, slack or feishu)", s.Type)
 	}
 	return nil
+}
+
+// parseStartOffset reads a sink's start offset: decimal digits only, at
+// least 1.
+func parseStartOffset(v string) (uint64, bool) {
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	return n, err == nil && n >= 1
 }
 
 // checkURL checks u is an absolute URL with one of the schemes. Its error
