@@ -35,9 +35,9 @@ func (db *DB) forEachID(bucket []byte, fn func(id int64, v []byte) error) error 
 	})
 }
 
-// Sinks returns the names of the sinks with a cursor, dead letters or a
-// state, sorted.
-func (db *DB) Sinks() ([]string, error) {
+// SinkNames returns the names of the sinks with a cursor, dead letters or
+// a state, sorted (registered or not: Sinks lists the registry).
+func (db *DB) SinkNames() ([]string, error) {
 	var out []string
 	err := db.view(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketCursors, bucketDead, bucketSinks} {

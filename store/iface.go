@@ -8,7 +8,8 @@ import (
 )
 
 // Store is what the relay keeps across restarts: the outbox, the seen-set,
-// each sink's cursor, dead letters and state, the rule states, and small
+// the registry of sinks, each sink's cursor, dead letters and state, the
+// rule states, and small
 // named values (polling tiers, the snapshot boundary). cmd and the sinks
 // use a store only through this interface; *DB (bbolt, the default) is one
 // backend, and every backend must pass the conformance suite in
@@ -26,6 +27,7 @@ type Store interface {
 	Ingester
 	Reader
 	SinkStore
+	SinkRegistry
 	RuleStore
 	MetaStore
 
@@ -37,7 +39,8 @@ type Store interface {
 	// Run's), or every call leaks one subscription for the store's life.
 	Notify(ctx context.Context) <-chan struct{}
 	// Prune deletes events every sink in p.Sinks has passed and that are
-	// older than p.Retention, and seen records older than p.Lookback.
+	// older than p.Retention, and seen records older than p.Lookback;
+	// only the dead letters of the sinks in p.Sinks may keep an event.
 	Prune(ctx context.Context, p PruneOptions) (PruneResult, error)
 	// Stats returns the store's figures.
 	Stats() (Stats, error)

@@ -30,8 +30,11 @@ type PruneOptions struct {
 	// Lookback: seen records of tasks created more than Lookback+24h ago
 	// are deleted, as such tasks are no longer polled. <= 0 keeps them all.
 	Lookback time.Duration
-	// Sinks whose cursors must have passed an event before it is deleted;
-	// normally every configured sink.
+	// Sinks whose cursors must have passed an event before it is
+	// deleted, and whose dead letters keep their events (where a backend
+	// keeps a dead letter's event in the outbox): normally the registry's
+	// sinks not removed (SinkRegistry.Sinks). The cursors and dead
+	// letters of other sinks, removed ones too, hold nothing back.
 	Sinks []string
 	// Now is the reference time; zero means the store's clock.
 	Now time.Time
@@ -44,7 +47,8 @@ type PruneResult struct {
 }
 
 // Prune deletes events committed more than Retention ago that every sink in
-// p.Sinks has passed (cursor >= offset) and that are no sink's dead letter,
+// p.Sinks has passed (cursor >= offset) and that are no dead letter of a
+// sink in p.Sinks (a removed sink's dead letters keep nothing),
 // and seen records of tasks created more than Lookback+24h before Now. Head
 // and offsets are not affected: pruned offsets are never reused. It works
 // in transactions of bounded size and returns ctx.Err() between them, with
@@ -108,7 +112,7 @@ func (db *DB) pruneEvents(sinks []string, cutoff int64, from uint64) (n int, nex
 		for _, s := range sinks {
 			limit = min(limit, cursor(tx, s))
 		}
-		dead := deadOffsets(tx, limit)
+		dead := deadOffsets(tx, sinks, limit)
 		events := tx.Bucket(bucketEvents)
 		c := events.Cursor()
 		var drop [][]byte
@@ -155,12 +159,16 @@ func deleteKeys(tx *bolt.Tx, events *bolt.Bucket, keys [][]byte, n *int) error {
 }
 
 // deadOffsets returns the offsets up to limit that are a dead letter of
-// any sink.
-func deadOffsets(tx *bolt.Tx, limit uint64) map[uint64]struct{} {
+// one of sinks.
+func deadOffsets(tx *bolt.Tx, sinks []string, limit uint64) map[uint64]struct{} {
 	out := make(map[uint64]struct{})
 	dead := tx.Bucket(bucketDead)
-	_ = dead.ForEachBucket(func(name []byte) error {
-		c := dead.Bucket(name).Cursor()
+	for _, sink := range sinks {
+		b := dead.Bucket([]byte(sink))
+		if b == nil {
+			continue
+		}
+		c := b.Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
 			off := binary.BigEndian.Uint64(k)
 			if off > limit {
@@ -168,8 +176,7 @@ func deadOffsets(tx *bolt.Tx, limit uint64) map[uint64]struct{} {
 			}
 			out[off] = struct{}{}
 		}
-		return nil
-	})
+	}
 	return out
 }
 

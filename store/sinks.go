@@ -14,7 +14,8 @@ import (
 )
 
 // DeadLetter is an event a sink gave up on. It stays in the outbox (Prune
-// keeps it) until a Rewind to its offset or below redelivers it.
+// keeps it while the sink is among PruneOptions.Sinks) until a Rewind to
+// its offset or below redelivers it.
 type DeadLetter struct {
 	Offset   uint64    `json:"offset"`
 	EventID  string    `json:"event_id"`

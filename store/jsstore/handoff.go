@@ -56,25 +56,50 @@ func (s *Store) cursorRecord(key string) (rec cursorRec, rev uint64, live bool) 
 	return parseCursorRec(e.val), e.rev, true
 }
 
-// casAttempts bounds updateCursor's rounds when the record keeps changing
+// casAttempts bounds casState's rounds when the record keeps changing
 // under it.
 const casAttempts = 5
 
 // updateCursor writes fn's record over the sink's record in partition p,
-// compare-and-set on the record's revision: fn sees the record as last
-// known and returns the record to write, or false to write nothing. When
-// the record changed meanwhile it is read again from the server and fn
-// asked again. It returns the record now stored and whether fn's was
+// compare-and-set on the record's revision (casState): fn sees the
+// record as last known and returns the record to write, or false to
+// write nothing. It returns the record now stored and whether fn's was
 // written.
 func (s *Store) updateCursor(sink string, p int, fn func(cur cursorRec) (cursorRec, bool)) (cursorRec, bool, error) {
-	key := cursorKey(sink, p)
-	rec, rev, live := s.cursorRecord(key)
-	for attempt := 1; ; attempt++ {
-		next, write := fn(rec)
+	var rec cursorRec
+	written, err := s.casState(cursorKey(sink, p), func(v []byte, _ bool) ([]byte, bool) {
+		cur := parseCursorRec(v)
+		next, write := fn(cur)
 		if !write {
-			return rec, false, nil
+			rec = cur
+			return nil, false
 		}
+		rec = next
 		val, _ := json.Marshal(next)
+		return val, true
+	})
+	return rec, written, err
+}
+
+// casState writes fn's value over key in the state bucket,
+// compare-and-set on the key's revision: fn sees the value as this
+// replica last knew it (live false: none, or deleted) and returns the
+// value to write, or false to write nothing. When the key changed
+// meanwhile it is read again from the server and fn asked again, up to
+// casAttempts times. It reports whether fn's value was written.
+func (s *Store) casState(key string, fn func(cur []byte, live bool) ([]byte, bool)) (bool, error) {
+	s.state.mu.RLock()
+	e, ok := s.state.keys[key]
+	s.state.mu.RUnlock()
+	cur, rev, live := e.val, e.rev, ok && !e.deleted
+	if !live {
+		cur, rev = nil, 0
+	}
+	for attempt := 1; ; attempt++ {
+		val, write := fn(cur, live)
+		if !write {
+			return false, nil
+		}
 		ctx, cancel := s.opCtx()
 		var nrev uint64
 		var err error
@@ -86,23 +111,23 @@ func (s *Store) updateCursor(sink string, p int, fn func(cur cursorRec) (cursorR
 		cancel()
 		if err == nil {
 			s.state.set(key, val, nrev, false)
-			return next, true, nil
+			return true, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt == casAttempts {
-			return rec, false, err
+			return false, err
 		}
-		// This replica's copy is behind the record: read it.
+		// This replica's copy is behind the key: read it.
 		ctx, cancel = s.opCtx()
-		e, err := s.stateKV.Get(ctx, key)
+		got, err := s.stateKV.Get(ctx, key)
 		cancel()
 		switch {
 		case err == nil:
-			s.state.set(key, e.Value(), e.Revision(), false)
-			rec, rev, live = parseCursorRec(e.Value()), e.Revision(), true
+			s.state.set(key, got.Value(), got.Revision(), false)
+			cur, rev, live = got.Value(), got.Revision(), true
 		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-			rec, rev, live = cursorRec{}, 0, false
+			cur, rev, live = nil, 0, false
 		default:
-			return rec, false, err
+			return false, err
 		}
 	}
 }

@@ -119,7 +119,7 @@ func TestConformance(t *testing.T) {
 	n := 0
 	storetest.Run(t, func(t *testing.T) (store.Store, func() store.Store) {
 		n++
-		o := Options{Name: "conf" + string(rune('a'+n)), ReplicaID: "r1"}
+		o := Options{Name: fmt.Sprintf("conf%d", n), ReplicaID: "r1"}
 		s := leadingStore(t, srv.ClientURL(), o)
 		reopen := func() store.Store {
 			return leadingStore(t, srv.ClientURL(), o)

@@ -1,6 +1,6 @@
-// The state bucket (cursors, dead letters, sink states, small values,
-// the partition assignment) as this replica's in-memory copy, kept current
-// by a watch, and the writes to it.
+// The state bucket (cursors, dead letters, sink states, the registry of
+// sinks, small values, the partition assignment) as this replica's
+// in-memory copy, kept current by a watch, and the writes to it.
 
 package jsstore
 
@@ -26,6 +26,8 @@ const (
 	keyRewind  = "rewind." // rewind.<sink> -> time of the last rewind
 	keyInit    = "init"    // present once SetInitialized was called
 	keyAssign  = "assign"  // the partition assignment, JSON
+	keyReg     = "reg."    // reg.<sink> -> store.RegisteredSink JSON
+	keyRegMark = "regmark" // present once the registry of sinks was synced
 	opDelete   = "DEL"
 	kvOpHeader = "KV-Operation"
 )

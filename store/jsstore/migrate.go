@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/incs-relay/incs-relay/store"
 )
@@ -29,13 +30,13 @@ type MigrateSource interface {
 	store.Store
 	ForEachSeen(fn func(taskID int64, rec []byte) error) error
 	ForEachRuleTask(fn func(taskID int64, task []byte) error) error
-	Sinks() ([]string, error)
+	SinkNames() ([]string, error)
 	ForEachMeta(fn func(key string, value []byte) error) error
 }
 
 // Migrate carries src's events (same offsets, ids, bodies and commit
-// times), seen-set, rule states, cursors, dead letters, sink states and
-// small values over to dst, which must be empty and leading; src must be
+// times), seen-set, rule states, cursors, dead letters, sink states, the
+// registry of sinks and small values over to dst, which must be empty and leading; src must be
 // a MigrateSource (a bbolt store). The outbox, seen-set and rule states go
 // in fenced atomic batches, the head last, so offsets continue after
 // src's; the rest is written after them. A Migrate that failed half way
@@ -115,10 +116,10 @@ func migrateAppends(ctx context.Context, dst *Store, lead *leadership, src Migra
 	return nil
 }
 
-// migrateState carries cursors, dead letters, sink states and small
-// values.
+// migrateState carries cursors, dead letters, sink states, the registry
+// of sinks and small values.
 func migrateState(ctx context.Context, dst *Store, src MigrateSource, res *MigrateResult) error {
-	sinks, err := src.Sinks()
+	sinks, err := src.SinkNames()
 	if err != nil {
 		return err
 	}
@@ -153,6 +154,9 @@ func migrateState(ctx context.Context, dst *Store, src MigrateSource, res *Migra
 		}
 		res.Sinks++
 	}
+	if err := migrateRegistry(ctx, dst, src); err != nil {
+		return err
+	}
 	if err := src.ForEachMeta(func(key string, value []byte) error {
 		res.Meta++
 		return dst.SetMeta(key, append([]byte(nil), value...))
@@ -163,6 +167,29 @@ func migrateState(ctx context.Context, dst *Store, src MigrateSource, res *Migra
 		return err
 	} else if ok {
 		return dst.SetInitialized()
+	}
+	return nil
+}
+
+// migrateRegistry carries the registry of sinks, and with any entry its
+// marker: the first SyncSinks on dst then adopts no sink, as src's next
+// one would not have.
+func migrateRegistry(ctx context.Context, dst *Store, src MigrateSource) error {
+	entries, err := src.Sinks()
+	if err != nil || len(entries) == 0 {
+		return err
+	}
+	for _, e := range entries {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if err := dst.kvPut(ctx, regKey(e.Name), b); err != nil {
+			return fmt.Errorf("jsstore: migrate: %w", err)
+		}
+	}
+	if err := dst.kvPut(ctx, keyRegMark, []byte(dst.o.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return fmt.Errorf("jsstore: migrate: %w", err)
 	}
 	return nil
 }

@@ -37,6 +37,11 @@ func TestMigrate(t *testing.T) {
 	require.NoError(t, db.SetSinkState("hook", store.SinkState{Paused: true, PauseReason: "HTTP 410"}))
 	require.NoError(t, db.SetMeta("poller.tiers", []byte(`{"hot":[1]}`)))
 	require.NoError(t, db.SetInitialized())
+	synced := time.Date(2026, 4, 8, 9, 0, 0, 0, time.UTC)
+	_, err = db.SyncSinks([]store.SinkSpec{{Name: "hook"}, {Name: "nats"}, {Name: "old"}}, synced)
+	require.NoError(t, err)
+	registry, err := db.SyncSinks([]store.SinkSpec{{Name: "hook"}, {Name: "nats"}}, synced.Add(time.Minute))
+	require.NoError(t, err)
 	_, err = db.ApplyRules(ctx, []store.RuleWrite{{TaskID: 3, Record: []byte("state-3"), Task: []byte(`{"id":3}`)}})
 	require.NoError(t, err)
 	// Prune the first five events, so offsets start past 1.
@@ -111,6 +116,15 @@ func TestMigrate(t *testing.T) {
 	ev, err := js.Event(rr.FirstOffset)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"id":3}`, string(ev.Data.Task))
+
+	// The registry came along, with its marker: a sink new to dst starts
+	// per its mode, not adopted.
+	entries, err := js.Sinks()
+	require.NoError(t, err)
+	require.Equal(t, registry, entries)
+	entries, err = js.SyncSinks([]store.SinkSpec{{Name: "hook"}, {Name: "nats"}, {Name: "bus"}}, synced.Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, store.RegisteredSink{Name: "bus", Start: rr.FirstOffset + 1, Added: synced.Add(time.Hour)}, entries[0])
 
 	_, err = Migrate(ctx, js, db)
 	require.ErrorContains(t, err, "not empty")

@@ -47,8 +47,9 @@ func (s *Store) PruneStatus() PruneStatus {
 // raises the prune floor, below which no replica reads an event, and then
 // purges each partition's event messages wholly below it; several events
 // share a message, so a few pruned ones may stay stored until their
-// message goes. A dead letter does not hold pruning back: its event was
-// copied aside when it was recorded. On other replicas Prune does
+// message goes. Only the cursors of the sinks in p.Sinks hold pruning
+// back; a dead letter, of any sink, listed or not, does not: its event
+// was copied aside when it was recorded. On other replicas Prune does
 // nothing.
 func (s *Store) Prune(ctx context.Context, p store.PruneOptions) (store.PruneResult, error) {
 	var res store.PruneResult

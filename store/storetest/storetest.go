@@ -1,10 +1,10 @@
 // Package storetest is the conformance suite every store.Store backend
 // passes: offsets dense and stable, one event per log under repeats and
 // concurrency, the snapshot boundary, the changes that leave no log
-// (edits and deletions), sink cursors, dead letters, pauses,
-// rule states, small values, pruning, durability across a reopen and
-// ErrClosed after Close. A backend's test calls Run with a function that
-// opens a fresh, empty store.
+// (edits and deletions), sink cursors, dead letters, pauses, the
+// registry of sinks, rule states, small values, pruning, durability
+// across a reopen and ErrClosed after Close. A backend's test calls Run
+// with a function that opens a fresh, empty store.
 package storetest
 
 import (
@@ -54,6 +54,12 @@ func Run(t *testing.T, newStore NewFunc) {
 		{"Edits", testEdits},
 		{"EditsSnapshot", testEditsSnapshot},
 		{"Delete", testDelete},
+		{"RegistryFresh", testRegistryFresh},
+		{"RegistryAdoption", testRegistryAdoption},
+		{"RegistryStartModes", testRegistryStartModes},
+		{"RegistryRemoval", testRegistryRemoval},
+		{"ForgetSink", testForgetSink},
+		{"PruneRemovedDeadLetters", testPruneRemovedDeadLetters},
 		{"Closed", testClosed},
 	}
 	for _, c := range cases {
@@ -545,4 +551,7 @@ func testClosed(t *testing.T, newStore NewFunc) {
 	require.ErrorIs(t, s.SetCursor("hook", 1), store.ErrClosed)
 	_, err = s.Meta("k")
 	require.ErrorIs(t, err, store.ErrClosed)
+	_, err = s.SyncSinks([]store.SinkSpec{{Name: "hook"}}, t0)
+	require.ErrorIs(t, err, store.ErrClosed)
+	require.ErrorIs(t, s.ForgetSink("hook"), store.ErrClosed)
 }
