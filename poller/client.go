@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -37,12 +38,47 @@ const (
 // Client sends GET /external/tasks requests. It is safe for concurrent use:
 // its rate limiter and its Retry-After gate are shared by all calls.
 type Client struct {
+	// cfg holds what cannot change while the client runs (BaseURL,
+	// Location, Now); what Reconfigure changes is in set and the limiter.
 	cfg      Config
+	set      atomic.Pointer[clientSettings]
 	endpoint string // base URL + TasksPath, no query
 	http     *http.Client
 	limiter  *rate.Limiter
 	gate     gate
 	log      zerolog.Logger
+}
+
+// clientSettings are the settings Reconfigure changes. A request reads
+// them once, when it starts, and keeps them to its end.
+type clientSettings struct {
+	token     string
+	auth      string // the Authorization header: "Bearer " + token
+	pageSize  int
+	timeout   time.Duration
+	retries   int
+	retryWait time.Duration
+}
+
+// newClientSettings takes the settings from cfg, defaults filled in.
+func newClientSettings(cfg Config) *clientSettings {
+	return &clientSettings{
+		token:     cfg.Token,
+		auth:      "Bearer " + cfg.Token,
+		pageSize:  cfg.PageSize,
+		timeout:   cfg.Timeout,
+		retries:   cfg.Retries,
+		retryWait: cfg.RetryWait,
+	}
+}
+
+// rateLimit is the limiter's limit for Config.RateLimit (defaults filled
+// in): no limit when negative or +Inf.
+func rateLimit(r float64) rate.Limit {
+	if r < 0 || math.IsInf(r, 1) {
+		return rate.Inf
+	}
+	return rate.Limit(r)
 }
 
 // NewClient returns a client for cfg, with defaults filled in. It does no
@@ -55,21 +91,46 @@ func NewClient(cfg Config, log zerolog.Logger) *Client {
 		tr.MaxIdleConnsPerHost = 4
 		hc = &http.Client{Transport: tr}
 	}
-	limit := rate.Limit(cfg.RateLimit)
-	if cfg.RateLimit < 0 || math.IsInf(cfg.RateLimit, 1) {
-		limit = rate.Inf
-	}
 	host := ""
 	if u, err := url.Parse(cfg.BaseURL); err == nil {
 		host = u.Host
 	}
-	return &Client{
+	c := &Client{
 		cfg:      cfg,
 		endpoint: strings.TrimRight(cfg.BaseURL, "/") + TasksPath,
 		http:     hc,
-		limiter:  rate.NewLimiter(limit, 1),
+		limiter:  rate.NewLimiter(rateLimit(cfg.RateLimit), 1),
 		log:      log.With().Str("upstream", host).Logger(),
 	}
+	c.cfg.Token = "" // the token is in c.set only: one place to change it
+	c.set.Store(newClientSettings(cfg))
+	return c
+}
+
+// Reconfigure changes the client's Token, PageSize, RateLimit, Timeout,
+// Retries and RetryWait to cfg's, defaults filled in as NewClient fills
+// them; cfg's BaseURL, Location, HTTPClient and Now are ignored, as they
+// cannot change while the client runs. It is safe for concurrent use,
+// also while requests run.
+//
+// The new rate limit applies to every call that reaches the limiter
+// afterwards (a negative or infinite RateLimit lifts it); a call already
+// waiting for the limiter keeps the wait it was given. The token and the
+// timeout apply to every request sent after Reconfigure returned, a retry
+// included; a request in flight keeps the ones it was sent with. The page
+// size applies to the calls and sweeps that start afterwards: a sweep
+// under way keeps its page size to its end, since its page numbers rest
+// on it. Retries and RetryWait apply to the requests whose first attempt
+// starts afterwards. The token is never logged.
+func (c *Client) Reconfigure(cfg Config) {
+	cfg = cfg.withDefaults()
+	set := newClientSettings(cfg)
+	old := c.set.Swap(set)
+	c.limiter.SetLimit(rateLimit(cfg.RateLimit))
+	c.limiter.SetBurst(1)
+	c.log.Debug().Int("page_size", set.pageSize).Float64("rate_limit", cfg.RateLimit).Dur("timeout", set.timeout).
+		Int("retries", set.retries).Dur("retry_wait", set.retryWait).Bool("token_changed", old.token != set.token).
+		Msg("client reconfigured")
 }
 
 // CloseIdleConnections closes the client's idle keep-alive connections.
@@ -90,20 +151,20 @@ func (c *Client) List(ctx context.Context, q Query) (*Page, error) {
 // they are in Page.Heads, marked Skipped, and not in Page.Tasks. A nil
 // skip decodes every task.
 func (c *Client) ListSkip(ctx context.Context, q Query, skip Skipper) (*Page, error) {
-	q = c.normalize(q)
+	q = c.normalize(q, c.set.Load().pageSize)
 	if err := c.wait(ctx, q.Page); err != nil {
 		return nil, err
 	}
 	return c.do(ctx, q, skip)
 }
 
-// normalize fills in Page and PageSize.
-func (c *Client) normalize(q Query) Query {
+// normalize fills in Page, and PageSize with pageSize.
+func (c *Client) normalize(q Query, pageSize int) Query {
 	if q.Page < 1 {
 		q.Page = 1
 	}
 	if q.PageSize <= 0 {
-		q.PageSize = c.cfg.PageSize
+		q.PageSize = pageSize
 	}
 	q.PageSize = min(q.PageSize, MaxPageSize)
 	return q
@@ -142,7 +203,8 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (c *Client) do(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 	start := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	set := c.set.Load()
+	rctx, cancel := context.WithTimeout(ctx, set.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, c.endpoint+"?"+q.encode(c.cfg.Location), nil)
 	if err != nil {
@@ -152,16 +214,16 @@ func (c *Client) do(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "incs-relay")
-	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	req.Header.Set("Authorization", set.auth)
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, c.transportError(ctx, rctx, q.Page, err)
+		return nil, c.transportError(ctx, rctx, set, q.Page, err)
 	}
 	defer resp.Body.Close()
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, c.statusError(ctx, q.Page, resp)
+		return nil, c.statusError(ctx, set, q.Page, resp)
 	}
 
 	buf := bufPool.Get().(*bytes.Buffer)
@@ -175,7 +237,7 @@ func (c *Client) do(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 		buf.Grow(int(n))
 	}
 	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxBody+1)); err != nil {
-		return nil, c.transportError(ctx, rctx, q.Page, err)
+		return nil, c.transportError(ctx, rctx, set, q.Page, err)
 	}
 	if buf.Len() > maxBody {
 		return nil, &APIError{Kind: KindDecode, Page: q.Page, StatusCode: resp.StatusCode,
@@ -186,7 +248,7 @@ func (c *Client) do(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 		var ae *APIError
 		if errors.As(err, &ae) {
 			ae.StatusCode = resp.StatusCode
-			ae.Message = c.redact(ae.Message)
+			ae.Message = set.redact(ae.Message)
 		}
 		return nil, err
 	}
@@ -196,7 +258,7 @@ func (c *Client) do(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 }
 
 // transportError classifies a failure to send the request or read its body.
-func (c *Client) transportError(ctx, rctx context.Context, page int, err error) error {
+func (c *Client) transportError(ctx, rctx context.Context, set *clientSettings, page int, err error) error {
 	if ctx.Err() != nil {
 		return ctxError(ctx, page)
 	}
@@ -207,14 +269,14 @@ func (c *Client) transportError(ctx, rctx context.Context, page int, err error) 
 	}
 	var ne net.Error
 	if rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return &APIError{Kind: KindTimeout, Page: page, Timeout: c.cfg.Timeout, Err: context.DeadlineExceeded}
+		return &APIError{Kind: KindTimeout, Page: page, Timeout: set.timeout, Err: context.DeadlineExceeded}
 	}
-	return &APIError{Kind: KindNetwork, Page: page, Err: redactedError{err, c.redact(err.Error())}}
+	return &APIError{Kind: KindNetwork, Page: page, Err: redactedError{err, set.redact(err.Error())}}
 }
 
 // statusError classifies a non-2xx answer and closes the gate for its
 // Retry-After.
-func (c *Client) statusError(ctx context.Context, page int, resp *http.Response) error {
+func (c *Client) statusError(ctx context.Context, set *clientSettings, page int, resp *http.Response) error {
 	e := &APIError{Page: page, StatusCode: resp.StatusCode}
 	switch code := resp.StatusCode; {
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
@@ -237,7 +299,7 @@ func (c *Client) statusError(ctx context.Context, page int, resp *http.Response)
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrBody))
 	if err == nil {
 		e.Code, e.Message = errorBodyMessage(body)
-		e.Message = c.redact(e.Message)
+		e.Message = set.redact(e.Message)
 	} else if ctx.Err() != nil {
 		return ctxError(ctx, page)
 	}
@@ -264,9 +326,9 @@ func errorBodyMessage(body []byte) (int, string) {
 
 // redact removes the token from s and shortens s to one line of at most
 // maxMessage bytes.
-func (c *Client) redact(s string) string {
-	if c.cfg.Token != "" {
-		s = strings.ReplaceAll(s, c.cfg.Token, "[redacted]")
+func (set *clientSettings) redact(s string) string {
+	if set.token != "" {
+		s = strings.ReplaceAll(s, set.token, "[redacted]")
 	}
 	return shorten(s)
 }

@@ -58,7 +58,9 @@ func DefaultBudget(rateLimit float64, interval time.Duration) int {
 func DefaultOpenSweep(interval time.Duration) time.Duration { return 2 * interval }
 
 // Config configures a Client and a Poller. Zero fields take the defaults
-// named on each; cmd fills it from the YAML config.
+// named on each; cmd fills it from the YAML config. Client.Reconfigure,
+// Poller.Reconfigure and Tiered.Reconfigure change all but BaseURL,
+// Location, HTTPClient and Now while the relay runs; each says from when.
 type Config struct {
 	// BaseURL is the API's base URL; "/external/tasks" is appended.
 	// Default DefaultBaseURL.

@@ -90,7 +90,7 @@ func covers(q Query, from time.Time) bool {
 // looked up, and how many tasks are tracked.
 func (p *Poller) lookUpTracked(ctx context.Context, start time.Time, fc *fullCheck, total *SweepStats, n *int,
 	handle func(Query) func(context.Context, *Page) error) (gone []int64, waiting, tracked int, err error) {
-	since := start.Add(-p.lookback).Add(closeLag).Unix() // a minute's margin at the window's edge
+	since := start.Add(-p.cur.lookback).Add(closeLag).Unix() // a minute's margin at the window's edge
 	var missing []int64
 	if terr := p.tracker.Tracked(since, func(id, _ int64) bool {
 		tracked++
@@ -114,8 +114,8 @@ func (p *Poller) lookUpTracked(ctx context.Context, start time.Time, fc *fullChe
 	i, _ := slices.BinarySearch(missing, p.fullCursor+1)
 	missing = append(missing[i:], missing[:i]...)
 	limit := maxFetches
-	if p.budget > 0 {
-		limit = min(limit, max(p.budget-total.Requests, 1))
+	if p.cur.budget > 0 {
+		limit = min(limit, max(p.cur.budget-total.Requests, 1))
 	}
 	looked := 0
 	for _, id := range missing {

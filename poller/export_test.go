@@ -3,6 +3,8 @@ package poller
 import (
 	"fmt"
 
+	"golang.org/x/time/rate"
+
 	"github.com/incs-relay/incs-relay/diff"
 )
 
@@ -23,3 +25,7 @@ func ParseWallTime(s string) (WallTime, error) {
 	}
 	return w, nil
 }
+
+// Limiter returns the rate limiter's limit and burst, for the tests of
+// Reconfigure.
+func (c *Client) Limiter() (rate.Limit, int) { return c.limiter.Limit(), c.limiter.Burst() }

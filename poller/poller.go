@@ -54,6 +54,16 @@ type Strategy interface {
 	End(err error)
 }
 
+// Reconfigurer is a Strategy whose settings can change while the Poller
+// runs: Poller.Reconfigure passes the new Config on to it. A Strategy
+// wrapping another should pass it on too.
+type Reconfigurer interface {
+	// Reconfigure takes the settings of cfg it uses, defaults filled in,
+	// for the cycles that start after it returned. It is called from any
+	// goroutine, also while a cycle runs.
+	Reconfigure(cfg Config)
+}
+
 // TieredStrategy is a *Tiered, or a Strategy wrapping one that passes its
 // Stats on: the Poller's Status then reports the tiers.
 type TieredStrategy interface {
@@ -63,7 +73,10 @@ type TieredStrategy interface {
 
 // Lookback is the naive Strategy, New's default: every cycle sweeps all
 // tasks created within the duration before now, with no end_at. It costs
-// ceil(tasks/page size) requests a cycle and decodes every task.
+// ceil(tasks/page size) requests a cycle and decodes every task. It holds
+// no settings but its duration and is no Reconfigurer: while a Poller's
+// Strategy is the Lookback New set, the Poller sweeps with its own
+// Config.Lookback, which Poller.Reconfigure changes.
 type Lookback time.Duration
 
 // Cycle returns one query with StartAt now minus l.
@@ -128,30 +141,53 @@ type Status struct {
 // Poller runs a sweep every interval and hands its pages to a Handler.
 type Poller struct {
 	// Strategy plans each cycle's queries; New sets Lookback(cfg.Lookback),
-	// the naive full sweep. Set a *Tiered (NewTiered) to poll in tiers.
-	// Change it only before Run.
+	// the naive full sweep, whose duration follows Reconfigure's Lookback.
+	// Set a *Tiered (NewTiered) to poll in tiers. Change it only before
+	// Run.
 	Strategy Strategy
 
-	c        *Client
-	h        Handler
-	log      zerolog.Logger
-	interval time.Duration
-	now      func() time.Time
-	trigger  chan struct{}
+	c       *Client
+	h       Handler
+	log     zerolog.Logger
+	now     func() time.Time
+	trigger chan struct{}
+	reconf  chan struct{} // Reconfigure changed the settings: Run sets its timer anew
+	// auto is the Strategy New set, Lookback(cfg.Lookback): while it is
+	// the Strategy, cycles use Lookback(set.lookback) in its place.
+	auto Lookback
+	cur  pollSettings // the settings of the cycle under way; Run's goroutine only
 
 	// Deletions (delete.go): the handler's optional parts, and for the
-	// Lookback strategy the window, the budget and the look-ups' place.
+	// Lookback strategy the look-ups' place (their window and budget are
+	// cur's).
 	deleter     Deleter
 	tracker     Tracker
-	seeded      bool // the strategy learnt the tracked tasks (trackedSeeder)
-	lookback    time.Duration
-	budget      int
+	seeded      bool  // the strategy learnt the tracked tasks (trackedSeeder)
 	fullCursor  int64 // last task looked up by a settled Lookback cycle
 	nextCursor  int64 // last task looked up by the cycle under way
 	trackWarned bool
 
 	mu     sync.Mutex
 	status Status
+	set    pollSettings // as Reconfigure left them, under mu
+}
+
+// pollSettings are the Poller's settings that Reconfigure changes.
+type pollSettings struct {
+	interval time.Duration
+	lookback time.Duration // the Lookback strategy's window and its deletion check
+	budget   int           // caps the Lookback strategy's deletion look-ups
+}
+
+func newPollSettings(cfg Config) pollSettings {
+	return pollSettings{interval: cfg.Interval, lookback: cfg.Lookback, budget: cfg.Budget}
+}
+
+// settings returns the settings as Reconfigure left them.
+func (p *Poller) settings() pollSettings {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.set
 }
 
 // New returns a Poller that sweeps with c and hands pages to h. Interval,
@@ -160,14 +196,14 @@ func New(c *Client, cfg Config, h Handler, log zerolog.Logger) *Poller {
 	cfg = cfg.withDefaults()
 	p := &Poller{
 		Strategy: Lookback(cfg.Lookback),
+		auto:     Lookback(cfg.Lookback),
 		c:        c,
 		h:        h,
 		log:      log,
-		interval: cfg.Interval,
 		now:      cfg.Now,
 		trigger:  make(chan struct{}, 1),
-		lookback: cfg.Lookback,
-		budget:   cfg.Budget,
+		reconf:   make(chan struct{}, 1),
+		set:      newPollSettings(cfg),
 	}
 	p.deleter, _ = h.(Deleter)
 	p.tracker, _ = h.(Tracker)
@@ -182,20 +218,75 @@ func New(c *Client, cfg Config, h Handler, log zerolog.Logger) *Poller {
 func (p *Poller) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var start time.Time // of the last cycle
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
 		case <-p.trigger:
+		case <-p.reconf:
+			// The interval changed while Run waited: the next cycle is
+			// due the new interval after the last one started, at once
+			// if that has passed. Before the first cycle the timer is
+			// due at once anyway. A signal sent during a cycle finds the
+			// timer already set by the new interval: setting it again
+			// changes nothing.
+			if !start.IsZero() {
+				timer.Reset(max(p.settings().interval-time.Since(start), 0))
+			}
+			continue
 		}
-		start := time.Now()
+		start = time.Now()
 		_ = p.cycle(ctx) // recorded in Status and logged
 		if ctx.Err() != nil {
 			return nil
 		}
-		timer.Reset(max(p.interval-time.Since(start), 0))
+		timer.Reset(max(p.settings().interval-time.Since(start), 0))
 	}
+}
+
+// Reconfigure changes the Poller's settings while it runs, keeping all it
+// holds in memory: its status, the strategy's state, the deletions'
+// tracking. It takes from cfg, defaults filled in:
+//
+//   - Interval: the wait before the next cycle is counted from the start
+//     of the last one with the new interval. Called between two cycles,
+//     the next one starts at once if the new interval has passed since
+//     the last one started; called during a cycle, the wait after that
+//     cycle uses it.
+//   - Lookback and Budget: from the next cycle on, for the Lookback
+//     strategy's window (while the Strategy is the Lookback New set; one
+//     set by hand keeps its own duration) and for its deletion look-ups.
+//
+// cfg is passed on to the Poller's Client (Client.Reconfigure: the token,
+// the page size, the rate limit, the timeout and the retries, for the
+// requests sent from now on) and to the Strategy if it is a Reconfigurer
+// (a *Tiered applies it at the start of its next cycle). cfg's BaseURL,
+// Location, HTTPClient and Now are ignored. Reconfigure is safe for
+// concurrent use, also while a cycle runs, and never blocks on one; the
+// Strategy field itself must still not be changed after Run started.
+func (p *Poller) Reconfigure(cfg Config) {
+	// The Client and the Strategy fill in the defaults of cfg as given:
+	// withDefaults twice would take a negative Retries or Budget, made
+	// zero by the first, for unset.
+	set := newPollSettings(cfg.withDefaults())
+	p.mu.Lock()
+	old := p.set
+	p.set = set
+	p.mu.Unlock()
+	p.c.Reconfigure(cfg)
+	if r, ok := p.Strategy.(Reconfigurer); ok {
+		r.Reconfigure(cfg)
+	}
+	if set.interval != old.interval {
+		select {
+		case p.reconf <- struct{}{}:
+		default:
+		}
+	}
+	p.log.Debug().Dur("interval", set.interval).Dur("lookback", set.lookback).Int("budget", set.budget).
+		Msg("poller reconfigured")
 }
 
 // Trigger asks Run to start a cycle now, or right after the one under way.
@@ -259,23 +350,28 @@ func (p *Poller) cycle(ctx context.Context) error {
 		n     int
 	)
 	start := p.now()
-	skip, _ := p.Strategy.(Skipper)
-	finder, _ := p.Strategy.(DeletionFinder)
+	p.cur = p.settings()
+	strategy := p.Strategy
+	if l, ok := strategy.(Lookback); ok && l == p.auto {
+		strategy = Lookback(p.cur.lookback)
+	}
+	skip, _ := strategy.(Skipper)
+	finder, _ := strategy.(DeletionFinder)
 	var fc *fullCheck // the Lookback strategy's deletion check
 	if finder == nil && p.deleter != nil && p.tracker != nil {
 		fc = &fullCheck{}
 	}
-	if s, ok := p.Strategy.(trackedSeeder); ok && !p.seeded && p.deleter != nil && p.tracker != nil {
-		p.seeded = s.SeedTracked(p.tracker, start.Add(-p.lookback))
+	if s, ok := strategy.(trackedSeeder); ok && !p.seeded && p.deleter != nil && p.tracker != nil {
+		p.seeded = s.SeedTracked(p.tracker, start.Add(-p.cur.lookback))
 	}
-	queue := p.Strategy.Cycle(start)
+	queue := strategy.Cycle(start)
 	for ; n < len(queue); n++ {
 		if n == maxQueries {
 			err = fmt.Errorf("poller: cycle: more than %d queries", maxQueries)
 			break
 		}
 		q := queue[n]
-		full := fc != nil && covers(q, start.Add(-p.lookback))
+		full := fc != nil && covers(q, start.Add(-p.cur.lookback))
 		if full && fc.listed == nil {
 			fc.listed = make(map[int64]struct{})
 		}
@@ -291,7 +387,7 @@ func (p *Poller) cycle(ctx context.Context) error {
 					fc.listed[pg.Heads[i].ID] = struct{}{}
 				}
 			}
-			if !p.Strategy.Observe(q, pg) {
+			if !strategy.Observe(q, pg) {
 				stopped = true
 				return errStop
 			}
@@ -309,7 +405,7 @@ func (p *Poller) cycle(ctx context.Context) error {
 		if full && !stopped {
 			fc.covered = true
 		}
-		queue = append(queue, p.Strategy.Swept(q, st)...)
+		queue = append(queue, strategy.Swept(q, st)...)
 	}
 	var (
 		gone             []int64
@@ -338,10 +434,10 @@ func (p *Poller) cycle(ctx context.Context) error {
 		if err == nil {
 			err = ctx.Err()
 		}
-		p.Strategy.End(err)
+		strategy.End(err)
 		return err // shutting down: not a failure of the API
 	}
-	p.Strategy.End(err)
+	strategy.End(err)
 
 	p.mu.Lock()
 	p.status.Cycles++
@@ -349,7 +445,7 @@ func (p *Poller) cycle(ctx context.Context) error {
 	p.status.Queries = n
 	p.status.LastSweep = total
 	if err == nil {
-		if _, tiered := p.Strategy.(TieredStrategy); !tiered {
+		if _, tiered := strategy.(TieredStrategy); !tiered {
 			p.status.SeenThrough = start
 		}
 	}

@@ -81,7 +81,7 @@ func (c *Client) Sweep(ctx context.Context, q Query, fn func(ctx context.Context
 // ahead, while fn handles the page before.
 func (c *Client) SweepSkip(ctx context.Context, q Query, skip Skipper, fn func(ctx context.Context, p *Page) error) (SweepStats, error) {
 	start := time.Now()
-	q = c.normalize(q)
+	q = c.normalize(q, c.set.Load().pageSize)
 
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -193,11 +193,12 @@ func (c *Client) fetch(ctx context.Context, q Query, skip Skipper, fs *SweepStat
 
 // listRetry calls List and repeats it after transient failures.
 func (c *Client) listRetry(ctx context.Context, q Query, skip Skipper, fs *SweepStats) (*Page, error) {
+	set := c.set.Load() // Retries and RetryWait stay as they were at the first attempt
 	b := &backoff.ExponentialBackOff{
-		InitialInterval:     c.cfg.RetryWait,
+		InitialInterval:     set.retryWait,
 		RandomizationFactor: 0.5,
 		Multiplier:          2,
-		MaxInterval:         max(c.cfg.RetryWait, retryMaxWait),
+		MaxInterval:         max(set.retryWait, retryMaxWait),
 		Stop:                backoff.Stop,
 		Clock:               backoff.SystemClock,
 	}
@@ -209,7 +210,7 @@ func (c *Client) listRetry(ctx context.Context, q Query, skip Skipper, fs *Sweep
 			return p, nil
 		}
 		var ae *APIError
-		if !errors.As(err, &ae) || !ae.Transient() || attempt >= c.cfg.Retries || ctx.Err() != nil ||
+		if !errors.As(err, &ae) || !ae.Transient() || attempt >= set.retries || ctx.Err() != nil ||
 			ae.RetryAfter > retryMaxWait {
 			// A long Retry-After ends the sweep so that the failure shows;
 			// the gate still holds the next request back until it passed.

@@ -5,7 +5,8 @@ package poller
 // Planning a cycle is tiers_plan.go; the follow-ups after each round,
 // tiers_followup.go; the budget, tiers_budget.go; the head scan,
 // tiers_headscan.go; the task records and the bands they are placed in,
-// tiers_bands.go; saving and loading the state, tiers_state.go.
+// tiers_bands.go; saving and loading the state, tiers_state.go; changing
+// the settings while it runs, tiers_reconfigure.go.
 
 import (
 	"math"
@@ -126,6 +127,12 @@ type Tiered struct {
 	orderLog bool     // whether the order was last logged as holding
 
 	budget budgetAccount // what the ceilings cost, and whether Config.Budget covers it
+
+	// Reconfigure: the settings waiting for the next cycle's plan, and
+	// whether a shorter ceiling is being caught up with (until a cycle
+	// planned by it succeeded).
+	next    *Config
+	catchUp bool
 }
 
 // Tiered's sizes.
@@ -217,7 +224,7 @@ func NewTiered(cfg Config, state StateStore, log zerolog.Logger) *Tiered {
 		cfg:       cfg,
 		state:     state,
 		log:       log,
-		openEvery: uint64(max(cfg.OpenSweep/cfg.Interval, 1)),
+		openEvery: openEveryOf(cfg),
 		recs:      make(map[int64]*rec),
 		pending:   make(map[int64]struct{}),
 	}
@@ -326,6 +333,7 @@ func (t *Tiered) Stats() TierStats {
 func (t *Tiered) Cycle(now time.Time) []Query {
 	t.mu.Lock()
 	defer t.unlock()
+	t.applyNext()
 	t.cycle++
 	t.start = now
 	t.plan, t.pos, t.round, t.roundStart = t.plan[:0], 0, 0, 0
@@ -459,6 +467,7 @@ func (t *Tiered) end(err error) (snap []byte, seq uint64) {
 		t.commit()
 		t.account()
 	}
+	t.catchUp = false
 	t.updateStats()
 	if t.state != nil && (t.lastSave.IsZero() || end.Sub(t.lastSave) >= saveInterval) {
 		t.lastSave = end

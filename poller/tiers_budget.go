@@ -124,7 +124,11 @@ func (t *Tiered) account() {
 	// would have cost at one request per page.
 	ceiling := max(float64(t.cur.Requests-t.cur.BudgetRequests),
 		t.tierCost(float64(t.cur.ScanRequests+t.cur.NewestRequests+t.cur.FetchRequests)))
-	t.budget.add(ceiling)
+	if !t.catchUp {
+		// A cycle catching up with a shorter ceiling costs what no other
+		// cycle will: it is left out of the average (Reconfigure).
+		t.budget.add(ceiling)
+	}
 	t.learnOrder()
 	if line := t.budget.check(t.cfg.Budget); line != nil {
 		t.logLater(line)

@@ -93,6 +93,11 @@ func (t *Tiered) planMain(now time.Time) {
 		t.fullCredit -= float64(t.bands[i].weight())
 	}
 	t.fullCredit = max(t.fullCredit, -float64(total))
+	if t.catchUp {
+		// The reads a shorter FullSweep made due were not paid for by the
+		// credit: without the debt they spread out again (Reconfigure).
+		t.fullCredit = max(t.fullCredit, 0)
+	}
 
 	// The budget: what the ceilings left over the last cycles buys full
 	// reads of the bands read least recently. Chosen before the open tier,
@@ -138,6 +143,9 @@ func (t *Tiered) planMain(now time.Time) {
 		}
 	}
 	t.openCredit = max(t.openCredit, -float64(opens))
+	if t.catchUp {
+		t.openCredit = max(t.openCredit, 0) // as the finished tier's, above
+	}
 	// Bands without open tasks between two selected ones join them: one
 	// range instead of two, at no cost.
 	last := -1
