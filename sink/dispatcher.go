@@ -86,6 +86,7 @@ type Dispatcher struct {
 	runDone  chan struct{}     // closed when the current Run leaves its loop
 	mu       sync.Mutex        // guards st
 	st       DispatcherState
+	handoff  atomic.Pointer[Handoff] // what the last session left
 }
 
 type dispatchReq struct {

@@ -219,6 +219,11 @@ wait:
 	d.mu.Lock()
 	d.st.InFlight, d.st.Pending = 0, 0
 	d.mu.Unlock()
+	h := &Handoff{LastRead: s.lastRead, pending: make(map[uint64]struct{}, len(s.pending))}
+	for _, it := range s.pending {
+		h.pending[it.ev.Offset] = struct{}{}
+	}
+	d.handoff.Store(h)
 	return err
 }
 

@@ -5,6 +5,7 @@ package main
 import (
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -14,11 +15,18 @@ import (
 // newLogger builds the process logger: human-readable on a terminal, JSON
 // otherwise (format "auto"), or as forced by format.
 func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
+	log, _, err := newLevelLogger(w, level, format)
+	return log, err
+}
+
+// newLevelLogger is newLogger whose level can change while it is used:
+// the returned levelWriter's SetLevel (a config reload's log.level).
+func newLevelLogger(w io.Writer, level, format string) (zerolog.Logger, *levelWriter, error) {
 	lvl := zerolog.InfoLevel
 	if level != "" {
 		l, err := zerolog.ParseLevel(level)
 		if err != nil {
-			return zerolog.Nop(), &usageError{msg: "--log-level: want debug, info, warn or error, got " + level}
+			return zerolog.Nop(), nil, &usageError{msg: "--log-level: want debug, info, warn or error, got " + level}
 		}
 		lvl = l
 	}
@@ -32,10 +40,39 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 		console = true
 	case "json":
 	default:
-		return zerolog.Nop(), &usageError{msg: "--log-format: want auto, json or console, got " + format}
+		return zerolog.Nop(), nil, &usageError{msg: "--log-format: want auto, json or console, got " + format}
 	}
 	if console {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+	lw := &levelWriter{w: zerolog.LevelWriterAdapter{Writer: w}}
+	if l, ok := w.(zerolog.LevelWriter); ok {
+		lw.w = l
+	}
+	lw.SetLevel(lvl)
+	// The logger passes debug and up to the writer, which drops what is
+	// below the level in force: the debug lines are few and off the
+	// per-event paths, so their cost is small.
+	return zerolog.New(lw).Level(min(lvl, zerolog.DebugLevel)).With().Timestamp().Logger(), lw, nil
 }
+
+// levelWriter drops the log events below a level that can change while
+// the logger is in use.
+type levelWriter struct {
+	w     zerolog.LevelWriter
+	level atomic.Int32
+}
+
+// Write writes p.
+func (l *levelWriter) Write(p []byte) (int, error) { return l.w.Write(p) }
+
+// WriteLevel writes p unless lv is below the level in force.
+func (l *levelWriter) WriteLevel(lv zerolog.Level, p []byte) (int, error) {
+	if lv < zerolog.Level(l.level.Load()) {
+		return len(p), nil
+	}
+	return l.w.WriteLevel(lv, p)
+}
+
+// SetLevel sets the level in force.
+func (l *levelWriter) SetLevel(lv zerolog.Level) { l.level.Store(int32(lv)) }

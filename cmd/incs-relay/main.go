@@ -22,6 +22,7 @@ import (
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 )
 
 // Exit codes.
@@ -116,7 +117,8 @@ func (m *Main) usage() {
 
 Usage:
   incs-relay demo                                   zero-config showcase (simulator + embedded NATS)
-  incs-relay run --config FILE                      run the relay until SIGINT/SIGTERM
+  incs-relay run --config FILE [--watch]            run the relay until SIGINT/SIGTERM; SIGHUP
+                                                    (or a change of the file, with --watch) reloads it
   incs-relay sim [--addr A] [--token T] [--tasks N] [--seed S] [--tick D]
                                                     serve a simulated incsapp task API
   incs-relay events --config FILE [--from N] [--limit K] [--type T]
@@ -160,6 +162,22 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // loadConfig reads the file named by --config.
+// checkedConfig reads the config at path and runs every check of
+// check-config that needs no network: what a reload applies.
+func (m *Main) checkedConfig(path string) (*config.Config, error) {
+	cfg, err := m.loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := relay.CheckSinks(cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckNATSFiles(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
 func (m *Main) loadConfig(path string) (*config.Config, error) {
 	if path == "" {
 		return nil, &usageError{msg: "--config FILE is required"}

@@ -606,7 +606,9 @@ func smallReplicaConfig(t *testing.T) *config.Config {
 }
 
 // TestReplicas_ConfigMismatch: a replica whose config differs from the
-// leader's (here poll.interval) refuses to join: its Run returns an error
+// leader's in a key that cannot change while running (here
+// upstream.timezone; a reloadable key such as poll.interval no longer
+// counts, see TestReplicas_RollingReload) refuses to join: its Run returns an error
 // naming the mismatch, so `run` exits 1, and it never polls.
 func TestReplicas_ConfigMismatch(t *testing.T) {
 	cfg := smallReplicaConfig(t)
@@ -615,6 +617,8 @@ func TestReplicas_ConfigMismatch(t *testing.T) {
 
 	other := *cfg
 	other.Poll.Interval = config.Duration(300 * time.Millisecond)
+	require.Equal(t, cfg.Hash(), other.Hash(), "a reloadable key does not count")
+	other.Upstream.Timezone = "UTC"
 	require.NotEqual(t, cfg.Hash(), other.Hash())
 	r, err := admin.Open(context.Background(), &other, zerolog.Nop(), relay.Options{ReplicaID: "replica-b"})
 	require.NoError(t, err)

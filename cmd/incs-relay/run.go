@@ -8,14 +8,17 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/rs/zerolog"
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 )
 
@@ -29,6 +32,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	path := fs.String("config", "", "config file")
 	level := fs.String("log-level", "", "debug, info, warn or error (overrides log.level)")
 	format := fs.String("log-format", "", "auto, json or console (overrides log.format)")
+	watch := fs.Bool("watch", false, "reload the config when its file changes (also through a symlink swap, as a Kubernetes ConfigMap update)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -36,9 +40,13 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(c.m.Stderr, cmp.Or(*level, cfg.Log.Level), cmp.Or(*format, cfg.Log.Format))
+	log, lw, err := newLevelLogger(c.m.Stderr, cmp.Or(*level, cfg.Log.Level), cmp.Or(*format, cfg.Log.Format))
 	if err != nil {
 		return err
+	}
+	opts := relay.Options{Load: func() (*config.Config, error) { return c.m.checkedConfig(*path) }}
+	if *level == "" { // --log-level fixes the level; log.level is reloaded
+		opts.LogLevel = lw
 	}
 	if path := os.Getenv("INCS_RELAY_CPUPROFILE"); path != "" {
 		stop, err := startCPUProfile(path)
@@ -47,9 +55,19 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		}
 		defer stop()
 	}
-	r, err := admin.Open(ctx, cfg, log, relay.Options{})
+	r, err := admin.Open(ctx, cfg, log, opts)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
+	}
+	reloading := reloadOnSignal(ctx, r)
+	defer reloading()
+	if *watch {
+		w, err := r.WatchConfig(ctx, *path)
+		if err != nil {
+			r.Close(context.Background())
+			return fmt.Errorf("run --watch: %w", err)
+		}
+		defer w()
 	}
 	err = r.Run(ctx)
 	if path := os.Getenv("INCS_RELAY_MEMPROFILE"); path != "" {
@@ -89,4 +107,29 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// reloadOnSignal reloads r's config on each SIGHUP until ctx ends or the
+// returned stop is called.
+func reloadOnSignal(ctx context.Context, r *relay.Relay) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_, _ = r.Reload(ctx, "sighup") // logged and reported by Reload
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		cancel()
+		<-done
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 )
 
@@ -55,6 +56,11 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 			}
 			sinks = append(sinks, s)
 		}
+		removed, err := relay.RemovedSinkStatuses(db, configuredSinks(cfg))
+		if err != nil {
+			return err
+		}
+		sinks = append(sinks, removed...)
 	} else {
 		source = "running relay at " + cfg.Admin.Addr
 		poll = &relay.PollView{}
@@ -68,6 +74,17 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 				return err
 			}
 			sinks = append(sinks, s)
+		}
+		var all struct {
+			Sinks []relay.SinkStatus `json:"sinks"`
+		}
+		if err := ac.Do(ctx, http.MethodGet, "/v1/sinks", nil, &all); err != nil {
+			return err
+		}
+		for _, s := range all.Sinks {
+			if s.RemovedAt != nil && !slices.Contains(configuredSinks(cfg), s.Name) {
+				sinks = append(sinks, s)
+			}
 		}
 	}
 	if *asJSON {
@@ -124,6 +141,8 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 	for _, s := range sinks {
 		state := "ok"
 		switch {
+		case s.RemovedAt != nil:
+			state = "removed " + s.RemovedAt.Local().Format(time.DateTime)
 		case s.Paused:
 			state = "paused"
 		case s.Failing:
@@ -137,7 +156,7 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 	}
 	tw.Flush()
 	for _, s := range sinks {
-		if s.Paused {
+		if s.Paused && s.RemovedAt == nil {
 			fmt.Fprintf(c.m.Stdout, "\n%s is paused: %s\n  resume: incs-relay replay --config %s --sink %s --from %d\n", s.Name, s.PauseReason, *path, s.Name, s.Cursor+1)
 		}
 		if len(s.Dead) == 0 {
@@ -233,4 +252,13 @@ func intList(ps []int) string {
 		return "none"
 	}
 	return b.String()
+}
+
+// configuredSinks lists the names of cfg's sinks.
+func configuredSinks(cfg *config.Config) []string {
+	names := make([]string, len(cfg.Sinks))
+	for i, sc := range cfg.Sinks {
+		names[i] = sc.Name
+	}
+	return names
 }

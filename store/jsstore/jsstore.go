@@ -148,8 +148,9 @@ type Store struct {
 
 	roleMu   sync.Mutex
 	role     Role
-	lastBeat time.Time   // last membership heartbeat that succeeded
-	cutOff   atomic.Bool // no heartbeat for a lease: deliver nothing
+	lastBeat time.Time              // last membership heartbeat that succeeded
+	cutOff   atomic.Bool            // no heartbeat for a lease: deliver nothing
+	digest   atomic.Pointer[string] // SetConfigDigest
 	changes  chan struct{}
 	rewound  chan string
 

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -31,6 +32,9 @@ type Role struct {
 	Owned        []int            // partitions this replica delivers now
 	Assignments  map[string][]int // replica id -> partitions
 	Members      []string         // live replicas
+	// Configs is each live replica's config digest (SetConfigDigest), as
+	// its heartbeat says; replicas that have not set one are absent.
+	Configs map[string]string
 }
 
 // leaseVal is the lease's value.
@@ -47,6 +51,8 @@ type memberVal struct {
 	Owned []int     `json:"owned"`
 	Hash  string    `json:"hash,omitempty"`
 	At    time.Time `json:"at"`
+	// Config is the replica's config digest (SetConfigDigest).
+	Config string `json:"config,omitempty"`
 }
 
 // assignVal is the partition assignment the leader writes: the owner of
@@ -67,6 +73,7 @@ func (s *Store) Role() Role {
 	r := s.role
 	r.Owned = slices.Clone(r.Owned)
 	r.Members = slices.Clone(r.Members)
+	r.Configs = maps.Clone(r.Configs)
 	r.Assignments = make(map[string][]int, len(s.role.Assignments))
 	for k, v := range s.role.Assignments {
 		r.Assignments[k] = slices.Clone(v)
@@ -317,7 +324,11 @@ func (s *Store) release() {
 // on once the membership lapses.
 func (s *Store) heartbeat(ctx context.Context) {
 	r := s.Role()
-	val, _ := json.Marshal(memberVal{Owned: r.Owned, Hash: s.o.ConfigHash, At: s.o.Now().UTC()})
+	mv := memberVal{Owned: r.Owned, Hash: s.o.ConfigHash, At: s.o.Now().UTC()}
+	if d := s.digest.Load(); d != nil {
+		mv.Config = *d
+	}
+	val, _ := json.Marshal(mv)
 	hctx, cancel := context.WithTimeout(ctx, s.tick())
 	_, err := s.members.Put(hctx, s.o.ReplicaID, val)
 	cancel()
@@ -369,25 +380,25 @@ func (s *Store) refreshRole(ctx context.Context) {
 			r.LeaseExpires = time.Time{}
 		}
 		if err == nil {
-			r.Members = slices.Sorted(func(yield func(string) bool) {
-				for id := range members {
-					if !yield(id) {
-						return
-					}
+			r.Members = slices.Sorted(maps.Keys(members))
+			r.Configs = make(map[string]string, len(members))
+			for id, mv := range members {
+				if mv.Config != "" {
+					r.Configs[id] = mv.Config
 				}
-			})
+			}
 		}
 	})
 }
 
-// liveMembers returns the live replicas and the partitions each reports
-// delivering.
-func (s *Store) liveMembers(ctx context.Context) (map[string][]int, error) {
+// liveMembers returns the live replicas and the heartbeat of each (the
+// partitions it reports delivering, its config digest).
+func (s *Store) liveMembers(ctx context.Context) (map[string]memberVal, error) {
 	keys, err := s.members.ListKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]int{}
+	out := map[string]memberVal{}
 	for id := range keys.Keys() {
 		e, err := s.members.Get(ctx, id)
 		if err != nil {
@@ -395,10 +406,15 @@ func (s *Store) liveMembers(ctx context.Context) (map[string][]int, error) {
 		}
 		var mv memberVal
 		_ = json.Unmarshal(e.Value(), &mv)
-		out[id] = mv.Owned
+		out[id] = mv
 	}
 	return out, nil
 }
+
+// SetConfigDigest sets the config digest this replica's heartbeats carry
+// from the next one on (each replica reads its own file; a reload changes
+// it), so that every replica's Role.Configs shows which file each runs.
+func (s *Store) SetConfigDigest(d string) { s.digest.Store(&d) }
 
 // refreshAssignment recomputes Owned and Assignments from the state
 // bucket's assignment.
@@ -437,7 +453,7 @@ func (s *Store) assign(ctx context.Context) {
 		return
 	}
 	if _, ok := live[s.o.ReplicaID]; !ok {
-		live[s.o.ReplicaID] = s.Role().Owned
+		live[s.o.ReplicaID] = memberVal{Owned: s.Role().Owned}
 	}
 	ids := make([]string, 0, len(live))
 	for id := range live {
@@ -477,7 +493,7 @@ func (s *Store) assign(ctx context.Context) {
 	// Give free partitions that no live replica still delivers.
 	claimed := map[int]string{}
 	for id, ps := range live {
-		for _, p := range ps {
+		for _, p := range ps.Owned {
 			claimed[p] = id
 		}
 	}

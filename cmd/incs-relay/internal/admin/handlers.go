@@ -5,6 +5,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/docs"
 )
@@ -43,7 +46,7 @@ func (a *Server) pollStatus(w http.ResponseWriter, _ *http.Request) {
 
 // sinks serves GET /v1/sinks, without dead letters.
 func (a *Server) sinks(w http.ResponseWriter, _ *http.Request) {
-	st := a.r.SinkStatuses()
+	st := a.r.AllSinkStatuses()
 	for i := range st {
 		st[i].Dead = nil // the list stays small; GET /v1/sinks/{name} has them
 	}
@@ -53,7 +56,7 @@ func (a *Server) sinks(w http.ResponseWriter, _ *http.Request) {
 // sink serves GET /v1/sinks/{name}, with its dead letters.
 func (a *Server) sink(w http.ResponseWriter, req *http.Request) {
 	name := req.PathValue("name")
-	for _, s := range a.r.SinkStatuses() {
+	for _, s := range a.r.AllSinkStatuses() {
 		if s.Name == name {
 			writeJSON(w, http.StatusOK, s)
 			return
@@ -95,8 +98,9 @@ func (a *Server) events(w http.ResponseWriter, req *http.Request) {
 		Next   uint64            `json:"next"`
 		Head   uint64            `json:"head"`
 	}{Events: make([]json.RawMessage, 0, len(evs)), Next: eq.From, Head: head}
+	redact := a.set.Load().redact
 	for i := range evs {
-		body.Events = append(body.Events, RedactedBody(&evs[i], a.redact))
+		body.Events = append(body.Events, RedactedBody(&evs[i], redact))
 		body.Next = evs[i].Offset + 1
 	}
 	writeEventsJSON(w, body)
@@ -133,6 +137,33 @@ func (a *Server) resume(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sink": name, "resumed": true})
+}
+
+// reloadStatus serves GET /v1/reload: the last reload's outcome.
+func (a *Server) reloadStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.r.ReloadStatus())
+}
+
+// reload serves POST /v1/reload: the config file is read again and what
+// changed is applied, as on SIGHUP. A bad file changes nothing and is
+// answered 400 with the error (its file, line and key); 503 while the
+// relay stops; 500 when a new sink could not be built (a NATS server not
+// reached). The answer is the reload's status, with "error" on failure.
+func (a *Server) reload(w http.ResponseWriter, req *http.Request) {
+	ctx, cancel := context.WithTimeout(req.Context(), time.Minute)
+	defer cancel()
+	st, err := a.r.Reload(ctx, "api")
+	var ce *config.Error
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, st)
+	case errors.As(err, &ce):
+		writeJSON(w, http.StatusBadRequest, st)
+	case errors.Is(err, relay.ErrStopping):
+		writeJSON(w, http.StatusServiceUnavailable, st)
+	default:
+		writeJSON(w, http.StatusInternalServerError, st)
+	}
 }
 
 // writeJSON writes v indented, with the status code.

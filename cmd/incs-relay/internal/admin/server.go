@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -28,10 +29,17 @@ var adminPage []byte
 // Server is the admin API of one relay: it serves the page (/),
 // /healthz, /readyz, /metrics and the /v1 API on admin.addr.
 type Server struct {
-	r     *relay.Relay
-	log   zerolog.Logger // the relay's
-	ln    net.Listener
-	srv   *http.Server
+	r   *relay.Relay
+	log zerolog.Logger // the relay's
+	ln  net.Listener
+	srv *http.Server
+	// set holds what a reload may change: the token, the host names and
+	// the redaction.
+	set atomic.Pointer[settings]
+}
+
+// settings are the admin section's keys that a reload may change.
+type settings struct {
 	token string
 	// hosts are the lowercased host names accepted in Host besides IP
 	// addresses and localhost: admin.hosts and the host of admin.addr.
@@ -39,6 +47,22 @@ type Server struct {
 	// redact lists the event fields masked in /v1/events (admin.redact).
 	redact []string
 }
+
+// newSettings reads cfg's settings.
+func newSettings(cfg config.AdminConfig) *settings {
+	s := &settings{token: cfg.Token, hosts: map[string]bool{}, redact: cfg.Redact}
+	for _, h := range append([]string{hostOnly(cfg.Addr)}, cfg.Hosts...) {
+		if h != "" {
+			s.hosts[strings.ToLower(h)] = true
+		}
+	}
+	return s
+}
+
+// Reconfigure takes the admin section of a reloaded config: its token,
+// host names and redaction apply to the next request (admin.addr cannot
+// change while the relay runs; the reload refuses that).
+func (a *Server) Reconfigure(cfg *config.Config) { a.set.Store(newSettings(cfg.Admin)) }
 
 var _ relay.Server = (*Server)(nil)
 
@@ -69,12 +93,8 @@ func NewServer(r *relay.Relay, cfg config.AdminConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen on %s: %w", cfg.Addr, err)
 	}
-	a := &Server{r: r, log: r.Logger(), ln: ln, token: cfg.Token, hosts: map[string]bool{}, redact: cfg.Redact}
-	for _, h := range append([]string{hostOnly(cfg.Addr)}, cfg.Hosts...) {
-		if h != "" {
-			a.hosts[strings.ToLower(h)] = true
-		}
-	}
+	a := &Server{r: r, log: r.Logger(), ln: ln}
+	a.set.Store(newSettings(cfg))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", a.page)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -89,6 +109,8 @@ func NewServer(r *relay.Relay, cfg config.AdminConfig) (*Server, error) {
 	mux.Handle("GET /v1/asyncapi.yaml", a.auth(http.HandlerFunc(a.asyncAPI)))
 	mux.Handle("POST /v1/sinks/{name}/replay", a.auth(http.HandlerFunc(a.replay)))
 	mux.Handle("POST /v1/sinks/{name}/resume", a.auth(http.HandlerFunc(a.resume)))
+	mux.Handle("GET /v1/reload", a.auth(http.HandlerFunc(a.reloadStatus)))
+	mux.Handle("POST /v1/reload", a.auth(http.HandlerFunc(a.reload)))
 	// Every POST changes state: refuse those a browser says come from
 	// another origin (a form or fetch on some web page the operator has
 	// open). The page's own calls are same-origin; curl sends neither
@@ -132,7 +154,7 @@ func (a *Server) hostAccepted(host string) bool {
 		return true
 	}
 	host = strings.ToLower(host)
-	return host == "localhost" || a.hosts[host]
+	return host == "localhost" || a.set.Load().hosts[host]
 }
 
 // hostOnly returns the host of a Host header or host:port address, without
@@ -165,15 +187,17 @@ func (a *Server) Close(ctx context.Context) {
 // auth requires the admin token, when one is set, as a bearer token (or a
 // token query parameter, for the admin page).
 func (a *Server) auth(next http.Handler) http.Handler {
-	if a.token == "" {
-		return next
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := a.set.Load().token
+		if token == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
 		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if got == "" {
 			got = r.URL.Query().Get("token")
 		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
+		if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 			httpError(w, http.StatusUnauthorized, "admin token required")
 			return
 		}

@@ -116,7 +116,7 @@ func TestIngester_HandleDeleted(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	ds := &deleteStore{Store: db}
-	m := newMetrics(&Relay{cfg: &config.Config{}})
+	m := newMetrics(testRelay(&config.Config{}))
 	ing := &Ingester{db: ds, loc: poller.DefaultLocation(), log: zerolog.Nop(), metrics: m}
 	ctx := context.Background()
 

@@ -102,6 +102,11 @@ type ClusterView struct {
 	Assignments  map[string][]int `json:"assignments"`
 	Members      []string         `json:"members"`
 	ConfigHash   string           `json:"config_hash"`
+	// Configs is each live replica's config digest (its file as read,
+	// config.Config.Digest); ConfigsDiffer is set when they are not all
+	// the same (a rolling reload under way, or files that differ).
+	Configs       map[string]string `json:"configs"`
+	ConfigsDiffer bool              `json:"configs_differ"`
 }
 
 // ClusterView returns the replica's view, or nil in bbolt mode.
@@ -109,7 +114,7 @@ func (r *Relay) ClusterView() *ClusterView {
 	if r.js == nil {
 		return nil
 	}
-	return NewClusterView(r.cfg, r.js)
+	return NewClusterView(r.Config(), r.js)
 }
 
 // NewClusterView is the cluster as h sees it.
@@ -117,7 +122,11 @@ func NewClusterView(cfg *config.Config, h *JetStream) *ClusterView {
 	role := h.Role()
 	v := &ClusterView{Store: config.StoreJetStream, Name: cfg.Store.Name, Self: role.Self, Leader: role.Leader, Leading: h.IsLeader(),
 		Epoch: role.Epoch, LeaseExpires: timePtr(role.LeaseExpires), Lease: cfg.Store.Lease.D().String(), Connected: h.Connected(),
-		Partitions: h.Partitions(), Owned: role.Owned, Assignments: role.Assignments, Members: role.Members, ConfigHash: cfg.Hash()}
+		Partitions: h.Partitions(), Owned: role.Owned, Assignments: role.Assignments, Members: role.Members, ConfigHash: cfg.Hash(),
+		Configs: role.Configs, ConfigsDiffer: distinctConfigs(role.Configs) > 1}
+	if v.Configs == nil {
+		v.Configs = map[string]string{}
+	}
 	if v.Owned == nil {
 		v.Owned = []int{}
 	}
@@ -137,7 +146,8 @@ var (
 	descTailErrors = prometheus.NewDesc(ns+"_replica_tail_errors_total", "Stream messages this replica's tail skipped because it could not read them (no metadata, a record that does not parse).", nil, nil)
 	descPurgeFail  = prometheus.NewDesc(ns+"_store_purge_failures_total", "Purges of pruned event messages (one partition each) that failed; the next prune retries them (store.type: jetstream).", nil, nil)
 	descPruneFloor = prometheus.NewDesc(ns+"_store_prune_floor", "The prune floor: events at or below this offset are pruned (store.type: jetstream).", nil, nil)
-	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected, descTailErrors, descPurgeFail, descPruneFloor}
+	descConfigs    = prometheus.NewDesc(ns+"_replica_configs", "Distinct config files (by digest) the live replicas run, as their heartbeats say: above 1 while a rolling reload is under way, or when the replicas' files differ.", nil, nil)
+	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected, descTailErrors, descPurgeFail, descPruneFloor, descConfigs}
 )
 
 // replicaCollector reads a jetstream replica's role at scrape time.
@@ -164,4 +174,14 @@ func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
 	ps := c.h.PruneStatus()
 	ch <- prometheus.MustNewConstMetric(descPurgeFail, prometheus.CounterValue, float64(ps.PurgeFailures))
 	gauge(descPruneFloor, float64(ps.Floor))
+	gauge(descConfigs, float64(distinctConfigs(role.Configs)))
+}
+
+// distinctConfigs counts the different digests in configs.
+func distinctConfigs(configs map[string]string) int {
+	seen := map[string]bool{}
+	for _, d := range configs {
+		seen[d] = true
+	}
+	return len(seen)
 }

@@ -36,6 +36,9 @@ type metrics struct {
 	sinkFailing *prometheus.CounterVec
 	refused     *prometheus.CounterVec
 	deletions   prometheus.Counter
+	// The last reload's outcome, named as Prometheus names its own.
+	reloadOK     prometheus.Gauge
+	reloadOKTime prometheus.Gauge
 }
 
 const ns = "incs_relay"
@@ -90,6 +93,17 @@ func newMetrics(r *Relay) *metrics {
 		Namespace: ns, Name: "deletions_total",
 		Help: "Tasks confirmed gone by a task_id look-up and handed to the store, which appends task.deleted for those it has seen.",
 	})
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "config_last_reload_successful",
+		Help: "Whether the last config reload succeeded (1) or was refused (0); 1 before any.",
+	})
+	m.reloadOKTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "config_last_reload_success_timestamp_seconds",
+		Help: "When a config was last applied: the start, or the last reload that succeeded (Unix seconds).",
+	})
+	m.reloadOK.Set(1)
+	m.reloadOKTime.Set(float64(r.started.UnixNano()) / 1e9)
+	m.reg.MustRegister(m.reloadOK, m.reloadOKTime)
 	m.reg.MustRegister(m.apiRequests, m.apiLatency, m.events, m.ingestTasks, m.deliveries, m.retries, m.deliveryLat, m.sinkFailing, m.refused, m.deletions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{r: r})
 	for _, t := range diff.Types {
@@ -101,16 +115,31 @@ func newMetrics(r *Relay) *metrics {
 	for _, res := range []string{"changed", "unchanged", "failed"} {
 		m.ingestTasks.WithLabelValues(res)
 	}
-	for _, sc := range r.cfg.Sinks {
-		m.deliveries.WithLabelValues(sc.Name, outcomeDelivered)
-		m.deliveries.WithLabelValues(sc.Name, outcomeDeadLettered)
-		m.retries.WithLabelValues(sc.Name)
-		m.refused.WithLabelValues(sc.Name)
-		m.deliveryLat.WithLabelValues(sc.Name)
-		m.sinkFailing.WithLabelValues(sc.Name, "failing")
-		m.sinkFailing.WithLabelValues(sc.Name, "paused")
+	for _, sc := range r.Config().Sinks {
+		m.addSink(sc.Name)
 	}
 	return m
+}
+
+// addSink makes the sink's series exist at zero.
+func (m *metrics) addSink(name string) {
+	m.deliveries.WithLabelValues(name, outcomeDelivered)
+	m.deliveries.WithLabelValues(name, outcomeDeadLettered)
+	m.retries.WithLabelValues(name)
+	m.refused.WithLabelValues(name)
+	m.deliveryLat.WithLabelValues(name)
+	m.sinkFailing.WithLabelValues(name, "failing")
+	m.sinkFailing.WithLabelValues(name, "paused")
+}
+
+// reloaded records a reload's outcome.
+func (m *metrics) reloaded(st ReloadStatus) {
+	if !st.OK {
+		m.reloadOK.Set(0)
+		return
+	}
+	m.reloadOK.Set(1)
+	m.reloadOKTime.Set(float64(st.LastSuccess.UnixNano()) / 1e9)
 }
 
 // ingested counts one page's ingest: tasks by result and the appended

@@ -37,7 +37,7 @@ func value(t *testing.T, c prometheus.Collector) float64 {
 func TestMetrics_Counted(t *testing.T) {
 	cfg := config.Default()
 	cfg.Sinks = []config.SinkConfig{{Name: "hooks", Type: config.SinkWebhook}}
-	m := newMetrics(&Relay{cfg: &cfg})
+	m := newMetrics(testRelay(&cfg))
 
 	m.ingested(store.IngestResult{Changed: 2, Skipped: 3, Failed: 1, Types: map[string]int{diff.TypeTaskCreated: 4, diff.TypeTaskAssigned: 1}})
 	m.eventsAppended(map[string]int{"task.stalled": 2})
@@ -85,4 +85,12 @@ func TestMetrics_Counted(t *testing.T) {
 		assert.Equal(t, 1.0, value(t, m.apiRequests.WithLabelValues(o)), o)
 	}
 	assert.Equal(t, 6.0, value(t, m.apiLatency))
+}
+
+// testRelay is a Relay with cfg and nothing else, for what reads only its
+// config (metrics).
+func testRelay(cfg *config.Config) *Relay {
+	r := &Relay{}
+	r.cfg.Store(cfg)
+	return r
 }

@@ -28,14 +28,16 @@ var (
 
 // partitionedDispatcher returns the delivery of dc's sink on a jetstream
 // store: a sink/partition.Dispatcher on this replica's assignment, whose
-// role changes come from r.roles.
-func (r *Relay) partitionedDispatcher(dc sink.DispatcherConfig) *partition.Dispatcher {
+// role changes come from r.roles; unsub ends that subscription once the
+// dispatcher stopped for good (a reload replaced or removed its sink).
+func (r *Relay) partitionedDispatcher(dc sink.DispatcherConfig) (_ *partition.Dispatcher, unsub func()) {
+	changes, unsub := r.roles.sub()
 	return partition.New(partition.Config{
 		Dispatcher: dc,
 		Assignment: r.js,
 		Outbox:     func(p int) sink.Outbox { return r.js.Partition(p) },
-		Changes:    r.roles.sub(),
-	})
+		Changes:    changes,
+	}), unsub
 }
 
 // replicaPause settles what a jetstream replica writes of o's sink state,

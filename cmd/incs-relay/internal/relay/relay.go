@@ -35,7 +35,8 @@ var (
 // (SinkStatuses, PollView, NotReady, ...) are safe for concurrent use
 // while it runs.
 type Relay struct {
-	cfg *config.Config
+	// cfg is the config in force: a reload replaces it (Config reads it).
+	cfg atomic.Pointer[config.Config]
 	log zerolog.Logger
 	db  store.Store
 	js  *JetStream // db in jetstream mode; nil with bbolt
@@ -49,17 +50,29 @@ type Relay struct {
 	pcfg      poller.Config
 	// pipeMu guards poll, ingest, tiers and rules, which a jetstream
 	// replica replaces each time it wins the lease.
-	pipeMu  sync.RWMutex
-	poll    *poller.Poller
-	ingest  *Ingester
-	tiers   *poller.Tiered // nil with poll.strategy: full
-	rules   *rules.Engine  // nil without rules
+	pipeMu sync.RWMutex
+	poll   *poller.Poller
+	ingest *Ingester
+	tiers  *poller.Tiered // nil with poll.strategy: full
+	rules  *rules.Engine  // nil without rules
+	// outsMu guards outs, which a reload replaces (the outputs in it are
+	// not changed once built: a changed sink gets a new output).
+	outsMu  sync.RWMutex
 	outs    []*output
-	admin   Server // the admin API; nil without one
+	obs     sink.Observer // every dispatcher's observer
+	admin   Server        // the admin API; nil without one
 	metrics *metrics
 	states  *sinkStateSaver
 	started time.Time
 	savedMu sync.Mutex // guards output.saved
+
+	opts Options
+	// deliverCtx is the context the dispatchers run under while Run runs
+	// (nil before): a sink a reload adds runs under it too.
+	deliverCtx context.Context
+	// delivering counts the running dispatchers.
+	delivering sync.WaitGroup
+	reload     reloader // reload.go
 }
 
 // output is one configured sink with its dispatcher.
@@ -68,6 +81,11 @@ type output struct {
 	sink  sink.Sink
 	disp  dispatcher      // *sink.Dispatcher, or *partition.Dispatcher on a jetstream store
 	saved store.SinkState // last state written to the store
+	unsub func()          // ends the partitioned dispatcher's role subscription; nil with bbolt
+	// stop ends the dispatcher's Run and done is closed once it returned
+	// (start sets both).
+	stop context.CancelFunc
+	done chan struct{}
 }
 
 // Options are knobs for tests and the demo.
@@ -79,6 +97,12 @@ type Options struct {
 	// ReplicaID names this replica of a jetstream store; "" is
 	// "<hostname>-<pid>".
 	ReplicaID string
+	// Load reads and checks the config file again, as check-config does,
+	// for Reload; nil reads cfg.File() with the process environment.
+	Load func() (*config.Config, error)
+	// LogLevel is set to log.level by a reload; nil when the level was
+	// fixed by a flag (or the logger's level cannot change).
+	LogLevel LevelSetter
 }
 
 // Server runs beside a relay, as the admin API does (package admin): Run
@@ -96,7 +120,9 @@ type Server interface {
 // error everything opened so far is closed again. A Server attached with
 // SetAdmin runs beside it.
 func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) (_ *Relay, err error) {
-	r := &Relay{cfg: cfg, log: log, started: time.Now()}
+	r := &Relay{log: log, started: time.Now(), opts: opts}
+	r.cfg.Store(cfg)
+	r.reload.repoll = make(chan struct{}, 1)
 	defer func() {
 		if err != nil {
 			r.close(context.Background())
@@ -118,6 +144,9 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Opti
 		return nil, err
 	}
 	r.js, _ = r.db.(*JetStream)
+	if r.js != nil {
+		r.js.SetConfigDigest(cfg.Digest())
+	}
 	r.metrics = newMetrics(r)
 	if r.js != nil {
 		r.metrics.reg.MustRegister(replicaCollector{r.js})
@@ -143,48 +172,92 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Opti
 	if opts.Observer != nil {
 		obs = append(obs, opts.Observer)
 	}
-	for i := range cfg.Sinks {
-		sc := cfg.Sinks[i]
-		s, err := BuildSink(ctx, cfg, sc, log)
-		if err != nil {
-			return nil, err
-		}
-		filter, err := BuildFilter(sc)
-		if err != nil {
-			return nil, err
-		}
-		o := &output{cfg: sc, sink: s}
-		prev, err := r.db.SinkState(sc.Name)
-		if err != nil {
-			return nil, err
-		}
-		o.saved = prev
-		pausedReason := ""
-		if prev.Paused {
-			pausedReason = prev.PauseReason
-			if pausedReason == "" {
-				pausedReason = "paused by an earlier run"
-			}
-			log.Warn().Str("sink", sc.Name).Str("reason", pausedReason).Msg("sink is paused since an earlier run; replay or resume it to deliver")
-		}
-		dc := sink.DispatcherConfig{
-			Paused:      pausedReason,
-			Sink:        s,
-			Filter:      filter,
-			MaxInFlight: maxInFlight(sc),
-			Retry:       retryPolicy(sc),
-			Outbox:      r.db,
-			Logger:      log, // the dispatcher adds "sink"
-			Observer:    obs,
-		}
-		if r.js != nil {
-			o.disp = r.partitionedDispatcher(dc)
-		} else {
-			o.disp = sink.NewDispatcher(dc)
-		}
-		r.outs = append(r.outs, o)
+	r.obs = obs
+	// The store's registry of sinks says where a sink new to the store
+	// starts; nothing is delivered before it is in line with this config.
+	if _, err := r.syncRegistry(cfg); err != nil {
+		return nil, err
 	}
+	outs := make([]*output, 0, len(cfg.Sinks))
+	for _, sc := range cfg.Sinks {
+		o, err := r.newOutput(ctx, cfg, sc)
+		if err != nil {
+			closeOutputs(ctx, outs, r.log)
+			return nil, err
+		}
+		outs = append(outs, o)
+	}
+	r.outs = outs
 	return r, nil
+}
+
+// newOutput builds the sink of sc (connecting a NATS sink) and its
+// dispatcher, which starts from the sink's stored cursor and pause.
+func (r *Relay) newOutput(ctx context.Context, cfg *config.Config, sc config.SinkConfig) (*output, error) {
+	s, err := BuildSink(ctx, cfg, sc, r.log)
+	if err != nil {
+		return nil, err
+	}
+	o, err := r.wrapOutput(sc, s, nil)
+	if err != nil {
+		_ = s.Close(ctx)
+		return nil, err
+	}
+	return o, nil
+}
+
+// wrapOutput gives the built sink s of sc its filter and dispatcher; h,
+// when not nil, is what the dispatcher it replaces left (a reload that
+// changed the sink): the events that one delivered above its cursor are
+// not delivered again.
+func (r *Relay) wrapOutput(sc config.SinkConfig, s sink.Sink, h *sink.Handoff) (*output, error) {
+	filter, err := BuildFilter(sc)
+	if err != nil {
+		return nil, err
+	}
+	filter = sink.SkipDone(h, filter)
+	o := &output{cfg: sc, sink: s}
+	prev, err := r.db.SinkState(sc.Name)
+	if err != nil {
+		return nil, err
+	}
+	o.saved = prev
+	pausedReason := ""
+	if prev.Paused {
+		pausedReason = prev.PauseReason
+		if pausedReason == "" {
+			pausedReason = "paused by an earlier run"
+		}
+		r.log.Warn().Str("sink", sc.Name).Str("reason", pausedReason).Msg("sink is paused since an earlier run; replay or resume it to deliver")
+	}
+	dc := sink.DispatcherConfig{
+		Paused:      pausedReason,
+		Sink:        s,
+		Filter:      filter,
+		MaxInFlight: maxInFlight(sc),
+		Retry:       retryPolicy(sc),
+		Outbox:      r.db,
+		Logger:      r.log, // the dispatcher adds "sink"
+		Observer:    r.obs,
+	}
+	if r.js != nil {
+		o.disp, o.unsub = r.partitionedDispatcher(dc)
+	} else {
+		o.disp = sink.NewDispatcher(dc)
+	}
+	return o, nil
+}
+
+// closeOutputs closes the sinks of outputs that never ran.
+func closeOutputs(ctx context.Context, outs []*output, log zerolog.Logger) {
+	for _, o := range outs {
+		if err := o.sink.Close(ctx); err != nil {
+			log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("close sink")
+		}
+		if o.unsub != nil {
+			o.unsub()
+		}
+	}
 }
 
 // Run polls and delivers until ctx ends, then stops polling, lets deliveries
@@ -201,13 +274,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.admin != nil {
 		r.admin.Start()
 	}
-	delivering := r.runDispatchers(deliverCtx)
+	r.runDispatchers(deliverCtx)
 	pollDone := make(chan struct{})
 	go func() {
 		defer close(pollDone)
-		if err := r.poll.Run(pollCtx); err != nil && !errors.Is(err, context.Canceled) {
-			r.log.Error().Err(err).Msg("poller stopped")
-		}
+		r.pollLoop(pollCtx)
 	}()
 	pruneDone := make(chan struct{})
 	go func() {
@@ -224,39 +295,74 @@ func (r *Relay) Run(ctx context.Context) error {
 		defer close(checkDone)
 		_ = checkStore(pollCtx, r.db, r.log, storeCheckDelay)
 	}()
-	r.log.Info().Str("store", r.cfg.Store.Path).Str("upstream", config.HostOf(r.cfg.Upstream.BaseURL)).
-		Int("sinks", len(r.outs)).Str("admin", r.AdminAddr()).Msg("relay running")
+	cfg := r.Config()
+	r.log.Info().Str("store", cfg.Store.Path).Str("upstream", config.HostOf(cfg.Upstream.BaseURL)).
+		Int("sinks", len(r.outputs())).Str("admin", r.AdminAddr()).Msg("relay running")
 
 	<-ctx.Done()
 	r.log.Info().Msg("stopping: polling stops, deliveries under way finish")
 	stopPoll()
 	<-pollDone
-	if err := r.ingest.flush(); err != nil && !errors.Is(err, context.Canceled) {
-		r.log.Warn().Err(err).Msg("last page not stored; it is read again on the next start")
-	}
 	<-pruneDone
 	<-stateDone
 	<-checkDone
-	stopDeliver() // dispatchers drain within their DrainTimeout
-	delivering.Wait()
+	r.stopDelivery(stopDeliver) // dispatchers drain within their DrainTimeout
 	r.saveSinkStates()
 	r.closeStopped()
 	return nil
 }
 
-// runDispatchers runs every sink's dispatcher until ctx ends.
-func (r *Relay) runDispatchers(ctx context.Context) *sync.WaitGroup {
-	var wg sync.WaitGroup
+// runDispatchers runs every sink's dispatcher until ctx ends (or a reload
+// stops it); a sink a reload adds runs under ctx too.
+func (r *Relay) runDispatchers(ctx context.Context) {
+	r.outsMu.Lock()
+	defer r.outsMu.Unlock()
+	r.deliverCtx = ctx
 	for _, o := range r.outs {
-		wg.Add(1)
-		go func(o *output) {
-			defer wg.Done()
-			if err := o.disp.Run(ctx); err != nil {
-				r.log.Error().Err(err).Str("sink", o.cfg.Name).Msg("dispatcher stopped")
-			}
-		}(o)
+		r.start(o)
 	}
-	return &wg
+}
+
+// start runs o's dispatcher under deliverCtx; outsMu is held.
+func (r *Relay) start(o *output) {
+	ctx, stop := context.WithCancel(r.deliverCtx)
+	o.stop, o.done = stop, make(chan struct{})
+	r.delivering.Add(1)
+	go func() {
+		defer r.delivering.Done()
+		defer close(o.done)
+		if err := o.disp.Run(ctx); err != nil {
+			r.log.Error().Err(err).Str("sink", o.cfg.Name).Msg("dispatcher stopped")
+		}
+	}()
+}
+
+// halt stops o's dispatcher, if it runs, and waits until it drained and
+// persisted its cursor.
+func (o *output) halt() {
+	if o.stop == nil {
+		return
+	}
+	o.stop()
+	<-o.done
+}
+
+// stopDelivery ends the delivery context (stop) and waits for every
+// dispatcher, also one a reload is starting: reloads wait first.
+func (r *Relay) stopDelivery(stop context.CancelFunc) {
+	r.reload.mu.Lock()
+	r.reload.closed = true
+	r.reload.mu.Unlock()
+	stop()
+	r.delivering.Wait()
+}
+
+// outputs returns the current outputs (a reload replaces the slice, never
+// changes it).
+func (r *Relay) outputs() []*output {
+	r.outsMu.RLock()
+	defer r.outsMu.RUnlock()
+	return r.outs
 }
 
 // closeStopped closes everything once polling and delivery stopped.
@@ -272,11 +378,7 @@ func (r *Relay) close(ctx context.Context) {
 	if r.admin != nil {
 		r.admin.Close(ctx)
 	}
-	for _, o := range r.outs {
-		if err := o.sink.Close(ctx); err != nil {
-			r.log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("close sink")
-		}
-	}
+	closeOutputs(ctx, r.outputs(), r.log)
 	if r.client != nil {
 		r.client.CloseIdleConnections()
 	}
@@ -304,7 +406,7 @@ func (r *Relay) AdminAddr() string {
 func (r *Relay) Close(ctx context.Context) { r.close(ctx) }
 
 // Config is the relay's configuration.
-func (r *Relay) Config() *config.Config { return r.cfg }
+func (r *Relay) Config() *config.Config { return r.cfg.Load() }
 
 // Store is the relay's store.
 func (r *Relay) Store() store.Store { return r.db }
@@ -369,7 +471,7 @@ func (r *Relay) Resume(name string) error {
 
 // output returns the sink named name, or nil.
 func (r *Relay) output(name string) *output {
-	for _, o := range r.outs {
+	for _, o := range r.outputs() {
 		if o.cfg.Name == name {
 			return o
 		}
@@ -379,8 +481,9 @@ func (r *Relay) output(name string) *output {
 
 // SinkNames lists the configured sinks in order.
 func (r *Relay) SinkNames() []string {
-	names := make([]string, len(r.outs))
-	for i, o := range r.outs {
+	outs := r.outputs()
+	names := make([]string, len(outs))
+	for i, o := range outs {
 		names[i] = o.cfg.Name
 	}
 	return names
@@ -389,7 +492,7 @@ func (r *Relay) SinkNames() []string {
 // pruneLoop removes delivered events past retention and seen records of
 // tasks beyond the lookback window, at start and then every interval.
 func (r *Relay) pruneLoop(ctx context.Context) {
-	every := min(max(r.cfg.Store.Retention.D()/20, time.Minute), time.Hour)
+	every := min(max(r.Config().Store.Retention.D()/20, time.Minute), time.Hour)
 	t := time.NewTimer(10 * time.Second)
 	defer t.Stop()
 	for {
@@ -398,11 +501,18 @@ func (r *Relay) pruneLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		cfg, now := r.Config(), time.Now()
+		sinks, err := r.pruneSinks(cfg.Store.Retention.D(), now)
+		if err != nil {
+			r.log.Warn().Err(err).Msg("prune: read the registry of sinks")
+			t.Reset(every)
+			continue
+		}
 		res, err := r.db.Prune(ctx, store.PruneOptions{
-			Retention: r.cfg.Store.Retention.D(),
-			Lookback:  r.cfg.Poll.Lookback.D(),
-			Sinks:     r.SinkNames(),
-			Now:       time.Now(),
+			Retention: cfg.Store.Retention.D(),
+			Lookback:  cfg.Poll.Lookback.D(),
+			Sinks:     sinks,
+			Now:       now,
 		})
 		if err != nil && !errors.Is(err, context.Canceled) {
 			r.log.Warn().Err(err).Msg("prune")

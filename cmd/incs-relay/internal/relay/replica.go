@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,7 +29,7 @@ import (
 // idle poller) and again each time it wins the lease, so the new term
 // starts from what the last leader stored.
 func (r *Relay) buildPipeline(lead bool) error {
-	cfg := r.cfg
+	cfg := r.Config()
 	initialized, err := r.db.Initialized()
 	if err != nil {
 		return err
@@ -73,10 +74,10 @@ func (r *Relay) runReplica(ctx context.Context) error {
 	// until the migration brought the cursors over; a file that is not
 	// there is bad input, found before anything starts.
 	awaitMigration := false
-	if from := r.cfg.Store.MigrateFrom; from != "" {
+	if from := r.Config().Store.MigrateFrom; from != "" {
 		empty, err := StoreEmpty(r.db)
 		awaitMigration = err == nil && empty
-		if err := checkMigrateFrom(r.cfg, from); awaitMigration && err != nil {
+		if err := checkMigrateFrom(r.Config(), from); awaitMigration && err != nil {
 			r.closeStopped()
 			return err
 		}
@@ -89,7 +90,8 @@ func (r *Relay) runReplica(ctx context.Context) error {
 	if r.admin != nil {
 		r.admin.Start()
 	}
-	leadCh := r.roles.sub()
+	leadCh, unsubLead := r.roles.sub()
+	defer unsubLead()
 	jsDone := make(chan error, 1)
 	go func() { jsDone <- r.js.Run(jsCtx) }()
 	go r.roles.pump(jsCtx, r.js.Changes())
@@ -97,13 +99,13 @@ func (r *Relay) runReplica(ctx context.Context) error {
 
 	deliverCtx, stopDeliver := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopDeliver()
-	started := make(chan *sync.WaitGroup, 1)
+	started := make(chan struct{})
 	go func() {
+		defer close(started)
 		if awaitMigration && !r.waitMigrated(deliverCtx) {
-			started <- &sync.WaitGroup{}
 			return
 		}
-		started <- r.runDispatchers(deliverCtx)
+		r.runDispatchers(deliverCtx)
 	}()
 	leadDone := make(chan struct{})
 	go func() {
@@ -116,8 +118,8 @@ func (r *Relay) runReplica(ctx context.Context) error {
 		r.states.run(runCtx)
 	}()
 	role := r.js.Role()
-	r.log.Info().Str("store", r.cfg.StoreLabel()).Str("replica", role.Self).Str("upstream", config.HostOf(r.cfg.Upstream.BaseURL)).
-		Int("sinks", len(r.outs)).Str("admin", r.AdminAddr()).Msg("relay replica running")
+	r.log.Info().Str("store", r.Config().StoreLabel()).Str("replica", role.Self).Str("upstream", config.HostOf(r.Config().Upstream.BaseURL)).
+		Int("sinks", len(r.outputs())).Str("admin", r.AdminAddr()).Msg("relay replica running")
 
 	var runErr error
 	select {
@@ -133,8 +135,8 @@ func (r *Relay) runReplica(ctx context.Context) error {
 	stop()
 	<-leadDone
 	<-stateDone
-	stopDeliver()
-	(<-started).Wait()
+	<-started
+	r.stopDelivery(stopDeliver)
 	r.saveSinkStates()
 	stopJS() // releases the lease and the partitions
 	if jsDone != nil {
@@ -179,6 +181,24 @@ func (r *Relay) leadLoop(ctx context.Context, changes <-chan struct{}) {
 			return
 		case <-changes:
 		case <-check.C:
+		case <-r.reload.repoll:
+			// A reload changed the strategy, rules or calendars: the
+			// term's polling is built again (the lease is kept).
+			if t != nil {
+				r.pipeMu.RLock()
+				prev := r.poll
+				r.pipeMu.RUnlock()
+				t.stop()
+				var err error
+				if t, err = r.startTerm(ctx); err != nil {
+					r.log.Error().Err(err).Msg("reload: cannot start polling again; trying again every second")
+					t = nil
+				} else {
+					r.pipeMu.RLock()
+					r.poll.CarryStatus(prev)
+					r.pipeMu.RUnlock()
+				}
+			}
 		}
 	}
 }
@@ -245,7 +265,7 @@ func (t *term) stop() {
 // migrateOnFirstStart carries store.migrate_from over into an empty
 // store: no event, no seen record and no completed sweep yet.
 func (r *Relay) migrateOnFirstStart(ctx context.Context) error {
-	from := r.cfg.Store.MigrateFrom
+	from := r.Config().Store.MigrateFrom
 	if from == "" {
 		return nil
 	}
@@ -253,7 +273,7 @@ func (r *Relay) migrateOnFirstStart(ctx context.Context) error {
 	if err != nil || !empty {
 		return err
 	}
-	res, err := MigrateFile(ctx, r.cfg, r.js, from)
+	res, err := MigrateFile(ctx, r.Config(), r.js, from)
 	if err != nil {
 		return err
 	}
@@ -357,13 +377,17 @@ type fanout struct {
 	subs []chan struct{}
 }
 
-// sub returns a new subscription, buffered 1.
-func (f *fanout) sub() <-chan struct{} {
+// sub returns a new subscription, buffered 1, and the func that ends it.
+func (f *fanout) sub() (_ <-chan struct{}, unsub func()) {
 	ch := make(chan struct{}, 1)
 	f.mu.Lock()
 	f.subs = append(f.subs, ch)
 	f.mu.Unlock()
-	return ch
+	return ch, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.subs = slices.DeleteFunc(f.subs, func(c chan struct{}) bool { return c == ch })
+	}
 }
 
 // pump signals every subscriber after each receive on src, until ctx ends.

@@ -96,7 +96,7 @@ var _ sink.Observer = (*sinkStateSaver)(nil)
 func (r *Relay) saveSinkStates() {
 	r.savedMu.Lock()
 	defer r.savedMu.Unlock()
-	for _, o := range r.outs {
+	for _, o := range r.outputs() {
 		r.saveSinkState(o)
 	}
 }

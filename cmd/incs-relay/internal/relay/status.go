@@ -6,6 +6,7 @@ package relay
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
@@ -18,8 +19,9 @@ import (
 // timeouts when that is longer (a slow API is not yet a failing one), plus
 // the last cycle's own duration (a long sweep is progress, not silence).
 func (r *Relay) pollStaleBound(ps poller.Status) time.Duration {
-	interval := r.cfg.Poll.Interval.D()
-	return max(3*interval, interval+2*r.cfg.Upstream.Timeout.D()) + ps.LastSweep.Duration
+	cfg := r.Config()
+	interval := cfg.Poll.Interval.D()
+	return max(3*interval, interval+2*cfg.Upstream.Timeout.D()) + ps.LastSweep.Duration
 }
 
 // NotReady returns why the relay cannot do its own job, or "": the store
@@ -97,13 +99,17 @@ type SinkStatus struct {
 	Delivered      uint64             `json:"delivered"`
 	Retried        uint64             `json:"retried"`
 	Running        bool               `json:"running"`
+	// RemovedAt is when the sink left the config (a reload or a restart
+	// without it): its cursor and dead letters are kept for
+	// store.retention and hold nothing back. Nil for a configured sink.
+	RemovedAt *time.Time `json:"removed_at,omitempty"`
 }
 
 // SinkStatuses reports every configured sink from the store and, while the
 // relay runs, its dispatcher.
 func (r *Relay) SinkStatuses() []SinkStatus {
-	out := make([]SinkStatus, 0, len(r.outs))
-	for _, o := range r.outs {
+	out := make([]SinkStatus, 0, len(r.outputs()))
+	for _, o := range r.outputs() {
 		s, err := StoreSinkStatus(r.db, o.cfg)
 		if err != nil {
 			r.log.Warn().Err(err).Str("sink", o.cfg.Name).Msg("status")
@@ -127,6 +133,41 @@ func (r *Relay) SinkStatuses() []SinkStatus {
 		out = append(out, s)
 	}
 	return out
+}
+
+// RemovedSinkStatuses reports the sinks the store's registry lists as
+// removed from the config, which keeps their cursor and dead letters for
+// store.retention; except lists the configured sinks, never reported as
+// removed (another replica may have marked them).
+func RemovedSinkStatuses(db store.Store, except []string) ([]SinkStatus, error) {
+	regs, err := db.Sinks()
+	if err != nil {
+		return nil, err
+	}
+	var out []SinkStatus
+	for _, reg := range regs {
+		if reg.Removed.IsZero() || slices.Contains(except, reg.Name) {
+			continue
+		}
+		s, err := StoreSinkStatus(db, config.SinkConfig{Name: reg.Name, Type: "removed"})
+		if err != nil {
+			return nil, err
+		}
+		s.RemovedAt = timePtr(reg.Removed)
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// AllSinkStatuses is SinkStatuses followed by the removed sinks the
+// store still keeps.
+func (r *Relay) AllSinkStatuses() []SinkStatus {
+	out := r.SinkStatuses()
+	removed, err := RemovedSinkStatuses(r.db, r.SinkNames())
+	if err != nil {
+		r.log.Warn().Err(err).Msg("status: removed sinks")
+	}
+	return append(out, removed...)
 }
 
 // StoreSinkStatus reads sc's status from the store alone, as `status`
@@ -218,7 +259,7 @@ func (r *Relay) PollView() PollView {
 	r.pipeMu.RLock()
 	defer r.pipeMu.RUnlock()
 	ps := r.poll.Status()
-	v := PollView{Strategy: r.cfg.Poll.Strategy, LastSuccess: timePtr(ps.LastSuccess), LastError: ps.LastError,
+	v := PollView{Strategy: r.Config().Poll.Strategy, LastSuccess: timePtr(ps.LastSuccess), LastError: ps.LastError,
 		ConsecutiveFailures: ps.ConsecutiveFailures, Cycles: ps.Cycles, Requests: ps.Requests}
 	if r.tiers != nil {
 		t := ps.Tiers
