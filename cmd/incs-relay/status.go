@@ -4,6 +4,7 @@ package main
 // error, with the poller's and the cluster's state when a relay answers.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -152,7 +153,7 @@ func (c *StatusCommand) Run(ctx context.Context, args []string) error {
 		if s.LastErrorAt != nil && lastErr != "" {
 			lastErr = s.LastErrorAt.Local().Format(time.DateTime) + " " + lastErr
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", s.Name, s.Type, s.Cursor, s.Head, s.Lag, s.DeadLetters, state, oneLine(lastErr, 100))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", s.Name, cmp.Or(s.Type, "-"), s.Cursor, s.Head, s.Lag, s.DeadLetters, state, oneLine(lastErr, 100))
 	}
 	tw.Flush()
 	for _, s := range sinks {

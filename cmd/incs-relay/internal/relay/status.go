@@ -149,7 +149,7 @@ func RemovedSinkStatuses(db store.Store, except []string) ([]SinkStatus, error) 
 		if reg.Removed.IsZero() || slices.Contains(except, reg.Name) {
 			continue
 		}
-		s, err := StoreSinkStatus(db, config.SinkConfig{Name: reg.Name, Type: "removed"})
+		s, err := StoreSinkStatus(db, config.SinkConfig{Name: reg.Name}) // its type left with its config
 		if err != nil {
 			return nil, err
 		}
