@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -446,7 +447,7 @@ store:
 admin:
   addr: %q
 log:
-  level: info
+  level: %s
   format: json
 sinks:
   - name: bus
@@ -462,7 +463,7 @@ sinks:
     max_in_flight: 8
     timeout: 1s
     retry: {initial: 10ms, max: 200ms, max_elapsed: 10m}
-`, apiURL, chaosInterval, natsURLs, chaosLease, chaosName, r.admin, natsURLs, chaosOut, hookURL, e2eSecret))
+`, apiURL, chaosInterval, natsURLs, chaosLease, chaosName, r.admin, cmp.Or(os.Getenv("INCS_CHAOS_LOG_LEVEL"), "info"), natsURLs, chaosOut, hookURL, e2eSecret))
 	return r
 }
 

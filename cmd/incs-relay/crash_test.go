@@ -418,12 +418,24 @@ func startRelayChild(t testing.TB, args ...string) *relayChild {
 	stderr, err := c.cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, c.cmd.Start())
+	// INCS_TEST_LOGDIR=dir keeps every child's whole stderr there, one
+	// file per process, for a failure the kept tail does not explain.
+	var full *os.File
+	if d := os.Getenv("INCS_TEST_LOGDIR"); d != "" {
+		full, _ = os.Create(filepath.Join(d, fmt.Sprintf("relay-%d.log", c.cmd.Process.Pid)))
+	}
 	go func() {
+		if full != nil {
+			defer full.Close()
+		}
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		running := false
 		for sc.Scan() {
 			line := sc.Text()
+			if full != nil {
+				fmt.Fprintln(full, line)
+			}
 			c.mu.Lock()
 			c.tail = append(c.tail, line)
 			if len(c.tail) > 400 {

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,13 +41,28 @@ type msgResp struct {
 	} `json:"message,omitempty"`
 }
 
+// requestWait bounds one request to the stream when the caller's context
+// allows longer (a dispatcher's read has no deadline of its own): a server
+// that dies after it took a request never answers it, and without a bound
+// that read, and its partition's delivery, waited for ever. It is
+// nats.go's own default for JetStream API requests. A variable for tests.
+var requestWait = 5 * time.Second
+
+// request sends one request to the stream's API, waiting at most
+// requestWait for the answer.
+func (s *Store) request(ctx context.Context, subject string, body []byte) (*nats.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestWait)
+	defer cancel()
+	return s.nc.RequestWithContext(ctx, subject, body)
+}
+
 // getMsg reads one message from the stream's leader. The stream allows
 // direct gets, so nats.go's Stream.GetMsg would ask any replica: the
 // appends' checks (the last head, the last epoch) must not read a replica
 // that lags.
 func (s *Store) getMsg(ctx context.Context, req msgReq) (*jetstream.RawStreamMsg, error) {
 	body, _ := json.Marshal(req)
-	r, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.name, body)
+	r, err := s.request(ctx, "$JS.API.STREAM.MSG.GET."+s.name, body)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +112,7 @@ func (s *Store) getNext(ctx context.Context, seq uint64, subject string) (*jetst
 // directGet is one direct get.
 func (s *Store) directGet(ctx context.Context, seq uint64, subject string) (*jetstream.RawStreamMsg, error) {
 	body, _ := json.Marshal(msgReq{Seq: seq, NextBySubj: subject})
-	r, err := s.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+s.name, body)
+	r, err := s.request(ctx, "$JS.API.DIRECT.GET."+s.name, body)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
@@ -97,4 +99,40 @@ func TestDirectGetsNotAllowed(t *testing.T) {
 	evs, err := s.Partition(1).Read(ctx, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, evs, 2)
+}
+
+// TestRequest_UnansweredReadEnds: a read whose request a server took and
+// never answered (it died meanwhile) ends with an error after requestWait,
+// though the caller's context has no deadline (a dispatcher's read): in a
+// chaos run such a read, sent as a NATS node was killed, stopped two
+// partitions' delivery for good.
+func TestRequest_UnansweredReadEnds(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	require.NoError(t, err)
+	srv.Start()
+	require.True(t, srv.ReadyForConnections(10*time.Second))
+	t.Cleanup(srv.Shutdown)
+	nc := connect(t, srv.ClientURL())
+	// Responders that take every request and never answer.
+	for _, subj := range []string{"$JS.API.DIRECT.GET.silent", "$JS.API.STREAM.MSG.GET.silent"} {
+		_, err := nc.Subscribe(subj, func(*nats.Msg) {})
+		require.NoError(t, err)
+	}
+	require.NoError(t, nc.Flush())
+
+	old := requestWait
+	requestWait = 200 * time.Millisecond
+	t.Cleanup(func() { requestWait = old })
+	s := &Store{nc: nc, name: "silent", log: zerolog.Nop()}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.getNext(context.Background(), 1, "x")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a read nobody answers still waits after 10s")
+	}
 }
