@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -110,9 +111,11 @@ func decodeEvent(off uint64, v []byte) (diff.Event, error) {
 // events back for delivery is on every sink's hot path. The task and log
 // are kept as slices of body. Strings with escapes are unquoted by
 // encoding/json. ok is false when body does not have exactly that shape;
-// the caller then decodes it whole, so any body still decodes.
+// the caller then decodes it whole, so any body still decodes. The
+// event's strings share body's memory (no allocation per member): body
+// must never be modified afterwards, as no stored body is.
 func decodeEventFast(body []byte) (ev diff.Event, ok bool) {
-	r := bodyReader{b: body}
+	r := bodyReader{b: body, s: unsafe.String(unsafe.SliceData(body), len(body))}
 	d := &ev.Data
 	ok = r.lit(`{"specversion":`) && r.str(&ev.SpecVersion) &&
 		r.lit(`,"id":`) && r.str(&ev.ID) &&
@@ -143,6 +146,7 @@ func decodeEventFast(body []byte) (ev diff.Event, ok bool) {
 // reports whether the next bytes were what it reads.
 type bodyReader struct {
 	b []byte
+	s string // b's memory as a string: members without escapes are slices of it
 	i int
 }
 
@@ -179,7 +183,8 @@ func (r *bodyReader) str(dst *string) bool {
 	}
 	in := t[1 : len(t)-1]
 	if bytes.IndexByte(in, '\\') < 0 && utf8.Valid(in) {
-		*dst = string(in)
+		start := r.i - len(t) + 1
+		*dst = r.s[start : start+len(in)]
 		return true
 	}
 	return json.Unmarshal(t, dst) == nil

@@ -183,7 +183,8 @@ func SeenCreatedAt(rec []byte) (int64, error) {
 }
 
 // DecodeBody decodes an event body as the outbox stores it. The event
-// keeps body as its Body; StoredAt is left for the caller.
+// keeps body as its Body, and its strings share body's memory: body must
+// not be modified afterwards. StoredAt is left for the caller.
 func DecodeBody(body []byte) (diff.Event, error) {
 	ev, ok := decodeEventFast(body)
 	if !ok {
