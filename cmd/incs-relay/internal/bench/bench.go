@@ -1,9 +1,11 @@
 // Package bench is the end-to-end benchmark harness of `incs-relay
 // bench`: a simulated API, NATS (one server or a cluster) and a webhook
 // receiver in this process, the relay itself as child processes, and a
-// table of how fast every sink acknowledged every event. It talks to the
-// relays only through their admin API (admin.Client); the command's flags
-// stay in cmd/incs-relay.
+// table of how fast every sink acknowledged every event, how that compares
+// with what a plain client gets from the same servers (limits.go), and the
+// relays' CPU per event and its shares by stage (cpu.go). It talks to the
+// relays only through their admin API (admin.Client) and /proc; the
+// command's flags stay in cmd/incs-relay.
 package bench
 
 import (
@@ -70,8 +72,10 @@ type sinkProgress struct {
 // Run measures the whole relay: it serves a simulated API, an embedded
 // NATS server with JetStream and a webhook receiver in this process, runs
 // opts.Exe as `run` in child processes with poll.initial: replay, and
-// writes how fast each sink acknowledged every event and the children's
-// peak RSS. With Store jetstream it runs Replicas relays on a JetStream
+// writes how fast each sink acknowledged every event, the children's
+// CPU per event (from /proc) and its shares by stage (from their CPU
+// profiles), with Limits each sink's limit and its ratio to it, and the
+// children's peak RSS. With Store jetstream it runs Replicas relays on a JetStream
 // cluster of as many nodes (in this process), store.replicas the same,
 // instead of one relay on a bbolt file. It returns when every sink
 // acknowledged every event, or with an error when a relay exits or
