@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -106,7 +107,11 @@ func (db *DB) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location,
 	}
 	res.Skipped = skipped
 
-	forEach(len(pending), func(i int) { pending[i].prepare(loc, emit, boundary) })
+	// Labelled for CPU profiles (incs-relay bench's stage shares); the
+	// labels of ctx come back after.
+	pprof.Do(ctx, diffLabel, func(context.Context) {
+		forEach(len(pending), func(i int) { pending[i].prepare(loc, emit, boundary) })
+	})
 
 	kept, diffErr := keepPrepared(pending, &res)
 	if len(kept) == 0 {
@@ -123,6 +128,10 @@ func (db *DB) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location,
 	res.FirstOffset, res.LastOffset, res.Types = req.first, req.last, req.types
 	return res, diffErr
 }
+
+// diffLabel is the pprof label of diffing a page against the seen-set
+// and encoding its events: the stage "diff" of a CPU profile.
+var diffLabel = pprof.Labels("stage", "diff")
 
 // pendingTask is a task of the batch that changed since the snapshot:
 // new logs, new values, or a record of version 1.

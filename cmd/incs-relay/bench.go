@@ -32,6 +32,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	replay := fs.Bool("replay", false, "then rewind each sink to offset 1 and time its redelivery of every event: delivery alone, without polling and storing")
 	storeType := fs.String("store", "bbolt", "store.type: bbolt, or jetstream (the relays' state on a JetStream cluster in this process)")
 	replicas := fs.Int("replicas", 1, "with --store jetstream: relay replicas, NATS nodes and store.replicas (1 to 5)")
+	limits := fs.Bool("limits", true, "then measure the limits: what a plain client in a process of its own does against the same NATS server(s) and webhook receiver, with as many events of the relay's average size")
 	scale := fs.String("scale", "", "instead: stored events of each world, comma-separated (e.g. 100000,1000000): memory, restart and status times in both store modes as the store grows")
 	scaleTasks := fs.Int("scale-tasks", 10000, "with --scale: tasks in every world (fixed; only their logs vary)")
 	if err := parseFlags(fs, args); err != nil {
@@ -75,7 +76,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	}
 	return bench.Run(ctx, bench.Options{
 		Tasks: *tasks, Sinks: names, WebhookDelay: *delay, InFlight: *inFlight, Timeout: *timeout,
-		Strategy: *strategy, Replay: *replay, Store: *storeType, Replicas: *replicas,
+		Strategy: *strategy, Replay: *replay, Store: *storeType, Replicas: *replicas, Limits: *limits,
 		Exe: exe, Stdout: c.m.Stdout, Stderr: c.m.Stderr,
 	})
 }
@@ -83,7 +84,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 // runScale checks the flags of `bench --scale` and runs it: only
 // --scale-tasks and --timeout (per world and store mode) apply.
 func (c *BenchCommand) runScale(ctx context.Context, fs *flag.FlagSet, list string, tasks int, timeout time.Duration) error {
-	for _, name := range []string{"sinks", "webhook-delay", "in-flight", "strategy", "replay", "store", "replicas", "tasks"} {
+	for _, name := range []string{"sinks", "webhook-delay", "in-flight", "strategy", "replay", "store", "replicas", "tasks", "limits"} {
 		if flagGiven(fs, name) {
 			return &usageError{msg: fmt.Sprintf("bench: --%s does not apply to --scale (it runs both stores, one core NATS sink, --scale-tasks tasks)", name)}
 		}

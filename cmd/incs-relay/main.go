@@ -21,6 +21,7 @@ import (
 	_ "time/tzdata" // the API's zone must load in minimal images too
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/bench"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
 )
@@ -33,6 +34,9 @@ const (
 )
 
 func main() {
+	if os.Getenv(bench.LimitEnv) != "" { // a limit process of `incs-relay bench`
+		os.Exit(bench.LimitMain())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.LookupEnv}

@@ -6,6 +6,7 @@ package jsstore
 import (
 	"context"
 	"errors"
+	"runtime/pprof"
 	"time"
 
 	"github.com/incs-relay/incs-relay/diff"
@@ -26,6 +27,10 @@ func (s *Store) IngestAfter(ctx context.Context, tasks []diff.Task, loc *time.Lo
 	return s.ingest(ctx, tasks, loc, true, boundary)
 }
 
+// diffLabel is the pprof label of diffing a page against the seen-set
+// and encoding its events: the stage "diff" of a CPU profile.
+var diffLabel = pprof.Labels("stage", "diff")
+
 // seenRecord returns a task's seen record from the view.
 func (v *view) seenRecord(taskID int64) []byte {
 	v.mu.RLock()
@@ -45,7 +50,13 @@ func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 			unlock()
 		}
 	}()
-	prepared, res, perr := store.PrepareIngest(tasks, loc, emit, boundary, s.seenFor)
+	var prepared []store.Prepared
+	var perr error
+	// Labelled for CPU profiles (incs-relay bench's stage shares); the
+	// labels of ctx come back after.
+	pprof.Do(ctx, diffLabel, func(context.Context) {
+		prepared, res, perr = store.PrepareIngest(tasks, loc, emit, boundary, s.seenFor)
+	})
 	var de *store.DiffError
 	if perr != nil && !errors.As(perr, &de) {
 		return res, perr

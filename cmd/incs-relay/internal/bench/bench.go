@@ -1,9 +1,11 @@
 // Package bench is the end-to-end benchmark harness of `incs-relay
 // bench`: a simulated API, NATS (one server or a cluster) and a webhook
 // receiver in this process, the relay itself as child processes, and a
-// table of how fast every sink acknowledged every event. It talks to the
-// relays only through their admin API (admin.Client); the command's flags
-// stay in cmd/incs-relay.
+// table of how fast every sink acknowledged every event, how that compares
+// with what a plain client gets from the same servers (limits.go), and the
+// relays' CPU per event and its shares by stage (cpu.go). It talks to the
+// relays only through their admin API (admin.Client) and /proc; the
+// command's flags stay in cmd/incs-relay.
 package bench
 
 import (
@@ -48,6 +50,10 @@ type Options struct {
 	Replay   bool
 	Store    string // store.type: bbolt or jetstream
 	Replicas int    // with Store jetstream: relays, NATS nodes and store.replicas (1 to 5)
+	// Limits then measures, once the relays stopped, what a plain client
+	// in a process of its own does against the same NATS server(s) and
+	// webhook receiver (limits.go), and compares each sink with it.
+	Limits bool
 	// Exe is the incs-relay binary the relays run as (`Exe run --config
 	// FILE`): the bench command passes its own.
 	Exe string
@@ -66,8 +72,10 @@ type sinkProgress struct {
 // Run measures the whole relay: it serves a simulated API, an embedded
 // NATS server with JetStream and a webhook receiver in this process, runs
 // opts.Exe as `run` in child processes with poll.initial: replay, and
-// writes how fast each sink acknowledged every event and the children's
-// peak RSS. With Store jetstream it runs Replicas relays on a JetStream
+// writes how fast each sink acknowledged every event, the children's
+// CPU per event (from /proc) and its shares by stage (from their CPU
+// profiles), with Limits each sink's limit and its ratio to it, and the
+// children's peak RSS. With Store jetstream it runs Replicas relays on a JetStream
 // cluster of as many nodes (in this process), store.replicas the same,
 // instead of one relay on a bbolt file. It returns when every sink
 // acknowledged every event, or with an error when a relay exits or
@@ -110,9 +118,10 @@ func Run(ctx context.Context, opts Options) error {
 
 	secret := webhookSecret()
 	verifier, _ := consume.NewVerifier([]string{secret})
-	var hooked, badSig atomic.Int64
+	var hooked, hookedBytes, badSig atomic.Int64
 	hook, err := serveLoopback(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := hooked.Add(1)
+		hookedBytes.Add(max(r.ContentLength, 0))
 		if n%100 == 0 { // verify a sample: a receiver's full cost is not what is measured
 			if _, err := verifier.Verify(r); err != nil {
 				badSig.Add(1)
@@ -155,6 +164,11 @@ func Run(ctx context.Context, opts Options) error {
 		relays = opts.Replicas
 	}
 	fmt.Fprintf(opts.Stderr, "bench: relaying %d events to %s (%s store, %d relay(s))...\n", want, strings.Join(names, ", "), opts.Store, relays)
+	// Each relay writes a CPU profile, for the stages' shares, unless the
+	// caller asked for one of their own.
+	var profiles []string
+	_, ownProfile := os.LookupEnv("INCS_RELAY_CPUPROFILE")
+	runAt := time.Now()
 	start := time.Now()
 	// Every replica runs the same config but for admin.addr. They start
 	// one after the other, each once the one before answers on its admin
@@ -167,12 +181,19 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}()
 	for i := range relays {
-		c, err := startChild(ctx, opts.Exe, cfgPath, opts.Stderr)
+		var env []string
+		if !ownProfile {
+			path := filepath.Join(dir, fmt.Sprintf("relay-%d.pprof", i+1))
+			env = append(env, "INCS_RELAY_CPUPROFILE="+path)
+			profiles = append(profiles, path)
+		}
+		c, err := startChild(ctx, opts.Exe, cfgPath, opts.Stderr, env...)
 		if err != nil {
 			return fmt.Errorf("bench: relay %d: %v", i+1, err)
 		}
 		children = append(children, c)
 	}
+	cpuStart := cpuOf(children)
 	done := map[string]time.Duration{}
 	var stored time.Duration
 	var peak, peakAnon int64 // peakAnon is sampled: heap and stacks, without the mapped store file
@@ -207,14 +228,20 @@ func Run(ctx context.Context, opts Options) error {
 			}
 		}
 	}
+	cpuDone := cpuOf(children)
+	// What the webhook receiver got from the relay: its average body is
+	// the limits' body size.
+	hookReqs, hookBytes := hooked.Load(), hookedBytes.Load()
 	replayed := map[string]time.Duration{}
+	replayCPU := map[string]time.Duration{}
 	if opts.Replay {
 		for _, n := range names {
+			before := cpuOf(children)
 			d, err := timeReplay(ctx, children[0].ac, n, uint64(want))
 			if err != nil {
 				return err
 			}
-			replayed[n] = d
+			replayed[n], replayCPU[n] = d, cpuOf(children)-before
 		}
 	}
 	var file int64
@@ -231,8 +258,30 @@ func Run(ctx context.Context, opts Options) error {
 			waitErr = err
 		}
 	}
+	var lim limits
+	if opts.Limits {
+		lim, err = measureLimits(ctx, opts, limitRun{
+			NATSURL: natsURL, HookURL: "http://" + hook.Addr + "/incs", Secret: secret, Nodes: nodes,
+			Events: want, Tasks: opts.Tasks, InFlight: opts.InFlight, Sinks: names,
+			HookRequests: hookReqs, HookBytes: hookBytes,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	var shares []stageShare
+	if len(profiles) > 0 {
+		ps, err := readProfiles(profiles)
+		if err == nil {
+			shares, err = stageShares(ps...)
+		}
+		if err != nil {
+			fmt.Fprintf(opts.Stderr, "bench: no stage shares: %v\n", err)
+		}
+	}
 
 	tw := tabwriter.NewWriter(opts.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "run\t%s\n", runAt.UTC().Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(tw, "world\t%d tasks, %d logs\n", opts.Tasks, want)
 	if opts.Store == "jetstream" {
 		fmt.Fprintf(tw, "store\tjetstream: %d relay(s) on %d NATS node(s), store.replicas %d\n", relays, nodes, nodes)
@@ -241,13 +290,23 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	fmt.Fprintf(tw, "stored (poll+decode+diff+store)\t%s\t%.0f events/s\n", stored.Round(time.Millisecond), float64(want)/stored.Seconds())
 	for _, n := range names {
-		fmt.Fprintf(tw, "acknowledged by %s\t%s\t%.0f events/s\n", n, done[n].Round(time.Millisecond), float64(want)/done[n].Seconds())
+		rate := float64(want) / done[n].Seconds()
+		fmt.Fprintf(tw, "acknowledged by %s\t%s\t%.0f events/s%s\n", n, done[n].Round(time.Millisecond), rate, lim.ratio(n, rate))
 	}
 	for _, n := range names {
 		if d, ok := replayed[n]; ok {
-			fmt.Fprintf(tw, "replayed to %s (delivery alone)\t%s\t%.0f events/s\n", n, d.Round(time.Millisecond), float64(want)/d.Seconds())
+			rate := float64(want) / d.Seconds()
+			fmt.Fprintf(tw, "replayed to %s (delivery alone)\t%s\t%.0f events/s%s\n", n, d.Round(time.Millisecond), rate, lim.ratio(n, rate))
 		}
 	}
+	lim.print(tw)
+	fmt.Fprintf(tw, "relay CPU per event, end to end\t%.1f µs\tuser+system of the relay(s) from start until every sink acknowledged every event, over %d events stored\n", perEvent(cpuDone-cpuStart, want), want)
+	for _, n := range names {
+		if d, ok := replayCPU[n]; ok {
+			fmt.Fprintf(tw, "relay CPU per event, replay to %s\t%.1f µs\tper event delivered\n", n, perEvent(d, want))
+		}
+	}
+	printShares(tw, shares, want, opts.Replay)
 	fmt.Fprintf(tw, "relay peak RSS (the largest replica)\t%.1f MB\tof which anonymous (heap, stacks) peaked at %.1f MB; file-backed (the binary's code and the store's mapped pages) was %.1f MB at the end\n", float64(peak)/(1<<20), float64(peakAnon)/(1<<20), float64(file)/(1<<20))
 	if opts.WebhookDelay > 0 {
 		fmt.Fprintf(tw, "webhook receiver delay\t%s\n", opts.WebhookDelay)

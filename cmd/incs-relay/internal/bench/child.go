@@ -81,15 +81,16 @@ type child struct {
 }
 
 // startChild starts `exe run --config cfgPath` with its admin API on a
-// free loopback address and returns once /healthz answers: the relay
-// opens its store and connects its sinks before it serves the admin API.
-func startChild(ctx context.Context, exe, cfgPath string, stderr io.Writer) (*child, error) {
+// free loopback address, env added to this process's environment, and
+// returns once /healthz answers: the relay opens its store and connects
+// its sinks before it serves the admin API.
+func startChild(ctx context.Context, exe, cfgPath string, stderr io.Writer, env ...string) (*child, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe, "run", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), adminEnv+"="+addr)
+	cmd.Env = append(append(os.Environ(), env...), adminEnv+"="+addr)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -70,10 +70,10 @@ type ingestOutcome struct {
 func (h *Ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
 	ch := make(chan ingestOutcome, 1)
 	h.checkClock(tasks)
-	go func() {
+	go withStage(ctx, stageStore, func(ctx context.Context) {
 		res, err := h.db.IngestAfter(ctx, tasks, h.loc, h.boundary)
 		ch <- ingestOutcome{tasks: tasks, res: res, err: err}
-	}()
+	})
 	prev := h.pending
 	h.pending = ch
 	if prev == nil {

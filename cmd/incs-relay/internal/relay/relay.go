@@ -129,14 +129,17 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Opti
 		}
 	}()
 	storeOpts := store.Options{Timeout: 2 * time.Second, Logger: log.With().Str("component", "store").Logger()}
-	if cfg.JetStream() && opts.ReplicaID != "" {
-		var h *JetStream
-		if h, err = OpenJetStream(cfg, storeOpts.Logger, opts.ReplicaID); err == nil {
-			r.db = h
+	// The store's own goroutines (and connection) count as the store.
+	withStage(ctx, stageStore, func(context.Context) {
+		if cfg.JetStream() && opts.ReplicaID != "" {
+			var h *JetStream
+			if h, err = OpenJetStream(cfg, storeOpts.Logger, opts.ReplicaID); err == nil {
+				r.db = h
+			}
+		} else {
+			r.db, err = OpenStore(cfg, storeOpts)
 		}
-	} else {
-		r.db, err = OpenStore(cfg, storeOpts)
-	}
+	})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return nil, fmt.Errorf("store %s is taken: another incs-relay is running on it (stop it, or use its admin API at %s)", cfg.Store.Path, cfg.Admin.Addr)
@@ -194,7 +197,10 @@ func Open(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Opti
 // newOutput builds the sink of sc (connecting a NATS sink) and its
 // dispatcher, which starts from the sink's stored cursor and pause.
 func (r *Relay) newOutput(ctx context.Context, cfg *config.Config, sc config.SinkConfig) (*output, error) {
-	s, err := BuildSink(ctx, cfg, sc, r.log)
+	var s sink.Sink
+	var err error
+	// Its connection's goroutines count as delivery.
+	withStage(ctx, stageDeliver, func(ctx context.Context) { s, err = BuildSink(ctx, cfg, sc, r.log) })
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +284,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	pollDone := make(chan struct{})
 	go func() {
 		defer close(pollDone)
-		r.pollLoop(pollCtx)
+		withStage(pollCtx, stagePoll, r.pollLoop)
 	}()
 	pruneDone := make(chan struct{})
 	go func() {
@@ -331,9 +337,11 @@ func (r *Relay) start(o *output) {
 	go func() {
 		defer r.delivering.Done()
 		defer close(o.done)
-		if err := o.disp.Run(ctx); err != nil {
-			r.log.Error().Err(err).Str("sink", o.cfg.Name).Msg("dispatcher stopped")
-		}
+		withStage(ctx, stageDeliver, func(ctx context.Context) {
+			if err := o.disp.Run(ctx); err != nil {
+				r.log.Error().Err(err).Str("sink", o.cfg.Name).Msg("dispatcher stopped")
+			}
+		})
 	}()
 }
 

@@ -140,7 +140,9 @@ func (r *Relay) reloadLocked(ctx context.Context) (string, error) {
 		if !slices.Contains(ch.SinksAdded, sc.Name) && !slices.Contains(ch.SinksChanged, sc.Name) {
 			continue
 		}
-		s, err := BuildSink(ctx, next, sc, r.log)
+		var s sink.Sink
+		var err error
+		withStage(ctx, stageDeliver, func(ctx context.Context) { s, err = BuildSink(ctx, next, sc, r.log) })
 		if err != nil {
 			closeBuilt()
 			return "", err

@@ -226,9 +226,11 @@ func (r *Relay) startTerm(ctx context.Context) (*term, error) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := poll.Run(tctx); err != nil && !errors.Is(err, context.Canceled) {
-			r.log.Error().Err(err).Msg("poller stopped")
-		}
+		withStage(tctx, stagePoll, func(tctx context.Context) {
+			if err := poll.Run(tctx); err != nil && !errors.Is(err, context.Canceled) {
+				r.log.Error().Err(err).Msg("poller stopped")
+			}
+		})
 	}()
 	go func() {
 		defer wg.Done()
