@@ -157,8 +157,16 @@ func (d *Dispatcher) runSession(ctx context.Context, cursor uint64, notify <-cha
 			s.add(evs)
 		case r := <-s.results:
 			s.handle(r)
+			// Take the outcomes already waiting too: one pass of the
+			// loop (and of dispatch) per burst, not per attempt.
+			for n := len(s.results); n > 0; n-- {
+				s.handle(<-s.results)
+			}
 		case a := <-s.asyncDone:
 			s.finishAsync(a)
+			for n := len(s.asyncDone); n > 0; n-- {
+				s.finishAsync(<-s.asyncDone)
+			}
 		case it := <-s.retries:
 			s.retryDue(it)
 		case <-d.resumeCh:

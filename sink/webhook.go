@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -94,9 +95,9 @@ type WebhookConfig struct {
 // A Webhook is safe for concurrent use.
 type Webhook struct {
 	name    string
-	url     string
+	url     *url.URL
 	host    string
-	keys    [][]byte
+	signer  *webhookSigner
 	format  string
 	timeout time.Duration
 	client  *http.Client
@@ -153,9 +154,9 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	}
 	return &Webhook{
 		name:    cfg.Name,
-		url:     u.String(),
+		url:     u,
 		host:    u.Host,
-		keys:    keys,
+		signer:  newWebhookSigner(keys),
 		format:  cfg.Format,
 		timeout: cfg.Timeout,
 		client: &http.Client{
@@ -203,16 +204,18 @@ func (w *Webhook) Deliver(ctx context.Context, ev *diff.Event) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
-	if err != nil {
-		return Permanent(fmt.Errorf("webhook %s: POST %s: build request", w.name, w.host))
-	}
+	// The URL was parsed once, in NewWebhook; the transport does not
+	// modify a request's URL.
+	req := (&http.Request{
+		Method: http.MethodPost, URL: w.url, Host: w.url.Host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+	}).WithContext(ctx)
 	ts := strconv.FormatInt(w.now().Unix(), 10)
-	req.Header = h
 	h["User-Agent"] = []string{"incs-relay"}
 	h["Webhook-Id"] = []string{ev.ID}
 	h["Webhook-Timestamp"] = []string{ts}
-	h["Webhook-Signature"] = []string{webhookSignature(w.keys, ev.ID, ts, body)}
+	h["Webhook-Signature"] = []string{w.signer.sign(ev.ID, ts, body)}
 
 	resp, err := w.client.Do(req)
 	if err != nil {
@@ -349,22 +352,46 @@ func ceHeaderValue(s string) string {
 // webhookSignature returns the webhook-signature header value: one
 // "v1,<base64 HMAC-SHA256(key, id.ts.body)>" per key, space-separated.
 func webhookSignature(keys [][]byte, id, ts string, body []byte) string {
-	var b strings.Builder
-	b.Grow(len(keys) * 48)
+	return newWebhookSigner(keys).sign(id, ts, body)
+}
+
+// webhookSigner makes webhook-signature values for a set of keys. Each
+// key's HMAC, keyed once, is reused from a pool: a signature then costs
+// no key schedule and allocates only its header value.
+type webhookSigner struct {
+	pools []sync.Pool // of hash.Hash, one pool per key
+}
+
+func newWebhookSigner(keys [][]byte) *webhookSigner {
+	s := &webhookSigner{pools: make([]sync.Pool, len(keys))}
 	for i, k := range keys {
-		m := hmac.New(sha256.New, k)
-		m.Write([]byte(id))
-		m.Write([]byte{'.'})
-		m.Write([]byte(ts))
-		m.Write([]byte{'.'})
-		m.Write(body)
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString("v1,")
-		b.WriteString(base64.StdEncoding.EncodeToString(m.Sum(nil)))
+		s.pools[i].New = func() any { return hmac.New(sha256.New, k) }
 	}
-	return b.String()
+	return s
+}
+
+// sign returns the webhook-signature header value for id, ts and body.
+func (s *webhookSigner) sign(id, ts string, body []byte) string {
+	const sigLen = 3 + 44 // "v1," and a SHA-256 in padded base64
+	// scratch holds "id.ts." and then each key's sum.
+	scratch := make([]byte, 0, max(len(id)+len(ts)+2, sha256.Size))
+	scratch = append(append(append(append(scratch, id...), '.'), ts...), '.')
+	out := make([]byte, 0, len(s.pools)*(sigLen+1))
+	var sum []byte
+	for i := range s.pools {
+		m := s.pools[i].Get().(hash.Hash)
+		m.Reset()
+		m.Write(scratch)
+		m.Write(body)
+		sum = m.Sum(sum[:0])
+		s.pools[i].Put(m)
+		if i > 0 {
+			out = append(out, ' ')
+		}
+		out = append(out, "v1,"...)
+		out = base64.StdEncoding.AppendEncode(out, sum)
+	}
+	return string(out)
 }
 
 // eventBodyOrJSON returns what a sink sends for ev: the stored Body, or the

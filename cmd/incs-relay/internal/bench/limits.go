@@ -256,16 +256,21 @@ func webhookLimit(ctx context.Context, s limitSettings) (time.Duration, error) {
 }
 
 // runLimit runs the limit s in a process of its own (exe with s's
-// environment) and returns its rate in messages per second.
-func runLimit(ctx context.Context, exe string, s limitSettings, stderr io.Writer) (float64, error) {
+// environment) and returns its rate in messages per second and the
+// process's CPU time (user + system, start-up included) per message.
+func runLimit(ctx context.Context, exe string, s limitSettings, stderr io.Writer) (rate float64, cpu time.Duration, err error) {
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Env = append(os.Environ(), s.env()...)
 	cmd.Stderr = stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return 0, fmt.Errorf("bench: %s limit: %v", s.Kind, err)
+		return 0, 0, fmt.Errorf("bench: %s limit: %v", s.Kind, err)
 	}
-	return parseLimitResult(out)
+	rate, err = parseLimitResult(out)
+	if ps := cmd.ProcessState; ps != nil && s.Count > 0 {
+		cpu = (ps.UserTime() + ps.SystemTime()) / time.Duration(s.Count)
+	}
+	return rate, cpu, err
 }
 
 // parseLimitResult reads a limit process's result line out of its stdout.
@@ -300,7 +305,8 @@ type limitRun struct {
 
 // limits are the rates measured by measureLimits, by sink name.
 type limits struct {
-	rate     map[string]float64 // messages or requests per second
+	rate     map[string]float64       // messages or requests per second
+	cpu      map[string]time.Duration // the limit process's CPU per message
 	inFlight map[string]int
 	size     int // body bytes
 	events   int
@@ -310,7 +316,7 @@ type limits struct {
 // webhook) with the relay's average body size: the webhook receiver's
 // average when a webhook sink ran, else the BENCH stream's.
 func measureLimits(ctx context.Context, opts Options, r limitRun) (limits, error) {
-	lim := limits{rate: map[string]float64{}, inFlight: map[string]int{}, events: r.Events}
+	lim := limits{rate: map[string]float64{}, cpu: map[string]time.Duration{}, inFlight: map[string]int{}, events: r.Events}
 	if r.HookRequests > 0 {
 		lim.size = int(r.HookBytes / r.HookRequests)
 	}
@@ -339,11 +345,11 @@ func measureLimits(ctx context.Context, opts Options, r limitRun) (limits, error
 		}
 		s.Size = lim.size
 		fmt.Fprintf(opts.Stderr, "bench: the %s limit: %d messages of %d bytes, %d in flight, from a process of its own...\n", name, s.Count, s.Size, s.InFlight)
-		rate, err := runLimit(ctx, opts.Exe, s, opts.Stderr)
+		rate, cpu, err := runLimit(ctx, opts.Exe, s, opts.Stderr)
 		if err != nil {
 			return lim, err
 		}
-		lim.rate[name], lim.inFlight[name] = rate, s.InFlight
+		lim.rate[name], lim.cpu[name], lim.inFlight[name] = rate, cpu, s.InFlight
 	}
 	return lim, nil
 }
@@ -405,8 +411,8 @@ func (l limits) print(w io.Writer) {
 	}
 	for _, name := range []string{"jetstream", "webhook"} {
 		if r, ok := l.rate[name]; ok {
-			fmt.Fprintf(w, "limit of %s (a client of its own)\t%s\t%.0f events/s\t%s: %d bodies of %d bytes, %d in flight\n",
-				name, time.Duration(float64(l.events)/r*float64(time.Second)).Round(time.Millisecond), r, what[name], l.events, l.size, l.inFlight[name])
+			fmt.Fprintf(w, "limit of %s (a client of its own)\t%s\t%.0f events/s\t%s: %d bodies of %d bytes, %d in flight; its CPU %.1f µs per message\n",
+				name, time.Duration(float64(l.events)/r*float64(time.Second)).Round(time.Millisecond), r, what[name], l.events, l.size, l.inFlight[name], float64(l.cpu[name].Nanoseconds())/1e3)
 		}
 	}
 }
