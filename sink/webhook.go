@@ -217,7 +217,9 @@ func (w *Webhook) Deliver(ctx context.Context, ev *diff.Event) error {
 	h["Webhook-Timestamp"] = []string{ts}
 	h["Webhook-Signature"] = []string{w.signer.sign(ev.ID, ts, body)}
 
-	resp, err := w.client.Do(req)
+	// The transport itself: http.Client would clone the headers for
+	// redirects, which are not followed (a 3xx is returned as it is).
+	resp, err := w.client.Transport.RoundTrip(req)
 	if err != nil {
 		return w.requestError(ctx, err)
 	}

@@ -32,6 +32,6 @@ func TestRead_FastDecodeMatchesJSON(t *testing.T) {
 		got.Time = want.Time
 		assert.Equal(t, want, got)
 	}
-	_, ok := decodeEventFast([]byte(`{"id":"log-1","data":{"task_id":1}}`))
+	ok := decodeEventFast(new(diff.Event), []byte(`{"id":"log-1","data":{"task_id":1}}`))
 	assert.False(t, ok, "a body without task and log falls back to a whole decode")
 }

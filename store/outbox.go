@@ -89,21 +89,29 @@ func decodeHeader(v []byte) (rawHeader, error) {
 // decodeEvent decodes the outbox value stored under offset off. The event
 // owns its memory.
 func decodeEvent(off uint64, v []byte) (diff.Event, error) {
+	var ev diff.Event
+	err := decodeEventInto(&ev, off, v)
+	return ev, err
+}
+
+// decodeEventInto decodes the stored event v at offset off into *ev (in
+// place: a slice's element takes no copy through the heap).
+func decodeEventInto(ev *diff.Event, off uint64, v []byte) error {
 	h, err := decodeHeader(v)
 	if err != nil {
-		return diff.Event{}, fmt.Errorf("event %d: %w", off, err)
+		return fmt.Errorf("event %d: %w", off, err)
 	}
 	body := bytes.Clone(h.body)
-	ev, ok := decodeEventFast(body)
-	if !ok {
-		if err := json.Unmarshal(body, &ev); err != nil {
-			return diff.Event{}, fmt.Errorf("event %d: %w", off, err)
+	if !decodeEventFast(ev, body) {
+		*ev = diff.Event{}
+		if err := json.Unmarshal(body, ev); err != nil {
+			return fmt.Errorf("event %d: %w", off, err)
 		}
 	}
 	ev.Offset = off
 	ev.Body = body
 	ev.StoredAt = time.Unix(0, h.storedAt)
-	return ev, nil
+	return nil
 }
 
 // decodeEventFast decodes a stored body without encoding/json: the store
@@ -114,7 +122,7 @@ func decodeEvent(off uint64, v []byte) (diff.Event, error) {
 // the caller then decodes it whole, so any body still decodes. The
 // event's strings share body's memory (no allocation per member): body
 // must never be modified afterwards, as no stored body is.
-func decodeEventFast(body []byte) (ev diff.Event, ok bool) {
+func decodeEventFast(ev *diff.Event, body []byte) (ok bool) {
 	r := bodyReader{b: body, s: unsafe.String(unsafe.SliceData(body), len(body))}
 	d := &ev.Data
 	ok = r.lit(`{"specversion":`) && r.str(&ev.SpecVersion) &&
@@ -136,10 +144,7 @@ func decodeEventFast(body []byte) (ev diff.Event, ok bool) {
 		(!r.lit(`,"previous_assignee_username":`) || r.str(&d.PreviousAssignee)) &&
 		r.lit(`,"comment":`) && r.str(&d.Comment) &&
 		r.lit(`}}`) && r.i == len(body)
-	if !ok {
-		return diff.Event{}, false
-	}
-	return ev, true
+	return ok
 }
 
 // bodyReader reads a stored event body member by member; every method
@@ -269,7 +274,7 @@ func (db *DB) Events(ctx context.Context, q EventQuery) ([]diff.Event, error) {
 	if q.Limit <= 0 {
 		q.Limit = DefaultLimit
 	}
-	var out []diff.Event
+	out := make([]diff.Event, 0, min(q.Limit, 64))
 	read := 0
 	defer func() { db.touch(read) }()
 	err := db.view(func(tx *bolt.Tx) error {
@@ -292,11 +297,10 @@ func (db *DB) Events(ctx context.Context, q EventQuery) ([]diff.Event, error) {
 					continue
 				}
 			}
-			ev, err := decodeEvent(off, v)
-			if err != nil {
+			out = append(out, diff.Event{})
+			if err := decodeEventInto(&out[len(out)-1], off, v); err != nil {
 				return corrupt(db.path, err)
 			}
-			out = append(out, ev)
 		}
 		return ctx.Err()
 	})

@@ -186,8 +186,9 @@ func SeenCreatedAt(rec []byte) (int64, error) {
 // keeps body as its Body, and its strings share body's memory: body must
 // not be modified afterwards. StoredAt is left for the caller.
 func DecodeBody(body []byte) (diff.Event, error) {
-	ev, ok := decodeEventFast(body)
-	if !ok {
+	var ev diff.Event
+	if !decodeEventFast(&ev, body) {
+		ev = diff.Event{}
 		if err := json.Unmarshal(body, &ev); err != nil {
 			return diff.Event{}, err
 		}
