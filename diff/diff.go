@@ -80,6 +80,9 @@ func Diff(t *Task, seen Seen, loc *time.Location) ([]Event, error) {
 		if l.Type == LogAssigned {
 			ev.Data.PreviousAssignee = prevAssignee
 		}
+		if out == nil {
+			out = make([]Event, 0, len(logs)-i) // at most the logs left: one allocation
+		}
 		out = append(out, ev)
 	}
 	return out, nil

@@ -274,11 +274,17 @@ func (db *DB) Events(ctx context.Context, q EventQuery) ([]diff.Event, error) {
 	if q.Limit <= 0 {
 		q.Limit = DefaultLimit
 	}
-	out := make([]diff.Event, 0, min(q.Limit, 64))
+	var out []diff.Event
 	read := 0
 	defer func() { db.touch(read) }()
 	err := db.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEvents).Cursor()
+		b := tx.Bucket(bucketEvents)
+		// Room for every event up to the head (or the limit): one
+		// allocation for a sink's read.
+		if head := b.Sequence(); head >= q.From && q.Type == "" && q.TaskID == 0 {
+			out = make([]diff.Event, 0, min(uint64(q.Limit), head-max(q.From, 1)+1))
+		}
+		c := b.Cursor()
 		n := 0
 		for k, v := c.Seek(u64(q.From)); k != nil && len(out) < q.Limit; k, v = c.Next() {
 			if n++; n%1024 == 0 {
