@@ -98,6 +98,7 @@ type Webhook struct {
 	url     *url.URL
 	host    string
 	signer  *webhookSigner
+	auth    string // "Basic …" from the URL's user info, as http.Client sends it; "" without
 	format  string
 	timeout time.Duration
 	client  *http.Client
@@ -157,6 +158,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 		url:     u,
 		host:    u.Host,
 		signer:  newWebhookSigner(keys),
+		auth:    basicAuth(u.User),
 		format:  cfg.Format,
 		timeout: cfg.Timeout,
 		client: &http.Client{
@@ -216,6 +218,9 @@ func (w *Webhook) Deliver(ctx context.Context, ev *diff.Event) error {
 	h["Webhook-Id"] = []string{ev.ID}
 	h["Webhook-Timestamp"] = []string{ts}
 	h["Webhook-Signature"] = []string{w.signer.sign(ev.ID, ts, body)}
+	if w.auth != "" {
+		h["Authorization"] = []string{w.auth}
+	}
 
 	// The transport itself: http.Client would clone the headers for
 	// redirects, which are not followed (a 3xx is returned as it is).
@@ -349,6 +354,17 @@ func ceHeaderValue(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// basicAuth returns the Authorization value http.Client derives from a
+// URL's user info ("" without): requests go to the transport itself,
+// which does not.
+func basicAuth(u *url.Userinfo) string {
+	if u == nil {
+		return ""
+	}
+	pass, _ := u.Password()
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+pass))
 }
 
 // webhookSignature returns the webhook-signature header value: one

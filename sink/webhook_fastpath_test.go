@@ -1,14 +1,20 @@
 package sink
 
-// Benchmarks of the webhook sink's per-delivery work.
+// The webhook sink's per-delivery fast path: pooled signing and the
+// request sent to the transport itself, with what http.Client did kept.
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"sync"
 	"testing"
 
+	"github.com/incs-relay/incs-relay/diff"
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,4 +54,28 @@ func freshSig(key []byte, id, ts string, body []byte) string {
 	m.Write([]byte(id + "." + ts + "."))
 	m.Write(body)
 	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// TestWebhook_URLUserInfo: credentials in the URL are sent as Basic
+// authorization, as http.Client sends them (the sink uses the transport
+// itself), and never appear in an error.
+func TestWebhook_URLUserInfo(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pass, _ := r.BasicAuth()
+		got <- user + ":" + pass
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	u, err := url.Parse(srv.URL)
+	require.NoError(t, err)
+	u.User = url.UserPassword("relay", "s3cret-pass")
+	w, err := NewWebhook(WebhookConfig{Name: "hooks", URL: u.String(), Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+	require.NoError(t, err)
+	defer w.Close(context.Background())
+	ev := diff.SampleEvents()[0]
+	err = w.Deliver(context.Background(), &ev)
+	require.Error(t, err)
+	require.Equal(t, "relay:s3cret-pass", <-got)
+	require.NotContains(t, err.Error(), "s3cret-pass")
 }
