@@ -212,6 +212,9 @@ func (w *Webhook) Deliver(ctx context.Context, ev *diff.Event) error {
 		Method: http.MethodPost, URL: w.url, Host: w.url.Host,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+		// As http.NewRequest sets it: HTTP/2 resends a request refused
+		// before it was processed (REFUSED_STREAM, GOAWAY) only with it.
+		GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
 	}).WithContext(ctx)
 	ts := strconv.FormatInt(w.now().Unix(), 10)
 	h["User-Agent"] = []string{"incs-relay"}
@@ -391,7 +394,7 @@ func newWebhookSigner(keys [][]byte) *webhookSigner {
 // sign returns the webhook-signature header value for id, ts and body.
 func (s *webhookSigner) sign(id, ts string, body []byte) string {
 	const sigLen = 3 + 44 // "v1," and a SHA-256 in padded base64
-	// scratch holds "id.ts." and then each key's sum.
+	// scratch holds "id.ts.", written first for every key.
 	scratch := make([]byte, 0, max(len(id)+len(ts)+2, sha256.Size))
 	scratch = append(append(append(append(scratch, id...), '.'), ts...), '.')
 	out := make([]byte, 0, len(s.pools)*(sigLen+1))
