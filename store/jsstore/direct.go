@@ -41,19 +41,28 @@ type msgResp struct {
 	} `json:"message,omitempty"`
 }
 
-// requestWait bounds one request to the stream when the caller's context
-// allows longer (a dispatcher's read has no deadline of its own): a server
-// that dies after it took a request never answers it, and without a bound
-// that read, and its partition's delivery, waited for ever. It is
-// nats.go's own default for JetStream API requests. A variable for tests.
+// requestWait bounds the wait for the answer to one request to the
+// stream: a server that dies after it took a request never answers it,
+// and a read whose context has no deadline (a dispatcher's) waited for
+// ever, its partition delivering nothing more. After requestWait the
+// request is sent again (a read is idempotent), for as long as the
+// caller's context lasts, so a read still waits through a stream leader's
+// election (several seconds). It is nats.go's own default for JetStream
+// API requests. A variable for tests.
 var requestWait = 5 * time.Second
 
-// request sends one request to the stream's API, waiting at most
-// requestWait for the answer.
+// request sends one request to the stream's API and returns its answer,
+// sending it again each requestWait without one until ctx ends.
 func (s *Store) request(ctx context.Context, subject string, body []byte) (*nats.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestWait)
-	defer cancel()
-	return s.nc.RequestWithContext(ctx, subject, body)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, requestWait)
+		m, err := s.nc.RequestWithContext(rctx, subject, body)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return m, err
+		}
+		s.log.Debug().Str("subject", subject).Dur("waited", requestWait).Msg("jsstore: no answer; asking again")
+	}
 }
 
 // getMsg reads one message from the stream's leader. The stream allows

@@ -4,6 +4,8 @@ package jsstore
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,38 +103,61 @@ func TestDirectGetsNotAllowed(t *testing.T) {
 	require.Len(t, evs, 2)
 }
 
-// TestRequest_UnansweredReadEnds: a read whose request a server took and
-// never answered (it died meanwhile) ends with an error after requestWait,
-// though the caller's context has no deadline (a dispatcher's read): in a
-// chaos run such a read, sent as a NATS node was killed, stopped two
-// partitions' delivery for good.
-func TestRequest_UnansweredReadEnds(t *testing.T) {
+// TestRequest_UnansweredReadAskedAgain: a read whose request a server
+// took and never answered (it died meanwhile) is sent again after
+// requestWait, though the caller's context has no deadline (a
+// dispatcher's read): in a chaos run such a read, sent as a NATS node was
+// killed, stopped two partitions' delivery for good. A caller's deadline
+// still ends a read nobody answers.
+func TestRequest_UnansweredReadAskedAgain(t *testing.T) {
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	require.NoError(t, err)
 	srv.Start()
 	require.True(t, srv.ReadyForConnections(10*time.Second))
 	t.Cleanup(srv.Shutdown)
 	nc := connect(t, srv.ClientURL())
-	// Responders that take every request and never answer.
-	for _, subj := range []string{"$JS.API.DIRECT.GET.silent", "$JS.API.STREAM.MSG.GET.silent"} {
-		_, err := nc.Subscribe(subj, func(*nats.Msg) {})
-		require.NoError(t, err)
-	}
+	// The direct get's responder swallows the first request, as a server
+	// that died with it, and answers the next; the leader's never answers.
+	var asked atomic.Int32
+	_, err = nc.Subscribe("$JS.API.DIRECT.GET.flaky", func(m *nats.Msg) {
+		if asked.Add(1) == 1 {
+			return
+		}
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set(jetstream.SequenceHeader, "7")
+		r.Header.Set(jetstream.SubjectHeader, "x")
+		r.Data = []byte("event")
+		_ = m.RespondMsg(r)
+	})
+	require.NoError(t, err)
+	_, err = nc.Subscribe("$JS.API.STREAM.MSG.GET.silent", func(*nats.Msg) {})
+	require.NoError(t, err)
 	require.NoError(t, nc.Flush())
 
 	old := requestWait
 	requestWait = 200 * time.Millisecond
 	t.Cleanup(func() { requestWait = old })
-	s := &Store{nc: nc, name: "silent", log: zerolog.Nop()}
+
+	s := &Store{nc: nc, name: "flaky", log: zerolog.Nop()}
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.getNext(context.Background(), 1, "x")
+		m, err := s.getNext(context.Background(), 1, "x")
+		if err == nil && (m.Sequence != 7 || string(m.Data) != "event") {
+			err = fmt.Errorf("got %d %q", m.Sequence, m.Data)
+		}
 		done <- err
 	}()
 	select {
 	case err := <-done:
-		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, asked.Load(), "asked again after requestWait")
 	case <-time.After(10 * time.Second):
-		t.Fatal("a read nobody answers still waits after 10s")
+		t.Fatal("a read whose request was lost still waits after 10s")
 	}
+
+	s = &Store{nc: nc, name: "silent", log: zerolog.Nop()}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = s.getMsg(ctx, msgReq{Seq: 1})
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the caller's deadline ends a read nobody answers")
 }
