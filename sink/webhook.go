@@ -370,12 +370,6 @@ func basicAuth(u *url.Userinfo) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+pass))
 }
 
-// webhookSignature returns the webhook-signature header value: one
-// "v1,<base64 HMAC-SHA256(key, id.ts.body)>" per key, space-separated.
-func webhookSignature(keys [][]byte, id, ts string, body []byte) string {
-	return newWebhookSigner(keys).sign(id, ts, body)
-}
-
 // webhookSigner makes webhook-signature values for a set of keys. Each
 // key's HMAC, keyed once, is reused from a pool: a signature then costs
 // no key schedule and allocates only its header value.
@@ -391,7 +385,8 @@ func newWebhookSigner(keys [][]byte) *webhookSigner {
 	return s
 }
 
-// sign returns the webhook-signature header value for id, ts and body.
+// sign returns the webhook-signature header value for id, ts and body:
+// one "v1,<base64 HMAC-SHA256(key, id.ts.body)>" per key, space-separated.
 func (s *webhookSigner) sign(id, ts string, body []byte) string {
 	const sigLen = 3 + 44 // "v1," and a SHA-256 in padded base64
 	// scratch holds "id.ts.", written first for every key.

@@ -40,7 +40,7 @@ const (
 func TestWebhook_SignatureTestVector(t *testing.T) {
 	key, err := ParseWebhookSecret(webhookTestSecret)
 	require.NoError(t, err)
-	got := webhookSignature([][]byte{key}, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", []byte(`{"test": 2432232314}`))
+	got := newWebhookSigner([][]byte{key}).sign("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", []byte(`{"test": 2432232314}`))
 	assert.Equal(t, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", got)
 }
 

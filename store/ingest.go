@@ -107,9 +107,7 @@ func (db *DB) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location,
 	}
 	res.Skipped = skipped
 
-	// Labelled for CPU profiles (incs-relay bench's stage shares); the
-	// labels of ctx come back after.
-	pprof.Do(ctx, diffLabel, func(context.Context) {
+	LabelDiff(ctx, func() {
 		forEach(len(pending), func(i int) { pending[i].prepare(loc, emit, boundary) })
 	})
 
@@ -132,6 +130,13 @@ func (db *DB) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location,
 // diffLabel is the pprof label of diffing a page against the seen-set
 // and encoding its events: the stage "diff" of a CPU profile.
 var diffLabel = pprof.Labels("stage", "diff")
+
+// LabelDiff runs fn, a page's diffing, labelled as the stage "diff" of a
+// CPU profile (incs-relay bench's stage shares); the labels of ctx come
+// back after. Both stores' ingests use it.
+func LabelDiff(ctx context.Context, fn func()) {
+	pprof.Do(ctx, diffLabel, func(context.Context) { fn() })
+}
 
 // pendingTask is a task of the batch that changed since the snapshot:
 // new logs, new values, or a record of version 1.

@@ -6,7 +6,6 @@ package jsstore
 import (
 	"context"
 	"errors"
-	"runtime/pprof"
 	"time"
 
 	"github.com/incs-relay/incs-relay/diff"
@@ -26,10 +25,6 @@ func (s *Store) Ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 func (s *Store) IngestAfter(ctx context.Context, tasks []diff.Task, loc *time.Location, boundary time.Time) (store.IngestResult, error) {
 	return s.ingest(ctx, tasks, loc, true, boundary)
 }
-
-// diffLabel is the pprof label of diffing a page against the seen-set
-// and encoding its events: the stage "diff" of a CPU profile.
-var diffLabel = pprof.Labels("stage", "diff")
 
 // seenRecord returns a task's seen record from the view.
 func (v *view) seenRecord(taskID int64) []byte {
@@ -52,9 +47,7 @@ func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 	}()
 	var prepared []store.Prepared
 	var perr error
-	// Labelled for CPU profiles (incs-relay bench's stage shares); the
-	// labels of ctx come back after.
-	pprof.Do(ctx, diffLabel, func(context.Context) {
+	store.LabelDiff(ctx, func() {
 		prepared, res, perr = store.PrepareIngest(tasks, loc, emit, boundary, s.seenFor)
 	})
 	var de *store.DiffError

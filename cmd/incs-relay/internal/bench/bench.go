@@ -168,7 +168,6 @@ func Run(ctx context.Context, opts Options) error {
 	// caller asked for one of their own.
 	var profiles []string
 	_, ownProfile := os.LookupEnv("INCS_RELAY_CPUPROFILE")
-	runAt := time.Now()
 	start := time.Now()
 	// Every replica runs the same config but for admin.addr. They start
 	// one after the other, each once the one before answers on its admin
@@ -281,7 +280,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	tw := tabwriter.NewWriter(opts.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "run\t%s\n", runAt.UTC().Format("2006-01-02 15:04:05 MST"))
+	fmt.Fprintf(tw, "run\t%s\n", start.UTC().Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(tw, "world\t%d tasks, %d logs\n", opts.Tasks, want)
 	if opts.Store == "jetstream" {
 		fmt.Fprintf(tw, "store\tjetstream: %d relay(s) on %d NATS node(s), store.replicas %d\n", relays, nodes, nodes)

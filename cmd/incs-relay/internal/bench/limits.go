@@ -10,6 +10,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -168,21 +169,13 @@ func publishLimit(ctx context.Context, s limitSettings) (time.Duration, error) {
 		case <-f.Ok():
 		case err := <-f.Err():
 			failed++
-			first = firstErr(first, err)
+			first = cmp.Or(first, err)
 		}
 	}
 	if failed > 0 {
 		return 0, fmt.Errorf("%d of %d publishes failed, the first: %w", failed, s.Count, first)
 	}
 	return d, nil
-}
-
-// firstErr returns a when it is not nil, else b.
-func firstErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // webhookLimit POSTs s.Count Standard Webhooks of s.Size bytes to s.URL,
@@ -202,7 +195,7 @@ func webhookLimit(ctx context.Context, s limitSettings) (time.Duration, error) {
 	fail := func(err error) {
 		failed.Add(1)
 		firstMu.Lock()
-		first = firstErr(first, err)
+		first = cmp.Or(first, err)
 		firstMu.Unlock()
 	}
 	var wg sync.WaitGroup
