@@ -102,7 +102,11 @@ var errStop = errors.New("strategy wants no more pages")
 
 // Status is a snapshot of a Poller's health. It carries no secrets.
 type Status struct {
-	LastSuccess         time.Time  // end of the last cycle that succeeded
+	LastSuccess time.Time // end of the last cycle that succeeded
+	// LastPage is when the handler last took a page without an error:
+	// the API answers and the store stores, though a cycle (the first
+	// one, say) may still be under way. Zero before.
+	LastPage            time.Time
 	LastFailure         time.Time  // end of the last cycle that failed
 	LastError           string     // error of the last failed cycle
 	ConsecutiveFailures int        // failed cycles since the last success
@@ -322,6 +326,13 @@ func (p *Poller) Status() Status {
 	return st
 }
 
+// notePage sets Status.LastPage: a page was handled.
+func (p *Poller) notePage() {
+	p.mu.Lock()
+	p.status.LastPage = p.now()
+	p.mu.Unlock()
+}
+
 // RunOnce runs one cycle at once, as Run does, and returns its error. It
 // blocks until the cycle ended. It must not be called while Run runs or
 // concurrently with itself; tests and tools use it to drive a Poller
@@ -382,6 +393,7 @@ func (p *Poller) cycle(ctx context.Context) error {
 					return err
 				}
 			}
+			p.notePage()
 			if full {
 				for i := range pg.Heads {
 					fc.listed[pg.Heads[i].ID] = struct{}{}

@@ -32,7 +32,10 @@ type obsRelay struct {
 	base  string // admin base URL, "http://127.0.0.1:port/"
 	token string // admin token, "" for none
 
-	apiDown  atomic.Bool // the API answers 503
+	apiDown atomic.Bool // the API answers 503
+	// apiHold, when set (obsOptions.holdPages), holds every request for a
+	// page after the first until it is closed or the request ends.
+	apiHold  chan struct{}
 	apiMu    sync.Mutex
 	apiCodes map[int]int // status codes the API answered
 
@@ -66,6 +69,9 @@ type obsOptions struct {
 	interval time.Duration // poll interval; default 150ms
 	// apiDown starts the relay with the API down.
 	apiDown bool
+	// holdPages makes the API hold every page after the first until
+	// obsRelay.apiHold is closed.
+	holdPages bool
 	// hosts and redact set admin.hosts and admin.redact.
 	hosts, redact []string
 }
@@ -92,8 +98,18 @@ func startObsRelay(t *testing.T, o obsOptions) *obsRelay {
 		acked:    map[string]int{},
 	}
 	h.apiDown.Store(o.apiDown)
+	if o.holdPages {
+		h.apiHold = make(chan struct{})
+	}
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &obsStatusRecorder{ResponseWriter: w}
+		if page := r.URL.Query().Get("page"); h.apiHold != nil && page != "" && page != "1" {
+			select {
+			case <-h.apiHold:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		if h.apiDown.Load() {
 			http.Error(rec, "maintenance", http.StatusServiceUnavailable)
 		} else {
@@ -369,6 +385,21 @@ func TestAdmin_Readyz(t *testing.T) {
 	h.stop(t)
 	h.hooks.checkAgainst(t, "webhook", h.world.Logs())
 	assert.Zero(t, h.badSig.Load())
+}
+
+// TestAdmin_ReadyzFirstCycle: the relay is ready once its first poll
+// cycle stores a page, not only once that cycle ends (a first sweep of
+// every task in the lookback window is long on a big store), and stays
+// so while the cycle keeps storing pages.
+func TestAdmin_ReadyzFirstCycle(t *testing.T) {
+	h := startObsRelay(t, obsOptions{tasks: 250, holdPages: true, timeout: 10 * time.Second})
+	require.Eventually(t, func() bool { code, _ := h.get(t, "/readyz", false); return code == http.StatusOK },
+		10*time.Second, 20*time.Millisecond, "ready while the first cycle waits for its second page")
+	assert.Zero(t, h.r.PollStatus().Cycles, "the first cycle has not ended")
+	close(h.apiHold)
+	h.waitCaughtUp(t, func(logs []sim.LogRef) int { return len(logs) })
+	code, body := h.get(t, "/readyz", false)
+	assert.Equal(t, http.StatusOK, code, body)
 }
 
 // TestAdmin_Token checks which endpoints need the admin token: the API

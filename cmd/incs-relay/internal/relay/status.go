@@ -25,8 +25,9 @@ func (r *Relay) pollStaleBound(ps poller.Status) time.Duration {
 }
 
 // NotReady returns why the relay cannot do its own job, or "": the store
-// is not open; no poll cycle succeeded yet; or the last success is older
-// than pollStaleBound. A jetstream replica that does not lead is ready
+// is not open; no page of the first poll cycle was stored yet (or that
+// cycle failed, or stored no page for pollStaleBound); or the last success
+// is older than pollStaleBound. A jetstream replica that does not lead is ready
 // when it reaches the cluster and a live replica holds the lease. A
 // failing or paused sink never makes the relay unready: restarting or
 // unlisting it would help no receiver (and would take away the admin API
@@ -56,6 +57,14 @@ func (r *Relay) pollNotReady(now time.Time) string {
 	switch since := r.leadSince.Load(); {
 	case ps.LastSuccess.IsZero() && ps.LastError == "" && since != 0 && now.Sub(time.Unix(0, since)) <= r.pollStaleBound(ps):
 		return "" // a replica that just took over polls its first cycle
+	case ps.LastSuccess.IsZero() && ps.LastPage.After(ps.LastFailure):
+		// The first cycle is under way and stores its pages (since the
+		// last failed cycle, if one failed): a long first sweep, of every
+		// task in the lookback window, is progress.
+		if since := now.Sub(ps.LastPage); since > r.pollStaleBound(ps) {
+			return fmt.Sprintf("the first poll cycle has stored no page for %s", RoundDuration(since))
+		}
+		return ""
 	case ps.LastSuccess.IsZero() && ps.LastError != "":
 		return "no poll has succeeded yet: " + ps.LastError
 	case ps.LastSuccess.IsZero():
