@@ -26,6 +26,9 @@ func deletedEvent(taskID int64, rec []byte, confirmed time.Time) (preparedEvent,
 	if err := decodeRecord(rec, &r); err != nil {
 		return preparedEvent{}, fmt.Errorf("seen record of task %d: %w", taskID, err)
 	}
+	if r.Apart {
+		return preparedEvent{}, fmt.Errorf("seen record of task %d: %w", taskID, errApart)
+	}
 	var last diff.Before
 	if r.V2 {
 		b, err := decodeBefore(r.Rest)

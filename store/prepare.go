@@ -46,6 +46,9 @@ func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending [
 			skipped++
 			continue
 		}
+		if v != nil && scratch.Apart {
+			return nil, 0, fmt.Errorf("task %d: %w", t.ID, errApart)
+		}
 		p := &pendingTask{id: t.ID, occ: []*diff.Task{t}}
 		if v != nil {
 			p.snap = bytes.Clone(v)
@@ -59,6 +62,43 @@ func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending [
 		pending = append(pending, p)
 	}
 	return pending, skipped, nil
+}
+
+// NeedFullRecords returns the tasks (each once, in order of first
+// appearance) whose seen record get returns without its values
+// (RecordApart) and that PrepareIngest would diff, because they changed
+// since: the caller passes PrepareIngest their full records instead.
+func NeedFullRecords(tasks []diff.Task, get func(taskID int64) []byte) ([]int64, error) {
+	var (
+		scratch seenRecord
+		ids     []int64
+		need    []int64
+		diffed  map[int64]bool // as collectPending: a repeat of a task diffed joins it
+	)
+	for i := range tasks {
+		t := &tasks[i]
+		if diffed[t.ID] {
+			continue
+		}
+		v := get(t.ID)
+		if v == nil {
+			continue
+		}
+		if err := decodeRecord(v, &scratch); err != nil {
+			return nil, fmt.Errorf("store: seen record of task %d: %w", t.ID, err)
+		}
+		if ids = logIDs(t, ids[:0]); unchanged(t, ids, &scratch) {
+			continue
+		}
+		if diffed == nil {
+			diffed = make(map[int64]bool)
+		}
+		diffed[t.ID] = true
+		if scratch.Apart {
+			need = append(need, t.ID)
+		}
+	}
+	return need, nil
 }
 
 // unchanged reports whether t, whose distinct log ids are ids, is as its

@@ -25,7 +25,9 @@ import (
 //	logsAt     uvarint length + bytes, the newest updated_at among the
 //	           task's logs as sent (the fast path compares it)
 //	flags      uvarint: 1 hot (read within seconds of its last change,
-//	           so compared in full on its next read)
+//	           so compared in full on its next read); 2 apart (rest is
+//	           left out and kept elsewhere: a jetstream replica's
+//	           in-memory copy, see RecordApart)
 //	rest       uvarint length + bytes: the values (diff.Before), decoded
 //	           only for a task that changed (decodeBefore)
 type seenRecord struct {
@@ -36,6 +38,7 @@ type seenRecord struct {
 	V2     bool
 	LogsAt string // newest log updated_at
 	Hot    bool   // read within seconds of its last change: compare the next read in full
+	Apart  bool   // Rest left out (RecordApart): the full record is needed to diff
 	Rest   []byte // the encoded diff.Before (appendBefore); aliases the input
 }
 
@@ -85,7 +88,7 @@ func appendRecord(dst []byte, r *seenRecord) []byte {
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(r.LogsAt)))
 	dst = append(dst, r.LogsAt...)
-	dst = binary.AppendUvarint(dst, bit(r.Hot))
+	dst = binary.AppendUvarint(dst, bit(r.Hot)|bit(r.Apart)<<1)
 	dst = binary.AppendUvarint(dst, uint64(len(r.Rest)))
 	return append(dst, r.Rest...)
 }
@@ -96,7 +99,7 @@ func decodeRecord(b []byte, r *seenRecord) error {
 	if len(b) == 0 || (b[0] != recordVersion && b[0] != recordVersion1) {
 		return errBadRecord
 	}
-	r.V2, r.LogsAt, r.Rest, r.Hot = b[0] == recordVersion, "", nil, false
+	r.V2, r.LogsAt, r.Rest, r.Hot, r.Apart = b[0] == recordVersion, "", nil, false, false
 	b = b[1:]
 	var n int
 	if r.CreatedAt, n = binary.Varint(b); n <= 0 {
@@ -155,10 +158,10 @@ func decodeRecord(b []byte, r *seenRecord) error {
 		r.LogsAt = string(b[n : n+int(l)])
 		b = b[n+int(l):]
 		flags, n := binary.Uvarint(b)
-		if n <= 0 || flags > 1 {
+		if n <= 0 || flags > 3 {
 			return errBadRecord
 		}
-		r.Hot = flags == 1
+		r.Hot, r.Apart = flags&1 != 0, flags&2 != 0
 		b = b[n:]
 		l, n = binary.Uvarint(b)
 		if n <= 0 || l != uint64(len(b)-n) {
@@ -195,3 +198,26 @@ func mergeIDs(a, b []int64) []int64 {
 	out = append(out, a[i:]...)
 	return append(out, b[j:]...)
 }
+
+// RecordApart returns seen record rec without its values (diff.Before),
+// marked apart, for a copy that must stay small (a jetstream replica's
+// in-memory view, which the values would make grow with every comment):
+// the copy still says whether a task changed, and PrepareIngest and
+// PrepareDelete refuse it for a task they must diff, so the caller first
+// fetches the full record (NeedFullRecords). A record without values is
+// returned as it is, and apart is false.
+func RecordApart(rec []byte) (compact []byte, apart bool, err error) {
+	var r seenRecord
+	if err := decodeRecord(rec, &r); err != nil {
+		return nil, false, err
+	}
+	if !r.V2 || r.Apart || len(r.Rest) == 0 {
+		return rec, r.Apart, nil
+	}
+	size := len(rec) - len(r.Rest)
+	r.Rest, r.Apart = nil, true
+	return appendRecord(make([]byte, 0, size), &r), true, nil
+}
+
+// errApart is a record without its values where they are needed.
+var errApart = errors.New("seen record without its values (RecordApart): the full record was not fetched")

@@ -6,6 +6,7 @@ package jsstore
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/incs-relay/incs-relay/store"
@@ -24,9 +25,26 @@ func (s *Store) Delete(ctx context.Context, ids []int64, confirmed time.Time) (s
 	if lead == nil {
 		return res, fmt.Errorf("jsstore: delete: %w", ErrNotLeader)
 	}
+	recs := make(map[int64][]byte, len(ids))
+	seqs := map[int64]uint64{}
+	var apart []int64
+	for _, id := range ids {
+		e := s.v.seenRecord(id)
+		recs[id] = e.rec
+		if e.apart {
+			apart, seqs[id] = append(apart, id), e.seq
+		}
+	}
+	if len(apart) > 0 {
+		full, err := s.fullRecords(ctx, apart, seqs)
+		if err != nil {
+			return res, fmt.Errorf("jsstore: delete: %w", err)
+		}
+		maps.Copy(recs, full)
+	}
 	b := s.newBatcher(lead)
 	for _, id := range ids {
-		rec := s.v.seenRecord(id)
+		rec := recs[id]
 		if rec == nil {
 			res.Skipped++
 			continue
@@ -64,8 +82,8 @@ func (s *Store) Tracked(since int64, fn func(taskID, created int64) bool) error 
 	}
 	var tasks []task
 	s.v.mu.RLock()
-	for id, rec := range s.v.seen {
-		at, err := store.SeenCreatedAt(rec)
+	for id, e := range s.v.seen {
+		at, err := store.SeenCreatedAt(e.rec)
 		if err != nil {
 			s.v.mu.RUnlock()
 			return fmt.Errorf("jsstore: tracked tasks: seen record of task %d: %w", id, err)

@@ -6,7 +6,15 @@ package jsstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/store"
@@ -26,11 +34,111 @@ func (s *Store) IngestAfter(ctx context.Context, tasks []diff.Task, loc *time.Lo
 	return s.ingest(ctx, tasks, loc, true, boundary)
 }
 
-// seenRecord returns a task's seen record from the view.
-func (v *view) seenRecord(taskID int64) []byte {
+// seenRecord returns a task's seen record as the view keeps it (see
+// seenEnt).
+func (v *view) seenRecord(taskID int64) seenEnt {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.seen[taskID]
+}
+
+// recordsFor returns the seen records tasks are diffed against, whole:
+// as the next batch must see them (seenFor), and for the tasks that
+// changed since, whose records the view keeps without their values, the
+// records fetched from the stream (fullRecords).
+func (s *Store) recordsFor(ctx context.Context, tasks []diff.Task) (map[int64][]byte, error) {
+	recs := make(map[int64][]byte, len(tasks))
+	var seqs map[int64]uint64
+	for i := range tasks {
+		id := tasks[i].ID
+		if _, ok := recs[id]; ok {
+			continue
+		}
+		e := s.seenFor(id)
+		recs[id] = e.rec
+		if e.apart {
+			if seqs == nil {
+				seqs = make(map[int64]uint64)
+			}
+			seqs[id] = e.seq
+		}
+	}
+	if len(seqs) == 0 {
+		return recs, nil
+	}
+	need, err := store.NeedFullRecords(tasks, func(id int64) []byte { return recs[id] })
+	if err != nil || len(need) == 0 {
+		return recs, err
+	}
+	full, err := s.fullRecords(ctx, need, seqs)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(recs, full)
+	return recs, nil
+}
+
+// maxMultiLast is how many subjects one batched direct get asks for: the
+// server answers at most 1,024 messages a request.
+const maxMultiLast = 512
+
+// fullRecords fetches the whole seen records of tasks ids, the messages
+// at seqs[id]: in batched direct gets from any replica
+// (jetstreamext.GetLastMsgsFor, one request for a page's tasks), and from
+// the stream's leader each one a replica answered with another sequence
+// (it lags behind the last commit) or not at all.
+func (s *Store) fullRecords(ctx context.Context, ids []int64, seqs map[int64]uint64) (map[int64][]byte, error) {
+	full := make(map[int64][]byte, len(ids))
+	prefix := s.subj + "seen."
+	if !s.direct.off.Load() {
+		for chunk := range slices.Chunk(ids, maxMultiLast) {
+			subjects := make([]string, len(chunk))
+			for i, id := range chunk {
+				subjects[i] = prefix + strconv.FormatInt(id, 10)
+			}
+			if err := s.lastMsgsFor(ctx, subjects, func(m *jetstream.RawStreamMsg) {
+				id, err := strconv.ParseInt(strings.TrimPrefix(m.Subject, prefix), 10, 64)
+				if want, ok := seqs[id]; err == nil && ok && want == m.Sequence {
+					full[id] = m.Data
+				}
+			}); err != nil {
+				s.log.Debug().Err(err).Msg("jsstore: batched direct get of seen records; asking the stream's leader")
+			}
+		}
+	}
+	for _, id := range ids {
+		if _, ok := full[id]; ok {
+			continue
+		}
+		seq := seqs[id]
+		m, err := s.getMsg(ctx, msgReq{Seq: seq})
+		if err != nil {
+			return nil, fmt.Errorf("jsstore: seen record of task %d (sequence %d): %w", id, seq, err)
+		}
+		if want := prefix + strconv.FormatInt(id, 10); m.Subject != want {
+			return nil, fmt.Errorf("jsstore: seen record of task %d: sequence %d is on %s", id, seq, m.Subject)
+		}
+		full[id] = m.Data
+	}
+	return full, nil
+}
+
+// lastMsgsFor calls fn with the last message of each of subjects that has
+// one, from one batched direct get, waiting at most requestWait.
+func (s *Store) lastMsgsFor(ctx context.Context, subjects []string, fn func(*jetstream.RawStreamMsg)) error {
+	ctx, cancel := context.WithTimeout(ctx, requestWait)
+	defer cancel()
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.name, subjects)
+	if err != nil {
+		return err
+	}
+	for m, err := range msgs {
+		if err != nil {
+			return err
+		}
+		fn(m)
+	}
+	return nil
 }
 
 func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location, emit bool, boundary time.Time) (store.IngestResult, error) {
@@ -45,10 +153,14 @@ func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 			unlock()
 		}
 	}()
+	recs, err := s.recordsFor(ctx, tasks)
+	if err != nil {
+		return res, err
+	}
 	var prepared []store.Prepared
 	var perr error
 	store.LabelDiff(ctx, func() {
-		prepared, res, perr = store.PrepareIngest(tasks, loc, emit, boundary, s.seenFor)
+		prepared, res, perr = store.PrepareIngest(tasks, loc, emit, boundary, func(id int64) []byte { return recs[id] })
 	})
 	var de *store.DiffError
 	if perr != nil && !errors.As(perr, &de) {

@@ -41,13 +41,14 @@ type stagedSeen struct {
 }
 
 // seenFor returns a task's seen record as the next batch must see it:
-// from a batch under way, else from the view.
-func (s *Store) seenFor(taskID int64) []byte {
+// from a batch under way (whole), else from the view (without its
+// values, see seenEnt).
+func (s *Store) seenFor(taskID int64) seenEnt {
 	s.stagedMu.Lock()
 	st, ok := s.staged[taskID]
 	s.stagedMu.Unlock()
 	if ok {
-		return st.rec
+		return seenEnt{rec: st.rec}
 	}
 	return s.v.seenRecord(taskID)
 }

@@ -201,8 +201,8 @@ func (s *Store) keepFrom(ctx context.Context, p int, floor uint64) (uint64, erro
 func (s *Store) pruneSeen(ctx context.Context, cutoff int64) (int, error) {
 	var ids []int64
 	s.v.mu.RLock()
-	for id, rec := range s.v.seen {
-		if at, err := store.SeenCreatedAt(rec); err == nil && at != 0 && at < cutoff {
+	for id, e := range s.v.seen {
+		if at, err := store.SeenCreatedAt(e.rec); err == nil && at != 0 && at < cutoff {
 			ids = append(ids, id)
 		}
 	}

@@ -249,7 +249,7 @@ func TestAtomicBatch(t *testing.T) {
 	require.Error(t, err)
 	require.NotErrorIs(t, err, ErrFenced)
 	require.Equal(t, seq1, lastSeq(), "the refused page stored nothing")
-	require.Nil(t, s.v.seenRecord(2), "nor its seen record")
+	require.Nil(t, s.v.seenRecord(2).rec, "nor its seen record")
 	s.v.mu.Lock()
 	s.v.headSeq = max(s.v.headSeq, ack.Sequence) // the tail reads it at last
 	s.v.mu.Unlock()

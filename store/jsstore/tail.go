@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/incs-relay/incs-relay/store"
 )
 
 // entry is one event of the outbox as an event message holds it.
@@ -63,7 +65,7 @@ var tailSubjects = []string{"seen.>", "rule.>", "rtask.>", "head", "epoch", "pru
 // there.
 type view struct {
 	mu        sync.RWMutex
-	seen      map[int64][]byte
+	seen      map[int64]seenEnt
 	rules     map[int64][]byte
 	ruleTasks map[int64][]byte
 	head      uint64
@@ -80,6 +82,29 @@ type view struct {
 	// cache, when set, receives the event messages of this replica's own
 	// batches (applyOwn), so its dispatchers need not fetch them.
 	cache *msgCache
+}
+
+// seenEnt is a task's seen record as the view keeps it: without its
+// values (store.RecordApart), which grow with every comment and field the
+// task has, so a replica's memory follows the tasks and their log ids
+// only; the leader fetches the full record, the message at seq, for a
+// task it must diff (fullRecords).
+type seenEnt struct {
+	seq   uint64 // stream sequence of the record's message
+	rec   []byte
+	apart bool // rec is without its values: fetch the message to diff
+}
+
+// keptSeen returns what the view keeps of a seen record's message data:
+// a copy without its values. A record that does not decode is kept whole
+// (the leader's diff reports it).
+func keptSeen(data []byte) (rec []byte, apart bool) {
+	rec, apart, err := store.RecordApart(data)
+	if err != nil || !apart {
+		// A copy: data shares its buffer with the message's headers.
+		return bytes.Clone(data), apart
+	}
+	return rec, true
 }
 
 // TailStatus is what the tail reports of the stream messages it could not
@@ -122,7 +147,7 @@ func (v *view) noteErr(subject string, seq uint64, err error) {
 
 func newView(wake func(), cache *msgCache) *view {
 	return &view{
-		seen:      map[int64][]byte{},
+		seen:      map[int64]seenEnt{},
 		rules:     map[int64][]byte{},
 		ruleTasks: map[int64][]byte{},
 		signal:    make(chan struct{}),
@@ -326,17 +351,25 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, at i
 		return false, nil
 	}
 	switch kind {
-	case "seen", "rule", "rtask":
+	case "seen":
+		id, err := strconv.ParseInt(arg, 10, 64)
+		switch {
+		case err != nil:
+			bad = fmt.Errorf("%s record: task id %q: %w", kind, arg, err)
+		case len(data) == 0:
+			delete(v.seen, id)
+		default:
+			rec, apart := keptSeen(data)
+			v.seen[id] = seenEnt{seq: seq, rec: rec, apart: apart}
+		}
+	case "rule", "rtask":
 		id, err := strconv.ParseInt(arg, 10, 64)
 		if err != nil {
 			bad = fmt.Errorf("%s record: task id %q: %w", kind, arg, err)
 			break
 		}
-		mp := v.seen
-		switch kind {
-		case "rule":
-			mp = v.rules
-		case "rtask":
+		mp := v.rules
+		if kind == "rtask" {
 			mp = v.ruleTasks
 		}
 		if len(data) == 0 {

@@ -16,8 +16,8 @@ import (
 	"github.com/incs-relay/incs-relay/diff"
 )
 
-// changesOf returns an event's data.changes as field -> [from, to].
-func changesOf(t *testing.T, ev diff.Event) map[string][2]string {
+// ChangesOf returns an event's data.changes as field -> [from, to].
+func ChangesOf(t *testing.T, ev diff.Event) map[string][2]string {
 	t.Helper()
 	var body struct {
 		Data struct {
@@ -61,7 +61,7 @@ func testEdits(t *testing.T, newStore NewFunc) {
 	at, _ := diff.ParseTime("2026-04-08 17:40:00", loc)
 	require.Equal(t, "upd-1-"+itoa(at.Unix()), ev.ID)
 	require.True(t, ev.Time.Equal(at), "time is the task's new updated_at")
-	ch := changesOf(t, ev)
+	ch := ChangesOf(t, ev)
 	require.Equal(t, [2]string{`"任务 1"`, `"改名"`}, ch["name"])
 	require.Equal(t, [2]string{`""`, `"6281519140361"`}, ch["user_phone"])
 	require.Len(t, ch, 2)
@@ -89,7 +89,7 @@ func testEdits(t *testing.T, newStore NewFunc) {
 	cat, _ := diff.ParseTime("2026-04-08 17:45:00", loc)
 	require.Equal(t, diff.TypeTaskLogUpdated, ev.Type)
 	require.Equal(t, "logupd-13-"+itoa(cat.Unix()), ev.ID)
-	require.Equal(t, [2]string{`"已经跟进"`, `"改过的评论"`}, changesOf(t, ev)["comment"])
+	require.Equal(t, [2]string{`"已经跟进"`, `"改过的评论"`}, ChangesOf(t, ev)["comment"])
 
 	// A status change with its log: task.status_changed only.
 	edited.Status, edited.UpdatedAt = 2, "2026-04-08 17:50:00"
@@ -102,7 +102,7 @@ func testEdits(t *testing.T, newStore NewFunc) {
 	res = ingest(t, s, true, edited)
 	require.Equal(t, map[string]int{diff.TypeTaskUpdated: 1}, res.Types)
 	evs = readAll(t, s)
-	require.Equal(t, [2]string{"2", "3"}, changesOf(t, evs[len(evs)-1])["status"])
+	require.Equal(t, [2]string{"2", "3"}, ChangesOf(t, evs[len(evs)-1])["status"])
 	requireDense(t, evs, 1)
 
 	// Replayed events are byte-identical.
@@ -125,7 +125,7 @@ func testEditsSnapshot(t *testing.T, newStore NewFunc) {
 	ingest(t, s, true, task)
 	evs := readAll(t, s)
 	require.Len(t, evs, 1)
-	require.Equal(t, [2]string{`"renamed"`, `"renamed again"`}, changesOf(t, evs[0])["name"], "from: the value the snapshot recorded")
+	require.Equal(t, [2]string{`"renamed"`, `"renamed again"`}, ChangesOf(t, evs[0])["name"], "from: the value the snapshot recorded")
 }
 
 func testDelete(t *testing.T, newStore NewFunc) {
