@@ -111,7 +111,10 @@ func eventMsgs(fill map[int]msgFill, evs []evOut) (n int, after map[int]msgFill)
 }
 
 // packEvents returns evs as event messages: one per partition, more where
-// its events pass maxEventMsg, each in offset order.
+// its events pass maxEventMsg, each in offset order. The messages'
+// entries (which the cache keeps once committed) share their bodies with
+// the messages' data, so evs' bodies are free to go once packed: a batch
+// in flight holds its events once, not twice.
 func (b *batcher) packEvents(evs []evOut) []outMsg {
 	var out []outMsg
 	fill := map[int]msgFill{} // partition -> its open message
@@ -119,6 +122,8 @@ func (b *batcher) packEvents(evs []evOut) []outMsg {
 	for i := range evs {
 		size[evs[i].part] += frameLen(&evs[i])
 	}
+	type bodyAt struct{ msg, ev, end, n int } // where an entry's body is in its message's data
+	at := make([]bodyAt, 0, len(evs))
 	for i := range evs {
 		e := &evs[i]
 		n := frameLen(e)
@@ -130,8 +135,16 @@ func (b *batcher) packEvents(evs []evOut) []outMsg {
 		}
 		fill[e.part] = f
 		size[e.part] -= n
-		out[f.i].data = appendFrame(out[f.i].data, e)
-		out[f.i].evs = append(out[f.i].evs, entry{off: e.off, task: e.task, at: e.at, typ: e.typ, body: e.body})
+		m := &out[f.i]
+		m.data = appendFrame(m.data, e)
+		m.evs = append(m.evs, entry{off: e.off, task: e.task, at: e.at, typ: e.typ})
+		// The frame ends with the body and a newline.
+		at = append(at, bodyAt{f.i, len(m.evs) - 1, len(m.data) - 1, len(e.body)})
+	}
+	// Once every frame is in (data may have grown), the bodies in place.
+	for _, a := range at {
+		d := out[a.msg].data
+		out[a.msg].evs[a.ev].body = d[a.end-a.n : a.end : a.end]
 	}
 	return out
 }

@@ -318,9 +318,23 @@ func TestBatchCount(t *testing.T) {
 			require.Equal(t, b.count, len(b.msgs)+len(b.packEvents(b.evs)), "after task %d", task)
 		}
 	}
+	byOff := map[uint64][]byte{}
+	for _, e := range b.evs {
+		byOff[e.off] = e.body
+	}
 	for _, m := range b.packEvents(b.evs) {
 		n := 0
-		require.NoError(t, parseFrames(m.data, func(uint64, int64, int64, string, []byte) { n++ }))
+		require.NoError(t, parseFrames(m.data, func(off uint64, _, _ int64, _ string, body []byte) {
+			// The entry the cache keeps is the frame's body, in the data.
+			e := m.evs[n]
+			require.Equal(t, off, e.off)
+			require.Equal(t, byOff[off], e.body)
+			if len(body) > 0 {
+				require.Same(t, &body[0], &e.body[0], "entry %d shares the message's data", off)
+			}
+			n++
+		}))
+		require.Equal(t, len(m.evs), n)
 		require.True(t, len(m.data) <= maxEventMsg || n == 1, "a message of %d bytes, %d events", len(m.data), n)
 	}
 }
