@@ -10,10 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -69,6 +71,9 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		}
 		defer w()
 	}
+	if path := os.Getenv("INCS_RELAY_MEMPROFILE_PEAK"); path != "" {
+		go writePeakHeapProfiles(ctx, path, log)
+	}
 	err = r.Run(ctx)
 	if path := os.Getenv("INCS_RELAY_MEMPROFILE"); path != "" {
 		// What the relay holds as it stops (its store and caches are
@@ -92,6 +97,37 @@ func writeHeapProfile(path string, log zerolog.Logger) {
 	runtime.GC()
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		log.Warn().Err(err).Msg("heap profile")
+	}
+}
+
+// writePeakHeapProfiles writes the heap profile to path (as
+// writeHeapProfile) each time the live heap after a collection grew by a
+// tenth over the largest seen, until ctx ends: the profile of the peak,
+// a developer's aid (INCS_RELAY_MEMPROFILE_PEAK).
+func writePeakHeapProfiles(ctx context.Context, path string, log zerolog.Logger) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	var peak uint64
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		metrics.Read(sample)
+		if live := sample[0].Value.Uint64(); live > peak+peak/10 {
+			peak = live
+			f, err := os.Create(strings.ReplaceAll(path, "%d", strconv.Itoa(os.Getpid())))
+			if err != nil {
+				log.Warn().Err(err).Msg("heap profile")
+				return
+			}
+			if err := pprof.WriteHeapProfile(f); err != nil {
+				log.Warn().Err(err).Msg("heap profile")
+			}
+			f.Close()
+		}
 	}
 }
 
