@@ -34,6 +34,7 @@ type batcher struct {
 	msgs      []outMsg
 	evs       []evOut
 	count     int             // messages of the batch: msgs and evs as packEvents packs them
+	bytes     int             // the events' frames and the records in the batch (frameLen, an upper bound)
 	fill      map[int]msgFill // partition -> its last event message in the batch
 	subjs     map[string]bool // rolled-up subjects in msgs: one each per batch
 	pending   []func()        // result updates once msgs commit
@@ -172,7 +173,8 @@ func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 // 0.86 KB (TestWholeTaskBatch: 5,000 logs take 19 messages).
 func (b *batcher) add(ctx context.Context, evs []evOut, msgs []outMsg, done func()) error {
 	ne, fill := eventMsgs(b.fill, evs)
-	fits := b.count+len(msgs)+ne+1 <= MaxBatch
+	size := unitBytes(evs, msgs)
+	fits := b.count+len(msgs)+ne+1 <= MaxBatch && (b.bytes == 0 || b.bytes+size <= maxBatchBytes)
 	for _, m := range msgs {
 		fits = fits && !b.subjs[m.subj]
 	}
@@ -189,6 +191,7 @@ func (b *batcher) add(ctx context.Context, evs []evOut, msgs []outMsg, done func
 	b.evs = append(b.evs, evs...)
 	b.msgs = append(b.msgs, msgs...)
 	b.count += len(msgs) + ne
+	b.bytes += size
 	for p, f := range fill {
 		b.fill[p] = f
 	}
@@ -227,8 +230,27 @@ func (b *batcher) take() (msgs []outMsg, head uint64, pending []func()) {
 	h := nats.Header{hdrRollup: []string{"sub"}, hdrAt: []string{strconv.FormatInt(b.at, 10)}}
 	msgs = append(msgs, outMsg{subj: b.s.subj + "head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
 	pending = b.pending
-	b.msgs, b.evs, b.count, b.fill, b.subjs, b.pending = nil, nil, 0, map[int]msgFill{}, map[string]bool{}, nil
+	b.msgs, b.evs, b.count, b.bytes, b.fill, b.subjs, b.pending = nil, nil, 0, 0, map[int]msgFill{}, map[string]bool{}, nil
 	return msgs, head, pending
+}
+
+// maxBatchBytes bounds a batch's bytes, but for a single unit larger than
+// it: a page of tasks with long histories (100 tasks × 100 new logs, 20 MB
+// of events) commits in several batches, each task whole, so a leader
+// holds a few batches' events at a time rather than whole pages. A
+// variable for tests.
+var maxBatchBytes = 4 << 20
+
+// unitBytes is what a unit adds to a batch's bytes.
+func unitBytes(evs []evOut, msgs []outMsg) int {
+	n := 0
+	for i := range evs {
+		n += frameLen(&evs[i])
+	}
+	for _, m := range msgs {
+		n += len(m.data)
+	}
+	return n
 }
 
 // unitTask returns the task of a unit's events and records.

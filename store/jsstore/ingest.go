@@ -167,10 +167,11 @@ func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 		return res, perr
 	}
 	b := s.newBatcher(lead)
-	for _, p := range prepared {
+	for i, p := range prepared {
 		if err := b.addTask(ctx, p, &res); err != nil {
 			return res, err
 		}
+		prepared[i] = store.Prepared{} // its events are the batch's now; once packed, free to go
 	}
 	locked = false
 	if err := b.flushPipelined(ctx, unlock); err != nil {

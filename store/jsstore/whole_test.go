@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -300,6 +301,8 @@ func TestWholeTaskTooBig(t *testing.T) {
 // TestBatchCount: the messages the batcher counts are those packEvents
 // packs, for units of events of any sizes in several partitions.
 func TestBatchCount(t *testing.T) {
+	defer func(n int) { maxBatchBytes = n }(maxBatchBytes)
+	maxBatchBytes = math.MaxInt // counting only: this batcher has no stream to flush to
 	s := &Store{o: Options{Partitions: 5}, subj: "$INCS.t."}
 	b := &batcher{s: s, fill: map[int]msgFill{}, subjs: map[string]bool{}}
 	buf := make([]byte, maxEventMsg+100)
@@ -337,4 +340,23 @@ func TestBatchCount(t *testing.T) {
 		require.Equal(t, len(m.evs), n)
 		require.True(t, len(m.data) <= maxEventMsg || n == 1, "a message of %d bytes, %d events", len(m.data), n)
 	}
+}
+
+// TestBatchBytes: a page whose events pass maxBatchBytes commits in
+// several batches of about that size, each task whole in one of them, so
+// a leader holds a few batches' events at a time, not whole pages.
+func TestBatchBytes(t *testing.T) {
+	defer func(n int) { maxBatchBytes = n }(maxBatchBytes)
+	maxBatchBytes = 64 << 10
+	srv := runServer(t)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	page := decodeTasks(t, difftest.TasksJSON(1, 60, 10, 1)) // 600 events of about 1 KB
+	batches := 0
+	afterBatch = func() { batches++ }
+	res, err := s.Ingest(context.Background(), page, benchLoc, true)
+	afterBatch = nil
+	require.NoError(t, err)
+	require.Equal(t, 600, res.Events)
+	require.GreaterOrEqual(t, batches, 6, "about 600 KB of events in batches of at most 64 KiB")
+	requireWhole(t, s, page)
 }
