@@ -507,13 +507,15 @@ func waitChaosLeader(t *testing.T, obs *chaosObserver, relays []*chaosRelay, tim
 	ok := waitFor(timeout, func() bool {
 		// A replica leads once it holds the lease and wrote its epoch
 		// record: one that won the lease but could not write the record
-		// (a NATS node just died) releases it again without leading.
+		// (a NATS node just died) releases it again without leading; so
+		// can one whose record was stored but that could not read it
+		// back, hence its log is asked too (relayChild.leading).
 		id := obs.leaseHolder()
 		if id == "" || obs.epochLeader() != id {
 			return false
 		}
 		for i, r := range relays {
-			if !r.stopped && !slices.Contains(not, i) && id == r.id() {
+			if !r.stopped && !slices.Contains(not, i) && id == r.id() && r.c.leading() {
 				leader = i
 				return true
 			}

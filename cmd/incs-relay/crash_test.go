@@ -405,6 +405,16 @@ type relayChild struct {
 
 	mu   sync.Mutex
 	tail []string // last lines of stderr
+	// leads is whether the last of its jetstream store's "leading" and
+	// "could not write the epoch" lines was "leading".
+	leads bool
+}
+
+// leading reports whether the relay's log says it leads (see leads).
+func (c *relayChild) leading() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leads
 }
 
 // startRelayChild starts incs-relay with args.
@@ -437,6 +447,12 @@ func startRelayChild(t testing.TB, args ...string) *relayChild {
 				fmt.Fprintln(full, line)
 			}
 			c.mu.Lock()
+			switch {
+			case strings.Contains(line, `"jsstore: leading"`):
+				c.leads = true
+			case strings.Contains(line, "could not write the epoch"):
+				c.leads = false
+			}
 			c.tail = append(c.tail, line)
 			if len(c.tail) > 400 {
 				c.tail = c.tail[len(c.tail)-300:]

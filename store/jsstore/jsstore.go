@@ -131,11 +131,14 @@ type Store struct {
 	wg     sync.WaitGroup // the tail and the state watcher
 	runWG  sync.WaitGroup // Run
 
-	v      *view
-	cache  *msgCache // event messages read or committed lately
-	prune  pruneState
-	direct directState
-	state  *kvState
+	v     *view
+	cache *msgCache // event messages read or committed lately
+	// stallTail (tests) makes the tail drop what it reads, as one whose
+	// consumer waits to be recreated on another node.
+	stallTail atomic.Bool
+	prune     pruneState
+	direct    directState
+	state     *kvState
 
 	appendMu sync.Mutex // one append at a time (but an Ingest's commit: see pipeBatch)
 	inflight *pipeBatch // the last Ingest's batch, maybe still being committed (appendMu)

@@ -267,7 +267,7 @@ func (s *Store) becomeLeader(ctx context.Context, leaseRev uint64, started time.
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.commitWait())
 	defer cancel()
-	if err := s.v.waitApplied(wctx, ack.Sequence); err != nil {
+	if err := s.waitOrCatchUp(wctx, ack.Sequence); err != nil {
 		return err
 	}
 	s.leadMu.Lock()

@@ -200,3 +200,38 @@ func TestLeaseRenewLostLapses(t *testing.T) {
 	defer s.leadMu.Unlock()
 	require.Nil(t, s.lead, "stepped down")
 }
+
+// TestLeadWithTailStuck: a replica whose tail reads nothing (its consumer
+// waits to be recreated after a NATS node died, up to 10 s) wins the
+// lease and writes its epoch record; it reads what its view lacks with a
+// consumer of its own and leads, where it used to wait for its tail, give
+// up, release the lease and win it again round after round, no replica
+// leading meanwhile (the chaos test's NATS node death, once in CI).
+func TestLeadWithTailStuck(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	a, _ := leadAlone(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	_, err := a.Ingest(ctx, []diff.Task{storetest.Task(1, 10, 11)}, loc, true)
+	require.NoError(t, err)
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
+	require.Eventually(t, func() bool { h, _ := b.Head(); return h == 2 }, 5*time.Second, 10*time.Millisecond)
+
+	b.stallTail.Store(true)
+	_, err = a.Ingest(ctx, []diff.Task{storetest.Task(2, 20, 21, 22)}, loc, true)
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond)
+	h, _ := b.Head()
+	require.Equal(t, uint64(2), h, "b's tail is stuck")
+
+	started := time.Now()
+	require.NoError(t, b.becomeLeader(ctx, 0, started), "b leads without its tail")
+	require.Less(t, time.Since(started), b.commitWait(), "without waiting out the commit wait")
+	h, _ = b.Head()
+	require.Equal(t, uint64(5), h, "b's view holds what a stored")
+	require.NotNil(t, b.v.seenRecord(2).rec, "and the seen records")
+	res, err := b.Ingest(ctx, []diff.Task{storetest.Task(2, 20, 21, 22, 23)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Events, "b appends after a's events")
+	require.Equal(t, uint64(6), res.FirstOffset)
+}

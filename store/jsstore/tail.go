@@ -190,6 +190,9 @@ func (s *Store) startTail(ctx context.Context) error {
 	// meanwhile reads what it lacks itself (catchUp).
 	hb := max(s.o.Lease/4, 500*time.Millisecond)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if s.stallTail.Load() {
+			return
+		}
 		if subject, seq, err := s.v.apply(prefix, m); err != nil {
 			s.log.Warn().Err(err).Str("subject", subject).Uint64("seq", seq).Msg("jsstore: tail skipped a message it cannot read")
 		}
@@ -225,10 +228,38 @@ func (s *Store) catchUp(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the head: %w", err)
 	}
+	return s.catchUpTo(ctx, m.Sequence)
+}
+
+// tailGrace is how long waitOrCatchUp leaves the tail to read a message
+// before it reads it with a consumer of its own.
+const tailGrace = 500 * time.Millisecond
+
+// waitOrCatchUp waits until the view holds the message at stream sequence
+// seq: read by the tail, or, when the tail has not within tailGrace (its
+// consumer may be waiting to be recreated on another node, for up to 10 s
+// after one died), by a catch-up of its own. A replica that won the lease
+// and wrote its epoch record used to wait for its tail only, give up and
+// release the lease, and win it again, round after round: no replica led
+// while its tail was stuck (the chaos test's NATS node death).
+func (s *Store) waitOrCatchUp(ctx context.Context, seq uint64) error {
+	tctx, cancel := context.WithTimeout(ctx, tailGrace)
+	err := s.v.waitApplied(tctx, seq)
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	s.log.Debug().Uint64("seq", seq).Msg("jsstore: the tail lags; catching up with a consumer of its own")
+	return s.catchUpTo(ctx, seq)
+}
+
+// catchUpTo reads into the view, with a consumer of its own, what the
+// tail has not read yet up to stream sequence seq.
+func (s *Store) catchUpTo(ctx context.Context, to uint64) error {
 	s.v.mu.RLock()
 	from := s.v.applied + 1
 	s.v.mu.RUnlock()
-	if from > m.Sequence {
+	if from > to {
 		return nil
 	}
 	cons, err := s.stream.OrderedConsumer(ctx, s.tailConfig(from))
@@ -237,7 +268,7 @@ func (s *Store) catchUp(ctx context.Context) error {
 	}
 	for {
 		s.v.mu.RLock()
-		done := s.v.applied >= m.Sequence
+		done := s.v.applied >= to
 		s.v.mu.RUnlock()
 		if done {
 			return nil
