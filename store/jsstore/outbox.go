@@ -141,16 +141,20 @@ func (c *msgCache) noneAfter(p int, after, upto uint64) bool {
 }
 
 // lastBelow reports whether partition p's last event message ends below
-// off, as known when this replica's own batches reach sequence upto (the
-// last head) without a gap.
-func (c *msgCache) lastBelow(p int, off, upto uint64) bool {
+// off (below), when that message is known (known): this replica's own
+// batches reach sequence upto (the last head) without a gap and the
+// cache still holds the partition's last one.
+func (c *msgCache) lastBelow(p int, off, upto uint64) (below, known bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p < 0 || p >= len(c.ownLast) || c.ownLast[p] == 0 {
-		return false
+	if p < 0 || p >= len(c.ownLast) || c.ownLast[p] == 0 || c.ownEnd < upto {
+		return false, false
 	}
 	m := c.bySeq[c.ownLast[p]]
-	return m != nil && m.last() < off && c.ownEnd >= upto
+	if m == nil {
+		return false, false
+	}
+	return m.last() < off, true
 }
 
 // walk returns the sequence of partition p's last event message starting
@@ -530,22 +534,29 @@ func (s *Store) find(ctx context.Context, off uint64) (e entry, ok bool, err err
 // if there is none. A partition whose last message ends below from (one
 // a sink is done with) costs one read, not a search.
 func (s *Store) nextIn(ctx context.Context, p int, from uint64) (uint64, error) {
-	if s.cache.lastBelow(p, from, s.lastHeadSeq()) {
+	below, known := s.cache.lastBelow(p, from, s.lastHeadSeq())
+	if below {
 		return 0, nil
 	}
-	last, err := s.lastMsg(ctx, s.evSubject(p))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("jsstore: reading partition %d's last events: %w", p, err)
-	}
-	m, err := parseEvMsg(s.subj, last.Subject, last.Sequence, last.Data)
-	if err != nil {
-		return 0, err
-	}
-	if m.last() < from {
-		return 0, nil
+	if !known {
+		// Asked of the stream's leader: a whole message, in base64 JSON.
+		// A leader or a replica that keeps up knows its partitions' last
+		// messages, so a sink's status while it delivers (the admin page,
+		// /v1/sinks, the metrics) costs no such read.
+		last, err := s.lastMsg(ctx, s.evSubject(p))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return 0, nil
+		case err != nil:
+			return 0, fmt.Errorf("jsstore: reading partition %d's last events: %w", p, err)
+		}
+		m, err := parseEvMsg(s.subj, last.Subject, last.Sequence, last.Data)
+		if err != nil {
+			return 0, err
+		}
+		if m.last() < from {
+			return 0, nil
+		}
 	}
 	evs, err := s.collect(ctx, p, from, 1, nil)
 	if err != nil || len(evs) == 0 {
