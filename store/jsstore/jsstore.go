@@ -108,6 +108,12 @@ type Options struct {
 	// delivery (the newest read or committed); default
 	// DefaultCacheBytes, negative for none.
 	CacheBytes int
+	// Reader opens the store for a one-off command (status, events,
+	// replay): the tail reads no seen records, which only a leader diffs
+	// against (10,000 tasks of 100 logs are 32 MB of them), so such an
+	// open costs the same at any history. Stats reports no tracked
+	// tasks, and Run refuses.
+	Reader bool
 }
 
 // Store is a store.Store on JetStream. It is safe for concurrent use.

@@ -119,6 +119,9 @@ func (s *Store) Run(ctx context.Context) error {
 	if err := s.checkOpen("run"); err != nil {
 		return err
 	}
+	if s.o.Reader {
+		return errors.New("jsstore: run: a store opened as a Reader (one-off commands) takes no part in the cluster")
+	}
 	s.runWG.Add(1)
 	defer s.runWG.Done()
 	ctx, cancel := context.WithCancel(ctx)

@@ -78,3 +78,39 @@ func TestOpenReadsNoEvents(t *testing.T) {
 	require.Equal(t, uint64(1234), ev.Offset)
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(asked) > 0 }, 5*time.Second, 10*time.Millisecond)
 }
+
+// TestOpenReader: a store opened for a one-off command reads no seen
+// record (what only a leader diffs against), reads events and cursors as
+// any replica does, and takes no part in the cluster.
+func TestOpenReader(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	page := make([]diff.Task, 50)
+	for i := range page {
+		page[i] = storetest.Task(int64(i+1), int64(10*i+1), int64(10*i+2))
+	}
+	_, err := s.Ingest(ctx, page, benchLoc, true)
+	require.NoError(t, err)
+	require.NoError(t, s.SetCursor("hooks", 40))
+
+	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "reader", Reader: true})
+	head, err := r.Head()
+	require.NoError(t, err)
+	require.Equal(t, uint64(100), head)
+	r.v.mu.RLock()
+	require.Empty(t, r.v.seen, "no seen record read")
+	r.v.mu.RUnlock()
+	st, err := r.Stats()
+	require.NoError(t, err)
+	require.Equal(t, uint64(100), st.Head)
+	require.Zero(t, st.Tasks)
+	c, err := r.Cursor("hooks")
+	require.NoError(t, err)
+	require.Equal(t, uint64(40), c)
+	evs, err := r.Read(ctx, 41, 5)
+	require.NoError(t, err)
+	require.Len(t, evs, 5)
+	require.Equal(t, uint64(41), evs[0].Offset)
+	require.ErrorContains(t, r.Run(ctx), "Reader")
+}

@@ -194,7 +194,7 @@ func (s *Store) RuleStates(fn func(taskID int64, rec []byte) error) error {
 
 // Stats returns the store's figures; FileSize is the stream's bytes, and
 // Events the offsets from First to Head (dense but for events a store
-// migrated from bbolt had pruned).
+// migrated from bbolt had pruned). Tasks is 0 for a Reader.
 func (s *Store) Stats() (store.Stats, error) {
 	if err := s.checkOpen("stats"); err != nil {
 		return store.Stats{}, err

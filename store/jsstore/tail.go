@@ -159,9 +159,12 @@ func newView(wake func(), cache *msgCache) *view {
 // tailConfig is the ordered consumer reading tailSubjects from start (1
 // for the whole stream).
 func (s *Store) tailConfig(start uint64) jetstream.OrderedConsumerConfig {
-	filter := make([]string, len(tailSubjects))
-	for i, t := range tailSubjects {
-		filter[i] = s.subj + t
+	filter := make([]string, 0, len(tailSubjects))
+	for _, t := range tailSubjects {
+		if t == "seen.>" && s.o.Reader {
+			continue
+		}
+		filter = append(filter, s.subj+t)
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filter}
 	if start > 1 {

@@ -26,7 +26,7 @@ func StoreOrClient(ctx context.Context, cfg *config.Config) (store.Store, *Clien
 	if cfg.JetStream() {
 		// Replicas share the store and nobody locks it: read it directly,
 		// from any replica or none.
-		h, err := relay.OpenJetStream(cfg, zerolog.Nop(), "")
+		h, err := relay.OpenJetStreamReader(cfg, zerolog.Nop())
 		if err != nil {
 			return nil, nil, err
 		}

@@ -42,6 +42,17 @@ const jsOpenTimeout = 15 * time.Second
 // opens the jetstream store on it. replicaID is "" for the default
 // (<hostname>-<pid>).
 func OpenJetStream(cfg *config.Config, log zerolog.Logger, replicaID string) (*JetStream, error) {
+	return openJetStream(cfg, log, replicaID, false)
+}
+
+// OpenJetStreamReader opens the jetstream store for a one-off command
+// (status, events, replay; jsstore.Options.Reader): it reads no seen
+// records, so its cost does not follow the tasks' histories.
+func OpenJetStreamReader(cfg *config.Config, log zerolog.Logger) (*JetStream, error) {
+	return openJetStream(cfg, log, "", true)
+}
+
+func openJetStream(cfg *config.Config, log zerolog.Logger, replicaID string, reader bool) (*JetStream, error) {
 	opts, err := cfg.NATSOptions("store", cfg.Store.NATSAuth)
 	if err != nil {
 		return nil, err
@@ -77,6 +88,7 @@ func OpenJetStream(cfg *config.Config, log zerolog.Logger, replicaID string) (*J
 		ReplicaID:  replicaID,
 		ConfigHash: cfg.Hash(),
 		Logger:     log,
+		Reader:     reader,
 	})
 	if err != nil {
 		nc.Close()
