@@ -130,3 +130,62 @@ func TestIngester_HandleDeleted(t *testing.T) {
 	require.ErrorIs(t, ing.HandleDeleted(ctx, []int64{1}, time.Now()), ds.err)
 	assert.Equal(t, 2.0, value(t, m.deletions), "a failed deletion is not counted")
 }
+
+// gatedStore counts IngestAfter calls and their tasks, and holds the
+// first one's return until release is closed.
+type gatedStore struct {
+	store.Store
+	release chan struct{}
+	mu      sync.Mutex
+	calls   []int
+}
+
+func (g *gatedStore) IngestAfter(ctx context.Context, tasks []diff.Task, loc *time.Location, boundary time.Time) (store.IngestResult, error) {
+	g.mu.Lock()
+	first := len(g.calls) == 0
+	g.calls = append(g.calls, len(tasks))
+	g.mu.Unlock()
+	res, err := g.Store.IngestAfter(ctx, tasks, loc, boundary)
+	if first {
+		<-g.release // stored, but its commit seen as under way
+	}
+	return res, err
+}
+
+// TestIngester_GathersPages: pages handed over while a commit is under way
+// are gathered, at most groupPages (or groupLogs logs), and stored in one
+// Ingest once it ended (a jetstream store pays per atomic batch); every
+// log is stored once, in page order.
+func TestIngester_GathersPages(t *testing.T) {
+	db, err := store.Open(t.TempDir()+"/relay.db", store.Options{NoSync: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	g := &gatedStore{Store: db, release: make(chan struct{})}
+	ing := &Ingester{db: g, loc: poller.DefaultLocation(), log: zerolog.Nop()}
+	ctx := context.Background()
+	var pages [][]diff.Task
+	for i := range 6 {
+		pages = append(pages, pageOf(t, int64(1+100*i), 100, 1)) // 100 logs: four pages pass no bound but groupPages
+	}
+	require.NoError(t, ing.HandlePage(ctx, pages[0]), "stored at once: nothing under way")
+	require.Eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.calls) == 1 }, 5*time.Second, time.Millisecond)
+	for _, p := range pages[1:4] {
+		require.NoError(t, ing.HandlePage(ctx, p), "gathered: returns at once while the first commit waits")
+	}
+	time.AfterFunc(50*time.Millisecond, func() { close(g.release) })
+	require.NoError(t, ing.HandlePage(ctx, pages[4]), "the fourth gathered page starts them, once the first commit ended")
+	require.NoError(t, ing.HandlePage(ctx, pages[5]))
+	require.NoError(t, ing.flush())
+	g.mu.Lock()
+	calls := slices.Clone(g.calls)
+	g.mu.Unlock()
+	assert.Equal(t, []int{100, 400, 100}, calls, "every page stored once: pages 2-5 in one Ingest")
+	h, err := db.Head()
+	require.NoError(t, err)
+	assert.Equal(t, uint64(600), h)
+	evs, err := db.Read(ctx, 0, 2000)
+	require.NoError(t, err)
+	for i := 1; i < len(evs); i++ {
+		require.LessOrEqual(t, evs[i-1].Data.TaskID, evs[i].Data.TaskID, "in page order")
+	}
+}

@@ -93,6 +93,12 @@ func (h *Ingester) observeRules(p *poller.Page, at time.Time) {
 	if len(tasks) == 0 && len(unchanged) == 0 {
 		return
 	}
+	if h.bufPages > 0 {
+		// The page waits in HandlePage's gathering: observed once its
+		// Ingest is under way (start).
+		h.deferred = append(h.deferred, deferredRules{p, at})
+		return
+	}
 	prev := h.pending
 	ch := make(chan ingestOutcome, 1)
 	h.pending = ch
