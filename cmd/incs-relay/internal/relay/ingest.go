@@ -98,7 +98,7 @@ type ingestOutcome struct {
 // sweep.
 //
 // Pages handed over while a commit is under way are gathered (up to
-// groupPages pages or groupBytes of JSON) and stored in one Ingest once it
+// groupPages pages or groupLogs logs) and stored in one Ingest once it
 // ended, whose failure forgets all their tasks.
 func (h *Ingester) HandlePage(ctx context.Context, tasks []diff.Task) error {
 	h.checkClock(tasks)

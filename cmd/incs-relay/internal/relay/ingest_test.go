@@ -152,23 +152,35 @@ func (g *gatedStore) IngestAfter(ctx context.Context, tasks []diff.Task, loc *ti
 	return res, err
 }
 
+// gatedIngester returns an Ingester on a gatedStore over a new store.
+func gatedIngester(t *testing.T) (*Ingester, *gatedStore, *store.DB) {
+	t.Helper()
+	db, err := store.Open(t.TempDir()+"/relay.db", store.Options{NoSync: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	g := &gatedStore{Store: db, release: make(chan struct{})}
+	return &Ingester{db: g, loc: poller.DefaultLocation(), log: zerolog.Nop()}, g, db
+}
+
+// waitCalls waits until n IngestAfter calls began.
+func (g *gatedStore) waitCalls(t *testing.T, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.calls) == n }, 5*time.Second, time.Millisecond)
+}
+
 // TestIngester_GathersPages: pages handed over while a commit is under way
 // are gathered, at most groupPages (or groupLogs logs), and stored in one
 // Ingest once it ended (a jetstream store pays per atomic batch); every
 // log is stored once, in page order.
 func TestIngester_GathersPages(t *testing.T) {
-	db, err := store.Open(t.TempDir()+"/relay.db", store.Options{NoSync: true})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	g := &gatedStore{Store: db, release: make(chan struct{})}
-	ing := &Ingester{db: g, loc: poller.DefaultLocation(), log: zerolog.Nop()}
+	ing, g, db := gatedIngester(t)
 	ctx := context.Background()
 	var pages [][]diff.Task
 	for i := range 6 {
 		pages = append(pages, pageOf(t, int64(1+100*i), 100, 1)) // 100 logs: four pages pass no bound but groupPages
 	}
 	require.NoError(t, ing.HandlePage(ctx, pages[0]), "stored at once: nothing under way")
-	require.Eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.calls) == 1 }, 5*time.Second, time.Millisecond)
+	g.waitCalls(t, 1)
 	for _, p := range pages[1:4] {
 		require.NoError(t, ing.HandlePage(ctx, p), "gathered: returns at once while the first commit waits")
 	}
@@ -188,4 +200,20 @@ func TestIngester_GathersPages(t *testing.T) {
 	for i := 1; i < len(evs); i++ {
 		require.LessOrEqual(t, evs[i-1].Data.TaskID, evs[i].Data.TaskID, "in page order")
 	}
+}
+
+// TestIngester_GathersFewLogs: pages of many logs are not gathered past
+// groupLogs: the second page of 300 logs waits, the third starts both.
+func TestIngester_GathersFewLogs(t *testing.T) {
+	ing, g, _ := gatedIngester(t)
+	ctx := context.Background()
+	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 1, 100, 3)))
+	g.waitCalls(t, 1)
+	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 101, 100, 3)), "300 logs: gathered")
+	time.AfterFunc(50*time.Millisecond, func() { close(g.release) })
+	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 201, 100, 3)), "600 logs: past groupLogs, stored")
+	require.NoError(t, ing.flush())
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	assert.Equal(t, []int{100, 200}, g.calls)
 }
