@@ -78,32 +78,34 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if path := os.Getenv("INCS_RELAY_MEMPROFILE"); path != "" {
 		// What the relay holds as it stops (its store and caches are
 		// still referenced here).
-		writeHeapProfile(path, log)
+		writeHeapProfile(path, true, log)
 		runtime.KeepAlive(r)
 	}
 	return err
 }
 
 // writeHeapProfile writes the live heap to path ("%d" in it becomes the
-// pid, for bench's several relays): a developer's aid
-// (INCS_RELAY_MEMPROFILE, written when the relay stops).
-func writeHeapProfile(path string, log zerolog.Logger) {
+// pid, for bench's several relays), after a collection when gc is set: a
+// developer's aid (INCS_RELAY_MEMPROFILE, written when the relay stops;
+// INCS_RELAY_MEMPROFILE_PEAK).
+func writeHeapProfile(path string, gc bool, log zerolog.Logger) {
 	f, err := os.Create(strings.ReplaceAll(path, "%d", strconv.Itoa(os.Getpid())))
 	if err != nil {
 		log.Warn().Err(err).Msg("heap profile")
 		return
 	}
 	defer f.Close()
-	runtime.GC()
+	if gc {
+		runtime.GC()
+	}
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		log.Warn().Err(err).Msg("heap profile")
 	}
 }
 
-// writePeakHeapProfiles writes the heap profile to path (as
-// writeHeapProfile) each time the live heap after a collection grew by a
-// tenth over the largest seen, until ctx ends: the profile of the peak,
-// a developer's aid (INCS_RELAY_MEMPROFILE_PEAK).
+// writePeakHeapProfiles writes the heap profile to path each time the
+// live heap after a collection grew by a tenth over the largest seen,
+// until ctx ends: the profile of the peak.
 func writePeakHeapProfiles(ctx context.Context, path string, log zerolog.Logger) {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	var peak uint64
@@ -118,15 +120,7 @@ func writePeakHeapProfiles(ctx context.Context, path string, log zerolog.Logger)
 		metrics.Read(sample)
 		if live := sample[0].Value.Uint64(); live > peak+peak/10 {
 			peak = live
-			f, err := os.Create(strings.ReplaceAll(path, "%d", strconv.Itoa(os.Getpid())))
-			if err != nil {
-				log.Warn().Err(err).Msg("heap profile")
-				return
-			}
-			if err := pprof.WriteHeapProfile(f); err != nil {
-				log.Warn().Err(err).Msg("heap profile")
-			}
-			f.Close()
+			writeHeapProfile(path, false, log)
 		}
 	}
 }
