@@ -340,7 +340,7 @@ func (db *DB) snapshotSeen(tasks []diff.Task) (pending []*pendingTask, skipped i
 		pending, skipped, perr = collectPending(tasks, func(id int64) []byte {
 			binary.BigEndian.PutUint64(key[:], uint64(id))
 			return seen.Get(key[:])
-		})
+		}, nil)
 		if perr != nil {
 			return corrupt(db.path, perr)
 		}

@@ -20,12 +20,16 @@ import (
 
 // collectPending groups tasks by id, reading each task's seen record once
 // with get. Tasks whose logs are all seen are only counted; the others are
-// returned in order of first appearance, with their repeats.
-func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending []*pendingTask, skipped int, err error) {
+// returned in order of first appearance, with their repeats. The whole
+// records of those whose record get returned without its values
+// (RecordApart) come from whole, asked once for all of them; a nil whole
+// refuses such records.
+func collectPending(tasks []diff.Task, get func(taskID int64) []byte, whole func(ids []int64) (map[int64][]byte, error)) (pending []*pendingTask, skipped int, err error) {
 	var (
 		scratch seenRecord
 		ids     []int64
 		byID    map[int64]*pendingTask
+		apart   []int64 // pending tasks whose record came without its values
 	)
 	for i := range tasks {
 		t := &tasks[i]
@@ -46,14 +50,14 @@ func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending [
 			skipped++
 			continue
 		}
-		if v != nil && scratch.Apart {
-			return nil, 0, fmt.Errorf("task %d: %w", t.ID, errApart)
-		}
 		p := &pendingTask{id: t.ID, occ: []*diff.Task{t}}
-		if v != nil {
-			p.snap = bytes.Clone(v)
-			p.base = seenRecord{CreatedAt: scratch.CreatedAt, UpdatedAt: scratch.UpdatedAt, IDs: slices.Clone(scratch.IDs),
-				V2: scratch.V2, LogsAt: scratch.LogsAt, Hot: scratch.Hot, Rest: slices.Clone(scratch.Rest)}
+		switch {
+		case v != nil && scratch.Apart && whole == nil:
+			return nil, 0, fmt.Errorf("task %d: %w", t.ID, errApart)
+		case v != nil && scratch.Apart:
+			apart = append(apart, t.ID)
+		case v != nil:
+			p.setBase(v, &scratch)
 		}
 		if byID == nil {
 			byID = make(map[int64]*pendingTask)
@@ -61,44 +65,34 @@ func collectPending(tasks []diff.Task, get func(taskID int64) []byte) (pending [
 		byID[t.ID] = p
 		pending = append(pending, p)
 	}
+	if len(apart) == 0 {
+		return pending, skipped, nil
+	}
+	full, err := whole(apart)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, id := range apart {
+		v := full[id]
+		if v == nil {
+			return nil, 0, fmt.Errorf("task %d: %w", id, errApart)
+		}
+		if err := decodeRecord(v, &scratch); err != nil {
+			return nil, 0, fmt.Errorf("seen record of task %d: %w", id, err)
+		}
+		if scratch.Apart {
+			return nil, 0, fmt.Errorf("task %d: %w", id, errApart)
+		}
+		byID[id].setBase(v, &scratch)
+	}
 	return pending, skipped, nil
 }
 
-// NeedFullRecords returns the tasks (each once, in order of first
-// appearance) whose seen record get returns without its values
-// (RecordApart) and that PrepareIngest would diff, because they changed
-// since: the caller passes PrepareIngest their full records instead.
-func NeedFullRecords(tasks []diff.Task, get func(taskID int64) []byte) ([]int64, error) {
-	var (
-		scratch seenRecord
-		ids     []int64
-		need    []int64
-		diffed  map[int64]bool // as collectPending: a repeat of a task diffed joins it
-	)
-	for i := range tasks {
-		t := &tasks[i]
-		if diffed[t.ID] {
-			continue
-		}
-		v := get(t.ID)
-		if v == nil {
-			continue
-		}
-		if err := decodeRecord(v, &scratch); err != nil {
-			return nil, fmt.Errorf("store: seen record of task %d: %w", t.ID, err)
-		}
-		if ids = logIDs(t, ids[:0]); unchanged(t, ids, &scratch) {
-			continue
-		}
-		if diffed == nil {
-			diffed = make(map[int64]bool)
-		}
-		diffed[t.ID] = true
-		if scratch.Apart {
-			need = append(need, t.ID)
-		}
-	}
-	return need, nil
+// setBase makes seen record v, decoded in r, what p is diffed against.
+func (p *pendingTask) setBase(v []byte, r *seenRecord) {
+	p.snap = bytes.Clone(v)
+	p.base = seenRecord{CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, IDs: slices.Clone(r.IDs),
+		V2: r.V2, LogsAt: r.LogsAt, Hot: r.Hot, Rest: slices.Clone(r.Rest)}
 }
 
 // unchanged reports whether t, whose distinct log ids are ids, is as its
@@ -158,13 +152,16 @@ func (p Prepared) Event(i int, off uint64) (body []byte, typ string) {
 // (boundary) would. The result has Tasks, Skipped and Failed set; the
 // caller commits each Prepared whole and fills in the rest. The error is a
 // *DiffError naming tasks left out (the others are still returned), or a
-// decode error of a seen record.
-func PrepareIngest(tasks []diff.Task, loc *time.Location, emit bool, boundary time.Time, get func(taskID int64) []byte) ([]Prepared, IngestResult, error) {
+// decode error of a seen record. A backend whose get returns records
+// without their values (RecordApart) passes whole, which returns the
+// whole records of the tasks that changed, asked once a call; others pass
+// nil.
+func PrepareIngest(tasks []diff.Task, loc *time.Location, emit bool, boundary time.Time, get func(taskID int64) []byte, whole func(ids []int64) (map[int64][]byte, error)) ([]Prepared, IngestResult, error) {
 	res := IngestResult{Tasks: len(tasks)}
 	if loc == nil {
 		return nil, res, errors.New("store: ingest: nil location")
 	}
-	pending, skipped, err := collectPending(tasks, get)
+	pending, skipped, err := collectPending(tasks, get, whole)
 	if err != nil {
 		return nil, res, fmt.Errorf("store: ingest: %w", err)
 	}

@@ -203,8 +203,8 @@ func mergeIDs(a, b []int64) []int64 {
 // marked apart, for a copy that must stay small (a jetstream replica's
 // in-memory view, which the values would make grow with every comment):
 // the copy still says whether a task changed, and PrepareIngest and
-// PrepareDelete refuse it for a task they must diff, so the caller first
-// fetches the full record (NeedFullRecords). A record without values is
+// PrepareDelete refuse it for a task they must diff: the caller fetches
+// the whole record (PrepareIngest's whole). A record without values is
 // returned as it is, and apart is false.
 func RecordApart(rec []byte) (compact []byte, apart bool, err error) {
 	var r seenRecord

@@ -4,7 +4,9 @@ import (
 	"math"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/incs-relay/incs-relay/diff"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -86,4 +88,44 @@ func FuzzSeenRecord(f *testing.F) {
 		assert.Equal(t, in.UpdatedAt, out.UpdatedAt)
 		assert.True(t, slices.Equal(in.IDs, out.IDs))
 	})
+}
+
+// TestPrepareIngest_RecordsApart: records without their values
+// (RecordApart) tell unchanged tasks apart on their own; the whole records
+// of the tasks that changed are asked of whole once, and without whole
+// such a record is refused rather than diffed against no values.
+func TestPrepareIngest_RecordsApart(t *testing.T) {
+	loc := time.FixedZone("CST", 8*3600)
+	t1, t2 := task(1, 10, 11), task(2, 20)
+	prepared, _, err := PrepareIngest([]diff.Task{t1, t2}, loc, true, time.Time{}, func(int64) []byte { return nil }, nil)
+	require.NoError(t, err)
+	whole, apart := map[int64][]byte{}, map[int64][]byte{}
+	for _, p := range prepared {
+		whole[p.TaskID()] = p.Record()
+		rec, ok, err := RecordApart(p.Record())
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Less(t, len(rec), len(p.Record()))
+		apart[p.TaskID()] = rec
+	}
+	get := func(id int64) []byte { return apart[id] }
+	t1.Name, t1.UpdatedAt = "renamed", "2026-04-09 10:00:00" // task 1 changed, task 2 did not
+
+	var asked [][]int64
+	fetch := func(ids []int64) (map[int64][]byte, error) {
+		asked = append(asked, slices.Clone(ids))
+		return whole, nil
+	}
+	prepared, res, err := PrepareIngest([]diff.Task{t1, t2}, loc, true, time.Time{}, get, fetch)
+	require.NoError(t, err)
+	assert.Equal(t, [][]int64{{1}}, asked, "asked once, for the changed task only")
+	assert.Equal(t, 1, res.Skipped)
+	require.Len(t, prepared, 1)
+	require.Equal(t, 1, prepared[0].Len())
+	body, typ := prepared[0].Event(0, 1)
+	assert.Equal(t, diff.TypeTaskUpdated, typ)
+	assert.Contains(t, string(body), `{"field":"name","from":"任务 1","to":"renamed"}`, "diffed against the whole record's values")
+
+	_, _, err = PrepareIngest([]diff.Task{t1}, loc, true, time.Time{}, get, nil)
+	require.ErrorIs(t, err, errApart)
 }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,42 +39,6 @@ func (v *view) seenRecord(taskID int64) seenEnt {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.seen[taskID]
-}
-
-// recordsFor returns the seen records tasks are diffed against, whole:
-// as the next batch must see them (seenFor), and for the tasks that
-// changed since, whose records the view keeps without their values, the
-// records fetched from the stream (fullRecords).
-func (s *Store) recordsFor(ctx context.Context, tasks []diff.Task) (map[int64][]byte, error) {
-	recs := make(map[int64][]byte, len(tasks))
-	var seqs map[int64]uint64
-	for i := range tasks {
-		id := tasks[i].ID
-		if _, ok := recs[id]; ok {
-			continue
-		}
-		e := s.seenFor(id)
-		recs[id] = e.rec
-		if e.apart {
-			if seqs == nil {
-				seqs = make(map[int64]uint64)
-			}
-			seqs[id] = e.seq
-		}
-	}
-	if len(seqs) == 0 {
-		return recs, nil
-	}
-	need, err := store.NeedFullRecords(tasks, func(id int64) []byte { return recs[id] })
-	if err != nil || len(need) == 0 {
-		return recs, err
-	}
-	full, err := s.fullRecords(ctx, need, seqs)
-	if err != nil {
-		return nil, err
-	}
-	maps.Copy(recs, full)
-	return recs, nil
 }
 
 // maxMultiLast is how many subjects one batched direct get asks for: the
@@ -153,14 +116,22 @@ func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 			unlock()
 		}
 	}()
-	recs, err := s.recordsFor(ctx, tasks)
-	if err != nil {
-		return res, err
+	// Each task's seen record as the next batch must see it (seenFor);
+	// the view keeps records without their values, so those of the tasks
+	// that changed are fetched whole, at the sequence seen here.
+	seqs := map[int64]uint64{}
+	get := func(id int64) []byte {
+		e := s.seenFor(id)
+		if e.apart {
+			seqs[id] = e.seq
+		}
+		return e.rec
 	}
+	whole := func(ids []int64) (map[int64][]byte, error) { return s.fullRecords(ctx, ids, seqs) }
 	var prepared []store.Prepared
 	var perr error
 	store.LabelDiff(ctx, func() {
-		prepared, res, perr = store.PrepareIngest(tasks, loc, emit, boundary, func(id int64) []byte { return recs[id] })
+		prepared, res, perr = store.PrepareIngest(tasks, loc, emit, boundary, get, whole)
 	})
 	var de *store.DiffError
 	if perr != nil && !errors.As(perr, &de) {
