@@ -30,7 +30,7 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long (with --scale: each world in each store mode)")
 	strategy := fs.String("strategy", "tiered", "poll.strategy: tiered or full")
 	replay := fs.Bool("replay", false, "then rewind each sink to offset 1 and time its redelivery of every event: delivery alone, without polling and storing")
-	storeType := fs.String("store", "bbolt", "store.type: bbolt, or jetstream (the relays' state on a JetStream cluster in this process)")
+	storeType := fs.String("store", "bbolt", "store.type: bbolt, or jetstream (the relays' state on a JetStream cluster in this process); with --scale, only this mode")
 	replicas := fs.Int("replicas", 1, "with --store jetstream: relay replicas, NATS nodes and store.replicas (1 to 5)")
 	limits := fs.Bool("limits", true, "then measure the limits: what a plain client in a process of its own does against the same NATS server(s) and webhook receiver, with as many events of the relay's average size")
 	scale := fs.String("scale", "", "instead: stored events of each world, comma-separated (e.g. 100000,1000000): memory, restart and status times in both store modes as the store grows")
@@ -82,12 +82,21 @@ func (c *BenchCommand) Run(ctx context.Context, args []string) error {
 }
 
 // runScale checks the flags of `bench --scale` and runs it: only
-// --scale-tasks and --timeout (per world and store mode) apply.
+// --scale-tasks, --timeout (per world and store mode) and --store (that
+// mode alone instead of both) apply.
 func (c *BenchCommand) runScale(ctx context.Context, fs *flag.FlagSet, list string, tasks int, timeout time.Duration) error {
-	for _, name := range []string{"sinks", "webhook-delay", "in-flight", "strategy", "replay", "store", "replicas", "tasks", "limits"} {
+	for _, name := range []string{"sinks", "webhook-delay", "in-flight", "strategy", "replay", "replicas", "tasks", "limits"} {
 		if flagGiven(fs, name) {
-			return &usageError{msg: fmt.Sprintf("bench: --%s does not apply to --scale (it runs both stores, one core NATS sink, --scale-tasks tasks)", name)}
+			return &usageError{msg: fmt.Sprintf("bench: --%s does not apply to --scale (it runs one core NATS sink, --scale-tasks tasks)", name)}
 		}
+	}
+	var stores []string // both
+	if flagGiven(fs, "store") {
+		st := fs.Lookup("store").Value.String()
+		if st != "bbolt" && st != "jetstream" {
+			return &usageError{msg: fmt.Sprintf("bench: --store: %q: want bbolt or jetstream", st)}
+		}
+		stores = []string{st}
 	}
 	var events []int
 	for _, f := range strings.Split(list, ",") {
@@ -111,7 +120,7 @@ func (c *BenchCommand) runScale(ctx context.Context, fs *flag.FlagSet, list stri
 		return err
 	}
 	return bench.RunScale(ctx, bench.ScaleOptions{
-		Events: events, Tasks: tasks, Timeout: timeout,
+		Events: events, Tasks: tasks, Timeout: timeout, Stores: stores,
 		Exe: exe, Stdout: c.m.Stdout, Stderr: c.m.Stderr,
 	})
 }

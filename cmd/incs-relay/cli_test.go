@@ -79,7 +79,7 @@ func TestCLI_ExitCodes(t *testing.T) {
 		{name: "sim --edits out of range", args: []string{"sim", "--edits", "0.9"}, code: exitBadInput, stderr: []string{"--edits", "0 to 0.3"}},
 		{name: "sim --deletions negative", args: []string{"sim", "--deletions", "-1"}, code: exitBadInput, stderr: []string{"--deletions"}},
 		{name: "bench --scale not numbers", args: []string{"bench", "--scale", "100k"}, code: exitBadInput, stderr: []string{"--scale"}},
-		{name: "bench --scale with --store", args: []string{"bench", "--scale", "1000", "--store", "jetstream"}, code: exitBadInput, stderr: []string{"--store"}},
+		{name: "bench --scale with a bad --store", args: []string{"bench", "--scale", "1000", "--store", "sqlite"}, code: exitBadInput, stderr: []string{`--store: "sqlite": want bbolt or jetstream`}},
 		{name: "bench --scale with --limits", args: []string{"bench", "--scale", "1000", "--limits=false"}, code: exitBadInput, stderr: []string{"--limits does not apply"}},
 		{name: "unreadable file", args: []string{"check-config", "--config", filepath.Join(dir, "missing.yaml")}, code: exitBadInput,
 			stderr: []string{"missing.yaml", "cannot read"}, oneLine: true},

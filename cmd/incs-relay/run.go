@@ -125,10 +125,11 @@ func writePeakHeapProfiles(ctx context.Context, path string, log zerolog.Logger)
 	}
 }
 
-// startCPUProfile writes a CPU profile to path until stop is called: a
-// developer's aid (INCS_RELAY_CPUPROFILE), used with `incs-relay bench`.
+// startCPUProfile writes a CPU profile to path ("%d" in it becomes the
+// pid, as in writeHeapProfile) until stop is called: a developer's aid
+// (INCS_RELAY_CPUPROFILE), used with `incs-relay bench`.
 func startCPUProfile(path string) (stop func(), err error) {
-	f, err := os.Create(path)
+	f, err := os.Create(strings.ReplaceAll(path, "%d", strconv.Itoa(os.Getpid())))
 	if err != nil {
 		return nil, err
 	}
