@@ -147,6 +147,9 @@ func (b *batcher) packEvents(evs []evOut) []outMsg {
 		d := out[a.msg].data
 		out[a.msg].evs[a.ev].body = d[a.end-a.n : a.end : a.end]
 	}
+	for i := range out {
+		out[i].wire = compressFrames(out[i].data)
+	}
 	return out
 }
 

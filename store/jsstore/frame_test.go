@@ -3,6 +3,8 @@
 package jsstore
 
 import (
+	"bytes"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -36,4 +38,42 @@ func TestFrames(t *testing.T) {
 	for _, bad := range []string{"1 2 3 \"x\"\n{}", "1 2 \"x\"\n{}\n", "x 2 3 \"t\"\n{}\n", "1 2 3 t\n{}\n"} {
 		require.ErrorIs(t, parseFrames([]byte(bad), func(uint64, int64, int64, string, []byte) {}), errBadFrame, "%q", bad)
 	}
+}
+
+// TestCompressedFrames: an event message's compressed data reads back as
+// its frames, an older store's uncompressed data reads as it is, and
+// damaged compressed data is a bad event message naming its sequence.
+func TestCompressedFrames(t *testing.T) {
+	var frames []byte
+	for i := range 40 {
+		e := evOut{off: uint64(i + 1), task: 7, at: 1700000000123456789, typ: "task.commented",
+			body: []byte(`{"specversion":"1.0","id":"log-` + strconv.Itoa(i) + `","data":{"task":{"id":7,"name":"Delivery check #7","description":"需要二次确认"}}}`)}
+		frames = appendFrame(frames, &e)
+	}
+	wire := compressFrames(frames)
+	require.Equal(t, byte(s2Block), wire[0])
+	require.Less(t, len(wire), len(frames)/4, "events of one task compress")
+
+	got, err := eventFrames(wire)
+	require.NoError(t, err)
+	require.Equal(t, frames, got)
+	plain, err := eventFrames(frames)
+	require.NoError(t, err)
+	require.Equal(t, frames, plain, "uncompressed data, as older versions wrote it")
+
+	m, err := parseEvMsg("$INCS.x.", "$INCS.x.ev.3", 42, wire)
+	require.NoError(t, err)
+	require.Len(t, m.evs, 40)
+	require.Equal(t, 3, m.part)
+	require.Equal(t, len(frames)+64+40*64, m.size, "the cache counts a message as read, not as sent")
+	old, err := parseEvMsg("$INCS.x.", "$INCS.x.ev.3", 42, frames)
+	require.NoError(t, err)
+	require.Equal(t, m.evs, old.evs)
+
+	bad := bytes.Clone(wire)
+	bad[len(bad)/2] ^= 0xff
+	bad = bad[:len(bad)-3]
+	_, err = parseEvMsg("$INCS.x.", "$INCS.x.ev.3", 42, bad)
+	require.ErrorIs(t, err, errBadFrame)
+	require.ErrorContains(t, err, "event message 42")
 }

@@ -74,10 +74,16 @@ var (
 // batch publish, which commits a page whole, came with 2.12.
 const MinServerVersion = "2.12.0"
 
-// formatSuffix ends the config hash every replica publishes: replicas of
-// versions that tail the events into memory (their hash has no suffix)
-// and this one refuse to run together (checkLeaderHash).
-const formatSuffix = "/outbox-in-stream"
+// formatSuffix ends the config hash every replica publishes, naming the
+// stream format it writes: replicas of versions that tail the events into
+// memory (their hash has no suffix), of versions that write events
+// uncompressed (plainFormatSuffix) and this one refuse to run together
+// (checkLeaderHash). This version reads what both older ones wrote.
+const formatSuffix = "/events-s2" + plainFormatSuffix
+
+// plainFormatSuffix ends the config hash of versions that keep the outbox
+// in the stream with their events uncompressed.
+const plainFormatSuffix = "/outbox-in-stream"
 
 // MaxBatch is the most messages one atomic batch holds (the server's
 // limit).

@@ -165,6 +165,24 @@ func TestConfigMismatch(t *testing.T) {
 	require.Eventually(t, func() bool { return c.Role().Leader == "a" }, 5*time.Second, 10*time.Millisecond)
 }
 
+// TestOlderFormatLeader: a replica refuses to join a leader of the
+// version before, which writes its events uncompressed, and says why.
+func TestOlderFormatLeader(t *testing.T) {
+	srv := runServer(t)
+	a := openStore(t, srv.ClientURL(), Options{ReplicaID: "a", ConfigHash: "h1"})
+	require.Equal(t, "h1"+formatSuffix, a.o.ConfigHash)
+	a.o.ConfigHash = "h1" + plainFormatSuffix // as the version before publishes it
+	startRun(t, a)
+	require.Eventually(t, func() bool { return a.Role().Leader == "a" }, 5*time.Second, 10*time.Millisecond)
+	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b", ConfigHash: "h1"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := b.Run(ctx)
+	require.ErrorIs(t, err, ErrConfigMismatch)
+	require.ErrorContains(t, err, "leader a runs an older incs-relay, which writes its events uncompressed")
+	require.ErrorContains(t, err, "stop every replica")
+}
+
 // TestOpenOptions: bad options and a partition count other than the
 // stream's are refused.
 func TestOpenOptions(t *testing.T) {

@@ -238,7 +238,10 @@ func (s *Store) checkLeaderHash(ctx context.Context) error {
 	if s.mismatches++; s.mismatches < 2 {
 		return nil
 	}
-	if !strings.HasSuffix(lv.Hash, formatSuffix) {
+	if !strings.HasSuffix(lv.Hash, formatSuffix) && strings.HasSuffix(lv.Hash, plainFormatSuffix) {
+		return fmt.Errorf("jsstore: replica %s: %w: the leader %s runs an older incs-relay, which writes its events uncompressed and cannot read the compressed ones this version writes: old and new replicas cannot run side by side; stop every replica, then start them all on this version (docs/ha.md, Upgrades)", s.o.ReplicaID, ErrConfigMismatch, lv.Leader)
+	}
+	if !strings.HasSuffix(lv.Hash, plainFormatSuffix) {
 		return fmt.Errorf("jsstore: replica %s: %w: the leader %s runs an older incs-relay, which reads the stream's events into memory and prunes them one by one: old and new replicas cannot run side by side; stop every replica, then start them all on this version (docs/ha.md, Upgrades)", s.o.ReplicaID, ErrConfigMismatch, lv.Leader)
 	}
 	return fmt.Errorf("jsstore: replica %s: %w (leader %s): run every replica with the same config", s.o.ReplicaID, ErrConfigMismatch, lv.Leader)

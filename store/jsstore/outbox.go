@@ -48,6 +48,10 @@ func parseEvMsg(prefix, subject string, seq uint64, data []byte) (*evMsg, error)
 	if err != nil || !strings.HasPrefix(subject, prefix+"ev.") {
 		return nil, fmt.Errorf("jsstore: message %d: %s is not an event message", seq, subject)
 	}
+	data, err = eventFrames(data)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: event message %d: %w", seq, err)
+	}
 	m := &evMsg{seq: seq, part: part, size: len(data) + 64}
 	if err := parseFrames(data, func(off uint64, task, at int64, typ string, body []byte) {
 		m.evs = append(m.evs, entry{off: off, task: task, at: at, typ: typ, body: body})

@@ -208,7 +208,10 @@ func TestWholeTaskBatch(t *testing.T) {
 		kind, arg, _ := strings.Cut(strings.TrimPrefix(m.Subject, s.subj), ".")
 		switch kind {
 		case "ev":
-			require.NoError(t, parseFrames(m.Data, func(_ uint64, task, _ int64, _ string, _ []byte) {
+			require.Equal(t, byte(s2Block), m.Data[0], "event messages are stored compressed")
+			frames, err := eventFrames(m.Data)
+			require.NoError(t, err)
+			require.NoError(t, parseFrames(frames, func(_ uint64, task, _ int64, _ string, _ []byte) {
 				if evBatch[task] == nil {
 					evBatch[task], evMsgs[task] = map[int]bool{}, map[uint64]bool{}
 				}

@@ -74,6 +74,9 @@ type outMsg struct {
 	// evs are an event message's events as packed (packEvents): the
 	// cache takes them once the batch committed, without parsing data.
 	evs []entry
+	// wire, when set, is what is published instead of data: an event
+	// message's frames compressed (packEvents, compressFrames).
+	wire []byte
 }
 
 // pubAck is the server's answer to a batch's commit.
@@ -102,6 +105,9 @@ func (s *Store) publishBatch(ctx context.Context, lead *leadership, msgs []outMs
 // batchMsg is m as message i (from 0) of batch id.
 func (s *Store) batchMsg(lead *leadership, id string, i int, m outMsg) *nats.Msg {
 	nm := &nats.Msg{Subject: m.subj, Header: m.hdr, Data: m.data}
+	if m.wire != nil {
+		nm.Data = m.wire
+	}
 	if nm.Header == nil {
 		nm.Header = nats.Header{}
 	}
