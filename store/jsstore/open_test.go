@@ -4,6 +4,8 @@ package jsstore
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -113,4 +115,65 @@ func TestOpenReader(t *testing.T) {
 	require.Len(t, evs, 5)
 	require.Equal(t, uint64(41), evs[0].Offset)
 	require.ErrorContains(t, r.Run(ctx), "Reader")
+}
+
+// TestOpenReadsLastRecords: a replica's tail starts with the last record
+// of each subject (the server's per-subject index) rather than reading
+// the stream through its filter: after three leaders (three epoch
+// records, the older two superseded) and tasks stored again, a new
+// replica's view holds the last epoch, the head and every task's last
+// seen record, as its leader's does.
+func TestOpenReadsLastRecords(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	var lead *Store
+	for i := range int64(3) {
+		if lead != nil {
+			lead.Close() // releases the lease
+		}
+		lead = leadingStore(t, srv.ClientURL(), Options{ReplicaID: fmt.Sprintf("l%d", i), Partitions: 4})
+		// Task 1 gains logs under every leader; task i+2 is new.
+		logs := []int64{1}
+		for j := range i {
+			logs = append(logs, 10+j)
+		}
+		_, err := lead.Ingest(ctx, []diff.Task{storetest.Task(1, logs...), storetest.Task(i+2, 100*(i+2))}, time.UTC, true)
+		require.NoError(t, err)
+	}
+
+	spy := connect(t, srv.ClientURL())
+	var mu sync.Mutex
+	var creates []string
+	_, err := spy.Subscribe("$JS.API.CONSUMER.CREATE."+lead.name+".>", func(m *nats.Msg) {
+		mu.Lock()
+		creates = append(creates, string(m.Data))
+		mu.Unlock()
+	})
+	require.NoError(t, err)
+	require.NoError(t, spy.Flush())
+
+	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r", Partitions: 4})
+	require.NoError(t, spy.Flush())
+	mu.Lock()
+	require.NotEmpty(t, creates)
+	require.Contains(t, creates[0], `"deliver_policy":"last_per_subject"`, "the tail starts from the per-subject index")
+	mu.Unlock()
+
+	lead.v.mu.RLock()
+	want := struct {
+		head  uint64
+		epoch epochRec
+		seen  map[int64]seenEnt
+	}{lead.v.head, lead.v.epoch, maps.Clone(lead.v.seen)}
+	lead.v.mu.RUnlock()
+	r.v.mu.RLock()
+	defer r.v.mu.RUnlock()
+	require.Equal(t, uint64(6), r.v.head, "3 logs of task 1, one each of tasks 2-4")
+	require.Equal(t, want.head, r.v.head)
+	require.Equal(t, "l2", r.v.epoch.Leader)
+	require.Equal(t, want.epoch.Epoch, r.v.epoch.Epoch)
+	require.Len(t, r.v.seen, 4)
+	for id, e := range want.seen {
+		require.Equal(t, e.seq, r.v.seen[id].seq, "task %d's last seen record", id)
+	}
 }

@@ -166,7 +166,15 @@ func (s *Store) tailConfig(start uint64) jetstream.OrderedConsumerConfig {
 		}
 		filter = append(filter, s.subj+t)
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filter}
+	// From the start, the last message of each subject: every record the
+	// view keeps is its subject's last (seen, rule and prune records roll
+	// up; of the heads and epoch records the view keeps the last). The
+	// server then reads them by sequence from its per-subject index,
+	// where reading the stream through the filter made it search each
+	// block's subjects once per record read: at 1,000,000 events (10,000
+	// seen records among the events' messages) the open took 0.9-1.2 s once
+	// the events were compressed (more records to a block), 0.45 s before.
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filter, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy}
 	if start > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}
