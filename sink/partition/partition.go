@@ -54,10 +54,13 @@ type Assignment interface {
 type Config struct {
 	// Dispatcher is the sink's dispatcher config as for a single store.
 	// Each partition's dispatcher gets a copy with Outbox, Paused,
-	// MaxInFlight and Logger set: MaxInFlight is shared out over the
-	// partitions (at least one each), so the replicas together keep
-	// about MaxInFlight deliveries under way; the pause comes from the
-	// stored sink state. Dispatcher.Sink names the sink.
+	// MaxInFlight, ReadAhead and Logger set: MaxInFlight and ReadAhead
+	// are shared out over the partitions (at least one each, and a read
+	// ahead of at least four times the deliveries under way, as
+	// sink.NewDispatcher keeps), so the replicas together keep about
+	// MaxInFlight deliveries under way and the sink's read-ahead in
+	// memory, as one dispatcher on a single store would; the pause comes
+	// from the stored sink state. Dispatcher.Sink names the sink.
 	Dispatcher sink.DispatcherConfig
 	// Assignment is the store's partition assignment.
 	Assignment Assignment
@@ -118,6 +121,12 @@ func New(cfg Config) *Dispatcher {
 	dc := cfg.Dispatcher
 	parts := cfg.Assignment.Partitions()
 	perPart := max(1, (dc.MaxInFlight+parts-1)/parts)
+	readAhead := dc.ReadAhead
+	if readAhead <= 0 {
+		readAhead = sink.DefaultReadAhead
+	}
+	readAhead = max(readAhead, 4*dc.MaxInFlight) // as sink.NewDispatcher
+	readAheadPerPart := max(1, (readAhead+parts-1)/parts)
 	log := dc.Logger
 	name := dc.Sink.Name()
 	self, _ := cfg.Assignment.Ownership()
@@ -125,7 +134,7 @@ func New(cfg Config) *Dispatcher {
 		log: log.With().Str("sink", name).Logger(), rewind: make(chan struct{}, 1), runs: map[int]*partRun{}, unreleased: map[int]pendingRelease{},
 		newDisp: func(out *fencedOutbox, p int, paused string) *sink.Dispatcher {
 			c := dc
-			c.Outbox, c.Paused, c.MaxInFlight = out, paused, perPart
+			c.Outbox, c.Paused, c.MaxInFlight, c.ReadAhead = out, paused, perPart, readAheadPerPart
 			c.Filter = out.filter(dc.Filter)
 			if dc.Observer != nil {
 				c.Observer = sink.MultiObserver{out, dc.Observer}

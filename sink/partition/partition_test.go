@@ -4,12 +4,16 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/store"
 	"github.com/incs-relay/incs-relay/store/jsstore"
 )
@@ -272,4 +276,63 @@ func TestDispatcher_RebalanceReleasesNotify(t *testing.T) {
 		held = append(held, left)
 	}
 	require.Equal(t, make([]int, cycles), held, "subscriptions left after each cycle")
+}
+
+// TestDispatcher_ReadAheadShared: the sink's read-ahead is shared out over
+// the partitions, as its deliveries under way are: with every delivery
+// held, the partitions together read about ReadAhead events, not
+// ReadAhead each (12 times as much memory with the default partitions).
+func TestDispatcher_ReadAheadShared(t *testing.T) {
+	url := jetStream(t)
+	st := leader(t, url, "a")
+	head := ingest(t, st, 1, 400) // 800 events over the 4 partitions
+	require.Equal(t, uint64(800), head)
+
+	held := &heldSink{release: make(chan struct{})}
+	var read atomic.Int64 // events read by every partition
+	d := New(Config{
+		Dispatcher: sink.DispatcherConfig{Sink: held, MaxInFlight: 8, ReadAhead: 100, Logger: zerolog.New(zerolog.NewTestWriter(t))},
+		Assignment: st,
+		Outbox:     func(p int) sink.Outbox { return &countingOutbox{Outbox: st.Partition(p), read: &read} },
+		Changes:    st.Changes(),
+	})
+	run(t, d)
+	t.Cleanup(func() { close(held.release) }) // before run's stop: Run drains
+	require.Eventually(t, func() bool { return held.started.Load() == 8 }, 10*time.Second, 10*time.Millisecond,
+		"two deliveries under way per partition: MaxInFlight 8 shared out")
+	time.Sleep(200 * time.Millisecond) // room to read more, were it allowed
+	require.LessOrEqual(t, read.Load(), int64(4*max(100/4, 4*2)), "each partition reads ahead its share of 100 (at least 4 x its 2 in flight)")
+	require.Positive(t, read.Load())
+}
+
+// heldSink holds every delivery until release is closed, counting those
+// started.
+type heldSink struct {
+	started atomic.Int64
+	release chan struct{}
+}
+
+func (s *heldSink) Name() string { return "hook" }
+
+func (s *heldSink) Deliver(ctx context.Context, _ *diff.Event) error {
+	s.started.Add(1)
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+	}
+	return ctx.Err()
+}
+
+func (s *heldSink) Close(context.Context) error { return nil }
+
+// countingOutbox counts the events its Reads return into read.
+type countingOutbox struct {
+	sink.Outbox
+	read *atomic.Int64
+}
+
+func (o *countingOutbox) Read(ctx context.Context, from uint64, limit int) ([]diff.Event, error) {
+	evs, err := o.Outbox.Read(ctx, from, limit)
+	o.read.Add(int64(len(evs)))
+	return evs, err
 }
