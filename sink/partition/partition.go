@@ -115,6 +115,11 @@ type partRun struct {
 	done   chan struct{}
 }
 
+// minPartReadAhead is the least read-ahead of a partition's dispatcher:
+// one full read (a dispatcher reads up to 256 events at a time), so that
+// a partition's reads are not cut short.
+const minPartReadAhead = 256
+
 // New returns the partitioned delivery of cfg.Dispatcher.Sink; nothing
 // runs until Run.
 func New(cfg Config) *Dispatcher {
@@ -126,7 +131,7 @@ func New(cfg Config) *Dispatcher {
 		readAhead = sink.DefaultReadAhead
 	}
 	readAhead = max(readAhead, 4*dc.MaxInFlight) // as sink.NewDispatcher
-	readAheadPerPart := max(1, (readAhead+parts-1)/parts)
+	readAheadPerPart := max(minPartReadAhead, (readAhead+parts-1)/parts)
 	log := dc.Logger
 	name := dc.Sink.Name()
 	self, _ := cfg.Assignment.Ownership()

@@ -281,17 +281,18 @@ func TestDispatcher_RebalanceReleasesNotify(t *testing.T) {
 // TestDispatcher_ReadAheadShared: the sink's read-ahead is shared out over
 // the partitions, as its deliveries under way are: with every delivery
 // held, the partitions together read about ReadAhead events, not
-// ReadAhead each (12 times as much memory with the default partitions).
+// ReadAhead each (12 times as much memory with the default partitions);
+// each still reads at least a full read of 256.
 func TestDispatcher_ReadAheadShared(t *testing.T) {
 	url := jetStream(t)
 	st := leader(t, url, "a")
-	head := ingest(t, st, 1, 400) // 800 events over the 4 partitions
-	require.Equal(t, uint64(800), head)
+	head := ingest(t, st, 1, 2000) // 4,000 events over the 4 partitions
+	require.Equal(t, uint64(4000), head)
 
 	held := &heldSink{release: make(chan struct{})}
 	var read atomic.Int64 // events read by every partition
 	d := New(Config{
-		Dispatcher: sink.DispatcherConfig{Sink: held, MaxInFlight: 8, ReadAhead: 100, Logger: zerolog.New(zerolog.NewTestWriter(t))},
+		Dispatcher: sink.DispatcherConfig{Sink: held, MaxInFlight: 8, ReadAhead: 2000, Logger: zerolog.New(zerolog.NewTestWriter(t))},
 		Assignment: st,
 		Outbox:     func(p int) sink.Outbox { return &countingOutbox{Outbox: st.Partition(p), read: &read} },
 		Changes:    st.Changes(),
@@ -301,7 +302,7 @@ func TestDispatcher_ReadAheadShared(t *testing.T) {
 	require.Eventually(t, func() bool { return held.started.Load() == 8 }, 10*time.Second, 10*time.Millisecond,
 		"two deliveries under way per partition: MaxInFlight 8 shared out")
 	time.Sleep(200 * time.Millisecond) // room to read more, were it allowed
-	require.LessOrEqual(t, read.Load(), int64(4*max(100/4, 4*2)), "each partition reads ahead its share of 100 (at least 4 x its 2 in flight)")
+	require.LessOrEqual(t, read.Load(), int64(2000), "each partition reads ahead its share of 2,000 (at least one read of 256)")
 	require.Positive(t, read.Load())
 }
 
