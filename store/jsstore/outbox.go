@@ -210,6 +210,14 @@ func (c *msgCache) holding(off uint64) *evMsg {
 	return nil
 }
 
+// hint remembers m's first offset for later searches, without caching m.
+func (c *msgCache) hint(m *evMsg) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hintLocked(m.part, m)
+	c.hintLocked(len(c.next), m)
+}
+
 // put caches m as partition m.part's first event message after sequence
 // after, and remembers its first offset.
 func (c *msgCache) put(after uint64, m *evMsg) {
@@ -339,24 +347,35 @@ func (s *Store) evSubject(p int) string {
 // fetch returns the first event message of partition p (every partition
 // with p < 0) at or after sequence from; nil if there is none.
 func (s *Store) fetch(ctx context.Context, p int, from uint64) (*evMsg, error) {
+	m, cached, err := s.probe(ctx, p, from)
+	if m != nil && !cached {
+		// The first of m's partition after from-1, also when read across
+		// partitions: no event message of any partition came between.
+		s.cache.put(from-1, m)
+	}
+	return m, err
+}
+
+// probe is fetch without caching what it reads from the stream (only its
+// first offset is remembered for later searches); cached reports that m
+// came from the cache.
+func (s *Store) probe(ctx context.Context, p int, from uint64) (m *evMsg, cached bool, err error) {
 	if m := s.cache.get(p, from-1); m != nil {
-		return m, nil
+		return m, true, nil
 	}
 	raw, err := s.getNext(ctx, max(from, 1), s.evSubject(p))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("jsstore: reading the events after %d: %w", from, err)
+		return nil, false, fmt.Errorf("jsstore: reading the events after %d: %w", from, err)
 	}
-	m, err := parseEvMsg(s.subj, raw.Subject, raw.Sequence, raw.Data)
+	m, err = parseEvMsg(s.subj, raw.Subject, raw.Sequence, raw.Data)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	// The first of m's partition after from-1, also when read across
-	// partitions: no event message of any partition came between.
-	s.cache.put(from-1, m)
-	return m, nil
+	s.cache.hint(m)
+	return m, false, nil
 }
 
 // locate returns the sequence to read partition p's events (every
@@ -388,9 +407,16 @@ func (s *Store) locate(ctx context.Context, p int, off uint64) (uint64, error) {
 			hi = above - 1
 		}
 	}
+	// The messages a search reads on its way are not cached (only their
+	// first offsets are remembered): a restart's searches, one per
+	// partition and sink, filled the cache with them, up to
+	// store.cache_mb of messages nobody reads. The one found is, as the
+	// read that asked will start there.
+	var found *evMsg
+	var foundAfter uint64
 	for lo <= hi {
 		mid := lo + (hi-lo)/2
-		m, err := s.fetch(ctx, p, mid)
+		m, cached, err := s.probe(ctx, p, mid)
 		if err != nil {
 			return 0, err
 		}
@@ -400,9 +426,16 @@ func (s *Store) locate(ctx context.Context, p int, off uint64) (uint64, error) {
 		}
 		if m.first() <= off {
 			cand, lo = m.seq, m.seq+1
+			found, foundAfter = nil, 0
+			if !cached {
+				found, foundAfter = m, mid-1
+			}
 		} else {
 			hi = mid - 1
 		}
+	}
+	if found != nil {
+		s.cache.put(foundAfter, found)
 	}
 	return max(cand, 1), nil
 }

@@ -380,3 +380,37 @@ func TestDeliveryAcrossFailover(t *testing.T) {
 	}
 	t.Logf("%d events delivered, %d twice or more across the failover", len(delivered), dups)
 }
+
+// TestSearchLeavesCache: the messages a search for an offset reads on its
+// way are not cached, only the one it finds: a replica opened on 64
+// batches (an event message each, of 10 events) that reads from the middle
+// caches that one message, not the search's half a dozen; reads from there
+// on go on without searching again.
+func TestSearchLeavesCache(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	lead := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", Partitions: 1})
+	for i := range int64(64) {
+		l := 100 * i
+		_, err := lead.Ingest(ctx, []diff.Task{storetest.Task(2*i+1, l+1, l+2, l+3, l+4, l+5), storetest.Task(2*i+2, l+6, l+7, l+8, l+9, l+10)}, time.UTC, true)
+		require.NoError(t, err)
+	}
+	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r", Partitions: 1})
+	cached := func() int {
+		r.cache.mu.Lock()
+		defer r.cache.mu.Unlock()
+		return r.cache.order.Len()
+	}
+	require.Zero(t, cached())
+	po := r.Partition(0)
+	evs, err := po.Read(ctx, 321, 2)
+	require.NoError(t, err)
+	require.Len(t, evs, 2)
+	require.Equal(t, uint64(321), evs[0].Offset)
+	require.Equal(t, 1, cached(), "the message found; none of those the search read on its way")
+	more, err := po.Read(ctx, 323, 20)
+	require.NoError(t, err)
+	require.Len(t, more, 20)
+	require.Equal(t, uint64(323), more[0].Offset)
+	require.Equal(t, 3, cached(), "and the two read next")
+}
