@@ -41,7 +41,7 @@ var errBadFrame = errors.New("bad event message")
 // An event message's data is its frames, or, when it starts with
 // s2Block, the frames as one S2 block (compressFrames): a frame starts
 // with a digit, so the two cannot be mistaken. Events repeat their task's
-// JSON and the envelope's keys: a message of them compresses about 8 to
+// JSON and the envelope's keys: a message of them compresses 5 to 8 to
 // 1, and the server stages, stores and serves that much less.
 const s2Block = 0x01
 
