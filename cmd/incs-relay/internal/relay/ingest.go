@@ -146,33 +146,62 @@ func (h *Ingester) start(ctx context.Context) error {
 }
 
 // ingest stores tasks in parts of whole tasks of at most chunkLogs logs
-// (a task of more is a part of its own), one Ingest each, in order, and
-// returns their results summed. Parts whose tasks did not all diff are
-// committed like any other and reported together (store.DiffError); any
-// other failure stops there.
+// (a task of more is a part of its own), one Ingest each, the next one
+// prepared while the one before commits, and returns their results
+// summed once every part it started returned. Parts whose tasks did not
+// all diff are committed like any other and reported together
+// (store.DiffError); any other failure stops there.
 func (h *Ingester) ingest(ctx context.Context, tasks []diff.Task) (store.IngestResult, error) {
+	type outcome struct {
+		res store.IngestResult
+		err error
+	}
 	var (
 		sum  store.IngestResult
 		left []int64 // tasks left unseen, in order
 		errs []error
+		hard error
+		prev chan outcome
 	)
-	for len(tasks) > 0 {
+	take := func(ch chan outcome) {
+		o := <-ch
+		sum = addResults(sum, o.res)
+		var de *store.DiffError
+		switch {
+		case errors.As(o.err, &de):
+			left = append(left, de.TaskIDs...)
+			errs = append(errs, de.Err)
+		case o.err != nil && hard == nil:
+			hard = o.err
+		}
+	}
+	for len(tasks) > 0 && hard == nil {
 		n, logs := 0, 0
 		for n < len(tasks) && (n == 0 || logs+len(tasks[n].Logs) <= chunkLogs) {
 			logs += len(tasks[n].Logs)
 			n++
 		}
-		res, err := h.db.IngestAfter(ctx, tasks[:n], h.loc, h.boundary)
-		sum = addResults(sum, res)
-		var de *store.DiffError
-		switch {
-		case errors.As(err, &de):
-			left = append(left, de.TaskIDs...)
-			errs = append(errs, de.Err)
-		case err != nil:
-			return sum, err
-		}
+		part := tasks[:n]
 		tasks = tasks[n:]
+		if prev == nil && len(tasks) == 0 {
+			res, err := h.db.IngestAfter(ctx, part, h.loc, h.boundary) // a page of one part: no goroutine
+			return res, err
+		}
+		ch := make(chan outcome, 1)
+		go func() {
+			res, err := h.db.IngestAfter(ctx, part, h.loc, h.boundary)
+			ch <- outcome{res, err}
+		}()
+		if prev != nil {
+			take(prev)
+		}
+		prev = ch
+	}
+	if prev != nil {
+		take(prev)
+	}
+	if hard != nil {
+		return sum, hard
 	}
 	if len(left) > 0 {
 		return sum, &store.DiffError{TaskIDs: left, Err: errors.Join(errs...)}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -220,67 +222,82 @@ func TestIngester_GathersFewLogs(t *testing.T) {
 
 // TestIngester_LongPagesInParts: a page of long histories is stored in
 // parts of whole tasks of at most chunkLogs logs (a longer task alone),
-// in order, every log once; a part with a task that does not diff is
-// committed without it and the task is reported and forgotten; a part
-// that fails stops the rest, and every task of the page is read again.
+// every log once and each task's in order; a part with a task that does
+// not diff is committed without it and the task is reported and
+// forgotten; a part that fails stops the parts after the one under way,
+// and every task of the page is read again.
 func TestIngester_LongPagesInParts(t *testing.T) {
 	ctx := context.Background()
-	long := func() []diff.Task {
-		return append(pageOf(t, 1, 30, 100), pageOf(t, 31, 1, chunkLogs+500)...)
+	long := func(tasks int) []diff.Task {
+		return append(pageOf(t, 1, tasks, 100), pageOf(t, int64(tasks)+1, 1, chunkLogs+500)...)
 	}
 
 	ing, g, db := gatedIngester(t)
 	close(g.release)
 	forgot := &recordingForgetter{}
 	ing.tiers = forgot
-	page := long()
+	page := long(30)
 	page[25].Logs[3].CreatedAt = "not a time" // task 26, in the second part
 	require.NoError(t, ing.HandlePage(ctx, page))
 	require.NoError(t, ing.flush(), "a task that does not diff does not fail the page")
-	assert.Equal(t, []int{20, 10, 1}, g.calls, "parts of at most chunkLogs logs; the longer task alone")
+	assert.ElementsMatch(t, []int{20, 10, 1}, g.calls, "parts of at most chunkLogs logs; the longer task alone")
 	assert.Equal(t, []int64{26}, forgot.ids)
 	head, err := db.Head()
 	require.NoError(t, err)
 	require.Equal(t, uint64(29*100+chunkLogs+500), head, "every other log once")
 	evs, err := db.Read(ctx, 1, int(head))
 	require.NoError(t, err)
-	var order []int64 // tasks in offset order
+	last := map[int64]int64{} // task -> its last log id read
 	for _, ev := range evs {
-		if id := ev.Data.TaskID; len(order) == 0 || order[len(order)-1] != id {
-			order = append(order, id)
-		}
+		id, err := strconv.ParseInt(strings.TrimPrefix(ev.ID, "log-"), 10, 64)
+		require.NoError(t, err)
+		require.Greater(t, id, last[ev.Data.TaskID], "task %d's events in log order", ev.Data.TaskID)
+		last[ev.Data.TaskID] = id
 	}
-	want := slices.DeleteFunc(taskIDs(page), func(id int64) bool { return id == 26 })
-	require.Equal(t, want, order, "parts in page order")
+	require.Len(t, last, 30)
+	require.NotContains(t, last, int64(26))
 
-	// A part that fails stops the page: the rest is not stored, and the
-	// whole page is read again.
+	// A part that fails stops the page after the part under way (the
+	// next one is prepared while one commits): the rest is not stored, and
+	// the whole page is read again.
 	db2, err := store.Open(t.TempDir()+"/relay.db", store.Options{NoSync: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db2.Close() })
-	fs := &failingStore{Store: db2, failCall: 2, err: errors.New("disk full")}
+	fs := &failingStore{Store: db2, failFirst: 21, err: errors.New("disk full")}
 	forgot = &recordingForgetter{}
 	ing = &Ingester{db: fs, loc: poller.DefaultLocation(), log: zerolog.Nop(), tiers: forgot}
-	page = long()
+	page = long(50) // parts of 20, 20 and 10 tasks, then the long one
 	require.NoError(t, ing.HandlePage(ctx, page))
 	require.ErrorContains(t, ing.flush(), "disk full")
-	assert.Equal(t, 2, fs.calls, "the third part is not tried")
+	assert.ElementsMatch(t, []int64{1, 21, 41}, fs.firsts(), "the part after the one that failed is not tried")
 	assert.Equal(t, taskIDs(page), forgot.ids)
 	head, err = db2.Head()
 	require.NoError(t, err)
-	require.Equal(t, uint64(20*100), head, "the first part stays stored")
+	require.Equal(t, uint64(30*100), head, "the first and third parts stay stored")
 }
 
-// failingStore fails its failCall-th IngestAfter with err.
+// failingStore fails the IngestAfter of the part whose first task is
+// failFirst with err, and records each call's first task.
 type failingStore struct {
 	store.Store
-	failCall, calls int
-	err             error
+	failFirst int64
+	err       error
+	mu        sync.Mutex
+	first     []int64
 }
 
 func (f *failingStore) IngestAfter(ctx context.Context, tasks []diff.Task, loc *time.Location, boundary time.Time) (store.IngestResult, error) {
-	if f.calls++; f.calls == f.failCall {
+	f.mu.Lock()
+	f.first = append(f.first, tasks[0].ID)
+	f.mu.Unlock()
+	if tasks[0].ID == f.failFirst {
 		return store.IngestResult{}, f.err
 	}
 	return f.Store.IngestAfter(ctx, tasks, loc, boundary)
+}
+
+func (f *failingStore) firsts() []int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.first)
 }
