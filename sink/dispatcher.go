@@ -94,15 +94,27 @@ type dispatchReq struct {
 	done chan error // buffered 1
 }
 
+// EffectiveReadAhead is the read-ahead a Dispatcher of c keeps:
+// ReadAhead, DefaultReadAhead if unset, and at least 4 × MaxInFlight
+// (DefaultMaxInFlight if unset).
+func (c DispatcherConfig) EffectiveReadAhead() int {
+	inFlight := c.MaxInFlight
+	if inFlight <= 0 {
+		inFlight = DefaultMaxInFlight
+	}
+	ra := c.ReadAhead
+	if ra <= 0 {
+		ra = DefaultReadAhead
+	}
+	return max(ra, 4*inFlight)
+}
+
 // NewDispatcher returns a Dispatcher for cfg.Sink; nothing runs until Run.
 func NewDispatcher(cfg DispatcherConfig) *Dispatcher {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
-	if cfg.ReadAhead <= 0 {
-		cfg.ReadAhead = DefaultReadAhead
-	}
-	cfg.ReadAhead = max(cfg.ReadAhead, 4*cfg.MaxInFlight)
+	cfg.ReadAhead = cfg.EffectiveReadAhead()
 	cfg.Retry = cfg.Retry.WithDefaults()
 	if cfg.CursorFlush <= 0 {
 		cfg.CursorFlush = DefaultCursorFlush

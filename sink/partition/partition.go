@@ -126,12 +126,7 @@ func New(cfg Config) *Dispatcher {
 	dc := cfg.Dispatcher
 	parts := cfg.Assignment.Partitions()
 	perPart := max(1, (dc.MaxInFlight+parts-1)/parts)
-	readAhead := dc.ReadAhead
-	if readAhead <= 0 {
-		readAhead = sink.DefaultReadAhead
-	}
-	readAhead = max(readAhead, 4*dc.MaxInFlight) // as sink.NewDispatcher
-	readAheadPerPart := max(minPartReadAhead, (readAhead+parts-1)/parts)
+	readAheadPerPart := max(minPartReadAhead, (dc.EffectiveReadAhead()+parts-1)/parts)
 	log := dc.Logger
 	name := dc.Sink.Name()
 	self, _ := cfg.Assignment.Ownership()

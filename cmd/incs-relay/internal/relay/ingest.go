@@ -71,10 +71,11 @@ const (
 
 // chunkLogs bounds the logs of one Ingest: pages of tasks with long
 // histories (100 tasks of 100 new logs each make 10,000 events of about
-// 1.6 KiB, each carrying its task) are stored in parts of whole tasks, one
-// after the other, so the events prepared at once stay a few MiB whatever
-// a page holds (bench --scale 1000000, 2026-12-07: RssAnon delivering
-// 117 MB with whole pages, 60 MB in parts).
+// 1.6 KiB, each carrying its task) are stored in parts of whole tasks, at
+// most two at a time (ingest), so the events prepared at once stay a few
+// MiB whatever a page holds (bench --scale 1000000 --store bbolt,
+// 2026-12-07: RssAnon delivering 116-126 MB with whole pages, 69-73 MB in
+// parts).
 const chunkLogs = 2000
 
 // NewIngester returns an Ingester of its own, outside a relay: it stores
@@ -152,18 +153,14 @@ func (h *Ingester) start(ctx context.Context) error {
 // all diff are committed like any other and reported together
 // (store.DiffError); any other failure stops there.
 func (h *Ingester) ingest(ctx context.Context, tasks []diff.Task) (store.IngestResult, error) {
-	type outcome struct {
-		res store.IngestResult
-		err error
-	}
 	var (
 		sum  store.IngestResult
 		left []int64 // tasks left unseen, in order
 		errs []error
 		hard error
-		prev chan outcome
+		prev chan ingestOutcome
 	)
-	take := func(ch chan outcome) {
+	take := func(ch chan ingestOutcome) {
 		o := <-ch
 		sum = addResults(sum, o.res)
 		var de *store.DiffError
@@ -187,10 +184,10 @@ func (h *Ingester) ingest(ctx context.Context, tasks []diff.Task) (store.IngestR
 			res, err := h.db.IngestAfter(ctx, part, h.loc, h.boundary) // a page of one part: no goroutine
 			return res, err
 		}
-		ch := make(chan outcome, 1)
+		ch := make(chan ingestOutcome, 1)
 		go func() {
 			res, err := h.db.IngestAfter(ctx, part, h.loc, h.boundary)
-			ch <- outcome{res, err}
+			ch <- ingestOutcome{tasks: part, res: res, err: err}
 		}()
 		if prev != nil {
 			take(prev)
