@@ -17,8 +17,8 @@ import (
 // TestSeenRecordsApart: a replica's view keeps seen records without their
 // values (fields and comments grow without bound, the log ids do not), and
 // the leader fetches a changed task's whole record from the stream before
-// it diffs: by a batched direct get, or from the stream's leader when
-// direct gets are off. A comment edit and a field edit made after the
+// it diffs: by a direct get of its pack, or from the stream's leader
+// when direct gets are off. A comment edit and a field edit made after the
 // records reached the view report the values they replace, and a deletion
 // the last ones.
 func TestSeenRecordsApart(t *testing.T) {
@@ -41,9 +41,10 @@ func TestSeenRecordsApart(t *testing.T) {
 			e := s.v.seenRecord(1)
 			require.True(t, e.apart, "kept without its values")
 			require.Less(t, len(e.rec), 64, "the view's copy holds no comment")
-			m, err := s.getMsg(ctx, msgReq{Seq: e.seq})
+			recs, err := s.seenAt(ctx, e.seq)
 			require.NoError(t, err)
-			require.Greater(t, len(m.Data), len(long), "the stream holds the whole record")
+			require.Len(t, recs, 1)
+			require.Greater(t, len(recs[0].rec), len(long), "the stream holds the whole record")
 
 			// The comment edited and the task renamed, no new log.
 			task.Logs[3].Comment, task.Logs[3].UpdatedAt = "短评", "2026-04-08 17:45:00"

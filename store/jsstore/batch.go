@@ -36,6 +36,7 @@ type batcher struct {
 	count     int             // messages of the batch: msgs and evs as packEvents packs them
 	bytes     int             // the events' frames and the records in the batch (frameLen, an upper bound)
 	fill      map[int]msgFill // partition -> its last event message in the batch
+	pfill     msgFill         // the batch's last seen pack
 	subjs     map[string]bool // rolled-up subjects in msgs: one each per batch
 	pending   []func()        // result updates once msgs commit
 	prev      *pipeBatch      // the batch being committed that this one follows; nil if none
@@ -111,6 +112,18 @@ func eventMsgs(fill map[int]msgFill, evs []evOut) (n int, after map[int]msgFill)
 	return n, after
 }
 
+// recordMsgs returns how many messages msgs add when seen records are
+// packed after fill (the batch's last pack; packMsgs packs by the same
+// rule), and the last pack's fill after them.
+func recordMsgs(fill msgFill, msgs []outMsg) (n int, after msgFill) {
+	for i := range msgs {
+		if !msgs[i].packable() || fill.put(packRecLen(msgs[i].data)) {
+			n++
+		}
+	}
+	return n, fill
+}
+
 // packEvents returns evs as event messages: one per partition, more where
 // its events pass maxEventMsg, each in offset order. The messages'
 // entries (which the cache keeps once committed) share their bodies with
@@ -176,14 +189,16 @@ func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 // 0.86 KB (TestWholeTaskBatch: 5,000 logs take 19 messages).
 func (b *batcher) add(ctx context.Context, evs []evOut, msgs []outMsg, done func()) error {
 	ne, fill := eventMsgs(b.fill, evs)
+	nm, pfill := recordMsgs(b.pfill, msgs)
 	size := unitBytes(evs, msgs)
-	fits := b.count+len(msgs)+ne+1 <= MaxBatch && (b.bytes == 0 || b.bytes+size <= maxBatchBytes)
+	fits := b.count+nm+ne+1 <= MaxBatch && (b.bytes == 0 || b.bytes+size <= maxBatchBytes)
 	for _, m := range msgs {
 		fits = fits && !b.subjs[m.subj]
 	}
 	if !fits {
 		ne, fill = eventMsgs(nil, evs)
-		if n := len(msgs) + ne + 1; n > MaxBatch {
+		nm, pfill = recordMsgs(msgFill{}, msgs)
+		if n := nm + ne + 1; n > MaxBatch {
 			return fmt.Errorf("jsstore: append: task %d: its %d events and %d records need %d messages with the head, more than the %d of an atomic batch; refused rather than stored in parts",
 				unitTask(evs, msgs), len(evs), len(msgs), n, MaxBatch)
 		}
@@ -193,8 +208,9 @@ func (b *batcher) add(ctx context.Context, evs []evOut, msgs []outMsg, done func
 	}
 	b.evs = append(b.evs, evs...)
 	b.msgs = append(b.msgs, msgs...)
-	b.count += len(msgs) + ne
+	b.count += nm + ne
 	b.bytes += size
+	b.pfill = pfill
 	for p, f := range fill {
 		b.fill[p] = f
 	}
@@ -229,11 +245,12 @@ func (b *batcher) take() (msgs []outMsg, head uint64, pending []func()) {
 	for _, e := range b.evs {
 		head = max(head, e.off)
 	}
-	msgs = append(b.msgs, b.packEvents(b.evs)...)
+	packs, msgs := b.packMsgs(b.msgs)
+	msgs = append(append(msgs, packs...), b.packEvents(b.evs)...)
 	h := nats.Header{hdrRollup: []string{"sub"}, hdrAt: []string{strconv.FormatInt(b.at, 10)}}
 	msgs = append(msgs, outMsg{subj: b.s.subj + "head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
 	pending = b.pending
-	b.msgs, b.evs, b.count, b.bytes, b.fill, b.subjs, b.pending = nil, nil, 0, 0, map[int]msgFill{}, map[string]bool{}, nil
+	b.msgs, b.evs, b.count, b.bytes, b.fill, b.pfill, b.subjs, b.pending = nil, nil, 0, 0, map[int]msgFill{}, msgFill{}, map[string]bool{}, nil
 	return msgs, head, pending
 }
 
@@ -290,6 +307,7 @@ func (b *batcher) commitApply(ctx context.Context, msgs []outMsg, head uint64, s
 			return 0, err
 		}
 	}
+	b.s.sweepDead()
 	for _, fn := range pending {
 		fn()
 	}

@@ -6,14 +6,7 @@ package jsstore
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/incs-relay/incs-relay/diff"
 	"github.com/incs-relay/incs-relay/store"
@@ -39,69 +32,6 @@ func (v *view) seenRecord(taskID int64) seenEnt {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.seen[taskID]
-}
-
-// maxMultiLast is how many subjects one batched direct get asks for: the
-// server answers at most 1,024 messages a request.
-const maxMultiLast = 512
-
-// fullRecords fetches the whole seen records of tasks ids, the messages
-// at seqs[id]: in batched direct gets from any replica
-// (jetstreamext.GetLastMsgsFor, one request for a page's tasks), and from
-// the stream's leader each one a replica answered with another sequence
-// (it lags behind the last commit) or not at all.
-func (s *Store) fullRecords(ctx context.Context, ids []int64, seqs map[int64]uint64) (map[int64][]byte, error) {
-	full := make(map[int64][]byte, len(ids))
-	prefix := s.subj + "seen."
-	if !s.direct.off.Load() {
-		for chunk := range slices.Chunk(ids, maxMultiLast) {
-			subjects := make([]string, len(chunk))
-			for i, id := range chunk {
-				subjects[i] = prefix + strconv.FormatInt(id, 10)
-			}
-			if err := s.lastMsgsFor(ctx, subjects, func(m *jetstream.RawStreamMsg) {
-				id, err := strconv.ParseInt(strings.TrimPrefix(m.Subject, prefix), 10, 64)
-				if want, ok := seqs[id]; err == nil && ok && want == m.Sequence {
-					full[id] = m.Data
-				}
-			}); err != nil {
-				s.log.Debug().Err(err).Msg("jsstore: batched direct get of seen records; asking the stream's leader")
-			}
-		}
-	}
-	for _, id := range ids {
-		if _, ok := full[id]; ok {
-			continue
-		}
-		seq := seqs[id]
-		m, err := s.getMsg(ctx, msgReq{Seq: seq})
-		if err != nil {
-			return nil, fmt.Errorf("jsstore: seen record of task %d (sequence %d): %w", id, seq, err)
-		}
-		if want := prefix + strconv.FormatInt(id, 10); m.Subject != want {
-			return nil, fmt.Errorf("jsstore: seen record of task %d: sequence %d is on %s", id, seq, m.Subject)
-		}
-		full[id] = m.Data
-	}
-	return full, nil
-}
-
-// lastMsgsFor calls fn with the last message of each of subjects that has
-// one, from one batched direct get, waiting at most requestWait.
-func (s *Store) lastMsgsFor(ctx context.Context, subjects []string, fn func(*jetstream.RawStreamMsg)) error {
-	ctx, cancel := context.WithTimeout(ctx, requestWait)
-	defer cancel()
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, s.name, subjects)
-	if err != nil {
-		return err
-	}
-	for m, err := range msgs {
-		if err != nil {
-			return err
-		}
-		fn(m)
-	}
-	return nil
 }
 
 func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Location, emit bool, boundary time.Time) (store.IngestResult, error) {
@@ -143,6 +73,9 @@ func (s *Store) ingest(ctx context.Context, tasks []diff.Task, loc *time.Locatio
 			return res, err
 		}
 		prepared[i] = store.Prepared{} // its events are the batch's now; once packed, free to go
+	}
+	if err := b.compact(ctx); err != nil {
+		return res, err
 	}
 	locked = false
 	if err := b.flushPipelined(ctx, unlock); err != nil {

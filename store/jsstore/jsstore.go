@@ -15,7 +15,9 @@
 //     "$INCS.<Name>.ev.<partition>" (a batch's events of one partition
 //     packed in one message, each with its offset, task, type and commit
 //     time and its JSON exactly as the bbolt outbox stores it; see
-//     frame.go), seen records on "$INCS.<Name>.seen.<task>" and rule
+//     frame.go), seen records packed per batch on
+//     "$INCS.<Name>.seen.pk.<id>" (a subject each; a task's removal is a
+//     rolled-up empty "$INCS.<Name>.seen.<task>"; see seenpack.go), rule
 //     states on "$INCS.<Name>.rule.<task>" and "$INCS.<Name>.rtask.<task>"
 //     (one message a subject, Nats-Rollup: sub), the head offset on
 //     "$INCS.<Name>.head", the leader's epoch records on
@@ -77,9 +79,14 @@ const MinServerVersion = "2.12.0"
 // formatSuffix ends the config hash every replica publishes, naming the
 // stream format it writes: replicas of versions that tail the events into
 // memory (their hash has no suffix), of versions that write events
-// uncompressed (plainFormatSuffix) and this one refuse to run together
-// (checkLeaderHash). This version reads what both older ones wrote.
-const formatSuffix = "/events-s2" + plainFormatSuffix
+// uncompressed (plainFormatSuffix), of versions that write a message per
+// seen record (s2FormatSuffix) and this one refuse to run together
+// (checkLeaderHash). This version reads what all older ones wrote.
+const formatSuffix = "/seen-packs" + s2FormatSuffix
+
+// s2FormatSuffix ends the config hash of versions that write events
+// compressed but a rolled-up message per seen record.
+const s2FormatSuffix = "/events-s2" + plainFormatSuffix
 
 // plainFormatSuffix ends the config hash of versions that keep the outbox
 // in the stream with their events uncompressed.
@@ -149,8 +156,12 @@ type Store struct {
 	// consumer waits to be recreated on another node.
 	stallTail atomic.Bool
 	prune     pruneState
-	direct    directState
-	state     *kvState
+	// sweeping is set while sweepDead deletes dead seen messages;
+	// deadSwept and deadFailed count its deletions (PackStats).
+	sweeping              atomic.Bool
+	deadSwept, deadFailed atomic.Uint64
+	direct                directState
+	state                 *kvState
 
 	appendMu sync.Mutex // one append at a time (but an Ingest's commit: see pipeBatch)
 	inflight *pipeBatch // the last Ingest's batch, maybe still being committed (appendMu)

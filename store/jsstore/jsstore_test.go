@@ -165,22 +165,30 @@ func TestConfigMismatch(t *testing.T) {
 	require.Eventually(t, func() bool { return c.Role().Leader == "a" }, 5*time.Second, 10*time.Millisecond)
 }
 
-// TestOlderFormatLeader: a replica refuses to join a leader of the
-// version before, which writes its events uncompressed, and says why.
+// TestOlderFormatLeader: a replica refuses to join a leader of an older
+// version, which writes a message per seen record or its events
+// uncompressed, and says why.
 func TestOlderFormatLeader(t *testing.T) {
-	srv := runServer(t)
-	a := openStore(t, srv.ClientURL(), Options{ReplicaID: "a", ConfigHash: "h1"})
-	require.Equal(t, "h1"+formatSuffix, a.o.ConfigHash)
-	a.o.ConfigHash = "h1" + plainFormatSuffix // as the version before publishes it
-	startRun(t, a)
-	require.Eventually(t, func() bool { return a.Role().Leader == "a" }, 5*time.Second, 10*time.Millisecond)
-	b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b", ConfigHash: "h1"})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := b.Run(ctx)
-	require.ErrorIs(t, err, ErrConfigMismatch)
-	require.ErrorContains(t, err, "leader a runs an older incs-relay, which writes its events uncompressed")
-	require.ErrorContains(t, err, "stop every replica")
+	for _, c := range []struct{ suffix, why string }{
+		{s2FormatSuffix, "leader a runs an older incs-relay, which writes a message per seen record"},
+		{plainFormatSuffix, "leader a runs an older incs-relay, which writes its events uncompressed"},
+	} {
+		t.Run(c.suffix, func(t *testing.T) {
+			srv := runServer(t)
+			a := openStore(t, srv.ClientURL(), Options{ReplicaID: "a", ConfigHash: "h1"})
+			require.Equal(t, "h1"+formatSuffix, a.o.ConfigHash)
+			a.o.ConfigHash = "h1" + c.suffix // as that version publishes it
+			startRun(t, a)
+			require.Eventually(t, func() bool { return a.Role().Leader == "a" }, 5*time.Second, 10*time.Millisecond)
+			b := openStore(t, srv.ClientURL(), Options{ReplicaID: "b", ConfigHash: "h1"})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := b.Run(ctx)
+			require.ErrorIs(t, err, ErrConfigMismatch)
+			require.ErrorContains(t, err, c.why)
+			require.ErrorContains(t, err, "stop every replica")
+		})
+	}
 }
 
 // TestOpenOptions: bad options and a partition count other than the
@@ -275,9 +283,9 @@ func TestLostAck(t *testing.T) {
 	require.Equal(t, uint64(4), res.LastOffset)
 	after, err := s.stream.Info(ctx)
 	require.NoError(t, err)
-	// One batch: the seen records of tasks 1 and 2, one event message
-	// per partition (tasks 1 and 2: two), the head.
-	require.Equal(t, before.State.LastSeq+5, after.State.LastSeq, "the batch stored once")
+	// One batch: the seen records of tasks 1 and 2 in one pack, one
+	// event message per partition (tasks 1 and 2: two), the head.
+	require.Equal(t, before.State.LastSeq+4, after.State.LastSeq, "the batch stored once")
 
 	// The page again, and the next one: nothing twice, offsets go on.
 	res, err = s.Ingest(ctx, []diff.Task{storetest.Task(2, 20, 21), storetest.Task(1, 10, 11), storetest.Task(3, 30)}, loc, true)

@@ -238,7 +238,10 @@ func (s *Store) checkLeaderHash(ctx context.Context) error {
 	if s.mismatches++; s.mismatches < 2 {
 		return nil
 	}
-	if !strings.HasSuffix(lv.Hash, formatSuffix) && strings.HasSuffix(lv.Hash, plainFormatSuffix) {
+	if !strings.HasSuffix(lv.Hash, formatSuffix) && strings.HasSuffix(lv.Hash, s2FormatSuffix) {
+		return fmt.Errorf("jsstore: replica %s: %w: the leader %s runs an older incs-relay, which writes a message per seen record and cannot read the packed ones this version writes: old and new replicas cannot run side by side; stop every replica, then start them all on this version (docs/ha.md, Upgrades)", s.o.ReplicaID, ErrConfigMismatch, lv.Leader)
+	}
+	if !strings.HasSuffix(lv.Hash, s2FormatSuffix) && strings.HasSuffix(lv.Hash, plainFormatSuffix) {
 		return fmt.Errorf("jsstore: replica %s: %w: the leader %s runs an older incs-relay, which writes its events uncompressed and cannot read the compressed ones this version writes: old and new replicas cannot run side by side; stop every replica, then start them all on this version (docs/ha.md, Upgrades)", s.o.ReplicaID, ErrConfigMismatch, lv.Leader)
 	}
 	if !strings.HasSuffix(lv.Hash, plainFormatSuffix) {

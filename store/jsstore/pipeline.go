@@ -95,6 +95,9 @@ func (b *batcher) flushPipelined(ctx context.Context, unlock func()) error {
 		if m.seen {
 			s.staged[m.task] = stagedSeen{rec: m.data, by: p}
 		}
+		for _, r := range m.recs {
+			s.staged[r.task] = stagedSeen{rec: r.rec, by: p}
+		}
 	}
 	s.stagedMu.Unlock()
 	s.inflight = p

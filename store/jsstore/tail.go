@@ -66,6 +66,9 @@ var tailSubjects = []string{"seen.>", "rule.>", "rtask.>", "head", "epoch", "pru
 type view struct {
 	mu        sync.RWMutex
 	seen      map[int64]seenEnt
+	recs      map[uint64]*msgLive // seen message's sequence -> the records it holds
+	sparse    map[uint64]struct{} // seen packs holding fewer than half their records
+	dead      []uint64            // seen messages holding none, for the leader to delete
 	rules     map[int64][]byte
 	ruleTasks map[int64][]byte
 	head      uint64
@@ -148,6 +151,8 @@ func (v *view) noteErr(subject string, seq uint64, err error) {
 func newView(wake func(), cache *msgCache) *view {
 	return &view{
 		seen:      map[int64]seenEnt{},
+		recs:      map[uint64]*msgLive{},
+		sparse:    map[uint64]struct{}{},
 		rules:     map[int64][]byte{},
 		ruleTasks: map[int64][]byte{},
 		signal:    make(chan struct{}),
@@ -336,7 +341,7 @@ func (v *view) apply(prefix string, m jetstream.Msg) (subject string, seq uint64
 		at, _ = strconv.ParseInt(h.Get(hdrAt), 10, 64)
 	}
 	v.mu.Lock()
-	notify, err := v.applyLocked(prefix, subject, seq, m.Data(), at, md.NumPending == 0)
+	notify, err := v.applyLocked(prefix, subject, seq, m.Data(), nil, at, md.NumPending == 0)
 	v.mu.Unlock()
 	if notify && v.wake != nil {
 		v.wake()
@@ -371,7 +376,7 @@ func (v *view) applyOwn(prefix string, msgs []outMsg, first uint64) bool {
 		if m.hdr != nil {
 			at, _ = strconv.ParseInt(m.hdr.Get(hdrAt), 10, 64)
 		}
-		n, _ := v.applyLocked(prefix, m.subj, first+uint64(i), m.data, at, false) // counted; its own batch
+		n, _ := v.applyLocked(prefix, m.subj, first+uint64(i), m.data, m.recs, at, false) // counted; its own batch
 		notify = n || notify
 	}
 	v.mu.Unlock()
@@ -386,7 +391,10 @@ func (v *view) applyOwn(prefix string, msgs []outMsg, first uint64) bool {
 // time; last says the stream holds nothing after it. A record that does
 // not parse is skipped (the sequence still counts as read), counted in
 // v.errs and returned.
-func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, at int64, last bool) (notify bool, bad error) {
+//
+// own, when set, is a pack's records as this replica committed them
+// (applyOwn), read instead of data.
+func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, own []packRec, at int64, last bool) (notify bool, bad error) {
 	subj := strings.TrimPrefix(subject, prefix)
 	kind, arg, _ := strings.Cut(subj, ".")
 	if seq <= v.applied {
@@ -394,16 +402,25 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, at i
 	}
 	switch kind {
 	case "seen":
-		id, err := strconv.ParseInt(arg, 10, 64)
-		switch {
-		case err != nil:
-			bad = fmt.Errorf("%s record: task id %q: %w", kind, arg, err)
-		case len(data) == 0:
-			delete(v.seen, id)
-		default:
-			rec, apart := keptSeen(data)
-			v.seen[id] = seenEnt{seq: seq, rec: rec, apart: apart}
+		if isPack(arg) {
+			if own != nil {
+				for _, r := range own {
+					v.setSeen(r.task, seq, r.rec)
+				}
+				break
+			}
+			bad = parsePack(data, func(task int64, rec []byte) { v.setSeen(task, seq, rec) })
+			if bad != nil {
+				bad = fmt.Errorf("seen pack: %w", bad)
+			}
+			break
 		}
+		id, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil {
+			bad = fmt.Errorf("%s record: task id %q: %w", kind, arg, err)
+			break
+		}
+		v.setSeen(id, seq, data)
 	case "rule", "rtask":
 		id, err := strconv.ParseInt(arg, 10, 64)
 		if err != nil {

@@ -219,9 +219,8 @@ func TestWholeTaskBatch(t *testing.T) {
 				evMsgs[task][seq] = true
 			}))
 		case "seen":
-			task, err := strconv.ParseInt(arg, 10, 64)
-			require.NoError(t, err)
-			seenBatch[task] = inBatch(seq)
+			require.True(t, isPack(arg), "seen records are packed: %s", m.Subject)
+			require.NoError(t, parsePack(m.Data, func(task int64, _ []byte) { seenBatch[task] = inBatch(seq) }))
 		}
 	}
 	require.Len(t, evBatch, len(page))
@@ -302,7 +301,8 @@ func TestWholeTaskTooBig(t *testing.T) {
 }
 
 // TestBatchCount: the messages the batcher counts are those packEvents
-// packs, for units of events of any sizes in several partitions.
+// and packMsgs pack, for units of events of any sizes in several
+// partitions and seen records of any sizes.
 func TestBatchCount(t *testing.T) {
 	defer func(n int) { maxBatchBytes = n }(maxBatchBytes)
 	maxBatchBytes = math.MaxInt // counting only: this batcher has no stream to flush to
@@ -319,9 +319,15 @@ func TestBatchCount(t *testing.T) {
 			}
 			evs[i] = b.event(task, b.next(), diff.TypeTaskCommented, buf[:size], 0)
 		}
-		require.NoError(t, b.add(context.Background(), evs, []outMsg{b.rollupMsg("seen", task, []byte{1})}, nil))
+		rec := make([]byte, 1+rnd.IntN(8<<10))
+		if rnd.IntN(50) == 0 {
+			rec = buf // larger than a pack
+		}
+		require.NoError(t, b.add(context.Background(), evs, []outMsg{b.rollupMsg("seen", task, rec)}, nil))
 		if task%50 == 49 {
-			require.Equal(t, b.count, len(b.msgs)+len(b.packEvents(b.evs)), "after task %d", task)
+			packs, rest := b.packMsgs(b.msgs)
+			require.Equal(t, b.count, len(packs)+len(rest)+len(b.packEvents(b.evs)), "after task %d", task)
+			require.Greater(t, len(packs), 1, "records fill several packs")
 		}
 	}
 	byOff := map[uint64][]byte{}

@@ -75,8 +75,12 @@ type outMsg struct {
 	// cache takes them once the batch committed, without parsing data.
 	evs []entry
 	// wire, when set, is what is published instead of data: an event
-	// message's frames compressed (packEvents, compressFrames).
+	// message's frames or a seen pack's records compressed (packEvents,
+	// packMsgs, compressFrames).
 	wire []byte
+	// recs are a seen pack's records (packMsgs): an Ingest under way
+	// stages them, and the view takes them without parsing data.
+	recs []packRec
 }
 
 // pubAck is the server's answer to a batch's commit.

@@ -1,0 +1,370 @@
+// Seen packs: the seen records of a batch's tasks packed in a few
+// messages; the view's count of the records each message still holds,
+// the deletion of messages none are left in, and the compaction of packs
+// few are left in.
+
+package jsstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// A seen pack ("$INCS.<Name>.seen.pk.<id>", a subject of its own for each
+// pack) holds the seen records of tasks committed in one batch: one
+// message for up to maxEventMsg of records instead of one rolled-up
+// "seen.<task>" message each, which cost the server a message stored,
+// staged and rolled up per changed task (about 100 a page; half the
+// store's work once events were compressed). A task's record is in the
+// last message that holds one for it: the view counts, for each message,
+// the tasks whose record it still holds (view.recs); one that holds none
+// is deleted by the leader (sweepDead), and one that holds fewer than
+// half the records it was written with is compacted: its tasks' records
+// written again into the next batch (compact), so the packs the stream
+// keeps hold at most twice the records' bytes, and a replica's open reads
+// about that much.
+//
+// A removed record (a task deleted or pruned) is still a rolled-up empty
+// "seen.<task>" message, as before packs: it outlives every older pack
+// that held the task, so a pack never revives a removed task at open.
+// Records written by older versions ("seen.<task>") are read as before
+// and deleted once a pack holds their task's record.
+const packToken = "pk."
+
+// packRec is one record of a pack: a task's whole seen record.
+type packRec struct {
+	task int64
+	rec  []byte
+}
+
+// appendPackRec appends a record to a pack's (uncompressed) data: the
+// task id and the record's length as uvarints, then the record.
+func appendPackRec(dst []byte, task int64, rec []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(task))
+	dst = binary.AppendUvarint(dst, uint64(len(rec)))
+	return append(dst, rec...)
+}
+
+// packRecLen bounds what appendPackRec adds.
+func packRecLen(rec []byte) int { return 2*binary.MaxVarintLen64 + len(rec) }
+
+var errBadPack = errors.New("bad seen pack")
+
+// parsePack calls fn with every record of a pack's data as stored (an S2
+// block, see compressFrames); rec is a slice of the decompressed data.
+func parsePack(data []byte, fn func(task int64, rec []byte)) error {
+	if len(data) == 0 || data[0] != s2Block {
+		return errBadPack
+	}
+	recs, err := s2.Decode(nil, data[1:])
+	if err != nil {
+		return fmt.Errorf("%w: %w", errBadPack, err)
+	}
+	for len(recs) > 0 {
+		task, n := binary.Uvarint(recs)
+		if n <= 0 {
+			return errBadPack
+		}
+		recs = recs[n:]
+		l, n := binary.Uvarint(recs)
+		if n <= 0 || l == 0 || uint64(len(recs)-n) < l {
+			return errBadPack
+		}
+		recs = recs[n:]
+		fn(int64(task), recs[:l:l])
+		recs = recs[l:]
+	}
+	return nil
+}
+
+// isPack reports whether arg, a seen message's subject after "seen.", is
+// a pack's.
+func isPack(arg string) bool { return strings.HasPrefix(arg, packToken) }
+
+// packMsgs returns the packable records of msgs (non-empty seen records)
+// as pack messages, each of at most maxEventMsg of records unless one
+// record is larger, and the other messages as they are.
+func (b *batcher) packMsgs(msgs []outMsg) (packs, rest []outMsg) {
+	var f msgFill
+	for _, m := range msgs {
+		if !m.packable() {
+			rest = append(rest, m)
+			continue
+		}
+		if f.put(packRecLen(m.data)) {
+			packs = append(packs, outMsg{subj: b.s.subj + "seen." + packToken + nuid.Next(), hdr: nats.Header{}})
+		}
+		p := &packs[len(packs)-1]
+		p.data = appendPackRec(p.data, m.task, m.data)
+		p.recs = append(p.recs, packRec{task: m.task, rec: m.data})
+	}
+	for i := range packs {
+		packs[i].wire = compressFrames(packs[i].data)
+	}
+	return packs, rest
+}
+
+// packable reports whether m is a record a pack takes: a seen record, not
+// its removal.
+func (m *outMsg) packable() bool { return m.seen && len(m.data) > 0 }
+
+// msgLive counts the seen records a message was written with and those
+// it still holds (the tasks whose record it is).
+type msgLive struct{ live, total int32 }
+
+// maxDead bounds the dead messages a view remembers for the leader to
+// delete: a replica that follows remembers the latest (those a leader
+// that failed may have left), so a new leader's first sweep asks at most
+// this many deletions, most of them done already; what a view forgot,
+// the next replica's open finds again.
+const maxDead = 4096
+
+// setSeen makes rec, in the message at seq, task id's seen record (v.mu
+// held); an empty rec removes it. The message that held the record before
+// holds one fewer.
+func (v *view) setSeen(id int64, seq uint64, rec []byte) {
+	if old, ok := v.seen[id]; ok {
+		v.release(old.seq)
+	}
+	if len(rec) == 0 {
+		delete(v.seen, id)
+		return
+	}
+	kept, apart := keptSeen(rec)
+	v.seen[id] = seenEnt{seq: seq, rec: kept, apart: apart}
+	l := v.recs[seq]
+	if l == nil {
+		l = &msgLive{}
+		v.recs[seq] = l
+	}
+	l.live++
+	l.total++
+}
+
+// release counts one record fewer in the message at seq (v.mu held):
+// one left with none is dead, one left with fewer than half is sparse.
+func (v *view) release(seq uint64) {
+	l := v.recs[seq]
+	if l == nil {
+		return
+	}
+	l.live--
+	switch {
+	case l.live <= 0:
+		delete(v.recs, seq)
+		delete(v.sparse, seq)
+		if len(v.dead) >= maxDead {
+			v.dead = append(v.dead[:0], v.dead[maxDead/2:]...) // the newest half
+		}
+		v.dead = append(v.dead, seq)
+	case 2*l.live < l.total:
+		v.sparse[seq] = struct{}{}
+	}
+}
+
+// takeDead returns the dead messages remembered and forgets them.
+func (v *view) takeDead() []uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	d := v.dead
+	v.dead = nil
+	return d
+}
+
+// sweepDead deletes, in the background, the seen messages that hold no
+// record any more (the leader runs it after each commit). A deletion that
+// fails is tried again after the next commit; one the server no longer
+// has (a rolled-up "seen.<task>") is done.
+func (s *Store) sweepDead() {
+	if !s.sweeping.CompareAndSwap(false, true) {
+		return
+	}
+	seqs := s.v.takeDead()
+	if len(seqs) == 0 {
+		s.sweeping.Store(false)
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.sweeping.Store(false)
+		for i, seq := range seqs {
+			ctx, cancel := context.WithTimeout(s.ctx, requestWait)
+			err := s.stream.DeleteMsg(ctx, seq)
+			cancel()
+			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
+				s.v.mu.Lock()
+				s.v.dead = append(s.v.dead, seqs[i:]...)
+				s.v.mu.Unlock()
+				s.deadFailed.Add(1)
+				if s.ctx.Err() == nil {
+					s.log.Warn().Err(err).Uint64("seq", seq).Int("left", len(seqs)-i).Msg("jsstore: could not delete a seen pack no task's record is in; trying again after the next commit")
+				}
+				return
+			}
+			s.deadSwept.Add(1)
+		}
+	}()
+}
+
+// Compaction bounds: an Ingest rewrites the records still held by at most
+// compactPacks sparse packs.
+const compactPacks = 2
+
+// compact adds to the batch, as units of their own, the records that the
+// sparsest packs still hold, so those packs hold none once it commits and
+// are deleted (append lock held). A record that a batch under way or this
+// one already rewrites is left: that write supersedes it anyway.
+func (b *batcher) compact(ctx context.Context) error {
+	s := b.s
+	s.v.mu.RLock()
+	seqs := make([]uint64, 0, len(s.v.sparse))
+	for seq := range s.v.sparse {
+		seqs = append(seqs, seq)
+	}
+	s.v.mu.RUnlock()
+	if len(seqs) == 0 {
+		return nil
+	}
+	slices.Sort(seqs) // the oldest first
+	for _, seq := range seqs[:min(len(seqs), compactPacks)] {
+		recs, err := s.seenAt(ctx, seq)
+		if err != nil {
+			return fmt.Errorf("jsstore: compacting seen records: %w", err)
+		}
+		for _, r := range recs {
+			if s.v.seenRecord(r.task).seq != seq || s.isStaged(r.task) || b.subjs[b.s.subj+"seen."+strconv.FormatInt(r.task, 10)] {
+				continue
+			}
+			if err := b.add(ctx, nil, []outMsg{b.rollupMsg("seen", r.task, r.rec)}, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// isStaged reports whether a batch under way holds a record of task id.
+func (s *Store) isStaged(id int64) bool {
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	_, ok := s.staged[id]
+	return ok
+}
+
+// seenAt returns the records of the seen message at seq: a pack's, or a
+// record written by an older version alone on "seen.<task>". It reads
+// by a direct get, and from the stream's leader when that finds nothing
+// (see getNext).
+func (s *Store) seenAt(ctx context.Context, seq uint64) ([]packRec, error) {
+	m, err := s.getNext(ctx, seq, "")
+	if err != nil {
+		return nil, fmt.Errorf("seen records at sequence %d: %w", seq, err)
+	}
+	if m.Sequence != seq {
+		return nil, fmt.Errorf("seen records at sequence %d: found %d", seq, m.Sequence)
+	}
+	arg, ok := strings.CutPrefix(m.Subject, s.subj+"seen.")
+	if !ok {
+		return nil, fmt.Errorf("seen records at sequence %d: the message is on %s", seq, m.Subject)
+	}
+	if isPack(arg) {
+		var recs []packRec
+		if err := parsePack(m.Data, func(task int64, rec []byte) { recs = append(recs, packRec{task, rec}) }); err != nil {
+			return nil, fmt.Errorf("seen records at sequence %d: %w", seq, err)
+		}
+		return recs, nil
+	}
+	id, err := strconv.ParseInt(arg, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("seen records at sequence %d: %s: %w", seq, m.Subject, err)
+	}
+	return []packRec{{task: id, rec: m.Data}}, nil
+}
+
+// fetchers bounds the messages fullRecords reads at once.
+const fetchers = 16
+
+// fullRecords fetches the whole seen records of tasks ids, in the
+// messages at seqs[id]: each message once however many of ids it holds,
+// up to fetchers at a time, by direct gets from any replica and from the
+// stream's leader where a replica lags behind the last commit.
+func (s *Store) fullRecords(ctx context.Context, ids []int64, seqs map[int64]uint64) (map[int64][]byte, error) {
+	bySeq := map[uint64][]int64{}
+	for _, id := range ids {
+		bySeq[seqs[id]] = append(bySeq[seqs[id]], id)
+	}
+	full := make(map[int64][]byte, len(ids))
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, fetchers)
+	)
+	for seq, want := range bySeq {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			recs, err := s.seenAt(ctx, seq)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				first = cmpErr(first, err)
+				return
+			}
+			for _, r := range recs {
+				if slices.Contains(want, r.task) {
+					full[r.task] = r.rec
+				}
+			}
+			for _, id := range want {
+				if _, ok := full[id]; !ok {
+					first = cmpErr(first, fmt.Errorf("the seen message at sequence %d holds no record of task %d", seq, id))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, fmt.Errorf("jsstore: %w", first)
+	}
+	return full, nil
+}
+
+// cmpErr keeps the first error.
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// PackStats is what Store.PackStats reports.
+type PackStats struct {
+	// Messages is how many seen messages hold a current record.
+	Messages int
+	// Sparse is how many of them hold fewer than half the records they
+	// were written with (compacted by the next Ingests).
+	Sparse int
+	// Swept counts the messages deleted since the store opened, Failed
+	// the deletions that failed (each tried again).
+	Swept, Failed uint64
+}
+
+// PackStats reports the seen messages of this replica's view.
+func (s *Store) PackStats() PackStats {
+	s.v.mu.RLock()
+	defer s.v.mu.RUnlock()
+	return PackStats{Messages: len(s.v.recs), Sparse: len(s.v.sparse), Swept: s.deadSwept.Load(), Failed: s.deadFailed.Load()}
+}

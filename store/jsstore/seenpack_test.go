@@ -1,0 +1,196 @@
+package jsstore
+
+import (
+	"context"
+	"maps"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/store/storetest"
+)
+
+// sweepDeadNow deletes the dead seen messages and waits until done.
+func (s *Store) sweepDeadNow() {
+	deadline := time.Now().Add(5 * time.Second)
+	for s.sweeping.Load() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	s.sweepDead()
+	for s.sweeping.Load() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// seenMsgs returns the sequences of the stream's seen messages.
+func seenMsgs(t *testing.T, s *Store) []uint64 {
+	t.Helper()
+	ctx := context.Background()
+	info, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	var seqs []uint64
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := s.stream.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(m.Subject, s.subj+"seen.") && len(m.Data) > 0 {
+			seqs = append(seqs, seq)
+		}
+	}
+	return seqs
+}
+
+// viewSeen returns a copy of the view's seen records.
+func viewSeen(s *Store) map[int64]seenEnt {
+	s.v.mu.RLock()
+	defer s.v.mu.RUnlock()
+	return maps.Clone(s.v.seen)
+}
+
+// TestSeenPacks: a page's seen records are packed in one message; a pack
+// whose every record a later one supersedes is deleted, one left with
+// fewer than half is compacted by the next Ingest and then deleted; a
+// removed task stays removed although an older pack held it; a replica
+// opened afterwards reads the same records, and diffs against them.
+func TestSeenPacks(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+
+	page := func(from, n int64, logs ...int64) []diff.Task {
+		var tasks []diff.Task
+		for id := from; id < from+n; id++ {
+			ids := []int64{id * 100}
+			for _, l := range logs {
+				ids = append(ids, id*100+l)
+			}
+			tasks = append(tasks, storetest.Task(id, ids...))
+		}
+		return tasks
+	}
+	// Pack A: tasks 1-10. Pack B: tasks 11-20.
+	_, err := s.Ingest(ctx, page(1, 10), loc, true)
+	require.NoError(t, err)
+	_, err = s.Ingest(ctx, page(11, 10), loc, true)
+	require.NoError(t, err)
+	packs := seenMsgs(t, s)
+	require.Len(t, packs, 2, "a page's records in one message")
+	a, b := packs[0], packs[1]
+	require.Equal(t, PackStats{Messages: 2}, s.PackStats())
+
+	// Every task of B changes: B holds none and is deleted.
+	res, err := s.Ingest(ctx, page(11, 10, 1), loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 10, res.Events)
+	s.sweepDeadNow()
+	_, err = s.stream.GetMsg(ctx, b)
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "a pack no record is in is deleted")
+	require.EqualValues(t, 1, s.PackStats().Swept)
+
+	// Six of A's ten change: A holds four and is sparse, and the next
+	// Ingest (of nothing new) writes the four again: A is deleted.
+	_, err = s.Ingest(ctx, page(1, 6, 1), loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 1, s.PackStats().Sparse)
+	res, err = s.Ingest(ctx, page(1, 10, 1)[:6], loc, true)
+	require.NoError(t, err)
+	require.Zero(t, res.Events)
+	s.sweepDeadNow()
+	_, err = s.stream.GetMsg(ctx, a)
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "a compacted pack is deleted")
+	require.Zero(t, s.PackStats().Sparse)
+	for id := int64(7); id <= 10; id++ {
+		require.NotEqual(t, a, s.v.seenRecord(id).seq, "task %d's record written again", id)
+	}
+
+	// Task 3 is deleted; its pack still holds tasks 1-6.
+	res, err = s.Delete(ctx, []int64{3}, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Events)
+	s.sweepDeadNow()
+
+	// A new replica reads the same records; only live packs are left.
+	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r"})
+	head, _ := s.Head()
+	require.Eventually(t, func() bool { h, _ := r.Head(); return h == head }, 5*time.Second, 10*time.Millisecond)
+	want := viewSeen(s)
+	require.NotContains(t, want, int64(3))
+	require.Len(t, want, 19)
+	require.Equal(t, want, viewSeen(r), "a new replica's view")
+	require.Equal(t, s.PackStats().Messages, r.PackStats().Messages)
+	require.Equal(t, s.PackStats().Messages, len(seenMsgs(t, s)), "the stream holds only packs some record is in")
+
+	// And the new replica diffs against them once it leads.
+	s.Close()
+	startRun(t, r)
+	require.Eventually(t, r.IsLeader, 15*time.Second, 10*time.Millisecond)
+	tasks := page(1, 20, 1)
+	tasks[2] = storetest.Task(3, 300, 301, 302)
+	res, err = r.Ingest(ctx, tasks, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{diff.TypeTaskCreated: 1, diff.TypeTaskAssigned: 5, diff.TypeTaskStatusChanged: 1}, res.Types,
+		"task 3 comes back whole (3 logs), tasks 7-10 have a new log each, the others none")
+}
+
+// TestSeenLegacyRecords: records an older version wrote, one rolled-up
+// message per task, are read as they are, diffed against, and deleted
+// once a pack holds their task's record.
+func TestSeenLegacyRecords(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	// A record as this version writes it, published as the older one did.
+	src := leadingStore(t, srv.ClientURL(), Options{Name: "src", ReplicaID: "src"})
+	_, err := src.Ingest(ctx, []diff.Task{storetest.Task(7, 70, 71)}, loc, true)
+	require.NoError(t, err)
+	recs, err := src.seenAt(ctx, src.v.seenRecord(7).seq)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	nc := connect(t, srv.ClientURL())
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	s := openStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	msg := &nats.Msg{Subject: s.subj + "seen." + strconv.Itoa(7), Data: recs[0].rec, Header: nats.Header{hdrRollup: []string{"sub"}}}
+	ack, err := js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	s.Close()
+
+	s = leadingStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
+	require.Equal(t, ack.Sequence, s.v.seenRecord(7).seq, "the older record read")
+	res, err := s.Ingest(ctx, []diff.Task{storetest.Task(7, 70, 71, 72)}, loc, true)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Events, "diffed against the older record")
+	s.sweepDeadNow()
+	_, err = s.stream.GetMsg(ctx, ack.Sequence)
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "the older record deleted once a pack holds the task")
+}
+
+// TestParsePack: a pack's records round-trip; damaged data is refused.
+func TestParsePack(t *testing.T) {
+	b := &batcher{s: &Store{subj: "$INCS.t."}}
+	msgs := []outMsg{
+		b.rollupMsg("seen", 1, []byte("one")),
+		b.rollupMsg("seen", 2, nil), // a removal stays a message of its own
+		b.rollupMsg("seen", 1<<40, []byte(strings.Repeat("x", 1000))),
+	}
+	packs, rest := b.packMsgs(msgs)
+	require.Len(t, packs, 1)
+	require.Len(t, rest, 1)
+	require.Equal(t, "$INCS.t.seen.2", rest[0].subj)
+	require.True(t, strings.HasPrefix(packs[0].subj, "$INCS.t.seen.pk."))
+	got := map[int64]string{}
+	require.NoError(t, parsePack(packs[0].wire, func(task int64, rec []byte) { got[task] = string(rec) }))
+	require.Equal(t, map[int64]string{1: "one", 1 << 40: strings.Repeat("x", 1000)}, got)
+	require.Less(t, len(packs[0].wire), 100, "stored compressed")
+	for _, bad := range [][]byte{nil, packs[0].data, packs[0].wire[:len(packs[0].wire)-3], append([]byte{s2Block}, 0xff)} {
+		require.ErrorIs(t, parsePack(bad, func(int64, []byte) {}), errBadPack)
+	}
+}
