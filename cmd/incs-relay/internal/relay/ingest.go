@@ -61,12 +61,14 @@ type deferredRules struct {
 // while a commit is under way: a jetstream store pays a fixed cost per
 // atomic batch (nats-server stages each in a synced store of its own), and
 // gathering pages of few logs stored more events a second (bench,
-// 2026-12-07: 1.2 times as many); the logs bound what an Ingest holds
-// (each new log's event carries its task), so pages of long histories are
-// stored one by one, as before.
+// 2026-12-07: 1.2 times as many; with the seen records packed, up to
+// 2,000 logs rather than 500 stored 45,100-48,700 events/s against
+// 37,600-44,900, four interleaved rounds, bbolt mode unchanged); the logs
+// bound what an Ingest holds (each new log's event carries its task), so
+// pages of long histories are stored one by one, as before.
 const (
 	groupPages = 4
-	groupLogs  = 500
+	groupLogs  = 2000
 )
 
 // chunkLogs bounds the logs of one Ingest: pages of tasks with long

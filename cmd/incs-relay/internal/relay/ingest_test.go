@@ -205,15 +205,16 @@ func TestIngester_GathersPages(t *testing.T) {
 }
 
 // TestIngester_GathersFewLogs: pages of many logs are not gathered past
-// groupLogs: the second page of 300 logs waits, the third starts both.
+// groupLogs: the second page of half of it waits, the third starts both.
 func TestIngester_GathersFewLogs(t *testing.T) {
 	ing, g, _ := gatedIngester(t)
 	ctx := context.Background()
-	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 1, 100, 3)))
+	per := groupLogs / 200 // logs a task: a page of 100 tasks is half of groupLogs
+	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 1, 100, per)))
 	g.waitCalls(t, 1)
-	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 101, 100, 3)), "300 logs: gathered")
+	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 101, 100, per)), "half of groupLogs: gathered")
 	time.AfterFunc(50*time.Millisecond, func() { close(g.release) })
-	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 201, 100, 3)), "600 logs: past groupLogs, stored")
+	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 201, 100, per)), "groupLogs reached: stored")
 	require.NoError(t, ing.flush())
 	g.mu.Lock()
 	defer g.mu.Unlock()
