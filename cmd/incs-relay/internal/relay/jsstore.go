@@ -159,7 +159,9 @@ var (
 	descPurgeFail  = prometheus.NewDesc(ns+"_store_purge_failures_total", "Purges of pruned event messages (one partition each) that failed; the next prune retries them (store.type: jetstream).", nil, nil)
 	descPruneFloor = prometheus.NewDesc(ns+"_store_prune_floor", "The prune floor: events at or below this offset are pruned (store.type: jetstream).", nil, nil)
 	descConfigs    = prometheus.NewDesc(ns+"_replica_configs", "Distinct config files (by digest) the live replicas run, as their heartbeats say: above 1 while a rolling reload is under way, or when the replicas' files differ.", nil, nil)
-	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected, descTailErrors, descPurgeFail, descPruneFloor, descConfigs}
+	descSeenMsgs   = prometheus.NewDesc(ns+"_store_seen_messages", "Stream messages holding a current seen record, as this replica's view counts them (store.type: jetstream).", nil, nil)
+	descSeenFail   = prometheus.NewDesc(ns+"_store_seen_delete_failures_total", "Deletions of seen messages that hold no current record that failed; the leader retries them after its next commit (store.type: jetstream).", nil, nil)
+	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected, descTailErrors, descPurgeFail, descPruneFloor, descConfigs, descSeenMsgs, descSeenFail}
 )
 
 // replicaCollector reads a jetstream replica's role at scrape time.
@@ -187,6 +189,9 @@ func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPurgeFail, prometheus.CounterValue, float64(ps.PurgeFailures))
 	gauge(descPruneFloor, float64(ps.Floor))
 	gauge(descConfigs, float64(distinctConfigs(role.Configs)))
+	pk := c.h.PackStats()
+	gauge(descSeenMsgs, float64(pk.Messages))
+	ch <- prometheus.MustNewConstMetric(descSeenFail, prometheus.CounterValue, float64(pk.Failed))
 }
 
 // distinctConfigs counts the different digests in configs.
