@@ -31,13 +31,14 @@ import (
 // the tasks whose record it still holds (view.recs); one that holds none
 // is deleted by the leader (sweepDead), and one that holds fewer than
 // half the records it was written with is compacted: its tasks' records
-// written again into the next batch (compact), so the packs the stream
-// keeps hold at most twice the records' bytes, and a replica's open reads
-// about that much.
+// written again into the next batch (compact, at most compactPacks an
+// Ingest), so the packs the stream keeps hold about twice the records'
+// bytes at most, and a replica's open reads about that much.
 //
 // A removed record (a task deleted or pruned) is still a rolled-up empty
-// "seen.<task>" message, as before packs: it outlives every older pack
-// that held the task, so a pack never revives a removed task at open.
+// "seen.<task>" message, as before packs: it is never deleted and comes
+// after every older pack that held the task, and the tail reads in stream
+// order, so a pack never revives a removed task at open.
 // Records written by older versions ("seen.<task>") are read as before
 // and deleted once a pack holds their task's record.
 const packToken = "pk."
@@ -187,7 +188,7 @@ func (v *view) takeDead() []uint64 {
 // fails is tried again after the next commit; one the server no longer
 // has (a rolled-up "seen.<task>") is done.
 func (s *Store) sweepDead() {
-	if !s.sweeping.CompareAndSwap(false, true) {
+	if noSweep || !s.sweeping.CompareAndSwap(false, true) {
 		return
 	}
 	seqs := s.v.takeDead()
@@ -217,6 +218,10 @@ func (s *Store) sweepDead() {
 		}
 	}()
 }
+
+// noSweep (tests) leaves dead seen messages in the stream, as a leader
+// that died before it deleted them.
+var noSweep bool
 
 // Compaction bounds: an Ingest rewrites the records still held by at most
 // compactPacks sparse packs.

@@ -194,3 +194,29 @@ func TestParsePack(t *testing.T) {
 		require.ErrorIs(t, parsePack(bad, func(int64, []byte) {}), errBadPack)
 	}
 }
+
+// TestSeenPacks_LeftDead: packs a leader left undeleted (it died first)
+// are found by the next replica's open and deleted once it leads.
+func TestSeenPacks_LeftDead(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	noSweep = true
+	defer func() { noSweep = false }()
+	for i := range int64(3) {
+		_, err := s.Ingest(ctx, []diff.Task{storetest.Task(1, 10+i), storetest.Task(2, 20+i)}, loc, true)
+		require.NoError(t, err, "every page supersedes the one before")
+	}
+	require.Len(t, seenMsgs(t, s), 3, "two dead packs left")
+	s.Close()
+	noSweep = false
+
+	r := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
+	require.Equal(t, 1, r.PackStats().Messages)
+	_, err := r.Ingest(ctx, []diff.Task{storetest.Task(3, 30)}, loc, true)
+	require.NoError(t, err)
+	r.sweepDeadNow()
+	require.Len(t, seenMsgs(t, r), 2, "the dead ones deleted: the last page's pack and this one's are left")
+	require.EqualValues(t, 2, r.PackStats().Swept)
+}
