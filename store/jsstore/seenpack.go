@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,14 +34,17 @@ import (
 // half the records it was written with is compacted: its tasks' records
 // written again into the next batch (compact, at most compactPacks an
 // Ingest), so the packs the stream keeps hold about twice the records'
-// bytes at most, and a replica's open reads about that much.
+// bytes at most, and a replica's open reads about that much; small
+// messages are merged the same way, so they stay few where each batch
+// changes a few tasks.
 //
 // A removed record (a task deleted or pruned) is still a rolled-up empty
 // "seen.<task>" message, as before packs: it is never deleted and comes
 // after every older pack that held the task, and the tail reads in stream
 // order, so a pack never revives a removed task at open.
-// Records written by older versions ("seen.<task>") are read as before
-// and deleted once a pack holds their task's record.
+// Records written by older versions ("seen.<task>") are read as before,
+// merged into packs as small messages, and deleted once a pack holds
+// their task's record.
 const packToken = "pk."
 
 // packRec is one record of a pack: a task's whole seen record.
@@ -120,9 +124,9 @@ func (b *batcher) packMsgs(msgs []outMsg) (packs, rest []outMsg) {
 // its removal.
 func (m *outMsg) packable() bool { return m.seen && len(m.data) > 0 }
 
-// msgLive counts the seen records a message was written with and those
-// it still holds (the tasks whose record it is).
-type msgLive struct{ live, total int32 }
+// msgLive counts the seen records a message was written with, their
+// bytes, and the records it still holds (the tasks whose record it is).
+type msgLive struct{ live, total, bytes int32 }
 
 // maxDead bounds the dead messages a view remembers for the leader to
 // delete: a replica that follows remembers the latest (those a leader
@@ -151,6 +155,12 @@ func (v *view) setSeen(id int64, seq uint64, rec []byte) {
 	}
 	l.live++
 	l.total++
+	l.bytes += int32(len(rec))
+	if int(l.bytes) < smallPack {
+		v.small[seq] = struct{}{}
+	} else {
+		delete(v.small, seq)
+	}
 }
 
 // release counts one record fewer in the message at seq (v.mu held):
@@ -165,6 +175,7 @@ func (v *view) release(seq uint64) {
 	case l.live <= 0:
 		delete(v.recs, seq)
 		delete(v.sparse, seq)
+		delete(v.small, seq)
 		if len(v.dead) >= maxDead {
 			v.dead = append(v.dead[:0], v.dead[maxDead/2:]...) // the newest half
 		}
@@ -224,32 +235,37 @@ func (s *Store) sweepDead() {
 var noSweep bool
 
 // Compaction bounds: an Ingest rewrites the records still held by at most
-// compactPacks sparse packs.
-const compactPacks = 2
+// compactPacks sparse packs, and merges the oldest small messages (packs
+// written with fewer than smallPack bytes of records, and records older
+// versions wrote one a message), at least two and up to mergeBytes. Merging keeps the
+// seen messages few where each batch changes a few tasks (a poll cycle's
+// changes in steady operation, or a stream an older version wrote): it
+// only runs while two small ones are left, so the count of small messages
+// goes down by one an Ingest at least and an idle relay writes nothing.
+// Variables for tests.
+var (
+	compactPacks = 2
+	smallPack    = 32 << 10
+	mergeBytes   = 256 << 10
+)
 
 // compact adds to the batch, as units of their own, the records that the
-// sparsest packs still hold, so those packs hold none once it commits and
-// are deleted (append lock held). A record that a batch under way or this
-// one already rewrites is left: that write supersedes it anyway.
+// sparsest packs and the oldest small messages still hold, so those hold
+// none once it commits and are deleted (append lock held). A record that
+// a batch under way or this one already writes is left: that write
+// supersedes it anyway.
 func (b *batcher) compact(ctx context.Context) error {
-	s := b.s
-	s.v.mu.RLock()
-	seqs := make([]uint64, 0, len(s.v.sparse))
-	for seq := range s.v.sparse {
-		seqs = append(seqs, seq)
-	}
-	s.v.mu.RUnlock()
+	seqs := b.s.v.compactable()
 	if len(seqs) == 0 {
 		return nil
 	}
-	slices.Sort(seqs) // the oldest first
-	for _, seq := range seqs[:min(len(seqs), compactPacks)] {
-		recs, err := s.seenAt(ctx, seq)
-		if err != nil {
-			return fmt.Errorf("jsstore: compacting seen records: %w", err)
-		}
-		for _, r := range recs {
-			if s.v.seenRecord(r.task).seq != seq || s.isStaged(r.task) || b.subjs[b.s.subj+"seen."+strconv.FormatInt(r.task, 10)] {
+	msgs, err := b.s.seenMsgsAt(ctx, seqs)
+	if err != nil {
+		return fmt.Errorf("jsstore: compacting seen records: %w", err)
+	}
+	for _, seq := range seqs {
+		for _, r := range msgs[seq] {
+			if b.s.v.seenRecord(r.task).seq != seq || b.s.isStaged(r.task) || b.subjs[b.s.subj+"seen."+strconv.FormatInt(r.task, 10)] {
 				continue
 			}
 			if err := b.add(ctx, nil, []outMsg{b.rollupMsg("seen", r.task, r.rec)}, nil); err != nil {
@@ -258,6 +274,36 @@ func (b *batcher) compact(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// compactable returns the seen messages compact rewrites, oldest first:
+// up to compactPacks sparse packs, then, while at least two small messages
+// are left, the oldest of them up to mergeBytes.
+func (v *view) compactable() []uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	sparse := slices.Sorted(maps.Keys(v.sparse))
+	seqs := sparse[:min(len(sparse), compactPacks)]
+	if len(v.small) < 2 {
+		return seqs
+	}
+	small := slices.Sorted(maps.Keys(v.small))
+	n, bytes := 0, 0
+	for _, seq := range small {
+		if slices.Contains(seqs, seq) {
+			continue
+		}
+		size := int(v.recs[seq].bytes)
+		if n >= 2 && bytes+size > mergeBytes {
+			break
+		}
+		seqs = append(seqs, seq)
+		n, bytes = n+1, bytes+size
+	}
+	if n < 2 {
+		seqs = seqs[:len(seqs)-n] // a single small one is left as it is
+	}
+	return seqs
 }
 
 // isStaged reports whether a batch under way holds a record of task id.
@@ -310,49 +356,51 @@ func (s *Store) fullRecords(ctx context.Context, ids []int64, seqs map[int64]uin
 	for _, id := range ids {
 		bySeq[seqs[id]] = append(bySeq[seqs[id]], id)
 	}
+	msgs, err := s.seenMsgsAt(ctx, slices.Collect(maps.Keys(bySeq)))
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: %w", err)
+	}
 	full := make(map[int64][]byte, len(ids))
+	for seq, want := range bySeq {
+		for _, r := range msgs[seq] {
+			if slices.Contains(want, r.task) {
+				full[r.task] = r.rec
+			}
+		}
+		for _, id := range want {
+			if _, ok := full[id]; !ok {
+				return nil, fmt.Errorf("jsstore: the seen message at sequence %d holds no record of task %d", seq, id)
+			}
+		}
+	}
+	return full, nil
+}
+
+// seenMsgsAt reads the seen messages at seqs (seenAt), up to fetchers at
+// a time, and returns their records by sequence.
+func (s *Store) seenMsgsAt(ctx context.Context, seqs []uint64) (map[uint64][]packRec, error) {
+	out := make(map[uint64][]packRec, len(seqs))
 	var (
 		mu    sync.Mutex
 		first error
 		wg    sync.WaitGroup
 		sem   = make(chan struct{}, fetchers)
 	)
-	for seq, want := range bySeq {
+	for _, seq := range seqs {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			recs, err := s.seenAt(ctx, seq)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
-				first = cmpErr(first, err)
-				return
+			if err != nil && first == nil {
+				first = err
 			}
-			for _, r := range recs {
-				if slices.Contains(want, r.task) {
-					full[r.task] = r.rec
-				}
-			}
-			for _, id := range want {
-				if _, ok := full[id]; !ok {
-					first = cmpErr(first, fmt.Errorf("the seen message at sequence %d holds no record of task %d", seq, id))
-				}
-			}
+			out[seq] = recs
 		})
 	}
 	wg.Wait()
-	if first != nil {
-		return nil, fmt.Errorf("jsstore: %w", first)
-	}
-	return full, nil
-}
-
-// cmpErr keeps the first error.
-func cmpErr(first, err error) error {
-	if first != nil {
-		return first
-	}
-	return err
+	return out, first
 }
 
 // PackStats is what Store.PackStats reports.
@@ -360,8 +408,9 @@ type PackStats struct {
 	// Messages is how many seen messages hold a current record.
 	Messages int
 	// Sparse is how many of them hold fewer than half the records they
-	// were written with (compacted by the next Ingests).
-	Sparse int
+	// were written with, Small how many were written with fewer than
+	// smallPack bytes of records (both compacted by the next Ingests).
+	Sparse, Small int
 	// Swept counts the messages deleted since the store opened, Failed
 	// the deletions that failed (each tried again).
 	Swept, Failed uint64
@@ -371,5 +420,5 @@ type PackStats struct {
 func (s *Store) PackStats() PackStats {
 	s.v.mu.RLock()
 	defer s.v.mu.RUnlock()
-	return PackStats{Messages: len(s.v.recs), Sparse: len(s.v.sparse), Swept: s.deadSwept.Load(), Failed: s.deadFailed.Load()}
+	return PackStats{Messages: len(s.v.recs), Sparse: len(s.v.sparse), Small: len(s.v.small), Swept: s.deadSwept.Load(), Failed: s.deadFailed.Load()}
 }

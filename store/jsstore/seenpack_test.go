@@ -60,6 +60,8 @@ func viewSeen(s *Store) map[int64]seenEnt {
 // removed task stays removed although an older pack held it; a replica
 // opened afterwards reads the same records, and diffs against them.
 func TestSeenPacks(t *testing.T) {
+	defer func(n int) { smallPack = n }(smallPack)
+	smallPack = 0 // no merging of small packs here: TestSeenPacks_Merge
 	srv := runServer(t)
 	ctx := context.Background()
 	loc := time.FixedZone("CST", 8*3600)
@@ -158,19 +160,73 @@ func TestSeenLegacyRecords(t *testing.T) {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	s := openStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
-	msg := &nats.Msg{Subject: s.subj + "seen." + strconv.Itoa(7), Data: recs[0].rec, Header: nats.Header{hdrRollup: []string{"sub"}}}
-	ack, err := js.PublishMsg(ctx, msg)
-	require.NoError(t, err)
+	var legacy []uint64
+	for _, id := range []int64{7, 8, 9} { // task 7's record under three ids: the record names no id
+		msg := &nats.Msg{Subject: s.subj + "seen." + strconv.FormatInt(id, 10), Data: recs[0].rec, Header: nats.Header{hdrRollup: []string{"sub"}}}
+		ack, err := js.PublishMsg(ctx, msg)
+		require.NoError(t, err)
+		legacy = append(legacy, ack.Sequence)
+	}
 	s.Close()
 
 	s = leadingStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
-	require.Equal(t, ack.Sequence, s.v.seenRecord(7).seq, "the older record read")
+	require.Equal(t, legacy[0], s.v.seenRecord(7).seq, "the older record read")
+	require.Equal(t, 3, s.PackStats().Small)
 	res, err := s.Ingest(ctx, []diff.Task{storetest.Task(7, 70, 71, 72)}, loc, true)
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Events, "diffed against the older record")
 	s.sweepDeadNow()
-	_, err = s.stream.GetMsg(ctx, ack.Sequence)
-	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "the older record deleted once a pack holds the task")
+	for _, seq := range legacy {
+		_, err = s.stream.GetMsg(ctx, seq)
+		require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "the older records deleted: task 7's superseded, 8's and 9's merged into the pack")
+	}
+	require.Equal(t, 1, s.PackStats().Messages)
+	res, err = s.Ingest(ctx, []diff.Task{storetest.Task(7, 70, 71, 72), storetest.Task(8, 70, 71), storetest.Task(9, 70, 71)}, loc, true)
+	require.NoError(t, err)
+	require.Zero(t, res.Events, "the merged records diff as before")
+}
+
+// TestSeenPacks_Merge: where every batch changes one task, the small
+// packs are merged as the Ingests go, so the seen messages stay far fewer
+// than the tasks; an idle relay writes nothing; a new replica reads the
+// same records.
+func TestSeenPacks_Merge(t *testing.T) {
+	srv := runServer(t)
+	ctx := context.Background()
+	loc := time.FixedZone("CST", 8*3600)
+	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
+	const tasks = 300
+	for id := int64(1); id <= tasks; id++ {
+		_, err := s.Ingest(ctx, []diff.Task{storetest.Task(id, id*10)}, loc, true)
+		require.NoError(t, err)
+	}
+	st := s.PackStats()
+	t.Logf("%d tasks, one a batch: %+v", tasks, st)
+	require.LessOrEqual(t, st.Messages, 10, "%+v", st)
+	require.LessOrEqual(t, st.Small, 2, "%+v", st)
+	s.sweepDeadNow()
+	require.Len(t, seenMsgs(t, s), st.Messages, "the merged ones deleted")
+
+	head, _ := s.Head()
+	for range 3 {
+		_, err := s.Ingest(ctx, nil, loc, true)
+		require.NoError(t, err)
+	}
+	info, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	for range 2 {
+		_, err := s.Ingest(ctx, nil, loc, true)
+		require.NoError(t, err)
+	}
+	again, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, info.State.LastSeq, again.State.LastSeq, "an idle relay writes nothing")
+
+	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r"})
+	require.Eventually(t, func() bool { h, _ := r.Head(); return h == head }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return r.PackStats().Messages == s.PackStats().Messages }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, viewSeen(s), viewSeen(r))
+	require.Len(t, viewSeen(r), tasks)
 }
 
 // TestParsePack: a pack's records round-trip; damaged data is refused.
@@ -198,6 +254,8 @@ func TestParsePack(t *testing.T) {
 // TestSeenPacks_LeftDead: packs a leader left undeleted (it died first)
 // are found by the next replica's open and deleted once it leads.
 func TestSeenPacks_LeftDead(t *testing.T) {
+	defer func(n int) { smallPack = n }(smallPack)
+	smallPack = 0
 	srv := runServer(t)
 	ctx := context.Background()
 	loc := time.FixedZone("CST", 8*3600)

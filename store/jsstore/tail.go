@@ -68,6 +68,7 @@ type view struct {
 	seen      map[int64]seenEnt
 	recs      map[uint64]*msgLive // seen message's sequence -> the records it holds
 	sparse    map[uint64]struct{} // seen packs holding fewer than half their records
+	small     map[uint64]struct{} // seen messages written with fewer than smallPack bytes of records
 	dead      []uint64            // seen messages holding none, for the leader to delete
 	rules     map[int64][]byte
 	ruleTasks map[int64][]byte
@@ -153,6 +154,7 @@ func newView(wake func(), cache *msgCache) *view {
 		seen:      map[int64]seenEnt{},
 		recs:      map[uint64]*msgLive{},
 		sparse:    map[uint64]struct{}{},
+		small:     map[uint64]struct{}{},
 		rules:     map[int64][]byte{},
 		ruleTasks: map[int64][]byte{},
 		signal:    make(chan struct{}),
