@@ -160,8 +160,11 @@ type Store struct {
 	// deadSwept and deadFailed count its deletions (PackStats).
 	sweeping              atomic.Bool
 	deadSwept, deadFailed atomic.Uint64
-	direct                directState
-	state                 *kvState
+	// sweepMu orders sweepDead's wg.Add before Close's wg.Wait: a sweep
+	// starts only while the store is not closed.
+	sweepMu sync.Mutex
+	direct  directState
+	state   *kvState
 
 	appendMu sync.Mutex // one append at a time (but an Ingest's commit: see pipeBatch)
 	inflight *pipeBatch // the last Ingest's batch, maybe still being committed (appendMu)
@@ -455,6 +458,8 @@ func (s *Store) partition(taskID int64) int {
 func (s *Store) Close() error {
 	s.once.Do(func() {
 		s.closed.Store(true)
+		s.sweepMu.Lock() // no sweep starts from here on
+		s.sweepMu.Unlock()
 		s.cancel()
 		s.runWG.Wait()
 		s.wg.Wait()

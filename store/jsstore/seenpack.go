@@ -203,11 +203,14 @@ func (s *Store) sweepDead() {
 		return
 	}
 	seqs := s.v.takeDead()
-	if len(seqs) == 0 {
+	s.sweepMu.Lock()
+	if len(seqs) == 0 || s.closed.Load() {
+		s.sweepMu.Unlock()
 		s.sweeping.Store(false)
 		return
 	}
-	s.wg.Add(1)
+	s.wg.Add(1) // before Close waits: see sweepMu
+	s.sweepMu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		defer s.sweeping.Store(false)
