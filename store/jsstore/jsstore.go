@@ -38,8 +38,9 @@
 // at most 1,000 messages) whose messages expect the last sequence of the
 // leader's own epoch record: once a successor wrote its epoch the server
 // refuses a stale leader's batch whole (ErrFenced). Every replica tails
-// the stream into memory, so reads, the seen-set the leader diffs against,
-// and failover need no scan.
+// the stream's records (not its events) into memory, so the seen-set the
+// leader diffs against and failover need no scan; events are read from
+// the stream by sequence, through a bounded cache (outbox.go).
 package jsstore
 
 import (
