@@ -36,7 +36,7 @@ type batcher struct {
 	count     int             // messages of the batch: msgs and evs as packEvents packs them
 	bytes     int             // the events' frames and the records in the batch (frameLen, an upper bound)
 	fill      map[int]msgFill // partition -> its last event message in the batch
-	pfill     msgFill         // the batch's last seen pack
+	pfill     [2]msgFill      // the batch's last pack of each family (packFamily)
 	subjs     map[string]bool // rolled-up subjects in msgs: one each per batch
 	pending   []func()        // result updates once msgs commit
 	prev      *pipeBatch      // the batch being committed that this one follows; nil if none
@@ -112,12 +112,13 @@ func eventMsgs(fill map[int]msgFill, evs []evOut) (n int, after map[int]msgFill)
 	return n, after
 }
 
-// recordMsgs returns how many messages msgs add when seen records are
-// packed after fill (the batch's last pack; packMsgs packs by the same
-// rule), and the last pack's fill after them.
-func recordMsgs(fill msgFill, msgs []outMsg) (n int, after msgFill) {
+// recordMsgs returns how many messages msgs add when records are packed
+// after fill (the batch's last pack of each family; packMsgs packs by the
+// same rule), and the last packs' fills after them.
+func recordMsgs(fill [2]msgFill, msgs []outMsg) (n int, after [2]msgFill) {
 	for i := range msgs {
-		if !msgs[i].packable() || fill.put(packRecLen(msgs[i].data)) {
+		fam, ok := msgs[i].packFamily()
+		if !ok || fill[fam].put(packRecLen(msgs[i].data)) {
 			n++
 		}
 	}
@@ -173,7 +174,7 @@ func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 	h.Set(hdrRollup, "sub")
 	// A copy: the view keeps it once committed (applyOwn).
 	return outMsg{subj: b.s.subj + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: bytes.Clone(data),
-		seen: kind == "seen", task: taskID}
+		seen: kind == "seen", kind: kind, task: taskID}
 }
 
 // add appends a unit, one task's events and rolled-up messages (its seen
@@ -197,7 +198,7 @@ func (b *batcher) add(ctx context.Context, evs []evOut, msgs []outMsg, done func
 	}
 	if !fits {
 		ne, fill = eventMsgs(nil, evs)
-		nm, pfill = recordMsgs(msgFill{}, msgs)
+		nm, pfill = recordMsgs([2]msgFill{}, msgs)
 		if n := nm + ne + 1; n > MaxBatch {
 			return fmt.Errorf("jsstore: append: task %d: its %d events and %d records need %d messages with the head, more than the %d of an atomic batch; refused rather than stored in parts",
 				unitTask(evs, msgs), len(evs), len(msgs), n, MaxBatch)
@@ -250,7 +251,7 @@ func (b *batcher) take() (msgs []outMsg, head uint64, pending []func()) {
 	h := nats.Header{hdrRollup: []string{"sub"}, hdrAt: []string{strconv.FormatInt(b.at, 10)}}
 	msgs = append(msgs, outMsg{subj: b.s.subj + "head", hdr: h, data: []byte(strconv.FormatUint(head, 10))})
 	pending = b.pending
-	b.msgs, b.evs, b.count, b.bytes, b.fill, b.pfill, b.subjs, b.pending = nil, nil, 0, 0, map[int]msgFill{}, msgFill{}, map[string]bool{}, nil
+	b.msgs, b.evs, b.count, b.bytes, b.fill, b.pfill, b.subjs, b.pending = nil, nil, 0, 0, map[int]msgFill{}, [2]msgFill{}, map[string]bool{}, nil
 	return msgs, head, pending
 }
 

@@ -16,10 +16,11 @@
 //     packed in one message, each with its offset, task, type and commit
 //     time and its JSON exactly as the bbolt outbox stores it; see
 //     frame.go), seen records packed per batch on
-//     "$INCS.<Name>.seen.pk.<id>" (a subject each; a task's removal is a
-//     rolled-up empty "$INCS.<Name>.seen.<task>"; see seenpack.go), rule
-//     states on "$INCS.<Name>.rule.<task>" and "$INCS.<Name>.rtask.<task>"
-//     (one message a subject, Nats-Rollup: sub), the head offset on
+//     "$INCS.<Name>.seen.pk.<id>" and rule states (a task's rule record
+//     and the task kept with it) on "$INCS.<Name>.rule.pk.<id>" (a
+//     subject each; a removal is a rolled-up empty
+//     "$INCS.<Name>.{seen,rule,rtask}.<task>"; see seenpack.go), the head
+//     offset on
 //     "$INCS.<Name>.head", the leader's epoch records on
 //     "$INCS.<Name>.epoch" and prune notes on "$INCS.<Name>.pruned";
 //   - the KV bucket "<Name>-lease" holds the leader lease (a per-key TTL),

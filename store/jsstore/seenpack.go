@@ -1,11 +1,12 @@
-// Seen packs: the seen records of a batch's tasks packed in a few
-// messages; the view's count of the records each message still holds,
-// the deletion of messages none are left in, and the compaction of packs
-// few are left in.
+// Record packs: the seen records and rule states of a batch's tasks
+// packed in a few messages; the view's count of the records each message
+// still holds, the deletion of messages none are left in, and the
+// compaction of packs few are left in and of small ones.
 
 package jsstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -47,28 +48,60 @@ import (
 // their task's record.
 const packToken = "pk."
 
-// packRec is one record of a pack: a task's whole seen record.
+// Rule states are packed the same way ("$INCS.<Name>.rule.pk.<id>", so a
+// one-off command's tail, which skips seen records, still reads them): a
+// task's rule record ("rule.<task>") and the task kept with it
+// ("rtask.<task>") were two rolled-up messages per write, as seen records
+// were one. Each record in a pack carries its kind.
+
+// Record kinds in a pack.
+const (
+	kindSeen  = 's' // a seen record ("seen.<task>")
+	kindRule  = 'r' // a rule record ("rule.<task>")
+	kindRTask = 't' // the task kept with a rule record ("rtask.<task>")
+)
+
+// packKinds maps a rolled-up message's kind to its record kind in a pack,
+// and packFamilies a record kind to its pack family: 0 for seen packs, 1
+// for rule packs.
+var (
+	packKinds    = map[string]byte{"seen": kindSeen, "rule": kindRule, "rtask": kindRTask}
+	kindNames    = map[byte]string{kindSeen: "seen", kindRule: "rule", kindRTask: "rtask"}
+	packSubjects = [2]string{"seen." + packToken, "rule." + packToken}
+)
+
+func packFamilyOf(kind byte) int {
+	if kind == kindSeen {
+		return 0
+	}
+	return 1
+}
+
+// packRec is one record of a pack: a task's whole record of a kind.
 type packRec struct {
+	kind byte
 	task int64
 	rec  []byte
 }
 
 // appendPackRec appends a record to a pack's (uncompressed) data: the
-// task id and the record's length as uvarints, then the record.
-func appendPackRec(dst []byte, task int64, rec []byte) []byte {
+// task id as a uvarint, the kind, the record's length as a uvarint, then
+// the record.
+func appendPackRec(dst []byte, kind byte, task int64, rec []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(task))
+	dst = append(dst, kind)
 	dst = binary.AppendUvarint(dst, uint64(len(rec)))
 	return append(dst, rec...)
 }
 
 // packRecLen bounds what appendPackRec adds.
-func packRecLen(rec []byte) int { return 2*binary.MaxVarintLen64 + len(rec) }
+func packRecLen(rec []byte) int { return 2*binary.MaxVarintLen64 + 1 + len(rec) }
 
-var errBadPack = errors.New("bad seen pack")
+var errBadPack = errors.New("bad record pack")
 
 // parsePack calls fn with every record of a pack's data as stored (an S2
 // block, see compressFrames); rec is a slice of the decompressed data.
-func parsePack(data []byte, fn func(task int64, rec []byte)) error {
+func parsePack(data []byte, fn func(kind byte, task int64, rec []byte)) error {
 	if len(data) == 0 || data[0] != s2Block {
 		return errBadPack
 	}
@@ -78,41 +111,49 @@ func parsePack(data []byte, fn func(task int64, rec []byte)) error {
 	}
 	for len(recs) > 0 {
 		task, n := binary.Uvarint(recs)
-		if n <= 0 {
+		if n <= 0 || len(recs) == n {
 			return errBadPack
 		}
-		recs = recs[n:]
+		kind := recs[n]
+		recs = recs[n+1:]
 		l, n := binary.Uvarint(recs)
-		if n <= 0 || l == 0 || uint64(len(recs)-n) < l {
+		if n <= 0 || l == 0 || uint64(len(recs)-n) < l || kindNames[kind] == "" {
 			return errBadPack
 		}
 		recs = recs[n:]
-		fn(int64(task), recs[:l:l])
+		fn(kind, int64(task), recs[:l:l])
 		recs = recs[l:]
 	}
 	return nil
 }
 
-// isPack reports whether arg, a seen message's subject after "seen.", is
-// a pack's.
+// isPack reports whether arg, a seen or rule message's subject after
+// "seen." or "rule.", is a pack's.
 func isPack(arg string) bool { return strings.HasPrefix(arg, packToken) }
 
-// packMsgs returns the packable records of msgs (non-empty seen records)
-// as pack messages, each of at most maxEventMsg of records unless one
-// record is larger, and the other messages as they are.
+// packMsgs returns the packable records of msgs (non-empty seen records,
+// rule records and rule tasks) as pack messages, seen records apart from
+// rule states, each of at most maxEventMsg of records unless one record
+// is larger, and the other messages as they are.
 func (b *batcher) packMsgs(msgs []outMsg) (packs, rest []outMsg) {
-	var f msgFill
+	var (
+		f    [2]msgFill
+		last [2]int // each family's open pack in packs
+	)
 	for _, m := range msgs {
-		if !m.packable() {
+		fam, ok := m.packFamily()
+		if !ok {
 			rest = append(rest, m)
 			continue
 		}
-		if f.put(packRecLen(m.data)) {
-			packs = append(packs, outMsg{subj: b.s.subj + "seen." + packToken + nuid.Next(), hdr: nats.Header{}})
+		if f[fam].put(packRecLen(m.data)) {
+			last[fam] = len(packs)
+			packs = append(packs, outMsg{subj: b.s.subj + packSubjects[fam] + nuid.Next(), hdr: nats.Header{}})
 		}
-		p := &packs[len(packs)-1]
-		p.data = appendPackRec(p.data, m.task, m.data)
-		p.recs = append(p.recs, packRec{task: m.task, rec: m.data})
+		p := &packs[last[fam]]
+		kind := packKinds[m.kind]
+		p.data = appendPackRec(p.data, kind, m.task, m.data)
+		p.recs = append(p.recs, packRec{kind: kind, task: m.task, rec: m.data})
 	}
 	for i := range packs {
 		packs[i].wire = compressFrames(packs[i].data)
@@ -120,9 +161,15 @@ func (b *batcher) packMsgs(msgs []outMsg) (packs, rest []outMsg) {
 	return packs, rest
 }
 
-// packable reports whether m is a record a pack takes: a seen record, not
-// its removal.
-func (m *outMsg) packable() bool { return m.seen && len(m.data) > 0 }
+// packFamily reports whether m is a record a pack takes (a seen record, a
+// rule record or rule task, not a removal) and the family of packs.
+func (m *outMsg) packFamily() (int, bool) {
+	kind, ok := packKinds[m.kind]
+	if !ok || len(m.data) == 0 {
+		return 0, false
+	}
+	return packFamilyOf(kind), true
+}
 
 // msgLive counts the seen records a message was written with, their
 // bytes, and the records it still holds (the tasks whose record it is).
@@ -135,19 +182,37 @@ type msgLive struct{ live, total, bytes int32 }
 // the next replica's open finds again.
 const maxDead = 4096
 
-// setSeen makes rec, in the message at seq, task id's seen record (v.mu
-// held); an empty rec removes it. The message that held the record before
-// holds one fewer.
-func (v *view) setSeen(id int64, seq uint64, rec []byte) {
-	if old, ok := v.seen[id]; ok {
-		v.release(old.seq)
+// setRec makes rec, in the message at seq, task id's record of kind
+// (v.mu held); an empty rec removes it. The message that held the record
+// before holds one fewer.
+func (v *view) setRec(kind byte, id int64, seq uint64, rec []byte) {
+	switch kind {
+	case kindSeen:
+		if old, ok := v.seen[id]; ok {
+			v.release(old.seq)
+		}
+		if len(rec) == 0 {
+			delete(v.seen, id)
+			return
+		}
+		kept, apart := keptSeen(rec)
+		v.seen[id] = seenEnt{seq: seq, rec: kept, apart: apart}
+	default:
+		vals, at := v.rules, v.ruleAt
+		if kind == kindRTask {
+			vals, at = v.ruleTasks, v.rtaskAt
+		}
+		if old, ok := at[id]; ok {
+			v.release(old)
+			delete(at, id)
+		}
+		if len(rec) == 0 {
+			delete(vals, id)
+			return
+		}
+		// A copy: rec shares its buffer with the message's headers.
+		vals[id], at[id] = bytes.Clone(rec), seq
 	}
-	if len(rec) == 0 {
-		delete(v.seen, id)
-		return
-	}
-	kept, apart := keptSeen(rec)
-	v.seen[id] = seenEnt{seq: seq, rec: kept, apart: apart}
 	l := v.recs[seq]
 	if l == nil {
 		l = &msgLive{}
@@ -268,15 +333,31 @@ func (b *batcher) compact(ctx context.Context) error {
 	}
 	for _, seq := range seqs {
 		for _, r := range msgs[seq] {
-			if b.s.v.seenRecord(r.task).seq != seq || b.s.isStaged(r.task) || b.subjs[b.s.subj+"seen."+strconv.FormatInt(r.task, 10)] {
+			name := kindNames[r.kind]
+			if b.s.v.recAt(r.kind, r.task) != seq || (r.kind == kindSeen && b.s.isStaged(r.task)) || b.subjs[b.s.subj+name+"."+strconv.FormatInt(r.task, 10)] {
 				continue
 			}
-			if err := b.add(ctx, nil, []outMsg{b.rollupMsg("seen", r.task, r.rec)}, nil); err != nil {
+			if err := b.add(ctx, nil, []outMsg{b.rollupMsg(name, r.task, r.rec)}, nil); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// recAt returns the sequence of the message holding task id's record of
+// kind; 0 if it has none.
+func (v *view) recAt(kind byte, id int64) uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	switch kind {
+	case kindSeen:
+		return v.seen[id].seq
+	case kindRule:
+		return v.ruleAt[id]
+	default:
+		return v.rtaskAt[id]
+	}
 }
 
 // compactable returns the seen messages compact rewrites, oldest first:
@@ -317,34 +398,36 @@ func (s *Store) isStaged(id int64) bool {
 	return ok
 }
 
-// seenAt returns the records of the seen message at seq: a pack's, or a
-// record written by an older version alone on "seen.<task>". It reads
-// by a direct get, and from the stream's leader when that finds nothing
-// (see getNext).
+// seenAt returns the records of the message at seq: a pack's (seen
+// records or rule states), or one record an older version wrote alone on
+// "seen.<task>", "rule.<task>" or "rtask.<task>". It reads by a direct
+// get, and from the stream's leader when that finds nothing (see
+// getNext).
 func (s *Store) seenAt(ctx context.Context, seq uint64) ([]packRec, error) {
 	m, err := s.getNext(ctx, seq, "")
 	if err != nil {
-		return nil, fmt.Errorf("seen records at sequence %d: %w", seq, err)
+		return nil, fmt.Errorf("records at sequence %d: %w", seq, err)
 	}
 	if m.Sequence != seq {
-		return nil, fmt.Errorf("seen records at sequence %d: found %d", seq, m.Sequence)
+		return nil, fmt.Errorf("records at sequence %d: found %d", seq, m.Sequence)
 	}
-	arg, ok := strings.CutPrefix(m.Subject, s.subj+"seen.")
-	if !ok {
-		return nil, fmt.Errorf("seen records at sequence %d: the message is on %s", seq, m.Subject)
+	name, arg, _ := strings.Cut(strings.TrimPrefix(m.Subject, s.subj), ".")
+	kind, ok := packKinds[name]
+	if !ok || !strings.HasPrefix(m.Subject, s.subj) {
+		return nil, fmt.Errorf("records at sequence %d: the message is on %s", seq, m.Subject)
 	}
 	if isPack(arg) {
 		var recs []packRec
-		if err := parsePack(m.Data, func(task int64, rec []byte) { recs = append(recs, packRec{task, rec}) }); err != nil {
-			return nil, fmt.Errorf("seen records at sequence %d: %w", seq, err)
+		if err := parsePack(m.Data, func(kind byte, task int64, rec []byte) { recs = append(recs, packRec{kind, task, rec}) }); err != nil {
+			return nil, fmt.Errorf("records at sequence %d: %w", seq, err)
 		}
 		return recs, nil
 	}
 	id, err := strconv.ParseInt(arg, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("seen records at sequence %d: %s: %w", seq, m.Subject, err)
+		return nil, fmt.Errorf("records at sequence %d: %s: %w", seq, m.Subject, err)
 	}
-	return []packRec{{task: id, rec: m.Data}}, nil
+	return []packRec{{kind: kind, task: id, rec: m.Data}}, nil
 }
 
 // fetchers bounds the messages fullRecords reads at once.
@@ -366,7 +449,7 @@ func (s *Store) fullRecords(ctx context.Context, ids []int64, seqs map[int64]uin
 	full := make(map[int64][]byte, len(ids))
 	for seq, want := range bySeq {
 		for _, r := range msgs[seq] {
-			if slices.Contains(want, r.task) {
+			if r.kind == kindSeen && slices.Contains(want, r.task) {
 				full[r.task] = r.rec
 			}
 		}

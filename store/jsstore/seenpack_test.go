@@ -2,6 +2,8 @@ package jsstore
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"maps"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incs-relay/incs-relay/diff"
+	"github.com/incs-relay/incs-relay/store"
 	"github.com/incs-relay/incs-relay/store/storetest"
 )
 
@@ -229,52 +232,105 @@ func TestSeenPacks_Merge(t *testing.T) {
 	require.Len(t, viewSeen(r), tasks)
 }
 
-// TestParsePack: a pack's records round-trip; damaged data is refused.
+// TestParsePack: a pack's records round-trip with their kinds, seen
+// records and rule states in packs of their own; damaged data is refused.
 func TestParsePack(t *testing.T) {
 	b := &batcher{s: &Store{subj: "$INCS.t."}}
 	msgs := []outMsg{
 		b.rollupMsg("seen", 1, []byte("one")),
 		b.rollupMsg("seen", 2, nil), // a removal stays a message of its own
+		b.rollupMsg("rule", 1, []byte("rule one")),
 		b.rollupMsg("seen", 1<<40, []byte(strings.Repeat("x", 1000))),
+		b.rollupMsg("rtask", 1, []byte(`{"id":1}`)),
+		b.rollupMsg("rtask", 3, nil),
 	}
 	packs, rest := b.packMsgs(msgs)
-	require.Len(t, packs, 1)
-	require.Len(t, rest, 1)
+	require.Len(t, packs, 2)
+	require.Len(t, rest, 2)
 	require.Equal(t, "$INCS.t.seen.2", rest[0].subj)
-	require.True(t, strings.HasPrefix(packs[0].subj, "$INCS.t.seen.pk."))
-	got := map[int64]string{}
-	require.NoError(t, parsePack(packs[0].wire, func(task int64, rec []byte) { got[task] = string(rec) }))
-	require.Equal(t, map[int64]string{1: "one", 1 << 40: strings.Repeat("x", 1000)}, got)
+	require.Equal(t, "$INCS.t.rtask.3", rest[1].subj)
+	require.True(t, strings.HasPrefix(packs[0].subj, "$INCS.t.seen.pk."), packs[0].subj)
+	require.True(t, strings.HasPrefix(packs[1].subj, "$INCS.t.rule.pk."), packs[1].subj)
+	n, _ := recordMsgs([2]msgFill{}, msgs)
+	require.Equal(t, 4, n, "two packs, two removals")
+	got := map[string]string{}
+	for _, p := range packs {
+		require.NoError(t, parsePack(p.wire, func(kind byte, task int64, rec []byte) {
+			got[string(kind)+strconv.FormatInt(task, 10)] = string(rec)
+		}))
+	}
+	require.Equal(t, map[string]string{"s1": "one", "s1099511627776": strings.Repeat("x", 1000), "r1": "rule one", "t1": `{"id":1}`}, got)
 	require.Less(t, len(packs[0].wire), 100, "stored compressed")
 	for _, bad := range [][]byte{nil, packs[0].data, packs[0].wire[:len(packs[0].wire)-3], append([]byte{s2Block}, 0xff)} {
-		require.ErrorIs(t, parsePack(bad, func(int64, []byte) {}), errBadPack)
+		require.ErrorIs(t, parsePack(bad, func(byte, int64, []byte) {}), errBadPack)
 	}
 }
 
-// TestSeenPacks_LeftDead: packs a leader left undeleted (it died first)
-// are found by the next replica's open and deleted once it leads.
-func TestSeenPacks_LeftDead(t *testing.T) {
-	defer func(n int) { smallPack = n }(smallPack)
-	smallPack = 0
+// TestRulePacks: rule states are packed as seen records are: a write of
+// many tasks' rule records and tasks takes one message, not two a task; a
+// removed state stays removed although an older pack held it; older
+// versions' rule messages are merged; a new replica, and a one-off
+// command's reader, read the same states.
+func TestRulePacks(t *testing.T) {
 	srv := runServer(t)
 	ctx := context.Background()
-	loc := time.FixedZone("CST", 8*3600)
 	s := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a"})
-	noSweep = true
-	defer func() { noSweep = false }()
-	for i := range int64(3) {
-		_, err := s.Ingest(ctx, []diff.Task{storetest.Task(1, 10+i), storetest.Task(2, 20+i)}, loc, true)
-		require.NoError(t, err, "every page supersedes the one before")
-	}
-	require.Len(t, seenMsgs(t, s), 3, "two dead packs left")
-	s.Close()
-	noSweep = false
-
-	r := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "b"})
-	require.Equal(t, 1, r.PackStats().Messages)
-	_, err := r.Ingest(ctx, []diff.Task{storetest.Task(3, 30)}, loc, true)
+	nc := connect(t, srv.ClientURL())
+	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	r.sweepDeadNow()
-	require.Len(t, seenMsgs(t, r), 2, "the dead ones deleted: the last page's pack and this one's are left")
-	require.EqualValues(t, 2, r.PackStats().Swept)
+	// Two rule states as an older version wrote them, one a message.
+	for _, id := range []int64{98, 99} {
+		for _, kind := range []string{"rule", "rtask"} {
+			msg := &nats.Msg{Subject: s.subj + kind + "." + strconv.FormatInt(id, 10), Data: []byte(fmt.Sprintf(`{"old":%d}`, id)), Header: nats.Header{hdrRollup: []string{"sub"}}}
+			_, err := js.PublishMsg(ctx, msg)
+			require.NoError(t, err)
+		}
+	}
+	require.Eventually(t, func() bool { return s.PackStats().Messages == 4 }, 5*time.Second, 10*time.Millisecond)
+
+	info, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	var ws []store.RuleWrite
+	for id := int64(1); id <= 50; id++ {
+		ws = append(ws, store.RuleWrite{TaskID: id, Record: []byte(fmt.Sprintf(`{"rule":%d}`, id)), Task: json.RawMessage(fmt.Sprintf(`{"id":%d}`, id))})
+	}
+	_, err = s.ApplyRules(ctx, ws)
+	require.NoError(t, err)
+	after, err := s.stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, info.State.LastSeq+2, after.State.LastSeq, "50 tasks' rule states in one pack, and the head")
+
+	// Task 1's state removed; task 2's rewritten: the pack of 50 keeps 48.
+	_, err = s.ApplyRules(ctx, []store.RuleWrite{{TaskID: 1}, {TaskID: 2, Record: []byte(`{"rule":"two"}`)}})
+	require.NoError(t, err)
+	// An Ingest merges the small messages: the older ones among them.
+	_, err = s.Ingest(ctx, nil, benchLoc, true)
+	require.NoError(t, err)
+	s.sweepDeadNow()
+
+	states := func(s *Store) map[int64]string {
+		got := map[int64]string{}
+		require.NoError(t, s.RuleStates(func(id int64, rec []byte) error { got[id] = string(rec); return nil }))
+		return got
+	}
+	want := states(s)
+	require.Len(t, want, 51, "50 written, 1 removed, 2 older")
+	require.NotContains(t, want, int64(1))
+	require.Equal(t, `{"rule":"two"}`, want[2])
+	require.Equal(t, `{"old":98}`, want[98])
+	s.v.mu.RLock()
+	require.Equal(t, `{"id":3}`, string(s.v.ruleTasks[3]))
+	require.Equal(t, `{"old":99}`, string(s.v.ruleTasks[99]))
+	s.v.mu.RUnlock()
+	for _, id := range []int64{98, 99} {
+		_, err := s.stream.GetLastMsgForSubject(ctx, s.subj+"rule."+strconv.FormatInt(id, 10))
+		require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "task %d's older rule message merged and deleted", id)
+	}
+
+	head, _ := s.Head()
+	for _, o := range []Options{{ReplicaID: "r"}, {ReplicaID: "reader", Reader: true}} {
+		r := openStore(t, srv.ClientURL(), o)
+		require.Eventually(t, func() bool { h, _ := r.Head(); return h == head }, 5*time.Second, 10*time.Millisecond)
+		require.Equal(t, want, states(r), "%s reads the same states", o.ReplicaID)
+	}
 }

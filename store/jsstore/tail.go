@@ -72,6 +72,8 @@ type view struct {
 	dead      []uint64            // seen messages holding none, for the leader to delete
 	rules     map[int64][]byte
 	ruleTasks map[int64][]byte
+	ruleAt    map[int64]uint64 // sequence of the message holding each rule record
+	rtaskAt   map[int64]uint64 // the same of each rule task
 	head      uint64
 	headSeq   uint64 // stream sequence of the last head message
 	lastAt    int64  // commit time of the last batch (its head's Incs-At); 0 if unknown
@@ -157,6 +159,8 @@ func newView(wake func(), cache *msgCache) *view {
 		small:     map[uint64]struct{}{},
 		rules:     map[int64][]byte{},
 		ruleTasks: map[int64][]byte{},
+		ruleAt:    map[int64]uint64{},
+		rtaskAt:   map[int64]uint64{},
 		signal:    make(chan struct{}),
 		wake:      wake,
 		cache:     cache,
@@ -403,17 +407,17 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, own 
 		return false, nil
 	}
 	switch kind {
-	case "seen":
-		if isPack(arg) {
+	case "seen", "rule", "rtask":
+		if kind != "rtask" && isPack(arg) {
 			if own != nil {
 				for _, r := range own {
-					v.setSeen(r.task, seq, r.rec)
+					v.setRec(r.kind, r.task, seq, r.rec)
 				}
 				break
 			}
-			bad = parsePack(data, func(task int64, rec []byte) { v.setSeen(task, seq, rec) })
+			bad = parsePack(data, func(k byte, task int64, rec []byte) { v.setRec(k, task, seq, rec) })
 			if bad != nil {
-				bad = fmt.Errorf("seen pack: %w", bad)
+				bad = fmt.Errorf("%s pack: %w", kind, bad)
 			}
 			break
 		}
@@ -422,23 +426,7 @@ func (v *view) applyLocked(prefix, subject string, seq uint64, data []byte, own 
 			bad = fmt.Errorf("%s record: task id %q: %w", kind, arg, err)
 			break
 		}
-		v.setSeen(id, seq, data)
-	case "rule", "rtask":
-		id, err := strconv.ParseInt(arg, 10, 64)
-		if err != nil {
-			bad = fmt.Errorf("%s record: task id %q: %w", kind, arg, err)
-			break
-		}
-		mp := v.rules
-		if kind == "rtask" {
-			mp = v.ruleTasks
-		}
-		if len(data) == 0 {
-			delete(mp, id)
-		} else {
-			// A copy: data shares its buffer with the message's headers.
-			mp[id] = bytes.Clone(data)
-		}
+		v.setRec(packKinds[kind], id, seq, data)
 	case "head":
 		if h, err := strconv.ParseUint(string(data), 10, 64); err != nil {
 			bad = fmt.Errorf("head: %w", err)

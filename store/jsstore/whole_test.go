@@ -220,7 +220,7 @@ func TestWholeTaskBatch(t *testing.T) {
 			}))
 		case "seen":
 			require.True(t, isPack(arg), "seen records are packed: %s", m.Subject)
-			require.NoError(t, parsePack(m.Data, func(task int64, _ []byte) { seenBatch[task] = inBatch(seq) }))
+			require.NoError(t, parsePack(m.Data, func(_ byte, task int64, _ []byte) { seenBatch[task] = inBatch(seq) }))
 		}
 	}
 	require.Len(t, evBatch, len(page))
