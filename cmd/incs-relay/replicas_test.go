@@ -178,9 +178,9 @@ func TestReplicas_Failover(t *testing.T) {
 	assert.Equal(t, 4.0, metricValue(t, expoA, "incs_relay_replica_partitions")+metricValue(t, expoB, "incs_relay_replica_partitions"))
 	assert.InDelta(t, 1.5, metricValue(t, expoB, "incs_relay_replica_lease_remaining_seconds"), 1.5)
 	assert.Equal(t, 1.0, metricValue(t, expoB, "incs_relay_ready"), "a follower is ready")
-	assert.Greater(t, metricValue(t, expoB, "incs_relay_store_seen_messages"), 0.0, "the follower counts the seen packs")
-	assert.Less(t, metricValue(t, expoB, "incs_relay_store_seen_messages"), 60.0, "60 tasks' records packed in fewer messages")
-	assert.Equal(t, 0.0, metricValue(t, expoA, "incs_relay_store_seen_delete_failures_total"))
+	assert.Greater(t, metricValue(t, expoB, "incs_relay_store_record_messages"), 0.0, "the follower counts the record packs")
+	assert.Less(t, metricValue(t, expoB, "incs_relay_store_record_messages"), 60.0, "60 tasks' records packed in fewer messages")
+	assert.Equal(t, 0.0, metricValue(t, expoA, "incs_relay_store_record_delete_failures_total"))
 
 	// `status` as a one-off command asks the replica at admin.addr who leads.
 	file := filepath.Join(t.TempDir(), "relay.yaml")

@@ -259,10 +259,11 @@ func (v *view) takeDead() []uint64 {
 	return d
 }
 
-// sweepDead deletes, in the background, the seen messages that hold no
-// record any more (the leader runs it after each commit). A deletion that
-// fails is tried again after the next commit; one the server no longer
-// has (a rolled-up "seen.<task>") is done.
+// sweepDead deletes, in the background, the record messages (seen
+// records, rule states) that hold no record any more (the leader runs it
+// after each commit). A deletion that fails is tried again after the next
+// commit; one the server no longer has (a rolled-up "seen.<task>") is
+// done.
 func (s *Store) sweepDead() {
 	if noSweep || !s.sweeping.CompareAndSwap(false, true) {
 		return
@@ -289,7 +290,7 @@ func (s *Store) sweepDead() {
 				s.v.mu.Unlock()
 				s.deadFailed.Add(1)
 				if s.ctx.Err() == nil {
-					s.log.Warn().Err(err).Uint64("seq", seq).Int("left", len(seqs)-i).Msg("jsstore: could not delete a seen pack no task's record is in; trying again after the next commit")
+					s.log.Warn().Err(err).Uint64("seq", seq).Int("left", len(seqs)-i).Msg("jsstore: could not delete a record message no task's record is in; trying again after the next commit")
 				}
 				return
 			}
@@ -491,7 +492,8 @@ func (s *Store) seenMsgsAt(ctx context.Context, seqs []uint64) (map[uint64][]pac
 
 // PackStats is what Store.PackStats reports.
 type PackStats struct {
-	// Messages is how many seen messages hold a current record.
+	// Messages is how many record messages (seen records, rule states)
+	// hold a current record.
 	Messages int
 	// Sparse is how many of them hold fewer than half the records they
 	// were written with, Small how many were written with fewer than
@@ -502,7 +504,7 @@ type PackStats struct {
 	Swept, Failed uint64
 }
 
-// PackStats reports the seen messages of this replica's view.
+// PackStats reports the record messages of this replica's view.
 func (s *Store) PackStats() PackStats {
 	s.v.mu.RLock()
 	defer s.v.mu.RUnlock()

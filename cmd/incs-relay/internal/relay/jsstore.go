@@ -159,9 +159,9 @@ var (
 	descPurgeFail  = prometheus.NewDesc(ns+"_store_purge_failures_total", "Purges of pruned event messages (one partition each) that failed; the next prune retries them (store.type: jetstream).", nil, nil)
 	descPruneFloor = prometheus.NewDesc(ns+"_store_prune_floor", "The prune floor: events at or below this offset are pruned (store.type: jetstream).", nil, nil)
 	descConfigs    = prometheus.NewDesc(ns+"_replica_configs", "Distinct config files (by digest) the live replicas run, as their heartbeats say: above 1 while a rolling reload is under way, or when the replicas' files differ.", nil, nil)
-	descSeenMsgs   = prometheus.NewDesc(ns+"_store_seen_messages", "Stream messages holding a current seen record, as this replica's view counts them (store.type: jetstream).", nil, nil)
-	descSeenFail   = prometheus.NewDesc(ns+"_store_seen_delete_failures_total", "Deletions of seen messages that hold no current record that failed; the leader retries them after its next commit (store.type: jetstream).", nil, nil)
-	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected, descTailErrors, descPurgeFail, descPruneFloor, descConfigs, descSeenMsgs, descSeenFail}
+	descRecMsgs    = prometheus.NewDesc(ns+"_store_record_messages", "Stream messages holding a current seen record or rule state, as this replica's view counts them (store.type: jetstream).", nil, nil)
+	descRecFail    = prometheus.NewDesc(ns+"_store_record_delete_failures_total", "Deletions of record messages (seen records, rule states) that hold no current record that failed; the leader retries them after its next commit (store.type: jetstream).", nil, nil)
+	replicaMetrics = []*prometheus.Desc{descLeader, descLeaseLeft, descOwned, descMembers, descEpoch, descConnected, descTailErrors, descPurgeFail, descPruneFloor, descConfigs, descRecMsgs, descRecFail}
 )
 
 // replicaCollector reads a jetstream replica's role at scrape time.
@@ -190,8 +190,8 @@ func (c replicaCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descPruneFloor, float64(ps.Floor))
 	gauge(descConfigs, float64(distinctConfigs(role.Configs)))
 	pk := c.h.PackStats()
-	gauge(descSeenMsgs, float64(pk.Messages))
-	ch <- prometheus.MustNewConstMetric(descSeenFail, prometheus.CounterValue, float64(pk.Failed))
+	gauge(descRecMsgs, float64(pk.Messages))
+	ch <- prometheus.MustNewConstMetric(descRecFail, prometheus.CounterValue, float64(pk.Failed))
 }
 
 // distinctConfigs counts the different digests in configs.
