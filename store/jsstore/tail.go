@@ -211,8 +211,18 @@ func (s *Store) startTail(ctx context.Context) error {
 	// (docs/ha.md, one NATS node dies); a leader that needs the view
 	// meanwhile reads what it lacks itself (catchUp).
 	hb := max(s.o.Lease/4, 500*time.Millisecond)
+	// tailMu orders each callback before Close returns: the consumer's
+	// Closed does not wait for a callback still running (logging what it
+	// skipped, say), so Close takes tailMu once the consumer stopped, and
+	// a callback after that does nothing.
+	var (
+		tailMu   sync.Mutex
+		tailDone bool
+	)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		if s.stallTail.Load() {
+		tailMu.Lock()
+		defer tailMu.Unlock()
+		if tailDone || s.stallTail.Load() {
 			return
 		}
 		if subject, seq, err := s.v.apply(prefix, m); err != nil {
@@ -230,6 +240,9 @@ func (s *Store) startTail(ctx context.Context) error {
 		<-s.ctx.Done()
 		cc.Stop()
 		<-cc.Closed()
+		tailMu.Lock()
+		tailDone = true
+		tailMu.Unlock()
 	})
 	if pending == 0 {
 		s.v.mu.Lock()
