@@ -21,8 +21,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// DefaultCacheBytes is the default Options.CacheBytes.
-const DefaultCacheBytes = 16 << 20
+// DefaultCacheBytes is the default Options.CacheBytes: 8 MiB holds about
+// 5,000 of the simulator's events, what dispatchers that keep up read
+// back of the leader's latest batches. 16 MiB delivered 84,334 events no
+// faster in bench and held 11-22 MB more RssAnon at 1,000,000 stored
+// events (bench --scale 1000000 --store jetstream, three runs each,
+// 2026-12-07: 128-132 MB against 109-118 MB), where delivery, far
+// behind the leader, reads from the stream either way.
+const DefaultCacheBytes = 8 << 20
 
 // evMsg is an event message as read: its stream sequence, its partition
 // and its events, in offset order.
