@@ -37,7 +37,7 @@ const (
 	defaultStoreReplicas   = 1
 	defaultStoreLease      = 10 * time.Second
 	defaultStorePartitions = 12
-	defaultStoreCacheMB    = 16
+	defaultStoreCacheMB    = jsstore.DefaultCacheBytes >> 20 // the store's own default, not a copy
 )
 
 // JetStreamStoreConfig is the part of the store section that selects the
