@@ -158,7 +158,7 @@ type Store struct {
 	// consumer waits to be recreated on another node.
 	stallTail atomic.Bool
 	prune     pruneState
-	// sweeping is set while sweepDead deletes dead seen messages;
+	// sweeping is set while sweepDead deletes dead record messages;
 	// deadSwept and deadFailed count its deletions (PackStats).
 	sweeping              atomic.Bool
 	deadSwept, deadFailed atomic.Uint64

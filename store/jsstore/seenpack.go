@@ -299,7 +299,7 @@ func (s *Store) sweepDead() {
 	}()
 }
 
-// noSweep (tests) leaves dead seen messages in the stream, as a leader
+// noSweep (tests) leaves dead record messages in the stream, as a leader
 // that died before it deleted them.
 var noSweep bool
 
@@ -307,7 +307,7 @@ var noSweep bool
 // compactPacks sparse packs, and merges the oldest small messages (packs
 // written with fewer than smallPack bytes of records, and records older
 // versions wrote one a message), at least two and up to mergeBytes. Merging keeps the
-// seen messages few where each batch changes a few tasks (a poll cycle's
+// record messages few where each batch changes a few tasks (a poll cycle's
 // changes in steady operation, or a stream an older version wrote): it
 // only runs while two small ones are left, so the count of small messages
 // goes down by one an Ingest at least and an idle relay writes nothing.
@@ -361,7 +361,7 @@ func (v *view) recAt(kind byte, id int64) uint64 {
 	}
 }
 
-// compactable returns the seen messages compact rewrites, oldest first:
+// compactable returns the record messages compact rewrites, oldest first:
 // up to compactPacks sparse packs, then, while at least two small messages
 // are left, the oldest of them up to mergeBytes.
 func (v *view) compactable() []uint64 {
@@ -463,7 +463,7 @@ func (s *Store) fullRecords(ctx context.Context, ids []int64, seqs map[int64]uin
 	return full, nil
 }
 
-// seenMsgsAt reads the seen messages at seqs (seenAt), up to fetchers at
+// seenMsgsAt reads the record messages at seqs (seenAt), up to fetchers at
 // a time, and returns their records by sequence.
 func (s *Store) seenMsgsAt(ctx context.Context, seqs []uint64) (map[uint64][]packRec, error) {
 	out := make(map[uint64][]packRec, len(seqs))

@@ -66,10 +66,10 @@ var tailSubjects = []string{"seen.>", "rule.>", "rtask.>", "head", "epoch", "pru
 type view struct {
 	mu        sync.RWMutex
 	seen      map[int64]seenEnt
-	recs      map[uint64]*msgLive // seen message's sequence -> the records it holds
+	recs      map[uint64]*msgLive // record message's sequence -> the records it holds
 	sparse    map[uint64]struct{} // seen packs holding fewer than half their records
-	small     map[uint64]struct{} // seen messages written with fewer than smallPack bytes of records
-	dead      []uint64            // seen messages holding none, for the leader to delete
+	small     map[uint64]struct{} // record messages written with fewer than smallPack bytes of records
+	dead      []uint64            // record messages holding none, for the leader to delete
 	rules     map[int64][]byte
 	ruleTasks map[int64][]byte
 	ruleAt    map[int64]uint64 // sequence of the message holding each rule record
