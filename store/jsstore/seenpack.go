@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
@@ -316,6 +317,7 @@ var (
 	compactPacks = 2
 	smallPack    = 32 << 10
 	mergeBytes   = 256 << 10
+	compactWait  = 250 * time.Millisecond
 )
 
 // compact adds to the batch, as units of their own, the records that the
@@ -323,14 +325,24 @@ var (
 // none once it commits and are deleted (append lock held). A record that
 // a batch under way or this one already writes is left: that write
 // supersedes it anyway.
+//
+// Compacting is housekeeping: its reads get compactWait, and what it
+// could not read is left for the next Ingest, so a read that waits (the
+// connection's node died: a request then waits out its timeout) never
+// holds up or fails the page it rides with (TestNodeDeathPause).
 func (b *batcher) compact(ctx context.Context) error {
 	seqs := b.s.v.compactable()
 	if len(seqs) == 0 {
 		return nil
 	}
-	msgs, err := b.s.seenMsgsAt(ctx, seqs)
+	rctx, cancel := context.WithTimeout(ctx, compactWait)
+	msgs, err := b.s.seenMsgsAt(rctx, seqs)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("jsstore: compacting seen records: %w", err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("jsstore: compacting records: %w", ctx.Err())
+		}
+		b.s.log.Debug().Err(err).Int("read", len(msgs)).Int("of", len(seqs)).Msg("jsstore: compacting records: a read took too long; the rest is left for the next Ingest")
 	}
 	for _, seq := range seqs {
 		for _, r := range msgs[seq] {
@@ -464,7 +476,8 @@ func (s *Store) fullRecords(ctx context.Context, ids []int64, seqs map[int64]uin
 }
 
 // seenMsgsAt reads the record messages at seqs (seenAt), up to fetchers at
-// a time, and returns their records by sequence.
+// a time, and returns their records by sequence: those it read, with the
+// first error if it could not read them all.
 func (s *Store) seenMsgsAt(ctx context.Context, seqs []uint64) (map[uint64][]packRec, error) {
 	out := make(map[uint64][]packRec, len(seqs))
 	var (
@@ -480,8 +493,11 @@ func (s *Store) seenMsgsAt(ctx context.Context, seqs []uint64) (map[uint64][]pac
 			recs, err := s.seenAt(ctx, seq)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil && first == nil {
-				first = err
+			if err != nil {
+				if first == nil {
+					first = err
+				}
+				return
 			}
 			out[seq] = recs
 		})
