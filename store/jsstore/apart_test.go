@@ -41,7 +41,7 @@ func TestSeenRecordsApart(t *testing.T) {
 			e := s.v.seenRecord(1)
 			require.True(t, e.apart, "kept without its values")
 			require.Less(t, len(e.rec), 64, "the view's copy holds no comment")
-			recs, err := s.seenAt(ctx, e.seq)
+			recs, err := s.recordsAt(ctx, e.seq)
 			require.NoError(t, err)
 			require.Len(t, recs, 1)
 			require.Greater(t, len(recs[0].rec), len(long), "the stream holds the whole record")

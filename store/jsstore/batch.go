@@ -174,7 +174,7 @@ func (b *batcher) rollupMsg(kind string, taskID int64, data []byte) outMsg {
 	h.Set(hdrRollup, "sub")
 	// A copy: the view keeps it once committed (applyOwn).
 	return outMsg{subj: b.s.subj + kind + "." + strconv.FormatInt(taskID, 10), hdr: h, data: bytes.Clone(data),
-		seen: kind == "seen", kind: kind, task: taskID}
+		kind: kind, task: taskID}
 }
 
 // add appends a unit, one task's events and rolled-up messages (its seen

@@ -90,16 +90,7 @@ func (b *batcher) flushPipelined(ctx context.Context, unlock func()) error {
 	if err := s.sendBody(b.lead, id, msgs[:len(msgs)-1]); err != nil {
 		id = "" // commit sends the whole batch again
 	}
-	s.stagedMu.Lock()
-	for _, m := range msgs {
-		if m.seen {
-			s.staged[m.task] = stagedSeen{rec: m.data, by: p}
-		}
-		for _, r := range m.recs {
-			s.staged[r.task] = stagedSeen{rec: r.rec, by: p}
-		}
-	}
-	s.stagedMu.Unlock()
+	s.stage(msgs, p)
 	s.inflight = p
 	unlock()
 
@@ -117,6 +108,25 @@ func (b *batcher) flushPipelined(ctx context.Context, unlock func()) error {
 	s.stagedMu.Unlock()
 	close(p.done)
 	return err
+}
+
+// stage makes the seen records of msgs, batch p's, those the next
+// Ingest diffs against until p committed: a removal's rolled-up message
+// and the seen records in packs, not the rule states packed beside them
+// (a compaction may rewrite those in an Ingest's batch).
+func (s *Store) stage(msgs []outMsg, p *pipeBatch) {
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	for _, m := range msgs {
+		if m.kind == "seen" {
+			s.staged[m.task] = stagedSeen{rec: m.data, by: p}
+		}
+		for _, r := range m.recs {
+			if r.kind == kindSeen {
+				s.staged[r.task] = stagedSeen{rec: r.rec, by: p}
+			}
+		}
+	}
 }
 
 // drain waits (append lock held) until the batch under way, if any,

@@ -71,6 +71,7 @@ var (
 	packSubjects = [2]string{"seen." + packToken, "rule." + packToken}
 )
 
+// packFamilyOf returns the pack family of a record kind.
 func packFamilyOf(kind byte) int {
 	if kind == kindSeen {
 		return 0
@@ -336,7 +337,7 @@ func (b *batcher) compact(ctx context.Context) error {
 		return nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, compactWait)
-	msgs, err := b.s.seenMsgsAt(rctx, seqs)
+	msgs, err := b.s.recordMsgsAt(rctx, seqs)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -411,12 +412,12 @@ func (s *Store) isStaged(id int64) bool {
 	return ok
 }
 
-// seenAt returns the records of the message at seq: a pack's (seen
+// recordsAt returns the records of the message at seq: a pack's (seen
 // records or rule states), or one record an older version wrote alone on
 // "seen.<task>", "rule.<task>" or "rtask.<task>". It reads by a direct
 // get, and from the stream's leader when that finds nothing (see
 // getNext).
-func (s *Store) seenAt(ctx context.Context, seq uint64) ([]packRec, error) {
+func (s *Store) recordsAt(ctx context.Context, seq uint64) ([]packRec, error) {
 	m, err := s.getNext(ctx, seq, "")
 	if err != nil {
 		return nil, fmt.Errorf("records at sequence %d: %w", seq, err)
@@ -455,7 +456,7 @@ func (s *Store) fullRecords(ctx context.Context, ids []int64, seqs map[int64]uin
 	for _, id := range ids {
 		bySeq[seqs[id]] = append(bySeq[seqs[id]], id)
 	}
-	msgs, err := s.seenMsgsAt(ctx, slices.Collect(maps.Keys(bySeq)))
+	msgs, err := s.recordMsgsAt(ctx, slices.Collect(maps.Keys(bySeq)))
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
@@ -475,10 +476,10 @@ func (s *Store) fullRecords(ctx context.Context, ids []int64, seqs map[int64]uin
 	return full, nil
 }
 
-// seenMsgsAt reads the record messages at seqs (seenAt), up to fetchers at
+// recordMsgsAt reads the record messages at seqs (recordsAt), up to fetchers at
 // a time, and returns their records by sequence: those it read, with the
 // first error if it could not read them all.
-func (s *Store) seenMsgsAt(ctx context.Context, seqs []uint64) (map[uint64][]packRec, error) {
+func (s *Store) recordMsgsAt(ctx context.Context, seqs []uint64) (map[uint64][]packRec, error) {
 	out := make(map[uint64][]packRec, len(seqs))
 	var (
 		mu    sync.Mutex
@@ -490,7 +491,7 @@ func (s *Store) seenMsgsAt(ctx context.Context, seqs []uint64) (map[uint64][]pac
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			recs, err := s.seenAt(ctx, seq)
+			recs, err := s.recordsAt(ctx, seq)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

@@ -156,7 +156,7 @@ func TestSeenLegacyRecords(t *testing.T) {
 	src := leadingStore(t, srv.ClientURL(), Options{Name: "src", ReplicaID: "src"})
 	_, err := src.Ingest(ctx, []diff.Task{storetest.Task(7, 70, 71)}, loc, true)
 	require.NoError(t, err)
-	recs, err := src.seenAt(ctx, src.v.seenRecord(7).seq)
+	recs, err := src.recordsAt(ctx, src.v.seenRecord(7).seq)
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
 	nc := connect(t, srv.ClientURL())
@@ -333,4 +333,21 @@ func TestRulePacks(t *testing.T) {
 		require.Eventually(t, func() bool { h, _ := r.Head(); return h == head }, 5*time.Second, 10*time.Millisecond)
 		require.Equal(t, want, states(r), "%s reads the same states", o.ReplicaID)
 	}
+}
+
+// TestStageSeenOnly: a batch under way stages its seen records for the
+// next Ingest, and not the rule states a compaction packed beside them:
+// a rule record taken for a seen record would be diffed against.
+func TestStageSeenOnly(t *testing.T) {
+	s := &Store{subj: "$INCS.t.", staged: map[int64]stagedSeen{}}
+	b := &batcher{s: s}
+	packs, rest := b.packMsgs([]outMsg{
+		b.rollupMsg("rule", 7, []byte(`{"rule":7}`)),
+		b.rollupMsg("rtask", 7, []byte(`{"id":7}`)),
+		b.rollupMsg("seen", 8, []byte(`{"seen":8}`)),
+		b.rollupMsg("seen", 9, nil),
+	})
+	p := &pipeBatch{done: make(chan struct{})}
+	s.stage(append(rest, packs...), p)
+	require.Equal(t, map[int64]stagedSeen{8: {rec: []byte(`{"seen":8}`), by: p}, 9: {by: p}}, s.staged)
 }

@@ -69,8 +69,7 @@ type outMsg struct {
 	subj string
 	hdr  nats.Header
 	data []byte
-	seen bool   // a seen record, of task: an Ingest under way stages it (Store.staged)
-	kind string // a rolled-up message's kind: "seen", "rule", "rtask", ...
+	kind string // a rolled-up message's kind: "seen" (an Ingest under way stages it, Store.staged), "rule", "rtask", ...
 	task int64  // the task of a rolled-up message
 	// evs are an event message's events as packed (packEvents): the
 	// cache takes them once the batch committed, without parsing data.
