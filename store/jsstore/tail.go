@@ -67,7 +67,7 @@ type view struct {
 	mu        sync.RWMutex
 	seen      map[int64]seenEnt
 	recs      map[uint64]*msgLive // record message's sequence -> the records it holds
-	sparse    map[uint64]struct{} // seen packs holding fewer than half their records
+	sparse    map[uint64]struct{} // packs holding fewer than half their records
 	small     map[uint64]struct{} // record messages written with fewer than smallPack bytes of records
 	dead      []uint64            // record messages holding none, for the leader to delete
 	rules     map[int64][]byte
