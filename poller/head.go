@@ -104,7 +104,9 @@ func decodePageSkip(body []byte, number, size int, skip Skipper) (*Page, error) 
 		start := len(raw)
 		raw = append(raw, body[spans[i][0]:spans[i][1]]...)
 		b := raw[start:len(raw):len(raw)]
-		var t diff.Task
+		// Logs sized from the head: the decoder appends into it, and a
+		// long history no longer leaves up to twice its room unused.
+		t := diff.Task{Logs: make([]diff.Log, 0, heads[i].Logs)}
 		if err := jsonv1.Unmarshal(b, (*wireTask)(&t)); err != nil {
 			return nil, &APIError{Kind: KindDecode, Page: number, Err: err}
 		}

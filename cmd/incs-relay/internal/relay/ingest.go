@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,11 @@ type Ingester struct {
 	bufPages int
 	bufLogs  int
 	deferred []deferredRules
+
+	// parts holds a token for each part being prepared or committed, over
+	// every Ingest under way (partsInFlight at most).
+	partsOnce sync.Once
+	parts     chan struct{}
 }
 
 // deferredRules is a page's rule observation waiting for the page's
@@ -74,11 +80,20 @@ const (
 // chunkLogs bounds the logs of one Ingest: pages of tasks with long
 // histories (100 tasks of 100 new logs each make 10,000 events of about
 // 1.6 KiB, each carrying its task) are stored in parts of whole tasks, at
-// most two at a time (ingest), so the events prepared at once stay a few
+// most partsInFlight at a time, so the events prepared at once stay a few
 // MiB whatever a page holds (bench --scale 1000000 --store bbolt,
 // 2026-12-07: RssAnon delivering 116-126 MB with whole pages, 69-73 MB in
 // parts).
 const chunkLogs = 2000
+
+// partsInFlight bounds the parts being prepared or committed at once over
+// every Ingest under way: one commits while the next is prepared. Two
+// Ingests run at once (the page handed over while the one before
+// commits), and each used to keep two parts going, so four parts' events
+// were held on pages of long histories (bench --scale 100000,1000000
+// --store bbolt, 2026-12-08, two runs each: RssAnon delivering at
+// 1,000,000 events 77.0-77.1 MB, bounded 65.3-66.7 MB).
+const partsInFlight = 2
 
 // NewIngester returns an Ingester of its own, outside a relay: it stores
 // each page in db with no snapshot boundary, tiers or rules (as a
@@ -183,12 +198,27 @@ func (h *Ingester) ingest(ctx context.Context, tasks []diff.Task) (store.IngestR
 		part := tasks[:n]
 		tasks = tasks[n:]
 		if prev == nil && len(tasks) == 0 {
-			res, err := h.db.IngestAfter(ctx, part, h.loc, h.boundary) // a page of one part: no goroutine
-			return res, err
+			// A page of one part: no goroutine.
+			slots := h.slots()
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return store.IngestResult{}, ctx.Err()
+			}
+			defer func() { <-slots }()
+			return h.db.IngestAfter(ctx, part, h.loc, h.boundary)
 		}
 		ch := make(chan ingestOutcome, 1)
 		go func() {
+			slots := h.slots()
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				ch <- ingestOutcome{tasks: part, err: ctx.Err()}
+				return
+			}
 			res, err := h.db.IngestAfter(ctx, part, h.loc, h.boundary)
+			<-slots
 			ch <- ingestOutcome{tasks: part, res: res, err: err}
 		}()
 		if prev != nil {
@@ -206,6 +236,12 @@ func (h *Ingester) ingest(ctx context.Context, tasks []diff.Task) (store.IngestR
 		return sum, &store.DiffError{TaskIDs: left, Err: errors.Join(errs...)}
 	}
 	return sum, nil
+}
+
+// slots returns the tokens of the parts in flight.
+func (h *Ingester) slots() chan struct{} {
+	h.partsOnce.Do(func() { h.parts = make(chan struct{}, partsInFlight) })
+	return h.parts
 }
 
 // addResults returns a and b summed: counts added, offsets spanning

@@ -277,6 +277,49 @@ func TestIngester_LongPagesInParts(t *testing.T) {
 	require.Equal(t, uint64(30*100), head, "the first and third parts stay stored")
 }
 
+// TestIngester_PartsInFlightBounded: two pages of long histories handed
+// over back to back (the second while the first's parts commit) prepare
+// and commit at most partsInFlight parts at once between them, not two
+// each; every log is still stored once, each task's in log order.
+func TestIngester_PartsInFlightBounded(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(t.TempDir()+"/relay.db", store.Options{NoSync: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	cs := &concurrentStore{Store: db}
+	ing := &Ingester{db: cs, loc: poller.DefaultLocation(), log: zerolog.Nop()}
+	per := chunkLogs / 10 // ten tasks a part: each page is four parts
+	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 1, 40, per)))
+	require.NoError(t, ing.HandlePage(ctx, pageOf(t, 41, 40, per)), "started while the first page's parts commit")
+	require.NoError(t, ing.flush())
+	assert.Equal(t, 8, cs.total, "eight parts")
+	assert.LessOrEqual(t, cs.most, partsInFlight, "parts in flight over both pages")
+	assert.Equal(t, partsInFlight, cs.most, "the bound is reached: parts of one page overlap")
+	head, err := db.Head()
+	require.NoError(t, err)
+	require.Equal(t, uint64(80*per), head, "every log once")
+}
+
+// concurrentStore counts the IngestAfter calls under way at once, each
+// held a few milliseconds so that calls which may overlap do.
+type concurrentStore struct {
+	store.Store
+	mu        sync.Mutex
+	now, most int
+	total     int
+}
+
+func (c *concurrentStore) IngestAfter(ctx context.Context, tasks []diff.Task, loc *time.Location, boundary time.Time) (store.IngestResult, error) {
+	c.mu.Lock()
+	c.now++
+	c.total++
+	c.most = max(c.most, c.now)
+	c.mu.Unlock()
+	defer func() { c.mu.Lock(); c.now--; c.mu.Unlock() }()
+	time.Sleep(20 * time.Millisecond)
+	return c.Store.IngestAfter(ctx, tasks, loc, boundary)
+}
+
 // failingStore fails the IngestAfter of the part whose first task is
 // failFirst with err, and records each call's first task.
 type failingStore struct {
