@@ -8,6 +8,7 @@
 package jsstore
 
 import (
+	"bytes"
 	"cmp"
 	"container/list"
 	"context"
@@ -562,12 +563,26 @@ func (s *Store) find(ctx context.Context, off uint64) (e entry, ok bool, err err
 				}
 			}
 		}
+		s.nextMu.Lock()
+		last := s.found
+		s.nextMu.Unlock()
+		if last.off == off {
+			return last, true, nil
+		}
 		evs, err := s.collect(ctx, -1, off, 1, nil)
 		if err != nil {
 			return e, false, err
 		}
 		if len(evs) == 1 && evs[0].off == off {
-			return evs[0], true, nil
+			// Remembered for the next status (the lag in seconds reads
+			// the event after the cursor), its body copied out of the
+			// message it points into.
+			e := evs[0]
+			e.body = bytes.Clone(e.body)
+			s.nextMu.Lock()
+			s.found = e
+			s.nextMu.Unlock()
+			return e, true, nil
 		}
 	}
 	return s.deadCopy(ctx, off)
@@ -577,6 +592,44 @@ func (s *Store) find(ctx context.Context, off uint64) (e entry, ok bool, err err
 // if there is none. A partition whose last message ends below from (one
 // a sink is done with) costs one read, not a search.
 func (s *Store) nextIn(ctx context.Context, p int, from uint64) (uint64, error) {
+	if next, ok := s.rememberedNext(p, from); ok {
+		return next, nil
+	}
+	next, err := s.findNextIn(ctx, p, from)
+	if err == nil && next > 0 && p >= 0 && p < len(s.nexts) {
+		s.nextMu.Lock()
+		s.nexts[p] = nextMemo{from: from, next: next}
+		s.nextMu.Unlock()
+	}
+	return next, err
+}
+
+// nextMemo is nextIn's answer next for from.
+type nextMemo struct{ from, next uint64 }
+
+// rememberedNext returns nextIn's remembered answer for p and from, if it
+// still holds: the event it names is above the pruned floor. A sink's
+// status asks every partition for the event after its cursor (Cursor),
+// several times a second while /v1/sinks or the metrics are read; while
+// the cursor stands still this answers without reading the stream.
+func (s *Store) rememberedNext(p int, from uint64) (uint64, bool) {
+	if p < 0 || p >= len(s.nexts) {
+		return 0, false
+	}
+	s.nextMu.Lock()
+	m := s.nexts[p]
+	s.nextMu.Unlock()
+	if m.next == 0 || m.from != from {
+		return 0, false
+	}
+	if floor, _ := s.floorHead(); m.next <= floor {
+		return 0, false
+	}
+	return m.next, true
+}
+
+// findNextIn is nextIn without the memo.
+func (s *Store) findNextIn(ctx context.Context, p int, from uint64) (uint64, error) {
 	below, known := s.cache.lastBelow(p, from, s.lastHeadSeq())
 	if below {
 		return 0, nil

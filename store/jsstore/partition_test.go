@@ -390,11 +390,7 @@ func TestSearchLeavesCache(t *testing.T) {
 	srv := runServer(t)
 	ctx := context.Background()
 	lead := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", Partitions: 1})
-	for i := range int64(64) {
-		l := 100 * i
-		_, err := lead.Ingest(ctx, []diff.Task{storetest.Task(2*i+1, l+1, l+2, l+3, l+4, l+5), storetest.Task(2*i+2, l+6, l+7, l+8, l+9, l+10)}, time.UTC, true)
-		require.NoError(t, err)
-	}
+	storeBatches(t, lead, 64)
 	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r", Partitions: 1})
 	cached := func() int {
 		r.cache.mu.Lock()
@@ -413,4 +409,49 @@ func TestSearchLeavesCache(t *testing.T) {
 	require.Len(t, more, 20)
 	require.Equal(t, uint64(323), more[0].Offset)
 	require.Equal(t, 3, cached(), "and the two read next")
+}
+
+// TestCursorRemembersNext: a sink's status asks each partition for the
+// event after its cursor (Cursor); asked again while the cursors stand
+// still, a replica that does not hold those messages answers without
+// reading the stream, and a cursor that moved is answered afresh.
+func TestCursorRemembersNext(t *testing.T) {
+	srv := runServer(t)
+	lead := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", Partitions: 4})
+	storeBatches(t, lead, 64)
+	require.NoError(t, lead.SetCursor("s", 100))
+	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r", Partitions: 4})
+	inMsgs := func() int64 {
+		v, err := srv.Varz(nil)
+		require.NoError(t, err)
+		return v.InMsgs
+	}
+	status := func() uint64 { // what a sink's status reads: the cursor, and the event after it for the lag
+		c, err := r.Cursor("s")
+		require.NoError(t, err)
+		ev, err := r.Event(c + 1)
+		require.NoError(t, err)
+		require.Equal(t, uint64(c+1), ev.Offset)
+		return c
+	}
+	require.Equal(t, uint64(100), status())
+	before := inMsgs()
+	for range 10 {
+		require.Equal(t, uint64(100), status())
+	}
+	require.Zero(t, inMsgs()-before, "requests to the server for ten more statuses")
+
+	require.NoError(t, lead.SetCursor("s", 200))
+	require.Eventually(t, func() bool { c, err := r.Cursor("s"); return err == nil && c == 200 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, uint64(200), status(), "a moved cursor is read again")
+}
+
+// storeBatches stores n batches in lead, each of two tasks of five logs.
+func storeBatches(t *testing.T, lead *Store, n int64) {
+	t.Helper()
+	for i := range n {
+		l := 100 * i
+		_, err := lead.Ingest(context.Background(), []diff.Task{storetest.Task(2*i+1, l+1, l+2, l+3, l+4, l+5), storetest.Task(2*i+2, l+6, l+7, l+8, l+9, l+10)}, time.UTC, true)
+		require.NoError(t, err)
+	}
 }
