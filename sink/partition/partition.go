@@ -408,6 +408,20 @@ func (p *Dispatcher) State() sink.DispatcherState {
 	return st
 }
 
+// LiveCursors returns the cursor of each partition delivered here, as
+// its dispatcher holds it: ahead of the store's by up to a cursor flush.
+func (p *Dispatcher) LiveCursors() map[int]uint64 {
+	p.mu.Lock()
+	runs := make(map[int]*partRun, len(p.runs))
+	maps.Copy(runs, p.runs)
+	p.mu.Unlock()
+	out := make(map[int]uint64, len(runs))
+	for part, run := range runs {
+		out[part] = run.d.State().Cursor
+	}
+	return out
+}
+
 // Reset stops every running partition (each persists its cursor), runs fn
 // once they all stopped (the store's rewind of the sink), and resumes them
 // from the cursors fn left, clearing pauses. fn may be nil.

@@ -337,3 +337,50 @@ func (o *countingOutbox) Read(ctx context.Context, from uint64, limit int) ([]di
 	o.read.Add(int64(len(evs)))
 	return evs, err
 }
+
+// TestDispatcher_LiveCursors: between cursor flushes the store's cursor
+// lags what the partitions delivered; with the dispatchers' live cursors
+// (as a sink's status asks) it is the sink's true cursor, and stored
+// cursors that are ahead still count.
+func TestDispatcher_LiveCursors(t *testing.T) {
+	a := leader(t, jetStream(t), "a")
+	rec := newRecSink()
+	d := newDispatcher(t, a, rec, time.Hour) // persists its cursors only when a partition stops
+	run(t, d)
+	require.Eventually(t, func() bool { return len(running(d)) == testParts }, 5*time.Second, 10*time.Millisecond)
+	head := ingest(t, a, 1, 8)
+	require.Eventually(t, func() bool { n, _ := rec.count(); return n == int(head) }, 10*time.Second, 10*time.Millisecond)
+
+	stored, err := a.Cursor("hook")
+	require.NoError(t, err)
+	assert.Zero(t, stored, "nothing flushed yet")
+	live := d.LiveCursors()
+	assert.Len(t, live, testParts)
+	c, err := a.CursorWith("hook", live)
+	require.NoError(t, err)
+	assert.Equal(t, head, c, "every event delivered")
+
+	c, err = a.CursorWith("hook", map[int]uint64{0: head})
+	require.NoError(t, err)
+	assert.Less(t, c, head, "the other partitions' stored cursors hold it back")
+	assert.Equal(t, c, lowestNextBelow(t, a, 0, head), "below the lowest event above them")
+}
+
+// lowestNextBelow returns one below the lowest offset of any partition
+// but p: the sink's cursor when p alone is done with the first head
+// events and no other partition delivered any.
+func lowestNextBelow(t *testing.T, st *jsstore.Store, p int, head uint64) uint64 {
+	t.Helper()
+	low := head + 1
+	for q := range testParts {
+		if q == p {
+			continue
+		}
+		evs, err := st.Partition(q).Read(context.Background(), 1, 1)
+		require.NoError(t, err)
+		if len(evs) > 0 {
+			low = min(low, evs[0].Offset)
+		}
+	}
+	return low - 1
+}

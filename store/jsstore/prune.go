@@ -86,7 +86,7 @@ func (s *Store) pruneEvents(ctx context.Context, sinks []string, cutoff int64) (
 	floor, head := s.floorHead()
 	upto := head
 	for _, sink := range sinks {
-		c, err := s.cursor(ctx, sink)
+		c, err := s.cursor(ctx, sink, nil)
 		if err != nil {
 			return 0, err
 		}

@@ -110,7 +110,7 @@ func (s *Store) register(sp store.SinkSpec, adopt bool, now time.Time) (store.Re
 			ctx, cancel := s.opCtx()
 			defer cancel()
 			var c uint64
-			c, startErr = s.cursor(ctx, sp.Name)
+			c, startErr = s.cursor(ctx, sp.Name, nil)
 			out = store.RegisteredSink{Name: sp.Name, Start: c + 1, Added: now, Adopted: true}
 		default:
 			_, head := s.floorHead()

@@ -48,15 +48,27 @@ func (s *Store) Cursor(sink string) (uint64, error) {
 	}
 	ctx, cancel := s.opCtx()
 	defer cancel()
-	return s.cursor(ctx, sink)
+	return s.cursor(ctx, sink, nil)
+}
+
+// CursorWith is Cursor with live partition cursors: live[p], where above
+// the stored one, stands for partition p's (a dispatcher delivering it
+// here knows its cursor before the next flush writes it).
+func (s *Store) CursorWith(sink string, live map[int]uint64) (uint64, error) {
+	if err := s.checkOpen("cursor"); err != nil {
+		return 0, err
+	}
+	ctx, cancel := s.opCtx()
+	defer cancel()
+	return s.cursor(ctx, sink, live)
 }
 
 // cursor is Cursor: below the lowest event, in any partition, above that
-// partition's cursor.
-func (s *Store) cursor(ctx context.Context, sink string) (uint64, error) {
+// partition's cursor (the higher of the stored one and live[p]).
+func (s *Store) cursor(ctx context.Context, sink string, live map[int]uint64) (uint64, error) {
 	_, out := s.floorHead()
 	for p := range s.o.Partitions {
-		next, err := s.nextIn(ctx, p, s.partCursor(sink, p)+1)
+		next, err := s.nextIn(ctx, p, max(s.partCursor(sink, p), live[p])+1)
 		if err != nil {
 			return 0, err
 		}

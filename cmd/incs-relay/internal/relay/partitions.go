@@ -26,6 +26,33 @@ var (
 	_ dispatcher = (*partition.Dispatcher)(nil)
 )
 
+// cursorWither is a store whose sink cursor can take the partitions'
+// live cursors (*jsstore.Store).
+type cursorWither interface {
+	CursorWith(sink string, live map[int]uint64) (uint64, error)
+}
+
+// liveCursor returns a partitioned sink's cursor counting what the
+// partitions delivered here hold beyond their last flush, as a single
+// dispatcher's status shows its own cursor rather than the stored one;
+// ok is false for other dispatchers, stores, or on error.
+func liveCursor(db store.Store, d dispatcher, sink string) (uint64, bool) {
+	pd, ok := d.(*partition.Dispatcher)
+	if !ok {
+		return 0, false
+	}
+	cw, ok := db.(cursorWither)
+	if !ok {
+		return 0, false
+	}
+	live := pd.LiveCursors()
+	if len(live) == 0 {
+		return 0, false
+	}
+	c, err := cw.CursorWith(sink, live)
+	return c, err == nil
+}
+
 // partitionedDispatcher returns the delivery of dc's sink on a jetstream
 // store: a sink/partition.Dispatcher on this replica's assignment, whose
 // role changes come from r.roles; unsub ends that subscription once the

@@ -128,6 +128,9 @@ func (r *Relay) SinkStatuses() []SinkStatus {
 		if st.Cursor > s.Cursor {
 			s.Cursor = st.Cursor
 		}
+		if c, ok := liveCursor(r.db, o.disp, o.cfg.Name); ok && c > s.Cursor {
+			s.Cursor = c
+		}
 		s.Paused, s.PauseReason = st.Paused, st.PauseReason
 		s.Failing = st.Failing
 		if st.LastError != "" {
