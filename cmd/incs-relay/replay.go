@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/admin"
 	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/config"
+	"github.com/incs-relay/incs-relay/cmd/incs-relay/internal/relay"
+	"github.com/incs-relay/incs-relay/store"
 )
 
 // ReplayCommand rewinds one sink so its events are delivered again, with
@@ -55,7 +58,7 @@ func (c *ReplayCommand) Run(ctx context.Context, args []string) error {
 			return err
 		}
 		head, _ := db.Head()
-		fmt.Fprintf(c.m.Stdout, "%s rewound: events %d to %d will be delivered again when the relay runs\n", *name, off, head)
+		fmt.Fprintf(c.m.Stdout, "%s rewound: events %d to %d %s\n", *name, off, head, redeliveredBy(ctx, db))
 		return nil
 	}
 	q := url.Values{}
@@ -73,4 +76,19 @@ func (c *ReplayCommand) Run(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(c.m.Stdout, "%s rewound: events %d to %d are being delivered again\n", *name, res.From, res.Head)
 	return nil
+}
+
+// redeliveredBy says who delivers a rewound sink's events again, the
+// store opened here: a bbolt store is opened only while no relay holds it;
+// a jetstream store is shared, and its live replicas deliver at once.
+func redeliveredBy(ctx context.Context, db store.Store) string {
+	js, ok := db.(*relay.JetStream)
+	if !ok {
+		return "will be delivered again when the relay runs"
+	}
+	js.Refresh(ctx) // the live replicas as the store holds them now
+	if members := js.Role().Members; len(members) > 0 {
+		return "are being delivered again by the live replicas (" + strings.Join(members, ", ") + ")"
+	}
+	return "will be delivered again once a replica runs (none is live)"
 }
