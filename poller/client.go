@@ -228,13 +228,17 @@ func (c *Client) do(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
+	kept := false
 	defer func() {
-		if buf.Cap() <= maxPooledBuf {
+		if !kept && buf.Cap() <= maxPooledBuf {
 			bufPool.Put(buf)
 		}
 	}()
 	if n := resp.ContentLength; n > 0 && n <= maxBody {
-		buf.Grow(int(n))
+		// ReadFrom wants MinRead bytes free before each read, the one that
+		// finds the end included: without them a body of exactly n bytes
+		// would be copied into a buffer twice as large at its end.
+		buf.Grow(int(n) + bytes.MinRead)
 	}
 	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxBody+1)); err != nil {
 		return nil, c.transportError(ctx, rctx, set, q.Page, err)
@@ -243,7 +247,7 @@ func (c *Client) do(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 		return nil, &APIError{Kind: KindDecode, Page: q.Page, StatusCode: resp.StatusCode,
 			Message: fmt.Sprintf("body larger than %d bytes", maxBody)}
 	}
-	p, err := decodePageSkip(buf.Bytes(), q.Page, q.PageSize, skip)
+	p, kept, err := decodeSkip(buf.Bytes(), q.Page, q.PageSize, skip, true)
 	if err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) {

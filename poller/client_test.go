@@ -77,6 +77,36 @@ func newClient(t testing.TB, srv *httptest.Server, mods ...func(*poller.Config))
 	return poller.NewClient(cfg, zerolog.New(zerolog.NewTestWriter(t)))
 }
 
+// TestClient_KeptBodiesNotReused: pages whose every task changed keep
+// their body (decodeSkip); the next requests read into other buffers,
+// so the tasks of a page handed over stay as decoded, whatever is
+// fetched after it.
+func TestClient_KeptBodiesNotReused(t *testing.T) {
+	_, srv := newSimServer(t, sim.Options{Tasks: 300, Seed: 1})
+	c := newClient(t, srv)
+	ctx := context.Background()
+	var pages []*poller.Page
+	var raws [][]string
+	for n := 1; n <= 3; n++ {
+		for range 2 { // each page twice: a reused buffer would overwrite the first
+			p, err := c.ListSkip(ctx, poller.Query{Page: n}, never{})
+			require.NoError(t, err)
+			require.Len(t, p.Tasks, 100)
+			var r []string
+			for i := range p.Tasks {
+				r = append(r, string(p.Tasks[i].Raw))
+			}
+			pages, raws = append(pages, p), append(raws, r)
+		}
+	}
+	for k, p := range pages {
+		for i := range p.Tasks {
+			require.Equal(t, raws[k][i], string(p.Tasks[i].Raw), "page %d task %d", p.Number, i)
+			require.Contains(t, raws[k][i], fmt.Sprintf(`"id":%d,`, p.Tasks[i].ID))
+		}
+	}
+}
+
 func TestClient_List(t *testing.T) {
 	s, srv := newSimServer(t, sim.Options{Tasks: 150, Seed: 1})
 	c := newClient(t, srv)

@@ -14,6 +14,7 @@ import (
 var (
 	DecodePage     = decodePage
 	DecodePageSkip = decodePageSkip
+	DecodeSkip     = decodeSkip
 )
 
 // ParseWallTime reads an API time such as "2026-04-08 17:22:01", the

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -91,6 +92,50 @@ func TestDecodePageSkip_Skips(t *testing.T) {
 	assert.False(t, p.Heads[7].Skipped)
 	assert.Len(t, p.Tasks[0].Logs, len(changed.Logs))
 	assert.Equal(t, string(changed.Logs[0].Raw), string(p.Tasks[0].Logs[0].Raw))
+}
+
+// TestDecodeSkip_KeepsBody: a body whose tasks nearly all changed, in a
+// buffer without much room to spare, is kept: each task's Raw points
+// into it (no copy), and the tasks decode as from a copy. A body of
+// mostly unchanged tasks, or with much room to spare, is copied from,
+// so that a pooled buffer can be reused.
+func TestDecodeSkip_KeepsBody(t *testing.T) {
+	body := simPage(t, 100)
+	want, err := poller.DecodePageSkip(body, 1, 100, never{})
+	require.NoError(t, err)
+	within := func(raw, b []byte) bool { // raw is a part of b's memory
+		if len(raw) == 0 {
+			return false
+		}
+		r, lo := uintptr(unsafe.Pointer(&raw[0])), uintptr(unsafe.Pointer(&b[0]))
+		return r >= lo && r+uintptr(len(raw)) <= lo+uintptr(len(b))
+	}
+
+	b := bytes.Clone(body)
+	p, kept, err := poller.DecodeSkip(b, 1, 100, never{}, true)
+	require.NoError(t, err)
+	require.True(t, kept)
+	require.Len(t, p.Tasks, 100)
+	for i := range p.Tasks {
+		assert.True(t, within(p.Tasks[i].Raw, b), "task %d's Raw is in the body", i)
+		assert.Equal(t, want.Tasks[i], p.Tasks[i])
+	}
+
+	_, kept, err = poller.DecodeSkip(bytes.Clone(body), 1, 100, never{}, false)
+	require.NoError(t, err)
+	assert.False(t, kept, "not offered")
+
+	roomy := append(make([]byte, 0, 2*len(body)), body...)
+	p, kept, err = poller.DecodeSkip(roomy, 1, 100, never{}, true)
+	require.NoError(t, err)
+	assert.False(t, kept, "twice the room it needs")
+	assert.False(t, within(p.Tasks[0].Raw, roomy), "copied out")
+
+	known := skipSet{}.learn(want.Heads[:50])
+	p, kept, err = poller.DecodeSkip(bytes.Clone(body), 1, 100, known, true)
+	require.NoError(t, err)
+	assert.False(t, kept, "half the tasks unchanged")
+	assert.Len(t, p.Tasks, 50)
 }
 
 // TestDecodePageSkip_Fallback checks bodies the fast path does not take:
