@@ -595,17 +595,56 @@ func (s *Store) nextIn(ctx context.Context, p int, from uint64) (uint64, error) 
 	if next, ok := s.rememberedNext(p, from); ok {
 		return next, nil
 	}
-	next, err := s.findNextIn(ctx, p, from)
+	next, at, err := s.findNextIn(ctx, p, from)
 	if err == nil && next > 0 && p >= 0 && p < len(s.nexts) {
 		s.nextMu.Lock()
-		s.nexts[p] = nextMemo{from: from, next: next}
+		s.nexts[p] = nextMemo{from: from, next: next, at: at}
 		s.nextMu.Unlock()
 	}
 	return next, err
 }
 
-// nextMemo is nextIn's answer next for from.
-type nextMemo struct{ from, next uint64 }
+// cachedNextIn is nextIn(p, c+1) from the cache alone, for c an offset
+// of partition p's: ok is false when the cache cannot tell.
+func (s *Store) cachedNextIn(p int, c uint64) (next uint64, ok bool) {
+	m := s.cache.holding(c)
+	if m == nil || m.part != p {
+		return 0, false
+	}
+	for _, e := range m.evs {
+		if e.off > c {
+			return e.off, true
+		}
+	}
+	if n := s.cache.get(p, m.seq); n != nil && n.part == p {
+		return n.first(), true
+	}
+	if s.cache.noneAfter(p, m.seq, s.lastHeadSeq()) {
+		return 0, true
+	}
+	return 0, false
+}
+
+// nextMemo is nextIn's answer next for from, and when that event was
+// stored (unix nanoseconds).
+type nextMemo struct {
+	from, next uint64
+	at         int64
+}
+
+// rememberedAt returns when the event at off was stored, if it is one of
+// nextIn's remembered answers: the event after a sink's cursor, whose
+// time the status's lag in seconds wants right after Cursor found it.
+func (s *Store) rememberedAt(off uint64) (int64, bool) {
+	s.nextMu.Lock()
+	defer s.nextMu.Unlock()
+	for _, m := range s.nexts {
+		if m.next == off && m.at != 0 {
+			return m.at, true
+		}
+	}
+	return 0, false
+}
 
 // rememberedNext returns nextIn's remembered answer for p and from, if it
 // still holds: the event it names is above the pruned floor. A sink's
@@ -629,10 +668,10 @@ func (s *Store) rememberedNext(p int, from uint64) (uint64, bool) {
 }
 
 // findNextIn is nextIn without the memo.
-func (s *Store) findNextIn(ctx context.Context, p int, from uint64) (uint64, error) {
+func (s *Store) findNextIn(ctx context.Context, p int, from uint64) (next uint64, at int64, err error) {
 	below, known := s.cache.lastBelow(p, from, s.lastHeadSeq())
 	if below {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if !known {
 		// Asked of the stream's leader: a whole message, in base64 JSON.
@@ -642,23 +681,23 @@ func (s *Store) findNextIn(ctx context.Context, p int, from uint64) (uint64, err
 		last, err := s.lastMsg(ctx, s.evSubject(p))
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
-			return 0, nil
+			return 0, 0, nil
 		case err != nil:
-			return 0, fmt.Errorf("jsstore: reading partition %d's last events: %w", p, err)
+			return 0, 0, fmt.Errorf("jsstore: reading partition %d's last events: %w", p, err)
 		}
 		m, err := parseEvMsg(s.subj, last.Subject, last.Sequence, last.Data)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if m.last() < from {
-			return 0, nil
+			return 0, 0, nil
 		}
 	}
 	evs, err := s.collect(ctx, p, from, 1, nil)
 	if err != nil || len(evs) == 0 {
-		return 0, err
+		return 0, 0, err
 	}
-	return evs[0].off, nil
+	return evs[0].off, evs[0].at, nil
 }
 
 // deadCopy returns the copy of a dead-lettered event kept aside

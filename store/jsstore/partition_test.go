@@ -435,6 +435,11 @@ func TestCursorRemembersNext(t *testing.T) {
 		return c
 	}
 	require.Equal(t, uint64(100), status())
+	at, ok := r.CachedStoredAt(101)
+	require.True(t, ok, "the event after the cursor, as Cursor found it")
+	ev, err := r.Event(101)
+	require.NoError(t, err)
+	require.Equal(t, ev.StoredAt, at)
 	before := inMsgs()
 	for range 10 {
 		require.Equal(t, uint64(100), status())

@@ -63,15 +63,68 @@ func (s *Store) CursorWith(sink string, live map[int]uint64) (uint64, error) {
 	return s.cursor(ctx, sink, live)
 }
 
+// CachedStoredAt returns when the event at off was stored, if this
+// replica's memory holds it (ok): the cache, or the event after a
+// partition's cursor that Cursor last found. It reads nothing from the
+// stream. A sink's status asks it for the event after the sink's cursor.
+func (s *Store) CachedStoredAt(off uint64) (at time.Time, ok bool) {
+	if ns, ok := s.rememberedAt(off); ok {
+		return time.Unix(0, ns), true
+	}
+	m := s.cache.holding(off)
+	if m == nil {
+		return at, false
+	}
+	for _, e := range m.evs {
+		if e.off == off {
+			return time.Unix(0, e.at), true
+		}
+	}
+	return at, false
+}
+
 // cursor is Cursor: below the lowest event, in any partition, above that
-// partition's cursor (the higher of the stored one and live[p]).
+// partition's cursor: the stored one, or live[p] when it is higher and the
+// cache tells what follows it (cachedNextIn). A live cursor moves with
+// every delivery, so looking past it in the stream would cost a read per
+// partition each time a status is asked for (bench asks 20 times a
+// second, and the leader's storing paid for it); past the stored one the
+// answer is remembered (nextIn).
 func (s *Store) cursor(ctx context.Context, sink string, live map[int]uint64) (uint64, error) {
 	_, out := s.floorHead()
+	nexts := make([]uint64, s.o.Partitions)
+	stored := make([]uint64, s.o.Partitions)
+	var reads []int // partitions whose next event is looked up in the stream
 	for p := range s.o.Partitions {
-		next, err := s.nextIn(ctx, p, max(s.partCursor(sink, p), live[p])+1)
-		if err != nil {
-			return 0, err
+		stored[p] = s.partCursor(sink, p)
+		if c := live[p]; c > stored[p] {
+			if next, ok := s.cachedNextIn(p, c); ok {
+				nexts[p] = next
+				continue
+			}
 		}
+		if next, ok := s.rememberedNext(p, stored[p]+1); ok {
+			nexts[p] = next
+			continue
+		}
+		reads = append(reads, p)
+	}
+	// The lookups that read the stream run side by side: one after the
+	// other, a replica that does not hold the partitions' messages took
+	// 0.2-0.5 s to answer a status on a busy two-node cluster (bench
+	// --replicas 2), each lookup a binary search of direct gets.
+	errs := make([]error, len(reads))
+	var wg sync.WaitGroup
+	for i, p := range reads {
+		wg.Go(func() {
+			nexts[p], errs[i] = s.nextIn(ctx, p, stored[p]+1)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	for _, next := range nexts {
 		if next > 0 {
 			out = min(out, next-1)
 		}

@@ -128,8 +128,9 @@ func (r *Relay) SinkStatuses() []SinkStatus {
 		if st.Cursor > s.Cursor {
 			s.Cursor = st.Cursor
 		}
+		live := false
 		if c, ok := liveCursor(r.db, o.disp, o.cfg.Name); ok && c > s.Cursor {
-			s.Cursor = c
+			s.Cursor, live = c, true
 		}
 		s.Paused, s.PauseReason = st.Paused, st.PauseReason
 		s.Failing = st.Failing
@@ -141,7 +142,11 @@ func (r *Relay) SinkStatuses() []SinkStatus {
 			s.LastDeliveryAt = timePtr(st.LastDeliveryAt)
 		}
 		s.InFlight, s.Delivered, s.Retried = st.InFlight, st.Delivered, st.Retried
-		finishLag(r.db, &s)
+		if live {
+			finishLiveLag(r.db, &s)
+		} else {
+			finishLag(r.db, &s)
+		}
 		out = append(out, s)
 	}
 	return out
@@ -213,8 +218,38 @@ func finishLag(db store.Store, s *SinkStatus) {
 	s.Lag, s.LagSeconds = 0, 0
 	if s.Head > s.Cursor {
 		s.Lag = s.Head - s.Cursor
+		if sa, ok := db.(storedAter); ok {
+			if at, ok := sa.CachedStoredAt(max(s.Cursor+1, s.First)); ok {
+				s.LagSeconds = time.Since(at).Seconds()
+				return
+			}
+		}
 		if ev, err := db.Event(max(s.Cursor+1, s.First)); err == nil && !ev.StoredAt.IsZero() {
 			s.LagSeconds = time.Since(ev.StoredAt).Seconds()
+		}
+	}
+}
+
+// storedAter is a store that tells, from memory alone, when an event was
+// stored (*jsstore.Store).
+type storedAter interface {
+	CachedStoredAt(off uint64) (time.Time, bool)
+}
+
+// finishLiveLag is finishLag for a live cursor (liveCursor), which moves
+// with every delivery: the event after it is looked up only in the
+// store's cache, never read from the stream on a status request; when
+// the cache does not hold it, LagSeconds stays as the stored cursor gave
+// it, older by at most a cursor flush.
+func finishLiveLag(db store.Store, s *SinkStatus) {
+	if s.Head <= s.Cursor {
+		s.Lag, s.LagSeconds = 0, 0
+		return
+	}
+	s.Lag = s.Head - s.Cursor
+	if sa, ok := db.(storedAter); ok {
+		if at, ok := sa.CachedStoredAt(max(s.Cursor+1, s.First)); ok {
+			s.LagSeconds = time.Since(at).Seconds()
 		}
 	}
 }
