@@ -408,16 +408,17 @@ func (p *Dispatcher) State() sink.DispatcherState {
 	return st
 }
 
-// LiveCursors returns the cursor of each partition delivered here, as
-// its dispatcher holds it: ahead of the store's by up to a cursor flush.
-func (p *Dispatcher) LiveCursors() map[int]uint64 {
+// PartitionStates returns the state of each partition's dispatcher
+// running here: its cursor is ahead of the store's by up to a cursor
+// flush.
+func (p *Dispatcher) PartitionStates() map[int]sink.DispatcherState {
 	p.mu.Lock()
 	runs := make(map[int]*partRun, len(p.runs))
 	maps.Copy(runs, p.runs)
 	p.mu.Unlock()
-	out := make(map[int]uint64, len(runs))
+	out := make(map[int]sink.DispatcherState, len(runs))
 	for part, run := range runs {
-		out[part] = run.d.State().Cursor
+		out[part] = run.d.State()
 	}
 	return out
 }

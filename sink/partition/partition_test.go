@@ -340,8 +340,9 @@ func (o *countingOutbox) Read(ctx context.Context, from uint64, limit int) ([]di
 
 // TestDispatcher_LiveCursors: between cursor flushes the store's cursor
 // lags what the partitions delivered; with the dispatchers' live cursors
-// (as a sink's status asks) it is the sink's true cursor, and stored
-// cursors that are ahead still count.
+// (PartitionStates, as a sink's status asks) it is the sink's true
+// cursor; a partition with events pending has its next right after its
+// cursor; stored cursors that are ahead still count.
 func TestDispatcher_LiveCursors(t *testing.T) {
 	a := leader(t, jetStream(t), "a")
 	rec := newRecSink()
@@ -354,13 +355,24 @@ func TestDispatcher_LiveCursors(t *testing.T) {
 	stored, err := a.Cursor("hook")
 	require.NoError(t, err)
 	assert.Zero(t, stored, "nothing flushed yet")
-	live := d.LiveCursors()
-	assert.Len(t, live, testParts)
+	states := d.PartitionStates()
+	assert.Len(t, states, testParts)
+	live := map[int]jsstore.LiveCursor{}
+	for p, st := range states {
+		assert.Zero(t, st.Pending)
+		live[p] = jsstore.LiveCursor{Cursor: st.Cursor}
+	}
 	c, err := a.CursorWith("hook", live)
 	require.NoError(t, err)
 	assert.Equal(t, head, c, "every event delivered")
 
-	c, err = a.CursorWith("hook", map[int]uint64{0: head})
+	// A partition whose dispatcher holds events it has not finished: the
+	// lowest is right after its cursor, whatever the cache holds.
+	c, err = a.CursorWith("hook", map[int]jsstore.LiveCursor{0: {Cursor: head}, 1: {Cursor: 2, Pending: true}, 2: {Cursor: head}, 3: {Cursor: head}})
+	require.NoError(t, err)
+	assert.Equal(t, uint64(2), c)
+
+	c, err = a.CursorWith("hook", map[int]jsstore.LiveCursor{0: {Cursor: head}})
 	require.NoError(t, err)
 	assert.Less(t, c, head, "the other partitions' stored cursors hold it back")
 	assert.Equal(t, c, lowestNextBelow(t, a, 0, head), "below the lowest event above them")

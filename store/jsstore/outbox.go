@@ -192,6 +192,41 @@ func (c *msgCache) walk(p int, from, off uint64) (seq uint64, sure bool) {
 	return m.seq, false
 }
 
+// holdingIn returns a cached event message of partition p holding the
+// event at off: from the last remembered message of p starting at or
+// below off that is still cached (up to a few back), following the cached
+// links on.
+func (c *msgCache) holdingIn(p int, off uint64) *evMsg {
+	if p < 0 || p >= len(c.next) {
+		return nil
+	}
+	c.mu.Lock()
+	h := c.hints[p]
+	j, _ := slices.BinarySearchFunc(h, off+1, func(a hint, off uint64) int { return cmp.Compare(a.off, off) })
+	var from uint64
+	for k := j - 1; k >= 0 && k >= j-8; k-- {
+		if m := c.bySeq[h[k].seq]; m != nil && m.part == p {
+			from = m.seq
+			break
+		}
+	}
+	c.mu.Unlock()
+	if from == 0 {
+		return nil
+	}
+	seq, _ := c.walk(p, from, off)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.bySeq[seq]
+	if m == nil || m.part != p || m.first() > off || m.last() < off {
+		return nil
+	}
+	if _, found := slices.BinarySearchFunc(m.evs, off, func(e entry, off uint64) int { return cmp.Compare(e.off, off) }); !found {
+		return nil
+	}
+	return m
+}
+
 // holding returns a cached event message holding the event at off, found
 // by the remembered first offsets at or below it: the few messages of one
 // batch, across partitions.
@@ -607,8 +642,8 @@ func (s *Store) nextIn(ctx context.Context, p int, from uint64) (uint64, error) 
 // cachedNextIn is nextIn(p, c+1) from the cache alone, for c an offset
 // of partition p's: ok is false when the cache cannot tell.
 func (s *Store) cachedNextIn(p int, c uint64) (next uint64, ok bool) {
-	m := s.cache.holding(c)
-	if m == nil || m.part != p {
+	m := s.cache.holdingIn(p, c)
+	if m == nil {
 		return 0, false
 	}
 	for _, e := range m.evs {

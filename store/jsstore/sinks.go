@@ -51,10 +51,18 @@ func (s *Store) Cursor(sink string) (uint64, error) {
 	return s.cursor(ctx, sink, nil)
 }
 
+// LiveCursor is a partition's cursor as the dispatcher delivering it
+// here holds it, ahead of the stored one by up to a cursor flush.
+type LiveCursor struct {
+	Cursor uint64
+	// Pending is set while the dispatcher holds events of the partition
+	// it read and has not finished: the lowest of them is at Cursor+1.
+	Pending bool
+}
+
 // CursorWith is Cursor with live partition cursors: live[p], where above
-// the stored one, stands for partition p's (a dispatcher delivering it
-// here knows its cursor before the next flush writes it).
-func (s *Store) CursorWith(sink string, live map[int]uint64) (uint64, error) {
+// the stored one, stands for partition p's.
+func (s *Store) CursorWith(sink string, live map[int]LiveCursor) (uint64, error) {
 	if err := s.checkOpen("cursor"); err != nil {
 		return 0, err
 	}
@@ -84,21 +92,25 @@ func (s *Store) CachedStoredAt(off uint64) (at time.Time, ok bool) {
 }
 
 // cursor is Cursor: below the lowest event, in any partition, above that
-// partition's cursor: the stored one, or live[p] when it is higher and the
-// cache tells what follows it (cachedNextIn). A live cursor moves with
-// every delivery, so looking past it in the stream would cost a read per
-// partition each time a status is asked for (bench asks 20 times a
-// second, and the leader's storing paid for it); past the stored one the
-// answer is remembered (nextIn).
-func (s *Store) cursor(ctx context.Context, sink string, live map[int]uint64) (uint64, error) {
+// partition's cursor: the stored one, or live[p] when it is higher and
+// what follows it is known without reading the stream (the dispatcher's
+// pending events, else the cache: cachedNextIn). A live cursor moves with
+// every delivery, so looking past it in the stream would cost a search
+// per partition each time a status is asked for; past the stored one
+// the answer is remembered (nextIn).
+func (s *Store) cursor(ctx context.Context, sink string, live map[int]LiveCursor) (uint64, error) {
 	_, out := s.floorHead()
 	nexts := make([]uint64, s.o.Partitions)
 	stored := make([]uint64, s.o.Partitions)
 	var reads []int // partitions whose next event is looked up in the stream
 	for p := range s.o.Partitions {
 		stored[p] = s.partCursor(sink, p)
-		if c := live[p]; c > stored[p] {
-			if next, ok := s.cachedNextIn(p, c); ok {
+		if l := live[p]; l.Cursor > stored[p] {
+			if l.Pending {
+				nexts[p] = l.Cursor + 1
+				continue
+			}
+			if next, ok := s.cachedNextIn(p, l.Cursor); ok {
 				nexts[p] = next
 				continue
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/incs-relay/incs-relay/sink"
 	"github.com/incs-relay/incs-relay/sink/partition"
 	"github.com/incs-relay/incs-relay/store"
+	"github.com/incs-relay/incs-relay/store/jsstore"
 )
 
 // dispatcher is what a Relay needs of a sink's delivery: one
@@ -29,7 +30,7 @@ var (
 // cursorWither is a store whose sink cursor can take the partitions'
 // live cursors (*jsstore.Store).
 type cursorWither interface {
-	CursorWith(sink string, live map[int]uint64) (uint64, error)
+	CursorWith(sink string, live map[int]jsstore.LiveCursor) (uint64, error)
 }
 
 // liveCursor returns a partitioned sink's cursor counting what the
@@ -45,9 +46,13 @@ func liveCursor(db store.Store, d dispatcher, sink string) (uint64, bool) {
 	if !ok {
 		return 0, false
 	}
-	live := pd.LiveCursors()
-	if len(live) == 0 {
+	states := pd.PartitionStates()
+	if len(states) == 0 {
 		return 0, false
+	}
+	live := make(map[int]jsstore.LiveCursor, len(states))
+	for p, st := range states {
+		live[p] = jsstore.LiveCursor{Cursor: st.Cursor, Pending: st.Pending > 0}
 	}
 	c, err := cw.CursorWith(sink, live)
 	return c, err == nil
