@@ -154,11 +154,12 @@ type Store struct {
 
 	v     *view
 	cache *msgCache // event messages read or committed lately
-	// nexts remembers, per partition, nextIn's last answer that found
-	// an event: events are never rewritten, so the lowest offset at or
-	// above from stays the same until pruning takes it.
+	// nexts remembers, per partition, nextIn's last answers that found
+	// an event (a few: one per sink, as a rule): events are never
+	// rewritten, so the lowest offset at or above from stays the same
+	// until pruning takes it.
 	nextMu sync.Mutex
-	nexts  []nextMemo
+	nexts  [][nextMemos]nextMemo
 	found  entry // find's last answer from the stream, for the same reason
 	// stallTail (tests) makes the tail drop what it reads, as one whose
 	// consumer waits to be recreated on another node.
@@ -280,7 +281,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cache = newMsgCache(o.Partitions, o.CacheBytes)
-	s.nexts = make([]nextMemo, o.Partitions)
+	s.nexts = make([][nextMemos]nextMemo, o.Partitions)
 	s.v = newView(s.wake, s.cache)
 	s.state = newKVState()
 	if err := s.startTail(ctx); err != nil {

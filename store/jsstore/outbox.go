@@ -633,7 +633,9 @@ func (s *Store) nextIn(ctx context.Context, p int, from uint64) (uint64, error) 
 	next, at, err := s.findNextIn(ctx, p, from)
 	if err == nil && next > 0 && p >= 0 && p < len(s.nexts) {
 		s.nextMu.Lock()
-		s.nexts[p] = nextMemo{from: from, next: next, at: at}
+		ms := &s.nexts[p]
+		copy(ms[1:], ms[:len(ms)-1]) // the newest first, the oldest dropped
+		ms[0] = nextMemo{from: from, next: next, at: at}
 		s.nextMu.Unlock()
 	}
 	return next, err
@@ -667,15 +669,20 @@ type nextMemo struct {
 	at         int64
 }
 
+// nextMemos is how many of nextIn's answers are remembered per partition.
+const nextMemos = 4
+
 // rememberedAt returns when the event at off was stored, if it is one of
 // nextIn's remembered answers: the event after a sink's cursor, whose
 // time the status's lag in seconds wants right after Cursor found it.
 func (s *Store) rememberedAt(off uint64) (int64, bool) {
 	s.nextMu.Lock()
 	defer s.nextMu.Unlock()
-	for _, m := range s.nexts {
-		if m.next == off && m.at != 0 {
-			return m.at, true
+	for i := range s.nexts {
+		for _, m := range s.nexts[i] {
+			if m.next == off && m.at != 0 {
+				return m.at, true
+			}
 		}
 	}
 	return 0, false
@@ -691,9 +698,15 @@ func (s *Store) rememberedNext(p int, from uint64) (uint64, bool) {
 		return 0, false
 	}
 	s.nextMu.Lock()
-	m := s.nexts[p]
+	var m nextMemo
+	for _, r := range s.nexts[p] {
+		if r.next != 0 && r.from == from {
+			m = r
+			break
+		}
+	}
 	s.nextMu.Unlock()
-	if m.next == 0 || m.from != from {
+	if m.next == 0 {
 		return 0, false
 	}
 	if floor, _ := s.floorHead(); m.next <= floor {

@@ -412,7 +412,8 @@ func TestSearchLeavesCache(t *testing.T) {
 }
 
 // TestCursorRemembersNext: a sink's status asks each partition for the
-// event after its cursor (Cursor); asked again while the cursors stand
+// event after its cursor (Cursor) and when the one after the sink's
+// cursor was stored; asked again while the cursors of two sinks stand
 // still, a replica that does not hold those messages answers without
 // reading the stream, and a cursor that moved is answered afresh.
 func TestCursorRemembersNext(t *testing.T) {
@@ -420,21 +421,23 @@ func TestCursorRemembersNext(t *testing.T) {
 	lead := leadingStore(t, srv.ClientURL(), Options{ReplicaID: "a", Partitions: 4})
 	storeBatches(t, lead, 64)
 	require.NoError(t, lead.SetCursor("s", 100))
+	require.NoError(t, lead.SetCursor("u", 300))
 	r := openStore(t, srv.ClientURL(), Options{ReplicaID: "r", Partitions: 4})
 	inMsgs := func() int64 {
 		v, err := srv.Varz(nil)
 		require.NoError(t, err)
 		return v.InMsgs
 	}
-	status := func() uint64 { // what a sink's status reads: the cursor, and the event after it for the lag
-		c, err := r.Cursor("s")
+	statusOf := func(sink string) uint64 { // what a sink's status reads: the cursor, and when the event after it was stored
+		c, err := r.Cursor(sink)
 		require.NoError(t, err)
-		ev, err := r.Event(c + 1)
-		require.NoError(t, err)
-		require.Equal(t, uint64(c+1), ev.Offset)
+		_, ok := r.CachedStoredAt(c + 1)
+		require.True(t, ok, "sink %s: the event after its cursor, as Cursor found it", sink)
 		return c
 	}
+	status := func() uint64 { return statusOf("s") }
 	require.Equal(t, uint64(100), status())
+	require.Equal(t, uint64(300), statusOf("u"))
 	at, ok := r.CachedStoredAt(101)
 	require.True(t, ok, "the event after the cursor, as Cursor found it")
 	ev, err := r.Event(101)
@@ -443,8 +446,9 @@ func TestCursorRemembersNext(t *testing.T) {
 	before := inMsgs()
 	for range 10 {
 		require.Equal(t, uint64(100), status())
+		require.Equal(t, uint64(300), statusOf("u"))
 	}
-	require.Zero(t, inMsgs()-before, "requests to the server for ten more statuses")
+	require.Zero(t, inMsgs()-before, "requests to the server for ten more statuses of two sinks")
 
 	require.NoError(t, lead.SetCursor("s", 200))
 	require.Eventually(t, func() bool { c, err := r.Cursor("s"); return err == nil && c == 200 }, 5*time.Second, 10*time.Millisecond)
