@@ -142,11 +142,7 @@ func (r *Relay) SinkStatuses() []SinkStatus {
 			s.LastDeliveryAt = timePtr(st.LastDeliveryAt)
 		}
 		s.InFlight, s.Delivered, s.Retried = st.InFlight, st.Delivered, st.Retried
-		if live {
-			finishLiveLag(r.db, &s)
-		} else {
-			finishLag(r.db, &s)
-		}
+		finishLag(r.db, &s, !live)
 		out = append(out, s)
 	}
 	return out
@@ -209,24 +205,36 @@ func StoreSinkStatus(db store.Store, sc config.SinkConfig) (SinkStatus, error) {
 	}
 	s.Paused, s.PauseReason, s.LastError = ss.Paused, ss.PauseReason, ss.LastError
 	s.LastErrorAt, s.LastDeliveryAt = timePtr(ss.LastErrorAt), timePtr(ss.LastDeliveryAt)
-	finishLag(db, &s)
+	finishLag(db, &s, true)
 	return s, nil
 }
 
 // finishLag sets the lag in events and seconds from the cursor and head.
-func finishLag(db store.Store, s *SinkStatus) {
-	s.Lag, s.LagSeconds = 0, 0
-	if s.Head > s.Cursor {
-		s.Lag = s.Head - s.Cursor
-		if sa, ok := db.(storedAter); ok {
-			if at, ok := sa.CachedStoredAt(max(s.Cursor+1, s.First)); ok {
-				s.LagSeconds = time.Since(at).Seconds()
-				return
-			}
+// When the event after the cursor was stored comes from the store's
+// memory where it has it (a jetstream store: CachedStoredAt), else, with
+// read, from the store. A live cursor (liveCursor) moves with every
+// delivery and is finished without read: the stream is not searched on a
+// status request, and where memory lacks the event LagSeconds stays as
+// the stored cursor gave it, older by at most a cursor flush.
+func finishLag(db store.Store, s *SinkStatus, read bool) {
+	if s.Head <= s.Cursor {
+		s.Lag, s.LagSeconds = 0, 0
+		return
+	}
+	s.Lag = s.Head - s.Cursor
+	off := max(s.Cursor+1, s.First)
+	if sa, ok := db.(storedAter); ok {
+		if at, ok := sa.CachedStoredAt(off); ok {
+			s.LagSeconds = time.Since(at).Seconds()
+			return
 		}
-		if ev, err := db.Event(max(s.Cursor+1, s.First)); err == nil && !ev.StoredAt.IsZero() {
-			s.LagSeconds = time.Since(ev.StoredAt).Seconds()
-		}
+	}
+	if !read {
+		return
+	}
+	s.LagSeconds = 0
+	if ev, err := db.Event(off); err == nil && !ev.StoredAt.IsZero() {
+		s.LagSeconds = time.Since(ev.StoredAt).Seconds()
 	}
 }
 
@@ -234,24 +242,6 @@ func finishLag(db store.Store, s *SinkStatus) {
 // stored (*jsstore.Store).
 type storedAter interface {
 	CachedStoredAt(off uint64) (time.Time, bool)
-}
-
-// finishLiveLag is finishLag for a live cursor (liveCursor), which moves
-// with every delivery: the event after it is looked up only in the
-// store's cache, never read from the stream on a status request; when
-// the cache does not hold it, LagSeconds stays as the stored cursor gave
-// it, older by at most a cursor flush.
-func finishLiveLag(db store.Store, s *SinkStatus) {
-	if s.Head <= s.Cursor {
-		s.Lag, s.LagSeconds = 0, 0
-		return
-	}
-	s.Lag = s.Head - s.Cursor
-	if sa, ok := db.(storedAter); ok {
-		if at, ok := sa.CachedStoredAt(max(s.Cursor+1, s.First)); ok {
-			s.LagSeconds = time.Since(at).Seconds()
-		}
-	}
 }
 
 // timePtr is &t, or nil for the zero time (omitted in JSON).
