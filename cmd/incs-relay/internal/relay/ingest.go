@@ -199,26 +199,22 @@ func (h *Ingester) ingest(ctx context.Context, tasks []diff.Task) (store.IngestR
 		tasks = tasks[n:]
 		if prev == nil && len(tasks) == 0 {
 			// A page of one part: no goroutine.
-			slots := h.slots()
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				return store.IngestResult{}, ctx.Err()
+			release, err := h.takeSlot(ctx)
+			if err != nil {
+				return store.IngestResult{}, err
 			}
-			defer func() { <-slots }()
+			defer release()
 			return h.db.IngestAfter(ctx, part, h.loc, h.boundary)
 		}
 		ch := make(chan ingestOutcome, 1)
 		go func() {
-			slots := h.slots()
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				ch <- ingestOutcome{tasks: part, err: ctx.Err()}
+			release, err := h.takeSlot(ctx)
+			if err != nil {
+				ch <- ingestOutcome{tasks: part, err: err}
 				return
 			}
 			res, err := h.db.IngestAfter(ctx, part, h.loc, h.boundary)
-			<-slots
+			release()
 			ch <- ingestOutcome{tasks: part, res: res, err: err}
 		}()
 		if prev != nil {
@@ -238,10 +234,16 @@ func (h *Ingester) ingest(ctx context.Context, tasks []diff.Task) (store.IngestR
 	return sum, nil
 }
 
-// slots returns the tokens of the parts in flight.
-func (h *Ingester) slots() chan struct{} {
+// takeSlot waits for one of the partsInFlight slots of the parts being
+// prepared or committed and returns its release, or ctx's error.
+func (h *Ingester) takeSlot(ctx context.Context) (release func(), err error) {
 	h.partsOnce.Do(func() { h.parts = make(chan struct{}, partsInFlight) })
-	return h.parts
+	select {
+	case h.parts <- struct{}{}:
+		return func() { <-h.parts }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // addResults returns a and b summed: counts added, offsets spanning
