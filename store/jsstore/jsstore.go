@@ -154,6 +154,10 @@ type Store struct {
 
 	v     *view
 	cache *msgCache // event messages read or committed lately
+	// beatNow (buffered 1) wakes Run for a step out of turn: this
+	// replica's partitions were revoked, and its next heartbeat, which
+	// no longer lists them, is what lets the leader give them on.
+	beatNow chan struct{}
 	// nexts remembers, per partition, nextIn's last answers that found
 	// an event (a few: one per sink, as a rule): events are never
 	// rewritten, so the lowest offset at or above from stays the same
@@ -282,6 +286,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cache = newMsgCache(o.Partitions, o.CacheBytes)
 	s.nexts = make([][nextMemos]nextMemo, o.Partitions)
+	s.beatNow = make(chan struct{}, 1)
 	s.v = newView(s.wake, s.cache)
 	s.state = newKVState()
 	if err := s.startTail(ctx); err != nil {

@@ -150,6 +150,8 @@ func (s *Store) Run(ctx context.Context) error {
 				return nil
 			case <-tick.C:
 				waiting = false
+			case <-s.beatNow:
+				waiting = false
 			case e, ok := <-freed:
 				if !ok {
 					freed = nil
@@ -443,9 +445,23 @@ func (s *Store) refreshAssignment() {
 			owned = append(owned, p)
 		}
 	}
+	revoked := false
 	s.updateRole(func(r *Role) {
+		for _, p := range r.Owned {
+			revoked = revoked || !slices.Contains(owned, p)
+		}
 		r.Owned, r.Assignments = owned, assignments
 	})
+	if revoked {
+		// Beat now rather than at the next tick: the leader gives a
+		// revoked partition on only once this replica's heartbeat no
+		// longer lists it, and a join left half the partitions
+		// undelivered for a whole tick (2.5 s with the default lease).
+		select {
+		case s.beatNow <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // assign (on the leader) gives every partition to a live replica, evenly.

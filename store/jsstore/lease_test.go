@@ -235,3 +235,30 @@ func TestLeadWithTailStuck(t *testing.T) {
 	require.Equal(t, 1, res.Events, "b appends after a's events")
 	require.Equal(t, uint64(6), res.FirstOffset)
 }
+
+// TestJoinHandsOverWithinATick: a replica joining a leader that owns
+// every partition is given its share as soon as the leader revoked them
+// from itself: the leader beats at once when its partitions are revoked
+// (beatNow), rather than a tick later, which had left the moving
+// partitions undelivered for a whole tick (2.5 s with the default lease).
+func TestJoinHandsOverWithinATick(t *testing.T) {
+	srv := runServer(t)
+	o := Options{Lease: 8 * time.Second, Partitions: 4} // a tick of 2 s
+	o.ReplicaID = "a"
+	a := leadingStore(t, srv.ClientURL(), o)
+	require.Eventually(t, func() bool { return len(a.Role().Owned) == 4 }, 10*time.Second, 10*time.Millisecond)
+	o.ReplicaID = "b"
+	b := openStore(t, srv.ClientURL(), o)
+	startRun(t, b)
+	var revoked time.Time
+	require.Eventually(t, func() bool {
+		if revoked.IsZero() && len(a.Role().Owned) < 4 {
+			revoked = time.Now()
+		}
+		return len(b.Role().Owned) == 2
+	}, 15*time.Second, 5*time.Millisecond, "b is given its share")
+	require.False(t, revoked.IsZero())
+	took := time.Since(revoked)
+	t.Logf("b owned its share %s after a's were revoked (tick %s)", took.Round(time.Millisecond), a.tick())
+	require.Less(t, took, a.tick()/2, "within a heartbeat's round trip, not a tick")
+}
