@@ -247,7 +247,7 @@ func (c *Client) do(ctx context.Context, q Query, skip Skipper) (*Page, error) {
 		return nil, &APIError{Kind: KindDecode, Page: q.Page, StatusCode: resp.StatusCode,
 			Message: fmt.Sprintf("body larger than %d bytes", maxBody)}
 	}
-	p, kept, err := decodeSkip(buf.Bytes(), q.Page, q.PageSize, skip, true)
+	p, kept, err := decodePageSkip(buf.Bytes(), q.Page, q.PageSize, skip, true)
 	if err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) {

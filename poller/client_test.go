@@ -78,7 +78,7 @@ func newClient(t testing.TB, srv *httptest.Server, mods ...func(*poller.Config))
 }
 
 // TestClient_KeptBodiesNotReused: pages whose every task changed keep
-// their body (decodeSkip); the next requests read into other buffers,
+// their body (decodePageSkip); the next requests read into other buffers,
 // so the tasks of a page handed over stay as decoded, whatever is
 // fetched after it.
 func TestClient_KeptBodiesNotReused(t *testing.T) {

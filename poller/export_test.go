@@ -12,9 +12,13 @@ import (
 // those import poller/sim, which imports poller, so they cannot be
 // internal tests.
 var (
-	DecodePage     = decodePage
-	DecodePageSkip = decodePageSkip
-	DecodeSkip     = decodeSkip
+	DecodePage = decodePage
+	// DecodeSkip is decodePageSkip; DecodePageSkip never keeps the body.
+	DecodeSkip     = decodePageSkip
+	DecodePageSkip = func(body []byte, number, size int, skip Skipper) (*Page, error) {
+		p, _, err := decodePageSkip(body, number, size, skip, false)
+		return p, err
+	}
 )
 
 // ParseWallTime reads an API time such as "2026-04-08 17:22:01", the

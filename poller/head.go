@@ -72,18 +72,13 @@ type Skipper interface {
 // one already handled. Whatever it does not expect (an error envelope,
 // escapes in keys, non-integer ids, a missing member) sends the body to the
 // strict decodePage, which reports the error the same way as without skip.
-func decodePageSkip(body []byte, number, size int, skip Skipper) (*Page, error) {
-	p, _, err := decodeSkip(body, number, size, skip, false)
-	return p, err
-}
-
-// decodeSkip is decodePageSkip. With mayKeep, the caller gives body up
-// if the page keeps it (kept): when changed tasks are most of a body
-// without much spare room, each task's Raw points into body itself
-// rather than into a copy of their JSON, which saves copying a page of
-// long histories (3.6 MB for 100 tasks of 100 logs) and keeping a
-// buffer of that size besides.
-func decodeSkip(body []byte, number, size int, skip Skipper, mayKeep bool) (p *Page, kept bool, err error) {
+//
+// With mayKeep the caller gives body up if the page keeps it (kept): when
+// changed tasks are most of a body without much spare room, each task's
+// Raw points into body itself rather than into a copy of their JSON, which
+// saves copying a page of long histories (3.6 MB for 100 tasks of 100
+// logs) and keeping a buffer of that size besides.
+func decodePageSkip(body []byte, number, size int, skip Skipper, mayKeep bool) (p *Page, kept bool, err error) {
 	if skip == nil {
 		p, err := decodePage(body, number, size)
 		return p, false, err

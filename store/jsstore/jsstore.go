@@ -164,7 +164,6 @@ type Store struct {
 	// until pruning takes it.
 	nextMu sync.Mutex
 	nexts  [][nextMemos]nextMemo
-	found  entry // find's last answer from the stream, for the same reason
 	// stallTail (tests) makes the tail drop what it reads, as one whose
 	// consumer waits to be recreated on another node.
 	stallTail atomic.Bool

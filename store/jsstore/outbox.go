@@ -8,7 +8,6 @@
 package jsstore
 
 import (
-	"bytes"
 	"cmp"
 	"container/list"
 	"context"
@@ -598,26 +597,12 @@ func (s *Store) find(ctx context.Context, off uint64) (e entry, ok bool, err err
 				}
 			}
 		}
-		s.nextMu.Lock()
-		last := s.found
-		s.nextMu.Unlock()
-		if last.off == off {
-			return last, true, nil
-		}
 		evs, err := s.collect(ctx, -1, off, 1, nil)
 		if err != nil {
 			return e, false, err
 		}
 		if len(evs) == 1 && evs[0].off == off {
-			// Remembered for the next status (the lag in seconds reads
-			// the event after the cursor), its body copied out of the
-			// message it points into.
-			e := evs[0]
-			e.body = bytes.Clone(e.body)
-			s.nextMu.Lock()
-			s.found = e
-			s.nextMu.Unlock()
-			return e, true, nil
+			return evs[0], true, nil
 		}
 	}
 	return s.deadCopy(ctx, off)

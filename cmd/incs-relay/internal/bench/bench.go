@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -196,6 +197,7 @@ func Run(ctx context.Context, opts Options) error {
 	done := map[string]time.Duration{}
 	var stored time.Duration
 	var peak, peakAnon int64 // peakAnon is sampled: heap and stacks, without the mapped store file
+	var statusCalls []time.Duration
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for len(done) < len(names) {
@@ -214,10 +216,14 @@ func Run(ctx context.Context, opts Options) error {
 			peakAnon = max(peakAnon, procStatus(c.pid(), "RssAnon:"))
 		}
 		// Any replica answers for the whole store.
+		asked := time.Now()
 		sinks, err := children[0].sinks(ctx)
 		if err != nil {
 			continue
 		}
+		// stored and done are read from this answer, so they are late by
+		// up to its time: reported below.
+		statusCalls = append(statusCalls, time.Since(asked))
 		for _, s := range sinks {
 			if stored == 0 && s.Head >= uint64(want) {
 				stored = time.Since(start)
@@ -291,6 +297,11 @@ func Run(ctx context.Context, opts Options) error {
 	for _, n := range names {
 		rate := float64(want) / done[n].Seconds()
 		fmt.Fprintf(tw, "acknowledged by %s\t%s\t%.0f events/s%s\n", n, done[n].Round(time.Millisecond), rate, lim.ratio(n, rate))
+	}
+	if len(statusCalls) > 0 {
+		slices.Sort(statusCalls)
+		fmt.Fprintf(tw, "sink status (/v1/sinks) while relaying\t%s\tp50, max %s over %d calls: the two figures above are read from it, late by up to a call\n",
+			statusCalls[len(statusCalls)/2].Round(time.Millisecond), statusCalls[len(statusCalls)-1].Round(time.Millisecond), len(statusCalls))
 	}
 	for _, n := range names {
 		if d, ok := replayed[n]; ok {
